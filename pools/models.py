@@ -1,0 +1,191 @@
+"""The record: snapshots of AWS and Kubernetes, the claims that keep workers from racing, and history.
+
+AWS and Kubernetes hold the truth. These tables hold what eipdash saw and did.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+
+class Cluster(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    region = models.CharField(max_length=32)
+    # Empty means the current context of the kubeconfig (or the in-cluster config).
+    kube_context = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class LaunchSpec(models.Model):
+    name = models.CharField(max_length=253, unique=True)
+    cluster = models.ForeignKey(Cluster, on_delete=models.PROTECT, related_name="launch_specs")
+    # {"label-key": "value"}: a node belongs to the spec when it carries all of them.
+    labels = models.JSONField(default=dict)
+    tag_key = models.CharField(max_length=128)
+    # None selects every EIP that carries tag_key, whatever its value.
+    tag_value = models.CharField(max_length=256, null=True, blank=True)
+    enabled = models.BooleanField(default=True)
+    # Keys of the alerts (pool exhausted, conflicts) that are currently true. An alert is recorded as
+    # an Event when it starts, not again on every pass while it lasts.
+    active_alerts = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    last_reconciled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def region(self) -> str:
+        return self.cluster.region
+
+    def selector_text(self) -> str:
+        return self.tag_key if self.tag_value is None else f"{self.tag_key}={self.tag_value}"
+
+
+class ElasticIP(models.Model):
+    """The last snapshot of one EIP as DescribeAddresses showed it."""
+
+    allocation_id = models.CharField(max_length=64, unique=True)
+    region = models.CharField(max_length=32)
+    public_ip = models.GenericIPAddressField(protocol="IPv4")
+    tags = models.JSONField(default=dict)
+    association_id = models.CharField(max_length=64, blank=True, default="")
+    instance_id = models.CharField(max_length=32, blank=True, default="")
+    eni_id = models.CharField(max_length=32, blank=True, default="")
+    private_ip = models.CharField(max_length=45, blank=True, default="")
+    last_seen_at = models.DateTimeField()
+    # No longer returned by DescribeAddresses (released from the account) or no longer tagged.
+    gone = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["public_ip"]
+        permissions = [("reassign_elasticip", "Can move an Elastic IP to another node by hand")]
+        indexes = [models.Index(fields=["region", "gone"])]
+
+    def __str__(self) -> str:
+        return f"{self.public_ip} ({self.allocation_id})"
+
+
+class Node(models.Model):
+    class State(models.TextChoices):
+        WAITING = "waiting", "waiting for an EIP"
+        READY = "ready", "ready with its EIP"
+        DRAINING = "draining", "draining"
+        STOPPED = "stopped", "instance stopped"
+        RELEASED = "released", "released"
+        GONE = "gone", "gone"
+        CONFLICT = "conflict", "conflict"
+
+    cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="nodes")
+    name = models.CharField(max_length=253)
+    instance_id = models.CharField(max_length=32)
+    az = models.CharField(max_length=32, blank=True, default="")
+    launch_spec = models.ForeignKey(
+        LaunchSpec, on_delete=models.SET_NULL, null=True, blank=True, related_name="nodes"
+    )
+    state = models.CharField(max_length=16, choices=State.choices, default=State.WAITING)
+    eni_id = models.CharField(max_length=32, blank=True, default="")
+    private_ip = models.CharField(max_length=45, blank=True, default="")
+    workload_pods = models.IntegerField(null=True, blank=True)
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    eip_ready_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["cluster", "name"], name="node_unique_name")]
+        indexes = [models.Index(fields=["launch_spec", "state"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def time_to_eip_seconds(self) -> float | None:
+        if self.eip_ready_at is None:
+            return None
+        return (self.eip_ready_at - self.first_seen_at).total_seconds()
+
+
+class Assignment(models.Model):
+    """One EIP on one node, from the claim to the release. An open row is also the claim."""
+
+    eip = models.ForeignKey(ElasticIP, on_delete=models.PROTECT, related_name="assignments")
+    node = models.ForeignKey(Node, on_delete=models.PROTECT, related_name="assignments")
+    launch_spec = models.ForeignKey(
+        LaunchSpec, on_delete=models.SET_NULL, null=True, blank=True, related_name="assignments"
+    )
+    # The ENI and private IP the EIP was associated with: a gone node can still be released.
+    eni_id = models.CharField(max_length=32, blank=True, default="")
+    private_ip = models.CharField(max_length=45, blank=True, default="")
+    association_id = models.CharField(max_length=64, blank=True, default="")
+    opened_at = models.DateTimeField()
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    close_reason = models.CharField(max_length=200, blank=True, default="")
+    actor = models.CharField(max_length=150, default="system")
+
+    class Meta:
+        ordering = ["-opened_at"]
+        constraints = [
+            # The database, not hope, keeps one EIP on one node and one node on one EIP.
+            models.UniqueConstraint(
+                fields=["eip"], condition=Q(closed_at__isnull=True), name="one_open_assignment_per_eip"
+            ),
+            models.UniqueConstraint(
+                fields=["node"], condition=Q(closed_at__isnull=True), name="one_open_assignment_per_node"
+            ),
+        ]
+        indexes = [models.Index(fields=["launch_spec", "closed_at"])]
+
+    @property
+    def is_open(self) -> bool:
+        return self.closed_at is None
+
+
+class Event(models.Model):
+    """The append-only history. Names are copied in, so the record outlives the rows it mentions."""
+
+    class Kind(models.TextChoices):
+        ASSIGNED = "assigned"
+        RELEASED = "released"
+        REASSIGNED = "reassigned"
+        ADOPTED = "adopted"
+        TAINT_LIFTED = "taint_lifted"
+        POOL_EXHAUSTED = "pool_exhausted"
+        CONFLICT = "conflict"
+        ERROR = "error"
+
+    timestamp = models.DateTimeField(db_index=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    launch_spec = models.CharField(max_length=253, blank=True, default="")
+    cluster = models.CharField(max_length=100, blank=True, default="")
+    region = models.CharField(max_length=32, blank=True, default="")
+    node = models.CharField(max_length=253, blank=True, default="")
+    instance_id = models.CharField(max_length=32, blank=True, default="")
+    public_ip = models.CharField(max_length=45, blank=True, default="")
+    allocation_id = models.CharField(max_length=64, blank=True, default="")
+    actor = models.CharField(max_length=150, default="system")
+    reason = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-timestamp", "-id"]
+        indexes = [
+            models.Index(fields=["-timestamp", "-id"], name="event_time_desc"),
+            models.Index(fields=["kind", "-timestamp"], name="event_kind_time"),
+            models.Index(fields=["launch_spec", "-timestamp"], name="event_spec_time"),
+            models.Index(fields=["allocation_id", "-timestamp"], name="event_eip_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.timestamp:%Y-%m-%dT%H:%M:%SZ} {self.kind} {self.public_ip} {self.node}"
