@@ -95,8 +95,14 @@ class Node(models.Model):
         LaunchSpec, on_delete=models.SET_NULL, null=True, blank=True, related_name="nodes"
     )
     state = models.CharField(max_length=16, choices=State.choices, default=State.WAITING)
+    # What the last pass saw; the dashboard and the plan preview read these, never the APIs.
+    instance_state = models.CharField(max_length=16, blank=True, default="")
     eni_id = models.CharField(max_length=32, blank=True, default="")
     private_ip = models.CharField(max_length=45, blank=True, default="")
+    startup_tainted = models.BooleanField(default=False)
+    draining = models.BooleanField(default=False)
+    foreign_eip = models.BooleanField(default=False)
+    eip_label = models.CharField(max_length=45, blank=True, default="")
     workload_pods = models.IntegerField(null=True, blank=True)
     first_seen_at = models.DateTimeField()
     last_seen_at = models.DateTimeField()

@@ -22,3 +22,6 @@ def redis_url() -> Iterator[str]:
         yield server.url
     finally:
         server.stop()
+
+
+pytest_plugins = ["tests.fixtures.ec2", "tests.fixtures.kube"]
