@@ -1,0 +1,221 @@
+"""EC2 emulator for development and tests: moto in server mode on loopback, plus world-building helpers.
+
+The product never imports this module. It only needs the endpoint, which it finds the standard boto3 way
+through ``AWS_ENDPOINT_URL_EC2`` (see :meth:`Ec2Emulator.env`).
+
+Where moto 5.2.5 differs from AWS (each point is checked by tests/sandbox/test_ec2_emulator.py):
+
+(a) **Terminate keeps the association.** After TerminateInstances, moto still reports the EIP with its
+    AssociationId, NetworkInterfaceId and PrivateIpAddress. AWS drops the association when the instance
+    (and so its primary ENI) goes away. :meth:`Ec2World.terminate` disassociates first by default to
+    behave like AWS; pass ``drop_associations=False`` to reproduce moto's behaviour.
+(b) **Moving an associated EIP is refused unless AllowReassociation=True.** moto answers
+    ``Resource.AlreadyAssociated`` both for ``AllowReassociation=False`` *and* when the parameter is left
+    out. AWS only refuses with an explicit ``False``: by default it silently moves the EIP. eipdash always
+    sends ``AllowReassociation=False``, which behaves the same on both.
+(c) **No InstanceId after an association by ENI.** After AssociateAddress with NetworkInterfaceId, moto's
+    DescribeAddresses carries ``InstanceId: ""``; AWS fills in the instance the ENI is attached to. Key the
+    association on NetworkInterfaceId and resolve the instance through DescribeInstances or
+    DescribeNetworkInterfaces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+import urllib.request
+from typing import Any
+
+import boto3
+from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+
+from sandbox.ports import free_port, wait_for_port
+
+REGION = "us-east-1"
+_FAKE_KEY = "testing"
+# AMI ids are not validated by moto; any well-formed id launches.
+_IMAGE_ID = "ami-12345678"
+_VPC_CIDR = "10.0.0.0/16"
+_SANDBOX_TAG = {"Key": "eipdash-sandbox", "Value": "true"}
+
+
+class Ec2Emulator:
+    """A moto server on 127.0.0.1, in a daemon thread of this process."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self._server: ThreadedMotoServer | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Ec2Emulator:
+        # werkzeug logs every request at INFO: noisy in tests, and the foreground command turns it back on.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server.start()
+        wait_for_port(self.port)
+        self._wait_until_answering()
+        return self
+
+    def _wait_until_answering(self, timeout: float = 15.0) -> None:
+        # The socket can accept before the WSGI app answers; ask a real question.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.endpoint_url}/moto-api/data.json", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"moto server on {self.endpoint_url} does not answer")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def reset(self) -> None:
+        """Forget every resource (all regions): much cheaper than a new server per test."""
+        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST", data=b"")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            response.read()
+
+    def env(self) -> dict[str, str]:
+        """What a process needs to reach this emulator through boto3's standard resolution."""
+        return {
+            "AWS_ENDPOINT_URL_EC2": self.endpoint_url,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": _FAKE_KEY,
+            "AWS_SECRET_ACCESS_KEY": _FAKE_KEY,
+        }
+
+    def __enter__(self) -> Ec2Emulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Ec2World:
+    """Builds AWS-shaped state (VPC, nodes, EIPs) in the emulator through its HTTP endpoint."""
+
+    def __init__(self, endpoint_url: str, region: str = REGION) -> None:
+        self.region = region
+        self.client: Any = boto3.client(
+            "ec2",
+            region_name=region,
+            endpoint_url=endpoint_url,
+            aws_access_key_id=_FAKE_KEY,
+            aws_secret_access_key=_FAKE_KEY,
+        )
+        self._subnets: dict[str, str] | None = None
+
+    def ensure_network(self) -> dict[str, str]:
+        """A sandbox VPC with one subnet in each of the region's first three AZs: {az: subnet_id}."""
+        if self._subnets is not None:
+            return self._subnets
+        vpcs = self.client.describe_vpcs(
+            Filters=[{"Name": f"tag:{_SANDBOX_TAG['Key']}", "Values": [_SANDBOX_TAG["Value"]]}]
+        )["Vpcs"]
+        if vpcs:
+            vpc_id = vpcs[0]["VpcId"]
+            subnets = self.client.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])[
+                "Subnets"
+            ]
+            self._subnets = {s["AvailabilityZone"]: s["SubnetId"] for s in subnets}
+            return self._subnets
+        vpc_id = self.client.create_vpc(
+            CidrBlock=_VPC_CIDR, TagSpecifications=[{"ResourceType": "vpc", "Tags": [_SANDBOX_TAG]}]
+        )["Vpc"]["VpcId"]
+        zones = self.client.describe_availability_zones()["AvailabilityZones"]
+        names = sorted(z["ZoneName"] for z in zones)[:3]
+        self._subnets = {}
+        for index, az in enumerate(names):
+            # /20 per AZ: room for thousands of node IPs in a scale simulation.
+            subnet = self.client.create_subnet(
+                VpcId=vpc_id, CidrBlock=f"10.0.{index * 16}.0/20", AvailabilityZone=az
+            )
+            self._subnets[az] = subnet["Subnet"]["SubnetId"]
+        return self._subnets
+
+    def launch_instance(self, az: str | None = None, extra_enis: int = 0) -> tuple[str, str, str]:
+        """One running instance: (instance_id, primary_eni_id, private_ip).
+
+        ``extra_enis`` secondary ENIs are attached at device index 1.. like the EKS VPC CNI does.
+        """
+        subnets = self.ensure_network()
+        az = az or sorted(subnets)[0]
+        subnet_id = subnets[az]
+        instance = self.client.run_instances(
+            ImageId=_IMAGE_ID, InstanceType="m5.large", MinCount=1, MaxCount=1, SubnetId=subnet_id
+        )["Instances"][0]
+        instance_id = instance["InstanceId"]
+        primary = next(n for n in instance["NetworkInterfaces"] if n["Attachment"]["DeviceIndex"] == 0)
+        for device_index in range(1, extra_enis + 1):
+            eni_id = self.client.create_network_interface(SubnetId=subnet_id)["NetworkInterface"][
+                "NetworkInterfaceId"
+            ]
+            self.client.attach_network_interface(
+                NetworkInterfaceId=eni_id, InstanceId=instance_id, DeviceIndex=device_index
+            )
+        return instance_id, primary["NetworkInterfaceId"], primary["PrivateIpAddress"]
+
+    def terminate(self, instance_id: str, drop_associations: bool = True) -> None:
+        """Terminate; with ``drop_associations`` first free its EIPs, as AWS does and moto does not."""
+        if drop_associations:
+            reservations = self.client.describe_instances(InstanceIds=[instance_id])["Reservations"]
+            eni_ids = [
+                eni["NetworkInterfaceId"]
+                for reservation in reservations
+                for instance in reservation["Instances"]
+                for eni in instance.get("NetworkInterfaces", [])
+            ]
+            if eni_ids:
+                addresses = self.client.describe_addresses(
+                    Filters=[{"Name": "network-interface-id", "Values": eni_ids}]
+                )["Addresses"]
+                for address in addresses:
+                    if address.get("AssociationId"):
+                        self.client.disassociate_address(AssociationId=address["AssociationId"])
+        self.client.terminate_instances(InstanceIds=[instance_id])
+
+    def allocate_eip(self, tags: dict[str, str]) -> tuple[str, str]:
+        """A VPC EIP carrying ``tags``: (allocation_id, public_ip)."""
+        spec = [{"ResourceType": "elastic-ip", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}]
+        kwargs: dict[str, Any] = {"Domain": "vpc"}
+        if tags:
+            kwargs["TagSpecifications"] = spec
+        allocation = self.client.allocate_address(**kwargs)
+        return allocation["AllocationId"], allocation["PublicIp"]
+
+    def address(self, allocation_id: str) -> dict[str, Any]:
+        """The raw DescribeAddresses entry of one allocation."""
+        result: dict[str, Any] = self.client.describe_addresses(AllocationIds=[allocation_id])["Addresses"][0]
+        return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run the EC2 emulator (moto server) on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=5055)
+    args = parser.parse_args(argv)
+    emulator = Ec2Emulator(port=args.port).start()
+    logging.basicConfig(level=logging.INFO)
+    logging.getLogger("werkzeug").setLevel(logging.INFO)
+    for key, value in emulator.env().items():
+        print(f"{key}={value}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,294 @@
+"""The EC2 adapter: the only module of eipdash that imports boto3 / botocore.
+
+The endpoint and credentials are resolved the standard boto3 way (``AWS_ENDPOINT_URL_EC2``, the credential
+chain), so the same code talks to AWS and to the sandbox's moto server. SDK errors leave this module only as
+the domain errors below.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+_CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 3},
+    connect_timeout=5,
+    read_timeout=10,
+)
+
+# AWS refuses more than 200 values across the filters of one call (FilterLimitExceeded).
+FILTER_VALUES_LIMIT = 200
+# The largest page DescribeInstances serves.
+INSTANCES_PAGE_SIZE = 1000
+
+_THROTTLING_CODES = frozenset(
+    {
+        "RequestLimitExceeded",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "SlowDown",
+    }
+)
+_TRANSIENT_CODES = frozenset(
+    {"InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable", "RequestTimeout"}
+)
+
+
+class Ec2Error(Exception):
+    """An EC2 call failed; ``code`` is the AWS error code (or the botocore exception name)."""
+
+    def __init__(self, message: str, *, code: str = "", operation: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.operation = operation
+
+
+class Throttled(Ec2Error):
+    """The API rate limit was hit even after botocore's retries: try again on a later pass."""
+
+
+class AlreadyAssociated(Ec2Error):
+    """The EIP is on another ENI and AllowReassociation=False kept it there."""
+
+
+class NotFound(Ec2Error):
+    """The allocation, association, instance or ENI does not exist (any more)."""
+
+
+class Transient(Ec2Error):
+    """A 5xx, a timeout or a broken connection: safe to retry later."""
+
+
+class Permanent(Ec2Error):
+    """Anything else (UnauthorizedOperation, InvalidParameterValue...): retrying will not help."""
+
+
+def error_class_for(code: str, http_status: int | None = None) -> type[Ec2Error]:
+    """The domain error for an AWS error code: a pure function, so the mapping is testable on its own."""
+    if code in _THROTTLING_CODES:
+        return Throttled
+    if code == "Resource.AlreadyAssociated":
+        return AlreadyAssociated
+    if code.endswith(".NotFound") or code.endswith("NotFound"):
+        return NotFound
+    if code in _TRANSIENT_CODES or (http_status is not None and http_status >= 500):
+        return Transient
+    return Permanent
+
+
+def to_domain_error(exc: Exception, operation: str = "") -> Ec2Error:
+    """Turn a botocore exception into the matching domain error."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        message = str(error.get("Message", "")) or str(exc)
+        return error_class_for(code, status)(
+            f"{operation}: {code}: {message}", code=code, operation=operation
+        )
+    transient = (
+        botocore.exceptions.ConnectionError,  # includes EndpointConnectionError and the timeouts
+        botocore.exceptions.HTTPClientError,
+    )
+    cls: type[Ec2Error] = Transient if isinstance(exc, transient) else Permanent
+    return cls(f"{operation}: {exc}", code=type(exc).__name__, operation=operation)
+
+
+@contextmanager
+def _mapped(operation: str) -> Iterator[None]:
+    try:
+        yield
+    except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+        raise to_domain_error(exc, operation) from exc
+
+
+@dataclass(frozen=True)
+class Address:
+    allocation_id: str
+    public_ip: str
+    tags: dict[str, str] = field(hash=False)
+    association_id: str | None
+    eni_id: str | None
+    private_ip: str | None
+    # As AWS reports it; moto leaves it empty after an association by ENI, so never key on it.
+    instance_id: str | None
+
+    def matches(self, tag_key: str, tag_value: str | None) -> bool:
+        """Ocean's tagSelector: the key must be present, and equal the value when one is given."""
+        if tag_key not in self.tags:
+            return False
+        return tag_value is None or self.tags[tag_key] == tag_value
+
+    @classmethod
+    def from_aws(cls, raw: dict[str, Any]) -> Address:
+        return cls(
+            allocation_id=raw["AllocationId"],
+            public_ip=raw["PublicIp"],
+            tags={t["Key"]: t.get("Value", "") for t in raw.get("Tags", [])},
+            association_id=raw.get("AssociationId") or None,
+            eni_id=raw.get("NetworkInterfaceId") or None,
+            private_ip=raw.get("PrivateIpAddress") or None,
+            instance_id=raw.get("InstanceId") or None,
+        )
+
+
+@dataclass(frozen=True)
+class Instance:
+    instance_id: str
+    state: str  # pending | running | stopping | stopped | shutting-down | terminated
+    az: str
+    eni_id: str | None  # primary ENI: the one at Attachment.DeviceIndex == 0
+    private_ip: str | None  # that ENI's primary private IP
+
+    @classmethod
+    def from_aws(cls, raw: dict[str, Any]) -> Instance:
+        primary = next(
+            (
+                eni
+                for eni in raw.get("NetworkInterfaces", [])
+                if eni.get("Attachment", {}).get("DeviceIndex") == 0
+            ),
+            None,
+        )
+        private_ip = None
+        if primary is not None:
+            private_ip = next(
+                (ip["PrivateIpAddress"] for ip in primary.get("PrivateIpAddresses", []) if ip.get("Primary")),
+                primary.get("PrivateIpAddress") or None,
+            )
+        return cls(
+            instance_id=raw["InstanceId"],
+            state=raw.get("State", {}).get("Name", ""),
+            az=raw.get("Placement", {}).get("AvailabilityZone", ""),
+            eni_id=primary["NetworkInterfaceId"] if primary else None,
+            private_ip=private_ip,
+        )
+
+
+# boto3 client creation costs tens of milliseconds and clients are thread-safe: share one per region.
+# The key also holds the endpoint variables so a process that changes them (tests) gets a fresh client.
+_clients: dict[tuple[str, str | None, str | None], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def _client_for(region: str) -> Any:
+    key = (region, os.environ.get("AWS_ENDPOINT_URL_EC2"), os.environ.get("AWS_ENDPOINT_URL"))
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            # A private Session: boto3's default session is not safe to create clients from concurrently.
+            client = boto3.session.Session().client("ec2", region_name=region, config=_CLIENT_CONFIG)
+            _clients[key] = client
+        return client
+
+
+_T = TypeVar("_T")
+
+
+def _chunks(items: list[_T], size: int) -> Iterator[list[_T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Ec2:
+    """EC2 calls of one region, with domain errors."""
+
+    def __init__(self, region: str, *, client: Any = None) -> None:
+        self.region = region
+        self.client = client if client is not None else _client_for(region)
+
+    def list_addresses(self, tag_keys: Iterable[str]) -> list[Address]:
+        """VPC EIPs carrying any of ``tag_keys``: one DescribeAddresses for every spec of the region.
+
+        DescribeAddresses is not paginated; filtering on the keys keeps the answer to the pools. Matching
+        a spec's tag value is left to :meth:`Address.matches`.
+        """
+        keys = sorted(set(tag_keys))
+        if not keys:
+            return []
+        addresses: list[Address] = []
+        # Over 200 distinct tag keys in one region would break AWS's filter limit: split only then.
+        for batch in _chunks(keys, FILTER_VALUES_LIMIT - 1):
+            with _mapped("DescribeAddresses"):
+                response = self.client.describe_addresses(
+                    Filters=[{"Name": "tag-key", "Values": batch}, {"Name": "domain", "Values": ["vpc"]}]
+                )
+            addresses.extend(Address.from_aws(raw) for raw in response.get("Addresses", []))
+        return addresses
+
+    def describe_instances(self, instance_ids: Iterable[str]) -> dict[str, Instance]:
+        """State and primary ENI per instance id; unknown ids are simply absent.
+
+        The ``instance-id`` filter, unlike InstanceIds, does not fail the whole batch on one unknown id.
+        """
+        ids = sorted(set(instance_ids))
+        found: dict[str, Instance] = {}
+        paginator = self.client.get_paginator("describe_instances")
+        for batch in _chunks(ids, FILTER_VALUES_LIMIT):
+            pages = paginator.paginate(
+                Filters=[{"Name": "instance-id", "Values": batch}],
+                PaginationConfig={"PageSize": INSTANCES_PAGE_SIZE},
+            )
+            with _mapped("DescribeInstances"):
+                for page in pages:
+                    for reservation in page.get("Reservations", []):
+                        for raw in reservation.get("Instances", []):
+                            instance = Instance.from_aws(raw)
+                            found[instance.instance_id] = instance
+        return found
+
+    def associate(
+        self, *, allocation_id: str, eni_id: str, private_ip: str, allow_reassociation: bool = False
+    ) -> str:
+        """Associate by ENI + private IP (InstanceId fails on multi-ENI nodes); returns the AssociationId."""
+        with _mapped("AssociateAddress"):
+            response = self.client.associate_address(
+                AllocationId=allocation_id,
+                NetworkInterfaceId=eni_id,
+                PrivateIpAddress=private_ip,
+                AllowReassociation=allow_reassociation,
+            )
+        return str(response["AssociationId"])
+
+    def disassociate(self, association_id: str) -> None:
+        """Idempotent: an association that is already gone is what we wanted."""
+        try:
+            with _mapped("DisassociateAddress"):
+                self.client.disassociate_address(AssociationId=association_id)
+        except NotFound:
+            return
+
+    def get_address(self, allocation_id: str) -> Address | None:
+        """The current state of one allocation (to confirm an association); None when it does not exist."""
+        try:
+            with _mapped("DescribeAddresses"):
+                response = self.client.describe_addresses(AllocationIds=[allocation_id])
+        except NotFound:
+            return None
+        raw = response.get("Addresses", [])
+        return Address.from_aws(raw[0]) if raw else None
+
+    def owner_of_eni(self, eni_id: str) -> str | None:
+        """The instance an ENI is attached to, or None (detached or unknown ENI)."""
+        try:
+            with _mapped("DescribeNetworkInterfaces"):
+                response = self.client.describe_network_interfaces(NetworkInterfaceIds=[eni_id])
+        except NotFound:
+            return None
+        for eni in response.get("NetworkInterfaces", []):
+            instance_id = eni.get("Attachment", {}).get("InstanceId")
+            if instance_id:
+                return str(instance_id)
+        return None
