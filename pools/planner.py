@@ -1,0 +1,365 @@
+"""The planner: what one reconcile pass of one launch spec should do. Pure: no I/O, no ORM, no clock.
+
+The workers, `reconcile --dry-run` and the dashboard's plan preview all call `plan()`, so they can
+never disagree. Each rule is a small function below, tested on plain values.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+# Instance states in which the node can run pods and so should hold an EIP.
+LIVE_STATES = frozenset({"pending", "running"})
+# A stopped instance keeps its EIP, as in AWS: it may start again.
+RESTING_STATES = frozenset({"stopping", "stopped"})
+# The instance is going or gone: its EIP goes back to the pool. "gone" = DescribeInstances has no trace.
+DEAD_STATES = frozenset({"shutting-down", "terminated", "gone"})
+
+ALERT_POOL_EXHAUSTED = "pool_exhausted"
+
+
+@dataclass(frozen=True)
+class SpecView:
+    name: str
+    tag_key: str
+    tag_value: str | None
+    # Alert keys that were already true after the previous pass (recorded then, not again now).
+    active_alerts: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class EipView:
+    """One EIP of this spec's pool, as DescribeAddresses says."""
+
+    allocation_id: str
+    public_ip: str
+    association_id: str | None = None
+    eni_id: str | None = None
+    private_ip: str | None = None
+    instance_id: str | None = None
+    # From the DB: when this spec last released it. Drives "same IP for the replacement".
+    last_released_at: datetime | None = None
+    # Other launch specs of the region whose selector also matches this EIP.
+    also_selected_by: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """What Kubernetes and EC2 say about one node of the spec (or one the DB still ties to it)."""
+
+    name: str
+    instance_id: str
+    instance_state: str  # pending | running | stopping | stopped | shutting-down | terminated | gone
+    eni_id: str | None
+    private_ip: str | None
+    startup_tainted: bool = False
+    draining: bool = False
+    workload_pods: int | None = None  # None = not counted
+    foreign_eip: bool = False  # a non-pool EIP already sits on the primary ENI's primary IP
+    in_cluster: bool = True  # False: the Kubernetes node object is gone
+    matches_spec: bool = True  # False: still tied by an open assignment, but its labels moved away
+    also_matched_by: tuple[str, ...] = ()  # other launch specs whose labels match this node too
+    eip_label: str = ""  # the current eipdash.io/eip label
+    first_seen_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """An open assignment in the DB."""
+
+    node: str
+    confirmed: bool = True
+
+
+@dataclass(frozen=True)
+class Assign:
+    allocation_id: str
+    public_ip: str
+    node: str
+    eni_id: str
+    private_ip: str
+
+
+@dataclass(frozen=True)
+class Release:
+    allocation_id: str
+    public_ip: str
+    node: str
+    reason: str
+    # Disassociate this association first; None when AWS already shows the EIP free (or elsewhere).
+    association_id: str | None
+
+
+@dataclass(frozen=True)
+class Adopt:
+    """AWS has the EIP on a node of the spec and the DB has no confirmed claim for it: record it."""
+
+    allocation_id: str
+    public_ip: str
+    node: str
+    association_id: str
+    reason: str
+    supersedes: str | None = None  # the node of a stale open assignment of this EIP, closed first
+
+
+@dataclass(frozen=True)
+class MarkReady:
+    """The EIP is confirmed on the node's ENI: label and annotate the node, lift the startup taint."""
+
+    node: str
+    allocation_id: str
+    public_ip: str
+    lift_taint: bool
+    set_marks: bool
+
+
+@dataclass(frozen=True)
+class Note:
+    """An alert that starts with this pass: recorded once as an Event."""
+
+    kind: str  # conflict | pool_exhausted
+    key: str
+    reason: str
+    node: str = ""
+    allocation_id: str = ""
+    public_ip: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    assign: tuple[Assign, ...] = ()
+    release: tuple[Release, ...] = ()
+    adopt: tuple[Adopt, ...] = ()
+    ready: tuple[MarkReady, ...] = ()
+    notes: tuple[Note, ...] = ()
+    # Every alert true after this pass; the executor stores it as the spec's active_alerts.
+    alerts: frozenset[str] = frozenset()
+    waiting: tuple[str, ...] = ()  # nodes that need an EIP and will not get one in this pass
+    node_states: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.assign or self.release or self.adopt or self.ready or self.notes)
+
+    def describe(self) -> list[str]:
+        lines = [f"release {r.public_ip} from {r.node} ({r.reason})" for r in self.release]
+        lines += [f"adopt {a.public_ip} on {a.node} ({a.reason})" for a in self.adopt]
+        lines += [f"assign {a.public_ip} → {a.node}" for a in self.assign]
+        for m in self.ready:
+            what = " and ".join(
+                part for part, wanted in (("lift the startup taint", m.lift_taint), ("label", m.set_marks))
+                if wanted
+            )
+            lines.append(f"{what} on {m.node} ({m.public_ip})")
+        lines += [f"{n.kind}: {n.reason}" for n in self.notes]
+        lines += [f"{name} keeps waiting: no free EIP" for name in self.waiting]
+        return lines or ["nothing to do"]
+
+
+# --- the rules ------------------------------------------------------------------------------------
+
+
+def tag_selects(tags: Mapping[str, str], tag_key: str, tag_value: str | None) -> bool:
+    """Ocean's tagSelector: the key alone selects any value; key and value select exactly."""
+    if tag_key not in tags:
+        return False
+    return tag_value is None or tags[tag_key] == tag_value
+
+
+def node_is_alive(node: NodeView) -> bool:
+    return node.in_cluster and node.instance_state in LIVE_STATES
+
+
+def node_is_gone(node: NodeView) -> bool:
+    return not node.in_cluster or node.instance_state in DEAD_STATES
+
+
+def node_needs_eip(node: NodeView) -> bool:
+    """Whether or not it carries the startup taint: a node set up without it gets its EIP later."""
+    return (
+        node.matches_spec
+        and node_is_alive(node)
+        and not node.draining
+        and not node.foreign_eip
+        and not node.also_matched_by
+    )
+
+
+def release_reason(node: NodeView) -> str | None:
+    """Why a node that holds an EIP must give it back now, or None to keep it."""
+    if not node.in_cluster:
+        return "node deleted"
+    if node.instance_state in DEAD_STATES:
+        return f"instance {node.instance_state}"
+    if node.draining and node.workload_pods == 0:
+        return "drained: no workload pods left"
+    return None
+
+
+def free_order_key(eip: EipView) -> tuple[int, float, int]:
+    """Most recently released first (a replacement node gets its predecessor's IP), then by address."""
+    released = eip.last_released_at.timestamp() if eip.last_released_at else 0.0
+    return (0 if eip.last_released_at else 1, -released, int(ipaddress.ip_address(eip.public_ip)))
+
+
+def waiting_order_key(node: NodeView) -> tuple[float, str]:
+    """Oldest node first, so that a node does not starve behind newer ones."""
+    return (node.first_seen_at.timestamp() if node.first_seen_at else float("inf"), node.name)
+
+
+def _note(kind: str, key: str, reason: str, **where: str) -> Note:
+    return Note(kind=kind, key=key, reason=reason, **where)
+
+
+# --- the plan -------------------------------------------------------------------------------------
+
+
+def plan(
+    spec: SpecView,
+    eips: Sequence[EipView],
+    nodes: Sequence[NodeView],
+    claims: Mapping[str, Claim],
+) -> Plan:
+    """One pass for one launch spec.
+
+    eips: the spec's pool (EIPs its selector matches). nodes: the nodes whose labels match, plus the
+    nodes the DB still ties to a pool EIP. claims: open assignments by allocation id.
+    """
+    by_eni = {n.eni_id: n for n in nodes if n.eni_id}
+    by_name = {n.name: n for n in nodes}
+    alerts: set[str] = set()
+    notes: list[Note] = []
+    release: list[Release] = []
+    adopt: list[Adopt] = []
+    ready: list[MarkReady] = []
+    free: list[EipView] = []
+    # Which node holds which EIP after the releases and adoptions of this pass.
+    held_by_node: dict[str, EipView] = {}
+
+    def alert(note: Note) -> None:
+        alerts.add(note.key)
+        if note.key not in spec.active_alerts:
+            notes.append(note)
+
+    for node in nodes:
+        if node.foreign_eip and node.matches_spec and node_is_alive(node):
+            alert(_note("conflict", f"node-foreign-eip:{node.name}",
+                        f"node {node.name} already carries an EIP outside the pool on its primary ENI; "
+                        "left alone (associating would knock that EIP off)", node=node.name))
+        if node.also_matched_by and node.matches_spec:
+            alert(_note("conflict", f"node-two-specs:{node.name}",
+                        f"node {node.name} also matches launch spec(s) {', '.join(node.also_matched_by)}; "
+                        "no EIP is assigned to it", node=node.name))
+
+    for eip in sorted(eips, key=lambda e: e.allocation_id):
+        claim = claims.get(eip.allocation_id)
+        where = {"allocation_id": eip.allocation_id, "public_ip": eip.public_ip}
+        on_node = by_eni.get(eip.eni_id) if eip.eni_id else None
+
+        if eip.also_selected_by:
+            alert(_note("conflict", f"eip-two-specs:{eip.allocation_id}",
+                        f"{eip.public_ip} is also selected by launch spec(s) {', '.join(eip.also_selected_by)}; "
+                        "neither assigns it", **where))
+            continue
+
+        if eip.association_id and on_node is None:
+            # On an instance that is not a node of this spec: someone else's. Never touch it.
+            alert(_note("conflict", f"eip-foreign:{eip.allocation_id}",
+                        f"{eip.public_ip} is associated with {eip.instance_id or eip.eni_id}, "
+                        "which is not a node of this launch spec; left alone", **where))
+            if claim is not None:
+                # Our record says ours, AWS says elsewhere: close the record, do not pull the EIP.
+                release.append(Release(eip.allocation_id, eip.public_ip, claim.node,
+                                       "moved outside eipdash", association_id=None))
+            continue
+
+        if on_node is not None:
+            reason = release_reason(on_node)
+            if reason is not None:
+                # The release closes whatever record there is; nothing to adopt first.
+                release.append(Release(eip.allocation_id, eip.public_ip, on_node.name, reason,
+                                       association_id=eip.association_id))
+                continue
+            if claim is None or claim.node != on_node.name or not claim.confirmed:
+                if claim is None:
+                    why = "found on the node without a record (recovery)"
+                elif claim.node != on_node.name:
+                    why = f"moved from {claim.node} outside this pass"
+                else:
+                    why = "association confirmed after an interrupted pass"
+                adopt.append(Adopt(eip.allocation_id, eip.public_ip, on_node.name, eip.association_id or "",
+                                   why, supersedes=claim.node if claim and claim.node != on_node.name else None))
+            held_by_node[on_node.name] = eip
+            if on_node.matches_spec and node_is_alive(on_node) and not on_node.draining:
+                lift = on_node.startup_tainted
+                marks = on_node.eip_label != eip.public_ip
+                if lift or marks:
+                    ready.append(MarkReady(on_node.name, eip.allocation_id, eip.public_ip, lift, marks))
+            continue
+
+        # AWS shows the EIP free.
+        if claim is not None:
+            node = by_name.get(claim.node)
+            reason = "association lost" if node is None or not node_is_gone(node) else (
+                release_reason(node) or "node gone")
+            if not claim.confirmed:
+                reason = "claim without association (interrupted pass)"
+            release.append(Release(eip.allocation_id, eip.public_ip, claim.node, reason, association_id=None))
+        free.append(eip)
+
+    # Nodes that need an EIP, oldest first, get the free EIPs, most recently released first.
+    needing = sorted(
+        (n for n in nodes if node_needs_eip(n) and n.name not in held_by_node), key=waiting_order_key
+    )
+    free.sort(key=free_order_key)
+    assign = [
+        Assign(eip.allocation_id, eip.public_ip, node.name, node.eni_id or "", node.private_ip or "")
+        for eip, node in zip(free, needing, strict=False)
+        if node.eni_id and node.private_ip
+    ]
+    assigned_nodes = {a.node for a in assign}
+    waiting = tuple(n.name for n in needing if n.name not in assigned_nodes)
+    if len(needing) > len(free):
+        alert(_note(ALERT_POOL_EXHAUSTED, ALERT_POOL_EXHAUSTED,
+                    f"{len(needing)} node(s) need an EIP and the pool has {len(free)} free "
+                    f"({len(eips)} in the pool); waiting: {', '.join(waiting)}"))
+
+    return Plan(
+        assign=tuple(assign),
+        release=tuple(release),
+        adopt=tuple(adopt),
+        ready=tuple(ready),
+        notes=tuple(notes),
+        alerts=frozenset(alerts),
+        waiting=waiting,
+        node_states=node_states(nodes, held_by_node.keys(), assigned_nodes, release),
+    )
+
+
+def node_states(
+    nodes: Iterable[NodeView], holding: Iterable[str], assigned: Iterable[str], releases: Iterable[Release]
+) -> dict[str, str]:
+    """The state each node shows on the dashboard after this pass."""
+    holding = set(holding) | set(assigned)
+    released = {r.node for r in releases}
+    states = {}
+    for node in nodes:
+        if node_is_gone(node):
+            state = "gone"
+        elif node.name in released:
+            state = "released"
+        elif node.instance_state in RESTING_STATES:
+            state = "stopped"
+        elif node.draining:
+            state = "draining"
+        elif node.foreign_eip or node.also_matched_by:
+            state = "conflict"
+        elif node.name in holding:
+            state = "ready"
+        else:
+            state = "waiting"
+        states[node.name] = state
+    return states

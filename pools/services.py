@@ -1,0 +1,159 @@
+"""Writes to the record. Every change of the history goes through here (CONVENTIONS.md §1, §9)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from .models import Assignment, Cluster, ElasticIP, Event, LaunchSpec, Node
+from .specfile import LaunchSpecInput, SpecFileError
+
+
+def cluster_default() -> Cluster:
+    cluster, _ = Cluster.objects.get_or_create(
+        name=settings.EIPDASH_CLUSTER_NAME,
+        defaults={"region": settings.EIPDASH_CLUSTER_REGION, "kube_context": settings.EIPDASH_KUBE_CONTEXT},
+    )
+    return cluster
+
+
+def _cluster_for(data: LaunchSpecInput) -> Cluster:
+    if data.cluster is None:
+        cluster = cluster_default()
+    else:
+        cluster, _ = Cluster.objects.get_or_create(
+            name=data.cluster, defaults={"region": data.region or settings.EIPDASH_CLUSTER_REGION}
+        )
+    if data.region is not None and data.region != cluster.region:
+        raise SpecFileError(
+            [f"region {data.region!r} differs from cluster {cluster.name!r}'s region {cluster.region!r}"]
+        )
+    return cluster
+
+
+@transaction.atomic
+def launch_spec_apply(*, data: LaunchSpecInput) -> tuple[LaunchSpec, bool]:
+    """Create or update a launch spec by name. All or nothing: a refused input changes no row."""
+    cluster = _cluster_for(data)
+    spec, created = LaunchSpec.objects.select_for_update().get_or_create(
+        name=data.name,
+        defaults={
+            "cluster": cluster,
+            "labels": data.labels,
+            "tag_key": data.tag_key,
+            "tag_value": data.tag_value,
+            "enabled": data.enabled,
+        },
+    )
+    if not created:
+        if spec.cluster_id != cluster.pk and spec.assignments.filter(closed_at__isnull=True).exists():
+            raise SpecFileError([f"launch spec {spec.name!r} holds EIPs in cluster {spec.cluster.name!r}; "
+                                 "release them before moving it to another cluster"])
+        spec.cluster = cluster
+        spec.labels = data.labels
+        spec.tag_key = data.tag_key
+        spec.tag_value = data.tag_value
+        spec.enabled = data.enabled
+        # The alerts were true of the old selector; the next pass works them out anew.
+        spec.active_alerts = []
+        spec.save()
+    return spec, created
+
+
+@transaction.atomic
+def launch_spec_delete(*, name: str) -> None:
+    """Delete a spec. Refused while it holds EIPs: deleting would orphan live associations."""
+    spec = LaunchSpec.objects.select_for_update().filter(name=name).first()
+    if spec is None:
+        raise LaunchSpec.DoesNotExist(f"no launch spec named {name!r}")
+    held = spec.assignments.filter(closed_at__isnull=True).count()
+    if held:
+        raise SpecFileError(
+            [f"launch spec {name!r} still holds {held} EIP(s); disable it and let its nodes drain first"]
+        )
+    spec.delete()
+
+
+@dataclass(frozen=True)
+class EventContext:
+    """Who and what an event is about; copied into the row as plain strings."""
+
+    launch_spec: str = ""
+    cluster: str = ""
+    region: str = ""
+    node: str = ""
+    instance_id: str = ""
+    public_ip: str = ""
+    allocation_id: str = ""
+
+
+def event_context(
+    *, spec: LaunchSpec | None = None, node: Node | None = None, eip: ElasticIP | None = None
+) -> EventContext:
+    return EventContext(
+        launch_spec=spec.name if spec else "",
+        cluster=spec.cluster.name if spec else (node.cluster.name if node else ""),
+        region=spec.cluster.region if spec else (eip.region if eip else ""),
+        node=node.name if node else "",
+        instance_id=node.instance_id if node else "",
+        public_ip=eip.public_ip if eip else "",
+        allocation_id=eip.allocation_id if eip else "",
+    )
+
+
+def event_record(
+    *, kind: str, context: EventContext, reason: str, actor: str = "system", at: datetime | None = None
+) -> Event:
+    return Event.objects.create(
+        timestamp=at or timezone.now(),
+        kind=kind,
+        actor=actor,
+        reason=reason,
+        launch_spec=context.launch_spec,
+        cluster=context.cluster,
+        region=context.region,
+        node=context.node,
+        instance_id=context.instance_id,
+        public_ip=context.public_ip,
+        allocation_id=context.allocation_id,
+    )
+
+
+def assignment_open(
+    *, eip: ElasticIP, node: Node, spec: LaunchSpec, actor: str, association_id: str = "",
+    confirmed: bool = False,
+) -> Assignment:
+    """The claim. Raises IntegrityError when the EIP or the node already has an open assignment."""
+    now = timezone.now()
+    with transaction.atomic():
+        return Assignment.objects.create(
+            eip=eip,
+            node=node,
+            launch_spec=spec,
+            eni_id=node.eni_id,
+            private_ip=node.private_ip,
+            association_id=association_id,
+            opened_at=now,
+            confirmed_at=now if confirmed else None,
+            actor=actor,
+        )
+
+
+def assignment_confirm(*, assignment: Assignment, association_id: str) -> bool:
+    """Mark a claim confirmed by AWS. False when it was closed meanwhile (someone else decided)."""
+    updated = Assignment.objects.filter(pk=assignment.pk, closed_at__isnull=True).update(
+        association_id=association_id, confirmed_at=timezone.now()
+    )
+    return updated == 1
+
+
+def assignment_close(*, assignment: Assignment, reason: str) -> bool:
+    """Close an open assignment. False when it was already closed: the caller lost a race."""
+    updated = Assignment.objects.filter(pk=assignment.pk, closed_at__isnull=True).update(
+        closed_at=timezone.now(), close_reason=reason[:200]
+    )
+    return updated == 1
