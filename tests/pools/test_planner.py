@@ -1,0 +1,220 @@
+"""Every planner rule, on plain values."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from pools.planner import (
+    ALERT_POOL_EXHAUSTED,
+    Claim,
+    EipView,
+    NodeView,
+    SpecView,
+    plan,
+    tag_selects,
+)
+
+SPEC = SpecView(name="ingress", tag_key="pool", tag_value="ingress")
+T0 = datetime(2026, 11, 26, 3, 12, tzinfo=UTC)
+
+
+def node(name: str, n: int, **kw: object) -> NodeView:
+    defaults: dict[str, object] = dict(
+        instance_id=f"i-{n:04x}", instance_state="running", eni_id=f"eni-{n}", private_ip=f"10.0.0.{n}",
+        startup_tainted=True,
+    )
+    defaults.update(kw)
+    return NodeView(name=name, **defaults)  # type: ignore[arg-type]
+
+
+def eip(n: int, *, on: NodeView | None = None, **kw: object) -> EipView:
+    assoc = dict(association_id=f"eipassoc-{n}", eni_id=on.eni_id, private_ip=on.private_ip) if on else {}
+    return EipView(allocation_id=f"eipalloc-{n}", public_ip=f"203.0.113.{n}", **assoc, **kw)  # type: ignore[arg-type]
+
+
+def test_tag_selector_key_alone_matches_any_value_and_key_value_matches_exactly() -> None:
+    assert tag_selects({"pool": "x"}, "pool", None)
+    assert tag_selects({"pool": ""}, "pool", None)
+    assert tag_selects({"pool": "x"}, "pool", "x")
+    assert not tag_selects({"pool": "y"}, "pool", "x")
+    assert not tag_selects({"other": "x"}, "pool", None)
+
+
+def test_new_nodes_get_free_eips_tainted_or_not() -> None:
+    a, b = node("a", 1), node("b", 2, startup_tainted=False)
+    result = plan(SPEC, [eip(1), eip(2)], [a, b], {})
+    assert {(x.node, x.allocation_id) for x in result.assign} == {("a", "eipalloc-1"), ("b", "eipalloc-2")}
+    assert result.assign[0].eni_id == "eni-1" and result.assign[0].private_ip == "10.0.0.1"
+    assert not result.notes and not result.waiting
+
+
+def test_node_that_is_not_running_or_is_draining_gets_nothing() -> None:
+    nodes = [
+        node("stopped", 1, instance_state="stopped"),
+        node("terminated", 2, instance_state="terminated"),
+        node("draining", 3, draining=True, workload_pods=2),
+        node("pending", 4, instance_state="pending"),
+    ]
+    result = plan(SPEC, [eip(1), eip(2), eip(3)], nodes, {})
+    assert [a.node for a in result.assign] == ["pending"]
+
+
+def test_most_recently_released_eip_goes_first_then_stable_order() -> None:
+    old = eip(1, last_released_at=T0)
+    recent = eip(9, last_released_at=T0 + timedelta(minutes=5))
+    never = eip(5)
+    result = plan(SPEC, [never, old, recent], [node("a", 1, first_seen_at=T0), node("b", 2, first_seen_at=T0 +
+                  timedelta(seconds=1)), node("c", 3, first_seen_at=T0 + timedelta(seconds=2))], {})
+    assert [(a.node, a.public_ip) for a in result.assign] == [
+        ("a", "203.0.113.9"), ("b", "203.0.113.1"), ("c", "203.0.113.5")]
+
+
+def test_free_order_is_numeric_not_lexical() -> None:
+    result = plan(SPEC, [eip(10), eip(9)], [node("a", 1)], {})
+    assert result.assign[0].public_ip == "203.0.113.9"
+
+
+def test_node_with_foreign_eip_gets_a_conflict_and_is_never_touched() -> None:
+    result = plan(SPEC, [eip(1)], [node("a", 1, foreign_eip=True)], {})
+    assert not result.assign and not result.ready
+    assert [n.kind for n in result.notes] == ["conflict"]
+    assert result.node_states["a"] == "conflict"
+
+
+def test_pool_eip_on_a_node_without_record_is_adopted_and_the_node_made_ready() -> None:
+    a = node("a", 1)
+    result = plan(SPEC, [eip(1, on=a)], [a], {})
+    assert [(x.node, x.allocation_id, x.association_id) for x in result.adopt] == [("a", "eipalloc-1", "eipassoc-1")]
+    assert result.ready[0].lift_taint and result.ready[0].set_marks
+    assert not result.assign
+
+
+def test_unconfirmed_claim_found_associated_is_adopted_crash_after_aws_call() -> None:
+    a = node("a", 1)
+    result = plan(SPEC, [eip(1, on=a)], [a], {"eipalloc-1": Claim("a", confirmed=False)})
+    assert len(result.adopt) == 1 and result.adopt[0].supersedes is None
+
+
+def test_unconfirmed_claim_with_eip_free_is_closed_and_the_node_served_again() -> None:
+    result = plan(SPEC, [eip(1)], [node("a", 1)], {"eipalloc-1": Claim("a", confirmed=False)})
+    assert [(r.node, r.association_id) for r in result.release] == [("a", None)]
+    assert [(a.node, a.allocation_id) for a in result.assign] == [("a", "eipalloc-1")]
+
+
+def test_held_and_confirmed_eip_only_lifts_the_taint_once() -> None:
+    a = node("a", 1)
+    claims = {"eipalloc-1": Claim("a")}
+    first = plan(SPEC, [eip(1, on=a)], [a], claims)
+    assert first.ready and first.ready[0].lift_taint and not first.adopt
+    done = node("a", 1, startup_tainted=False, eip_label="203.0.113.1")
+    assert plan(SPEC, [eip(1, on=done)], [done], claims).is_empty
+
+
+def test_pool_eip_on_an_instance_that_is_not_a_node_of_the_spec_is_a_conflict_left_alone() -> None:
+    stranger = node("stranger", 7)
+    result = plan(SPEC, [eip(1, on=stranger, instance_id="i-0007")], [node("a", 1)], {})
+    assert not result.assign and not result.release and not result.adopt
+    assert [n.key for n in result.notes] == ["eip-foreign:eipalloc-1", ALERT_POOL_EXHAUSTED]
+    assert ALERT_POOL_EXHAUSTED in result.alerts  # the one node waits: the only EIP is taken
+
+
+def test_eip_selected_by_two_specs_is_assigned_by_neither() -> None:
+    result = plan(SPEC, [eip(1, also_selected_by=("egress",))], [node("a", 1)], {})
+    assert not result.assign
+    assert {n.key for n in result.notes} == {"eip-two-specs:eipalloc-1", ALERT_POOL_EXHAUSTED}
+
+
+def test_node_matched_by_two_specs_gets_nothing() -> None:
+    result = plan(SPEC, [eip(1)], [node("a", 1, also_matched_by=("egress",))], {})
+    assert not result.assign and result.notes[0].key == "node-two-specs:a"
+
+
+def test_draining_node_keeps_its_eip_while_workload_pods_run() -> None:
+    a = node("a", 1, draining=True, workload_pods=1, startup_tainted=False)
+    result = plan(SPEC, [eip(1, on=a)], [a], {"eipalloc-1": Claim("a")})
+    assert not result.release and result.node_states["a"] == "draining"
+
+
+def test_draining_node_with_uncounted_pods_keeps_its_eip() -> None:
+    a = node("a", 1, draining=True, workload_pods=None)
+    assert not plan(SPEC, [eip(1, on=a)], [a], {"eipalloc-1": Claim("a")}).release
+
+
+def test_drained_node_releases_its_eip_with_a_disassociation() -> None:
+    a = node("a", 1, draining=True, workload_pods=0)
+    result = plan(SPEC, [eip(1, on=a)], [a], {"eipalloc-1": Claim("a")})
+    assert [(r.node, r.association_id, r.reason) for r in result.release] == [
+        ("a", "eipassoc-1", "drained: no workload pods left")]
+    assert result.node_states["a"] == "released"
+    assert not result.assign  # the EIP goes back to the pool on the next pass
+
+
+def test_gone_node_releases_whether_or_not_aws_still_shows_the_association() -> None:
+    gone = node("a", 1, in_cluster=False)
+    # The EC2 emulator keeps the association after terminate.
+    kept = plan(SPEC, [eip(1, on=gone)], [gone], {"eipalloc-1": Claim("a")})
+    assert [(r.association_id, r.reason) for r in kept.release] == [("eipassoc-1", "node deleted")]
+    # AWS drops it: only the record is closed.
+    dropped = plan(SPEC, [eip(1)], [gone], {"eipalloc-1": Claim("a")})
+    assert [(r.association_id, r.reason) for r in dropped.release] == [(None, "node deleted")]
+
+
+def test_terminated_instance_releases_even_while_the_node_object_remains() -> None:
+    for state in ("shutting-down", "terminated", "gone"):
+        a = node("a", 1, instance_state=state)
+        result = plan(SPEC, [eip(1, on=a)], [a], {"eipalloc-1": Claim("a")})
+        assert [r.reason for r in result.release] == [f"instance {state}"]
+
+
+def test_stopped_instance_keeps_its_eip() -> None:
+    a = node("a", 1, instance_state="stopped", startup_tainted=False)
+    result = plan(SPEC, [eip(1, on=a)], [a], {"eipalloc-1": Claim("a")})
+    assert result.is_empty and result.node_states["a"] == "stopped"
+
+
+def test_exhaustion_keeps_nodes_waiting_and_alerts_once_per_episode() -> None:
+    nodes = [node(n, i + 1, first_seen_at=T0 + timedelta(seconds=i)) for i, n in enumerate("abcd")]
+    first = plan(SPEC, [eip(1), eip(2), eip(3)], nodes, {})
+    assert [a.node for a in first.assign] == ["a", "b", "c"]
+    assert first.waiting == ("d",)
+    assert [n.kind for n in first.notes] == ["pool_exhausted"]
+    # The next pass, still exhausted: no new note, the alert stays active.
+    again = plan(SpecView("ingress", "pool", "ingress", active_alerts=first.alerts), [], nodes[3:], {})
+    assert not again.notes and ALERT_POOL_EXHAUSTED in again.alerts
+    # Capacity back: the alert clears, so a later shortage is a new episode.
+    cleared = plan(SpecView("ingress", "pool", "ingress", active_alerts=first.alerts), [eip(4)], nodes[3:], {})
+    assert ALERT_POOL_EXHAUSTED not in cleared.alerts and len(cleared.assign) == 1
+
+
+def test_claim_for_eip_now_on_another_node_of_the_spec_is_superseded() -> None:
+    a, b = node("a", 1), node("b", 2)
+    result = plan(SPEC, [eip(1, on=b)], [a, b], {"eipalloc-1": Claim("a")})
+    assert [(x.node, x.supersedes) for x in result.adopt] == [("b", "a")]
+    assert result.waiting == ("a",)
+
+
+def test_claim_for_eip_moved_to_a_stranger_closes_the_record_without_pulling_the_eip() -> None:
+    a, stranger = node("a", 1), node("s", 9)
+    result = plan(SPEC, [eip(1, on=stranger)], [a], {"eipalloc-1": Claim("a")})
+    assert [(r.node, r.association_id) for r in result.release] == [("a", None)]
+
+
+def test_node_whose_labels_moved_away_keeps_its_eip_until_it_drains() -> None:
+    a = node("a", 1, matches_spec=False, startup_tainted=False)
+    result = plan(SPEC, [eip(1, on=a)], [a], {"eipalloc-1": Claim("a")})
+    assert result.is_empty
+    gone = node("a", 1, matches_spec=False, draining=True, workload_pods=0)
+    assert plan(SPEC, [eip(1, on=gone)], [gone], {"eipalloc-1": Claim("a")}).release
+
+
+def test_node_without_eni_information_is_not_assigned() -> None:
+    result = plan(SPEC, [eip(1)], [node("a", 1, eni_id=None, private_ip=None)], {})
+    assert not result.assign
+
+
+def test_describe_reads_like_a_plan() -> None:
+    a = node("a", 1)
+    lines = plan(SPEC, [eip(2)], [a, node("b", 2)], {}).describe()
+    assert "assign 203.0.113.2 → a" in lines
+    assert any("keeps waiting" in line for line in lines)
+    assert plan(SPEC, [], [], {}).describe() == ["nothing to do"]
