@@ -91,10 +91,9 @@ class Node(models.Model):
     name = models.CharField(max_length=253)
     instance_id = models.CharField(max_length=32)
     az = models.CharField(max_length=32, blank=True, default="")
-    launch_spec = models.ForeignKey(
-        LaunchSpec, on_delete=models.SET_NULL, null=True, blank=True, related_name="nodes"
-    )
+    launch_spec = models.ForeignKey(LaunchSpec, on_delete=models.SET_NULL, null=True, blank=True, related_name="nodes")
     state = models.CharField(max_length=16, choices=State.choices, default=State.WAITING)
+    labels = models.JSONField(default=dict, blank=True)
     # What the last pass saw; the dashboard and the plan preview read these, never the APIs.
     instance_state = models.CharField(max_length=16, blank=True, default="")
     eni_id = models.CharField(max_length=32, blank=True, default="")
