@@ -1,0 +1,132 @@
+"""`manage.py sandbox`: the EC2 and Kubernetes API emulators in the foreground, with demo data and a simulation.
+
+Development and demo only. eipdash itself never knows it runs against the sandbox: the sandbox only hands
+out an endpoint and a kubeconfig, through ``var/sandbox/env`` and ``var/sandbox/kubeconfig``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandParser
+
+ENV_FILE_NAME = "env"
+KUBECONFIG_NAME = "kubeconfig"
+
+
+def write_atomically(path: Path, text: str) -> None:
+    # Readers (make run, the e2e test) treat the env file's existence as "ready": never let them see half.
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Command(BaseCommand):
+    help = "Run the EC2 and Kubernetes API emulators on 127.0.0.1, with demo data and a scale simulation."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--ec2-port", type=int, default=5055)
+        parser.add_argument("--kube-port", type=int, default=6443)
+        parser.add_argument("--no-seed", action="store_true", help="start empty: no launch specs, EIPs or nodes")
+        parser.add_argument("--simulate", action="store_true", help="run the scale simulation")
+        parser.add_argument("--seed", type=int, default=1, help="random seed of the simulation (deterministic)")
+        parser.add_argument(
+            "--state-dir", default=str(Path(settings.VAR_DIR) / "sandbox"),
+            help="where the env file and the kubeconfig are written (default var/sandbox)",
+        )
+        parser.add_argument("--duration", type=float, default=0.0, help="stop after N seconds (0: run until signalled)")
+        pace = parser.add_argument_group("simulation pace")
+        pace.add_argument("--tick", type=float, default=1.0, help="seconds between simulation steps")
+        pace.add_argument("--scale-every", type=float, default=8.0, help="seconds between autoscaler decisions")
+        pace.add_argument("--evict-every", type=float, default=1.5, help="seconds between two evictions on a drain")
+        pace.add_argument("--drain-grace", type=float, default=3.0,
+                          help="seconds between the last eviction and the instance's termination")
+        pace.add_argument("--pods-per-node", type=int, default=3)
+        pace.add_argument("--overscale-every", type=int, default=4,
+                          help="every Nth decision asks for more nodes than the pool holds (0: never)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from sandbox.ec2_emulator import Ec2Emulator, Ec2World
+        from sandbox.kube_emulator import KubeEmulator
+        from sandbox.seed import seed_world
+        from sandbox.simulate import KubeHttp, Pace, Simulation
+
+        stop = threading.Event()
+
+        def _stop(signum: int, _frame: object) -> None:
+            self.stdout.write(f"sandbox: {signal.Signals(signum).name} received, stopping")
+            stop.set()
+
+        signal.signal(signal.SIGINT, _stop)
+        signal.signal(signal.SIGTERM, _stop)
+
+        state_dir = Path(options["state_dir"]).resolve()
+        state_dir.mkdir(parents=True, exist_ok=True)
+        env_path = state_dir / ENV_FILE_NAME
+        kubeconfig_path = state_dir / KUBECONFIG_NAME
+        # A stale env file from an earlier run would point at dead ports: gone before anything else.
+        env_path.unlink(missing_ok=True)
+
+        started = time.monotonic()
+        ec2 = Ec2Emulator(options["ec2_port"]).start()
+        kube = KubeEmulator(options["kube_port"]).start()
+        try:
+            kube.write_kubeconfig(str(kubeconfig_path))
+            world = Ec2World(ec2.endpoint_url, ec2.env()["AWS_DEFAULT_REGION"])
+            pace = Pace(
+                tick_seconds=options["tick"],
+                scale_every_seconds=options["scale_every"],
+                evict_every_seconds=options["evict_every"],
+                drain_grace_seconds=options["drain_grace"],
+                pods_per_node=options["pods_per_node"],
+                overscale_every=options["overscale_every"],
+            )
+            simulation: Simulation | None = None
+            if not options["no_seed"]:
+                from sandbox.seed import read_spec, spec_files
+
+                simulation = Simulation(
+                    ec2=world, kube=KubeHttp(kube.url), specs=[read_spec(p) for p in spec_files()],
+                    seed=options["seed"], pace=pace,
+                )
+                result = seed_world(
+                    simulation=simulation,
+                    apply_spec=lambda path: call_command("launchspec", "apply", "-f", str(path)),
+                )
+                pools = ", ".join(f"{name}: {len(eips)} EIPs" for name, eips in result.pools.items())
+                self.stdout.write(
+                    f"sandbox: seeded {len(result.specs)} launch specs ({pools}), "
+                    f"{len(result.decoys)} decoy EIPs, {len(result.nodes)} nodes"
+                )
+
+            env = dict(ec2.env(), KUBECONFIG=str(kubeconfig_path))
+            write_atomically(env_path, "".join(f"{key}={value}\n" for key, value in env.items()))
+            self.stdout.write(
+                f"sandbox: ready in {time.monotonic() - started:.1f}s: EC2 {ec2.endpoint_url}, "
+                f"Kubernetes {kube.url}, env file {env_path}"
+            )
+            self.stdout.flush()
+
+            duration = options["duration"] or None
+            if options["simulate"] and simulation is not None:
+                self.stdout.write("sandbox: simulation running (autoscaler, scheduler, kubelets)")
+                simulation.run(stop, duration=duration)
+                counters = simulation.counters
+                self.stdout.write(
+                    f"sandbox: simulation stopped: {counters.launched} launched, {counters.terminated} "
+                    f"terminated, {counters.pods_scheduled} pods scheduled, {counters.pods_evicted} evicted"
+                )
+            else:
+                stop.wait(duration)
+        finally:
+            env_path.unlink(missing_ok=True)
+            kube.stop()
+            ec2.stop()
+            self.stdout.write("sandbox: stopped")

@@ -1,0 +1,350 @@
+"""`make run`: the whole system live on http://127.0.0.1:8000, in the foreground, from one supervisor.
+
+Steps: migrate, ensure the admin user, then start and watch the children:
+
+    redis    embedded valkey-server on a free loopback port (skipped when REDIS_URL is set)
+    sandbox  manage.py sandbox --simulate (EC2 + Kubernetes API emulators, demo data, the simulation)
+    worker   celery worker        } started only once the sandbox wrote var/sandbox/env, whose
+    beat     celery beat          } KEY=VALUE lines (endpoint, region, fake keys, KUBECONFIG) they all get
+    watch    manage.py watch_nodes} (when the command exists)
+    web      manage.py runserver 127.0.0.1:8000 --noreload
+
+Ctrl-C (or SIGTERM) stops every child. A child that exits on its own is reported loudly with its last lines,
+and the whole run stops: a half-running demo would only mislead.
+
+The emulators start empty on every run, so the record of the previous run would describe a world that no
+longer exists: unless DATABASE_URL is set (or --keep-db is given), each run starts from a fresh SQLite file
+in var/sandbox/. The admin password is kept in var/admin-password, so the login stays the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import ctypes
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .ports import free_port, wait_for_port
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+STATE_DIR = VAR_DIR / "sandbox"
+PYTHON = sys.executable
+STOP_GRACE_SECONDS = 8.0
+SANDBOX_READY_SECONDS = 120.0
+WEB_READY_SECONDS = 60.0
+
+_COLOURS = ["36", "33", "35", "32", "34", "96", "93"]
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # If the supervisor itself is killed (SIGKILL, a closed terminal), its children must not live on.
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    process: subprocess.Popen[bytes]
+    colour: str
+    last_lines: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=25))
+    expected_exit: bool = False
+
+
+class Supervisor:
+    """Starts children in their own process groups, prefixes their output, and stops them all together."""
+
+    def __init__(self, out: io.TextIOBase | None = None) -> None:
+        self.out = out or sys.stdout
+        self.children: list[Child] = []
+        self._lock = threading.Lock()
+        self._tty = hasattr(self.out, "isatty") and self.out.isatty()
+        self.width = 7
+
+    def say(self, name: str, line: str, colour: str = "1") -> None:
+        prefix = f"{name:<{self.width}} |"
+        if self._tty:
+            prefix = f"\033[{colour}m{prefix}\033[0m"
+        with self._lock:
+            self.out.write(f"{prefix} {line}\n")
+            self.out.flush()
+
+    def start(self, name: str, argv: Sequence[str], env: Mapping[str, str]) -> Child:
+        self.width = max(self.width, len(name))
+        process = subprocess.Popen(
+            list(argv),
+            cwd=BASE_DIR,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            # Own process group: Ctrl-C reaches only the supervisor, which then stops the children in order,
+            # and a signal to the group also reaches the grandchildren (celery's pool, valkey-server).
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
+        child = Child(name=name, argv=list(argv), process=process, colour=_COLOURS[len(self.children) % 7])
+        self.children.append(child)
+        threading.Thread(target=self._pump, args=(child,), daemon=True, name=f"pump-{name}").start()
+        self.say("run", f"started {name} (pid {process.pid})")
+        return child
+
+    def _pump(self, child: Child) -> None:
+        assert child.process.stdout is not None
+        for raw in child.process.stdout:
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            child.last_lines.append(line)
+            self.say(child.name, line, child.colour)
+
+    def exited(self) -> Child | None:
+        """The first child that is no longer running, if any."""
+        for child in self.children:
+            if child.process.poll() is not None:
+                return child
+        return None
+
+    def stop_all(self) -> None:
+        running = [c for c in reversed(self.children) if c.process.poll() is None]
+        for child in running:
+            child.expected_exit = True
+            self._signal(child, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for child in running:
+            try:
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.say("run", f"{child.name} ignored SIGTERM for {STOP_GRACE_SECONDS:.0f}s: killing it")
+                self._signal(child, signal.SIGKILL)
+                child.process.wait(timeout=5)
+        for child in self.children:
+            # Grandchildren that outlived their parent (a celery pool process) still share its group.
+            self._signal(child, signal.SIGKILL, quiet=True)
+
+    @staticmethod
+    def _signal(child: Child, signum: int, quiet: bool = False) -> None:
+        try:
+            os.killpg(child.process.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+class Stop(Exception):
+    """SIGINT or SIGTERM reached the supervisor."""
+
+
+def _raise_stop(signum: int, _frame: object) -> None:
+    raise Stop(signal.Signals(signum).name)
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            values[key.strip()] = value.strip()
+    return values
+
+
+def fresh_sqlite(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def prepare_database(env: Mapping[str, str]) -> str:
+    """Migrate and ensure the admin user, in this process (one Django start-up instead of two)."""
+    os.environ.update(env)
+    import django
+    from django.core.management import call_command, get_commands
+
+    django.setup()
+    call_command("migrate", interactive=False, verbosity=0)
+    buffer = io.StringIO()
+    call_command("ensure_admin", stdout=buffer)
+    # Whether the engine's node watch exists yet decides whether it is supervised.
+    os.environ["EIPDASH_HAS_WATCH_NODES"] = "1" if "watch_nodes" in get_commands() else ""
+    return buffer.getvalue().strip()
+
+
+def wait_for_env_file(path: Path, sandbox: Child, supervisor: Supervisor) -> dict[str, str]:
+    deadline = time.monotonic() + SANDBOX_READY_SECONDS
+    while not path.exists():
+        if sandbox.process.poll() is not None:
+            raise ChildFailed(sandbox)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the sandbox did not write {path} within {SANDBOX_READY_SECONDS:.0f}s")
+        time.sleep(0.1)
+    return read_env_file(path)
+
+
+def wait_for_http(url: str, supervisor: Supervisor, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        crashed = supervisor.exited()
+        if crashed is not None:
+            raise ChildFailed(crashed)
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not answer 200 within {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+class ChildFailed(Exception):
+    def __init__(self, child: Child) -> None:
+        super().__init__(child.name)
+        self.child = child
+
+
+def report_crash(supervisor: Supervisor, child: Child) -> None:
+    code = child.process.returncode
+    banner = "!" * 78
+    lines = [
+        banner,
+        f"!! {child.name} EXITED on its own with code {code}: stopping everything.",
+        f"!! command: {' '.join(child.argv)}",
+        "!! its last lines:",
+        *[f"!!   {line}" for line in child.last_lines],
+        banner,
+    ]
+    with supervisor._lock:
+        stream = sys.stderr
+        for line in lines:
+            stream.write((f"\033[1;31m{line}\033[0m" if stream.isatty() else line) + "\n")
+        stream.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run eipdash live against the sandbox (make run).")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("EIPDASH_RUN_PORT", "8000")))
+    parser.add_argument("--keep-db", action="store_true", help="keep var/sandbox/eipdash.sqlite3 from last run")
+    parser.add_argument("--seed", type=int, default=int(os.environ.get("EIPDASH_SANDBOX_SEED", "1")))
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    supervisor = Supervisor()
+
+    if not port_is_free(args.port):
+        supervisor.say("run", f"port {args.port} is taken: stop what listens there, or set EIPDASH_RUN_PORT")
+        return 2
+
+    env = dict(os.environ)
+    env.update({"DJANGO_DEBUG": "true", "DJANGO_SETTINGS_MODULE": "eipdash.settings", "PYTHONUNBUFFERED": "1"})
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    if not env.get("DATABASE_URL"):
+        database = STATE_DIR / "eipdash.sqlite3"
+        if not args.keep_db:
+            fresh_sqlite(database)
+        env["DATABASE_URL"] = f"sqlite:///{database}"
+
+    signal.signal(signal.SIGINT, _raise_stop)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    status = 0
+    try:
+        login = prepare_database(env)
+        supervisor.say("run", f"database ready ({time.monotonic() - started:.1f}s)")
+
+        if not env.get("REDIS_URL"):
+            redis_port = free_port()
+            supervisor.start("redis", [PYTHON, "-m", "sandbox.embedded_redis", "--port", str(redis_port)], env)
+            wait_for_port(redis_port)
+            env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+
+        # The usual ports when they are free, so a kubectl pointed at var/sandbox/kubeconfig keeps working.
+        ec2_port = 5055 if port_is_free(5055) else free_port()
+        kube_port = 6443 if port_is_free(6443) else free_port()
+        env_path = STATE_DIR / "env"
+        env_path.unlink(missing_ok=True)
+        sandbox = supervisor.start(
+            "sandbox",
+            [PYTHON, "manage.py", "sandbox", "--simulate", "--seed", str(args.seed),
+             "--ec2-port", str(ec2_port), "--kube-port", str(kube_port), "--state-dir", str(STATE_DIR)],
+            env,
+        )
+        env.update(wait_for_env_file(env_path, sandbox, supervisor))
+
+        supervisor.start(
+            "worker",
+            [PYTHON, "-m", "celery", "-A", "eipdash", "worker", "--loglevel", "INFO", "--concurrency", "2",
+             "--hostname", f"worker-{os.getpid()}@%h", "--without-gossip", "--without-mingle"],
+            env,
+        )
+        supervisor.start(
+            "beat",
+            [PYTHON, "-m", "celery", "-A", "eipdash", "beat", "--loglevel", "INFO",
+             "--schedule", str(STATE_DIR / "celerybeat-schedule")],
+            env,
+        )
+        if os.environ.get("EIPDASH_HAS_WATCH_NODES"):
+            supervisor.start("watch", [PYTHON, "manage.py", "watch_nodes"], env)
+        supervisor.start("web", [PYTHON, "manage.py", "runserver", f"127.0.0.1:{args.port}", "--noreload"], env)
+        url = f"http://127.0.0.1:{args.port}/"
+        wait_for_http(url + "healthz", supervisor, WEB_READY_SECONDS)
+
+        for line in [
+            "",
+            "=" * 78,
+            f"  eipdash is live: {url}   (ready in {time.monotonic() - started:.1f}s)",
+            f"  {login}",
+            f"  sandbox: EC2 {env['AWS_ENDPOINT_URL_EC2']}, KUBECONFIG={env['KUBECONFIG']}",
+            "  Ctrl-C stops everything.",
+            "=" * 78,
+            "",
+        ]:
+            supervisor.say("run", line)
+
+        while True:
+            crashed = supervisor.exited()
+            if crashed is not None:
+                raise ChildFailed(crashed)
+            time.sleep(0.2)
+    except Stop as stop:
+        supervisor.say("run", f"{stop} received: stopping every process")
+    except ChildFailed as failed:
+        # Let the pump print what the child said last before the report.
+        time.sleep(0.3)
+        report_crash(supervisor, failed.child)
+        status = 1
+    except Exception as error:  # noqa: BLE001 - anything else must still stop the children
+        supervisor.say("run", f"FAILED: {error!r}: stopping every process")
+        status = 1
+    finally:
+        # A second Ctrl-C while stopping must not leave orphans behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        supervisor.stop_all()
+        supervisor.say("run", "all processes stopped")
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
