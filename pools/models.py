@@ -105,6 +105,8 @@ class Node(models.Model):
     workload_pods = models.IntegerField(null=True, blank=True)
     first_seen_at = models.DateTimeField()
     last_seen_at = models.DateTimeField()
+    # When the Kubernetes node object disappeared.
+    deleted_at = models.DateTimeField(null=True, blank=True)
     eip_ready_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -310,6 +310,14 @@ def plan(
             release.append(Release(eip.allocation_id, eip.public_ip, claim.node, reason, association_id=None))
         free.append(eip)
 
+    pool_ids = {e.allocation_id for e in eips}
+    for allocation_id, claim in sorted(claims.items()):
+        if allocation_id not in pool_ids:
+            # Untagged or released from the account. Close the record; never pull an EIP that is not
+            # the pool's any more (if it is still on the node, the node now shows a foreign EIP).
+            release.append(Release(allocation_id, "", claim.node, "EIP left the pool (untagged or released)",
+                                   association_id=None))
+
     # Nodes that need an EIP, oldest first, get the free EIPs, most recently released first.
     needing = sorted(
         (n for n in nodes if node_needs_eip(n) and n.name not in held_by_node), key=waiting_order_key

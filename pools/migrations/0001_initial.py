@@ -105,6 +105,7 @@ class Migration(migrations.Migration):
                 ('workload_pods', models.IntegerField(blank=True, null=True)),
                 ('first_seen_at', models.DateTimeField()),
                 ('last_seen_at', models.DateTimeField()),
+                ('deleted_at', models.DateTimeField(blank=True, null=True)),
                 ('eip_ready_at', models.DateTimeField(blank=True, null=True)),
                 ('cluster', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='nodes', to='pools.cluster')),
                 ('launch_spec', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='nodes', to='pools.launchspec')),

@@ -218,3 +218,9 @@ def test_describe_reads_like_a_plan() -> None:
     assert "assign 203.0.113.2 → a" in lines
     assert any("keeps waiting" in line for line in lines)
     assert plan(SPEC, [], [], {}).describe() == ["nothing to do"]
+
+
+def test_claim_for_eip_that_left_the_pool_closes_the_record_only() -> None:
+    a = node("a", 1, startup_tainted=False)
+    result = plan(SPEC, [], [a], {"eipalloc-7": Claim("a")})
+    assert [(r.allocation_id, r.node, r.association_id) for r in result.release] == [("eipalloc-7", "a", None)]
