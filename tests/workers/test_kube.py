@@ -1,0 +1,254 @@
+"""The Kubernetes adapter against the API emulator, over HTTP, through a real kubeconfig."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from sandbox.kube_emulator import KubeEmulator
+from sandbox.ports import free_port
+from workers import kube as kube_module
+from workers.kube import (
+    ALLOCATION_ANNOTATION,
+    EIP_LABEL,
+    Conflict,
+    Kube,
+    KubeNode,
+    NotFound,
+    Permanent,
+    Transient,
+)
+
+PENDING = {"key": "eipdash.io/eip-pending", "value": "true", "effect": "NoSchedule"}
+SPEC = {"eipdash.io/pool": "web"}
+
+
+@pytest.fixture
+def kube(kubeconfig_path: Path) -> Kube:
+    return Kube(config_file=str(kubeconfig_path), request_timeout=5)
+
+
+def test_resolves_kubeconfig_from_environment(kube_env: Path, make_node) -> None:
+    make_node("n1", "i-0001")
+    assert [n.name for n in Kube().list_all_nodes()] == ["n1"]
+
+
+def test_list_nodes_by_labels_parses_provider_id(kube: Kube, make_node) -> None:
+    make_node("web-1", "i-0aaa", az="eu-west-1b", labels=SPEC, taints=[PENDING])
+    make_node("web-2", "i-0bbb", labels={**SPEC, "other": "x"})
+    make_node("batch-1", "i-0ccc", labels={"eipdash.io/pool": "batch"})
+
+    nodes = {n.name: n for n in kube.list_nodes(SPEC)}
+
+    assert set(nodes) == {"web-1", "web-2"}
+    web1 = nodes["web-1"]
+    assert (web1.instance_id, web1.az, web1.provider_id) == ("i-0aaa", "eu-west-1b", "aws:///eu-west-1b/i-0aaa")
+    assert web1.has_taint("eipdash.io/eip-pending") and not web1.draining
+    assert web1.resource_version and web1.labels["eipdash.io/pool"] == "web"
+    assert {n.name for n in kube.list_nodes({"eipdash.io/pool": "web", "other": "x"})} == {"web-2"}
+
+
+def test_fargate_and_foreign_provider_ids_have_no_instance(kube: Kube, kube_emulator: KubeEmulator) -> None:
+    for name, provider_id in [("fargate-ip-10-0-0-1", "aws:///us-east-1a/fa-0123/fargate-ip-10-0-0-1"),
+                              ("kind-1", "kind://docker/kind/kind-1"), ("odd", "aws:///us-east-1a/vm-1")]:
+        kube_emulator.create("nodes", {"metadata": {"name": name}, "spec": {"providerID": provider_id}})
+    assert {n.name: n.instance_id for n in kube.list_all_nodes()} == {
+        "fargate-ip-10-0-0-1": None, "kind-1": None, "odd": None}
+
+
+def test_list_nodes_follows_pagination(kube: Kube, make_node, kube_emulator: KubeEmulator) -> None:
+    for i in range(23):
+        make_node(f"node-{i:02d}", f"i-{i:04x}", labels=SPEC)
+    make_node("elsewhere", "i-ffff")
+    pages: list[int] = []
+    real_list = kube_emulator.list
+
+    def counting_list(*args, **kwargs):
+        page = real_list(*args, **kwargs)
+        pages.append(len(page["items"]))
+        return page
+
+    kube_emulator.list = counting_list  # type: ignore[method-assign]
+    try:
+        nodes = kube.list_nodes(SPEC, page_size=5)
+    finally:
+        del kube_emulator.list
+    assert sorted(n.name for n in nodes) == [f"node-{i:02d}" for i in range(23)]
+    assert pages == [5, 5, 5, 5, 3]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"spec": {"unschedulable": True}}, True),
+        ({"spec": {"taints": [{"key": "ToBeDeletedByClusterAutoscaler", "effect": "NoSchedule"}]}}, True),
+        ({"spec": {"taints": [{"key": "karpenter.sh/disrupted", "effect": "NoSchedule"}]}}, True),
+        ({"spec": {"taints": [{"key": "karpenter.sh/disruption", "value": "disrupting",
+                               "effect": "NoSchedule"}]}}, True),
+        ({"metadata": {"finalizers": ["karpenter.sh/termination"]}}, False),
+        ({"spec": {"taints": [PENDING]}}, False),
+    ],
+)
+def test_draining(kube: Kube, make_node, kube_emulator: KubeEmulator, change, expected) -> None:
+    make_node("n1", "i-0001")
+    kube_emulator.patch("nodes", "n1", change)
+    assert kube.get_node("n1").draining is expected
+
+
+def test_deleting_node_with_finalizer_is_draining(kube: Kube, make_node, kube_emulator: KubeEmulator) -> None:
+    make_node("n1", "i-0001")
+    kube_emulator.patch("nodes", "n1", {"metadata": {"finalizers": ["karpenter.sh/termination"]}})
+    kube_emulator.delete("nodes", "n1")
+    node = kube.get_node("n1")
+    assert node.deleting and node.draining
+
+
+def test_workload_pod_count_excludes_daemonsets_mirrors_and_finished(kube: Kube, make_node, make_pod) -> None:
+    make_node("n1", "i-0001")
+    make_node("n2", "i-0002")
+    make_pod("web", "n1")
+    make_pod("worker", "n1", namespace="jobs", phase="Running")
+    make_pod("fluent-bit", "n1", namespace="kube-system", daemonset=True, phase="Running")
+    make_pod("kube-proxy-n1", "n1", namespace="kube-system", mirror=True, phase="Running")
+    make_pod("done", "n1", phase="Succeeded")
+    make_pod("crashed", "n1", phase="Failed")
+    make_pod("elsewhere", "n2", phase="Running")
+    make_pod("unscheduled", None)
+
+    assert kube.workload_pod_count("n1") == 2
+    assert kube.workload_pod_count("n2") == 1
+    assert kube.workload_pod_count("gone") == 0
+
+
+def test_workload_pod_count_pages(kube: Kube, make_node, make_pod, monkeypatch) -> None:
+    make_node("n1", "i-0001")
+    for i in range(7):
+        make_pod(f"p{i}", "n1")
+    original = kube._paged
+    monkeypatch.setattr(kube, "_paged", lambda fn, _size, **kw: original(fn, 3, **kw))
+    assert kube.workload_pod_count("n1") == 7
+
+
+def test_lift_startup_taint_keeps_other_taints(kube: Kube, make_node, kube_emulator: KubeEmulator) -> None:
+    other = {"key": "dedicated", "value": "web", "effect": "NoSchedule"}
+    make_node("n1", "i-0001", taints=[PENDING, other, {**PENDING, "effect": "NoExecute"}])
+
+    assert kube.lift_startup_taint("n1", PENDING["key"]) is True
+    assert kube_emulator.get("nodes", "n1")["spec"]["taints"] == [other]
+    assert kube.lift_startup_taint("n1", PENDING["key"]) is False
+
+
+def test_lift_last_taint_leaves_none(kube: Kube, make_node, kube_emulator: KubeEmulator) -> None:
+    make_node("n1", "i-0001", taints=[PENDING])
+    assert kube.lift_startup_taint("n1", PENDING["key"]) is True
+    assert not kube_emulator.get("nodes", "n1")["spec"].get("taints")
+    assert not kube.get_node("n1").has_taint(PENDING["key"])
+
+
+def test_lift_startup_taint_missing_node(kube: Kube) -> None:
+    with pytest.raises(NotFound):
+        kube.lift_startup_taint("ghost", PENDING["key"])
+
+
+def test_lift_startup_taint_retries_when_another_writer_adds_a_taint(
+        kube: Kube, make_node, kube_emulator: KubeEmulator, monkeypatch) -> None:
+    """Between our read and our patch, another controller adds a taint. Our write carries the
+    resourceVersion we read, so it is refused (409) instead of dropping that taint; we re-read and retry."""
+    make_node("n1", "i-0001", taints=[PENDING])
+    theirs = {"key": "node.kubernetes.io/network-unavailable", "effect": "NoSchedule"}
+    real_read = kube._read_node
+    reads = []
+
+    def read_then_race(name: str):
+        node = real_read(name)
+        reads.append(node["metadata"]["resourceVersion"])
+        if len(reads) == 1:
+            kube_emulator.patch("nodes", name, {"spec": {"taints": [PENDING, theirs]}})
+        return node
+
+    monkeypatch.setattr(kube, "_read_node", read_then_race)
+    assert kube.lift_startup_taint("n1", PENDING["key"]) is True
+
+    assert kube_emulator.get("nodes", "n1")["spec"]["taints"] == [theirs]
+    assert len(reads) == 2 and reads[0] != reads[1]
+
+
+def test_lift_startup_taint_gives_up_after_bounded_conflicts(
+        kube: Kube, make_node, kube_emulator: KubeEmulator, monkeypatch) -> None:
+    make_node("n1", "i-0001", taints=[PENDING])
+    real_read = kube._read_node
+    reads = []
+
+    def read_then_always_race(name: str):
+        node = real_read(name)
+        reads.append(1)
+        kube_emulator.patch("nodes", name, {"metadata": {"labels": {"churn": str(len(reads))}}})
+        return node
+
+    monkeypatch.setattr(kube, "_read_node", read_then_always_race)
+    with pytest.raises(Conflict):
+        kube.lift_startup_taint("n1", PENDING["key"])
+    assert len(reads) == kube_module.TAINT_RETRIES
+    assert kube_emulator.get("nodes", "n1")["spec"]["taints"] == [PENDING]
+
+
+def test_eip_marks_set_and_cleared(kube: Kube, make_node, kube_emulator: KubeEmulator) -> None:
+    make_node("n1", "i-0001", labels={"keep": "me"})
+    kube_emulator.patch("nodes", "n1", {"metadata": {"annotations": {"other": "a"}}})
+
+    kube.set_eip_marks("n1", public_ip="203.0.113.7", allocation_id="eipalloc-0abc")
+    node = kube.get_node("n1")
+    assert node.labels[EIP_LABEL] == "203.0.113.7" and node.labels["keep"] == "me"
+    assert node.annotations == {"other": "a", ALLOCATION_ANNOTATION: "eipalloc-0abc"}
+
+    kube.clear_eip_marks("n1")
+    stored = kube_emulator.get("nodes", "n1")["metadata"]
+    assert EIP_LABEL not in stored["labels"] and stored["labels"]["keep"] == "me"
+    assert stored["annotations"] == {"other": "a"}
+    kube.clear_eip_marks("ghost")  # a node that is gone needs no clearing
+    with pytest.raises(NotFound):
+        kube.set_eip_marks("ghost", public_ip="203.0.113.7", allocation_id="eipalloc-0abc")
+
+
+def test_watch_nodes_reports_adds_changes_and_deletes(kube: Kube, make_node, kube_emulator: KubeEmulator) -> None:
+    make_node("old", "i-0001")
+    seen: list[tuple[str, str, bool]] = []
+    started = time.monotonic()
+
+    def writer() -> None:
+        deadline = time.monotonic() + 5
+        while not seen and time.monotonic() < deadline:  # wait for the watch to be live
+            time.sleep(0.01)
+        make_node("new", "i-0002", taints=[PENDING])
+        kube_emulator.patch("nodes", "new", {"spec": {"taints": None}})
+        kube_emulator.delete("nodes", "old")
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    for event, node in kube.watch_nodes(timeout_seconds=2):
+        assert isinstance(node, KubeNode)
+        seen.append((event, node.name, node.has_taint(PENDING["key"])))
+    thread.join()
+
+    assert seen == [("ADDED", "old", False), ("ADDED", "new", True), ("MODIFIED", "new", False),
+                    ("DELETED", "old", False)]
+    assert time.monotonic() - started < 6  # the server ended the stream at timeout_seconds
+
+
+def test_errors_are_mapped(kube: Kube, tmp_path: Path) -> None:
+    with pytest.raises(NotFound):
+        kube.get_node("ghost")
+    with pytest.raises(Permanent):  # 400: a selector the server cannot parse
+        kube._paged(kube.core.list_node, 10, label_selector="a in (").__next__()
+    # Nothing listens on this port: the emulator object only writes the kubeconfig.
+    dead_config = KubeEmulator(port=free_port()).write_kubeconfig(tmp_path / "dead")
+    with pytest.raises(Transient):
+        Kube(config_file=str(dead_config), request_timeout=1).list_all_nodes()
+
+
+def test_bad_kubeconfig_is_permanent(tmp_path: Path) -> None:
+    with pytest.raises(Permanent):
+        Kube(config_file=str(tmp_path / "nope"))

@@ -1,0 +1,250 @@
+"""The Kubernetes adapter: the only module of eipdash that imports `kubernetes`.
+
+Reads use raw JSON (`_preload_content=False`) rather than the client's models: fewer allocations for
+large node lists, and taints keep their API field names. Every call carries an explicit timeout, and SDK
+errors leave this module only as the domain errors below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import urllib3
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+EIP_LABEL = "eipdash.io/eip"
+ALLOCATION_ANNOTATION = "eipdash.io/allocation-id"
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+DRAIN_TAINTS = frozenset({"ToBeDeletedByClusterAutoscaler", "karpenter.sh/disrupted", "karpenter.sh/disruption"})
+MERGE_PATCH = "application/merge-patch+json"
+TAINT_RETRIES = 5
+
+_PROVIDER_ID = re.compile(r"^aws:///(?P<az>[^/]*)/(?P<instance>[^/]+)$")
+
+T = TypeVar("T")
+
+
+class KubeError(Exception):
+    """Base of the adapter's errors."""
+
+
+class NotFound(KubeError):
+    pass
+
+
+class Conflict(KubeError):
+    """409: a resourceVersion precondition failed (or, for creates, the object exists)."""
+
+
+class Transient(KubeError):
+    """5xx, 429, timeouts, connection errors: worth retrying later."""
+
+
+class Permanent(KubeError):
+    """Any other 4xx: retrying the same request will not help."""
+
+
+@dataclass(frozen=True)
+class KubeNode:
+    name: str
+    provider_id: str
+    instance_id: str | None
+    az: str
+    labels: dict[str, str] = field(hash=False)
+    annotations: dict[str, str] = field(hash=False)
+    taints: tuple[dict[str, Any], ...] = field(hash=False)
+    unschedulable: bool
+    deleting: bool
+    resource_version: str
+
+    @classmethod
+    def from_api(cls, obj: Mapping[str, Any]) -> KubeNode:
+        meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
+        provider_id = spec.get("providerID") or ""
+        match = _PROVIDER_ID.match(provider_id)
+        instance_id = match.group("instance") if match else None
+        return cls(
+            name=meta["name"],
+            provider_id=provider_id,
+            # Fargate and other providers carry ids that are not EC2 instances: eipdash leaves them alone.
+            instance_id=instance_id if instance_id and instance_id.startswith("i-") else None,
+            az=match.group("az") if match else "",
+            labels=dict(meta.get("labels") or {}),
+            annotations=dict(meta.get("annotations") or {}),
+            taints=tuple(dict(t) for t in spec.get("taints") or ()),
+            unschedulable=bool(spec.get("unschedulable")),
+            deleting=bool(meta.get("deletionTimestamp")),
+            resource_version=str(meta.get("resourceVersion") or ""),
+        )
+
+    def has_taint(self, key: str) -> bool:
+        return any(t.get("key") == key for t in self.taints)
+
+    @property
+    def draining(self) -> bool:
+        """INTERFACES.md: cordoned, marked by the cluster autoscaler or Karpenter, or being deleted."""
+        return self.unschedulable or self.deleting or any(t.get("key") in DRAIN_TAINTS for t in self.taints)
+
+
+def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run one SDK call and translate its failures into the domain errors."""
+    try:
+        return fn(*args, **kwargs)
+    except ApiException as error:
+        status, detail = error.status or 0, _detail(error)
+        if status == 404:
+            raise NotFound(detail) from error
+        if status == 409:
+            raise Conflict(detail) from error
+        if status == 429 or status >= 500 or status == 0:
+            raise Transient(detail) from error
+        raise Permanent(detail) from error
+    except (urllib3.exceptions.HTTPError, OSError) as error:  # refused, reset, timed out, protocol errors
+        raise Transient(f"{type(error).__name__}: {error}") from error
+
+
+def _detail(error: ApiException) -> str:
+    try:
+        message = json.loads(error.body or "")["message"]
+    except (ValueError, KeyError, TypeError):
+        message = error.reason or ""
+    return f"{error.status}: {message}"
+
+
+def _json(response: Any) -> dict[str, Any]:
+    try:
+        return json.loads(response.data)
+    finally:
+        response.release_conn()
+
+
+class Kube:
+    def __init__(self, *, context: str | None = None, config_file: str | None = None, api_client: Any = None,
+                 request_timeout: float = 10.0) -> None:
+        """Standard resolution: `config_file`, else $KUBECONFIG, else ~/.kube/config (with `context`, or
+        the current one), else the in-cluster service account."""
+        self.request_timeout = request_timeout
+        self.api_client = api_client or self._load_client(context, config_file)
+        self.core = client.CoreV1Api(self.api_client)
+
+    @staticmethod
+    def _load_client(context: str | None, config_file: str | None) -> Any:
+        # Read $KUBECONFIG now: the SDK's own default was frozen when `kubernetes` was imported.
+        path = config_file or os.environ.get("KUBECONFIG") or str(Path("~/.kube/config").expanduser())
+        first = path.split(os.pathsep)[0]
+        if config_file or os.environ.get("KUBECONFIG") or Path(first).exists():
+            try:
+                return config.new_client_from_config(config_file=path, context=context)
+            except ConfigException as error:
+                raise Permanent(f"kubeconfig {path}: {error}") from error
+        configuration = client.Configuration()
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except ConfigException as error:
+            raise Permanent(f"no kubeconfig at {path} and not running in a cluster: {error}") from error
+        return client.ApiClient(configuration)
+
+    # ---- nodes
+
+    def list_nodes(self, labels: Mapping[str, str], *, page_size: int = 500) -> list[KubeNode]:
+        """Nodes carrying all these labels (an empty mapping selects every node)."""
+        selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+        return [KubeNode.from_api(obj) for obj in self._paged(self.core.list_node, page_size,
+                                                               label_selector=selector or None)]
+
+    def list_all_nodes(self, *, page_size: int = 500) -> list[KubeNode]:
+        return self.list_nodes({}, page_size=page_size)
+
+    def get_node(self, node_name: str) -> KubeNode:
+        return KubeNode.from_api(self._read_node(node_name))
+
+    def workload_pod_count(self, node_name: str) -> int:
+        """Pods on the node that a drain waits for: not DaemonSet-owned, not mirror pods, not finished."""
+        # The finished phases are filtered server-side too; the check below keeps the rule whole in one place.
+        selector = f"spec.nodeName={node_name},status.phase!=Succeeded,status.phase!=Failed"
+        count = 0
+        for pod in self._paged(self.core.list_pod_for_all_namespaces, 500, field_selector=selector):
+            meta = pod.get("metadata") or {}
+            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                continue
+            if MIRROR_ANNOTATION in (meta.get("annotations") or {}):
+                continue
+            if any(ref.get("kind") == "DaemonSet" for ref in meta.get("ownerReferences") or ()):
+                continue
+            count += 1
+        return count
+
+    def lift_startup_taint(self, node_name: str, taint_key: str) -> bool:
+        """Remove every taint with this key. The taints list is replaced whole by a patch, so it goes out
+        with a resourceVersion precondition: a taint another controller added after our read makes the
+        write fail with 409 instead of being silently dropped, and we re-read and try again."""
+        for _ in range(TAINT_RETRIES):
+            node = self._read_node(node_name)
+            taints = (node.get("spec") or {}).get("taints") or []
+            kept = [t for t in taints if t.get("key") != taint_key]
+            if len(kept) == len(taints):
+                return False
+            patch = {"metadata": {"resourceVersion": node["metadata"]["resourceVersion"]},
+                     "spec": {"taints": kept or None}}
+            try:
+                self._patch_node(node_name, patch)
+                return True
+            except Conflict:
+                continue
+        raise Conflict(f"node {node_name}: taints kept changing under us ({TAINT_RETRIES} attempts)")
+
+    def set_eip_marks(self, node_name: str, *, public_ip: str, allocation_id: str) -> None:
+        self._patch_node(node_name, {"metadata": {"labels": {EIP_LABEL: public_ip},
+                                                  "annotations": {ALLOCATION_ANNOTATION: allocation_id}}})
+
+    def clear_eip_marks(self, node_name: str) -> None:
+        """Remove the label and annotation; a node that is already gone has nothing left to clear."""
+        try:
+            self._patch_node(node_name, {"metadata": {"labels": {EIP_LABEL: None},
+                                                      "annotations": {ALLOCATION_ANNOTATION: None}}})
+        except NotFound:
+            pass
+
+    def watch_nodes(self, *, timeout_seconds: int = 60) -> Iterator[tuple[str, KubeNode]]:
+        """(ADDED|MODIFIED|DELETED, node) until the server ends the watch after `timeout_seconds`."""
+        stream = watch.Watch().stream(
+            self.core.list_node, timeout_seconds=timeout_seconds,
+            # The read timeout bounds a silent connection: the server should close it at timeout_seconds.
+            _request_timeout=(self.request_timeout, timeout_seconds + self.request_timeout),
+        )
+        while True:
+            event = _call(next, stream, None)
+            if event is None:
+                return
+            if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                # raw_object: the SDK's own ERROR handling needs deserialize=True, so use its raw twin.
+                yield event["type"], KubeNode.from_api(event["raw_object"])
+
+    # ---- plumbing
+
+    def _read_node(self, node_name: str) -> dict[str, Any]:
+        return _json(_call(self.core.read_node, node_name, _preload_content=False,
+                           _request_timeout=self.request_timeout))
+
+    def _patch_node(self, node_name: str, patch: dict[str, Any]) -> None:
+        # The SDK would default to JSON patch for a dict body; merge patch is what we mean.
+        _json(_call(self.core.patch_node, node_name, patch, _content_type=MERGE_PATCH,
+                    _request_timeout=self.request_timeout, _preload_content=False))
+
+    def _paged(self, list_fn: Callable[..., Any], page_size: int, **selectors: Any) -> Iterator[dict[str, Any]]:
+        token: str | None = None
+        while True:
+            page = _json(_call(list_fn, limit=page_size, _continue=token, _preload_content=False,
+                               _request_timeout=self.request_timeout, **selectors))
+            yield from page.get("items") or ()
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return
