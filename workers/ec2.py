@@ -95,9 +95,7 @@ def to_domain_error(exc: Exception, operation: str = "") -> Ec2Error:
         code = str(error.get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         message = str(error.get("Message", "")) or str(exc)
-        return error_class_for(code, status)(
-            f"{operation}: {code}: {message}", code=code, operation=operation
-        )
+        return error_class_for(code, status)(f"{operation}: {code}: {message}", code=code, operation=operation)
     transient = (
         botocore.exceptions.ConnectionError,  # includes EndpointConnectionError and the timeouts
         botocore.exceptions.HTTPClientError,
@@ -155,11 +153,7 @@ class Instance:
     @classmethod
     def from_aws(cls, raw: dict[str, Any]) -> Instance:
         primary = next(
-            (
-                eni
-                for eni in raw.get("NetworkInterfaces", [])
-                if eni.get("Attachment", {}).get("DeviceIndex") == 0
-            ),
+            (eni for eni in raw.get("NetworkInterfaces", []) if eni.get("Attachment", {}).get("DeviceIndex") == 0),
             None,
         )
         private_ip = None
@@ -212,21 +206,19 @@ class Ec2:
     def list_addresses(self, tag_keys: Iterable[str]) -> list[Address]:
         """VPC EIPs carrying any of ``tag_keys``: one DescribeAddresses for every spec of the region.
 
-        DescribeAddresses is not paginated; filtering on the keys keeps the answer to the pools. Matching
-        a spec's tag value is left to :meth:`Address.matches`.
+        DescribeAddresses is not paginated, so one call sees the whole region. The tag keys are matched
+        here rather than with a ``tag-key`` filter: with several values, moto's filter drops an EIP whose
+        keys are neither a subset nor a superset of the values (a pool EIP that also carries ``Name``),
+        and a key-filter over 200 values would hit AWS's FilterLimitExceeded. Matching a spec's tag
+        value is left to :meth:`Address.matches`.
         """
-        keys = sorted(set(tag_keys))
+        keys = set(tag_keys)
         if not keys:
             return []
-        addresses: list[Address] = []
-        # Over 200 distinct tag keys in one region would break AWS's filter limit: split only then.
-        for batch in _chunks(keys, FILTER_VALUES_LIMIT - 1):
-            with _mapped("DescribeAddresses"):
-                response = self.client.describe_addresses(
-                    Filters=[{"Name": "tag-key", "Values": batch}, {"Name": "domain", "Values": ["vpc"]}]
-                )
-            addresses.extend(Address.from_aws(raw) for raw in response.get("Addresses", []))
-        return addresses
+        with _mapped("DescribeAddresses"):
+            response = self.client.describe_addresses(Filters=[{"Name": "domain", "Values": ["vpc"]}])
+        addresses = (Address.from_aws(raw) for raw in response.get("Addresses", []))
+        return [address for address in addresses if keys.intersection(address.tags)]
 
     def describe_instances(self, instance_ids: Iterable[str]) -> dict[str, Instance]:
         """State and primary ENI per instance id; unknown ids are simply absent.
@@ -249,9 +241,7 @@ class Ec2:
                             found[instance.instance_id] = instance
         return found
 
-    def associate(
-        self, *, allocation_id: str, eni_id: str, private_ip: str, allow_reassociation: bool = False
-    ) -> str:
+    def associate(self, *, allocation_id: str, eni_id: str, private_ip: str, allow_reassociation: bool = False) -> str:
         """Associate by ENI + private IP (InstanceId fails on multi-ENI nodes); returns the AssociationId."""
         with _mapped("AssociateAddress"):
             response = self.client.associate_address(

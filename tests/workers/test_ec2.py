@@ -1,0 +1,435 @@
+"""The EC2 adapter against the moto server (through boto3's standard endpoint resolution)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import botocore.exceptions
+import pytest
+
+from sandbox.ec2_emulator import Ec2World
+from workers import ec2 as ec2_module
+from workers.ec2 import (
+    Address,
+    AlreadyAssociated,
+    Ec2,
+    Instance,
+    NotFound,
+    Permanent,
+    Throttled,
+    Transient,
+    error_class_for,
+    to_domain_error,
+)
+
+REGION = "us-east-1"
+
+
+class RequestCounter:
+    """Counts the HTTP requests the shared client sends, per operation (retries included)."""
+
+    def __init__(self) -> None:
+        self.by_operation: dict[str, int] = {}
+
+    def __call__(self, event_name: str, **_: Any) -> None:
+        operation = event_name.rsplit(".", 1)[-1]  # before-send.ec2.<Operation>
+        self.by_operation[operation] = self.by_operation.get(operation, 0) + 1
+
+
+@pytest.fixture
+def ec2(ec2_emulator: Any) -> Ec2:
+    return Ec2(REGION)
+
+
+@pytest.fixture
+def requests_sent(ec2: Ec2) -> Iterator[RequestCounter]:
+    counter = RequestCounter()
+    # The client is shared by the whole process: unregister so other tests are not counted.
+    ec2.client.meta.events.register("before-send.ec2", counter, unique_id="test-request-counter")
+    try:
+        yield counter
+    finally:
+        ec2.client.meta.events.unregister("before-send.ec2", unique_id="test-request-counter")
+
+
+# --- DescribeAddresses ---------------------------------------------------------------------------
+
+
+def test_list_addresses_covers_every_tag_key_in_one_call(
+    ec2: Ec2, ec2_world: Ec2World, requests_sent: RequestCounter
+) -> None:
+    pool_a, _ = ec2_world.allocate_eip({"pool-a": "web"})
+    pool_b, _ = ec2_world.allocate_eip({"pool-b": ""})
+    # An extra tag must not hide it (moto's multi-value tag-key filter would).
+    other_value, _ = ec2_world.allocate_eip({"pool-a": "batch", "team": "x"})
+    ec2_world.allocate_eip({"unrelated": "1"})
+    ec2_world.allocate_eip({})
+
+    addresses = ec2.list_addresses(["pool-b", "pool-a", "pool-a"])
+
+    assert {a.allocation_id for a in addresses} == {pool_a, pool_b, other_value}
+    assert requests_sent.by_operation == {"DescribeAddresses": 1}
+
+
+def test_list_addresses_without_keys_asks_nothing(ec2: Ec2, requests_sent: RequestCounter) -> None:
+    assert ec2.list_addresses([]) == []
+    assert requests_sent.by_operation == {}
+
+
+def test_tag_value_matching(ec2: Ec2, ec2_world: Ec2World) -> None:
+    web, _ = ec2_world.allocate_eip({"pool": "web"})
+    batch, _ = ec2_world.allocate_eip({"pool": "batch"})
+    empty, _ = ec2_world.allocate_eip({"pool": ""})
+
+    addresses = {a.allocation_id: a for a in ec2.list_addresses(["pool"])}
+
+    assert {aid for aid, a in addresses.items() if a.matches("pool", "web")} == {web}
+    assert {aid for aid, a in addresses.items() if a.matches("pool", None)} == {web, batch, empty}
+    assert {aid for aid, a in addresses.items() if a.matches("pool", "")} == {empty}
+    assert not addresses[web].matches("other", None)
+
+
+def test_list_addresses_reports_the_association(ec2: Ec2, ec2_world: Ec2World) -> None:
+    _, eni_id, private_ip = ec2_world.launch_instance()
+    allocation_id, public_ip = ec2_world.allocate_eip({"pool": "web"})
+    association_id = ec2.associate(allocation_id=allocation_id, eni_id=eni_id, private_ip=private_ip)
+
+    [address] = ec2.list_addresses(["pool"])
+
+    assert address.public_ip == public_ip
+    assert address.association_id == association_id
+    assert (address.eni_id, address.private_ip) == (eni_id, private_ip)
+    assert address.tags == {"pool": "web"}
+
+
+# --- DescribeInstances ---------------------------------------------------------------------------
+
+
+def test_primary_eni_of_a_multi_eni_instance(ec2: Ec2, ec2_world: Ec2World) -> None:
+    instance_id, primary_eni, private_ip = ec2_world.launch_instance(extra_enis=2)
+    attached = ec2_world.client.describe_network_interfaces(
+        Filters=[{"Name": "attachment.instance-id", "Values": [instance_id]}]
+    )["NetworkInterfaces"]
+    assert len(attached) == 3  # the node really has several ENIs
+
+    instance = ec2.describe_instances([instance_id])[instance_id]
+
+    assert instance.eni_id == primary_eni
+    assert instance.private_ip == private_ip
+    assert instance.state == "running"
+    assert instance.az == "us-east-1a"
+
+
+def test_primary_eni_is_found_by_device_index_not_position() -> None:
+    raw = {
+        "InstanceId": "i-0aaa",
+        "State": {"Name": "running"},
+        "Placement": {"AvailabilityZone": "us-east-1b"},
+        "NetworkInterfaces": [
+            {
+                "NetworkInterfaceId": "eni-secondary",
+                "PrivateIpAddress": "10.0.0.9",
+                "Attachment": {"DeviceIndex": 1},
+            },
+            {
+                "NetworkInterfaceId": "eni-primary",
+                "PrivateIpAddress": "10.0.0.5",
+                "PrivateIpAddresses": [
+                    {"PrivateIpAddress": "10.0.0.7", "Primary": False},
+                    {"PrivateIpAddress": "10.0.0.5", "Primary": True},
+                ],
+                "Attachment": {"DeviceIndex": 0},
+            },
+        ],
+    }
+    assert Instance.from_aws(raw) == Instance("i-0aaa", "running", "us-east-1b", "eni-primary", "10.0.0.5")
+
+
+def test_unknown_instance_ids_are_absent_not_fatal(ec2: Ec2, ec2_world: Ec2World) -> None:
+    instance_id, _, _ = ec2_world.launch_instance()
+
+    found = ec2.describe_instances(["i-0123456789abcdef0", instance_id, "i-0fedcba9876543210"])
+
+    assert set(found) == {instance_id}
+
+
+def test_describe_instances_batches_the_filter_values(
+    ec2: Ec2, ec2_world: Ec2World, requests_sent: RequestCounter
+) -> None:
+    real = [ec2_world.launch_instance(az=az)[0] for az in ("us-east-1a", "us-east-1b", "us-east-1c")]
+    unknown = [f"i-{n:017x}" for n in range(ec2_module.FILTER_VALUES_LIMIT * 2)]
+    requests_sent.by_operation.clear()
+
+    found = ec2.describe_instances(unknown + real)
+
+    assert set(found) == set(real)
+    # 403 distinct ids at 200 per call: three calls, each under AWS's FilterLimitExceeded bound.
+    assert requests_sent.by_operation == {"DescribeInstances": 3}
+
+
+def test_describe_instances_follows_pages(
+    ec2: Ec2, ec2_world: Ec2World, requests_sent: RequestCounter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # moto pages by reservation: one run_instances call each gives several pages at the smallest size.
+    ids = [ec2_world.launch_instance()[0] for _ in range(7)]
+    monkeypatch.setattr(ec2_module, "INSTANCES_PAGE_SIZE", 5)
+    requests_sent.by_operation.clear()
+
+    found = ec2.describe_instances(ids)
+
+    assert set(found) == set(ids)
+    assert requests_sent.by_operation == {"DescribeInstances": 2}
+
+
+def test_describe_no_instances_asks_nothing(ec2: Ec2, requests_sent: RequestCounter) -> None:
+    assert ec2.describe_instances([]) == {}
+    assert requests_sent.by_operation == {}
+
+
+def test_terminated_instance_state(ec2: Ec2, ec2_world: Ec2World) -> None:
+    instance_id, _, _ = ec2_world.launch_instance()
+    ec2_world.terminate(instance_id)
+
+    assert ec2.describe_instances([instance_id])[instance_id].state == "terminated"
+
+
+# --- AssociateAddress / DisassociateAddress ------------------------------------------------------
+
+
+def test_associate_by_eni_on_a_multi_eni_node(ec2: Ec2, ec2_world: Ec2World) -> None:
+    instance_id, eni_id, private_ip = ec2_world.launch_instance(extra_enis=1)
+    allocation_id, _ = ec2_world.allocate_eip({"pool": "web"})
+
+    association_id = ec2.associate(allocation_id=allocation_id, eni_id=eni_id, private_ip=private_ip)
+
+    raw = ec2_world.address(allocation_id)
+    assert raw["AssociationId"] == association_id
+    assert (raw["NetworkInterfaceId"], raw["PrivateIpAddress"]) == (eni_id, private_ip)
+    assert ec2.owner_of_eni(eni_id) == instance_id
+
+
+def test_associate_refuses_to_move_an_associated_eip(ec2: Ec2, ec2_world: Ec2World) -> None:
+    _, first_eni, first_ip = ec2_world.launch_instance()
+    _, second_eni, second_ip = ec2_world.launch_instance()
+    allocation_id, _ = ec2_world.allocate_eip({"pool": "web"})
+    association_id = ec2.associate(allocation_id=allocation_id, eni_id=first_eni, private_ip=first_ip)
+
+    with pytest.raises(AlreadyAssociated) as excinfo:
+        ec2.associate(allocation_id=allocation_id, eni_id=second_eni, private_ip=second_ip)
+
+    assert excinfo.value.code == "Resource.AlreadyAssociated"
+    assert excinfo.value.operation == "AssociateAddress"
+    raw = ec2_world.address(allocation_id)
+    assert (raw["AssociationId"], raw["NetworkInterfaceId"]) == (association_id, first_eni)
+
+
+def test_associate_moves_only_when_reassociation_is_allowed(ec2: Ec2, ec2_world: Ec2World) -> None:
+    _, first_eni, first_ip = ec2_world.launch_instance()
+    _, second_eni, second_ip = ec2_world.launch_instance()
+    allocation_id, _ = ec2_world.allocate_eip({"pool": "web"})
+    ec2.associate(allocation_id=allocation_id, eni_id=first_eni, private_ip=first_ip)
+
+    ec2.associate(allocation_id=allocation_id, eni_id=second_eni, private_ip=second_ip, allow_reassociation=True)
+
+    assert ec2_world.address(allocation_id)["NetworkInterfaceId"] == second_eni
+
+
+def test_associate_unknown_allocation_is_not_found(ec2: Ec2, ec2_world: Ec2World) -> None:
+    _, eni_id, private_ip = ec2_world.launch_instance()
+
+    with pytest.raises(NotFound):
+        ec2.associate(allocation_id="eipalloc-0123456789abcdef0", eni_id=eni_id, private_ip=private_ip)
+
+
+def test_disassociate_is_idempotent(ec2: Ec2, ec2_world: Ec2World) -> None:
+    _, eni_id, private_ip = ec2_world.launch_instance()
+    allocation_id, _ = ec2_world.allocate_eip({"pool": "web"})
+    association_id = ec2.associate(allocation_id=allocation_id, eni_id=eni_id, private_ip=private_ip)
+
+    ec2.disassociate(association_id)
+    ec2.disassociate(association_id)
+    ec2.disassociate("eipassoc-0123456789abcdef0")
+
+    raw = ec2_world.address(allocation_id)
+    assert not raw.get("AssociationId")
+    assert not raw.get("NetworkInterfaceId")
+
+
+def test_eip_released_after_terminate_can_be_reassociated(ec2: Ec2, ec2_world: Ec2World) -> None:
+    # moto keeps the association after terminate (AWS drops it): disassociating first is right on both.
+    old_instance, old_eni, old_ip = ec2_world.launch_instance()
+    _, new_eni, new_ip = ec2_world.launch_instance()
+    allocation_id, _ = ec2_world.allocate_eip({"pool": "web"})
+    association_id = ec2.associate(allocation_id=allocation_id, eni_id=old_eni, private_ip=old_ip)
+    ec2_world.terminate(old_instance, drop_associations=False)
+
+    still = ec2.get_address(allocation_id)
+    assert still is not None and still.association_id == association_id
+    ec2.disassociate(association_id)
+    ec2.associate(allocation_id=allocation_id, eni_id=new_eni, private_ip=new_ip)
+
+    assert ec2_world.address(allocation_id)["NetworkInterfaceId"] == new_eni
+
+
+# --- get_address / owner_of_eni ------------------------------------------------------------------
+
+
+def test_get_address(ec2: Ec2, ec2_world: Ec2World) -> None:
+    _, eni_id, private_ip = ec2_world.launch_instance()
+    allocation_id, public_ip = ec2_world.allocate_eip({"pool": "web"})
+
+    before = ec2.get_address(allocation_id)
+    association_id = ec2.associate(allocation_id=allocation_id, eni_id=eni_id, private_ip=private_ip)
+    after = ec2.get_address(allocation_id)
+
+    assert before is not None and before.association_id is None and before.public_ip == public_ip
+    assert after is not None and (after.association_id, after.eni_id) == (association_id, eni_id)
+    assert ec2.get_address("eipalloc-0123456789abcdef0") is None
+
+
+def test_owner_of_eni(ec2: Ec2, ec2_world: Ec2World) -> None:
+    instance_id, primary_eni, _ = ec2_world.launch_instance(extra_enis=1)
+    subnet_id = ec2_world.ensure_network()["us-east-1a"]
+    loose_eni = ec2_world.client.create_network_interface(SubnetId=subnet_id)["NetworkInterface"]["NetworkInterfaceId"]
+
+    assert ec2.owner_of_eni(primary_eni) == instance_id
+    assert ec2.owner_of_eni(loose_eni) is None
+    assert ec2.owner_of_eni("eni-0123456789abcdef0") is None
+
+
+# --- clients -------------------------------------------------------------------------------------
+
+
+def test_clients_are_shared_per_region_and_endpoint(ec2_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Ec2(REGION).client is Ec2(REGION).client
+    assert Ec2("eu-west-1").client is not Ec2(REGION).client
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", "http://127.0.0.1:9")
+    assert Ec2(REGION).client.meta.endpoint_url == "http://127.0.0.1:9"
+
+
+def test_client_has_standard_retries_and_timeouts(ec2: Ec2) -> None:
+    config = ec2.client.meta.config
+    # botocore reads retries.max_attempts as *retries*: 1 try + 3 retries.
+    assert config.retries == {"mode": "standard", "total_max_attempts": 4}
+    assert (config.connect_timeout, config.read_timeout) == (5, 10)
+
+
+def test_endpoint_comes_from_the_environment(ec2: Ec2, ec2_emulator: Any) -> None:
+    assert ec2.client.meta.endpoint_url == ec2_emulator.endpoint_url
+
+
+# --- error mapping -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "expected"),
+    [
+        ("RequestLimitExceeded", 503, Throttled),
+        ("Throttling", 400, Throttled),
+        ("Resource.AlreadyAssociated", 400, AlreadyAssociated),
+        ("InvalidAllocationID.NotFound", 400, NotFound),
+        ("InvalidAssociationID.NotFound", 400, NotFound),
+        ("InvalidInstanceID.NotFound", 400, NotFound),
+        ("InvalidNetworkInterfaceID.NotFound", 400, NotFound),
+        ("InvalidAddress.NotFound", 400, NotFound),
+        ("InternalError", 500, Transient),
+        ("Unavailable", 503, Transient),
+        ("SomethingNew", 502, Transient),
+        ("UnauthorizedOperation", 403, Permanent),
+        ("InvalidParameterValue", 400, Permanent),
+        ("AuthFailure", 401, Permanent),
+    ],
+)
+def test_error_class_for(code: str, status: int, expected: type) -> None:
+    assert error_class_for(code, status) is expected
+
+
+def test_sdk_exceptions_map_to_domain_errors() -> None:
+    client_error = botocore.exceptions.ClientError(
+        {"Error": {"Code": "RequestLimitExceeded", "Message": "slow down"}, "ResponseMetadata": {}},
+        "AssociateAddress",
+    )
+    throttled = to_domain_error(client_error, "AssociateAddress")
+    assert isinstance(throttled, Throttled) and throttled.code == "RequestLimitExceeded"
+    assert "slow down" in str(throttled)
+
+    timeout = botocore.exceptions.ReadTimeoutError(endpoint_url="http://127.0.0.1:1")
+    assert isinstance(to_domain_error(timeout), Transient)
+    refused = botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+    assert isinstance(to_domain_error(refused), Transient)
+    assert isinstance(to_domain_error(botocore.exceptions.NoCredentialsError()), Permanent)
+
+
+class ErrorServer:
+    """A loopback HTTP server answering every EC2 call with one XML error, counting the attempts."""
+
+    def __init__(self, status: int, code: str) -> None:
+        body = (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f"<Response><Errors><Error><Code>{code}</Code><Message>emulated {code}</Message></Error></Errors>"
+            "<RequestID>00000000-0000-0000-0000-000000000000</RequestID></Response>"
+        ).encode()
+        self.attempts = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.attempts += 1
+                self.send_response(status)
+                self.send_header("Content-Type", "text/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> ErrorServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "expected", "attempts"),
+    [
+        # Retried by botocore's standard mode (1 try + 3 retries), then surfaced.
+        (503, "RequestLimitExceeded", Throttled, 4),
+        (500, "InternalError", Transient, 4),
+        (403, "UnauthorizedOperation", Permanent, 1),
+    ],
+)
+def test_http_errors_are_mapped(
+    ec2_emulator: Any, monkeypatch: pytest.MonkeyPatch, status: int, code: str, expected: type, attempts: int
+) -> None:
+    with ErrorServer(status, code) as server:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", server.url)
+        ec2 = Ec2(REGION)
+        with pytest.raises(expected) as excinfo:
+            ec2.associate(allocation_id="eipalloc-1", eni_id="eni-1", private_ip="10.0.0.1")
+    assert excinfo.value.code == code
+    assert server.attempts == attempts
+
+
+def test_unreachable_endpoint_is_transient(ec2_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sandbox.ports import free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(Transient):
+        Ec2(REGION).list_addresses(["pool"])
+
+
+def test_address_is_hashable_despite_its_tags() -> None:
+    address = Address("eipalloc-1", "203.0.113.1", {"pool": "web"}, None, None, None, None)
+    assert address in {address}
