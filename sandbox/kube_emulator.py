@@ -212,7 +212,7 @@ def _pointer(path: Any) -> list[str]:
     return [t.replace("~1", "/").replace("~0", "~") for t in path[1:].split("/")] if path else []
 
 
-def _resolve_parent(doc: Any, tokens: list[str], path: str) -> Any:
+def _resolve_parent(doc: Any, tokens: list[str], path: Any) -> Any:
     for token in tokens[:-1]:
         try:
             doc = doc[int(token)] if isinstance(doc, list) else doc[token]
@@ -221,7 +221,7 @@ def _resolve_parent(doc: Any, tokens: list[str], path: str) -> Any:
     return doc
 
 
-def _json_pointer_get(doc: Any, path: str) -> Any:
+def _json_pointer_get(doc: Any, path: Any) -> Any:
     tokens = _pointer(path)
     if not tokens:
         return doc
@@ -232,7 +232,7 @@ def _json_pointer_get(doc: Any, path: str) -> Any:
         raise ApiError(422, "Invalid", f"doc is missing path: {path!r}") from None
 
 
-def _json_pointer_set(doc: Any, path: str, value: Any, *, insert: bool) -> Any:
+def _json_pointer_set(doc: Any, path: Any, value: Any, *, insert: bool) -> Any:
     tokens = _pointer(path)
     if not tokens:
         return value
@@ -254,7 +254,7 @@ def _json_pointer_set(doc: Any, path: str, value: Any, *, insert: bool) -> Any:
     return doc
 
 
-def _json_pointer_remove(doc: Any, path: str) -> Any:
+def _json_pointer_remove(doc: Any, path: Any) -> Any:
     tokens = _pointer(path)
     _json_pointer_get(doc, path)  # raises when missing
     parent = _resolve_parent(doc, tokens, path)
@@ -452,9 +452,9 @@ class KubeEmulator:
 
     def list_objects(self, resource: str, namespace: str | None = None, label_selector: str = "",
                      field_selector: str = "") -> list[dict[str, Any]]:
-        return self.list(resource, namespace, label_selector, field_selector)["items"]
+        return self.list_page(resource, namespace, label_selector, field_selector)["items"]
 
-    def list(self, resource: str, namespace: str | None = None, label_selector: str = "",
+    def list_page(self, resource: str, namespace: str | None = None, label_selector: str = "",
              field_selector: str = "", limit: int = 0, continue_token: str = "") -> dict[str, Any]:
         matches = _matcher(resource, namespace, label_selector, field_selector)
         start: list[str] | None = None
@@ -713,9 +713,9 @@ class _Handler(BaseHTTPRequestHandler):
                                       query.get("fieldSelector", ""), query.get("resourceVersion", ""),
                                       float(query.get("timeoutSeconds") or DEFAULT_WATCH_SECONDS), self._gone)
             if method == "GET":
-                return 200, emulator.list(resource, namespace, query.get("labelSelector", ""),
-                                          query.get("fieldSelector", ""), int(query.get("limit") or 0),
-                                          query.get("continue", ""))
+                return 200, emulator.list_page(resource, namespace, query.get("labelSelector", ""),
+                                               query.get("fieldSelector", ""), int(query.get("limit") or 0),
+                                               query.get("continue", ""))
             if method == "POST" and (namespace is not None or not RESOURCES[resource][1]):
                 return 201, emulator.create(resource, body, namespace)
             raise not_allowed

@@ -64,18 +64,18 @@ def test_list_nodes_follows_pagination(kube: Kube, make_node, kube_emulator: Kub
         make_node(f"node-{i:02d}", f"i-{i:04x}", labels=SPEC)
     make_node("elsewhere", "i-ffff")
     pages: list[int] = []
-    real_list = kube_emulator.list
+    real_list = kube_emulator.list_page
 
     def counting_list(*args, **kwargs):
         page = real_list(*args, **kwargs)
         pages.append(len(page["items"]))
         return page
 
-    kube_emulator.list = counting_list  # type: ignore[method-assign]
+    kube_emulator.list_page = counting_list  # type: ignore[method-assign]
     try:
         nodes = kube.list_nodes(SPEC, page_size=5)
     finally:
-        del kube_emulator.list
+        del kube_emulator.list_page
     assert sorted(n.name for n in nodes) == [f"node-{i:02d}" for i in range(23)]
     assert pages == [5, 5, 5, 5, 3]
 
