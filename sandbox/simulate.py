@@ -154,6 +154,18 @@ class KubeHttp:
     def delete_pod(self, namespace: str, name: str) -> None:
         self._call("DELETE", f"/api/v1/namespaces/{namespace}/pods/{name}", ok_missing=True)
 
+    def evict_pod(self, namespace: str, name: str) -> None:
+        """The Eviction API, as `kubectl drain` and the autoscaler use it."""
+        body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace}}
+        self._call("POST", f"/api/v1/namespaces/{namespace}/pods/{name}/eviction", json=body, ok_missing=True)
+
+    def ensure_namespace(self, name: str) -> None:
+        try:
+            self._call("POST", "/api/v1/namespaces", json={"apiVersion": "v1", "kind": "Namespace",
+                                                            "metadata": {"name": name}})
+        except KubeConflict:
+            pass
+
     def pods_on(self, node_name: str) -> list[dict[str, Any]]:
         return list(
             self._call("GET", "/api/v1/pods", params={"fieldSelector": f"spec.nodeName={node_name}"})["items"]
@@ -291,7 +303,7 @@ class Simulation:
         self._ordinals = itertools.count()
         self._pod_numbers = itertools.count(1)
         self._zones: list[str] = []
-        self._next_scale_at = 0.0
+        self._next_scale_at = clock() + self.pace.scale_every_seconds
 
     # -- autoscaler: scale up ------------------------------------------------------------------------
 
@@ -300,6 +312,7 @@ class Simulation:
         spec = self.specs[spec_name]
         if not self._zones:
             self._zones = sorted(self.ec2.ensure_network())
+            self.kube.ensure_namespace(WORKLOAD_NAMESPACE)
         ordinal = next(self._ordinals)
         az = self._zones[ordinal % len(self._zones)]
         instance_id, _eni_id, private_ip = self.ec2.launch_instance(az=az)
@@ -336,7 +349,6 @@ class Simulation:
 
     def run(self, stop: threading.Event, duration: float | None = None) -> None:
         started = self.clock()
-        self._next_scale_at = started + self.pace.scale_every_seconds
         while not stop.is_set():
             self.step()
             if duration is not None and self.clock() - started >= duration:
@@ -393,7 +405,7 @@ class Simulation:
         elif decision.target < len(active):
             log.info("autoscaler: %s wants %d nodes (has %d): draining one",
                      decision.spec, decision.target, len(active))
-            self._cordon(self._victim(active, decision.pick))
+            self.drain(self._victim(active, decision.pick))
 
     def _victim(self, active: list[SimNode], pick: float) -> SimNode:
         # Nodes that never became ready (no EIP yet, no workload) are the cheapest to remove.
@@ -403,7 +415,7 @@ class Simulation:
             return waiting[-1]
         return active[min(int(pick * len(active)), len(active) - 1)]
 
-    def _cordon(self, node: SimNode) -> None:
+    def drain(self, node: SimNode) -> None:
         """Cordon and taint like the cluster autoscaler, never dropping a taint someone else set meanwhile."""
         for _attempt in range(5):
             current = self.kube.get_node(node.name)
@@ -431,13 +443,14 @@ class Simulation:
             if node.workload_pods:
                 if now - node.last_eviction_at >= self.pace.evict_every_seconds:
                     pod_name = node.workload_pods.pop(0)
-                    self.kube.delete_pod(WORKLOAD_NAMESPACE, pod_name)
+                    self.kube.evict_pod(WORKLOAD_NAMESPACE, pod_name)
                     node.last_eviction_at = now
                     self.counters.pods_evicted += 1
-                continue
+                if node.workload_pods:
+                    continue
             if node.drained_at is None:
                 node.drained_at = now
-            if now - node.drained_at >= self.pace.drain_grace_seconds:
+            elif now - node.drained_at >= self.pace.drain_grace_seconds:
                 self._remove(node)
 
     def _remove(self, node: SimNode) -> None:
