@@ -17,6 +17,10 @@ Where moto 5.2.5 differs from AWS (each point is checked by tests/sandbox/test_e
     DescribeAddresses carries ``InstanceId: ""``; AWS fills in the instance the ENI is attached to. Key the
     association on NetworkInterfaceId and resolve the instance through DescribeInstances or
     DescribeNetworkInterfaces.
+(d) **A multi-value ``tag-key`` filter is not an OR.** With one value, moto matches like AWS. With several,
+    moto keeps an EIP only when its set of tag keys is a subset or a superset of the values, so a pool EIP
+    that also carries ``Name`` disappears. AWS returns every EIP carrying any of the keys. The adapter
+    therefore matches tag keys itself on one unfiltered (``domain=vpc``) DescribeAddresses.
 """
 
 from __future__ import annotations
