@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import json
+from argparse import ArgumentParser
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from pools import services
+from pools.models import LaunchSpec
+from pools.specfile import SpecFileError, parse_launch_spec
+
+
+class Command(BaseCommand):
+    help = "Create or update launch specs from Spot Ocean launch-spec JSON; list or delete them."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        sub = parser.add_subparsers(dest="action", required=True)
+        apply = sub.add_parser("apply", help="create or update a launch spec by name")
+        apply.add_argument("-f", "--file", required=True, help="Ocean launch-spec JSON file, or - for stdin")
+        sub.add_parser("list", help="list launch specs")
+        delete = sub.add_parser("delete", help="delete a launch spec that holds no EIP")
+        delete.add_argument("name")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        action = options["action"]
+        if action == "apply":
+            self.apply(options["file"])
+        elif action == "list":
+            for spec in LaunchSpec.objects.select_related("cluster"):
+                labels = ",".join(f"{k}={v}" for k, v in sorted(spec.labels.items()))
+                state = "enabled" if spec.enabled else "disabled"
+                self.stdout.write(f"{spec.name}\t{spec.cluster.name}\t{spec.cluster.region}\t{labels}\t"
+                                  f"{spec.selector_text()}\t{state}")
+        else:
+            try:
+                services.launch_spec_delete(name=options["name"])
+            except LaunchSpec.DoesNotExist as exc:
+                raise CommandError(str(exc), returncode=2) from None
+            except SpecFileError as exc:
+                raise CommandError(str(exc), returncode=2) from None
+            self.stdout.write(f"deleted {options['name']}")
+
+    def apply(self, path: str) -> None:
+        try:
+            text = self.stdin_text() if path == "-" else Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise CommandError(f"cannot read {path}: {exc.strerror}", returncode=2) from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CommandError(f"{path} is not valid JSON: {exc}", returncode=2) from None
+        try:
+            spec, created = services.launch_spec_apply(data=parse_launch_spec(data))
+        except SpecFileError as exc:
+            lines = "\n".join(f"  - {m}" for m in exc.messages)
+            raise CommandError(f"{path}: refused, nothing changed:\n{lines}", returncode=2) from None
+        verb = "created" if created else "updated"
+        self.stdout.write(f"{verb} launch spec {spec.name} (cluster {spec.cluster.name}, {spec.cluster.region}, "
+                          f"pool {spec.selector_text()})")
+
+    def stdin_text(self) -> str:
+        import sys
+
+        return sys.stdin.read()

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from argparse import ArgumentParser
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError
+
+from pools.models import LaunchSpec
+from workers import executor
+
+
+class Command(BaseCommand):
+    help = "Run one reconcile pass (all enabled launch specs, or one) and print what it did or would do."
+
+    def add_arguments(self, parser: ArgumentParser) -> None:
+        parser.add_argument("--spec", help="only this launch spec")
+        parser.add_argument("--dry-run", action="store_true", help="plan only: change nothing in AWS or Kubernetes")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        specs = LaunchSpec.objects.select_related("cluster")
+        if options["spec"]:
+            specs = specs.filter(name=options["spec"])
+            if not specs.exists():
+                raise CommandError(f"no launch spec named {options['spec']!r}", returncode=2)
+        elif not options["dry_run"]:
+            specs = specs.filter(enabled=True)
+        failed = False
+        for spec in specs:
+            report = executor.reconcile_spec(spec.pk, dry_run=options["dry_run"])
+            for line in report.lines():
+                self.stdout.write(line)
+            failed = failed or bool(report.errors)
+        if failed:
+            raise CommandError("some steps failed; see the error lines above and the history", returncode=1)

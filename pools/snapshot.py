@@ -1,0 +1,102 @@
+"""Planner inputs from the record.
+
+The workers first write what AWS and Kubernetes said into the snapshot tables, then plan from here;
+the dashboard's plan preview plans from the same rows. One path, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from django.db.models import Max
+
+from .models import Assignment, ElasticIP, LaunchSpec, Node
+from .planner import Claim, EipView, NodeView, Plan, SpecView, plan, tag_selects
+
+
+def labels_match(required: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in required.items())
+
+
+def spec_view(spec: LaunchSpec) -> SpecView:
+    return SpecView(
+        name=spec.name, tag_key=spec.tag_key, tag_value=spec.tag_value, active_alerts=frozenset(spec.active_alerts)
+    )
+
+
+def specs_selecting(tags: Mapping[str, str], specs: Iterable[LaunchSpec]) -> list[str]:
+    return [s.name for s in specs if tag_selects(tags, s.tag_key, s.tag_value)]
+
+
+def neighbour_specs(spec: LaunchSpec) -> list[LaunchSpec]:
+    """The other enabled specs of the region: an EIP or a node they also select is contested."""
+    return list(
+        LaunchSpec.objects.filter(enabled=True, cluster__region=spec.cluster.region)
+        .exclude(pk=spec.pk)
+        .select_related("cluster")
+    )
+
+
+def pool_rows(spec: LaunchSpec) -> list[ElasticIP]:
+    rows = ElasticIP.objects.filter(region=spec.cluster.region, gone=False, tags__has_key=spec.tag_key)
+    return [row for row in rows if tag_selects(row.tags, spec.tag_key, spec.tag_value)]
+
+
+def planner_inputs(spec: LaunchSpec) -> tuple[SpecView, list[EipView], list[NodeView], dict[str, Claim]]:
+    neighbours = neighbour_specs(spec)
+    same_cluster = [s for s in neighbours if s.cluster_id == spec.cluster_id]
+    pool = pool_rows(spec)
+
+    last_released = dict(
+        Assignment.objects.filter(launch_spec=spec, eip__in=pool, closed_at__isnull=False)
+        .values_list("eip_id")
+        .annotate(last=Max("closed_at"))
+    )
+    eips = [
+        EipView(
+            allocation_id=row.allocation_id,
+            public_ip=row.public_ip,
+            association_id=row.association_id or None,
+            eni_id=row.eni_id or None,
+            private_ip=row.private_ip or None,
+            instance_id=row.instance_id or None,
+            last_released_at=last_released.get(row.pk),
+            also_selected_by=tuple(specs_selecting(row.tags, neighbours)),
+        )
+        for row in pool
+    ]
+
+    open_claims = list(
+        Assignment.objects.filter(closed_at__isnull=True, launch_spec=spec).select_related("eip", "node")
+    )
+    claims = {a.eip.allocation_id: Claim(node=a.node.name, confirmed=a.confirmed_at is not None) for a in open_claims}
+    claimed_node_ids = {a.node_id for a in open_claims}
+
+    node_rows = Node.objects.filter(cluster=spec.cluster).filter(
+        pk__in=claimed_node_ids
+    ) | Node.objects.filter(launch_spec=spec, deleted_at__isnull=True)
+    nodes = [
+        NodeView(
+            name=row.name,
+            instance_id=row.instance_id,
+            instance_state=row.instance_state or "gone",
+            eni_id=row.eni_id or None,
+            private_ip=row.private_ip or None,
+            startup_tainted=row.startup_tainted,
+            draining=row.draining,
+            workload_pods=row.workload_pods,
+            foreign_eip=row.foreign_eip,
+            in_cluster=row.deleted_at is None,
+            matches_spec=labels_match(spec.labels, row.labels),
+            also_matched_by=tuple(s.name for s in same_cluster if labels_match(s.labels, row.labels)),
+            eip_label=row.eip_label,
+            first_seen_at=row.first_seen_at,
+        )
+        for row in node_rows.distinct().order_by("name")
+    ]
+    return spec_view(spec), eips, nodes, claims
+
+
+def preview_plan(*, spec: LaunchSpec) -> Plan:
+    """The plan of the next pass, from the last snapshot. Reads only the database."""
+    return plan(*planner_inputs(spec))

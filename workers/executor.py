@@ -1,0 +1,435 @@
+"""One reconcile pass: read AWS and Kubernetes, record the snapshot, plan, and apply the plan step by step.
+
+Each step: open the claim in the DB → call AWS / Kubernetes → confirm → record the Event. One failing
+step is recorded as an `error` event and never stops the others (CONVENTIONS.md §3, §4).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from pools import services
+from pools.models import Assignment, ElasticIP, Event, LaunchSpec, Node
+from pools.planner import Adopt, Assign, MarkReady, Plan, Release, tag_selects
+from pools.planner import plan as make_plan
+from pools.snapshot import labels_match, planner_inputs
+
+from . import ec2 as ec2_adapter
+from .ec2 import Ec2, Ec2Error
+from .kube import Kube, KubeError
+from .locks import spec_lock
+
+log = logging.getLogger(__name__)
+SYSTEM = "system"
+
+
+@dataclass
+class PassReport:
+    spec: str
+    plan: Plan | None = None
+    done: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    skipped: str = ""  # why the pass did not run (another worker holds the spec)
+
+    def lines(self) -> list[str]:
+        if self.skipped:
+            return [f"{self.spec}: skipped ({self.skipped})"]
+        body = self.done or ["nothing to do"]
+        return [f"{self.spec}: {line}" for line in body + [f"ERROR {e}" for e in self.errors]]
+
+
+def clients_for(spec: LaunchSpec) -> tuple[Ec2, Kube]:
+    return Ec2(spec.cluster.region), Kube(context=spec.cluster.kube_context or None)
+
+
+# --- the snapshot ---------------------------------------------------------------------------------
+
+
+def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube) -> None:
+    """Write what AWS and Kubernetes say now into ElasticIP and Node rows."""
+    now = timezone.now()
+    cluster = spec.cluster
+    region = cluster.region
+    region_specs = list(LaunchSpec.objects.filter(cluster__region=region))
+    # One DescribeAddresses for the region, unfiltered: it covers every spec's tag key, and it shows the
+    # non-pool EIPs that already sit on a node (associating over them would knock them off).
+    addresses = ec2.list_addresses(None)
+    selected = [a for a in addresses if any(a.matches(s.tag_key, s.tag_value) for s in region_specs)]
+    _save_addresses(region, selected, now)
+
+    pool_on_eni = {a.eni_id for a in addresses if a.eni_id and a.matches(spec.tag_key, spec.tag_value)}
+    others_on = {(a.eni_id, a.private_ip) for a in addresses
+                 if a.eni_id and not a.matches(spec.tag_key, spec.tag_value)}
+
+    listed = {n.name: n for n in kube.list_nodes(spec.labels) if n.instance_id}
+    claimed_names = set(
+        Assignment.objects.filter(closed_at__isnull=True, launch_spec=spec).values_list("node__name", flat=True)
+    )
+    for name in sorted(claimed_names - listed.keys()):
+        found = kube.get_node(name)
+        if found is not None and found.instance_id:
+            listed[name] = found
+
+    known = {row.name: row for row in Node.objects.filter(cluster=cluster, name__in=listed.keys() | claimed_names)}
+    instance_ids = {n.instance_id for n in listed.values() if n.instance_id} | {
+        known[name].instance_id for name in claimed_names if name in known
+    }
+    instances = ec2.describe_instances(instance_ids)
+
+    rows = []
+    for name, kn in listed.items():
+        instance = instances.get(kn.instance_id or "")
+        previous = known.get(name)
+        eni_id = instance.eni_id if instance and instance.eni_id else (previous.eni_id if previous else "")
+        private_ip = instance.private_ip if instance and instance.private_ip else (
+            previous.private_ip if previous else "")
+        holds = (eni_id in pool_on_eni) or name in claimed_names
+        rows.append(Node(
+            cluster=cluster,
+            name=name,
+            instance_id=kn.instance_id or "",
+            az=kn.az,
+            launch_spec=spec,
+            labels=kn.labels,
+            instance_state=instance.state if instance else "gone",
+            eni_id=eni_id or "",
+            private_ip=private_ip or "",
+            startup_tainted=kn.has_taint(settings.EIPDASH_STARTUP_TAINT),
+            draining=kn.draining,
+            foreign_eip=(eni_id, private_ip) in others_on,
+            eip_label=kn.labels.get("eipdash.io/eip", ""),
+            # Pods are counted only where the answer decides something: a draining node holding an EIP.
+            workload_pods=kube.workload_pod_count(name) if kn.draining and holds else None,
+            first_seen_at=now,
+            last_seen_at=now,
+            deleted_at=None,
+        ))
+    Node.objects.bulk_create(
+        rows,
+        update_conflicts=True,
+        unique_fields=["cluster", "name"],
+        update_fields=[
+            "instance_id", "az", "launch_spec", "labels", "instance_state", "eni_id", "private_ip",
+            "startup_tainted", "draining", "foreign_eip", "eip_label", "workload_pods", "last_seen_at", "deleted_at",
+        ],
+    )
+    # Nodes of the spec that Kubernetes no longer lists: deleted (their instance state still matters).
+    for row in Node.objects.filter(cluster=cluster, deleted_at__isnull=True).filter(launch_spec=spec).exclude(
+        name__in=listed.keys()
+    ):
+        instance = instances.get(row.instance_id)
+        row.deleted_at = now
+        row.instance_state = instance.state if instance else ("gone" if row.name in claimed_names else
+                                                              row.instance_state)
+        row.save(update_fields=["deleted_at", "instance_state"])
+    for name in claimed_names - listed.keys():
+        row = known.get(name)
+        if row is not None and row.deleted_at is not None:
+            instance = instances.get(row.instance_id)
+            Node.objects.filter(pk=row.pk).update(instance_state=instance.state if instance else "gone")
+
+
+def _save_addresses(region: str, selected: list[ec2_adapter.Address], now: object) -> None:
+    ElasticIP.objects.bulk_create(
+        [
+            ElasticIP(
+                allocation_id=a.allocation_id,
+                region=region,
+                public_ip=a.public_ip,
+                tags=a.tags,
+                association_id=a.association_id or "",
+                instance_id=a.instance_id or "",
+                eni_id=a.eni_id or "",
+                private_ip=a.private_ip or "",
+                last_seen_at=now,
+                gone=False,
+            )
+            for a in selected
+        ],
+        update_conflicts=True,
+        unique_fields=["allocation_id"],
+        update_fields=["public_ip", "tags", "association_id", "instance_id", "eni_id", "private_ip", "last_seen_at",
+                       "gone"],
+    )
+    ElasticIP.objects.filter(region=region, gone=False).exclude(
+        allocation_id__in=[a.allocation_id for a in selected]
+    ).update(gone=True)
+
+
+# --- applying a plan ------------------------------------------------------------------------------
+
+
+class Executor:
+    def __init__(self, spec: LaunchSpec, ec2: Ec2, kube: Kube, *, actor: str = SYSTEM) -> None:
+        self.spec = spec
+        self.ec2 = ec2
+        self.kube = kube
+        self.actor = actor
+        self.report = PassReport(spec=spec.name)
+        self.nodes = {n.name: n for n in Node.objects.filter(cluster=spec.cluster).select_related("cluster")}
+
+    def node(self, name: str) -> Node:
+        return self.nodes[name]
+
+    def eip(self, allocation_id: str) -> ElasticIP:
+        return ElasticIP.objects.get(allocation_id=allocation_id)
+
+    def context(self, *, node: Node | None = None, eip: ElasticIP | None = None) -> services.EventContext:
+        return services.event_context(spec=self.spec, node=node, eip=eip)
+
+    def record(self, kind: str, reason: str, *, node: Node | None = None, eip: ElasticIP | None = None) -> None:
+        services.event_record(kind=kind, context=self.context(node=node, eip=eip), reason=reason, actor=self.actor)
+
+    def step(self, what: str, action: Callable[[], str | None], *, node: str = "", allocation_id: str = "") -> None:
+        """Run one step; its failure becomes an `error` event and the pass goes on."""
+        try:
+            done = action()
+        except (Ec2Error, KubeError) as exc:
+            message = f"{what}: {type(exc).__name__}: {exc}"
+            self.report.errors.append(message)
+            node_row = self.nodes.get(node)
+            eip_row = ElasticIP.objects.filter(allocation_id=allocation_id).first() if allocation_id else None
+            self.record(Event.Kind.ERROR, message, node=node_row, eip=eip_row)
+            log.warning("%s", message)
+        else:
+            if done:
+                self.report.done.append(done)
+
+    def apply(self, plan: Plan) -> PassReport:
+        self.report.plan = plan
+        # Releases first: they close records that the adoptions and assignments below may need.
+        for r in plan.release:
+            self.step(f"release {r.public_ip or r.allocation_id} from {r.node}", lambda r=r: self.release(r),
+                      node=r.node, allocation_id=r.allocation_id)
+        for a in plan.adopt:
+            self.step(f"adopt {a.public_ip} on {a.node}", lambda a=a: self.adopt(a),
+                      node=a.node, allocation_id=a.allocation_id)
+        for s in plan.assign:
+            self.step(f"assign {s.public_ip} to {s.node}", lambda s=s: self.assign(s),
+                      node=s.node, allocation_id=s.allocation_id)
+        for m in plan.ready:
+            self.step(f"make {m.node} ready", lambda m=m: self.mark_ready(m), node=m.node,
+                      allocation_id=m.allocation_id)
+        for note in plan.notes:
+            context = services.EventContext(
+                launch_spec=self.spec.name, cluster=self.spec.cluster.name, region=self.spec.cluster.region,
+                node=note.node, instance_id=self.nodes[note.node].instance_id if note.node in self.nodes else "",
+                public_ip=note.public_ip, allocation_id=note.allocation_id,
+            )
+            services.event_record(kind=note.kind, context=context, reason=note.reason, actor=self.actor)
+            self.report.done.append(f"{note.kind}: {note.reason}")
+        LaunchSpec.objects.filter(pk=self.spec.pk).update(
+            active_alerts=sorted(plan.alerts), last_reconciled_at=timezone.now()
+        )
+        self.save_node_states(plan)
+        return self.report
+
+    def save_node_states(self, plan: Plan) -> None:
+        by_state: dict[str, list[str]] = defaultdict(list)
+        for name, state in plan.node_states.items():
+            by_state[state].append(name)
+        for state, names in by_state.items():
+            Node.objects.filter(cluster=self.spec.cluster, name__in=names).exclude(state=state).update(state=state)
+
+    # The steps. Each returns a line for the report, or None when there was nothing to say.
+
+    def release(self, r: Release) -> str | None:
+        claim = Assignment.objects.filter(eip__allocation_id=r.allocation_id, closed_at__isnull=True).first()
+        if r.association_id:
+            self.ec2.disassociate(r.association_id)
+        if claim is not None and not services.assignment_close(assignment=claim, reason=r.reason):
+            return None  # closed meanwhile by someone else: they recorded it
+        if claim is None and not r.association_id:
+            return None
+        node = self.nodes.get(r.node)
+        eip = ElasticIP.objects.filter(allocation_id=r.allocation_id).first()
+        if eip is not None and r.association_id:
+            ElasticIP.objects.filter(pk=eip.pk).update(association_id="", eni_id="", instance_id="", private_ip="")
+        self.record(Event.Kind.RELEASED, r.reason, node=node, eip=eip)
+        if node is not None and node.deleted_at is None:
+            self.kube.clear_eip_marks(node.name)
+        return f"released {r.public_ip or r.allocation_id} from {r.node} ({r.reason})"
+
+    def adopt(self, a: Adopt) -> str:
+        node, eip = self.node(a.node), self.eip(a.allocation_id)
+        with transaction.atomic():
+            if a.supersedes:
+                Assignment.objects.filter(eip=eip, closed_at__isnull=True).update(
+                    closed_at=timezone.now(), close_reason=f"superseded: EIP found on {a.node}"
+                )
+            mine = Assignment.objects.filter(eip=eip, node=node, closed_at__isnull=True).first()
+            if mine is not None:
+                services.assignment_confirm(assignment=mine, association_id=a.association_id)
+            else:
+                services.assignment_open(eip=eip, node=node, spec=self.spec, actor=self.actor,
+                                         association_id=a.association_id, confirmed=True)
+        self.record(Event.Kind.ADOPTED, a.reason, node=node, eip=eip)
+        return f"adopted {a.public_ip} on {a.node} ({a.reason})"
+
+    def assign(self, s: Assign) -> str | None:
+        node, eip = self.node(s.node), self.eip(s.allocation_id)
+        try:
+            claim = services.assignment_open(eip=eip, node=node, spec=self.spec, actor=self.actor)
+        except IntegrityError:
+            return f"skipped {s.public_ip} → {s.node}: claimed by another worker"
+        try:
+            association_id = self.ec2.associate(
+                allocation_id=s.allocation_id, eni_id=s.eni_id, private_ip=s.private_ip, allow_reassociation=False
+            )
+        except Ec2Error as exc:
+            services.assignment_close(assignment=claim, reason=f"AWS refused: {exc.code or type(exc).__name__}")
+            raise
+        confirmed = self.ec2.get_address(s.allocation_id)
+        if confirmed is None or confirmed.eni_id != s.eni_id:
+            # Leave the claim open: the next pass sees where AWS put it and adopts or closes it.
+            return f"assigned {s.public_ip} → {s.node}, not yet confirmed by AWS"
+        services.assignment_confirm(assignment=claim, association_id=association_id)
+        ElasticIP.objects.filter(pk=eip.pk).update(
+            association_id=association_id, eni_id=s.eni_id, private_ip=s.private_ip,
+            instance_id=confirmed.instance_id or node.instance_id,
+        )
+        self.record(Event.Kind.ASSIGNED, f"associated with {s.eni_id} ({s.private_ip})", node=node, eip=eip)
+        self.mark_ready(MarkReady(s.node, s.allocation_id, s.public_ip, lift_taint=node.startup_tainted,
+                                  set_marks=True))
+        return f"assigned {s.public_ip} → {s.node}"
+
+    def mark_ready(self, m: MarkReady) -> str | None:
+        """Only called once AWS shows the EIP on the node's ENI."""
+        node = self.node(m.node)
+        if m.set_marks:
+            self.kube.set_eip_marks(m.node, public_ip=m.public_ip, allocation_id=m.allocation_id)
+        lifted = m.lift_taint and self.kube.lift_startup_taint(m.node, settings.EIPDASH_STARTUP_TAINT)
+        Node.objects.filter(pk=node.pk, eip_ready_at__isnull=True).update(eip_ready_at=timezone.now())
+        Node.objects.filter(pk=node.pk).update(state=Node.State.READY, startup_tainted=False, eip_label=m.public_ip)
+        if lifted:
+            self.record(Event.Kind.TAINT_LIFTED, f"{m.public_ip} confirmed on the node's ENI", node=node,
+                        eip=self.eip(m.allocation_id))
+            return f"lifted the startup taint of {m.node}"
+        return None
+
+
+# --- entry points ---------------------------------------------------------------------------------
+
+
+def run_pass(spec: LaunchSpec, *, ec2: Ec2 | None = None, kube: Kube | None = None, dry_run: bool = False,
+             actor: str = SYSTEM) -> PassReport:
+    """Refresh, plan and (unless dry_run) apply, for one spec. The caller holds the spec lock."""
+    if ec2 is None or kube is None:
+        default_ec2, default_kube = clients_for(spec)
+        ec2, kube = ec2 or default_ec2, kube or default_kube
+    refresh_snapshot(spec, ec2, kube)
+    plan = make_plan(*planner_inputs(spec))
+    if dry_run:
+        return PassReport(spec=spec.name, plan=plan, done=[f"would {line}" for line in plan.describe()])
+    return Executor(spec, ec2, kube, actor=actor).apply(plan)
+
+
+def reconcile_spec(
+    spec_id: int, *, dry_run: bool = False, ec2: Ec2 | None = None, kube: Kube | None = None
+) -> PassReport:
+    spec = LaunchSpec.objects.select_related("cluster").get(pk=spec_id)
+    if dry_run:
+        return run_pass(spec, ec2=ec2, kube=kube, dry_run=True)
+    if not spec.enabled:
+        return PassReport(spec=spec.name, skipped="disabled")
+    with spec_lock(spec.pk) as acquired:
+        if not acquired:
+            return PassReport(spec=spec.name, skipped="another worker is running this spec's pass")
+        return run_pass(spec, ec2=ec2, kube=kube)
+
+
+# --- manual reassign ------------------------------------------------------------------------------
+
+
+class ReassignRefused(Exception):
+    """The move was not made; the message says why, for the person who asked."""
+
+
+def reassign_eip(*, allocation_id: str, node_name: str, actor: str, ec2: Ec2 | None = None,
+                 kube: Kube | None = None) -> Assignment:
+    """Move an EIP of a pool to another node of the same spec, by hand. All or nothing.
+
+    The old node loses the IP; the pass that follows gives it another free one if there is any.
+    """
+    target = Node.objects.select_related("cluster", "launch_spec__cluster").filter(name=node_name).first()
+    eip = ElasticIP.objects.filter(allocation_id=allocation_id).first()
+    if eip is None or eip.gone:
+        raise ReassignRefused(f"EIP {allocation_id} is not in any pool any more.")
+    if target is None or target.launch_spec is None:
+        raise ReassignRefused(f"Node {node_name} is not a node of any launch spec.")
+    spec = target.launch_spec
+    if not tag_selects(eip.tags, spec.tag_key, spec.tag_value):
+        raise ReassignRefused(f"{eip.public_ip} is not in the pool of {spec.name}, the launch spec of {node_name}.")
+    if ec2 is None or kube is None:
+        default_ec2, default_kube = clients_for(spec)
+        ec2, kube = ec2 or default_ec2, kube or default_kube
+
+    with spec_lock(spec.pk, wait_seconds=15) as acquired:
+        if not acquired:
+            raise ReassignRefused("A reconcile pass of this launch spec is running; try again in a few seconds.")
+        # Decide on the world as it is now, not as the page showed it.
+        refresh_snapshot(spec, ec2, kube)
+        target.refresh_from_db()
+        eip.refresh_from_db()
+        if eip.gone:
+            raise ReassignRefused(f"{eip.public_ip} left the pool meanwhile.")
+        if target.deleted_at is not None or target.instance_state not in ("pending", "running"):
+            raise ReassignRefused(f"{node_name} is not running any more.")
+        if target.draining:
+            raise ReassignRefused(f"{node_name} is draining.")
+        if target.foreign_eip:
+            raise ReassignRefused(f"{node_name} carries an EIP outside the pool.")
+        if not labels_match(spec.labels, target.labels):
+            raise ReassignRefused(f"{node_name} no longer matches launch spec {spec.name}.")
+        if eip.eni_id and eip.eni_id == target.eni_id:
+            raise ReassignRefused(f"{eip.public_ip} is already on {node_name}.")
+        held = Assignment.objects.filter(node=target, closed_at__isnull=True).select_related("eip").first()
+        on_target = ElasticIP.objects.filter(eni_id=target.eni_id, gone=False).exclude(eni_id="").first()
+        if held is not None or on_target is not None:
+            ip = held.eip.public_ip if held else on_target.public_ip if on_target else ""
+            raise ReassignRefused(f"{node_name} already has an EIP ({ip}).")
+        old = Assignment.objects.filter(eip=eip, closed_at__isnull=True).select_related("node").first()
+        old_node = old.node if old else Node.objects.filter(cluster=spec.cluster, eni_id=eip.eni_id).exclude(
+            eni_id="").first()
+        try:
+            with transaction.atomic():
+                if old is not None and not services.assignment_close(
+                    assignment=old, reason=f"reassigned to {node_name} by {actor}"
+                ):
+                    raise ReassignRefused("Someone else changed this EIP a moment ago; reload and look again.")
+                claim = services.assignment_open(eip=eip, node=target, spec=spec, actor=actor)
+                # Inside the transaction: if AWS refuses, the records roll back and nothing changed.
+                association_id = ec2.associate(allocation_id=eip.allocation_id, eni_id=target.eni_id,
+                                               private_ip=target.private_ip, allow_reassociation=True)
+                services.assignment_confirm(assignment=claim, association_id=association_id)
+        except IntegrityError:
+            raise ReassignRefused("Another operator moved an EIP onto this node a moment ago.") from None
+        except Ec2Error as exc:
+            services.event_record(
+                kind=Event.Kind.ERROR, context=services.event_context(spec=spec, node=target, eip=eip),
+                reason=f"manual reassign refused by AWS: {exc}", actor=actor,
+            )
+            raise ReassignRefused(f"AWS refused the move: {exc}") from exc
+        ElasticIP.objects.filter(pk=eip.pk).update(association_id=association_id, eni_id=target.eni_id,
+                                                   private_ip=target.private_ip, instance_id=target.instance_id)
+        services.event_record(
+            kind=Event.Kind.REASSIGNED, context=services.event_context(spec=spec, node=target, eip=eip),
+            reason=f"moved by hand from {old_node.name if old_node else 'no node'} to {node_name}", actor=actor,
+        )
+        executor = Executor(spec, ec2, kube, actor=actor)
+        steps = [lambda: executor.mark_ready(MarkReady(node_name, eip.allocation_id, eip.public_ip,
+                                                       lift_taint=target.startup_tainted, set_marks=True))]
+        if old_node is not None and old_node.deleted_at is None:
+            steps.append(lambda: kube.clear_eip_marks(old_node.name))
+        for action in steps:
+            executor.step("after the manual reassign", action, node=node_name, allocation_id=eip.allocation_id)
+        # The old node now waits like any new node: serve it from the pool right away.
+        run_pass(spec, ec2=ec2, kube=kube)
+        return claim
