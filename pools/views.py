@@ -1,10 +1,404 @@
+"""Dashboard views: thin functions (CONVENTIONS.md §10, §11).
+
+Pages read the database only; the workers keep it fresh. The one action that reaches AWS, the manual
+reassign, goes through the same executor as the workers. When a request comes from htmx, a view
+returns just its live partial, which the page polls every few seconds.
+"""
+
 from __future__ import annotations
 
+import hmac
+import importlib
+import json
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required, permission_required
+from django.contrib.auth.views import redirect_to_login
+from django.core.paginator import Paginator
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    JsonResponse,
+    StreamingHttpResponse,
+)
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from . import charts, exports, selectors
+from .forms import (
+    EipFilterForm,
+    HistoryFilterForm,
+    LaunchSpecForm,
+    LaunchSpecImportForm,
+    NodeFilterForm,
+    ReassignForm,
+)
+from .models import ElasticIP, LaunchSpec, Node
+from .services import launch_spec_apply
+from .specfile import SpecFileError, launch_spec_to_ocean
+
+logger = logging.getLogger(__name__)
+
+PAGE_SIZE = 50
+REFRESH_SECONDS = 5
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return JsonResponse({"status": "ok"})
+
+
+def _page(request: HttpRequest, template: str, partial: str, context: dict[str, Any], status: int = 200):
+    """The full page, or only its live partial when htmx polls it."""
+    context.setdefault("refresh_seconds", REFRESH_SECONDS)
+    if request.htmx:
+        return render(request, partial, context, status=status)
+    return render(request, template, context, status=status)
+
+
+def _get_spec_or_404(name: str) -> LaunchSpec:
+    spec = selectors.launch_spec_get(name=name)
+    if spec is None:
+        raise Http404(f"no launch spec named {name!r}")
+    return spec
+
+
+def _get_eip_or_404(allocation_id: str) -> ElasticIP:
+    eip = selectors.eip_get(allocation_id=allocation_id)
+    if eip is None:
+        raise Http404(f"no Elastic IP {allocation_id!r}")
+    return eip
+
+
+def _spec_by_name(name: str, specs: list[LaunchSpec]) -> LaunchSpec | None:
+    return next((spec for spec in specs if spec.name == name), None)
+
+
+# --- Overview --------------------------------------------------------------------------------------
+
+
+@require_GET
+@login_required
+def overview(request: HttpRequest) -> HttpResponse:
+    stats = selectors.pool_stats_list()
+    series = selectors.pool_use_series(stats=stats)
+    histogram = selectors.time_to_eip_histogram()
+    context = {
+        "stats": stats,
+        "alerts": selectors.alert_list(),
+        "active_alerts": [(row.spec, alert) for row in stats for alert in row.alerts],
+        "use_chart": charts.pool_use_chart(series),
+        "legend": charts.chart_legend(series),
+        "histogram": histogram,
+        "histogram_chart": charts.histogram_chart(histogram),
+        "now": timezone.now(),
+    }
+    return _page(request, "pools/overview.html", "pools/partials/_overview.html", context)
+
+
+# --- Launch specs ----------------------------------------------------------------------------------
+
+
+@require_GET
+@login_required
+def launch_spec_list(request: HttpRequest) -> HttpResponse:
+    context = {"stats": selectors.pool_stats_list()}
+    return _page(request, "pools/launch_spec_list.html", "pools/partials/_spec_table.html", context)
+
+
+def _user_data(spec: LaunchSpec, pool_ips: list[str]) -> str:
+    return render_to_string(
+        "pools/user_data.sh",
+        {"spec": spec, "taint_key": settings.EIPDASH_STARTUP_TAINT, "pool_ips": pool_ips},
+    )
+
+
+@require_GET
+@login_required
+def launch_spec_detail(request: HttpRequest, name: str) -> HttpResponse:
+    spec = _get_spec_or_404(name)
+    pool = list(selectors.eip_list(spec=spec))
+    for eip in pool:
+        eip.state = selectors.eip_state(eip)
+    context = {
+        "spec": spec,
+        "stats": selectors.pool_stats_get(spec=spec),
+        "pool": pool,
+        "nodes": list(selectors.node_list(spec=spec).exclude(state=Node.State.GONE)[:200]),
+        "events": selectors.event_recent(spec_name=spec.name, limit=15),
+        "plan": selectors.plan_preview(spec=spec),
+        "user_data": _user_data(spec, [eip.public_ip for eip in pool if not eip.gone]),
+        "taint_key": settings.EIPDASH_STARTUP_TAINT,
+        "can_edit": request.user.has_perm("pools.change_launchspec"),
+    }
+    return _page(request, "pools/launch_spec_detail.html", "pools/partials/_spec_live.html", context)
+
+
+@require_GET
+@login_required
+def launch_spec_user_data(request: HttpRequest, name: str) -> HttpResponse:
+    spec = _get_spec_or_404(name)
+    pool_ips = [eip.public_ip for eip in selectors.eip_list(spec=spec) if not eip.gone]
+    response = HttpResponse(_user_data(spec, pool_ips), content_type="text/x-shellscript; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{spec.name}-user-data.sh"'
+    return response
+
+
+@require_GET
+@login_required
+def launch_spec_export(request: HttpRequest, name: str) -> HttpResponse:
+    spec = _get_spec_or_404(name)
+    body = json.dumps(launch_spec_to_ocean(spec), indent=2) + "\n"
+    response = HttpResponse(body, content_type="application/json")
+    response["Content-Disposition"] = f'attachment; filename="{spec.name}.json"'
+    return response
+
+
+def _apply(request: HttpRequest, form: LaunchSpecForm | LaunchSpecImportForm) -> LaunchSpec | None:
+    """One service call; a refusal from the service (e.g. region ≠ cluster's) lands on the form."""
+    assert form.spec_input is not None
+    try:
+        spec, created = launch_spec_apply(data=form.spec_input)
+    except SpecFileError as exc:
+        for message in exc.messages:
+            form.add_error(None, message)
+        return None
+    messages.success(request, f"Launch spec {spec.name} {'created' if created else 'updated'}.")
+    return spec
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+@permission_required("pools.add_launchspec", raise_exception=True)
+def launch_spec_create(request: HttpRequest) -> HttpResponse:
+    form = LaunchSpecForm(request.POST or None, initial={"enabled": True})
+    if request.method == "POST" and form.is_valid():
+        if selectors.launch_spec_get(name=form.cleaned_data["name"]) is not None:
+            form.add_error("name", "a launch spec with this name exists; edit it instead")
+        elif (spec := _apply(request, form)) is not None:
+            return redirect("launch-spec-detail", name=spec.name)
+    return render(request, "pools/launch_spec_form.html", {"form": form, "spec": None})
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+@permission_required("pools.change_launchspec", raise_exception=True)
+def launch_spec_edit(request: HttpRequest, name: str) -> HttpResponse:
+    spec = _get_spec_or_404(name)
+    form = LaunchSpecForm(request.POST or None, instance=spec)
+    if request.method == "POST" and form.is_valid() and (saved := _apply(request, form)) is not None:
+        return redirect("launch-spec-detail", name=saved.name)
+    return render(request, "pools/launch_spec_form.html", {"form": form, "spec": spec})
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+@permission_required("pools.add_launchspec", raise_exception=True)
+@permission_required("pools.change_launchspec", raise_exception=True)
+def launch_spec_import(request: HttpRequest) -> HttpResponse:
+    form = LaunchSpecImportForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid() and (spec := _apply(request, form)) is not None:
+        return redirect("launch-spec-detail", name=spec.name)
+    return render(request, "pools/launch_spec_import.html", {"form": form})
+
+
+# --- EIPs ------------------------------------------------------------------------------------------
+
+
+@require_GET
+@login_required
+def eip_list(request: HttpRequest) -> HttpResponse:
+    form = EipFilterForm(request.GET)
+    form.is_valid()
+    data = form.cleaned_data
+    specs = selectors.launch_spec_list()
+    spec = _spec_by_name(data.get("spec") or "", specs)
+    qs = selectors.eip_list(
+        q=data.get("q") or "", spec=spec, state=data.get("state") or "", sort=data.get("sort") or "ip"
+    )
+    page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    for eip in page.object_list:
+        eip.state = selectors.eip_state(eip)
+        eip.pool_specs = [s.name for s in selectors.launch_spec_for_eip(eip=eip, specs=specs)]
+    context = {"form": form, "page": page, "specs": specs, "sort": data.get("sort") or "ip"}
+    return _page(request, "pools/eip_list.html", "pools/partials/_eip_table.html", context)
+
+
+def _eip_context(request: HttpRequest, eip: ElasticIP) -> dict[str, Any]:
+    eip.state = selectors.eip_state(eip)
+    assignment = selectors.eip_open_assignment(eip=eip)
+    pool_specs = selectors.launch_spec_for_eip(eip=eip)
+    spec = assignment.launch_spec if assignment and assignment.launch_spec else None
+    if spec is None and len(pool_specs) == 1:
+        spec = pool_specs[0]
+    can_reassign = request.user.has_perm("pools.reassign_elasticip")
+    targets = (
+        selectors.node_reassign_targets(spec=spec, exclude_node_id=assignment.node_id if assignment else None)
+        if spec is not None and can_reassign and not eip.gone
+        else []
+    )
+    return {
+        "eip": eip,
+        "assignment": assignment,
+        "spec": spec,
+        "pool_specs": pool_specs,
+        "events": selectors.event_recent(allocation_id=eip.allocation_id, limit=50),
+        "can_reassign": can_reassign,
+        "targets": targets,
+    }
+
+
+@require_GET
+@login_required
+def eip_detail(request: HttpRequest, allocation_id: str) -> HttpResponse:
+    eip = _get_eip_or_404(allocation_id)
+    return _page(request, "pools/eip_detail.html", "pools/partials/_eip_live.html", _eip_context(request, eip))
+
+
+def _reassign_consequence(eip: ElasticIP, spec: LaunchSpec | None) -> dict[str, Any]:
+    assignment = selectors.eip_open_assignment(eip=eip)
+    free = selectors.pool_stats_get(spec=spec).free if spec is not None else 0
+    return {"assignment": assignment, "free": free}
+
+
+@require_GET
+@login_required
+@permission_required("pools.reassign_elasticip", raise_exception=True)
+def eip_reassign_confirm(request: HttpRequest, allocation_id: str) -> HttpResponse:
+    """What will happen, before anything happens. As a dialog under htmx, as a page without JS."""
+    eip = _get_eip_or_404(allocation_id)
+    form = ReassignForm(request.GET)
+    if not form.is_valid():
+        return HttpResponseBadRequest("choose a target node")
+    context = _eip_context(request, eip)
+    context.update(_reassign_consequence(eip, context["spec"]))
+    context["target"] = form.cleaned_data["node"]
+    if request.htmx:
+        return render(request, "pools/partials/_reassign_dialog.html", context)
+    return render(request, "pools/eip_reassign_confirm.html", context)
+
+
+def _executor() -> Any:
+    # Imported on use: the executor pulls in boto3 through workers/ec2.py, which pages never need.
+    return importlib.import_module("workers.executor")
+
+
+@require_POST
+@login_required
+@permission_required("pools.reassign_elasticip", raise_exception=True)
+def eip_reassign(request: HttpRequest, allocation_id: str) -> HttpResponse:
+    eip = _get_eip_or_404(allocation_id)
+    form = ReassignForm(request.POST)
+    error: str | None = None
+    if not form.is_valid():
+        error = "Choose a target node."
+    else:
+        node_name = form.cleaned_data["node"]
+        try:
+            executor = _executor()
+        except ImportError:
+            error = "Reassign is not available: the executor is not installed."
+        else:
+            try:
+                executor.reassign_eip(
+                    allocation_id=eip.allocation_id, node_name=node_name, actor=request.user.get_username()
+                )
+            except executor.ReassignRefused as exc:
+                error = str(exc)
+    detail_url = reverse("eip-detail", args=[eip.allocation_id])
+    if error is None:
+        messages.success(request, f"{eip.public_ip} moved to {form.cleaned_data['node']}.")
+        return HttpResponseClientRedirect(detail_url) if request.htmx else redirect(detail_url)
+    if request.htmx:
+        # 200 so that htmx swaps the message in; the dialog shows it where the user clicked.
+        return render(request, "pools/partials/_reassign_result.html", {"error": error, "eip": eip})
+    eip = _get_eip_or_404(allocation_id)
+    context = _eip_context(request, eip)
+    context["reassign_error"] = error
+    return render(request, "pools/eip_detail.html", context, status=409)
+
+
+# --- Nodes -----------------------------------------------------------------------------------------
+
+
+@require_GET
+@login_required
+def node_list(request: HttpRequest) -> HttpResponse:
+    form = NodeFilterForm(request.GET)
+    form.is_valid()
+    data = form.cleaned_data
+    specs = selectors.launch_spec_list()
+    spec = _spec_by_name(data.get("spec") or "", specs)
+    qs = selectors.node_list(q=data.get("q") or "", spec=spec, state=data.get("state") or "")
+    page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    context = {"form": form, "page": page, "specs": specs}
+    return _page(request, "pools/node_list.html", "pools/partials/_node_table.html", context)
+
+
+# --- History ---------------------------------------------------------------------------------------
+
+
+@require_GET
+@login_required
+def history(request: HttpRequest) -> HttpResponse:
+    form = HistoryFilterForm(request.GET)
+    form.is_valid()
+    before = request.GET.get("before", "")
+    page = selectors.event_page(filters=form.filters(), before=before, size=PAGE_SIZE)
+    filter_query = request.GET.copy()
+    filter_query.pop("before", None)
+    context = {
+        "form": form,
+        "page": page,
+        "before": before,
+        "filter_query": filter_query.urlencode(),
+        "spec_names": [spec.name for spec in selectors.launch_spec_list()],
+    }
+    return _page(request, "pools/history.html", "pools/partials/_history_table.html", context)
+
+
+@require_GET
+@login_required
+def history_export(request: HttpRequest, fmt: str) -> HttpResponse:
+    form = HistoryFilterForm(request.GET)
+    if not form.is_valid():
+        # An export must be exactly the filtered set; with a filter we cannot read, refuse.
+        return HttpResponseBadRequest(
+            "bad filter: " + "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()),
+            content_type="text/plain",
+        )
+    render_lines, content_type = exports.FORMATS[fmt]
+    events = selectors.event_list(filters=form.filters())
+    response = StreamingHttpResponse(render_lines(events), content_type=content_type)
+    stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
+    response["Content-Disposition"] = f'attachment; filename="eipdash-history-{stamp}.{fmt}"'
+    return response
+
+
+# --- Metrics ---------------------------------------------------------------------------------------
+
+
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    token = settings.EIPDASH_METRICS_TOKEN
+    if token:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            response = HttpResponse("unauthorized\n", status=401, content_type="text/plain")
+            response["WWW-Authenticate"] = 'Bearer realm="eipdash metrics"'
+            return response
+    elif not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    body = exports.prometheus_text(stats=selectors.pool_stats_list(), events_by_kind=selectors.event_counts_by_kind())
+    return HttpResponse(body, content_type="text/plain; version=0.0.4; charset=utf-8")

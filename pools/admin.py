@@ -1,0 +1,68 @@
+"""The admin: users and groups, launch specs and clusters. The snapshots and the history are read-only
+here: the workers write snapshots, and the history is append-only.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from .models import Assignment, Cluster, ElasticIP, Event, LaunchSpec, Node
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Cluster)
+class ClusterAdmin(admin.ModelAdmin):
+    list_display = ("name", "region", "kube_context", "created_at")
+    search_fields = ("name",)
+
+
+@admin.register(LaunchSpec)
+class LaunchSpecAdmin(admin.ModelAdmin):
+    list_display = ("name", "cluster", "tag_key", "tag_value", "enabled", "last_reconciled_at")
+    list_filter = ("enabled", "cluster")
+    list_select_related = ("cluster",)
+    search_fields = ("name", "tag_key", "tag_value")
+    readonly_fields = ("active_alerts", "created_at", "updated_at", "last_reconciled_at")
+
+
+@admin.register(ElasticIP)
+class ElasticIPAdmin(ReadOnlyAdmin):
+    list_display = ("public_ip", "allocation_id", "region", "instance_id", "gone", "last_seen_at")
+    list_filter = ("region", "gone")
+    search_fields = ("public_ip", "allocation_id", "instance_id")
+
+
+@admin.register(Node)
+class NodeAdmin(ReadOnlyAdmin):
+    list_display = ("name", "instance_id", "launch_spec", "state", "draining", "workload_pods", "first_seen_at")
+    list_filter = ("state", "draining", "launch_spec")
+    list_select_related = ("launch_spec",)
+    search_fields = ("name", "instance_id")
+
+
+@admin.register(Assignment)
+class AssignmentAdmin(ReadOnlyAdmin):
+    list_display = ("eip", "node", "launch_spec", "opened_at", "confirmed_at", "closed_at", "actor")
+    list_filter = ("launch_spec",)
+    list_select_related = ("eip", "node", "launch_spec")
+    search_fields = ("eip__public_ip", "node__name")
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyAdmin):
+    list_display = ("timestamp", "kind", "launch_spec", "node", "public_ip", "actor", "reason")
+    list_filter = ("kind",)
+    search_fields = ("node", "public_ip", "allocation_id", "reason")
+    # A COUNT(*) on a million rows per page view is the slow part of the admin changelist.
+    show_full_result_count = False

@@ -1,0 +1,179 @@
+"""Dashboard forms. Launch-spec forms build Ocean JSON and hand it to `parse_launch_spec`, so the form,
+the import page and `launchspec apply` accept and refuse exactly the same input.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+
+from .models import Event, LaunchSpec
+from .regions import KNOWN_REGIONS
+from .selectors import EIP_SORTS, EIP_STATES, NODE_STATES, EventFilters
+from .specfile import LaunchSpecInput, SpecFileError, parse_launch_spec
+
+MAX_IMPORT_BYTES = 256 * 1024
+
+
+def _labels_text(labels: dict[str, str]) -> str:
+    return "\n".join(f"{key}={value}" for key, value in sorted(labels.items()))
+
+
+class LaunchSpecForm(forms.Form):
+    name = forms.CharField(max_length=253)
+    cluster = forms.CharField(
+        max_length=100, required=False, help_text="Empty: the default cluster from the environment."
+    )
+    region = forms.ChoiceField(
+        required=False,
+        choices=[("", "— the cluster's region —")] + [(r, r) for r in sorted(KNOWN_REGIONS)],
+    )
+    labels = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 4, "placeholder": "eks.amazonaws.com/nodegroup=egress"}),
+        help_text="One key=value per line. A node belongs to the spec when it carries all of them.",
+    )
+    tag_key = forms.CharField(label="EIP tag key", max_length=128)
+    tag_value = forms.CharField(
+        label="EIP tag value", max_length=256, required=False, help_text="Empty: any value of the tag key."
+    )
+    enabled = forms.BooleanField(required=False, initial=True)
+
+    def __init__(self, *args: Any, instance: LaunchSpec | None = None, **kwargs: Any) -> None:
+        if instance is not None:
+            kwargs.setdefault(
+                "initial",
+                {
+                    "name": instance.name,
+                    "cluster": instance.cluster.name,
+                    "region": instance.cluster.region,
+                    "labels": _labels_text(instance.labels),
+                    "tag_key": instance.tag_key,
+                    "tag_value": instance.tag_value or "",
+                    "enabled": instance.enabled,
+                },
+            )
+        super().__init__(*args, **kwargs)
+        self.instance = instance
+        if instance is not None:
+            # The name is the key `launchspec apply` updates by; renaming would create a second spec.
+            self.fields["name"].disabled = True
+        self.spec_input: LaunchSpecInput | None = None
+
+    def ocean_json(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        labels: list[dict[str, str]] = []
+        for number, line in enumerate(data.get("labels", "").splitlines(), start=1):
+            line = line.strip()
+            if not line:
+                continue
+            key, sep, value = line.partition("=")
+            if not sep:
+                self.add_error("labels", f"line {number}: expected key=value, got {line!r}")
+                continue
+            labels.append({"key": key.strip(), "value": value.strip()})
+        selector: dict[str, str] = {"tagKey": data.get("tag_key", "")}
+        if data.get("tag_value"):
+            selector["tagValue"] = data["tag_value"]
+        spec: dict[str, Any] = {
+            "name": data.get("name", ""),
+            "labels": labels,
+            "elasticIpPool": {"tagSelector": selector},
+            "enabled": bool(data.get("enabled")),
+        }
+        if data.get("cluster"):
+            spec["cluster"] = data["cluster"]
+        if data.get("region"):
+            spec["region"] = data["region"]
+        return {"launchSpec": spec}
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if self.errors:
+            return cleaned
+        document = self.ocean_json()
+        if self.errors:
+            return cleaned
+        try:
+            self.spec_input = parse_launch_spec(document)
+        except SpecFileError as exc:
+            for message in exc.messages:
+                self.add_error(None, message)
+        return cleaned
+
+
+class LaunchSpecImportForm(forms.Form):
+    document = forms.CharField(
+        label="Ocean launch-spec JSON",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 12, "spellcheck": "false", "class": "mono"}),
+    )
+    file = forms.FileField(label="…or upload a .json file", required=False)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.spec_input: LaunchSpecInput | None = None
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        upload = cleaned.get("file")
+        if upload is not None:
+            if upload.size > MAX_IMPORT_BYTES:
+                raise forms.ValidationError(f"the file is larger than {MAX_IMPORT_BYTES // 1024} KiB")
+            raw = upload.read()
+        else:
+            raw = (cleaned.get("document") or "").encode()
+        if not raw.strip():
+            raise forms.ValidationError("paste the JSON or choose a file")
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise forms.ValidationError(f"not valid JSON: {exc}") from exc
+        try:
+            self.spec_input = parse_launch_spec(data)
+        except SpecFileError as exc:
+            raise forms.ValidationError(exc.messages) from exc
+        return cleaned
+
+
+class HistoryFilterForm(forms.Form):
+    since = forms.DateTimeField(
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local", "step": "1"}, format="%Y-%m-%dT%H:%M:%S"),
+    )
+    until = forms.DateTimeField(
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local", "step": "1"}, format="%Y-%m-%dT%H:%M:%S"),
+    )
+    spec = forms.CharField(required=False, max_length=253)
+    event = forms.ChoiceField(required=False, choices=[("", "any event")] + list(Event.Kind.choices))
+    q = forms.CharField(required=False, max_length=200, label="Search")
+
+    def filters(self) -> EventFilters:
+        """The valid part of the filters. Callers that must be exact (exports) check is_valid() first."""
+        data = self.cleaned_data if hasattr(self, "cleaned_data") else {}
+        return EventFilters(
+            since=data.get("since"),
+            until=data.get("until"),
+            spec=data.get("spec") or "",
+            event=data.get("event") or "",
+            q=data.get("q") or "",
+        )
+
+
+class EipFilterForm(forms.Form):
+    q = forms.CharField(required=False, max_length=200, label="Search")
+    spec = forms.CharField(required=False, max_length=253)
+    state = forms.ChoiceField(required=False, choices=[("", "any state")] + [(s, s) for s in EIP_STATES])
+    sort = forms.ChoiceField(required=False, choices=[(key, key) for key in EIP_SORTS])
+
+
+class NodeFilterForm(forms.Form):
+    q = forms.CharField(required=False, max_length=200, label="Search")
+    spec = forms.CharField(required=False, max_length=253)
+    state = forms.ChoiceField(required=False, choices=[("", "any state")] + [(s, s) for s in NODE_STATES])
+
+
+class ReassignForm(forms.Form):
+    node = forms.CharField(max_length=253)

@@ -1,0 +1,473 @@
+"""Reads for the dashboard, the exports and /metrics. Only the database: never AWS or Kubernetes.
+
+Every function here issues a fixed number of queries whatever the number of rows, so that no page
+is N+1. Pool membership (region + tag selector) is matched in Python on one list of EIPs because a
+JSON tag lookup per spec would cost one query per spec.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, TextField
+from django.db.models.fields.json import KeyTextTransform
+from django.db.models.functions import Cast
+from django.utils import timezone
+
+from .models import Assignment, ElasticIP, Event, LaunchSpec, Node
+
+logger = logging.getLogger(__name__)
+
+ALERT_KINDS = (Event.Kind.POOL_EXHAUSTED, Event.Kind.CONFLICT, Event.Kind.ERROR)
+EIP_STATES = ("free", "assigned", "conflict", "gone")
+EIP_SORTS = {
+    "ip": ("public_ip", "allocation_id"),
+    "-ip": ("-public_ip", "-allocation_id"),
+    "allocation": ("allocation_id",),
+    "-allocation": ("-allocation_id",),
+    "node": ("current_node", "public_ip"),
+    "-node": ("-current_node", "public_ip"),
+    "seen": ("last_seen_at", "public_ip"),
+    "-seen": ("-last_seen_at", "public_ip"),
+}
+NODE_STATES = tuple(value for value, _label in Node.State.choices)
+
+
+def eip_matches_spec(*, tags: dict[str, str], region: str, spec: LaunchSpec) -> bool:
+    """Ocean's tagSelector: the tag key alone, or key=value. Same region as the spec's cluster."""
+    if region != spec.cluster.region or spec.tag_key not in tags:
+        return False
+    return spec.tag_value is None or tags.get(spec.tag_key) == spec.tag_value
+
+
+def _open_assignments() -> QuerySet[Assignment]:
+    return Assignment.objects.filter(closed_at__isnull=True)
+
+
+def eip_annotated() -> QuerySet[ElasticIP]:
+    """EIPs with their current node and spec from the open assignment (one subquery each, no N+1)."""
+    current = _open_assignments().filter(eip=OuterRef("pk"))
+    return ElasticIP.objects.annotate(
+        has_open=Exists(current),
+        current_node=Subquery(current.values("node__name")[:1]),
+        current_instance=Subquery(current.values("node__instance_id")[:1]),
+        current_spec=Subquery(current.values("launch_spec__name")[:1]),
+        current_since=Subquery(current.values("opened_at")[:1]),
+    )
+
+
+def eip_state(eip: ElasticIP) -> str:
+    """free / assigned / conflict / gone, for an EIP from eip_annotated()."""
+    if eip.gone:
+        return "gone"
+    if getattr(eip, "has_open", False):
+        return "assigned"
+    # Associated in AWS but with no claim of ours: on a foreign instance, or waiting for adoption.
+    if eip.association_id:
+        return "conflict"
+    return "free"
+
+
+def _eip_state_q(state: str) -> Q:
+    if state == "gone":
+        return Q(gone=True)
+    if state == "assigned":
+        return Q(gone=False, has_open=True)
+    if state == "conflict":
+        return Q(gone=False, has_open=False) & ~Q(association_id="")
+    if state == "free":
+        return Q(gone=False, has_open=False, association_id="")
+    return Q()
+
+
+def _spec_pool(qs: QuerySet[ElasticIP], spec: LaunchSpec) -> QuerySet[ElasticIP]:
+    qs = qs.filter(region=spec.cluster.region, tags__has_key=spec.tag_key)
+    if spec.tag_value is not None:
+        # KeyTextTransform quotes the key as a JSON path, so keys with dots or slashes are safe.
+        # Cast: a bare KeyTextTransform would compare with JSON semantics and expect JSON on the right.
+        value = Cast(KeyTextTransform(spec.tag_key, "tags"), output_field=TextField())
+        qs = qs.alias(pool_tag_value=value).filter(pool_tag_value=spec.tag_value)
+    return qs
+
+
+@dataclass
+class PoolStats:
+    spec: LaunchSpec
+    pool_size: int = 0
+    in_use: int = 0
+    free: int = 0
+    conflict: int = 0
+    waiting_nodes: int = 0
+    draining_holding: int = 0
+    nodes: int = 0
+    alerts: list[str] = field(default_factory=list)
+
+    @property
+    def use_percent(self) -> int:
+        return round(100 * self.in_use / self.pool_size) if self.pool_size else 0
+
+    @property
+    def exhausted(self) -> bool:
+        return self.waiting_nodes > 0 and self.free == 0
+
+
+def launch_spec_list() -> list[LaunchSpec]:
+    return list(LaunchSpec.objects.select_related("cluster"))
+
+
+def launch_spec_get(*, name: str) -> LaunchSpec | None:
+    return LaunchSpec.objects.select_related("cluster").filter(name=name).first()
+
+
+def pool_stats_list(*, specs: Sequence[LaunchSpec] | None = None) -> list[PoolStats]:
+    """Pool size / in use / free per spec, and its waiting and draining nodes. Four queries in all."""
+    specs = list(specs) if specs is not None else launch_spec_list()
+    if not specs:
+        return []
+    regions = {spec.cluster.region for spec in specs}
+    eips = list(
+        eip_annotated()
+        .filter(region__in=regions, gone=False)
+        .values_list("region", "tags", "has_open", "association_id")
+    )
+    stats = {spec.pk: PoolStats(spec=spec, alerts=[str(a) for a in spec.active_alerts or []]) for spec in specs}
+    for region, tags, has_open, association_id in eips:
+        for spec in specs:
+            if eip_matches_spec(tags=tags or {}, region=region, spec=spec):
+                row = stats[spec.pk]
+                row.pool_size += 1
+                if has_open:
+                    row.in_use += 1
+                elif association_id:
+                    row.conflict += 1
+                else:
+                    row.free += 1
+    node_counts = (
+        Node.objects.filter(launch_spec__in=specs)
+        .values("launch_spec_id")
+        .annotate(
+            # distinct: the join to assignments repeats a node once per assignment it ever had.
+            total=Count("id", distinct=True, filter=~Q(state__in=[Node.State.GONE, Node.State.RELEASED])),
+            waiting=Count("id", distinct=True, filter=Q(state=Node.State.WAITING)),
+            draining=Count(
+                "id",
+                distinct=True,
+                filter=Q(draining=True, assignments__closed_at__isnull=True, assignments__isnull=False),
+            ),
+        )
+    )
+    for row in node_counts:
+        target = stats[row["launch_spec_id"]]
+        target.nodes = row["total"]
+        target.waiting_nodes = row["waiting"]
+        target.draining_holding = row["draining"]
+    return [stats[spec.pk] for spec in specs]
+
+
+def pool_stats_get(*, spec: LaunchSpec) -> PoolStats:
+    return pool_stats_list(specs=[spec])[0]
+
+
+def alert_list(*, since: dt.datetime | None = None, limit: int = 20) -> list[Event]:
+    since = since or timezone.now() - dt.timedelta(hours=1)
+    return list(Event.objects.filter(kind__in=ALERT_KINDS, timestamp__gte=since)[:limit])
+
+
+@dataclass(frozen=True)
+class UseSeries:
+    spec_name: str
+    pool_size: int
+    points: list[tuple[dt.datetime, int]]
+
+
+def pool_use_series(
+    *, stats: Sequence[PoolStats], now: dt.datetime | None = None, hours: int = 24, step_minutes: int = 30
+) -> list[UseSeries]:
+    """EIPs in use per spec over the last `hours`, sampled every `step_minutes`, from Assignment intervals.
+
+    One query: every assignment that overlaps the window. Counting happens in Python because the
+    sample points are few and the overlap test is awkward to express portably in SQL.
+    """
+    now = now or timezone.now()
+    start = now - dt.timedelta(hours=hours)
+    samples = [start + dt.timedelta(minutes=step_minutes * i) for i in range(hours * 60 // step_minutes + 1)]
+    spec_ids = [row.spec.pk for row in stats]
+    intervals: dict[int, list[tuple[dt.datetime, dt.datetime | None]]] = defaultdict(list)
+    rows = (
+        Assignment.objects.filter(launch_spec_id__in=spec_ids, opened_at__lte=now)
+        .filter(Q(closed_at__isnull=True) | Q(closed_at__gte=start))
+        .values_list("launch_spec_id", "opened_at", "closed_at")
+    )
+    for spec_id, opened_at, closed_at in rows:
+        intervals[spec_id].append((opened_at, closed_at))
+    series = []
+    for row in stats:
+        spans = intervals.get(row.spec.pk, [])
+        points = [
+            (t, sum(1 for opened, closed in spans if opened <= t and (closed is None or closed > t))) for t in samples
+        ]
+        series.append(UseSeries(spec_name=row.spec.name, pool_size=row.pool_size, points=points))
+    return series
+
+
+TIME_TO_EIP_BUCKETS: tuple[tuple[str, float], ...] = (
+    ("<5s", 5),
+    ("5–10s", 10),
+    ("10–20s", 20),
+    ("20–30s", 30),
+    ("30–60s", 60),
+    ("1–2m", 120),
+    ("2–5m", 300),
+    (">5m", float("inf")),
+)
+
+
+@dataclass(frozen=True)
+class Histogram:
+    buckets: list[tuple[str, int]]
+    count: int
+    p50: float | None
+    p95: float | None
+
+
+def _percentile(values: Sequence[float], fraction: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def time_to_eip_histogram(*, since: dt.datetime | None = None, spec: LaunchSpec | None = None) -> Histogram:
+    """How long new nodes waited for their EIP (first seen → EIP confirmed), nodes ready in the window."""
+    since = since or timezone.now() - dt.timedelta(hours=24)
+    qs = Node.objects.filter(eip_ready_at__isnull=False, eip_ready_at__gte=since)
+    if spec is not None:
+        qs = qs.filter(launch_spec=spec)
+    seconds = [
+        max(0.0, (ready - first).total_seconds()) for first, ready in qs.values_list("first_seen_at", "eip_ready_at")
+    ]
+    counts: Counter[str] = Counter()
+    for value in seconds:
+        for label, upper in TIME_TO_EIP_BUCKETS:
+            if value < upper:
+                counts[label] += 1
+                break
+    return Histogram(
+        buckets=[(label, counts[label]) for label, _ in TIME_TO_EIP_BUCKETS],
+        count=len(seconds),
+        p50=_percentile(seconds, 0.5),
+        p95=_percentile(seconds, 0.95),
+    )
+
+
+# --- EIPs ----------------------------------------------------------------------------------------
+
+
+def eip_list(
+    *,
+    q: str = "",
+    spec: LaunchSpec | None = None,
+    state: str = "",
+    sort: str = "ip",
+) -> QuerySet[ElasticIP]:
+    qs = eip_annotated()
+    if spec is not None:
+        qs = _spec_pool(qs, spec)
+    if state in EIP_STATES:
+        qs = qs.filter(_eip_state_q(state))
+    q = q.strip()
+    if q:
+        node_match = (
+            _open_assignments()
+            .filter(eip=OuterRef("pk"))
+            .filter(Q(node__name__icontains=q) | Q(node__instance_id__icontains=q))
+        )
+        qs = qs.filter(
+            Q(public_ip__icontains=q)
+            | Q(allocation_id__icontains=q)
+            | Q(tags__icontains=q)
+            | Q(instance_id__icontains=q)
+            | Exists(node_match)
+        )
+    return qs.order_by(*EIP_SORTS.get(sort, EIP_SORTS["ip"]))
+
+
+def eip_get(*, allocation_id: str) -> ElasticIP | None:
+    return eip_annotated().filter(allocation_id=allocation_id).first()
+
+
+def launch_spec_for_eip(*, eip: ElasticIP, specs: Iterable[LaunchSpec] | None = None) -> list[LaunchSpec]:
+    """The specs whose pool selector matches this EIP (more than one is a conflict)."""
+    if specs is None:
+        specs = LaunchSpec.objects.select_related("cluster").filter(cluster__region=eip.region)
+    return [s for s in specs if eip_matches_spec(tags=eip.tags or {}, region=eip.region, spec=s)]
+
+
+def eip_open_assignment(*, eip: ElasticIP) -> Assignment | None:
+    return _open_assignments().select_related("node", "launch_spec").filter(eip=eip).first()
+
+
+def node_reassign_targets(*, spec: LaunchSpec, exclude_node_id: int | None = None) -> list[Node]:
+    """Nodes of the spec that could take an EIP by hand: no pool EIP, not draining, still alive."""
+    holding = _open_assignments().filter(node=OuterRef("pk"))
+    qs = (
+        Node.objects.filter(launch_spec=spec, draining=False, foreign_eip=False)
+        .exclude(state__in=[Node.State.GONE, Node.State.RELEASED, Node.State.DRAINING, Node.State.CONFLICT])
+        .exclude(instance_state__in=["shutting-down", "terminated", "stopping", "stopped", "gone"])
+        .exclude(Exists(holding))
+    )
+    if exclude_node_id is not None:
+        qs = qs.exclude(pk=exclude_node_id)
+    return list(qs.order_by("name"))
+
+
+def eip_free_count(*, spec: LaunchSpec) -> int:
+    return pool_stats_get(spec=spec).free
+
+
+# --- Nodes ---------------------------------------------------------------------------------------
+
+
+def node_list(*, q: str = "", spec: LaunchSpec | None = None, state: str = "") -> QuerySet[Node]:
+    current = _open_assignments().filter(node=OuterRef("pk"))
+    qs = Node.objects.select_related("launch_spec", "cluster").annotate(
+        current_ip=Subquery(current.values("eip__public_ip")[:1]),
+        current_allocation=Subquery(current.values("eip__allocation_id")[:1]),
+    )
+    if spec is not None:
+        qs = qs.filter(launch_spec=spec)
+    if state in NODE_STATES:
+        qs = qs.filter(state=state)
+    q = q.strip()
+    if q:
+        qs = qs.filter(
+            Q(name__icontains=q)
+            | Q(instance_id__icontains=q)
+            | Q(private_ip__icontains=q)
+            | Q(eip_label__icontains=q)
+            | Q(Exists(current.filter(eip__public_ip__icontains=q)))
+        )
+    return qs.order_by("name", "pk")
+
+
+# --- History -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventFilters:
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    spec: str = ""
+    event: str = ""
+    q: str = ""
+
+
+def event_list(*, filters: EventFilters) -> QuerySet[Event]:
+    """The history filtered as the page, the exports and `export_history` all filter it.
+
+    Newest first on (timestamp, id): the `event_time_desc` index serves the order, and the spec
+    and kind indexes serve their filters.
+    """
+    qs = Event.objects.all()
+    if filters.since is not None:
+        qs = qs.filter(timestamp__gte=filters.since)
+    if filters.until is not None:
+        qs = qs.filter(timestamp__lt=filters.until)
+    if filters.spec:
+        qs = qs.filter(launch_spec=filters.spec)
+    if filters.event:
+        qs = qs.filter(kind=filters.event)
+    q = filters.q.strip()
+    if q:
+        qs = qs.filter(
+            Q(node__icontains=q)
+            | Q(public_ip__icontains=q)
+            | Q(allocation_id__icontains=q)
+            | Q(instance_id__icontains=q)
+            | Q(actor__icontains=q)
+            | Q(reason__icontains=q)
+        )
+    return qs.order_by("-timestamp", "-id")
+
+
+def encode_cursor(event: Event) -> str:
+    return f"{event.timestamp.isoformat()}_{event.pk}"
+
+
+def decode_cursor(raw: str) -> tuple[dt.datetime, int] | None:
+    stamp, sep, pk = raw.rpartition("_")
+    if not sep:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(stamp)
+        number = int(pk)
+    except ValueError:
+        return None
+    if timezone.is_naive(moment):
+        moment = timezone.make_aware(moment, dt.UTC)
+    return moment, number
+
+
+@dataclass(frozen=True)
+class EventPage:
+    events: list[Event]
+    next_cursor: str | None
+
+
+def event_page(*, filters: EventFilters, before: str = "", size: int = 50) -> EventPage:
+    """One page of history by keyset: rows strictly older than the cursor (timestamp, id).
+
+    `timestamp <= t AND (timestamp < t OR id < n)` rather than a plain OR so that the database can
+    still range-scan the timestamp index; OFFSET would read and discard every earlier row.
+    """
+    qs = event_list(filters=filters)
+    cursor = decode_cursor(before) if before else None
+    if cursor is not None:
+        moment, number = cursor
+        qs = qs.filter(timestamp__lte=moment).filter(Q(timestamp__lt=moment) | Q(id__lt=number))
+    rows = list(qs[: size + 1])
+    next_cursor = encode_cursor(rows[size - 1]) if len(rows) > size else None
+    return EventPage(events=rows[:size], next_cursor=next_cursor)
+
+
+def event_counts_by_kind() -> dict[str, int]:
+    counts = {kind: 0 for kind in Event.Kind.values}
+    for row in Event.objects.order_by().values("kind").annotate(n=Count("id")):
+        counts[row["kind"]] = row["n"]
+    return counts
+
+
+def event_recent(*, spec_name: str | None = None, allocation_id: str | None = None, limit: int = 20) -> list[Event]:
+    qs = Event.objects.all()
+    if spec_name is not None:
+        qs = qs.filter(launch_spec=spec_name)
+    if allocation_id is not None:
+        qs = qs.filter(allocation_id=allocation_id)
+    return list(qs.order_by("-timestamp", "-id")[:limit])
+
+
+@dataclass(frozen=True)
+class PlanPreview:
+    lines: list[str]
+    error: str = ""
+
+
+def plan_preview(*, spec: LaunchSpec) -> PlanPreview:
+    """The next pass as the workers would plan it, on the DB snapshot (the same pure planner, dry).
+
+    A failure of the preview must not take the page down with it: the page is for on-call use.
+    """
+    try:
+        from .snapshot import preview_plan
+    except ImportError:
+        return PlanPreview(lines=[], error="The plan preview is not available in this build.")
+    try:
+        return PlanPreview(lines=list(preview_plan(spec=spec).describe()))
+    except Exception as exc:  # noqa: BLE001 - shown to the user and logged, never swallowed silently
+        logger.exception("plan preview failed for launch spec %s", spec.name)
+        return PlanPreview(lines=[], error=f"The plan preview failed: {exc}")

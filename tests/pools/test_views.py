@@ -1,0 +1,109 @@
+"""Every dashboard page: renders from the record, stays within a fixed number of queries, answers htmx
+polls with just its partial, and requires login."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from pools.models import Event, Node
+from tests.fixtures.web import World, assign, make_eip, make_node, record
+
+pytestmark = pytest.mark.django_db
+
+
+
+def _pages(world: World) -> dict[str, str]:
+    return {
+        "overview": reverse("overview"),
+        "spec-list": reverse("launch-spec-list"),
+        "spec-detail": reverse("launch-spec-detail", args=[world.spec.name]),
+        "eip-list": reverse("eip-list"),
+        "eip-detail": reverse("eip-detail", args=[world.eips[0].allocation_id]),
+        "node-list": reverse("node-list"),
+        "history": reverse("history"),
+    }
+
+
+PARTIAL_IDS = {
+    "overview": "overview-live",
+    "spec-list": "spec-table",
+    "spec-detail": "spec-live",
+    "eip-list": "eip-table",
+    "eip-detail": "eip-live",
+    "node-list": "node-table",
+    "history": "history-table",
+}
+
+
+@pytest.mark.parametrize("page", list(PARTIAL_IDS))
+def test_anonymous_is_sent_to_login(client: Client, world: World, page: str) -> None:
+    url = _pages(world)[page]
+    response = client.get(url)
+    assert response.status_code == 302
+    assert response["Location"].startswith("/accounts/login/?next=")
+
+
+@pytest.mark.parametrize("page", list(PARTIAL_IDS))
+def test_page_renders_for_viewer_with_partial_and_fallback(viewer_client: Client, world: World, page: str) -> None:
+    url = _pages(world)[page]
+    response = viewer_client.get(url)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "<html" in html and "htmx.min.js" in html
+    assert f'id="{PARTIAL_IDS[page]}"' in html
+    # The live part polls, and a plain link stands beside it for readers without JS.
+    assert 'hx-trigger="every 5s"' in html
+    assert f'href="{url}"' in html
+
+
+@pytest.mark.parametrize("page", list(PARTIAL_IDS))
+def test_htmx_poll_gets_only_the_partial(viewer_client: Client, world: World, page: str) -> None:
+    response = viewer_client.get(_pages(world)[page], headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    html = response.content.decode().strip()
+    assert "<html" not in html
+    assert f'id="{PARTIAL_IDS[page]}"' in html.split(">", 1)[0] or f'id="{PARTIAL_IDS[page]}"' in html[:400]
+
+
+def _grow(world: World, n: int) -> None:
+    """n more EIPs, nodes, assignments and events: enough that an N+1 would show in the count."""
+    base = 10 + len(world.nodes) * 100
+    for i in range(n):
+        eip = make_eip(base + i)
+        node = make_node(f"node-x{base + i}", spec=world.spec, index=base + i, state=Node.State.READY,
+                         eip_ready_at=timezone.now())
+        assign(eip, node)
+        record(Event.Kind.ASSIGNED, spec=world.spec, eip=eip, node=node, reason="grow")
+    world.nodes.append(node)
+
+
+@pytest.mark.parametrize(
+    "page,budget",
+    [
+        ("overview", 8),
+        ("spec-list", 7),
+        # Includes the plan preview's own snapshot reads (pools/snapshot.py).
+        ("spec-detail", 16),
+        ("eip-list", 5),
+        ("eip-detail", 8),
+        ("node-list", 5),
+        ("history", 4),
+    ],
+)
+def test_query_count_does_not_grow_with_rows(
+    viewer_client: Client, world: World, page: str, budget: int, django_assert_max_num_queries
+) -> None:
+    url = _pages(world)[page]
+    _grow(world, 3)
+    viewer_client.get(url)  # warm the session
+    with django_assert_max_num_queries(budget) as small:
+        assert viewer_client.get(url).status_code == 200
+    _grow(world, 30)
+    with django_assert_max_num_queries(len(small.captured_queries)) as large:
+        assert viewer_client.get(url).status_code == 200
+    assert len(large.captured_queries) == len(small.captured_queries)
