@@ -6,8 +6,10 @@ out an endpoint and a kubeconfig, through ``var/sandbox/env`` and ``var/sandbox/
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -28,6 +30,42 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _pipe(source: socket.socket, target: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            target.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (source, target):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def relay(listen_port: int, target_port: int, stop: threading.Event) -> socket.socket:
+    """Expose a loopback-only emulator on every interface (compose demo: other containers reach it).
+
+    The emulators themselves only ever bind 127.0.0.1; this byte pipe is the one opening, and only
+    with --public-host.
+    """
+    server = socket.create_server(("0.0.0.0", listen_port), reuse_port=False)
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", target_port))
+            threading.Thread(target=_pipe, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=_pipe, args=(upstream, client), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True, name=f"relay-{listen_port}").start()
+    return server
+
+
 class Command(BaseCommand):
     help = "Run the EC2 and Kubernetes API emulators on 127.0.0.1, with demo data and a scale simulation."
 
@@ -40,6 +78,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--state-dir", default=str(Path(settings.VAR_DIR) / "sandbox"),
             help="where the env file and the kubeconfig are written (default var/sandbox)",
+        )
+        parser.add_argument(
+            "--public-host", default="",
+            help="also serve both emulators on all interfaces at --ec2-port/--kube-port and advertise this "
+            "host name in the env file and kubeconfig (docker compose demo only)",
         )
         parser.add_argument("--duration", type=float, default=0.0, help="stop after N seconds (0: run until signalled)")
         pace = parser.add_argument_group("simulation pace")
@@ -75,10 +118,21 @@ class Command(BaseCommand):
         env_path.unlink(missing_ok=True)
 
         started = time.monotonic()
-        ec2 = Ec2Emulator(options["ec2_port"]).start()
-        kube = KubeEmulator(options["kube_port"]).start()
+        public_host = options["public_host"]
+        relays: list[socket.socket] = []
+        # With a public host the emulators take free loopback ports and the relays take the well-known ones.
+        ec2 = Ec2Emulator(None if public_host else options["ec2_port"]).start()
+        kube = KubeEmulator(None if public_host else options["kube_port"]).start()
         try:
             kube.write_kubeconfig(str(kubeconfig_path))
+            ec2_env = ec2.env()
+            if public_host:
+                relays.append(relay(options["ec2_port"], ec2.port, stop))
+                relays.append(relay(options["kube_port"], int(kube.port or 0), stop))
+                ec2_env["AWS_ENDPOINT_URL_EC2"] = f"http://{public_host}:{options['ec2_port']}"
+                config = json.loads(kubeconfig_path.read_text())
+                config["clusters"][0]["cluster"]["server"] = f"http://{public_host}:{options['kube_port']}"
+                write_atomically(kubeconfig_path, json.dumps(config, indent=2))
             world = Ec2World(ec2.endpoint_url, ec2.env()["AWS_DEFAULT_REGION"])
             pace = Pace(
                 tick_seconds=options["tick"],
@@ -106,10 +160,10 @@ class Command(BaseCommand):
                     f"{len(result.decoys)} decoy EIPs, {len(result.nodes)} nodes"
                 )
 
-            env = dict(ec2.env(), KUBECONFIG=str(kubeconfig_path))
+            env = dict(ec2_env, KUBECONFIG=str(kubeconfig_path))
             write_atomically(env_path, "".join(f"{key}={value}\n" for key, value in env.items()))
             self.stdout.write(
-                f"sandbox: ready in {time.monotonic() - started:.1f}s: EC2 {ec2.endpoint_url}, "
+                f"sandbox: ready in {time.monotonic() - started:.1f}s: EC2 {env['AWS_ENDPOINT_URL_EC2']}, "
                 f"Kubernetes {kube.url}, env file {env_path}"
             )
             self.stdout.flush()
@@ -127,6 +181,8 @@ class Command(BaseCommand):
                 stop.wait(duration)
         finally:
             env_path.unlink(missing_ok=True)
+            for server in relays:
+                server.close()
             kube.stop()
             ec2.stop()
             self.stdout.write("sandbox: stopped")
