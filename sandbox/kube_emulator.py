@@ -397,7 +397,10 @@ class KubeEmulator:
             "users": [{"name": name, "user": {"token": "sandbox-token"}}],
             "contexts": [{"name": name, "context": {"cluster": name, "user": name, "namespace": "default"}}],
         }
-        path.write_text(json.dumps(config, indent=2))  # JSON is YAML: both clients read it
+        # JSON is YAML, so both clients read it; the rename makes it appear whole to whoever polls for it.
+        partial = path.with_name(path.name + ".tmp")
+        partial.write_text(json.dumps(config, indent=2))
+        partial.replace(path)
         return path
 
     def reset(self) -> None:

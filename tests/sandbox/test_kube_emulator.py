@@ -369,3 +369,25 @@ def test_kubectl(kube_emulator: KubeEmulator, kubeconfig_path: Path, tmp_path: P
 
     _kubectl(kubeconfig_path, tmp_path, "delete", "node", "n2")
     assert [n["metadata"]["name"] for n in kube_emulator.list_objects("nodes")] == ["n1"]
+
+
+def test_main_runs_in_the_foreground_until_interrupted(tmp_path: Path) -> None:
+    import signal
+
+    from sandbox.ports import free_port
+
+    port, kubeconfig = free_port(), tmp_path / "sandbox" / "kubeconfig"
+    process = subprocess.Popen([sys.executable, "-m", "sandbox.kube_emulator", "--port", str(port),
+                                "--kubeconfig", str(kubeconfig)], cwd=Path(__file__).resolve().parents[2])
+    try:
+        deadline = time.monotonic() + 15
+        while not kubeconfig.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert json.loads(kubeconfig.read_text())["clusters"][0]["cluster"]["server"] == f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=5) as response:
+            assert json.loads(response.read())["major"] == "1"
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
