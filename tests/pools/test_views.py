@@ -11,19 +11,18 @@ from django.urls import reverse
 from django.utils import timezone
 
 from pools.models import Event, Node
-from tests.fixtures.web import World, assign, make_eip, make_node, record
+from tests.fixtures.web import WebWorld, assign, make_eip, make_node, record
 
 pytestmark = pytest.mark.django_db
 
 
-
-def _pages(world: World) -> dict[str, str]:
+def _pages(w: WebWorld) -> dict[str, str]:
     return {
         "overview": reverse("overview"),
         "spec-list": reverse("launch-spec-list"),
-        "spec-detail": reverse("launch-spec-detail", args=[world.spec.name]),
+        "spec-detail": reverse("launch-spec-detail", args=[w.spec.name]),
         "eip-list": reverse("eip-list"),
-        "eip-detail": reverse("eip-detail", args=[world.eips[0].allocation_id]),
+        "eip-detail": reverse("eip-detail", args=[w.eips[0].allocation_id]),
         "node-list": reverse("node-list"),
         "history": reverse("history"),
     }
@@ -41,16 +40,18 @@ PARTIAL_IDS = {
 
 
 @pytest.mark.parametrize("page", list(PARTIAL_IDS))
-def test_anonymous_is_sent_to_login(client: Client, world: World, page: str) -> None:
-    url = _pages(world)[page]
+def test_anonymous_is_sent_to_login(client: Client, web_world: WebWorld, page: str) -> None:
+    url = _pages(web_world)[page]
     response = client.get(url)
     assert response.status_code == 302
     assert response["Location"].startswith("/accounts/login/?next=")
 
 
 @pytest.mark.parametrize("page", list(PARTIAL_IDS))
-def test_page_renders_for_viewer_with_partial_and_fallback(viewer_client: Client, world: World, page: str) -> None:
-    url = _pages(world)[page]
+def test_page_renders_for_viewer_with_partial_and_fallback(
+    viewer_client: Client, web_world: WebWorld, page: str
+) -> None:
+    url = _pages(web_world)[page]
     response = viewer_client.get(url)
     assert response.status_code == 200
     html = response.content.decode()
@@ -62,24 +63,25 @@ def test_page_renders_for_viewer_with_partial_and_fallback(viewer_client: Client
 
 
 @pytest.mark.parametrize("page", list(PARTIAL_IDS))
-def test_htmx_poll_gets_only_the_partial(viewer_client: Client, world: World, page: str) -> None:
-    response = viewer_client.get(_pages(world)[page], headers={"HX-Request": "true"})
+def test_htmx_poll_gets_only_the_partial(viewer_client: Client, web_world: WebWorld, page: str) -> None:
+    response = viewer_client.get(_pages(web_world)[page], headers={"HX-Request": "true"})
     assert response.status_code == 200
     html = response.content.decode().strip()
     assert "<html" not in html
     assert f'id="{PARTIAL_IDS[page]}"' in html.split(">", 1)[0] or f'id="{PARTIAL_IDS[page]}"' in html[:400]
 
 
-def _grow(world: World, n: int) -> None:
+def _grow(w: WebWorld, n: int) -> None:
     """n more EIPs, nodes, assignments and events: enough that an N+1 would show in the count."""
-    base = 10 + len(world.nodes) * 100
+    base = 10 + len(w.nodes) * 100
     for i in range(n):
         eip = make_eip(base + i)
-        node = make_node(f"node-x{base + i}", spec=world.spec, index=base + i, state=Node.State.READY,
-                         eip_ready_at=timezone.now())
+        node = make_node(
+            f"node-x{base + i}", spec=w.spec, index=base + i, state=Node.State.READY, eip_ready_at=timezone.now()
+        )
         assign(eip, node)
-        record(Event.Kind.ASSIGNED, spec=world.spec, eip=eip, node=node, reason="grow")
-    world.nodes.append(node)
+        record(Event.Kind.ASSIGNED, spec=w.spec, eip=eip, node=node, reason="grow")
+    w.nodes.append(node)
 
 
 @pytest.mark.parametrize(
@@ -96,14 +98,14 @@ def _grow(world: World, n: int) -> None:
     ],
 )
 def test_query_count_does_not_grow_with_rows(
-    viewer_client: Client, world: World, page: str, budget: int, django_assert_max_num_queries
+    viewer_client: Client, web_world: WebWorld, page: str, budget: int, django_assert_max_num_queries
 ) -> None:
-    url = _pages(world)[page]
-    _grow(world, 3)
+    url = _pages(web_world)[page]
+    _grow(web_world, 3)
     viewer_client.get(url)  # warm the session
     with django_assert_max_num_queries(budget) as small:
         assert viewer_client.get(url).status_code == 200
-    _grow(world, 30)
+    _grow(web_world, 30)
     with django_assert_max_num_queries(len(small.captured_queries)) as large:
         assert viewer_client.get(url).status_code == 200
     assert len(large.captured_queries) == len(small.captured_queries)
