@@ -316,9 +316,14 @@ def node_reassign_targets(*, spec: LaunchSpec, exclude_node_id: int | None = Non
     """Nodes of the spec that could take an EIP by hand: no pool EIP, not draining, still alive."""
     holding = _open_assignments().filter(node=OuterRef("pk"))
     qs = (
-        Node.objects.filter(launch_spec=spec, draining=False, foreign_eip=False)
+        Node.objects.filter(
+            launch_spec=spec,
+            draining=False,
+            foreign_eip=False,
+            deleted_at__isnull=True,
+            instance_state__in=["pending", "running"],
+        )
         .exclude(state__in=[Node.State.GONE, Node.State.RELEASED, Node.State.DRAINING, Node.State.CONFLICT])
-        .exclude(instance_state__in=["shutting-down", "terminated", "stopping", "stopped", "gone"])
         .exclude(Exists(holding))
     )
     if exclude_node_id is not None:

@@ -1,0 +1,201 @@
+"""Launch-spec pages: create, edit, import, export, and the user-data snippet."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from django.urls import reverse
+
+from pools.models import LaunchSpec
+from pools.specfile import launch_spec_to_ocean
+from tests.fixtures.web import WebWorld, make_eip
+
+pytestmark = pytest.mark.django_db
+
+OCEAN = {
+    "launchSpec": {
+        "name": "ingress",
+        "labels": [{"key": "eks.amazonaws.com/nodegroup", "value": "ingress"}],
+        "elasticIpPool": {"tagSelector": {"tagKey": "eipdash/pool", "tagValue": "ingress"}},
+        "region": "us-east-1",
+        "cluster": "prod",
+    }
+}
+
+
+def _form(**overrides: str) -> dict[str, str]:
+    data = {
+        "name": "ingress",
+        "cluster": "prod",
+        "region": "us-east-1",
+        "labels": "eks.amazonaws.com/nodegroup=ingress\nteam=edge",
+        "tag_key": "eipdash/pool",
+        "tag_value": "ingress",
+        "enabled": "on",
+    }
+    data.update(overrides)
+    return data
+
+
+def test_viewer_cannot_create_edit_or_import(viewer_client: Client, web_world: WebWorld) -> None:
+    assert viewer_client.get(reverse("launch-spec-create")).status_code == 403
+    assert viewer_client.post(reverse("launch-spec-create"), _form()).status_code == 403
+    assert viewer_client.post(reverse("launch-spec-edit", args=["egress"]), _form(name="egress")).status_code == 403
+    assert viewer_client.post(reverse("launch-spec-import"), {"document": json.dumps(OCEAN)}).status_code == 403
+    assert not LaunchSpec.objects.filter(name="ingress").exists()
+
+
+def test_anonymous_cannot_create(client: Client, db: None) -> None:
+    response = client.post(reverse("launch-spec-create"), _form())
+    assert response.status_code == 302 and not LaunchSpec.objects.exists()
+
+
+def test_operator_creates_a_spec(operator_client: Client, web_world: WebWorld) -> None:
+    response = operator_client.post(reverse("launch-spec-create"), _form())
+    assert response.status_code == 302 and response["Location"] == reverse("launch-spec-detail", args=["ingress"])
+    spec = LaunchSpec.objects.get(name="ingress")
+    assert spec.labels == {"eks.amazonaws.com/nodegroup": "ingress", "team": "edge"}
+    assert (spec.tag_key, spec.tag_value, spec.cluster.name, spec.enabled) == ("eipdash/pool", "ingress", "prod", True)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"tag_key": "aws:reserved"}, "must not start with &#x27;aws:&#x27;"),
+        ({"labels": "not a pair"}, "expected key=value"),
+        ({"labels": "bad key!=x"}, "label key"),
+        ({"name": "-bad"}, "name is required"),
+        ({"region": "us-west-2"}, "differs from cluster"),
+    ],
+)
+def test_invalid_input_is_refused_like_launchspec_apply(
+    operator_client: Client, web_world: WebWorld, overrides: dict[str, str], message: str
+) -> None:
+    response = operator_client.post(reverse("launch-spec-create"), _form(**overrides))
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert not LaunchSpec.objects.exclude(name="egress").exists()
+
+
+def test_create_refuses_an_existing_name(operator_client: Client, web_world: WebWorld) -> None:
+    response = operator_client.post(reverse("launch-spec-create"), _form(name="egress", tag_value="other"))
+    assert "exists" in response.content.decode()
+    assert LaunchSpec.objects.get(name="egress").tag_value == "egress"
+
+
+def test_operator_edits_a_spec_but_not_its_name(operator_client: Client, web_world: WebWorld) -> None:
+    url = reverse("launch-spec-edit", args=["egress"])
+    assert 'value="egress"' in operator_client.get(url).content.decode()
+    response = operator_client.post(url, _form(name="renamed", tag_value="egress-2", labels="role=nat"))
+    assert response.status_code == 302
+    spec = LaunchSpec.objects.get(pk=web_world.spec.pk)
+    assert (spec.name, spec.tag_value, spec.labels) == ("egress", "egress-2", {"role": "nat"})
+    assert not LaunchSpec.objects.filter(name="renamed").exists()
+
+
+def test_import_by_paste(operator_client: Client, web_world: WebWorld) -> None:
+    response = operator_client.post(reverse("launch-spec-import"), {"document": json.dumps(OCEAN)})
+    assert response.status_code == 302
+    assert LaunchSpec.objects.get(name="ingress").labels == {"eks.amazonaws.com/nodegroup": "ingress"}
+
+
+def test_import_by_upload_of_the_bare_object(operator_client: Client, web_world: WebWorld) -> None:
+    upload = SimpleUploadedFile("spec.json", json.dumps(OCEAN["launchSpec"]).encode(), "application/json")
+    response = operator_client.post(reverse("launch-spec-import"), {"file": upload})
+    assert response.status_code == 302
+    assert LaunchSpec.objects.filter(name="ingress").exists()
+
+
+@pytest.mark.parametrize(
+    "document,message",
+    [
+        ("{not json", "not valid JSON"),
+        ("", "paste the JSON or choose a file"),
+        (json.dumps({"launchSpec": {"name": "x", "labels": []}}), "labels must list at least one"),
+    ],
+)
+def test_import_refuses_bad_documents(operator_client: Client, web_world: WebWorld, document: str, message: str):
+    response = operator_client.post(reverse("launch-spec-import"), {"document": document})
+    assert response.status_code == 200 and message in response.content.decode()
+    assert LaunchSpec.objects.count() == 1
+
+
+def test_export_round_trips_through_import(operator_client: Client, web_world: WebWorld) -> None:
+    response = operator_client.get(reverse("launch-spec-export", args=["egress"]))
+    assert response["Content-Type"] == "application/json"
+    assert "attachment" in response["Content-Disposition"]
+    exported = json.loads(response.content)
+    assert exported == launch_spec_to_ocean(web_world.spec)
+    LaunchSpec.objects.all().delete()
+    operator_client.post(reverse("launch-spec-import"), {"document": json.dumps(exported)})
+    spec = LaunchSpec.objects.get(name="egress")
+    assert (spec.labels, spec.tag_key, spec.tag_value) == (web_world.spec.labels, "eipdash/pool", "egress")
+
+
+def test_detail_shows_selector_pool_nodes_history_and_plan(viewer_client: Client, web_world: WebWorld) -> None:
+    make_eip(50, tags={"eipdash/pool": "someone-else"})
+    html = viewer_client.get(reverse("launch-spec-detail", args=["egress"])).content.decode()
+    assert "eipdash/pool=egress" in html and "eks.amazonaws.com/nodegroup=egress" in html
+    assert "203.0.113.1" in html and "203.0.113.2" in html and "203.0.113.50" not in html
+    assert "node-a" in html and "node-b" in html
+    assert "Plan of the next pass" in html
+    assert "taint_lifted" in html
+
+
+BASH = shutil.which("bash")
+
+
+@pytest.mark.skipif(BASH is None, reason="bash is not installed")
+def test_user_data_is_valid_bash_with_taint_and_imdsv2(viewer_client: Client, web_world: WebWorld, tmp_path) -> None:
+    # A label value with shell metacharacters must not break out of its quotes.
+    web_world.spec.labels = {"eks.amazonaws.com/nodegroup": "egress", "team": "a'b"}
+    web_world.spec.save()
+    response = viewer_client.get(reverse("launch-spec-user-data", args=["egress"]))
+    script = response.content.decode()
+    path = tmp_path / "user-data.sh"
+    path.write_text(script)
+    check = subprocess.run([BASH, "-n", str(path)], capture_output=True, text=True, check=False)
+    assert check.returncode == 0, check.stderr
+    assert "--register-with-taints=${EIPDASH_TAINT}" in script
+    assert "EIPDASH_TAINT=eipdash.io/eip-pending=true:NoSchedule" in script
+    assert "X-aws-ec2-metadata-token-ttl-seconds" in script and "-X PUT" in script
+    assert "latest/meta-data/public-ipv4" in script
+    # The pool's live EIPs only: eip 3 is gone.
+    assert "EIPDASH_POOL_IPS=(203.0.113.1 203.0.113.2)" in script
+    # The same snippet is on the page, HTML-escaped.
+    page = viewer_client.get(reverse("launch-spec-detail", args=["egress"])).content.decode()
+    assert "register-with-taints" in page
+
+
+@pytest.mark.skipif(BASH is None, reason="bash is not installed")
+def test_user_data_runs_and_accepts_a_pool_ip(viewer_client: Client, web_world: WebWorld, tmp_path) -> None:
+    """Run the health check with curl stubbed as IMDS: it must succeed on a pool IP and fail on another."""
+    script = viewer_client.get(reverse("launch-spec-user-data", args=["egress"])).content.decode()
+    # Keep the functions and the pool, drop bootstrap and the final call.
+    head, _, _ = script.partition("# 1. Register")
+    functions = script[script.index("eipdash_public_ipv4() {") : script.rindex("eipdash_wait_for_pool_eip\n")]
+    for public_ip, expected in (("203.0.113.2", 0), ("198.51.100.7", 1)):
+        stub = tmp_path / "curl"
+        stub.write_text(
+            f'#!/bin/bash\nfor a in "$@"; do [ "$a" = PUT ] && {{ echo token; exit 0; }}; done\necho {public_ip}\n'
+        )
+        stub.chmod(0o755)
+        test_script = (
+            head
+            + functions.replace("touch /run/eipdash-eip-ready", "true").replace("sleep 5", "sleep 0")
+            + ("EIPDASH_WAIT_SECONDS=1\neipdash_wait_for_pool_eip\n")
+        )
+        run = subprocess.run(
+            [BASH, "-c", test_script],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=20,
+            env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
+        )
+        assert run.returncode == expected, run.stdout + run.stderr
