@@ -24,4 +24,4 @@ def redis_url() -> Iterator[str]:
         server.stop()
 
 
-pytest_plugins = ["tests.fixtures.ec2", "tests.fixtures.kube", "tests.fixtures.web"]
+pytest_plugins = ["tests.fixtures.ec2", "tests.fixtures.kube", "tests.fixtures.web", "tests.fixtures.world"]

@@ -215,10 +215,14 @@ class Ec2:
         keys = set(tag_keys)
         if not keys:
             return []
+        return [address for address in self.list_all_addresses() if keys.intersection(address.tags)]
+
+    def list_all_addresses(self) -> list[Address]:
+        """Every VPC EIP of the region in one call: the pools, and the non-pool EIPs that may already
+        sit on a node (associating over one of those would silently knock it off)."""
         with _mapped("DescribeAddresses"):
             response = self.client.describe_addresses(Filters=[{"Name": "domain", "Values": ["vpc"]}])
-        addresses = (Address.from_aws(raw) for raw in response.get("Addresses", []))
-        return [address for address in addresses if keys.intersection(address.tags)]
+        return [Address.from_aws(raw) for raw in response.get("Addresses", [])]
 
     def describe_instances(self, instance_ids: Iterable[str]) -> dict[str, Instance]:
         """State and primary ENI per instance id; unknown ids are simply absent.

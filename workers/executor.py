@@ -10,6 +10,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -21,9 +22,9 @@ from pools.planner import Adopt, Assign, MarkReady, Plan, Release, tag_selects
 from pools.planner import plan as make_plan
 from pools.snapshot import labels_match, planner_inputs
 
-from . import ec2 as ec2_adapter
-from .ec2 import Ec2, Ec2Error
+from .ec2 import Address, Ec2, Ec2Error
 from .kube import Kube, KubeError
+from .kube import NotFound as KubeNotFound
 from .locks import spec_lock
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube) -> None:
     region_specs = list(LaunchSpec.objects.filter(cluster__region=region))
     # One DescribeAddresses for the region, unfiltered: it covers every spec's tag key, and it shows the
     # non-pool EIPs that already sit on a node (associating over them would knock them off).
-    addresses = ec2.list_addresses(None)
+    addresses = ec2.list_all_addresses()
     selected = [a for a in addresses if any(a.matches(s.tag_key, s.tag_value) for s in region_specs)]
     _save_addresses(region, selected, now)
 
@@ -73,8 +74,11 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube) -> None:
         Assignment.objects.filter(closed_at__isnull=True, launch_spec=spec).values_list("node__name", flat=True)
     )
     for name in sorted(claimed_names - listed.keys()):
-        found = kube.get_node(name)
-        if found is not None and found.instance_id:
+        try:
+            found = kube.get_node(name)
+        except KubeNotFound:
+            continue
+        if found.instance_id:
             listed[name] = found
 
     known = {row.name: row for row in Node.objects.filter(cluster=cluster, name__in=listed.keys() | claimed_names)}
@@ -136,7 +140,7 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube) -> None:
             Node.objects.filter(pk=row.pk).update(instance_state=instance.state if instance else "gone")
 
 
-def _save_addresses(region: str, selected: list[ec2_adapter.Address], now: object) -> None:
+def _save_addresses(region: str, selected: list[Address], now: datetime) -> None:
     ElasticIP.objects.bulk_create(
         [
             ElasticIP(
@@ -192,7 +196,8 @@ class Executor:
         try:
             done = action()
         except (Ec2Error, KubeError) as exc:
-            message = f"{what}: {type(exc).__name__}: {exc}"
+            code = getattr(exc, "code", "")
+            message = f"{what}: {type(exc).__name__}{f' ({code})' if code else ''}: {exc}"
             self.report.errors.append(message)
             node_row = self.nodes.get(node)
             eip_row = ElasticIP.objects.filter(allocation_id=allocation_id).first() if allocation_id else None

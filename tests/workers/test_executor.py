@@ -1,0 +1,311 @@
+"""The executor against the EC2 and Kubernetes emulators: state of the world, not calls, is asserted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pools.models import Assignment, Event, Node
+from tests.fixtures.world import TAINT, World
+from workers import executor
+from workers.ec2 import Ec2, Throttled
+from workers.kube import Kube
+
+
+def reconcile(spec: Any, ec2: Ec2 | None = None) -> executor.PassReport:
+    return executor.reconcile_spec(spec.pk, ec2=ec2)
+
+
+def kinds(kind: str) -> list[Event]:
+    return list(Event.objects.filter(kind=kind).order_by("id"))
+
+
+def test_new_nodes_get_eips_on_their_primary_eni_then_lose_the_taint(world: World) -> None:
+    spec = world.spec()
+    eips = world.eips(2)
+    a = world.node("a", extra_enis=2)  # EKS VPC CNI: several ENIs; the primary one gets the EIP
+    b = world.node("b")
+    report = reconcile(spec)
+    assert not report.errors
+    on = world.all_associations()
+    assert sorted(on) == sorted(eips)
+    assert sorted(on.values()) == sorted([a.eni_id, b.eni_id])
+    for node in ("a", "b"):
+        allocation_id = world.eip_on(node)
+        assert TAINT not in world.taints(node)
+        assert world.labels(node)["eipdash.io/eip"] == world.address(allocation_id)["PublicIp"]
+        assert world.kube.get("nodes", node)["metadata"]["annotations"]["eipdash.io/allocation-id"] == allocation_id
+    assert Assignment.objects.filter(closed_at__isnull=True, confirmed_at__isnull=False).count() == 2
+    assert len(kinds("assigned")) == 2 and len(kinds("taint_lifted")) == 2
+    assert set(Node.objects.values_list("state", flat=True)) == {"ready"}
+    # A second pass changes nothing.
+    assert reconcile(spec).done == []
+
+
+def test_untainted_node_still_gets_its_eip(world: World) -> None:
+    spec = world.spec()
+    world.eips(1)
+    world.node("plain", tainted=False)
+    reconcile(spec)
+    assert world.eip_on("plain") is not None
+    assert not kinds("taint_lifted")
+
+
+def test_decoys_are_never_touched(world: World) -> None:
+    spec = world.spec()
+    untagged = world.eips(1, tags={})
+    other_value = world.eips(1, tags={"eipdash/pool": "egress"})
+    world.node("a")
+    reconcile(spec)
+    assert world.all_associations() == {}
+    assert TAINT in world.taints("a")
+    assert kinds("pool_exhausted")
+    assert untagged and other_value
+
+
+def test_exhaustion_is_one_event_per_episode(world: World) -> None:
+    spec = world.spec()
+    world.eips(1)
+    world.node("a")
+    world.node("b")
+    reconcile(spec)
+    reconcile(spec)
+    reconcile(spec)
+    waiting = [n for n in ("a", "b") if world.eip_on(n) is None]
+    assert len(waiting) == 1 and TAINT in world.taints(waiting[0])
+    assert len(kinds("pool_exhausted")) == 1
+    # More EIPs end the episode; a new shortage is a new event.
+    world.eips(1)
+    reconcile(spec)
+    assert world.eip_on(waiting[0]) is not None
+    world.node("c")
+    reconcile(spec)
+    assert len(kinds("pool_exhausted")) == 2
+
+
+def test_drain_keeps_the_eip_while_workload_pods_run_then_releases_it(world: World) -> None:
+    spec = world.spec()
+    (allocation_id,) = world.eips(1)
+    world.node("a")
+    reconcile(spec)
+    world.pod("agent", "a", daemonset=True)
+    world.pod("web", "a")
+    world.pod("done", "a", phase="Succeeded")
+    world.cordon("a")
+    reconcile(spec)
+    assert world.eip_on("a") == allocation_id
+    assert Node.objects.get(name="a").workload_pods == 1
+    world.kube.delete("pods", "web", "default")
+    reconcile(spec)
+    assert world.eip_on("a") is None
+    assert "eipdash.io/eip" not in world.labels("a")
+    assert kinds("released")[0].reason == "drained: no workload pods left"
+    assert not Assignment.objects.filter(closed_at__isnull=True).exists()
+
+
+@pytest.mark.parametrize("aws_drops_association", [True, False])
+def test_terminated_and_deleted_node_releases_its_eip(world: World, aws_drops_association: bool) -> None:
+    spec = world.spec()
+    (allocation_id,) = world.eips(1)
+    node = world.node("a")
+    reconcile(spec)
+    world.ec2.terminate(node.instance_id, drop_associations=aws_drops_association)
+    world.kube.delete("nodes", "a")
+    reconcile(spec)
+    assert world.address(allocation_id).get("AssociationId") is None
+    assert not Assignment.objects.filter(closed_at__isnull=True).exists()
+    assert [e.node for e in kinds("released")] == ["a"]
+    # The replacement node gets that very IP.
+    world.node("b")
+    reconcile(spec)
+    assert world.eip_on("b") == allocation_id
+
+
+def test_node_with_a_foreign_eip_is_left_alone(world: World) -> None:
+    spec = world.spec()
+    world.eips(1)
+    node = world.node("a")
+    foreign, _ = world.ec2.allocate_eip({"team": "legacy"})
+    world.ec2.client.associate_address(AllocationId=foreign, NetworkInterfaceId=node.eni_id,
+                                       PrivateIpAddress=node.private_ip)
+    reconcile(spec)
+    assert world.eip_on("a") == foreign
+    assert TAINT in world.taints("a")
+    assert [e.node for e in kinds("conflict")] == ["a"]
+    reconcile(spec)
+    assert len(kinds("conflict")) == 1
+
+
+def test_pool_eip_on_a_stranger_instance_is_a_conflict(world: World) -> None:
+    spec = world.spec()
+    (allocation_id,) = world.eips(1)
+    stranger, eni, ip = world.ec2.launch_instance()
+    world.ec2.client.associate_address(AllocationId=allocation_id, NetworkInterfaceId=eni, PrivateIpAddress=ip)
+    reconcile(spec)
+    assert world.all_associations() == {allocation_id: eni}
+    assert [e.allocation_id for e in kinds("conflict")] == [allocation_id]
+
+
+def test_eip_selected_by_two_specs_is_assigned_by_neither(world: World) -> None:
+    spec = world.spec()
+    other = world.spec("any-pool", labels={"pool": "other"}, tag_value=None)
+    world.eips(1)
+    world.node("a")
+    reconcile(spec)
+    reconcile(other)
+    assert world.all_associations() == {}
+    assert {e.launch_spec for e in kinds("conflict")} == {"ingress", "any-pool"}
+
+
+def test_association_without_record_is_adopted(world: World) -> None:
+    spec = world.spec()
+    (allocation_id,) = world.eips(1)
+    node = world.node("a")
+    Ec2("us-east-1").associate(allocation_id=allocation_id, eni_id=node.eni_id, private_ip=node.private_ip)
+    reconcile(spec)
+    assert Assignment.objects.get(closed_at__isnull=True).node.name == "a"
+    assert len(kinds("adopted")) == 1 and TAINT not in world.taints("a")
+
+
+class CrashAfterAssociate(Ec2):
+    """The worker dies right after AWS accepted the association: nothing after it runs."""
+
+    def associate(self, **kwargs: Any) -> str:
+        super().associate(**kwargs)
+        raise SystemExit("worker killed")
+
+
+def test_crash_after_the_aws_call_is_repaired_on_the_next_pass(world: World) -> None:
+    spec = world.spec()
+    (allocation_id,) = world.eips(1)
+    world.node("a")
+    with pytest.raises(SystemExit):
+        reconcile(spec, ec2=CrashAfterAssociate("us-east-1"))
+    claim = Assignment.objects.get(closed_at__isnull=True)
+    assert claim.confirmed_at is None and TAINT in world.taints("a")
+    reconcile(spec)
+    claim.refresh_from_db()
+    assert claim.confirmed_at is not None and claim.closed_at is None
+    assert world.eip_on("a") == allocation_id and TAINT not in world.taints("a")
+    assert len(kinds("adopted")) == 1
+
+
+class Throttling(Ec2):
+    def __init__(self, region: str, fail_for: set[str]) -> None:
+        super().__init__(region)
+        self.fail_for = fail_for
+
+    def associate(self, **kwargs: Any) -> str:
+        if kwargs["allocation_id"] in self.fail_for:
+            raise Throttled("Request limit exceeded.", code="RequestLimitExceeded", operation="AssociateAddress")
+        return super().associate(**kwargs)
+
+
+def test_throttled_step_is_recorded_and_the_others_go_on(world: World) -> None:
+    spec = world.spec()
+    first, second = sorted(world.eips(2), key=lambda a: tuple(
+        int(p) for p in world.address(a)["PublicIp"].split(".")))
+    world.node("a")
+    world.node("b")
+    report = reconcile(spec, ec2=Throttling("us-east-1", {first}))
+    assert len(report.errors) == 1 and "Throttled" in report.errors[0]
+    assert list(world.all_associations()) == [second]
+    assert Assignment.objects.filter(closed_at__isnull=True).count() == 1
+    closed = Assignment.objects.get(closed_at__isnull=False)
+    assert closed.close_reason == "AWS refused: RequestLimitExceeded"
+    (error,) = kinds("error")
+    assert error.allocation_id == first and "RequestLimitExceeded" in error.reason
+    reconcile(spec)  # the throttling is over: the waiting node is served
+    assert len(world.all_associations()) == 2
+
+
+class RaceOnAssociate(Ec2):
+    """Between the snapshot and the call, something else changes the EIP in AWS."""
+
+    def __init__(self, region: str, before: Any) -> None:
+        super().__init__(region)
+        self.before = before
+
+    def associate(self, **kwargs: Any) -> str:
+        self.before(kwargs["allocation_id"])
+        return super().associate(**kwargs)
+
+
+def test_eip_taken_meanwhile_is_already_associated_error_and_is_not_stolen(world: World) -> None:
+    spec = world.spec()
+    (allocation_id,) = world.eips(1)
+    world.node("a")
+    stranger, eni, ip = world.ec2.launch_instance()
+
+    def taken(alloc: str) -> None:
+        world.ec2.client.associate_address(AllocationId=alloc, NetworkInterfaceId=eni, PrivateIpAddress=ip)
+
+    report = reconcile(spec, ec2=RaceOnAssociate("us-east-1", taken))
+    assert "AlreadyAssociated" in report.errors[0]
+    assert world.all_associations() == {allocation_id: eni}  # AllowReassociation=False: not moved
+    assert not Assignment.objects.filter(closed_at__isnull=True).exists()
+
+
+def test_eip_released_from_the_account_meanwhile_is_not_found(world: World) -> None:
+    spec = world.spec()
+    world.eips(1)
+    world.node("a")
+    report = reconcile(spec, ec2=RaceOnAssociate(
+        "us-east-1", lambda alloc: world.ec2.client.release_address(AllocationId=alloc)))
+    assert "NotFound" in report.errors[0]
+    assert not Assignment.objects.filter(closed_at__isnull=True).exists()
+    assert kinds("error")[0].kind == "error"
+
+
+def test_dry_run_changes_nothing(world: World) -> None:
+    spec = world.spec()
+    world.eips(1)
+    world.node("a")
+    report = executor.reconcile_spec(spec.pk, dry_run=True)
+    assert any(line.startswith("would assign") for line in report.done)
+    assert world.all_associations() == {} and not Event.objects.exists()
+
+
+def test_manual_reassign_moves_the_eip_and_the_old_node_gets_a_free_one(world: World) -> None:
+    spec = world.spec()
+    (allocation_id,) = world.eips(1)
+    world.node("a")
+    reconcile(spec)
+    world.node("b")
+    reconcile(spec)  # b waits: the pool is exhausted
+    executor.reassign_eip(allocation_id=allocation_id, node_name="b", actor="alice")
+    assert world.eip_on("b") == allocation_id and world.eip_on("a") is None
+    assert TAINT not in world.taints("b")
+    (moved,) = kinds("reassigned")
+    assert moved.actor == "alice" and moved.node == "b" and "from a" in moved.reason
+    open_rows = Assignment.objects.filter(closed_at__isnull=True)
+    assert [(r.node.name, r.actor) for r in open_rows] == [("b", "alice")]
+    world.eips(1)
+    reconcile(spec)
+    assert world.eip_on("a") is not None
+
+
+def test_manual_reassign_refuses_a_target_that_holds_an_eip_or_drains(world: World) -> None:
+    spec = world.spec()
+    first, second = world.eips(2)
+    world.node("a")
+    world.node("b")
+    reconcile(spec)
+    before = world.all_associations()
+    with pytest.raises(executor.ReassignRefused, match="already has an EIP"):
+        executor.reassign_eip(allocation_id=world.eip_on("a") or "", node_name="b", actor="alice")
+    world.node("c")
+    world.cordon("c")
+    reconcile(spec)
+    with pytest.raises(executor.ReassignRefused, match="draining"):
+        executor.reassign_eip(allocation_id=first, node_name="c", actor="alice")
+    assert world.all_associations() == before
+    assert not kinds("reassigned")
+
+
+def test_kube_adapter_is_reached_through_the_standard_kubeconfig(world: World) -> None:
+    # The executor builds its clients the standard way: KUBECONFIG and AWS_ENDPOINT_URL_EC2.
+    spec = world.spec()
+    ec2, kube = executor.clients_for(spec)
+    assert isinstance(kube, Kube) and ec2.region == "us-east-1"
