@@ -128,9 +128,7 @@ class Ec2World:
         )["Vpcs"]
         if vpcs:
             vpc_id = vpcs[0]["VpcId"]
-            subnets = self.client.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])[
-                "Subnets"
-            ]
+            subnets = self.client.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"]
             self._subnets = {s["AvailabilityZone"]: s["SubnetId"] for s in subnets}
             return self._subnets
         vpc_id = self.client.create_vpc(
@@ -141,9 +139,7 @@ class Ec2World:
         self._subnets = {}
         for index, az in enumerate(names):
             # /20 per AZ: room for thousands of node IPs in a scale simulation.
-            subnet = self.client.create_subnet(
-                VpcId=vpc_id, CidrBlock=f"10.0.{index * 16}.0/20", AvailabilityZone=az
-            )
+            subnet = self.client.create_subnet(VpcId=vpc_id, CidrBlock=f"10.0.{index * 16}.0/20", AvailabilityZone=az)
             self._subnets[az] = subnet["Subnet"]["SubnetId"]
         return self._subnets
 
@@ -161,9 +157,7 @@ class Ec2World:
         instance_id = instance["InstanceId"]
         primary = next(n for n in instance["NetworkInterfaces"] if n["Attachment"]["DeviceIndex"] == 0)
         for device_index in range(1, extra_enis + 1):
-            eni_id = self.client.create_network_interface(SubnetId=subnet_id)["NetworkInterface"][
-                "NetworkInterfaceId"
-            ]
+            eni_id = self.client.create_network_interface(SubnetId=subnet_id)["NetworkInterface"]["NetworkInterfaceId"]
             self.client.attach_network_interface(
                 NetworkInterfaceId=eni_id, InstanceId=instance_id, DeviceIndex=device_index
             )

@@ -79,6 +79,23 @@ def test_list_addresses_without_keys_asks_nothing(ec2: Ec2, requests_sent: Reque
     assert requests_sent.by_operation == {}
 
 
+def test_list_all_addresses_includes_non_pool_eips(
+    ec2: Ec2, ec2_world: Ec2World, requests_sent: RequestCounter
+) -> None:
+    _, eni_id, private_ip = ec2_world.launch_instance()
+    pool, _ = ec2_world.allocate_eip({"pool": "web"})
+    foreign, _ = ec2_world.allocate_eip({"Name": "nat"})
+    untagged, _ = ec2_world.allocate_eip({})
+    ec2.associate(allocation_id=foreign, eni_id=eni_id, private_ip=private_ip)
+    requests_sent.by_operation.clear()
+
+    addresses = {a.allocation_id: a for a in ec2.list_all_addresses()}
+
+    assert set(addresses) == {pool, foreign, untagged}
+    assert addresses[foreign].eni_id == eni_id
+    assert requests_sent.by_operation == {"DescribeAddresses": 1}
+
+
 def test_tag_value_matching(ec2: Ec2, ec2_world: Ec2World) -> None:
     web, _ = ec2_world.allocate_eip({"pool": "web"})
     batch, _ = ec2_world.allocate_eip({"pool": "batch"})
