@@ -295,7 +295,10 @@ class Executor:
         if confirmed is None or confirmed.eni_id != s.eni_id:
             # Leave the claim open: the next pass sees where AWS put it and adopts or closes it.
             return f"assigned {s.public_ip} → {s.node}, not yet confirmed by AWS"
-        services.assignment_confirm(assignment=claim, association_id=association_id)
+        if not services.assignment_confirm(assignment=claim, association_id=association_id):
+            # The claim was closed meanwhile (a racing pass took it for stale): AWS has the association,
+            # and the next pass adopts it from there.
+            return f"assigned {s.public_ip} → {s.node}; the record is repaired by the next pass"
         ElasticIP.objects.filter(pk=eip.pk).update(
             association_id=association_id, eni_id=s.eni_id, private_ip=s.private_ip,
             instance_id=confirmed.instance_id or node.instance_id,
