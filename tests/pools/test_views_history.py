@@ -1,0 +1,160 @@
+"""History page (filters, keyset pagination), overview content and /metrics."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.db import connection
+from django.test import Client, override_settings
+from django.urls import reverse
+from django.utils import timezone
+
+from pools.models import Event, LaunchSpec
+from pools.selectors import EventFilters, event_list, event_page
+from tests.fixtures.web import WebWorld, record
+
+pytestmark = pytest.mark.django_db
+
+T0 = dt.datetime(2026, 3, 1, 3, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def many_events(web_world: WebWorld) -> list[Event]:
+    """130 events, several sharing a timestamp, so that pages split inside a run of equal timestamps."""
+    rows = [
+        Event(timestamp=T0 + dt.timedelta(seconds=i // 3), kind=Event.Kind.ASSIGNED if i % 2 else Event.Kind.RELEASED,
+              launch_spec="egress", node=f"node-{i}", reason=f"r{i}")
+        for i in range(130)
+    ]  # fmt: skip
+    Event.objects.bulk_create(rows)
+    return list(Event.objects.filter(launch_spec="egress", reason__startswith="r"))
+
+
+def test_keyset_pages_cover_every_row_once_in_order(viewer_client: Client, many_events: list[Event]) -> None:
+    params = {"until": "2026-03-02T00:00:00Z"}
+    expected = list(event_list(filters=EventFilters(until=T0 + dt.timedelta(days=1))).values_list("pk", flat=True))
+    assert len(expected) == 130
+    seen: list[int] = []
+    before = ""
+    for _ in range(10):
+        response = viewer_client.get(reverse("history"), {**params, **({"before": before} if before else {})})
+        page = response.context["page"]
+        seen += [event.pk for event in page.events]
+        if not page.next_cursor:
+            break
+        assert 'id="older"' in response.content.decode()
+        before = page.next_cursor
+    assert seen == expected
+
+
+def test_older_pages_do_not_poll(viewer_client: Client, many_events: list[Event]) -> None:
+    first = viewer_client.get(reverse("history")).content.decode()
+    assert 'hx-trigger="every 5s"' in first
+    cursor = event_page(filters=EventFilters(), size=50).next_cursor
+    older = viewer_client.get(reverse("history"), {"before": cursor}).content.decode()
+    assert 'hx-trigger="every 5s"' not in older and "Newest" in older
+
+
+def test_a_broken_cursor_gives_the_first_page(viewer_client: Client, many_events: list[Event]) -> None:
+    response = viewer_client.get(reverse("history"), {"before": "garbage"})
+    assert response.status_code == 200 and len(response.context["page"].events) == 50
+
+
+@pytest.mark.parametrize(
+    "params,expected",
+    [
+        ({"event": "error"}, {"error"}),
+        ({"spec": "egress", "event": "released"}, {"released"}),
+        ({"q": "node-7"}, {"released", "assigned"}),
+    ],
+)
+def test_filters(viewer_client: Client, many_events, params: dict[str, str], expected: set[str]) -> None:
+    record(Event.Kind.ERROR, reason="AWS said no", at=T0)
+    events = viewer_client.get(reverse("history"), params).context["page"].events
+    assert events and {e.kind for e in events} == expected
+    if "q" in params:
+        assert all("node-7" in e.node for e in events)
+
+
+def test_time_filters(viewer_client: Client, many_events: list[Event]) -> None:
+    events = (
+        viewer_client.get(reverse("history"), {"since": "2026-03-01T03:00:10", "until": "2026-03-01T03:00:12"})
+        .context["page"]
+        .events
+    )
+    assert sorted({e.timestamp for e in events}) == [T0 + dt.timedelta(seconds=10), T0 + dt.timedelta(seconds=11)]
+
+
+def test_bad_filter_shows_an_error(viewer_client: Client, many_events: list[Event]) -> None:
+    html = viewer_client.get(reverse("history"), {"since": "soon"}).content.decode()
+    assert "Enter a valid date/time" in html
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="reads SQLite's query plan")
+def test_history_queries_use_an_index(many_events: list[Event]) -> None:
+    """A million rows stay fast only if the page is an index range scan, never a full scan and sort."""
+    cursor = event_page(filters=EventFilters(), size=10).next_cursor
+    for filters in (EventFilters(), EventFilters(spec="egress"), EventFilters(event="error")):
+        from django.db.models import Q
+
+        from pools.selectors import decode_cursor
+
+        moment, number = decode_cursor(cursor)
+        qs = (
+            event_list(filters=filters).filter(timestamp__lte=moment).filter(Q(timestamp__lt=moment) | Q(id__lt=number))
+        )
+        plan = qs[:51].explain()
+        assert "USING INDEX event_" in plan, plan
+        assert "SCAN pools_event" not in plan, plan
+
+
+# --- Overview -------------------------------------------------------------------------------------
+
+
+def test_overview_shows_pool_figures_alerts_and_charts(viewer_client: Client, web_world: WebWorld) -> None:
+    LaunchSpec.objects.filter(pk=web_world.spec.pk).update(active_alerts=["pool_exhausted"])
+    record(Event.Kind.CONFLICT, spec=web_world.spec, eip=web_world.eips[1], reason="on a foreign instance")
+    record(Event.Kind.ERROR, spec=web_world.spec, reason="old", at=timezone.now() - dt.timedelta(hours=2))
+    response = viewer_client.get(reverse("overview"))
+    html = response.content.decode()
+    row = response.context["stats"][0]
+    assert (row.pool_size, row.in_use, row.free, row.waiting_nodes, row.draining_holding) == (2, 1, 1, 1, 0)
+    assert 'data-field="pool_size">2<' in html and 'data-field="waiting">1<' in html
+    assert "on a foreign instance" in html and ">old<" not in html
+    assert "pool_exhausted" in html
+    assert html.count("<svg") == 2
+    assert "1 node" in html  # in the time-to-EIP histogram (node-a: 12 s)
+
+
+# --- Metrics --------------------------------------------------------------------------------------
+
+
+def test_metrics_need_login_without_a_token(client: Client, viewer_client: Client, web_world: WebWorld) -> None:
+    assert client.get("/metrics").status_code == 302
+    body = viewer_client.get("/metrics").content.decode()
+    assert 'eipdash_pool_size{launch_spec="egress"} 2' in body
+    assert 'eipdash_pool_in_use{launch_spec="egress"} 1' in body
+    assert 'eipdash_pool_free{launch_spec="egress"} 1' in body
+    assert 'eipdash_nodes_waiting{launch_spec="egress"} 1' in body
+    assert 'eipdash_events_total{kind="assigned"} 1' in body
+    assert "# TYPE eipdash_events_total counter" in body
+
+
+@override_settings(EIPDASH_METRICS_TOKEN="s3cret-token")
+def test_metrics_with_a_token(client: Client, viewer_client: Client, web_world: WebWorld) -> None:
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    # With a token set, a session is not enough: scrapers and people use different doors.
+    assert viewer_client.get("/metrics").status_code == 401
+    response = client.get("/metrics", headers={"Authorization": "Bearer s3cret-token"})
+    assert response.status_code == 200 and b"eipdash_pool_size" in response.content
+
+
+def test_healthz_is_public(client: Client, db: None) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_login_page_is_public(client: Client, db: None) -> None:
+    response = client.get("/accounts/login/")
+    assert response.status_code == 200 and b"Log in to eipdash" in response.content
