@@ -1,0 +1,121 @@
+"""Dashboard reads on plain rows: pool membership and states, use over time, time to EIP, inventory search."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.utils import timezone
+
+from pools import selectors
+from pools.models import Assignment, Cluster, LaunchSpec, Node
+from tests.fixtures.web import WebWorld, assign, make_eip, make_node
+
+pytestmark = pytest.mark.django_db
+
+
+def test_pool_membership_follows_region_and_tag_selector(web_world: WebWorld) -> None:
+    any_value = LaunchSpec.objects.create(name="all-pools", cluster=web_world.cluster, labels={"a": "b"},
+                                          tag_key="eipdash/pool", tag_value=None)  # fmt: skip
+    west = Cluster.objects.create(name="west", region="us-west-2")
+    LaunchSpec.objects.create(name="west", cluster=west, labels={"a": "b"}, tag_key="eipdash/pool", tag_value="egress")
+    make_eip(60, tags={"eipdash/pool": "other"})
+    make_eip(61, tags={"eipdash/pool": "egress"}, region="us-west-2")
+    make_eip(62, tags={"unrelated": "egress"})
+    stats = {row.spec.name: row for row in selectors.pool_stats_list()}
+    # egress: eips 1, 2 (3 is gone); all-pools also sees 60; west sees 61 only.
+    assert (stats["egress"].pool_size, stats["egress"].in_use, stats["egress"].free) == (2, 1, 1)
+    assert stats["all-pools"].pool_size == 3
+    assert stats["west"].pool_size == 1
+    assert {e.public_ip for e in selectors.eip_list(spec=web_world.spec)} == {
+        "203.0.113.1",
+        "203.0.113.2",
+        "203.0.113.3",
+    }
+    assert {e.public_ip for e in selectors.eip_list(spec=any_value)} >= {"203.0.113.60"}
+    assert [s.name for s in selectors.launch_spec_for_eip(eip=web_world.eips[1])] == ["all-pools", "egress"]
+
+
+def test_eip_states(web_world: WebWorld) -> None:
+    foreign = make_eip(70, association_id="eipassoc-foreign", instance_id="i-foreign")
+    states = {e.public_ip: selectors.eip_state(e) for e in selectors.eip_list()}
+    assert states == {
+        "203.0.113.1": "assigned",
+        "203.0.113.2": "free",
+        "203.0.113.3": "gone",
+        "203.0.113.70": "conflict",
+    }
+    for state in selectors.EIP_STATES:
+        rows = list(selectors.eip_list(state=state))
+        assert rows and all(selectors.eip_state(e) == state for e in rows)
+    assert foreign.public_ip in {e.public_ip for e in selectors.eip_list(state="conflict")}
+
+
+@pytest.mark.parametrize(
+    "q,expected",
+    [
+        ("203.0.113.2", {"203.0.113.2"}),
+        ("eipalloc-00000000000000001", {"203.0.113.1"}),
+        ("node-a", {"203.0.113.1"}),  # the node holding it
+        ("i-00000000000000001", {"203.0.113.1"}),
+        ("team-blue", {"203.0.113.80"}),  # a tag value
+    ],
+)
+def test_eip_search(web_world: WebWorld, q: str, expected: set[str]) -> None:
+    make_eip(80, tags={"eipdash/pool": "egress", "team": "team-blue"})
+    assert {e.public_ip for e in selectors.eip_list(q=q)} == expected
+
+
+def test_eip_sort_by_node(web_world: WebWorld) -> None:
+    assign(web_world.eips[1], web_world.nodes[1])
+    ordered = [e.current_node for e in selectors.eip_list(sort="-node") if e.current_node]
+    assert ordered == ["node-b", "node-a"]
+
+
+def test_draining_nodes_holding_an_eip(web_world: WebWorld) -> None:
+    Node.objects.filter(pk=web_world.nodes[0].pk).update(state=Node.State.DRAINING, draining=True, workload_pods=2)
+    make_node("node-drained", spec=web_world.spec, index=9, state=Node.State.DRAINING, draining=True, workload_pods=0)
+    # Past assignments of a node must not be counted as holding.
+    old = make_node("node-old", spec=web_world.spec, index=10, draining=True)
+    Assignment.objects.create(eip=web_world.eips[1], node=old, launch_spec=web_world.spec, opened_at=timezone.now(),
+                              closed_at=timezone.now())  # fmt: skip
+    assert selectors.pool_stats_get(spec=web_world.spec).draining_holding == 1
+
+
+def test_pool_use_series_from_assignment_intervals(web_world: WebWorld) -> None:
+    now = timezone.now().replace(microsecond=0)
+    Assignment.objects.all().delete()
+    node_a, node_b = web_world.nodes
+    eip1, eip2 = web_world.eips[:2]
+    Assignment.objects.create(eip=eip1, node=node_a, launch_spec=web_world.spec, opened_at=now - dt.timedelta(hours=30),
+                              closed_at=now - dt.timedelta(hours=10))  # fmt: skip
+    Assignment.objects.create(eip=eip2, node=node_b, launch_spec=web_world.spec, opened_at=now - dt.timedelta(hours=12),
+                              closed_at=None)  # fmt: skip
+    stats = selectors.pool_stats_list()
+    (series,) = selectors.pool_use_series(stats=stats, now=now, hours=24, step_minutes=60)
+    by_hours_ago = {round((now - t).total_seconds() / 3600): v for t, v in series.points}
+    assert by_hours_ago[24] == 1 and by_hours_ago[11] == 2 and by_hours_ago[9] == 1 and by_hours_ago[0] == 1
+    assert series.pool_size == 2
+
+
+def test_time_to_eip_histogram(web_world: WebWorld) -> None:
+    now = timezone.now()
+    for i, seconds in enumerate([3, 4, 8, 45, 400]):
+        make_node(f"n{i}", spec=web_world.spec, index=20 + i, first_seen_at=now - dt.timedelta(seconds=seconds + 60),
+                  eip_ready_at=now - dt.timedelta(seconds=60))  # fmt: skip
+    make_node("old", spec=web_world.spec, index=40, first_seen_at=now - dt.timedelta(days=3),
+              eip_ready_at=now - dt.timedelta(days=2))  # fmt: skip
+    histogram = selectors.time_to_eip_histogram()
+    counts = dict(histogram.buckets)
+    # node-a from the fixture took 12 s.
+    assert histogram.count == 6
+    assert (counts["<5s"], counts["5–10s"], counts["10–20s"], counts["30–60s"], counts[">5m"]) == (2, 1, 1, 1, 1)
+    assert histogram.p50 is not None and 8 <= histogram.p50 <= 12
+
+
+def test_reassign_targets_exclude_holders_draining_and_gone(web_world: WebWorld) -> None:
+    make_node("gone", spec=web_world.spec, index=50, deleted_at=timezone.now())
+    make_node("stopped", spec=web_world.spec, index=51, instance_state="stopped")
+    make_node("ok", spec=web_world.spec, index=52)
+    names = [n.name for n in selectors.node_reassign_targets(spec=web_world.spec)]
+    assert names == ["node-b", "ok"]
