@@ -55,7 +55,7 @@ class Pace:
     # A draining node loses one workload pod per this many seconds, as a PodDisruptionBudget paces it.
     evict_every_seconds: float = 1.5
     # After the last eviction the autoscaler waits this long before terminating: eipdash releases here.
-    drain_grace_seconds: float = 3.0
+    drain_grace_seconds: float = 6.0
     pods_per_node: int = 3
     # Every Nth decision of a spec asks for more nodes than its pool holds, so exhaustion shows.
     overscale_every: int = 4

@@ -89,7 +89,7 @@ class Command(BaseCommand):
         pace.add_argument("--tick", type=float, default=1.0, help="seconds between simulation steps")
         pace.add_argument("--scale-every", type=float, default=8.0, help="seconds between autoscaler decisions")
         pace.add_argument("--evict-every", type=float, default=1.5, help="seconds between two evictions on a drain")
-        pace.add_argument("--drain-grace", type=float, default=3.0,
+        pace.add_argument("--drain-grace", type=float, default=6.0,
                           help="seconds between the last eviction and the instance's termination")
         pace.add_argument("--pods-per-node", type=int, default=3)
         pace.add_argument("--overscale-every", type=int, default=4,
