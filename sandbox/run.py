@@ -228,13 +228,14 @@ class ChildFailed(Exception):
 
 def report_crash(supervisor: Supervisor, child: Child) -> None:
     code = child.process.returncode
+    how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
     banner = "!" * 78
     lines = [
         banner,
-        f"!! {child.name} EXITED on its own with code {code}: stopping everything.",
+        f"!! {child.name} {how}, on its own: stopping everything.",
         f"!! command: {' '.join(child.argv)}",
         "!! its last lines:",
-        *[f"!!   {line}" for line in child.last_lines],
+        *([f"!!   {line}" for line in child.last_lines] or ["!!   (nothing)"]),
         banner,
     ]
     with supervisor._lock:
