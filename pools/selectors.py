@@ -348,6 +348,9 @@ def node_list(*, q: str = "", spec: LaunchSpec | None = None, state: str = "") -
         qs = qs.filter(launch_spec=spec)
     if state in NODE_STATES:
         qs = qs.filter(state=state)
+    else:
+        # Gone nodes are history: hidden unless asked for by state, or they would bury the live ones.
+        qs = qs.exclude(state=Node.State.GONE)
     q = q.strip()
     if q:
         qs = qs.filter(

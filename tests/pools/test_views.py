@@ -3,8 +3,6 @@ polls with just its partial, and requires login."""
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pytest
 from django.test import Client
 from django.urls import reverse
@@ -109,3 +107,32 @@ def test_query_count_does_not_grow_with_rows(
     with django_assert_max_num_queries(len(small.captured_queries)) as large:
         assert viewer_client.get(url).status_code == 200
     assert len(large.captured_queries) == len(small.captured_queries)
+
+
+def test_node_list_states_filters_and_draining_pods(viewer_client: Client, web_world: WebWorld) -> None:
+    make_node("node-gone", spec=web_world.spec, index=30, state=Node.State.GONE)
+    Node.objects.filter(name="node-a").update(state=Node.State.DRAINING, draining=True, workload_pods=2)
+    response = viewer_client.get(reverse("node-list"))
+    names = [node.name for node in response.context["page"].object_list]
+    assert names == ["node-a", "node-b"]
+    html = response.content.decode()
+    assert "2 workload pods" in html and "12s" in html  # node-a's time to EIP
+    assert [n.name for n in viewer_client.get(reverse("node-list"), {"state": "gone"}).context["page"].object_list] == [
+        "node-gone"
+    ]
+    assert [
+        n.name for n in viewer_client.get(reverse("node-list"), {"q": "203.0.113.1"}).context["page"].object_list
+    ] == ["node-a"]
+
+
+def test_eip_list_filters_and_paginates(viewer_client: Client, web_world: WebWorld) -> None:
+    for i in range(60):
+        make_eip(100 + i)
+    first = viewer_client.get(reverse("eip-list"), {"state": "free", "spec": "egress"})
+    assert first.context["page"].paginator.count == 61  # eip 2 and the 60 new ones
+    assert len(first.context["page"].object_list) == 50
+    second = viewer_client.get(reverse("eip-list"), {"state": "free", "spec": "egress", "page": 2})
+    assert len(second.context["page"].object_list) == 11
+    assert "state=free" in first.content.decode() and "page=2" in first.content.decode()
+    assigned = viewer_client.get(reverse("eip-list"), {"q": "node-a"}).context["page"].object_list
+    assert [e.public_ip for e in assigned] == ["203.0.113.1"]
