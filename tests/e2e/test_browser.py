@@ -122,14 +122,14 @@ def demo_world() -> dict[str, object]:
     # 24 h of churn: closed assignments so that the use chart moves.
     for hour in range(24, 0, -1):
         for name, spec in specs.items():
-            for k in range(rng.randint(0, 2)):
+            for k in range(rng.randint(0, 1)):
                 opened = now - dt.timedelta(hours=hour, minutes=rng.randint(0, 50))
                 node = make_node(f"old-{name}-{hour}-{k}", spec=spec, index=10_000 + hour * 10 + k + index * 1000,
                                  state=Node.State.GONE, first_seen_at=opened,
                                  eip_ready_at=opened + dt.timedelta(seconds=rng.randint(3, 30)))  # fmt: skip
                 eip = eips[name][-1] if name != "partner-sftp" else eips[name][0]
                 Assignment.objects.create(eip=eip, node=node, launch_spec=spec, opened_at=opened,
-                                          closed_at=opened + dt.timedelta(minutes=rng.randint(20, 140)),
+                                          closed_at=opened + dt.timedelta(minutes=rng.randint(5, 9)),
                                           close_reason="drained")  # fmt: skip
                 record(Event.Kind.RELEASED, spec=spec, eip=eip, node=node, at=opened + dt.timedelta(minutes=30),
                        reason="drained: 0 workload pods")  # fmt: skip
