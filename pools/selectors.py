@@ -132,7 +132,7 @@ def pool_stats_list(*, specs: Sequence[LaunchSpec] | None = None) -> list[PoolSt
     eips = list(
         eip_annotated()
         .filter(region__in=regions, gone=False)
-        .values_list("region", "tags", "has_open", "association_id")
+        .values_list("region", "tags", "has_open", "association_id")  # type: ignore[misc]
     )
     stats = {spec.pk: PoolStats(spec=spec, alerts=[str(a) for a in spec.active_alerts or []]) for spec in specs}
     for region, tags, has_open, association_id in eips:
@@ -160,11 +160,11 @@ def pool_stats_list(*, specs: Sequence[LaunchSpec] | None = None) -> list[PoolSt
             ),
         )
     )
-    for row in node_counts:
-        target = stats[row["launch_spec_id"]]
-        target.nodes = row["total"]
-        target.waiting_nodes = row["waiting"]
-        target.draining_holding = row["draining"]
+    for counts in node_counts:
+        target = stats[counts["launch_spec_id"]]
+        target.nodes = counts["total"]
+        target.waiting_nodes = counts["waiting"]
+        target.draining_holding = counts["draining"]
     return [stats[spec.pk] for spec in specs]
 
 
@@ -249,7 +249,9 @@ def time_to_eip_histogram(*, since: dt.datetime | None = None, spec: LaunchSpec 
     if spec is not None:
         qs = qs.filter(launch_spec=spec)
     seconds = [
-        max(0.0, (ready - first).total_seconds()) for first, ready in qs.values_list("first_seen_at", "eip_ready_at")
+        max(0.0, (ready - first).total_seconds())
+        for first, ready in qs.values_list("first_seen_at", "eip_ready_at")
+        if ready is not None
     ]
     counts: Counter[str] = Counter()
     for value in seconds:

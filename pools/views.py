@@ -27,12 +27,14 @@ from django.http import (
     JsonResponse,
     StreamingHttpResponse,
 )
+from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.middleware import HtmxDetails
 
 from . import charts, exports, selectors
 from .forms import (
@@ -49,6 +51,12 @@ from .specfile import SpecFileError, launch_spec_to_ocean
 
 logger = logging.getLogger(__name__)
 
+
+class HtmxHttpRequest(HttpRequest):
+    # Set by django_htmx's middleware; declared so that type checkers know it.
+    htmx: HtmxDetails
+
+
 PAGE_SIZE = 50
 REFRESH_SECONDS = 5
 
@@ -59,7 +67,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
-def _page(request: HttpRequest, template: str, partial: str, context: dict[str, Any], status: int = 200):
+def _page(request: HtmxHttpRequest, template: str, partial: str, context: dict[str, Any], status: int = 200):
     """The full page, or only its live partial when htmx polls it."""
     context.setdefault("refresh_seconds", REFRESH_SECONDS)
     if request.htmx:
@@ -90,7 +98,7 @@ def _spec_by_name(name: str, specs: list[LaunchSpec]) -> LaunchSpec | None:
 
 @require_GET
 @login_required
-def overview(request: HttpRequest) -> HttpResponse:
+def overview(request: HtmxHttpRequest) -> HttpResponse:
     stats = selectors.pool_stats_list()
     series = selectors.pool_use_series(stats=stats)
     histogram = selectors.time_to_eip_histogram()
@@ -112,7 +120,7 @@ def overview(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @login_required
-def launch_spec_list(request: HttpRequest) -> HttpResponse:
+def launch_spec_list(request: HtmxHttpRequest) -> HttpResponse:
     context = {"stats": selectors.pool_stats_list()}
     return _page(request, "pools/launch_spec_list.html", "pools/partials/_spec_table.html", context)
 
@@ -126,11 +134,11 @@ def _user_data(spec: LaunchSpec, pool_ips: list[str]) -> str:
 
 @require_GET
 @login_required
-def launch_spec_detail(request: HttpRequest, name: str) -> HttpResponse:
+def launch_spec_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
     spec = _get_spec_or_404(name)
     pool = list(selectors.eip_list(spec=spec))
     for eip in pool:
-        eip.state = selectors.eip_state(eip)
+        eip.state = selectors.eip_state(eip)  # type: ignore[attr-defined]
     context = {
         "spec": spec,
         "stats": selectors.pool_stats_get(spec=spec),
@@ -147,7 +155,7 @@ def launch_spec_detail(request: HttpRequest, name: str) -> HttpResponse:
 
 @require_GET
 @login_required
-def launch_spec_user_data(request: HttpRequest, name: str) -> HttpResponse:
+def launch_spec_user_data(request: HtmxHttpRequest, name: str) -> HttpResponse:
     spec = _get_spec_or_404(name)
     pool_ips = [eip.public_ip for eip in selectors.eip_list(spec=spec) if not eip.gone]
     response = HttpResponse(_user_data(spec, pool_ips), content_type="text/x-shellscript; charset=utf-8")
@@ -157,7 +165,7 @@ def launch_spec_user_data(request: HttpRequest, name: str) -> HttpResponse:
 
 @require_GET
 @login_required
-def launch_spec_export(request: HttpRequest, name: str) -> HttpResponse:
+def launch_spec_export(request: HtmxHttpRequest, name: str) -> HttpResponse:
     spec = _get_spec_or_404(name)
     body = json.dumps(launch_spec_to_ocean(spec), indent=2) + "\n"
     response = HttpResponse(body, content_type="application/json")
@@ -165,7 +173,7 @@ def launch_spec_export(request: HttpRequest, name: str) -> HttpResponse:
     return response
 
 
-def _apply(request: HttpRequest, form: LaunchSpecForm | LaunchSpecImportForm) -> LaunchSpec | None:
+def _apply(request: HtmxHttpRequest, form: LaunchSpecForm | LaunchSpecImportForm) -> LaunchSpec | None:
     """One service call; a refusal from the service (e.g. region ≠ cluster's) lands on the form."""
     assert form.spec_input is not None
     try:
@@ -181,7 +189,7 @@ def _apply(request: HttpRequest, form: LaunchSpecForm | LaunchSpecImportForm) ->
 @require_http_methods(["GET", "POST"])
 @login_required
 @permission_required("pools.add_launchspec", raise_exception=True)
-def launch_spec_create(request: HttpRequest) -> HttpResponse:
+def launch_spec_create(request: HtmxHttpRequest) -> HttpResponse:
     form = LaunchSpecForm(request.POST or None, initial={"enabled": True})
     if request.method == "POST" and form.is_valid():
         if selectors.launch_spec_get(name=form.cleaned_data["name"]) is not None:
@@ -194,7 +202,7 @@ def launch_spec_create(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @login_required
 @permission_required("pools.change_launchspec", raise_exception=True)
-def launch_spec_edit(request: HttpRequest, name: str) -> HttpResponse:
+def launch_spec_edit(request: HtmxHttpRequest, name: str) -> HttpResponse:
     spec = _get_spec_or_404(name)
     form = LaunchSpecForm(request.POST or None, instance=spec)
     if request.method == "POST" and form.is_valid() and (saved := _apply(request, form)) is not None:
@@ -206,7 +214,7 @@ def launch_spec_edit(request: HttpRequest, name: str) -> HttpResponse:
 @login_required
 @permission_required("pools.add_launchspec", raise_exception=True)
 @permission_required("pools.change_launchspec", raise_exception=True)
-def launch_spec_import(request: HttpRequest) -> HttpResponse:
+def launch_spec_import(request: HtmxHttpRequest) -> HttpResponse:
     form = LaunchSpecImportForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid() and (spec := _apply(request, form)) is not None:
         return redirect("launch-spec-detail", name=spec.name)
@@ -218,7 +226,7 @@ def launch_spec_import(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @login_required
-def eip_list(request: HttpRequest) -> HttpResponse:
+def eip_list(request: HtmxHttpRequest) -> HttpResponse:
     form = EipFilterForm(request.GET)
     form.is_valid()
     data = form.cleaned_data
@@ -229,14 +237,15 @@ def eip_list(request: HttpRequest) -> HttpResponse:
     )
     page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
     for eip in page.object_list:
-        eip.state = selectors.eip_state(eip)
-        eip.pool_specs = [s.name for s in selectors.launch_spec_for_eip(eip=eip, specs=specs)]
+        eip.state = selectors.eip_state(eip)  # type: ignore[attr-defined]
+        matching = selectors.launch_spec_for_eip(eip=eip, specs=specs)
+        eip.pool_specs = [s.name for s in matching]  # type: ignore[attr-defined]
     context = {"form": form, "page": page, "specs": specs, "sort": data.get("sort") or "ip"}
     return _page(request, "pools/eip_list.html", "pools/partials/_eip_table.html", context)
 
 
-def _eip_context(request: HttpRequest, eip: ElasticIP) -> dict[str, Any]:
-    eip.state = selectors.eip_state(eip)
+def _eip_context(request: HtmxHttpRequest, eip: ElasticIP) -> dict[str, Any]:
+    eip.state = selectors.eip_state(eip)  # type: ignore[attr-defined]
     assignment = selectors.eip_open_assignment(eip=eip)
     pool_specs = selectors.launch_spec_for_eip(eip=eip)
     spec = assignment.launch_spec if assignment and assignment.launch_spec else None
@@ -261,7 +270,7 @@ def _eip_context(request: HttpRequest, eip: ElasticIP) -> dict[str, Any]:
 
 @require_GET
 @login_required
-def eip_detail(request: HttpRequest, allocation_id: str) -> HttpResponse:
+def eip_detail(request: HtmxHttpRequest, allocation_id: str) -> HttpResponse:
     eip = _get_eip_or_404(allocation_id)
     return _page(request, "pools/eip_detail.html", "pools/partials/_eip_live.html", _eip_context(request, eip))
 
@@ -275,7 +284,7 @@ def _reassign_consequence(eip: ElasticIP, spec: LaunchSpec | None) -> dict[str, 
 @require_GET
 @login_required
 @permission_required("pools.reassign_elasticip", raise_exception=True)
-def eip_reassign_confirm(request: HttpRequest, allocation_id: str) -> HttpResponse:
+def eip_reassign_confirm(request: HtmxHttpRequest, allocation_id: str) -> HttpResponse:
     """What will happen, before anything happens. As a dialog under htmx, as a page without JS."""
     eip = _get_eip_or_404(allocation_id)
     form = ReassignForm(request.GET)
@@ -297,7 +306,7 @@ def _executor() -> Any:
 @require_POST
 @login_required
 @permission_required("pools.reassign_elasticip", raise_exception=True)
-def eip_reassign(request: HttpRequest, allocation_id: str) -> HttpResponse:
+def eip_reassign(request: HtmxHttpRequest, allocation_id: str) -> HttpResponse:
     eip = _get_eip_or_404(allocation_id)
     form = ReassignForm(request.POST)
     error: str | None = None
@@ -334,7 +343,7 @@ def eip_reassign(request: HttpRequest, allocation_id: str) -> HttpResponse:
 
 @require_GET
 @login_required
-def node_list(request: HttpRequest) -> HttpResponse:
+def node_list(request: HtmxHttpRequest) -> HttpResponse:
     form = NodeFilterForm(request.GET)
     form.is_valid()
     data = form.cleaned_data
@@ -351,7 +360,7 @@ def node_list(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @login_required
-def history(request: HttpRequest) -> HttpResponse:
+def history(request: HtmxHttpRequest) -> HttpResponse:
     form = HistoryFilterForm(request.GET)
     form.is_valid()
     before = request.GET.get("before", "")
@@ -370,12 +379,12 @@ def history(request: HttpRequest) -> HttpResponse:
 
 @require_GET
 @login_required
-def history_export(request: HttpRequest, fmt: str) -> HttpResponse:
+def history_export(request: HtmxHttpRequest, fmt: str) -> HttpResponseBase:
     form = HistoryFilterForm(request.GET)
     if not form.is_valid():
         # An export must be exactly the filtered set; with a filter we cannot read, refuse.
         return HttpResponseBadRequest(
-            "bad filter: " + "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items()),
+            "bad filter: " + "; ".join(f"{k}: {' '.join(str(e) for e in v)}" for k, v in form.errors.items()),
             content_type="text/plain",
         )
     render_lines, content_type = exports.FORMATS[fmt]
