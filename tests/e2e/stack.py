@@ -43,6 +43,15 @@ class Stack:
             **(extra_env or {}),
         }
 
+    def enqueue_reconcile(self, spec_id: int, times: int = 1) -> None:
+        """Send reconcile_spec to this stack's broker (this pytest process may have another default)."""
+        from eipdash.celery import app
+        from workers.tasks import reconcile_spec
+
+        with app.connection_for_write(self.env["REDIS_URL"]) as conn:
+            for _ in range(times):
+                reconcile_spec.apply_async((spec_id,), connection=conn)
+
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         log = open(self.tmp_path / f"{name}.log", "wb")  # closed in stop()
         process = subprocess.Popen(list(args), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
