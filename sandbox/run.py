@@ -66,6 +66,8 @@ class Child:
     colour: str
     last_lines: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=25))
     expected_exit: bool = False
+    # Servers the other children talk to: started first, stopped last.
+    infrastructure: bool = False
 
 
 class Supervisor:
@@ -86,7 +88,8 @@ class Supervisor:
             self.out.write(f"{prefix} {line}\n")
             self.out.flush()
 
-    def start(self, name: str, argv: Sequence[str], env: Mapping[str, str]) -> Child:
+    def start(self, name: str, argv: Sequence[str], env: Mapping[str, str], *,
+              infrastructure: bool = False) -> Child:
         self.width = max(self.width, len(name))
         process = subprocess.Popen(
             list(argv),
@@ -100,7 +103,8 @@ class Supervisor:
             start_new_session=True,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
-        child = Child(name=name, argv=list(argv), process=process, colour=_COLOURS[len(self.children) % 7])
+        child = Child(name=name, argv=list(argv), process=process, colour=_COLOURS[len(self.children) % 7],
+                      infrastructure=infrastructure)
         self.children.append(child)
         threading.Thread(target=self._pump, args=(child,), daemon=True, name=f"pump-{name}").start()
         self.say("run", f"started {name} (pid {process.pid})")
@@ -121,7 +125,17 @@ class Supervisor:
         return None
 
     def stop_all(self) -> None:
-        running = [c for c in reversed(self.children) if c.process.poll() is None]
+        # Clients first (web, watch, beat, worker), then what they talk to (sandbox, redis): a worker
+        # stopped mid-pass then never logs errors about emulators that vanished under it.
+        clients = [c for c in reversed(self.children) if not c.infrastructure]
+        servers = [c for c in reversed(self.children) if c.infrastructure]
+        for wave in (clients, servers):
+            self._stop_wave([c for c in wave if c.process.poll() is None])
+        for child in self.children:
+            # Grandchildren that outlived their parent (a celery pool process) still share its group.
+            self._signal(child, signal.SIGKILL)
+
+    def _stop_wave(self, running: list[Child]) -> None:
         for child in running:
             child.expected_exit = True
             self._signal(child, signal.SIGTERM)
@@ -133,12 +147,9 @@ class Supervisor:
                 self.say("run", f"{child.name} ignored SIGTERM for {STOP_GRACE_SECONDS:.0f}s: killing it")
                 self._signal(child, signal.SIGKILL)
                 child.process.wait(timeout=5)
-        for child in self.children:
-            # Grandchildren that outlived their parent (a celery pool process) still share its group.
-            self._signal(child, signal.SIGKILL, quiet=True)
 
     @staticmethod
-    def _signal(child: Child, signum: int, quiet: bool = False) -> None:
+    def _signal(child: Child, signum: int) -> None:
         try:
             os.killpg(child.process.pid, signum)
         except (ProcessLookupError, PermissionError):
@@ -177,7 +188,7 @@ def fresh_sqlite(path: Path) -> None:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
-def prepare_database(env: Mapping[str, str]) -> str:
+def prepare_database(env: Mapping[str, str]) -> tuple[str, bool]:
     """Migrate and ensure the admin user, in this process (one Django start-up instead of two)."""
     os.environ.update(env)
     import django
@@ -187,9 +198,8 @@ def prepare_database(env: Mapping[str, str]) -> str:
     call_command("migrate", interactive=False, verbosity=0)
     buffer = io.StringIO()
     call_command("ensure_admin", stdout=buffer)
-    # Whether the engine's node watch exists yet decides whether it is supervised.
-    os.environ["EIPDASH_HAS_WATCH_NODES"] = "1" if "watch_nodes" in get_commands() else ""
-    return buffer.getvalue().strip()
+    # The node watch is supervised only where this checkout has it (it is optional: beat alone converges).
+    return buffer.getvalue().strip(), "watch_nodes" in get_commands()
 
 
 def wait_for_env_file(path: Path, sandbox: Child, supervisor: Supervisor) -> dict[str, str]:
@@ -250,7 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("EIPDASH_RUN_PORT", "8000")))
     parser.add_argument("--keep-db", action="store_true", help="keep var/sandbox/eipdash.sqlite3 from last run")
     parser.add_argument("--seed", type=int, default=int(os.environ.get("EIPDASH_SANDBOX_SEED", "1")))
+    parser.add_argument("--state-dir", type=Path, default=STATE_DIR,
+                        help="the sandbox's env file, kubeconfig, SQLite file and beat schedule (var/sandbox)")
     args = parser.parse_args(argv)
+    state_dir: Path = args.state_dir.resolve()
     started = time.monotonic()
     supervisor = Supervisor()
 
@@ -260,9 +273,9 @@ def main(argv: list[str] | None = None) -> int:
 
     env = dict(os.environ)
     env.update({"DJANGO_DEBUG": "true", "DJANGO_SETTINGS_MODULE": "eipdash.settings", "PYTHONUNBUFFERED": "1"})
-    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    state_dir.mkdir(parents=True, exist_ok=True)
     if not env.get("DATABASE_URL"):
-        database = STATE_DIR / "eipdash.sqlite3"
+        database = state_dir / "eipdash.sqlite3"
         if not args.keep_db:
             fresh_sqlite(database)
         env["DATABASE_URL"] = f"sqlite:///{database}"
@@ -271,25 +284,27 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_stop)
     status = 0
     try:
-        login = prepare_database(env)
+        login, has_watch = prepare_database(env)
         supervisor.say("run", f"database ready ({time.monotonic() - started:.1f}s)")
 
         if not env.get("REDIS_URL"):
             redis_port = free_port()
-            supervisor.start("redis", [PYTHON, "-m", "sandbox.embedded_redis", "--port", str(redis_port)], env)
+            supervisor.start("redis", [PYTHON, "-m", "sandbox.embedded_redis", "--port", str(redis_port)], env,
+                             infrastructure=True)
             wait_for_port(redis_port)
             env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
 
         # The usual ports when they are free, so a kubectl pointed at var/sandbox/kubeconfig keeps working.
         ec2_port = 5055 if port_is_free(5055) else free_port()
         kube_port = 6443 if port_is_free(6443) else free_port()
-        env_path = STATE_DIR / "env"
+        env_path = state_dir / "env"
         env_path.unlink(missing_ok=True)
         sandbox = supervisor.start(
             "sandbox",
             [PYTHON, "manage.py", "sandbox", "--simulate", "--seed", str(args.seed),
-             "--ec2-port", str(ec2_port), "--kube-port", str(kube_port), "--state-dir", str(STATE_DIR)],
+             "--ec2-port", str(ec2_port), "--kube-port", str(kube_port), "--state-dir", str(state_dir)],
             env,
+            infrastructure=True,
         )
         env.update(wait_for_env_file(env_path, sandbox, supervisor))
 
@@ -302,10 +317,10 @@ def main(argv: list[str] | None = None) -> int:
         supervisor.start(
             "beat",
             [PYTHON, "-m", "celery", "-A", "eipdash", "beat", "--loglevel", "INFO",
-             "--schedule", str(STATE_DIR / "celerybeat-schedule")],
+             "--schedule", str(state_dir / "celerybeat-schedule")],
             env,
         )
-        if os.environ.get("EIPDASH_HAS_WATCH_NODES"):
+        if has_watch:
             supervisor.start("watch", [PYTHON, "manage.py", "watch_nodes"], env)
         supervisor.start("web", [PYTHON, "manage.py", "runserver", f"127.0.0.1:{args.port}", "--noreload"], env)
         url = f"http://127.0.0.1:{args.port}/"

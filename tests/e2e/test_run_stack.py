@@ -256,3 +256,95 @@ def test_the_live_stack_assigns_and_releases_without_ever_doubling_up(stack: Sta
         assert response.status_code == 200, (page, response.status_code)
     assert "egress-web" in session.get(stack.web_url + "/", timeout=10).text
     assert requests.get(f"{stack.web_url}/healthz", timeout=10).status_code == 200
+
+
+# --- `make run` itself: the supervisor -----------------------------------------------------------------
+
+
+@dataclass
+class RunProcess:
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"{text!r} never appeared (rc={self.process.poll()}):\n{self.output()[-4000:]}")
+            time.sleep(0.1)
+
+    def child_pids(self) -> dict[str, int]:
+        return {m[1]: int(m[2]) for m in re.finditer(r"started (\w+) \(pid (\d+)\)", self.output())}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purpose: its parent (the supervisor) may not have reaped it yet.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def make_run(tmp_path: Path) -> Iterator[tuple[RunProcess, int]]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AWS_", "KUBECONFIG", "PYTEST_", "DATABASE_URL", "REDIS_URL", "DJANGO_"))}
+    env.update(EIPDASH_ADMIN_PASSWORD=ADMIN_PASSWORD, PYTHONUNBUFFERED="1")
+    port = free_port()
+    log = tmp_path / "run.log"
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            [PYTHON, "-m", "sandbox.run", "--port", str(port), "--state-dir", str(tmp_path / "state")],
+            cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    run = RunProcess(process=process, log=log)
+    try:
+        yield run, port
+    finally:
+        pids = run.child_pids()
+        if process.poll() is None:
+            _killpg(process, signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                _killpg(process, signal.SIGKILL)
+                process.wait(timeout=10)
+        for pid in pids.values():
+            # Each child leads its own process group: nothing it started may outlive the test.
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def test_make_run_goes_live_and_ctrl_c_stops_every_child(make_run: tuple[RunProcess, int]) -> None:
+    run, port = make_run
+    run.wait_for("eipdash is live", timeout=90)
+    assert f"login: admin / {ADMIN_PASSWORD}" in run.output()
+    assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+    pids = run.child_pids()
+    assert {"redis", "sandbox", "worker", "beat", "web"} <= set(pids), pids
+
+    _killpg(run.process, signal.SIGINT)  # what Ctrl-C in the terminal sends
+    assert run.process.wait(timeout=40) == 0, run.output()[-3000:]
+    assert "all processes stopped" in run.output()
+    assert [name for name, pid in pids.items() if _alive(pid)] == []
+
+
+def test_make_run_reports_a_crashed_child_loudly_and_stops_the_rest(make_run: tuple[RunProcess, int]) -> None:
+    run, _port = make_run
+    run.wait_for("eipdash is live", timeout=90)
+    pids = run.child_pids()
+    os.kill(pids["worker"], signal.SIGKILL)
+
+    assert run.process.wait(timeout=40) == 1, run.output()[-3000:]
+    assert "worker was killed by SIGKILL, on its own: stopping everything" in run.output()
+    assert [name for name, pid in pids.items() if _alive(pid)] == []
