@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,13 +128,32 @@ def _json(response: Any) -> dict[str, Any]:
         response.release_conn()
 
 
+# Loading a kubeconfig and building an ApiClient takes about half a second; a pass runs every few
+# seconds. Share one per (context, config) for a few minutes, then load afresh so that rotated
+# credentials (exec plugins, projected service-account tokens) are picked up.
+_CLIENT_TTL_SECONDS = 300.0
+_clients: dict[tuple[str | None, str | None, str | None], tuple[float, Any]] = {}
+_clients_lock = threading.Lock()
+
+
+def _cached_client(context: str | None, config_file: str | None) -> Any:
+    key = (context, config_file, os.environ.get("KUBECONFIG"))
+    with _clients_lock:
+        cached = _clients.get(key)
+        if cached is not None and time.monotonic() - cached[0] < _CLIENT_TTL_SECONDS:
+            return cached[1]
+        api_client = Kube._load_client(context, config_file)
+        _clients[key] = (time.monotonic(), api_client)
+        return api_client
+
+
 class Kube:
     def __init__(self, *, context: str | None = None, config_file: str | None = None, api_client: Any = None,
                  request_timeout: float = 10.0) -> None:
         """Standard resolution: `config_file`, else $KUBECONFIG, else ~/.kube/config (with `context`, or
         the current one), else the in-cluster service account."""
         self.request_timeout = request_timeout
-        self.api_client = api_client or self._load_client(context, config_file)
+        self.api_client = api_client or _cached_client(context, config_file)
         self.core = client.CoreV1Api(self.api_client)
 
     @staticmethod
