@@ -46,7 +46,7 @@ def read_spec(path: Path) -> SimSpec:
     return SimSpec(name=body["name"], labels=labels, pool_size=POOLS[body["name"]][0])
 
 
-def seed_world(*, simulation: Simulation, apply_spec: Callable[[Path], None],
+def seed_world(*, simulation: Simulation, apply_spec: Callable[[Path], object],
                initial_nodes: dict[str, int] | None = None) -> SeedResult:
     """Build the demo world. ``apply_spec`` loads one Ocean JSON file (``launchspec apply -f``)."""
     ec2: Any = simulation.ec2

@@ -185,3 +185,14 @@ def test_iam_policy_grants_only_the_ec2_calls_eipdash_makes() -> None:
         "ec2:DisassociateAddress",
     }
     assert all(statement["Effect"] == "Allow" for statement in policy["Statement"])
+
+
+def test_procfile_runs_the_same_processes() -> None:
+    lines = [line for line in (ROOT / "Procfile").read_text().splitlines() if line and not line.startswith("#")]
+    processes = dict(line.split(": ", 1) for line in lines)
+    assert set(processes) == {"release", "web", "worker", "beat", "watch"}
+    assert processes["web"].startswith("gunicorn eipdash.wsgi:application")
+    assert processes["worker"].startswith("celery -A eipdash worker")
+    assert processes["beat"].startswith("celery -A eipdash beat")
+    assert processes["watch"] == "python manage.py watch_nodes"
+    assert processes["release"].startswith("python manage.py migrate")
