@@ -199,3 +199,23 @@ def test_seed_builds_pools_decoys_and_tainted_nodes(
     nodes = kube_emulator.list_objects("nodes")
     assert len(nodes) == len(result.nodes) == 3
     assert all(STARTUP_TAINT_KEY in [t["key"] for t in n["spec"]["taints"]] for n in nodes)
+
+
+def test_the_compose_relay_carries_api_calls_to_a_loopback_emulator(kube_emulator: KubeEmulator) -> None:
+    import threading
+
+    import requests
+
+    from pools.management.commands.sandbox import relay
+    from sandbox.ports import free_port
+
+    stop = threading.Event()
+    port = free_port()
+    server = relay(port, int(kube_emulator.port or 0), stop, host="127.0.0.1")
+    try:
+        kube_emulator.create("nodes", {"metadata": {"name": "through-the-relay"}})
+        response = requests.get(f"http://127.0.0.1:{port}/api/v1/nodes", timeout=5)
+        assert [n["metadata"]["name"] for n in response.json()["items"]] == ["through-the-relay"]
+    finally:
+        stop.set()
+        server.close()

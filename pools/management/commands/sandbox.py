@@ -44,13 +44,13 @@ def _pipe(source: socket.socket, target: socket.socket) -> None:
                 pass
 
 
-def relay(listen_port: int, target_port: int, stop: threading.Event) -> socket.socket:
+def relay(listen_port: int, target_port: int, stop: threading.Event, host: str = "0.0.0.0") -> socket.socket:
     """Expose a loopback-only emulator on every interface (compose demo: other containers reach it).
 
     The emulators themselves only ever bind 127.0.0.1; this byte pipe is the one opening, and only
     with --public-host.
     """
-    server = socket.create_server(("0.0.0.0", listen_port), reuse_port=False)
+    server = socket.create_server((host, listen_port))
 
     def accept() -> None:
         while not stop.is_set():
