@@ -15,9 +15,12 @@ if [ -n "${EIPDASH_ENV_FILE:-}" ]; then
         sleep 0.5
         waited=$((waited + 1))
     done
-    set -a
-    # shellcheck disable=SC1090
-    . "$EIPDASH_ENV_FILE"
-    set +a
+    # KEY=VALUE lines, taken literally (no shell expansion, spaces kept): not sourced as a script.
+    while IFS= read -r line || [ -n "$line" ]; do
+        case "$line" in
+            ''|'#'*) continue ;;
+            *=*) export "${line%%=*}=${line#*=}" ;;
+        esac
+    done < "$EIPDASH_ENV_FILE"
 fi
 exec "$@"
