@@ -98,9 +98,7 @@ def test_every_setting_of_eipdash_is_configurable_in_compose(compose: dict[str, 
     names = settings_env_names()
     assert {"DATABASE_URL", "DJANGO_SECRET_KEY", "EIPDASH_RECONCILE_SECONDS"} <= names
     web_env = compose["services"]["web"]["environment"]
-    # The secure-cookie switch and the task time limit are tuning knobs with safe defaults; all else is set.
-    optional = {"EIPDASH_TASK_SOFT_TIME_LIMIT", "EIPDASH_KUBE_CONTEXT"}
-    missing = sorted(names - set(web_env) - optional)
+    missing = sorted(names - set(web_env))
     assert missing == [], f"settings read {missing} but docker-compose.yml does not expose them"
 
 
