@@ -25,7 +25,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy .
+	DJANGO_DEBUG=true $(VENV)/bin/mypy .
 
 clean:
 	rm -rf $(VENV) var

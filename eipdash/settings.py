@@ -97,6 +97,11 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# Development serves from the finders; production runs collectstatic into STATIC_ROOT (Dockerfile).
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
+if DEBUG:
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
@@ -119,15 +124,15 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # --- eipdash ---------------------------------------------------------------------------------
 EIPDASH_RECONCILE_SECONDS = env_int("EIPDASH_RECONCILE_SECONDS", 5)
-EIPDASH_STARTUP_TAINT = env_str("EIPDASH_STARTUP_TAINT", "eipdash.io/eip-pending")
+EIPDASH_STARTUP_TAINT: str = env_str("EIPDASH_STARTUP_TAINT", "eipdash.io/eip-pending")
 EIPDASH_METRICS_TOKEN = env_str("EIPDASH_METRICS_TOKEN")
 # The single-flight lock outlives the hard task time limit, so a killed task never leaves a pass
 # running beside a new one.
 EIPDASH_SPEC_LOCK_SECONDS = CELERY_TASK_TIME_LIMIT + 30
 # The cluster that launch specs join when they name none.
-EIPDASH_CLUSTER_NAME = env_str("EIPDASH_CLUSTER_NAME", "default")
-EIPDASH_CLUSTER_REGION = env_str("EIPDASH_CLUSTER_REGION", env_str("AWS_DEFAULT_REGION", "us-east-1"))
-EIPDASH_KUBE_CONTEXT = env_str("EIPDASH_KUBE_CONTEXT", "") or ""
+EIPDASH_CLUSTER_NAME: str = env_str("EIPDASH_CLUSTER_NAME", "default")
+EIPDASH_CLUSTER_REGION: str = env_str("EIPDASH_CLUSTER_REGION", env_str("AWS_DEFAULT_REGION", "us-east-1"))
+EIPDASH_KUBE_CONTEXT: str = env_str("EIPDASH_KUBE_CONTEXT", "")
 
 LOGGING = {
     "version": 1,

@@ -302,9 +302,9 @@ def plan(
 
         # AWS shows the EIP free.
         if claim is not None:
-            node = by_name.get(claim.node)
-            reason = "association lost" if node is None or not node_is_gone(node) else (
-                release_reason(node) or "node gone")
+            claimed = by_name.get(claim.node)
+            reason = "association lost" if claimed is None or not node_is_gone(claimed) else (
+                release_reason(claimed) or "node gone")
             if not claim.confirmed:
                 reason = "claim without association (interrupted pass)"
             release.append(Release(eip.allocation_id, eip.public_ip, claim.node, reason, association_id=None))

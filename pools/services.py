@@ -13,10 +13,14 @@ from .models import Assignment, Cluster, ElasticIP, Event, LaunchSpec, Node
 from .specfile import LaunchSpecInput, SpecFileError
 
 
+def default_region() -> str:
+    return str(settings.EIPDASH_CLUSTER_REGION)
+
+
 def cluster_default() -> Cluster:
     cluster, _ = Cluster.objects.get_or_create(
         name=settings.EIPDASH_CLUSTER_NAME,
-        defaults={"region": settings.EIPDASH_CLUSTER_REGION, "kube_context": settings.EIPDASH_KUBE_CONTEXT},
+        defaults={"region": default_region(), "kube_context": settings.EIPDASH_KUBE_CONTEXT},
     )
     return cluster
 
@@ -26,7 +30,7 @@ def _cluster_for(data: LaunchSpecInput) -> Cluster:
         cluster = cluster_default()
     else:
         cluster, _ = Cluster.objects.get_or_create(
-            name=data.cluster, defaults={"region": data.region or settings.EIPDASH_CLUSTER_REGION}
+            name=data.cluster, defaults={"region": data.region or default_region()}
         )
     if data.region is not None and data.region != cluster.region:
         raise SpecFileError(

@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -134,10 +135,10 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube) -> None:
                                                               row.instance_state)
         row.save(update_fields=["deleted_at", "instance_state"])
     for name in claimed_names - listed.keys():
-        row = known.get(name)
-        if row is not None and row.deleted_at is not None:
-            instance = instances.get(row.instance_id)
-            Node.objects.filter(pk=row.pk).update(instance_state=instance.state if instance else "gone")
+        deleted = known.get(name)
+        if deleted is not None and deleted.deleted_at is not None:
+            instance = instances.get(deleted.instance_id)
+            Node.objects.filter(pk=deleted.pk).update(instance_state=instance.state if instance else "gone")
 
 
 def _save_addresses(region: str, selected: list[Address], now: datetime) -> None:
@@ -211,16 +212,16 @@ class Executor:
         self.report.plan = plan
         # Releases first: they close records that the adoptions and assignments below may need.
         for r in plan.release:
-            self.step(f"release {r.public_ip or r.allocation_id} from {r.node}", lambda r=r: self.release(r),
+            self.step(f"release {r.public_ip or r.allocation_id} from {r.node}", partial(self.release, r),
                       node=r.node, allocation_id=r.allocation_id)
         for a in plan.adopt:
-            self.step(f"adopt {a.public_ip} on {a.node}", lambda a=a: self.adopt(a),
+            self.step(f"adopt {a.public_ip} on {a.node}", partial(self.adopt, a),
                       node=a.node, allocation_id=a.allocation_id)
         for s in plan.assign:
-            self.step(f"assign {s.public_ip} to {s.node}", lambda s=s: self.assign(s),
+            self.step(f"assign {s.public_ip} to {s.node}", partial(self.assign, s),
                       node=s.node, allocation_id=s.allocation_id)
         for m in plan.ready:
-            self.step(f"make {m.node} ready", lambda m=m: self.mark_ready(m), node=m.node,
+            self.step(f"make {m.node} ready", partial(self.mark_ready, m), node=m.node,
                       allocation_id=m.allocation_id)
         for note in plan.notes:
             context = services.EventContext(
