@@ -7,6 +7,8 @@ import pytest
 
 from tests.e2e.stack import Stack
 
+CHROMIUM = Path("/usr/bin/chromium")
+
 
 @pytest.fixture
 def stack(redis_url: str, tmp_path: Path, transactional_db: None, ec2_emulator: object, kube_env: Path,
@@ -27,3 +29,27 @@ def world_tx(ec2_world: object, kube_emulator: object, kube_env: Path, transacti
     from tests.fixtures.world import World
 
     return World(ec2=ec2_world, kube=kube_emulator)  # type: ignore[arg-type]
+
+
+# The browser tests' fixtures: Debian's chromium driven by Playwright.
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        instance = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser, live_server) -> Iterator[object]:
+    context = browser.new_context(viewport={"width": 1360, "height": 900}, accept_downloads=True)
+    context.set_default_timeout(10_000)
+    tab = context.new_page()
+    yield tab
+    context.close()
+
+

@@ -18,7 +18,6 @@ import datetime as dt
 import os
 import random
 import types
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,27 +37,6 @@ pytestmark = [
 # Playwright's sync API runs an event loop in this thread; the ORM calls the tests make between browser
 # steps are ordinary blocking calls, which Django would otherwise refuse next to a running loop.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        instance = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield instance
-        instance.close()
-
-
-@pytest.fixture
-def page(browser, live_server) -> Iterator[object]:
-    context = browser.new_context(viewport={"width": 1360, "height": 900}, accept_downloads=True)
-    context.set_default_timeout(10_000)
-    tab = context.new_page()
-    yield tab
-    context.close()
 
 
 def _login(page, live_server, user) -> None:
