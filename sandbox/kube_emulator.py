@@ -16,6 +16,7 @@ import json
 import re
 import secrets
 import select
+import sys
 import threading
 import time
 import uuid
@@ -368,7 +369,7 @@ class KubeEmulator:
 
     def start(self) -> KubeEmulator:
         handler = type("Handler", (_Handler,), {"emulator": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port or 0), handler)
+        self._server = _Server(("127.0.0.1", self.port or 0), handler)
         self.port = self._server.server_address[1]
         self._stopping = False
         # The socket listens already, so requests queue from here on even before the loop spins.
@@ -776,6 +777,16 @@ class _Handler(BaseHTTPRequestHandler):
             return bool(readable) and self.connection.recv(1, 0x2) == b""  # 0x2 = MSG_PEEK
         except OSError:
             return True
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that drops its keep-alive connection (a process shutting down) is normal, not a fault.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 def main() -> None:
