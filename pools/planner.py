@@ -362,7 +362,8 @@ def node_states(
         elif node.instance_state in RESTING_STATES:
             state = "stopped"
         elif node.draining:
-            state = "draining"
+            # A draining node that gave its EIP back stays "released" until it is gone.
+            state = "draining" if node.name in holding else "released"
         elif node.foreign_eip or node.also_matched_by:
             state = "conflict"
         elif node.name in holding:

@@ -13,9 +13,12 @@ register = template.Library()
 
 @register.filter
 def duration(seconds: float | None) -> str:
-    """12s, 3m 04s, 2h 05m: short enough for a table cell."""
+    """0.4s, 12s, 3m 04s, 2h 05m: short enough for a table cell."""
     if seconds is None:
         return "—"
+    if seconds < 10:
+        # Time to EIP is often a second or less: "0s" would hide it.
+        return f"{seconds:.1f}s"
     total = int(round(seconds))
     if total < 60:
         return f"{total}s"

@@ -224,3 +224,8 @@ def test_claim_for_eip_that_left_the_pool_closes_the_record_only() -> None:
     a = node("a", 1, startup_tainted=False)
     result = plan(SPEC, [], [a], {"eipalloc-7": Claim("a")})
     assert [(r.allocation_id, r.node, r.association_id) for r in result.release] == [("eipalloc-7", "a", None)]
+
+
+def test_draining_node_without_an_eip_shows_released() -> None:
+    a = node("a", 1, draining=True, workload_pods=3)
+    assert plan(SPEC, [], [a], {}).node_states["a"] == "released"
