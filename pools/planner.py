@@ -42,6 +42,8 @@ class EipView:
     instance_id: str | None = None
     # From the DB: when this spec last released it. Drives "same IP for the replacement".
     last_released_at: datetime | None = None
+    # From the DB: when AWS last refused to associate it (a claim closed without confirmation).
+    last_refused_at: datetime | None = None
     # Other launch specs of the region whose selector also matches this EIP.
     also_selected_by: tuple[str, ...] = ()
 
@@ -138,11 +140,12 @@ class Plan:
     # Every alert true after this pass; the executor stores it as the spec's active_alerts.
     alerts: frozenset[str] = frozenset()
     waiting: tuple[str, ...] = ()  # nodes that need an EIP and will not get one in this pass
+    unmark: tuple[str, ...] = ()  # nodes whose eipdash.io/eip label names an EIP they no longer hold
     node_states: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def is_empty(self) -> bool:
-        return not (self.assign or self.release or self.adopt or self.ready or self.notes)
+        return not (self.assign or self.release or self.adopt or self.ready or self.notes or self.unmark)
 
     def describe(self) -> list[str]:
         lines = [f"release {r.public_ip} from {r.node} ({r.reason})" for r in self.release]
@@ -154,6 +157,7 @@ class Plan:
                 if wanted
             )
             lines.append(f"{what} on {m.node} ({m.public_ip})")
+        lines += [f"remove the stale EIP label of {name}" for name in self.unmark]
         lines += [f"{n.kind}: {n.reason}" for n in self.notes]
         lines += [f"{name} keeps waiting: no free EIP" for name in self.waiting]
         return lines or ["nothing to do"]
@@ -200,9 +204,17 @@ def release_reason(node: NodeView) -> str | None:
 
 
 def free_order_key(eip: EipView) -> tuple[int, float, int]:
-    """Most recently released first (a replacement node gets its predecessor's IP), then by address."""
-    released = eip.last_released_at.timestamp() if eip.last_released_at else 0.0
-    return (0 if eip.last_released_at else 1, -released, int(ipaddress.ip_address(eip.public_ip)))
+    """Most recently released first (a replacement node gets its predecessor's IP), then by address.
+
+    An EIP that AWS refused since its last release goes last, least recently refused first: one EIP
+    that AWS keeps refusing must not keep the oldest waiting node from the others.
+    """
+    address = int(ipaddress.ip_address(eip.public_ip))
+    if eip.last_refused_at and (eip.last_released_at is None or eip.last_refused_at > eip.last_released_at):
+        return (2, eip.last_refused_at.timestamp(), address)
+    if eip.last_released_at:
+        return (0, -eip.last_released_at.timestamp(), address)
+    return (1, 0.0, address)
 
 
 def waiting_order_key(node: NodeView) -> tuple[float, str]:
@@ -254,22 +266,48 @@ def plan(
                         f"node {node.name} also matches launch spec(s) {', '.join(node.also_matched_by)}; "
                         "no EIP is assigned to it", node=node.name))
 
+    # AWS allows one EIP per private IP, but a record or an emulator may show two pool EIPs on one node:
+    # the node keeps the one its claim names (else the first), the others are a conflict, left alone.
+    own: dict[str, str] = {}
+    for eip in sorted(eips, key=lambda e: (claims.get(e.allocation_id) is None, e.allocation_id)):
+        node = by_eni.get(eip.eni_id) if eip.eni_id else None
+        if node is not None and eip.private_ip in (None, node.private_ip):
+            own.setdefault(node.name, eip.allocation_id)
+
     for eip in sorted(eips, key=lambda e: e.allocation_id):
         claim = claims.get(eip.allocation_id)
         where = {"allocation_id": eip.allocation_id, "public_ip": eip.public_ip}
         on_node = by_eni.get(eip.eni_id) if eip.eni_id else None
+        on_secondary_ip = on_node is not None and eip.private_ip not in (None, on_node.private_ip)
+        if on_secondary_ip:
+            # A secondary IP of the node's primary ENI (the VPC CNI gives those to pods): that is not the
+            # node's own address, so it neither serves the node nor is ours to move.
+            on_node = None
+
+        if on_node is not None and own.get(on_node.name) != eip.allocation_id:
+            alert(_note("conflict", f"eip-second-on-node:{eip.allocation_id}",
+                        f"{eip.public_ip} is a second pool EIP on {on_node.name}, which already holds "
+                        f"{own[on_node.name]}; left alone", **where))
+            if claim is not None and claim.node != on_node.name:
+                release.append(Release(eip.allocation_id, eip.public_ip, claim.node,
+                                       "moved outside eipdash", association_id=None))
+            continue
 
         if eip.also_selected_by:
             alert(_note("conflict", f"eip-two-specs:{eip.allocation_id}",
                         f"{eip.public_ip} is also selected by launch spec(s) {', '.join(eip.also_selected_by)}; "
                         "neither assigns it", **where))
+            if on_node is not None:
+                # It still sits on the node: a second EIP would knock it off in AWS.
+                held_by_node[on_node.name] = eip
             continue
 
         if eip.association_id and on_node is None:
-            # On an instance that is not a node of this spec: someone else's. Never touch it.
+            # On an instance that is not a node of this spec, or on a pod's secondary IP: never touch it.
+            where_text = (f"a secondary IP ({eip.private_ip}) of a node's ENI" if on_secondary_ip
+                          else f"{eip.instance_id or eip.eni_id}, which is not a node of this launch spec")
             alert(_note("conflict", f"eip-foreign:{eip.allocation_id}",
-                        f"{eip.public_ip} is associated with {eip.instance_id or eip.eni_id}, "
-                        "which is not a node of this launch spec; left alone", **where))
+                        f"{eip.public_ip} is associated with {where_text}; left alone", **where))
             if claim is not None:
                 # Our record says ours, AWS says elsewhere: close the record, do not pull the EIP.
                 release.append(Release(eip.allocation_id, eip.public_ip, claim.node,
@@ -330,6 +368,13 @@ def plan(
     ]
     assigned_nodes = {a.node for a in assign}
     waiting = tuple(n.name for n in needing if n.name not in assigned_nodes)
+    released_nodes = {r.node for r in release}
+    # A label that says an EIP the node no longer holds (a crash between release and unlabel) is wrong.
+    unmark = tuple(
+        n.name for n in nodes
+        if n.eip_label and n.in_cluster and n.name not in held_by_node
+        and n.name not in assigned_nodes and n.name not in released_nodes
+    )
     if len(needing) > len(free):
         alert(_note(ALERT_POOL_EXHAUSTED, ALERT_POOL_EXHAUSTED,
                     f"{len(needing)} node(s) need an EIP and the pool has {len(free)} free "
@@ -343,6 +388,7 @@ def plan(
         notes=tuple(notes),
         alerts=frozenset(alerts),
         waiting=waiting,
+        unmark=unmark,
         node_states=node_states(nodes, held_by_node.keys(), assigned_nodes, release),
     )
 

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from .locks import spec_lock
 from .models import Assignment, Cluster, ElasticIP, Event, LaunchSpec, Node
 from .specfile import LaunchSpecInput, SpecFileError
 
@@ -39,9 +40,22 @@ def _cluster_for(data: LaunchSpecInput) -> Cluster:
     return cluster
 
 
-@transaction.atomic
 def launch_spec_apply(*, data: LaunchSpecInput) -> tuple[LaunchSpec, bool]:
-    """Create or update a launch spec by name. All or nothing: a refused input changes no row."""
+    """Create or update a launch spec by name. All or nothing: a refused input changes no row.
+
+    An update waits for the spec's running pass, so that no pass plans on half of an old selector.
+    """
+    existing = LaunchSpec.objects.filter(name=data.name).values_list("pk", flat=True).first()
+    if existing is None:
+        return _launch_spec_apply(data)
+    with spec_lock(existing, wait_seconds=30) as acquired:
+        if not acquired:
+            raise SpecFileError([f"launch spec {data.name!r} is busy with a long pass; try again"])
+        return _launch_spec_apply(data)
+
+
+@transaction.atomic
+def _launch_spec_apply(data: LaunchSpecInput) -> tuple[LaunchSpec, bool]:
     cluster = _cluster_for(data)
     spec, created = LaunchSpec.objects.select_for_update().get_or_create(
         name=data.name,
@@ -68,12 +82,23 @@ def launch_spec_apply(*, data: LaunchSpecInput) -> tuple[LaunchSpec, bool]:
     return spec, created
 
 
-@transaction.atomic
 def launch_spec_delete(*, name: str) -> None:
-    """Delete a spec. Refused while it holds EIPs: deleting would orphan live associations."""
-    spec = LaunchSpec.objects.select_for_update().filter(name=name).first()
+    """Delete a spec. Refused while it holds EIPs: deleting would orphan live associations.
+
+    Under the spec's lock: a pass that is opening a claim right now would otherwise slip past the check.
+    """
+    spec = LaunchSpec.objects.filter(name=name).first()
     if spec is None:
         raise LaunchSpec.DoesNotExist(f"no launch spec named {name!r}")
+    with spec_lock(spec.pk, wait_seconds=30) as acquired:
+        if not acquired:
+            raise SpecFileError([f"launch spec {name!r} is busy with a long pass; try again"])
+        _launch_spec_delete(spec)
+
+
+@transaction.atomic
+def _launch_spec_delete(spec: LaunchSpec) -> None:
+    name = spec.name
     held = spec.assignments.filter(closed_at__isnull=True).count()
     if held:
         raise SpecFileError(

@@ -6,9 +6,10 @@ the dashboard's plan preview plans from the same rows. One path, so they cannot 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Protocol
 
-from django.db.models import Max
+from django.db.models import Max, Q
 
 from .models import Assignment, ElasticIP, LaunchSpec, Node
 from .planner import Claim, EipView, NodeView, Plan, SpecView, plan, tag_selects
@@ -42,28 +43,45 @@ def pool_rows(spec: LaunchSpec) -> list[ElasticIP]:
     return [row for row in rows if tag_selects(row.tags, spec.tag_key, spec.tag_value)]
 
 
-def planner_inputs(spec: LaunchSpec) -> tuple[SpecView, list[EipView], list[NodeView], dict[str, Claim]]:
+class PoolEntry(Protocol):
+    """One EIP of the pool: an ElasticIP row, or the adapter's Address of this very pass."""
+
+    allocation_id: str
+    public_ip: str
+    tags: Mapping[str, str]
+    association_id: str | None
+    eni_id: str | None
+    private_ip: str | None
+    instance_id: str | None
+
+
+def planner_inputs(
+    spec: LaunchSpec, *, pool: Sequence[PoolEntry] | None = None
+) -> tuple[SpecView, list[EipView], list[NodeView], dict[str, Claim]]:
+    """pool: what DescribeAddresses said in this pass; None for the preview, which reads the snapshot."""
     neighbours = neighbour_specs(spec)
     same_cluster = [s for s in neighbours if s.cluster_id == spec.cluster_id]
-    pool = pool_rows(spec)
+    entries: Sequence[PoolEntry] = pool if pool is not None else pool_rows(spec)
 
-    last_released = dict(
-        Assignment.objects.filter(launch_spec=spec, eip__in=pool, closed_at__isnull=False)
-        .values_list("eip_id")
-        .annotate(last=Max("closed_at"))
-    )
+    closed = Assignment.objects.filter(
+        launch_spec=spec, eip__allocation_id__in=[e.allocation_id for e in entries], closed_at__isnull=False
+    ).values_list("eip__allocation_id")
+    # A confirmed assignment that ended is a release; a claim closed unconfirmed is a refusal by AWS.
+    last_released = dict(closed.filter(confirmed_at__isnull=False).annotate(last=Max("closed_at")))
+    last_refused = dict(closed.filter(confirmed_at__isnull=True).annotate(last=Max("closed_at")))
     eips = [
         EipView(
-            allocation_id=row.allocation_id,
-            public_ip=row.public_ip,
-            association_id=row.association_id or None,
-            eni_id=row.eni_id or None,
-            private_ip=row.private_ip or None,
-            instance_id=row.instance_id or None,
-            last_released_at=last_released.get(row.pk),
-            also_selected_by=tuple(specs_selecting(row.tags, neighbours)),
+            allocation_id=entry.allocation_id,
+            public_ip=entry.public_ip,
+            association_id=entry.association_id or None,
+            eni_id=entry.eni_id or None,
+            private_ip=entry.private_ip or None,
+            instance_id=entry.instance_id or None,
+            last_released_at=last_released.get(entry.allocation_id),
+            last_refused_at=last_refused.get(entry.allocation_id),
+            also_selected_by=tuple(specs_selecting(entry.tags, neighbours)),
         )
-        for row in pool
+        for entry in entries
     ]
 
     open_claims = list(
@@ -72,9 +90,12 @@ def planner_inputs(spec: LaunchSpec) -> tuple[SpecView, list[EipView], list[Node
     claims = {a.eip.allocation_id: Claim(node=a.node.name, confirmed=a.confirmed_at is not None) for a in open_claims}
     claimed_node_ids = {a.node_id for a in open_claims}
 
+    # The spec's nodes, plus every node tied to the pool: an open claim, or a pool EIP on its ENI.
     node_rows = Node.objects.filter(cluster=spec.cluster).filter(
-        pk__in=claimed_node_ids
-    ) | Node.objects.filter(launch_spec=spec, deleted_at__isnull=True)
+        Q(pk__in=claimed_node_ids)
+        | Q(launch_spec=spec, deleted_at__isnull=True)
+        | Q(eni_id__in=[e.eni_id for e in eips if e.eni_id])
+    )
     nodes = [
         NodeView(
             name=row.name,

@@ -14,10 +14,12 @@ from datetime import datetime
 from functools import partial
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from pools import services
+from pools.locks import spec_lock
 from pools.models import Assignment, ElasticIP, Event, LaunchSpec, Node
 from pools.planner import Adopt, Assign, MarkReady, Plan, Release, tag_selects
 from pools.planner import plan as make_plan
@@ -26,7 +28,6 @@ from pools.snapshot import labels_match, planner_inputs
 from .ec2 import Address, Ec2, Ec2Error
 from .kube import Kube, KubeError
 from .kube import NotFound as KubeNotFound
-from .locks import spec_lock
 
 log = logging.getLogger(__name__)
 SYSTEM = "system"
@@ -54,8 +55,12 @@ def clients_for(spec: LaunchSpec) -> tuple[Ec2, Kube]:
 # --- the snapshot ---------------------------------------------------------------------------------
 
 
-def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube) -> None:
-    """Write what AWS and Kubernetes say now into ElasticIP and Node rows."""
+def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube) -> list[Address]:
+    """Write what AWS and Kubernetes say now into ElasticIP and Node rows; return this pass's pool.
+
+    The planner takes the pool from the returned list, not from the ElasticIP rows: another spec's pass
+    in the same region rewrites those rows under its own lock, possibly with an older observation.
+    """
     now = timezone.now()
     cluster = spec.cluster
     region = cluster.region
@@ -65,16 +70,22 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube) -> None:
     addresses = ec2.list_all_addresses()
     selected = [a for a in addresses if any(a.matches(s.tag_key, s.tag_value) for s in region_specs)]
     _save_addresses(region, selected, now)
+    pool = [a for a in addresses if a.matches(spec.tag_key, spec.tag_value)]
 
-    pool_on_eni = {a.eni_id for a in addresses if a.eni_id and a.matches(spec.tag_key, spec.tag_value)}
+    pool_on = {(a.eni_id, a.private_ip) for a in pool if a.eni_id}
     others_on = {(a.eni_id, a.private_ip) for a in addresses
                  if a.eni_id and not a.matches(spec.tag_key, spec.tag_value)}
 
     listed = {n.name: n for n in kube.list_nodes(spec.labels) if n.instance_id}
-    claimed_names = set(
+    matching = set(listed)
+    # Nodes tied to the pool although their labels do not (or no longer) match: an open claim, or a pool
+    # EIP on their ENI. They must be followed until they give the EIP back.
+    tied = set(
         Assignment.objects.filter(closed_at__isnull=True, launch_spec=spec).values_list("node__name", flat=True)
+    ) | set(
+        Node.objects.filter(cluster=cluster, eni_id__in={eni for eni, _ in pool_on}).values_list("name", flat=True)
     )
-    for name in sorted(claimed_names - listed.keys()):
+    for name in sorted(tied - listed.keys()):
         try:
             found = kube.get_node(name)
         except KubeNotFound:
@@ -82,28 +93,30 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube) -> None:
         if found.instance_id:
             listed[name] = found
 
-    known = {row.name: row for row in Node.objects.filter(cluster=cluster, name__in=listed.keys() | claimed_names)}
+    known = {row.name: row for row in Node.objects.filter(cluster=cluster, name__in=listed.keys() | tied)}
     instance_ids = {n.instance_id for n in listed.values() if n.instance_id} | {
-        known[name].instance_id for name in claimed_names if name in known
+        known[name].instance_id for name in tied if name in known
     }
     instances = ec2.describe_instances(instance_ids)
 
-    rows = []
+    rows: dict[bool, list[Node]] = {True: [], False: []}
     for name, kn in listed.items():
         instance = instances.get(kn.instance_id or "")
         previous = known.get(name)
         eni_id = instance.eni_id if instance and instance.eni_id else (previous.eni_id if previous else "")
         private_ip = instance.private_ip if instance and instance.private_ip else (
             previous.private_ip if previous else "")
-        holds = (eni_id in pool_on_eni) or name in claimed_names
-        rows.append(Node(
+        holds = (eni_id, private_ip) in pool_on or name in tied
+        rows[name in matching].append(Node(
             cluster=cluster,
             name=name,
             instance_id=kn.instance_id or "",
             az=kn.az,
             launch_spec=spec,
             labels=kn.labels,
-            instance_state=instance.state if instance else "gone",
+            # The node is still there but EC2 does not list its instance (eventual consistency right after
+            # a launch): unknown, which neither gets an EIP nor gives one back.
+            instance_state=instance.state if instance else "unknown",
             eni_id=eni_id or "",
             private_ip=private_ip or "",
             startup_tainted=kn.has_taint(settings.EIPDASH_STARTUP_TAINT),
@@ -116,29 +129,27 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube) -> None:
             last_seen_at=now,
             deleted_at=None,
         ))
-    Node.objects.bulk_create(
-        rows,
-        update_conflicts=True,
-        unique_fields=["cluster", "name"],
-        update_fields=[
-            "instance_id", "az", "launch_spec", "labels", "instance_state", "eni_id", "private_ip",
-            "startup_tainted", "draining", "foreign_eip", "eip_label", "workload_pods", "last_seen_at", "deleted_at",
-        ],
-    )
-    # Nodes of the spec that Kubernetes no longer lists: deleted (their instance state still matters).
-    for row in Node.objects.filter(cluster=cluster, deleted_at__isnull=True).filter(launch_spec=spec).exclude(
-        name__in=listed.keys()
-    ):
-        instance = instances.get(row.instance_id)
+    fields = ["instance_id", "az", "labels", "instance_state", "eni_id", "private_ip", "startup_tainted",
+              "draining", "foreign_eip", "eip_label", "workload_pods", "last_seen_at", "deleted_at"]
+    # A tied node keeps the launch spec it belongs to by its labels; only matching nodes join this one.
+    for is_matching, batch in rows.items():
+        Node.objects.bulk_create(batch, update_conflicts=True, unique_fields=["cluster", "name"],
+                                 update_fields=fields + (["launch_spec"] if is_matching else []))
+    # Nodes that Kubernetes no longer lists: deleted (their instance state still matters).
+    gone = Node.objects.filter(cluster=cluster, deleted_at__isnull=True).filter(
+        Q(launch_spec=spec) | Q(name__in=tied)
+    ).exclude(name__in=listed.keys())
+    for row in gone:
         row.deleted_at = now
-        row.instance_state = instance.state if instance else ("gone" if row.name in claimed_names else
-                                                              row.instance_state)
+        instance = instances.get(row.instance_id)
+        row.instance_state = instance.state if instance else "gone"
         row.save(update_fields=["deleted_at", "instance_state"])
-    for name in claimed_names - listed.keys():
+    for name in tied - listed.keys():
         deleted = known.get(name)
         if deleted is not None and deleted.deleted_at is not None:
             instance = instances.get(deleted.instance_id)
             Node.objects.filter(pk=deleted.pk).update(instance_state=instance.state if instance else "gone")
+    return pool
 
 
 def _save_addresses(region: str, selected: list[Address], now: datetime) -> None:
@@ -196,7 +207,7 @@ class Executor:
         """Run one step; its failure becomes an `error` event and the pass goes on."""
         try:
             done = action()
-        except (Ec2Error, KubeError) as exc:
+        except (Ec2Error, KubeError, DatabaseError) as exc:
             code = getattr(exc, "code", "")
             message = f"{what}: {type(exc).__name__}{f' ({code})' if code else ''}: {exc}"
             self.report.errors.append(message)
@@ -223,6 +234,8 @@ class Executor:
         for m in plan.ready:
             self.step(f"make {m.node} ready", partial(self.mark_ready, m), node=m.node,
                       allocation_id=m.allocation_id)
+        for name in plan.unmark:
+            self.step(f"remove the stale EIP label of {name}", partial(self.unmark, name), node=name)
         for note in plan.notes:
             context = services.EventContext(
                 launch_spec=self.spec.name, cluster=self.spec.cluster.name, region=self.spec.cluster.region,
@@ -309,6 +322,11 @@ class Executor:
                                   set_marks=True))
         return f"assigned {s.public_ip} → {s.node}"
 
+    def unmark(self, name: str) -> str:
+        self.kube.clear_eip_marks(name)
+        Node.objects.filter(cluster=self.spec.cluster, name=name).update(eip_label="")
+        return f"removed the stale EIP label of {name}"
+
     def mark_ready(self, m: MarkReady) -> str | None:
         """Only called once AWS shows the EIP on the node's ENI."""
         node = self.node(m.node)
@@ -333,8 +351,8 @@ def run_pass(spec: LaunchSpec, *, ec2: Ec2 | None = None, kube: Kube | None = No
     if ec2 is None or kube is None:
         default_ec2, default_kube = clients_for(spec)
         ec2, kube = ec2 or default_ec2, kube or default_kube
-    refresh_snapshot(spec, ec2, kube)
-    plan = make_plan(*planner_inputs(spec))
+    pool = refresh_snapshot(spec, ec2, kube)
+    plan = make_plan(*planner_inputs(spec, pool=pool))
     if dry_run:
         return PassReport(spec=spec.name, plan=plan, done=[f"would {line}" for line in plan.describe()])
     return Executor(spec, ec2, kube, actor=actor).apply(plan)
@@ -344,14 +362,13 @@ def reconcile_spec(
     spec_id: int, *, dry_run: bool = False, ec2: Ec2 | None = None, kube: Kube | None = None
 ) -> PassReport:
     spec = LaunchSpec.objects.select_related("cluster").get(pk=spec_id)
-    if dry_run:
-        return run_pass(spec, ec2=ec2, kube=kube, dry_run=True)
-    if not spec.enabled:
+    if not spec.enabled and not dry_run:
         return PassReport(spec=spec.name, skipped="disabled")
-    with spec_lock(spec.pk) as acquired:
+    # A dry run changes nothing outside, but it refreshes the snapshot: it waits its turn like a pass.
+    with spec_lock(spec.pk, wait_seconds=10 if dry_run else 0) as acquired:
         if not acquired:
             return PassReport(spec=spec.name, skipped="another worker is running this spec's pass")
-        return run_pass(spec, ec2=ec2, kube=kube)
+        return run_pass(spec, ec2=ec2, kube=kube, dry_run=dry_run)
 
 
 # --- manual reassign ------------------------------------------------------------------------------
@@ -367,10 +384,12 @@ def reassign_eip(*, allocation_id: str, node_name: str, actor: str, ec2: Ec2 | N
 
     The old node loses the IP; the pass that follows gives it another free one if there is any.
     """
-    target = Node.objects.select_related("cluster", "launch_spec__cluster").filter(name=node_name).first()
     eip = ElasticIP.objects.filter(allocation_id=allocation_id).first()
     if eip is None or eip.gone:
         raise ReassignRefused(f"EIP {allocation_id} is not in any pool any more.")
+    # Node names repeat across clusters: only a node of the EIP's region can take it.
+    target = Node.objects.select_related("cluster", "launch_spec__cluster").filter(
+        name=node_name, launch_spec__cluster__region=eip.region).first()
     if target is None or target.launch_spec is None:
         raise ReassignRefused(f"Node {node_name} is not a node of any launch spec.")
     spec = target.launch_spec

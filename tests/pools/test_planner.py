@@ -229,3 +229,32 @@ def test_claim_for_eip_that_left_the_pool_closes_the_record_only() -> None:
 def test_draining_node_without_an_eip_shows_released() -> None:
     a = node("a", 1, draining=True, workload_pods=3)
     assert plan(SPEC, [], [a], {}).node_states["a"] == "released"
+
+
+def test_contested_eip_on_a_node_still_counts_as_held() -> None:
+    a = node("a", 1)
+    result = plan(SPEC, [eip(1, on=a, also_selected_by=("egress",)), eip(2)], [a], {})
+    assert not result.assign  # a second EIP would knock the first off the node in AWS
+
+
+def test_pool_eip_on_a_secondary_ip_of_the_primary_eni_is_not_the_nodes() -> None:
+    a = node("a", 1)
+    on_pod_ip = EipView("eipalloc-1", "203.0.113.1", association_id="eipassoc-1", eni_id=a.eni_id,
+                        private_ip="10.0.9.9")
+    result = plan(SPEC, [on_pod_ip, eip(2)], [a], {})
+    assert not result.adopt and not result.ready  # the taint stays: the node's own IP has no EIP yet
+    assert [(x.node, x.allocation_id) for x in result.assign] == [("a", "eipalloc-2")]
+    assert "secondary IP" in result.notes[0].reason
+
+
+def test_stale_eip_label_is_removed() -> None:
+    a = node("a", 1, startup_tainted=False, eip_label="203.0.113.7")
+    assert plan(SPEC, [], [a], {}).unmark == ("a",)
+    held = node("b", 2, startup_tainted=False, eip_label="203.0.113.2")
+    assert plan(SPEC, [eip(2, on=held)], [held], {"eipalloc-2": Claim("b")}).is_empty
+
+
+def test_an_eip_refused_since_its_release_goes_last() -> None:
+    refused = eip(1, last_released_at=T0, last_refused_at=T0 + timedelta(minutes=1))
+    result = plan(SPEC, [refused, eip(2)], [node("a", 1)], {})
+    assert result.assign[0].allocation_id == "eipalloc-2"

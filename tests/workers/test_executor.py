@@ -9,7 +9,7 @@ import pytest
 from pools.models import Assignment, Event, Node
 from tests.fixtures.world import TAINT, World
 from workers import executor
-from workers.ec2 import Ec2, Throttled
+from workers.ec2 import Ec2, Permanent, Throttled
 from workers.kube import Kube
 
 
@@ -309,3 +309,74 @@ def test_kube_adapter_is_reached_through_the_standard_kubeconfig(world: World) -
     spec = world.spec()
     ec2, kube = executor.clients_for(spec)
     assert isinstance(kube, Kube) and ec2.region == "us-east-1"
+
+
+# --- regressions from the engine review ---------------------------------------------------------
+
+
+def test_a_second_pool_eip_on_a_node_is_a_conflict_and_the_pass_goes_on(world: World) -> None:
+    # AWS keeps one EIP per private IP; the EC2 emulator lets a second one sit beside the first (it also
+    # ignores PrivateIpAddress and reports the primary IP). Either way the pass must not stall on it.
+    spec = world.spec()
+    first, second, third = world.eips(3)
+    n = world.node("n")
+    reconcile(spec)
+    held = world.all_associations()
+    other = next(a for a in (first, second, third) if a not in held)
+    world.ec2.client.associate_address(AllocationId=other, NetworkInterfaceId=n.eni_id, PrivateIpAddress=n.private_ip)
+    world.node("m")
+    report = reconcile(spec)
+    assert not report.errors, report.errors
+    assert world.eip_on_primary("m") is not None and TAINT not in world.taints("m")
+    assert world.address(other)["NetworkInterfaceId"] == n.eni_id  # left alone
+    assert Assignment.objects.get(node__name="n", closed_at__isnull=True).eip.allocation_id in held
+    assert any("second pool EIP" in e.reason for e in kinds("conflict"))
+
+
+class Refusing(Ec2):
+    def __init__(self, region: str, refused: str) -> None:
+        super().__init__(region)
+        self.refused = refused
+
+    def associate(self, **kwargs: Any) -> str:
+        if kwargs["allocation_id"] == self.refused:
+            raise Permanent("InvalidAddress.Mismatch", code="InvalidAddress.Mismatch", operation="AssociateAddress")
+        return super().associate(**kwargs)
+
+
+def test_an_eip_that_aws_refuses_does_not_starve_the_waiting_node(world: World) -> None:
+    spec = world.spec()
+    eips = world.eips(2)
+    world.node("n")
+    ec2 = Refusing("us-east-1", "")
+    ec2.refused = min(eips, key=lambda a: tuple(int(x) for x in world.address(a)["PublicIp"].split(".")))
+    reconcile(spec, ec2=ec2)
+    assert world.eip_on("n") is None
+    reconcile(spec, ec2=ec2)  # the refused EIP is not "most recently released": the other one is tried
+    assert world.eip_on("n") not in (None, ec2.refused)
+
+
+def test_stale_label_after_an_interrupted_release_is_removed(world: World) -> None:
+    spec = world.spec()
+    world.eips(1)
+    world.node("a")
+    reconcile(spec)
+    world.kube.patch("nodes", "a", {"metadata": {"labels": {"eipdash.io/eip": "198.51.100.9"}}})
+    Ec2("us-east-1").disassociate(world.address(world.eip_on("a") or "")["AssociationId"])
+    world.cordon("a")
+    reconcile(spec)
+    assert "eipdash.io/eip" not in world.labels("a")
+
+
+def test_a_node_whose_instance_ec2_does_not_list_keeps_its_eip(world: World) -> None:
+    spec = world.spec()
+    world.eips(1)
+    world.node("a")
+    reconcile(spec)
+
+    class Lagging(Ec2):
+        def describe_instances(self, instance_ids: Any) -> dict[str, Any]:
+            return {}
+
+    report = reconcile(spec, ec2=Lagging("us-east-1"))
+    assert world.eip_on("a") is not None and not kinds("released"), report.lines()
