@@ -74,6 +74,9 @@ class Claim:
 
     node: str
     confirmed: bool = True
+    # Unconfirmed and recent, seen by a pass that cannot prove it runs alone: another process may be in
+    # the middle of its AWS call. Such a claim is left to that process, never taken for a crash.
+    in_flight: bool = False
 
 
 @dataclass(frozen=True)
@@ -312,6 +315,11 @@ def plan(
                 # Our record says ours, AWS says elsewhere: close the record, do not pull the EIP.
                 release.append(Release(eip.allocation_id, eip.public_ip, claim.node,
                                        "moved outside eipdash", association_id=None))
+            continue
+
+        if claim is not None and claim.in_flight:
+            if on_node is not None or not eip.association_id:
+                held_by_node[claim.node] = eip
             continue
 
         if on_node is not None:

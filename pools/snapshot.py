@@ -7,6 +7,7 @@ the dashboard's plan preview plans from the same rows. One path, so they cannot 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Protocol
 
 from django.db.models import Max, Q
@@ -56,9 +57,13 @@ class PoolEntry(Protocol):
 
 
 def planner_inputs(
-    spec: LaunchSpec, *, pool: Sequence[PoolEntry] | None = None
+    spec: LaunchSpec, *, pool: Sequence[PoolEntry] | None = None, in_flight_since: datetime | None = None
 ) -> tuple[SpecView, list[EipView], list[NodeView], dict[str, Claim]]:
-    """pool: what DescribeAddresses said in this pass; None for the preview, which reads the snapshot."""
+    """pool: what DescribeAddresses said in this pass; None for the preview, which reads the snapshot.
+
+    in_flight_since: unconfirmed claims opened after this moment may still be in another process's
+    hands (None: the caller holds the spec's lock, so no other pass is running).
+    """
     neighbours = neighbour_specs(spec)
     same_cluster = [s for s in neighbours if s.cluster_id == spec.cluster_id]
     entries: Sequence[PoolEntry] = pool if pool is not None else pool_rows(spec)
@@ -87,7 +92,14 @@ def planner_inputs(
     open_claims = list(
         Assignment.objects.filter(closed_at__isnull=True, launch_spec=spec).select_related("eip", "node")
     )
-    claims = {a.eip.allocation_id: Claim(node=a.node.name, confirmed=a.confirmed_at is not None) for a in open_claims}
+    claims = {
+        a.eip.allocation_id: Claim(
+            node=a.node.name,
+            confirmed=a.confirmed_at is not None,
+            in_flight=a.confirmed_at is None and in_flight_since is not None and a.opened_at > in_flight_since,
+        )
+        for a in open_claims
+    }
     claimed_node_ids = {a.node_id for a in open_claims}
 
     # The spec's nodes, plus every node tied to the pool: an open claim, or a pool EIP on its ENI.

@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from pytest_django.fixtures import Settings
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +26,9 @@ def redis_url() -> Iterator[str]:
 
 
 pytest_plugins = ["tests.fixtures.ec2", "tests.fixtures.kube", "tests.fixtures.web", "tests.fixtures.world"]
+
+
+@pytest.fixture(autouse=True)
+def _redis_for_locks(redis_url: str, settings: Settings) -> None:
+    """The code under test takes its per-spec locks in Redis, as it does in production."""
+    settings.REDIS_URL = redis_url

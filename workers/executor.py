@@ -10,7 +10,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 
 from django.conf import settings
@@ -346,13 +346,18 @@ class Executor:
 
 
 def run_pass(spec: LaunchSpec, *, ec2: Ec2 | None = None, kube: Kube | None = None, dry_run: bool = False,
-             actor: str = SYSTEM) -> PassReport:
-    """Refresh, plan and (unless dry_run) apply, for one spec. The caller holds the spec lock."""
+             actor: str = SYSTEM, exclusive: bool = True) -> PassReport:
+    """Refresh, plan and (unless dry_run) apply, for one spec.
+
+    exclusive: the caller holds the spec's lock. Without it, a recent unconfirmed claim may be another
+    process's AWS call in flight, and is left alone for as long as that process may still run.
+    """
     if ec2 is None or kube is None:
         default_ec2, default_kube = clients_for(spec)
         ec2, kube = ec2 or default_ec2, kube or default_kube
     pool = refresh_snapshot(spec, ec2, kube)
-    plan = make_plan(*planner_inputs(spec, pool=pool))
+    in_flight_since = None if exclusive else timezone.now() - timedelta(seconds=settings.EIPDASH_SPEC_LOCK_SECONDS)
+    plan = make_plan(*planner_inputs(spec, pool=pool, in_flight_since=in_flight_since))
     if dry_run:
         return PassReport(spec=spec.name, plan=plan, done=[f"would {line}" for line in plan.describe()])
     return Executor(spec, ec2, kube, actor=actor).apply(plan)
@@ -368,7 +373,8 @@ def reconcile_spec(
     with spec_lock(spec.pk, wait_seconds=10 if dry_run else 0) as acquired:
         if not acquired:
             return PassReport(spec=spec.name, skipped="another worker is running this spec's pass")
-        return run_pass(spec, ec2=ec2, kube=kube, dry_run=dry_run)
+        # Without Redis there is no lock to prove that this pass runs alone.
+        return run_pass(spec, ec2=ec2, kube=kube, dry_run=dry_run, exclusive=bool(settings.REDIS_URL))
 
 
 # --- manual reassign ------------------------------------------------------------------------------

@@ -258,3 +258,12 @@ def test_an_eip_refused_since_its_release_goes_last() -> None:
     refused = eip(1, last_released_at=T0, last_refused_at=T0 + timedelta(minutes=1))
     result = plan(SPEC, [refused, eip(2)], [node("a", 1)], {})
     assert result.assign[0].allocation_id == "eipalloc-2"
+
+
+def test_a_claim_in_flight_is_left_to_the_process_that_holds_it() -> None:
+    a = node("a", 1)
+    in_flight = {"eipalloc-1": Claim("a", confirmed=False, in_flight=True)}
+    free = plan(SPEC, [eip(1), eip(2)], [a], in_flight)
+    assert free.is_empty  # neither closed as a crash nor a second EIP for the node
+    on = plan(SPEC, [eip(1, on=a)], [a], in_flight)
+    assert on.is_empty
