@@ -273,9 +273,9 @@ def plan(
     # the node keeps the one its claim names (else the first), the others are a conflict, left alone.
     own: dict[str, str] = {}
     for eip in sorted(eips, key=lambda e: (claims.get(e.allocation_id) is None, e.allocation_id)):
-        node = by_eni.get(eip.eni_id) if eip.eni_id else None
-        if node is not None and eip.private_ip in (None, node.private_ip):
-            own.setdefault(node.name, eip.allocation_id)
+        holder = by_eni.get(eip.eni_id) if eip.eni_id else None
+        if holder is not None and eip.private_ip in (None, holder.private_ip):
+            own.setdefault(holder.name, eip.allocation_id)
 
     for eip in sorted(eips, key=lambda e: e.allocation_id):
         claim = claims.get(eip.allocation_id)

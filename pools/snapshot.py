@@ -47,13 +47,20 @@ def pool_rows(spec: LaunchSpec) -> list[ElasticIP]:
 class PoolEntry(Protocol):
     """One EIP of the pool: an ElasticIP row, or the adapter's Address of this very pass."""
 
-    allocation_id: str
-    public_ip: str
-    tags: Mapping[str, str]
-    association_id: str | None
-    eni_id: str | None
-    private_ip: str | None
-    instance_id: str | None
+    @property
+    def allocation_id(self) -> str: ...
+    @property
+    def public_ip(self) -> str: ...
+    @property
+    def tags(self) -> Mapping[str, str]: ...
+    @property
+    def association_id(self) -> str | None: ...
+    @property
+    def eni_id(self) -> str | None: ...
+    @property
+    def private_ip(self) -> str | None: ...
+    @property
+    def instance_id(self) -> str | None: ...
 
 
 def planner_inputs(
@@ -66,7 +73,7 @@ def planner_inputs(
     """
     neighbours = neighbour_specs(spec)
     same_cluster = [s for s in neighbours if s.cluster_id == spec.cluster_id]
-    entries: Sequence[PoolEntry] = pool if pool is not None else pool_rows(spec)
+    entries: Sequence[PoolEntry] = pool if pool is not None else list(pool_rows(spec))
 
     closed = Assignment.objects.filter(
         launch_spec=spec, eip__allocation_id__in=[e.allocation_id for e in entries], closed_at__isnull=False
