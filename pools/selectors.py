@@ -478,6 +478,6 @@ def plan_preview(*, spec: LaunchSpec) -> PlanPreview:
         return PlanPreview(lines=[], error="The plan preview is not available in this build.")
     try:
         return PlanPreview(lines=list(preview_plan(spec=spec).describe()))
-    except Exception as exc:  # noqa: BLE001 - shown to the user and logged, never swallowed silently
+    except Exception as exc:  # shown to the user and logged, never swallowed silently
         logger.exception("plan preview failed for launch spec %s", spec.name)
         return PlanPreview(lines=[], error=f"The plan preview failed: {exc}")

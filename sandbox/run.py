@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0.3)
         report_crash(supervisor, failed.child)
         status = 1
-    except Exception as error:  # noqa: BLE001 - anything else must still stop the children
+    except Exception as error:  # anything else must still stop the children
         supervisor.say("run", f"FAILED: {error!r}: stopping every process")
         status = 1
     finally:
