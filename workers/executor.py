@@ -135,6 +135,10 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube) -> list[Address]:
     for is_matching, batch in rows.items():
         Node.objects.bulk_create(batch, update_conflicts=True, unique_fields=["cluster", "name"],
                                  update_fields=fields + (["launch_spec"] if is_matching else []))
+    # A name that came back on another instance (EKS ip-… names are reused) is a new node.
+    reborn = [name for name, kn in listed.items() if name in known and known[name].instance_id != kn.instance_id]
+    if reborn:
+        Node.objects.filter(cluster=cluster, name__in=reborn).update(first_seen_at=now, eip_ready_at=None)
     # Nodes that Kubernetes no longer lists: deleted (their instance state still matters).
     gone = Node.objects.filter(cluster=cluster, deleted_at__isnull=True).filter(
         Q(launch_spec=spec) | Q(name__in=tied)

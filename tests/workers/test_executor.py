@@ -380,3 +380,19 @@ def test_a_node_whose_instance_ec2_does_not_list_keeps_its_eip(world: World) -> 
 
     report = reconcile(spec, ec2=Lagging("us-east-1"))
     assert world.eip_on("a") is not None and not kinds("released"), report.lines()
+
+
+def test_a_node_name_back_on_a_new_instance_is_a_new_node(world: World) -> None:
+    spec = world.spec()
+    world.eips(2)
+    old = world.node("ip-10-0-0-1")
+    reconcile(spec)
+    first_seen = Node.objects.get(name="ip-10-0-0-1").first_seen_at
+    world.ec2.terminate(old.instance_id)
+    world.kube.delete("nodes", "ip-10-0-0-1")
+    reconcile(spec)
+    world.node("ip-10-0-0-1")  # same name, new instance
+    reconcile(spec)
+    row = Node.objects.get(name="ip-10-0-0-1")
+    assert row.instance_id == world.nodes["ip-10-0-0-1"].instance_id and row.first_seen_at > first_seen
+    assert world.eip_on("ip-10-0-0-1") is not None and row.eip_ready_at >= row.first_seen_at
