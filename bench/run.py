@@ -72,7 +72,10 @@ def bench_pass(node_count: int = 100) -> list[dict[str, object]]:
     try:
         wait_for_port(ec2_port, 30)
         wait_for_port(kube_port, 30)
+        deadline = time.monotonic() + 30
         while not kubeconfig.exists():  # written by the emulator right after it starts listening
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the Kubernetes emulator wrote no kubeconfig at {kubeconfig}")
             time.sleep(0.05)
         endpoint = f"http://127.0.0.1:{ec2_port}"
         os.environ.update({"AWS_ENDPOINT_URL_EC2": endpoint, "AWS_DEFAULT_REGION": "us-east-1",

@@ -129,20 +129,17 @@ def pool_stats_list(*, specs: Sequence[LaunchSpec] | None = None) -> list[PoolSt
     if not specs:
         return []
     regions = {spec.cluster.region for spec in specs}
-    eips = list(
-        eip_annotated()
-        .filter(region__in=regions, gone=False)
-        .values_list("region", "tags", "has_open", "association_id")  # type: ignore[misc]
-    )
+    eips = eip_annotated().filter(region__in=regions, gone=False).only("region", "tags", "association_id", "gone")
     stats = {spec.pk: PoolStats(spec=spec, alerts=[str(a) for a in spec.active_alerts or []]) for spec in specs}
-    for region, tags, has_open, association_id in eips:
+    for eip in eips:
+        state = eip_state(eip)
         for spec in specs:
-            if eip_matches_spec(tags=tags or {}, region=region, spec=spec):
+            if eip_matches_spec(tags=eip.tags or {}, region=eip.region, spec=spec):
                 row = stats[spec.pk]
                 row.pool_size += 1
-                if has_open:
+                if state == "assigned":
                     row.in_use += 1
-                elif association_id:
+                elif state == "conflict":
                     row.conflict += 1
                 else:
                     row.free += 1

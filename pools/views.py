@@ -137,8 +137,6 @@ def _user_data(spec: LaunchSpec, pool_ips: list[str]) -> str:
 def launch_spec_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
     spec = _get_spec_or_404(name)
     pool = list(selectors.eip_list(spec=spec))
-    for eip in pool:
-        eip.state = selectors.eip_state(eip)  # type: ignore[attr-defined]
     context = {
         "spec": spec,
         "stats": selectors.pool_stats_get(spec=spec),
@@ -236,16 +234,11 @@ def eip_list(request: HtmxHttpRequest) -> HttpResponse:
         q=data.get("q") or "", spec=spec, state=data.get("state") or "", sort=data.get("sort") or "ip"
     )
     page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
-    for eip in page.object_list:
-        eip.state = selectors.eip_state(eip)  # type: ignore[attr-defined]
-        matching = selectors.launch_spec_for_eip(eip=eip, specs=specs)
-        eip.pool_specs = [s.name for s in matching]  # type: ignore[attr-defined]
     context = {"form": form, "page": page, "specs": specs, "sort": data.get("sort") or "ip"}
     return _page(request, "pools/eip_list.html", "pools/partials/_eip_table.html", context)
 
 
 def _eip_context(request: HtmxHttpRequest, eip: ElasticIP) -> dict[str, Any]:
-    eip.state = selectors.eip_state(eip)  # type: ignore[attr-defined]
     assignment = selectors.eip_open_assignment(eip=eip)
     pool_specs = selectors.launch_spec_for_eip(eip=eip)
     spec = assignment.launch_spec if assignment and assignment.launch_spec else None

@@ -4,11 +4,27 @@ from __future__ import annotations
 
 import datetime as dt
 import shlex
+from collections.abc import Iterable
 
 from django import template
 from django.utils import timezone
 
+from pools import selectors
+from pools.models import ElasticIP, LaunchSpec
+
 register = template.Library()
+
+
+@register.filter
+def eip_state(eip: ElasticIP) -> str:
+    """free / assigned / conflict / gone, derived from the row (no query)."""
+    return selectors.eip_state(eip)
+
+
+@register.filter
+def pool_spec_names(eip: ElasticIP, specs: Iterable[LaunchSpec]) -> list[str]:
+    """Names of the given specs whose selector matches the EIP (no query: specs are passed in)."""
+    return [spec.name for spec in selectors.launch_spec_for_eip(eip=eip, specs=specs)]
 
 
 @register.filter
