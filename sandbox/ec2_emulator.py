@@ -201,12 +201,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run the EC2 emulator (moto server) on 127.0.0.1.")
     parser.add_argument("--port", type=int, default=5055)
     args = parser.parse_args(argv)
-    emulator = Ec2Emulator(port=args.port).start()
-    logging.basicConfig(level=logging.INFO)
-    logging.getLogger("werkzeug").setLevel(logging.INFO)
-    for key, value in emulator.env().items():
-        print(f"{key}={value}", flush=True)
+    emulator = Ec2Emulator(port=args.port)
+    # Everything after the server starts sits inside the try: a Ctrl-C that lands while it is still
+    # starting or printing must stop it cleanly (exit 0), not leave a traceback and a listening thread.
     try:
+        emulator.start()
+        logging.basicConfig(level=logging.INFO)
+        logging.getLogger("werkzeug").setLevel(logging.INFO)
+        # These lines are the "ready" signal: they come only once the server answers.
+        for key, value in emulator.env().items():
+            print(f"{key}={value}", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

@@ -794,11 +794,14 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=6443)
     parser.add_argument("--kubeconfig", help="write a kubeconfig for the emulator to this path")
     args = parser.parse_args()
-    emulator = KubeEmulator(args.port).start()
-    if args.kubeconfig:
-        emulator.write_kubeconfig(args.kubeconfig)
-    print(f"Kubernetes API emulator on {emulator.url}", flush=True)
+    emulator = KubeEmulator(args.port)
+    # As in the EC2 emulator: a Ctrl-C at any point after this stops the server cleanly and exits 0.
     try:
+        emulator.start()
+        if args.kubeconfig:
+            emulator.write_kubeconfig(args.kubeconfig)
+        # The "ready" signal: printed once the server answers and the kubeconfig is whole.
+        print(f"Kubernetes API emulator on {emulator.url}", flush=True)
         threading.Event().wait()
     except KeyboardInterrupt:
         pass

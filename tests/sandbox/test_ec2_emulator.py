@@ -16,7 +16,8 @@ import botocore.exceptions
 import pytest
 
 from sandbox.ec2_emulator import Ec2Emulator, Ec2World
-from sandbox.ports import free_port, wait_for_port
+from sandbox.ports import free_port
+from tests.fixtures.processes import wait_for_line
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,18 +86,17 @@ def test_main_runs_in_the_foreground_until_interrupted(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        wait_for_port(port, timeout=30)
-        deadline = time.monotonic() + 15
-        while not _answers(f"http://127.0.0.1:{port}"):
-            assert time.monotonic() < deadline, "the foreground emulator never answered"
-            time.sleep(0.1)
+        # The env lines are the emulator's "ready" signal: it prints them only once it answers. Waiting
+        # on the port instead raced the print, and a SIGINT sent in between left stdout empty.
+        printed = wait_for_line(process, "AWS_ENDPOINT_URL_EC2=", timeout=60)
+        assert _answers(f"http://127.0.0.1:{port}")
         process.send_signal(signal.SIGINT)
-        stdout, _ = process.communicate(timeout=15)
+        process.wait(timeout=15)
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    assert f"AWS_ENDPOINT_URL_EC2=http://127.0.0.1:{port}" in stdout
+    assert f"AWS_ENDPOINT_URL_EC2=http://127.0.0.1:{port}\n" in printed
     assert process.returncode == 0
     assert _port_closed(port)
 

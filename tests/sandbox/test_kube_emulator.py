@@ -375,14 +375,15 @@ def test_main_runs_in_the_foreground_until_interrupted(tmp_path: Path) -> None:
     import signal
 
     from sandbox.ports import free_port
+    from tests.fixtures.processes import wait_for_line
 
     port, kubeconfig = free_port(), tmp_path / "sandbox" / "kubeconfig"
     process = subprocess.Popen([sys.executable, "-m", "sandbox.kube_emulator", "--port", str(port),
-                                "--kubeconfig", str(kubeconfig)], cwd=Path(__file__).resolve().parents[2])
+                                "--kubeconfig", str(kubeconfig)], cwd=Path(__file__).resolve().parents[2],
+                               stdout=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 15
-        while not kubeconfig.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        # Wait for the printed "ready" line, not for the file: the SIGINT below must come after startup.
+        wait_for_line(process, "Kubernetes API emulator on", timeout=60)
         assert json.loads(kubeconfig.read_text())["clusters"][0]["cluster"]["server"] == f"http://127.0.0.1:{port}"
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=5) as response:
             assert json.loads(response.read())["major"] == "1"
