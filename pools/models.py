@@ -37,7 +37,11 @@ class LaunchSpec(models.Model):
     active_alerts = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # The last pass that ran, whatever came of it (a read failure included).
     last_reconciled_at = models.DateTimeField(null=True, blank=True)
+    # The last pass that read AWS and Kubernetes and applied its whole plan without an error: a pass
+    # that keeps failing shows here while last_reconciled_at keeps moving.
+    last_successful_pass_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -127,6 +131,15 @@ class Node(models.Model):
 class Assignment(models.Model):
     """One EIP on one node, from the claim to the release. An open row is also the claim."""
 
+    class CloseKind(models.TextChoices):
+        # Why a row was closed. Only a real refusal by AWS sends the EIP to the back of the free order:
+        # a throttle or a crash says nothing about the EIP.
+        RELEASED = "released", "released"
+        REFUSED = "refused", "refused by AWS"
+        TRANSIENT = "transient", "transient failure (throttle, timeout, 5xx)"
+        INTERRUPTED = "interrupted", "interrupted pass"
+        MOVED = "moved", "moved or left the pool outside eipdash"
+
     eip = models.ForeignKey(ElasticIP, on_delete=models.PROTECT, related_name="assignments")
     node = models.ForeignKey(Node, on_delete=models.PROTECT, related_name="assignments")
     launch_spec = models.ForeignKey(
@@ -140,6 +153,7 @@ class Assignment(models.Model):
     confirmed_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
     close_reason = models.CharField(max_length=200, blank=True, default="")
+    close_kind = models.CharField(max_length=16, choices=CloseKind.choices, blank=True, default="")
     actor = models.CharField(max_length=150, default="system")
 
     class Meta:
