@@ -210,3 +210,39 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.timestamp:%Y-%m-%dT%H:%M:%SZ} {self.kind} {self.public_ip} {self.node}"
+
+
+class ReassignRequest(models.Model):
+    """An operator's manual reassign, recorded before anything moves.
+
+    The web only writes this row and enqueues the task; a worker (which holds the AWS and Kubernetes
+    rights) makes the move and writes the outcome here, which the web shows. The operator stays the
+    actor of every event of the move, however late it finishes.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", "waiting for a worker"
+        RUNNING = "running", "moving"
+        DONE = "done", "moved"
+        REFUSED = "refused", "refused"
+        FAILED = "failed", "failed"
+
+    eip = models.ForeignKey(ElasticIP, on_delete=models.CASCADE, related_name="reassign_requests")
+    node_name = models.CharField(max_length=253)
+    actor = models.CharField(max_length=150)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    message = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["state", "created_at"], name="reassign_state_time")]
+
+    def __str__(self) -> str:
+        return f"{self.eip_id} → {self.node_name} by {self.actor}: {self.state}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in (self.State.DONE, self.State.REFUSED, self.State.FAILED)
