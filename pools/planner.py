@@ -20,6 +20,18 @@ DEAD_STATES = frozenset({"shutting-down", "terminated", "gone"})
 
 ALERT_POOL_EXHAUSTED = "pool_exhausted"
 
+# Why an assignment was closed (Assignment.close_kind). Only REFUSED demotes the EIP in the free order.
+CLOSE_RELEASED = "released"
+CLOSE_REFUSED = "refused"
+CLOSE_TRANSIENT = "transient"
+CLOSE_INTERRUPTED = "interrupted"
+CLOSE_MOVED = "moved"
+
+# What the executor does when its fresh DescribeAddresses shows the EIP still on the claim's ENI after
+# the pass's snapshot said otherwise (a stale read): keep the claim, or disassociate it after all.
+IF_THERE_KEEP = "keep"
+IF_THERE_DISASSOCIATE = "disassociate"
+
 
 @dataclass(frozen=True)
 class SpecView:
@@ -28,6 +40,8 @@ class SpecView:
     tag_value: str | None
     # Alert keys that were already true after the previous pass (recorded then, not again now).
     active_alerts: frozenset[str] = frozenset()
+    # A disabled spec drains: it assigns and taints nothing new, but releases and closes by the rules.
+    enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -42,7 +56,8 @@ class EipView:
     instance_id: str | None = None
     # From the DB: when this spec last released it. Drives "same IP for the replacement".
     last_released_at: datetime | None = None
-    # From the DB: when AWS last refused to associate it (a claim closed without confirmation).
+    # From the DB: when AWS last refused to associate it (a claim closed as a refusal, not a throttle,
+    # a timeout or an interrupted pass).
     last_refused_at: datetime | None = None
     # Other launch specs of the region whose selector also matches this EIP.
     also_selected_by: tuple[str, ...] = ()
@@ -96,6 +111,13 @@ class Release:
     reason: str
     # Disassociate this association first; None when AWS already shows the EIP free (or elsewhere).
     association_id: str | None
+    kind: str = CLOSE_RELEASED  # stored as the assignment's close_kind
+    # Put the startup taint back on the node before the EIP goes: a live node of the spec that loses
+    # its EIP must not stay schedulable (a called-off drain, an uncordon).
+    retaint: bool = False
+    # The snapshot showed the EIP free or elsewhere: re-read it before closing, and if it is still on the
+    # claim's ENI do this (IF_THERE_KEEP or IF_THERE_DISASSOCIATE). Empty: no re-read.
+    if_still_there: str = ""
 
 
 @dataclass(frozen=True)
@@ -125,7 +147,7 @@ class MarkReady:
 class Note:
     """An alert that starts with this pass: recorded once as an Event."""
 
-    kind: str  # conflict | pool_exhausted
+    kind: str  # conflict | pool_exhausted | error
     key: str
     reason: str
     node: str = ""
@@ -144,14 +166,21 @@ class Plan:
     alerts: frozenset[str] = frozenset()
     waiting: tuple[str, ...] = ()  # nodes that need an EIP and will not get one in this pass
     unmark: tuple[str, ...] = ()  # nodes whose eipdash.io/eip label names an EIP they no longer hold
+    # Nodes of the spec that need an EIP, hold none and lack the startup taint: tainted first (I1).
+    taint: tuple[str, ...] = ()
+    # Nodes whose claim this pass closes: served on the next pass at the earliest, so that a stale read
+    # can never put a second EIP on a node that still has its first.
+    deferred: tuple[str, ...] = ()
     node_states: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def is_empty(self) -> bool:
-        return not (self.assign or self.release or self.adopt or self.ready or self.notes or self.unmark)
+        return not (self.assign or self.release or self.adopt or self.ready or self.notes or self.unmark
+                    or self.taint)
 
     def describe(self) -> list[str]:
-        lines = [f"release {r.public_ip} from {r.node} ({r.reason})" for r in self.release]
+        lines = [f"add the startup taint to {name}: schedulable without an EIP" for name in self.taint]
+        lines += [f"release {r.public_ip or r.allocation_id} from {r.node} ({r.reason})" for r in self.release]
         lines += [f"adopt {a.public_ip} on {a.node} ({a.reason})" for a in self.adopt]
         lines += [f"assign {a.public_ip} → {a.node}" for a in self.assign]
         for m in self.ready:
@@ -163,6 +192,7 @@ class Plan:
         lines += [f"remove the stale EIP label of {name}" for name in self.unmark]
         lines += [f"{n.kind}: {n.reason}" for n in self.notes]
         lines += [f"{name} keeps waiting: no free EIP" for name in self.waiting]
+        lines += [f"{name} waits for the next pass: its claim closes in this one" for name in self.deferred]
         return lines or ["nothing to do"]
 
 
@@ -182,6 +212,18 @@ def node_is_alive(node: NodeView) -> bool:
 
 def node_is_gone(node: NodeView) -> bool:
     return not node.in_cluster or node.instance_state in DEAD_STATES
+
+
+def node_is_servable(node: NodeView) -> bool:
+    """An EIP can only go onto the primary private IPv4 of the primary ENI."""
+    return bool(node.eni_id and node.private_ip)
+
+
+def should_retaint(node: NodeView | None) -> bool:
+    """A node that loses its EIP gets the startup taint back first when it may still run pods for this
+    spec: in the cluster, its instance not going away, its labels still the spec's."""
+    return (node is not None and node.in_cluster and node.matches_spec
+            and node.instance_state not in DEAD_STATES)
 
 
 def node_needs_eip(node: NodeView) -> bool:
@@ -206,13 +248,16 @@ def release_reason(node: NodeView) -> str | None:
     return None
 
 
-def free_order_key(eip: EipView) -> tuple[int, float, int]:
+def free_order_key(eip: EipView, released_now: bool = False) -> tuple[int, float, int]:
     """Most recently released first (a replacement node gets its predecessor's IP), then by address.
 
+    released_now: this very pass closes its confirmed assignment, which makes it the most recent of all.
     An EIP that AWS refused since its last release goes last, least recently refused first: one EIP
     that AWS keeps refusing must not keep the oldest waiting node from the others.
     """
     address = int(ipaddress.ip_address(eip.public_ip))
+    if released_now:
+        return (0, float("-inf"), address)
     if eip.last_refused_at and (eip.last_released_at is None or eip.last_refused_at > eip.last_released_at):
         return (2, eip.last_refused_at.timestamp(), address)
     if eip.last_released_at:
@@ -251,6 +296,8 @@ def plan(
     adopt: list[Adopt] = []
     ready: list[MarkReady] = []
     free: list[EipView] = []
+    # EIPs whose confirmed assignment this pass closes while AWS shows them free: the most recent release.
+    released_now: set[str] = set()
     # Which node holds which EIP after the releases and adoptions of this pass.
     held_by_node: dict[str, EipView] = {}
 
@@ -258,6 +305,12 @@ def plan(
         alerts.add(note.key)
         if note.key not in spec.active_alerts:
             notes.append(note)
+
+    def close_claim(eip: EipView, claim: Claim, reason: str, kind: str, if_still_there: str) -> None:
+        """Close a record whose EIP AWS does not show on the claimed node; nothing to disassociate."""
+        release.append(Release(eip.allocation_id, eip.public_ip, claim.node, reason, association_id=None,
+                               kind=kind, retaint=should_retaint(by_name.get(claim.node)),
+                               if_still_there=if_still_there))
 
     for node in nodes:
         if node.foreign_eip and node.matches_spec and node_is_alive(node):
@@ -286,23 +339,20 @@ def plan(
             # A secondary IP of the node's primary ENI (the VPC CNI gives those to pods): that is not the
             # node's own address, so it neither serves the node nor is ours to move.
             on_node = None
+        # Selected by another spec of the region too: never assigned, never adopted. The release and
+        # close rules below still apply, or the EIP would be held forever and the spec never deletable.
+        contested = bool(eip.also_selected_by)
+        if contested:
+            alert(_note("conflict", f"eip-two-specs:{eip.allocation_id}",
+                        f"{eip.public_ip} is also selected by launch spec(s) {', '.join(eip.also_selected_by)}; "
+                        "neither assigns it", **where))
 
         if on_node is not None and own.get(on_node.name) != eip.allocation_id:
             alert(_note("conflict", f"eip-second-on-node:{eip.allocation_id}",
                         f"{eip.public_ip} is a second pool EIP on {on_node.name}, which already holds "
                         f"{own[on_node.name]}; left alone", **where))
-            if claim is not None and claim.node != on_node.name:
-                release.append(Release(eip.allocation_id, eip.public_ip, claim.node,
-                                       "moved outside eipdash", association_id=None))
-            continue
-
-        if eip.also_selected_by:
-            alert(_note("conflict", f"eip-two-specs:{eip.allocation_id}",
-                        f"{eip.public_ip} is also selected by launch spec(s) {', '.join(eip.also_selected_by)}; "
-                        "neither assigns it", **where))
-            if on_node is not None:
-                # It still sits on the node: a second EIP would knock it off in AWS.
-                held_by_node[on_node.name] = eip
+            if claim is not None and claim.node != on_node.name and not claim.in_flight:
+                close_claim(eip, claim, "moved outside eipdash", CLOSE_MOVED, IF_THERE_KEEP)
             continue
 
         if eip.association_id and on_node is None:
@@ -311,10 +361,9 @@ def plan(
                           else f"{eip.instance_id or eip.eni_id}, which is not a node of this launch spec")
             alert(_note("conflict", f"eip-foreign:{eip.allocation_id}",
                         f"{eip.public_ip} is associated with {where_text}; left alone", **where))
-            if claim is not None:
+            if claim is not None and not claim.in_flight:
                 # Our record says ours, AWS says elsewhere: close the record, do not pull the EIP.
-                release.append(Release(eip.allocation_id, eip.public_ip, claim.node,
-                                       "moved outside eipdash", association_id=None))
+                close_claim(eip, claim, "moved outside eipdash", CLOSE_MOVED, IF_THERE_KEEP)
             continue
 
         if claim is not None and claim.in_flight:
@@ -327,9 +376,13 @@ def plan(
             if reason is not None:
                 # The release closes whatever record there is; nothing to adopt first.
                 release.append(Release(eip.allocation_id, eip.public_ip, on_node.name, reason,
-                                       association_id=eip.association_id))
+                                       association_id=eip.association_id, retaint=should_retaint(on_node)))
                 continue
-            if claim is None or claim.node != on_node.name or not claim.confirmed:
+            held_by_node[on_node.name] = eip
+            ours = claim is not None and claim.node == on_node.name and claim.confirmed
+            if not ours and contested:
+                continue  # it stays on the node (a second EIP would knock it off), but is not recorded
+            if not ours:
                 if claim is None:
                     why = "found on the node without a record (recovery)"
                 elif claim.node != on_node.name:
@@ -338,7 +391,6 @@ def plan(
                     why = "association confirmed after an interrupted pass"
                 adopt.append(Adopt(eip.allocation_id, eip.public_ip, on_node.name, eip.association_id or "",
                                    why, supersedes=claim.node if claim and claim.node != on_node.name else None))
-            held_by_node[on_node.name] = eip
             if on_node.matches_spec and node_is_alive(on_node) and not on_node.draining:
                 lift = on_node.startup_tainted
                 marks = on_node.eip_label != eip.public_ip
@@ -349,12 +401,20 @@ def plan(
         # AWS shows the EIP free.
         if claim is not None:
             claimed = by_name.get(claim.node)
-            reason = "association lost" if claimed is None or not node_is_gone(claimed) else (
-                release_reason(claimed) or "node gone")
+            gone_reason = release_reason(claimed) if claimed is not None else "node gone"
             if not claim.confirmed:
-                reason = "claim without association (interrupted pass)"
-            release.append(Release(eip.allocation_id, eip.public_ip, claim.node, reason, association_id=None))
-        free.append(eip)
+                # Re-read first: the association of a pass that died may just have landed.
+                close_claim(eip, claim, "claim without association (interrupted pass)", CLOSE_INTERRUPTED,
+                            IF_THERE_KEEP)
+            elif gone_reason is not None:
+                # The node is going anyway: if a fresh read still shows the EIP there, pull it.
+                close_claim(eip, claim, gone_reason, CLOSE_RELEASED, IF_THERE_DISASSOCIATE)
+                released_now.add(eip.allocation_id)
+            else:
+                # One reading is not enough to take a busy node's EIP for lost: the executor re-reads.
+                close_claim(eip, claim, "association lost", CLOSE_MOVED, IF_THERE_KEEP)
+        if not contested:
+            free.append(eip)
 
     pool_ids = {e.allocation_id for e in eips}
     for allocation_id, claim in sorted(claims.items()):
@@ -362,17 +422,30 @@ def plan(
             # Untagged or released from the account. Close the record; never pull an EIP that is not
             # the pool's any more (if it is still on the node, the node now shows a foreign EIP).
             release.append(Release(allocation_id, "", claim.node, "EIP left the pool (untagged or released)",
-                                   association_id=None))
+                                   association_id=None, kind=CLOSE_MOVED))
 
-    # Nodes that need an EIP, oldest first, get the free EIPs, most recently released first.
+    # A node whose claim this pass closes gets nothing before the next pass: if the reading that
+    # closed it was stale, a second EIP would knock the first off the node in AWS.
+    closing = {r.node for r in release} | {a.supersedes for a in adopt if a.supersedes}
+    candidates = [n for n in nodes if node_needs_eip(n) and n.name not in held_by_node]
+    # Every node that should hold an EIP and holds none carries the startup taint (I1), whatever this
+    # pass then manages to assign.
+    taint = tuple(n.name for n in candidates if not n.startup_tainted) if spec.enabled else ()
+    deferred = tuple(n.name for n in candidates if n.name in closing)
+    # Filter first: a node without a primary private IPv4 cannot take an EIP, so it must not take a free
+    # EIP's turn either. It is its own condition, not a pool shortage.
+    for n in candidates:
+        if not node_is_servable(n) and spec.enabled:
+            alert(_note("error", f"node-no-ipv4:{n.name}",
+                        f"node {n.name} has no primary private IPv4 on a primary ENI (yet); it stays tainted",
+                        node=n.name))
     needing = sorted(
-        (n for n in nodes if node_needs_eip(n) and n.name not in held_by_node), key=waiting_order_key
-    )
-    free.sort(key=free_order_key)
+        (n for n in candidates if n.name not in closing and node_is_servable(n)), key=waiting_order_key
+    ) if spec.enabled else []
+    free.sort(key=lambda e: free_order_key(e, e.allocation_id in released_now))
     assign = [
         Assign(eip.allocation_id, eip.public_ip, node.name, node.eni_id or "", node.private_ip or "")
         for eip, node in zip(free, needing, strict=False)
-        if node.eni_id and node.private_ip
     ]
     assigned_nodes = {a.node for a in assign}
     waiting = tuple(n.name for n in needing if n.name not in assigned_nodes)
@@ -397,6 +470,8 @@ def plan(
         alerts=frozenset(alerts),
         waiting=waiting,
         unmark=unmark,
+        taint=taint,
+        deferred=deferred,
         node_states=node_states(nodes, held_by_node.keys(), assigned_nodes, release),
     )
 

@@ -10,6 +10,7 @@ from pools.planner import (
     EipView,
     NodeView,
     SpecView,
+    free_order_key,
     plan,
     tag_selects,
 )
@@ -95,10 +96,14 @@ def test_unconfirmed_claim_found_associated_is_adopted_crash_after_aws_call() ->
     assert len(result.adopt) == 1 and result.adopt[0].supersedes is None
 
 
-def test_unconfirmed_claim_with_eip_free_is_closed_and_the_node_served_again() -> None:
+def test_unconfirmed_claim_with_eip_free_is_closed_and_the_node_served_on_the_next_pass() -> None:
     result = plan(SPEC, [eip(1)], [node("a", 1)], {"eipalloc-1": Claim("a", confirmed=False)})
-    assert [(r.node, r.association_id) for r in result.release] == [("a", None)]
-    assert [(a.node, a.allocation_id) for a in result.assign] == [("a", "eipalloc-1")]
+    assert [(r.node, r.association_id, r.kind, r.if_still_there) for r in result.release] == [
+        ("a", None, "interrupted", "keep")]
+    assert not result.assign and result.deferred == ("a",)
+    # The next pass (the claim is closed) serves it.
+    assert [(a.node, a.allocation_id) for a in plan(SPEC, [eip(1)], [node("a", 1)], {}).assign] == [
+        ("a", "eipalloc-1")]
 
 
 def test_held_and_confirmed_eip_only_lifts_the_taint_once() -> None:
@@ -190,7 +195,7 @@ def test_claim_for_eip_now_on_another_node_of_the_spec_is_superseded() -> None:
     a, b = node("a", 1), node("b", 2)
     result = plan(SPEC, [eip(1, on=b)], [a, b], {"eipalloc-1": Claim("a")})
     assert [(x.node, x.supersedes) for x in result.adopt] == [("b", "a")]
-    assert result.waiting == ("a",)
+    assert result.deferred == ("a",) and not result.assign
 
 
 def test_claim_for_eip_moved_to_a_stranger_closes_the_record_without_pulling_the_eip() -> None:
@@ -267,3 +272,90 @@ def test_a_claim_in_flight_is_left_to_the_process_that_holds_it() -> None:
     assert free.is_empty  # neither closed as a crash nor a second EIP for the node
     on = plan(SPEC, [eip(1, on=a)], [a], in_flight)
     assert on.is_empty
+
+
+# --- issue 8: the promise under real AWS and Kubernetes behaviour ------------------------------------
+
+
+def test_a_live_node_that_gives_its_eip_back_is_retainted_first() -> None:
+    drained = node("a", 1, draining=True, workload_pods=0, startup_tainted=False)
+    result = plan(SPEC, [eip(1, on=drained)], [drained], {"eipalloc-1": Claim("a")})
+    assert [(r.node, r.retaint) for r in result.release] == [("a", True)]
+    # A deleted node, a dead instance or a node whose labels left the spec is not tainted.
+    for gone in (node("a", 1, in_cluster=False), node("a", 1, instance_state="terminated"),
+                 node("a", 1, matches_spec=False, draining=True, workload_pods=0)):
+        assert [r.retaint for r in plan(SPEC, [eip(1, on=gone)], [gone], {"eipalloc-1": Claim("a")}).release] == [
+            False]
+
+
+def test_a_schedulable_node_without_an_eip_is_tainted() -> None:
+    # An uncordoned node whose EIP went to another node while the pool is exhausted.
+    bare = node("a", 1, startup_tainted=False)
+    holder = node("b", 2, startup_tainted=False, eip_label="203.0.113.1")
+    result = plan(SPEC, [eip(1, on=holder)], [bare, holder], {"eipalloc-1": Claim("b")})
+    assert result.taint == ("a",) and result.waiting == ("a",)
+    # Tainted already, draining, or holding its EIP: nothing to add.
+    assert not plan(SPEC, [], [node("a", 1)], {}).taint
+    assert not plan(SPEC, [], [node("a", 1, startup_tainted=False, draining=True)], {}).taint
+    assert not plan(SPEC, [eip(1, on=holder)], [holder], {"eipalloc-1": Claim("b")}).taint
+
+
+def test_an_eip_shown_free_under_a_busy_node_is_rechecked_and_the_node_gets_nothing_else() -> None:
+    a = node("a", 1, startup_tainted=False, eip_label="203.0.113.1")
+    # A stale DescribeAddresses shows the confirmed EIP free.
+    result = plan(SPEC, [eip(1), eip(2)], [a], {"eipalloc-1": Claim("a")})
+    assert [(r.node, r.reason, r.if_still_there, r.association_id) for r in result.release] == [
+        ("a", "association lost", "keep", None)]
+    assert not result.assign and result.deferred == ("a",)
+
+
+def test_a_gone_node_whose_eip_shows_free_is_pulled_if_a_recheck_finds_it() -> None:
+    gone = node("a", 1, in_cluster=False)
+    result = plan(SPEC, [eip(1)], [gone], {"eipalloc-1": Claim("a")})
+    assert [(r.reason, r.if_still_there, r.kind) for r in result.release] == [
+        ("node deleted", "disassociate", "released")]
+
+
+def test_nodes_without_a_primary_ipv4_do_not_take_a_free_eips_turn() -> None:
+    blind = node("blind", 1, eni_id=None, private_ip=None, first_seen_at=T0)
+    no_ip = node("no-ip", 2, private_ip=None, first_seen_at=T0)
+    servable = node("ok", 3, first_seen_at=T0 + timedelta(seconds=5))
+    result = plan(SPEC, [eip(1)], [blind, no_ip, servable], {})
+    assert [(a.node, a.allocation_id) for a in result.assign] == [("ok", "eipalloc-1")]
+    assert ALERT_POOL_EXHAUSTED not in result.alerts
+    assert {n.key for n in result.notes} == {"node-no-ipv4:blind", "node-no-ipv4:no-ip"}
+    assert all("no primary private IPv4" in n.reason for n in result.notes)
+
+
+def test_a_contested_eip_still_follows_the_release_and_close_rules() -> None:
+    drained = node("a", 1, draining=True, workload_pods=0)
+    contested = eip(1, on=drained, also_selected_by=("egress",))
+    result = plan(SPEC, [contested], [drained], {"eipalloc-1": Claim("a")})
+    assert [(r.node, r.association_id) for r in result.release] == [("a", "eipassoc-1")]
+    # Free in AWS with a record of a deleted node: the record closes; the EIP is still not assigned.
+    gone, waiting = node("a", 1, in_cluster=False), node("b", 2)
+    result = plan(SPEC, [eip(1, also_selected_by=("egress",))], [gone, waiting], {"eipalloc-1": Claim("a")})
+    assert [r.node for r in result.release] == ["a"] and not result.assign
+    # On a stranger with our record: the record closes, the EIP stays where it is.
+    result = plan(SPEC, [eip(1, on=node("s", 9), also_selected_by=("egress",))], [], {"eipalloc-1": Claim("a")})
+    assert [(r.reason, r.association_id) for r in result.release] == [("moved outside eipdash", None)]
+
+
+def test_an_eip_freed_in_this_pass_goes_before_one_released_earlier() -> None:
+    gone = node("gone", 1, in_cluster=False)
+    new = node("new", 2)
+    earlier = eip(2, last_released_at=T0)
+    result = plan(SPEC, [eip(1), earlier], [gone, new], {"eipalloc-1": Claim("gone")})
+    assert [(a.node, a.allocation_id) for a in result.assign] == [("new", "eipalloc-1")]
+    assert free_order_key(eip(1), True) < free_order_key(earlier)
+
+
+def test_a_disabled_spec_drains_assigns_nothing_and_taints_nothing() -> None:
+    off = SpecView(name="ingress", tag_key="pool", tag_value="ingress", enabled=False)
+    drained = node("a", 1, draining=True, workload_pods=0)
+    new = node("b", 2, startup_tainted=False)
+    result = plan(off, [eip(1, on=drained), eip(2)], [drained, new], {"eipalloc-1": Claim("a")})
+    assert [r.node for r in result.release] == ["a"]
+    assert not result.assign and not result.taint and ALERT_POOL_EXHAUSTED not in result.alerts
+    gone = node("c", 3, in_cluster=False)
+    assert [r.node for r in plan(off, [eip(3)], [gone], {"eipalloc-3": Claim("c")}).release] == ["c"]
