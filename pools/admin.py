@@ -1,13 +1,21 @@
-"""The admin: users and groups, launch specs and clusters. The snapshots and the history are read-only
-here: the workers write snapshots, and the history is append-only.
+"""The admin: users, groups and clusters. Everything else is read-only here.
+
+Launch specs are written only through `launch_spec_apply` (the dashboard, the import page and
+`manage.py launchspec`), which validates names, labels and tags and waits for the spec's running pass;
+they are deleted only through `launch_spec_delete`, which refuses while the spec holds EIPs. An admin
+form would bypass both. The snapshots belong to the workers, and the history is append-only.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
 from .models import Assignment, Cluster, ElasticIP, Event, LaunchSpec, Node
+from .services import cluster_problems
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -21,19 +29,50 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class ClusterForm(forms.ModelForm):
+    class Meta:
+        model = Cluster
+        fields = ("name", "region", "kube_context")
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if self.errors:
+            return cleaned
+        problems = cluster_problems(
+            name=cleaned.get("name", ""),
+            region=cleaned.get("region", ""),
+            kube_context=cleaned.get("kube_context", ""),
+            exclude_pk=self.instance.pk,
+        )
+        if problems:
+            raise forms.ValidationError(problems)
+        return cleaned
+
+
 @admin.register(Cluster)
 class ClusterAdmin(admin.ModelAdmin):
+    """Only superusers add, change or delete clusters: a cluster row points the workers at a kube context."""
+
+    form = ClusterForm
     list_display = ("name", "region", "kube_context", "created_at")
     search_fields = ("name",)
 
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.is_superuser)
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return bool(request.user.is_superuser)
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return bool(request.user.is_superuser)
+
 
 @admin.register(LaunchSpec)
-class LaunchSpecAdmin(admin.ModelAdmin):
+class LaunchSpecAdmin(ReadOnlyAdmin):
     list_display = ("name", "cluster", "tag_key", "tag_value", "enabled", "last_reconciled_at")
     list_filter = ("enabled", "cluster")
     list_select_related = ("cluster",)
     search_fields = ("name", "tag_key", "tag_value")
-    readonly_fields = ("active_alerts", "created_at", "updated_at", "last_reconciled_at")
 
 
 @admin.register(ElasticIP)

@@ -4,7 +4,7 @@ the import page and `launchspec apply` accept and refuse exactly the same input.
 
 from __future__ import annotations
 
-import json
+import datetime as dt
 from typing import Any
 
 from django import forms
@@ -12,9 +12,21 @@ from django import forms
 from .models import Event, LaunchSpec
 from .regions import KNOWN_REGIONS
 from .selectors import EIP_SORTS, EIP_STATES, NODE_STATES, EventFilters
-from .specfile import LaunchSpecInput, SpecFileError, parse_launch_spec
+from .specfile import (
+    CLUSTER_NAME_MAX,
+    NAME_MAX,
+    TAG_KEY_MAX,
+    TAG_VALUE_MAX,
+    LaunchSpecInput,
+    SpecFileError,
+    load_spec_json,
+    parse_launch_spec,
+)
 
 MAX_IMPORT_BYTES = 256 * 1024
+# The history's time filters: wide enough for any real event, and far from the calendar's edges.
+HISTORY_EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+HISTORY_LATEST = dt.datetime(9999, 12, 30, tzinfo=dt.UTC)
 
 
 def _labels_text(labels: dict[str, str]) -> str:
@@ -22,9 +34,9 @@ def _labels_text(labels: dict[str, str]) -> str:
 
 
 class LaunchSpecForm(forms.Form):
-    name = forms.CharField(max_length=253)
+    name = forms.CharField(max_length=NAME_MAX)
     cluster = forms.CharField(
-        max_length=100, required=False, help_text="Empty: the default cluster from the environment."
+        max_length=CLUSTER_NAME_MAX, required=False, help_text="Empty: the default cluster from the environment."
     )
     region = forms.ChoiceField(
         required=False,
@@ -34,9 +46,9 @@ class LaunchSpecForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 4, "placeholder": "eks.amazonaws.com/nodegroup=egress"}),
         help_text="One key=value per line. A node belongs to the spec when it carries all of them.",
     )
-    tag_key = forms.CharField(label="EIP tag key", max_length=128)
+    tag_key = forms.CharField(label="EIP tag key", max_length=TAG_KEY_MAX)
     tag_value = forms.CharField(
-        label="EIP tag value", max_length=256, required=False, help_text="Empty: any value of the tag key."
+        label="EIP tag value", max_length=TAG_VALUE_MAX, required=False, help_text="Empty: any value of the tag key."
     )
     enabled = forms.BooleanField(required=False, initial=True)
 
@@ -127,11 +139,7 @@ class LaunchSpecImportForm(forms.Form):
         if not raw.strip():
             raise forms.ValidationError("paste the JSON or choose a file")
         try:
-            data = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise forms.ValidationError(f"not valid JSON: {exc}") from exc
-        try:
-            self.spec_input = parse_launch_spec(data)
+            self.spec_input = parse_launch_spec(load_spec_json(raw))
         except SpecFileError as exc:
             raise forms.ValidationError(exc.messages) from exc
         return cleaned
@@ -149,6 +157,33 @@ class HistoryFilterForm(forms.Form):
     spec = forms.CharField(required=False, max_length=253)
     event = forms.ChoiceField(required=False, choices=[("", "any event")] + list(Event.Kind.choices))
     q = forms.CharField(required=False, max_length=200, label="Search")
+
+    def _in_range(self, field: str) -> dt.datetime | None:
+        value: dt.datetime | None = self.cleaned_data.get(field)
+        if value is None:
+            return None
+        # An offset at the edge of the calendar (0001-01-01T00:00:00+14:00) has no UTC instant, and the
+        # database cannot compare with one: refuse here, so that the page and the exports answer 400.
+        try:
+            utc = value.astimezone(dt.UTC)
+        except OverflowError:
+            raise forms.ValidationError("out of range: use a time between 1970 and 9999 (UTC)") from None
+        if not HISTORY_EARLIEST <= utc <= HISTORY_LATEST:
+            raise forms.ValidationError("out of range: use a time between 1970 and 9999 (UTC)")
+        return utc
+
+    def clean_since(self) -> dt.datetime | None:
+        return self._in_range("since")
+
+    def clean_until(self) -> dt.datetime | None:
+        return self._in_range("until")
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        since, until = cleaned.get("since"), cleaned.get("until")
+        if since is not None and until is not None and since > until:
+            self.add_error("until", "must not be before 'since'")
+        return cleaned
 
     def filters(self) -> EventFilters:
         """The valid part of the filters. Callers that must be exact (exports) check is_valid() first."""

@@ -11,7 +11,8 @@ from django.utils import timezone
 
 from .locks import spec_lock
 from .models import Assignment, Cluster, ElasticIP, Event, LaunchSpec, Node
-from .specfile import LaunchSpecInput, SpecFileError
+from .regions import KNOWN_REGIONS
+from .specfile import LaunchSpecInput, SpecFileError, cluster_name_problem, kube_context_problem
 
 
 def default_region() -> str:
@@ -27,17 +28,59 @@ def cluster_default() -> Cluster:
 
 
 def _cluster_for(data: LaunchSpecInput) -> Cluster:
-    if data.cluster is None:
+    """The spec's cluster. Only the configured default cluster is created on demand: a mistyped name
+    would otherwise make a second row on the same kubeconfig, and two specs would fight over one node."""
+    if data.cluster is None or data.cluster == settings.EIPDASH_CLUSTER_NAME:
         cluster = cluster_default()
     else:
-        cluster, _ = Cluster.objects.get_or_create(
-            name=data.cluster, defaults={"region": data.region or default_region()}
-        )
+        found = Cluster.objects.filter(name=data.cluster).first()
+        if found is None:
+            known = ", ".join(sorted(Cluster.objects.values_list("name", flat=True))) or "none"
+            raise SpecFileError(
+                [f"unknown cluster {data.cluster!r} (known: {known}); an admin adds clusters in /admin/ "
+                 "or with `manage.py cluster add`"]
+            )
+        cluster = found
     if data.region is not None and data.region != cluster.region:
         raise SpecFileError(
             [f"region {data.region!r} differs from cluster {cluster.name!r}'s region {cluster.region!r}"]
         )
     return cluster
+
+
+class ClusterError(ValueError):
+    """A refused cluster row: a bad field, or a kube context another row already uses."""
+
+
+def cluster_problems(*, name: str, region: str, kube_context: str, exclude_pk: int | None = None) -> list[str]:
+    """Why a cluster row may not be saved. Shared by the admin and `manage.py cluster add`.
+
+    Two rows on one kube context are one cluster under two names: specs in each would claim the same nodes.
+    """
+    problems = [
+        problem
+        for problem in (cluster_name_problem(name), kube_context_problem(kube_context))
+        if problem is not None
+    ]
+    if region not in KNOWN_REGIONS:
+        problems.append(f"region {region!r} is not a known AWS region")
+    others = Cluster.objects.filter(kube_context=kube_context)
+    if exclude_pk is not None:
+        others = others.exclude(pk=exclude_pk)
+    if (other := others.first()) is not None:
+        where = f"kube context {kube_context!r}" if kube_context else "the current kube context"
+        problems.append(f"cluster {other.name!r} already uses {where}: two rows would manage the same nodes")
+    return problems
+
+
+def cluster_create(*, name: str, region: str, kube_context: str = "") -> Cluster:
+    with transaction.atomic():
+        if Cluster.objects.filter(name=name).exists():
+            raise ClusterError(f"cluster {name!r} exists")
+        problems = cluster_problems(name=name, region=region, kube_context=kube_context)
+        if problems:
+            raise ClusterError("; ".join(problems))
+        return Cluster.objects.create(name=name, region=region, kube_context=kube_context)
 
 
 def launch_spec_apply(*, data: LaunchSpecInput) -> tuple[LaunchSpec, bool]:

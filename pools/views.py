@@ -7,10 +7,12 @@ returns just its live partial, which the page polls every few seconds.
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
 import importlib
 import json
 import logging
+import shlex
 from typing import Any
 
 from django.conf import settings
@@ -47,7 +49,7 @@ from .forms import (
 )
 from .models import ElasticIP, LaunchSpec, Node
 from .services import launch_spec_apply
-from .specfile import SpecFileError, launch_spec_to_ocean
+from .specfile import CONTROL_RE, SpecFileError, launch_spec_to_ocean
 
 logger = logging.getLogger(__name__)
 
@@ -125,11 +127,33 @@ def launch_spec_list(request: HtmxHttpRequest) -> HttpResponse:
     return _page(request, "pools/launch_spec_list.html", "pools/partials/_spec_table.html", context)
 
 
+def _shell_word(value: object) -> str:
+    """One inert shell word: control characters spelled out as \\uXXXX, then single-quoted.
+
+    Validation refuses control characters, but rows older than that rule may hold them; a newline
+    would end a comment line or a KEY=VALUE line of /etc/default/kubelet, so none reaches the script.
+    """
+    text = CONTROL_RE.sub(lambda found: f"\\u{ord(found.group()):04x}", str(value))
+    return shlex.quote(text)
+
+
 def _user_data(spec: LaunchSpec, pool_ips: list[str]) -> str:
-    return render_to_string(
-        "pools/user_data.sh",
-        {"spec": spec, "taint_key": settings.EIPDASH_STARTUP_TAINT, "pool_ips": pool_ips},
-    )
+    """The snippet as plain text (never marked safe): pages escape it like any other value.
+
+    The script runs as root on every new node, so every value in it is a quoted shell word, comments
+    included: the template interpolates nothing else.
+    """
+    labels = ",".join(f"{key}={value}" for key, value in sorted(spec.labels.items()))
+    words = {
+        "name": _shell_word(spec.name),
+        "cluster": _shell_word(spec.cluster.name),
+        "region": _shell_word(spec.cluster.region),
+        "selector": _shell_word(spec.selector_text()),
+        "taint": _shell_word(f"{settings.EIPDASH_STARTUP_TAINT}=true:NoSchedule"),
+        "labels": _shell_word(labels),
+        "pool_ips": " ".join(_shell_word(ip) for ip in pool_ips),
+    }
+    return str.__str__(render_to_string("pools/user_data.sh", {"sh": words}))
 
 
 @require_GET
@@ -171,6 +195,11 @@ def launch_spec_export(request: HtmxHttpRequest, name: str) -> HttpResponse:
     return response
 
 
+def _form_status(form: LaunchSpecForm | LaunchSpecImportForm) -> int:
+    """400 for refused input, so that scripts and tests see the refusal; 200 for a blank form."""
+    return 400 if form.is_bound and form.errors else 200
+
+
 def _apply(request: HtmxHttpRequest, form: LaunchSpecForm | LaunchSpecImportForm) -> LaunchSpec | None:
     """One service call; a refusal from the service (e.g. region ≠ cluster's) lands on the form."""
     assert form.spec_input is not None
@@ -194,7 +223,7 @@ def launch_spec_create(request: HtmxHttpRequest) -> HttpResponse:
             form.add_error("name", "a launch spec with this name exists; edit it instead")
         elif (spec := _apply(request, form)) is not None:
             return redirect("launch-spec-detail", name=spec.name)
-    return render(request, "pools/launch_spec_form.html", {"form": form, "spec": None})
+    return render(request, "pools/launch_spec_form.html", {"form": form, "spec": None}, status=_form_status(form))
 
 
 @require_http_methods(["GET", "POST"])
@@ -205,7 +234,7 @@ def launch_spec_edit(request: HtmxHttpRequest, name: str) -> HttpResponse:
     form = LaunchSpecForm(request.POST or None, instance=spec)
     if request.method == "POST" and form.is_valid() and (saved := _apply(request, form)) is not None:
         return redirect("launch-spec-detail", name=saved.name)
-    return render(request, "pools/launch_spec_form.html", {"form": form, "spec": spec})
+    return render(request, "pools/launch_spec_form.html", {"form": form, "spec": spec}, status=_form_status(form))
 
 
 @require_http_methods(["GET", "POST"])
@@ -216,7 +245,7 @@ def launch_spec_import(request: HtmxHttpRequest) -> HttpResponse:
     form = LaunchSpecImportForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid() and (spec := _apply(request, form)) is not None:
         return redirect("launch-spec-detail", name=spec.name)
-    return render(request, "pools/launch_spec_import.html", {"form": form})
+    return render(request, "pools/launch_spec_import.html", {"form": form}, status=_form_status(form))
 
 
 # --- EIPs ------------------------------------------------------------------------------------------
@@ -355,8 +384,10 @@ def node_list(request: HtmxHttpRequest) -> HttpResponse:
 @login_required
 def history(request: HtmxHttpRequest) -> HttpResponse:
     form = HistoryFilterForm(request.GET)
-    form.is_valid()
+    valid = form.is_valid()
     before = request.GET.get("before", "")
+    if before and not _cursor_ok(before):
+        before = ""  # a cursor the database cannot compare with: the first page, like a garbled one
     page = selectors.event_page(filters=form.filters(), before=before, size=PAGE_SIZE)
     filter_query = request.GET.copy()
     filter_query.pop("before", None)
@@ -367,7 +398,23 @@ def history(request: HtmxHttpRequest) -> HttpResponse:
         "filter_query": filter_query.urlencode(),
         "spec_names": [spec.name for spec in selectors.launch_spec_list()],
     }
-    return _page(request, "pools/history.html", "pools/partials/_history_table.html", context)
+    # A refused filter is a 400 on the page; the live partial stays 200 so that polling does not raise
+    # the error banner every few seconds for a mistake the page already shows.
+    status = 400 if not valid and not request.htmx else 200
+    return _page(request, "pools/history.html", "pools/partials/_history_table.html", context, status=status)
+
+
+def _cursor_ok(raw: str) -> bool:
+    """A cursor the database can compare with: a UTC instant within range and a 64-bit id."""
+    cursor = selectors.decode_cursor(raw)
+    if cursor is None:
+        return False
+    moment, number = cursor
+    try:
+        moment.astimezone(dt.UTC)
+    except OverflowError:
+        return False
+    return 0 <= number < 2**63
 
 
 @require_GET

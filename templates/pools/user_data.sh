@@ -1,12 +1,12 @@
-{% load eipdash %}{% autoescape off %}#!/bin/bash
-# eipdash user data for launch spec {{ spec.name }} (cluster {{ spec.cluster.name }}, region {{ spec.cluster.region }}).
-# EIP pool: EIPs tagged {{ spec.selector_text }}. The pool's addresses below are a snapshot taken when this
+{% autoescape off %}{# Every value below is a quoted shell word from the view (pools/views.py _user_data); nothing else is interpolated. #}#!/bin/bash
+# eipdash user data for launch spec {{ sh.name }} (cluster {{ sh.cluster }}, region {{ sh.region }}).
+# EIP pool: EIPs tagged {{ sh.selector }}. The pool's addresses below are a snapshot taken when this
 # script was rendered; download it again after tagging new EIPs into the pool.
 set -euo pipefail
 
-EIPDASH_TAINT={{ taint_key|add:"=true:NoSchedule"|shquote }}
-EIPDASH_NODE_LABELS={{ spec.labels|labels_text|shquote }}
-EIPDASH_POOL_IPS=({% for ip in pool_ips %}{{ ip|shquote }}{% if not forloop.last %} {% endif %}{% endfor %})
+EIPDASH_TAINT={{ sh.taint }}
+EIPDASH_NODE_LABELS={{ sh.labels }}
+EIPDASH_POOL_IPS=({{ sh.pool_ips }})
 EIPDASH_WAIT_SECONDS="${EIPDASH_WAIT_SECONDS:-600}"
 
 # 1. Register with the startup taint: no pod is scheduled until eipdash has attached a pool EIP and

@@ -62,6 +62,8 @@ def test_round_trip_through_ocean_json(tmp_path: Path) -> None:
 
 
 def test_second_cluster_and_region(tmp_path: Path) -> None:
+    # A second cluster is an admin's decision: `launchspec apply` never creates one.
+    call_command("cluster", "add", "prod-eu", "--region", "eu-west-1", "--kube-context", "prod-eu", stdout=StringIO())
     apply(tmp_path, dict(OCEAN["launchSpec"], name="eu", cluster="prod-eu", region="eu-west-1"))
     assert Cluster.objects.get(name="prod-eu").region == "eu-west-1"
     message = refused(tmp_path, dict(OCEAN["launchSpec"], name="eu2", cluster="prod-eu", region="us-west-2"))
@@ -73,8 +75,8 @@ def test_second_cluster_and_region(tmp_path: Path) -> None:
     ("change", "expected"),
     [
         ({"elasticIpPool": {"tagSelector": {"tagKey": "aws:cloudformation:stack"}}}, "must not start with 'aws:'"),
-        ({"elasticIpPool": {"tagSelector": {"tagKey": ""}}}, "1-128 characters"),
-        ({"elasticIpPool": {"tagSelector": {"tagKey": "k" * 129}}}, "1-128 characters"),
+        ({"elasticIpPool": {"tagSelector": {"tagKey": ""}}}, "of 1-128 characters"),
+        ({"elasticIpPool": {"tagSelector": {"tagKey": "k" * 129}}}, "of 1-128 characters"),
         ({"elasticIpPool": {"tagSelector": {"tagKey": "k", "tagValue": "v" * 257}}}, "at most 256"),
         ({"elasticIpPool": {}}, "tagSelector is required"),
         ({"labels": []}, "at least one"),

@@ -77,7 +77,7 @@ def test_invalid_input_is_refused_like_launchspec_apply(
     operator_client: Client, web_world: WebWorld, overrides: dict[str, str], message: str
 ) -> None:
     response = operator_client.post(reverse("launch-spec-create"), _form(**overrides))
-    assert response.status_code == 200
+    assert response.status_code == 400
     assert message in response.content.decode()
     assert not LaunchSpec.objects.exclude(name="egress").exists()
 
@@ -121,7 +121,7 @@ def test_import_by_upload_of_the_bare_object(operator_client: Client, web_world:
 )
 def test_import_refuses_bad_documents(operator_client: Client, web_world: WebWorld, document: str, message: str):
     response = operator_client.post(reverse("launch-spec-import"), {"document": document})
-    assert response.status_code == 200 and message in response.content.decode()
+    assert response.status_code == 400 and message in response.content.decode()
     assert LaunchSpec.objects.count() == 1
 
 

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from argparse import ArgumentParser
 from pathlib import Path
 from typing import Any
@@ -9,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from pools import services
 from pools.models import LaunchSpec
-from pools.specfile import SpecFileError, parse_launch_spec
+from pools.specfile import SpecFileError, load_spec_json, parse_launch_spec
 
 
 class Command(BaseCommand):
@@ -44,13 +43,14 @@ class Command(BaseCommand):
 
     def apply(self, path: str) -> None:
         try:
-            text = self.stdin_text() if path == "-" else Path(path).read_text(encoding="utf-8")
+            raw = self.stdin_bytes() if path == "-" else Path(path).read_bytes()
         except OSError as exc:
             raise CommandError(f"cannot read {path}: {exc.strerror}", returncode=2) from None
         try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise CommandError(f"{path} is not valid JSON: {exc}", returncode=2) from None
+            data = load_spec_json(raw)
+        except SpecFileError as exc:
+            # One line, exit 2: bad input is the user's to fix, never a traceback.
+            raise CommandError(f"{path}: {exc}", returncode=2) from None
         try:
             spec, created = services.launch_spec_apply(data=parse_launch_spec(data))
         except SpecFileError as exc:
@@ -60,7 +60,8 @@ class Command(BaseCommand):
         self.stdout.write(f"{verb} launch spec {spec.name} (cluster {spec.cluster.name}, {spec.cluster.region}, "
                           f"pool {spec.selector_text()})")
 
-    def stdin_text(self) -> str:
+    def stdin_bytes(self) -> bytes:
         import sys
 
-        return sys.stdin.read()
+        # Bytes, not text: invalid UTF-8 gets the same one-line refusal as a file.
+        return sys.stdin.buffer.read()
