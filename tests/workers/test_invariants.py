@@ -1,0 +1,263 @@
+"""`manage.py check_invariants` on hand-built worlds: each kind of violation is found, a clean world passes.
+
+The worlds are built in the EC2 and Kubernetes emulators (and the record, where a finding is about it);
+the checker reads them back through the adapters, as in production.
+"""
+
+from __future__ import annotations
+
+from io import StringIO
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from pools import services
+from pools.models import LaunchSpec
+from tests.fixtures.world import World
+from workers.invariants import Checker, Observation, Violation, observe
+from workers.kube import Kube, KubeNode
+
+
+def check(*args: str) -> tuple[int, list[str]]:
+    out = StringIO()
+    try:
+        call_command("check_invariants", "--grace", "0", *args, stdout=out)
+    except CommandError as error:
+        return error.returncode, out.getvalue().splitlines()
+    return 0, out.getvalue().splitlines()
+
+
+def lines_of(invariant: str, lines: list[str]) -> list[str]:
+    return [line for line in lines if line.startswith(invariant + " ")]
+
+
+def associate(world: World, allocation_id: str, node: str) -> str:
+    n = world.nodes[node]
+    response = world.ec2.client.associate_address(AllocationId=allocation_id, NetworkInterfaceId=n.eni_id,
+                                                  PrivateIpAddress=n.private_ip, AllowReassociation=False)
+    return str(response["AssociationId"])
+
+
+def released_event(spec: LaunchSpec, world: World, node: str, allocation_id: str) -> None:
+    services.event_record(kind="released", reason="drained", context=services.EventContext(
+        launch_spec=spec.name, cluster=spec.cluster.name, region="us-east-1", node=node,
+        instance_id=world.nodes[node].instance_id, allocation_id=allocation_id))
+
+
+def test_a_clean_world_passes(world: World) -> None:
+    world.spec()
+    world.eips(2)
+    for name in ("a", "b", "c"):  # three nodes, two EIPs: one waits, tainted, and that is no violation
+        world.node(name)
+    world.pod("web", "a")
+    call_command("reconcile", stdout=StringIO())
+    world.cordon("a")  # draining with a workload pod: keeps its EIP
+    call_command("reconcile", stdout=StringIO())
+    assert world.eip_on("a") is not None
+
+    code, lines = check()
+
+    assert (code, lines[-1:]) == (0, ["no violations (3 nodes, 2 pool EIPs)"]), lines
+
+
+def test_i1_a_schedulable_node_without_a_pool_eip(world: World) -> None:
+    world.spec()
+    world.eips(1)
+    world.node("bare", tainted=False)
+    world.node("waits")  # the startup taint keeps pods away
+    world.node("cordoned", tainted=False)
+    world.cordon("cordoned")
+    world.node("other-taint", tainted=False)
+    world.kube.patch("nodes", "other-taint", {"spec": {"taints": [
+        {"key": "example.com/maintenance", "value": "x", "effect": "NoExecute"}]}})
+    world.node("not-ours", tainted=False, labels={"team": "other"})
+
+    code, lines = check()
+
+    assert code == 1
+    assert lines_of("I1", lines) == [
+        f"I1 node bare ({world.nodes['bare'].instance_id}) is schedulable without a pool EIP: no EIP on its "
+        "primary IP"
+    ]
+
+
+def test_i1_a_foreign_eip_does_not_count(world: World) -> None:
+    world.spec()
+    (foreign,) = world.eips(1, tags={"Name": "someone-elses"})
+    world.node("a", tainted=False)
+    associate(world, foreign, "a")
+
+    code, lines = check()
+
+    assert code == 1 and lines_of("I1", lines) == [
+        f"I1 node a ({world.nodes['a'].instance_id}) is schedulable without a pool EIP: a non-pool EIP sits on "
+        "its primary IP"
+    ]
+
+
+def test_i1_not_reported_when_the_node_changed_while_aws_was_read(world: World) -> None:
+    """Kubernetes, then AWS, then Kubernetes again: the engine lifted the taint right after AWS was read
+    (the EIP came between the reads); a checker believing the last reading would see a schedulable node
+    without an EIP, which never was."""
+    world.spec()
+    (allocation_id,) = world.eips(1)
+    world.node("a")
+
+    class MovingWorld(Kube):
+        calls = 0
+
+        def list_all_nodes(self, *, page_size: int = 500) -> list[KubeNode]:
+            MovingWorld.calls += 1
+            if MovingWorld.calls == 2:  # AWS has been read: now the engine associates and lifts the taint
+                associate(world, allocation_id, "a")
+                world.kube.patch("nodes", "a", {"spec": {"taints": None}})
+            return super().list_all_nodes(page_size=page_size)
+
+    observation = observe(kube_for=lambda cluster: MovingWorld())
+
+    assert MovingWorld.calls == 2
+    assert [v for v in observation.violations if v.invariant == "I1"] == []
+
+
+def test_i2_a_busy_node_that_lost_its_eip(world: World) -> None:
+    spec = world.spec()
+    allocation_id, idle_allocation = world.eips(2)
+    for name in ("busy", "idle"):
+        world.node(name, tainted=False)
+        world.cordon(name)
+    world.pod("web", "busy")
+    world.pod("agent", "idle", daemonset=True)
+    world.pod("done", "idle", phase="Succeeded")
+    released_event(spec, world, "busy", allocation_id)
+    released_event(spec, world, "idle", idle_allocation)
+
+    code, lines = check()
+
+    assert code == 1
+    (line,) = lines_of("I2", lines)
+    assert line.startswith(f"I2 node busy ({world.nodes['busy'].instance_id}) runs 1 workload pod(s) but "
+                           f"{allocation_id} was released from it")
+
+
+def test_i2_a_release_from_an_earlier_instance_of_the_name_does_not_count(world: World) -> None:
+    spec = world.spec()
+    (allocation_id,) = world.eips(1)
+    world.node("reused", tainted=False)
+    world.cordon("reused")
+    world.pod("web", "reused")
+    services.event_record(kind="released", reason="instance terminated", context=services.EventContext(
+        launch_spec=spec.name, cluster=spec.cluster.name, node="reused", instance_id="i-0123456789abcdef0",
+        allocation_id=allocation_id))
+
+    code, lines = check()
+
+    assert lines_of("I2", lines) == [], lines
+
+
+def test_i3_two_pool_eips_on_one_node(world: World) -> None:
+    world.spec()
+    first, second = world.eips(2)
+    world.node("a", tainted=False)
+    associate(world, first, "a")
+    associate(world, second, "a")  # AWS would knock the first off; the emulator keeps both
+
+    code, lines = check()
+
+    assert code == 1
+    (line,) = lines_of("I3", lines)
+    ips = sorted(world.address(a)["PublicIp"] for a in (first, second))
+    assert line == f"I3 node a holds 2 pool EIPs: {ips[0]}, {ips[1]}"
+
+
+def test_i4_record_behind_aws(world: World) -> None:
+    world.spec()
+    (allocation_id,) = world.eips(1)
+    world.node("a")
+    call_command("reconcile", stdout=StringIO())
+    association = world.address(allocation_id)["AssociationId"]
+    world.cordon("a")
+    world.ec2.client.disassociate_address(AssociationId=association)  # behind eipdash's back
+    ip = world.address(allocation_id)["PublicIp"]
+
+    code, lines = check()
+
+    assert code == 1
+    n = world.nodes["a"]
+    assert lines_of("I4", lines) == [
+        f"I4 node a is labelled eipdash.io/eip={ip}, but AWS shows no pool EIP on its primary IP",
+        f"I4 open record of {ip} on a ({n.eni_id} {n.private_ip}), but AWS shows it free",
+    ]
+
+
+def test_i4_an_eip_on_a_node_without_record_and_on_a_gone_node(world: World) -> None:
+    world.spec()
+    unrecorded, on_gone = world.eips(2)
+    world.node("a", tainted=False)
+    associate(world, unrecorded, "a")
+    world.node("b")
+    call_command("reconcile", "--dry-run", stdout=StringIO())  # the record learns b's ENI, nothing else
+    associate(world, on_gone, "b")
+    world.ec2.terminate(world.nodes["b"].instance_id, drop_associations=False)  # moto keeps it, AWS would not
+    world.kube.delete("nodes", "b")
+
+    code, lines = check()
+
+    assert code == 1
+    ips = {a: world.address(a)["PublicIp"] for a in (unrecorded, on_gone)}
+    assert sorted(lines_of("I4", lines)) == sorted([
+        f"I4 AWS shows {ips[unrecorded]} on node a without an open record",
+        f"I4 {ips[on_gone]} is still on gone node b (instance {world.nodes['b'].instance_id} terminated)",
+    ])
+
+
+def test_a_disabled_spec_has_no_i1_but_keeps_i4(world: World) -> None:
+    spec = world.spec()
+    (allocation_id,) = world.eips(1)
+    world.node("a", tainted=False)
+    associate(world, allocation_id, "a")
+    LaunchSpec.objects.filter(pk=spec.pk).update(enabled=False)
+    world.node("b", tainted=False)
+
+    code, lines = check()
+
+    assert lines_of("I1", lines) == [] and len(lines_of("I4", lines)) == 1
+
+
+def test_unreadable_world_is_exit_2(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    world.spec()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", "http://127.0.0.1:9")  # nothing listens there
+
+    with pytest.raises(CommandError, match="could not read the world") as raised:
+        call_command("check_invariants", "--grace", "0", stdout=StringIO())
+    assert raised.value.returncode == 2
+
+
+# --- the grace rule of I4, on plain observations ----------------------------------------------------------
+
+
+def observations(*batches: list[Violation]) -> Any:
+    queue = [Observation(violations=list(batch)) for batch in batches]
+    return lambda: queue.pop(0)
+
+
+def test_grace_i4_counts_only_when_it_persists_and_i1_at_once() -> None:
+    now = [0.0]
+    i1 = Violation("I1", "I1:x", "node x is schedulable without a pool EIP")
+    i4 = Violation("I4", "I4:y", "open record of y on z, but AWS shows it free")
+    checker = Checker(grace_seconds=5, clock=lambda: now[0],
+                      observe_fn=observations([i1, i4], [i4], [i4], [], [i4], [i4]))
+
+    assert checker.sample() == [i1]  # I4 first seen
+    now[0] = 3
+    assert checker.sample() == []  # seen twice, but for 3 s only
+    now[0] = 6
+    assert checker.sample() == [i4]  # persisted past the grace period
+    now[0] = 7
+    assert checker.sample() == []  # repaired
+    now[0] = 20
+    assert checker.sample() == []  # back: its clock starts again
+    now[0] = 26
+    assert checker.sample() == [i4]
+
