@@ -130,7 +130,11 @@ class Address:
         return tag_value is None or self.tags[tag_key] == tag_value
 
     @classmethod
-    def from_aws(cls, raw: dict[str, Any]) -> Address:
+    def from_aws(cls, raw: dict[str, Any]) -> Address | None:
+        """None for an address eipdash cannot pool: without a PublicIp (a carrier IP of a Wavelength
+        zone, a customer-owned IP) or without an AllocationId (EC2-Classic)."""
+        if not raw.get("PublicIp") or not raw.get("AllocationId"):
+            return None
         return cls(
             allocation_id=raw["AllocationId"],
             public_ip=raw["PublicIp"],
@@ -147,15 +151,14 @@ class Instance:
     instance_id: str
     state: str  # pending | running | stopping | stopped | shutting-down | terminated
     az: str
-    eni_id: str | None  # primary ENI: the one at Attachment.DeviceIndex == 0
+    # Primary ENI: attached at DeviceIndex 0 of network card 0. Instances with several network cards
+    # have a DeviceIndex 0 on each card; only card 0's is the instance's own address.
+    eni_id: str | None
     private_ip: str | None  # that ENI's primary private IP
 
     @classmethod
     def from_aws(cls, raw: dict[str, Any]) -> Instance:
-        primary = next(
-            (eni for eni in raw.get("NetworkInterfaces", []) if eni.get("Attachment", {}).get("DeviceIndex") == 0),
-            None,
-        )
+        primary = next((eni for eni in raw.get("NetworkInterfaces", []) if _is_primary(eni)), None)
         private_ip = None
         if primary is not None:
             private_ip = next(
@@ -169,6 +172,12 @@ class Instance:
             eni_id=primary["NetworkInterfaceId"] if primary else None,
             private_ip=private_ip,
         )
+
+
+def _is_primary(eni: dict[str, Any]) -> bool:
+    attachment = eni.get("Attachment") or {}
+    # NetworkCardIndex is absent on single-card instances (and in moto): that is card 0.
+    return attachment.get("DeviceIndex") == 0 and (attachment.get("NetworkCardIndex") or 0) == 0
 
 
 # boto3 client creation costs tens of milliseconds and clients are thread-safe: share one per region.
@@ -189,6 +198,13 @@ def _client_for(region: str) -> Any:
 
 
 _T = TypeVar("_T")
+
+
+def _addresses(response: dict[str, Any]) -> list[Address]:
+    """The addresses of a DescribeAddresses response that eipdash can pool; the others are skipped,
+    never a reason to fail the whole region's pass."""
+    parsed = (Address.from_aws(raw) for raw in response.get("Addresses", []))
+    return [address for address in parsed if address is not None]
 
 
 def _chunks(items: list[_T], size: int) -> Iterator[list[_T]]:
@@ -222,7 +238,7 @@ class Ec2:
         sit on a node (associating over one of those would silently knock it off)."""
         with _mapped("DescribeAddresses"):
             response = self.client.describe_addresses(Filters=[{"Name": "domain", "Values": ["vpc"]}])
-        return [Address.from_aws(raw) for raw in response.get("Addresses", [])]
+        return _addresses(response)
 
     def describe_instances(self, instance_ids: Iterable[str]) -> dict[str, Instance]:
         """State and primary ENI per instance id; unknown ids are simply absent.
@@ -271,8 +287,18 @@ class Ec2:
                 response = self.client.describe_addresses(AllocationIds=[allocation_id])
         except NotFound:
             return None
-        raw = response.get("Addresses", [])
-        return Address.from_aws(raw[0]) if raw else None
+        found = _addresses(response)
+        return found[0] if found else None
+
+    def addresses_on(self, *, eni_id: str, private_ip: str) -> list[Address]:
+        """The EIPs (pool or not) on this private IP of this ENI, read right now. AssociateAddress onto a
+        private IP that already has an EIP silently knocks the old one off, so look first."""
+        with _mapped("DescribeAddresses"):
+            response = self.client.describe_addresses(
+                Filters=[{"Name": "network-interface-id", "Values": [eni_id]}]
+            )
+        # Matched here: the EC2 emulator reports the primary IP whatever private IP was asked for.
+        return [a for a in _addresses(response) if a.private_ip in (None, private_ip)]
 
     def owner_of_eni(self, eni_id: str) -> str | None:
         """The instance an ENI is attached to, or None (detached or unknown ENI)."""

@@ -450,3 +450,92 @@ def test_unreachable_endpoint_is_transient(ec2_emulator: Any, monkeypatch: pytes
 def test_address_is_hashable_despite_its_tags() -> None:
     address = Address("eipalloc-1", "203.0.113.1", {"pool": "web"}, None, None, None, None)
     assert address in {address}
+
+
+# --- issue 8: shapes of real AWS answers ------------------------------------------------------------
+
+
+def test_primary_eni_requires_network_card_zero() -> None:
+    # A multi-card instance (p5, trn1...) has a DeviceIndex 0 on every card; card 1's is listed first here.
+    raw = {
+        "InstanceId": "i-0bbb",
+        "State": {"Name": "running"},
+        "NetworkInterfaces": [
+            {"NetworkInterfaceId": "eni-card1", "PrivateIpAddress": "10.0.1.5",
+             "Attachment": {"DeviceIndex": 0, "NetworkCardIndex": 1}},
+            {"NetworkInterfaceId": "eni-card0", "PrivateIpAddress": "10.0.0.5",
+             "Attachment": {"DeviceIndex": 0, "NetworkCardIndex": 0}},
+        ],
+    }
+    instance = Instance.from_aws(raw)
+    assert (instance.eni_id, instance.private_ip) == ("eni-card0", "10.0.0.5")
+    only_card1 = {**raw, "NetworkInterfaces": raw["NetworkInterfaces"][:1]}
+    assert Instance.from_aws(only_card1).eni_id is None
+
+
+_CARRIER_IP_RESPONSE = b"""<?xml version="1.0" encoding="UTF-8"?>
+<DescribeAddressesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">
+  <requestId>59dbff89-35bd-4eac-99ed-be587EXAMPLE</requestId>
+  <addressesSet>
+    <item>
+      <allocationId>eipalloc-0carrier0000000001</allocationId>
+      <domain>vpc</domain>
+      <carrierIp>155.146.10.1</carrierIp>
+      <networkBorderGroup>us-east-1-wl1-bos-wlz-1</networkBorderGroup>
+      <tagSet><item><key>pool</key><value>web</value></item></tagSet>
+    </item>
+    <item>
+      <publicIp>203.0.113.10</publicIp>
+      <allocationId>eipalloc-0public00000000001</allocationId>
+      <domain>vpc</domain>
+      <tagSet><item><key>pool</key><value>web</value></item></tagSet>
+    </item>
+  </addressesSet>
+</DescribeAddressesResponse>"""
+
+
+class CannedServer:
+    """An EC2 endpoint on loopback that answers every request with one canned response."""
+
+    def __init__(self, body: bytes) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> CannedServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_an_address_without_a_public_ip_is_skipped(ec2_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    with CannedServer(_CARRIER_IP_RESPONSE) as server:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", server.url)
+        ec2 = Ec2(REGION)
+        assert [a.allocation_id for a in ec2.list_all_addresses()] == ["eipalloc-0public00000000001"]
+        assert [a.public_ip for a in ec2.list_addresses(["pool"])] == ["203.0.113.10"]
+
+
+def test_addresses_on_a_private_ip(ec2: Ec2, ec2_world: Ec2World) -> None:
+    _, eni_id, private_ip = ec2_world.launch_instance()
+    _, other_eni, other_ip = ec2_world.launch_instance()
+    foreign, _ = ec2_world.allocate_eip({"team": "legacy"})
+    assert ec2.addresses_on(eni_id=eni_id, private_ip=private_ip) == []
+    ec2.associate(allocation_id=foreign, eni_id=eni_id, private_ip=private_ip)
+    assert [a.allocation_id for a in ec2.addresses_on(eni_id=eni_id, private_ip=private_ip)] == [foreign]
+    assert ec2.addresses_on(eni_id=other_eni, private_ip=other_ip) == []
