@@ -222,6 +222,24 @@ class Kube:
                 continue
         raise Conflict(f"node {node_name}: taints kept changing under us ({TAINT_RETRIES} attempts)")
 
+    def add_startup_taint(self, node_name: str, taint_key: str, *, effect: str = "NoSchedule") -> bool:
+        """Put the startup taint back (the mirror of lift_startup_taint): False when the node already has
+        a taint with this key. The whole taints list goes out with a resourceVersion precondition, so a
+        taint another controller changes meanwhile is never dropped: on 409 we re-read and try again."""
+        for _ in range(TAINT_RETRIES):
+            node = self._read_node(node_name)
+            taints = (node.get("spec") or {}).get("taints") or []
+            if any(t.get("key") == taint_key for t in taints):
+                return False
+            patch = {"metadata": {"resourceVersion": node["metadata"]["resourceVersion"]},
+                     "spec": {"taints": [*taints, {"key": taint_key, "value": "true", "effect": effect}]}}
+            try:
+                self._patch_node(node_name, patch)
+                return True
+            except Conflict:
+                continue
+        raise Conflict(f"node {node_name}: taints kept changing under us ({TAINT_RETRIES} attempts)")
+
     def set_eip_marks(self, node_name: str, *, public_ip: str, allocation_id: str) -> None:
         self._patch_node(node_name, {"metadata": {"labels": {EIP_LABEL: public_ip},
                                                   "annotations": {ALLOCATION_ANNOTATION: allocation_id}}})

@@ -252,3 +252,39 @@ def test_errors_are_mapped(kube: Kube, tmp_path: Path) -> None:
 def test_bad_kubeconfig_is_permanent(tmp_path: Path) -> None:
     with pytest.raises(Permanent):
         Kube(config_file=str(tmp_path / "nope"))
+
+
+def test_add_startup_taint_keeps_other_taints_and_is_idempotent(
+        kube: Kube, make_node, kube_emulator: KubeEmulator) -> None:
+    other = {"key": "dedicated", "value": "web", "effect": "NoSchedule"}
+    make_node("n1", "i-0001", taints=[other])
+    assert kube.add_startup_taint("n1", PENDING["key"]) is True
+    assert kube_emulator.get("nodes", "n1")["spec"]["taints"] == [other, PENDING]
+    assert kube.add_startup_taint("n1", PENDING["key"]) is False
+    make_node("n2", "i-0002")
+    assert kube.add_startup_taint("n2", PENDING["key"]) is True
+    assert kube.get_node("n2").has_taint(PENDING["key"])
+    with pytest.raises(NotFound):
+        kube.add_startup_taint("ghost", PENDING["key"])
+
+
+def test_add_startup_taint_retries_when_another_writer_adds_a_taint(
+        kube: Kube, make_node, kube_emulator: KubeEmulator, monkeypatch) -> None:
+    """A taint another controller adds between our read and our patch survives: the precondition
+    refuses our write (409), we re-read and add ours to theirs."""
+    make_node("n1", "i-0001")
+    theirs = {"key": "ToBeDeletedByClusterAutoscaler", "value": "1700000000", "effect": "NoSchedule"}
+    real_read = kube._read_node
+    reads = []
+
+    def read_then_race(name: str):
+        node = real_read(name)
+        reads.append(1)
+        if len(reads) == 1:
+            kube_emulator.patch("nodes", name, {"spec": {"taints": [theirs]}})
+        return node
+
+    monkeypatch.setattr(kube, "_read_node", read_then_race)
+    assert kube.add_startup_taint("n1", PENDING["key"]) is True
+    assert kube_emulator.get("nodes", "n1")["spec"]["taints"] == [theirs, PENDING]
+    assert len(reads) == 2
