@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
 from .env import env_bool, env_int, env_list, env_str
@@ -18,6 +20,11 @@ if _secret is None:
     if not DEBUG:
         raise ImproperlyConfigured("DJANGO_SECRET_KEY is required unless DJANGO_DEBUG=true")
     _secret = "insecure-development-key-only-for-DJANGO_DEBUG"
+elif not DEBUG and (len(_secret) < 50 or len(set(_secret)) < 5):
+    # Sessions and CSRF tokens are signed with it: a short key is guessable offline.
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY must be at least 50 characters (e.g. openssl rand -hex 32) unless DJANGO_DEBUG=true"
+    )
 SECRET_KEY = _secret
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS") or (["127.0.0.1", "localhost"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
@@ -30,6 +37,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_htmx",
+    "axes",
     "pools",
     "workers",
 ]
@@ -43,7 +51,11 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "eipdash.middleware.ReadAccessMiddleware",
+    # Last, as django-axes asks: it turns a lockout raised during authentication into its response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "eipdash.urls"
@@ -84,8 +96,26 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Login throttling (django-axes) on every login form, /accounts/login/ and /admin/login/ alike: after
+# EIPDASH_LOGIN_FAILURE_LIMIT wrong passwords for one username from one address, that pair is locked out
+# for EIPDASH_LOGIN_LOCKOUT_MINUTES, even with the right password. Keyed on the pair so that a stranger
+# cannot lock an operator out from elsewhere. The address is REMOTE_ADDR: behind a proxy that is the
+# proxy's, and the lockout becomes per username.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("EIPDASH_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = dt.timedelta(minutes=env_int("EIPDASH_LOGIN_LOCKOUT_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/lockout.html"
+AXES_VERBOSE = False
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 
@@ -106,6 +136,37 @@ if DEBUG:
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+# HTTPS, for a deployment behind TLS. Off by default so that the plain-HTTP sandbox and compose demo work.
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
+# Only behind a proxy that sets X-Forwarded-Proto itself and strips it from clients: otherwise any
+# client could claim HTTPS.
+if env_bool("DJANGO_SECURE_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# The pages load scripts and styles only from /static/ (htmx is vendored, base.html sets htmx not to
+# inject its indicator <style>); no inline script, no eval. style-src-attr allows the style="width: …"
+# attributes of the pool bars and chart legends, which cannot run code.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "style-src-attr": [UNSAFE_INLINE],
+        "img-src": [SELF, "data:"],
+        "connect-src": [SELF],
+        "font-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    }
+}
 
 # --- Redis and Celery -------------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
@@ -129,6 +190,9 @@ EIPDASH_METRICS_TOKEN = env_str("EIPDASH_METRICS_TOKEN")
 # The single-flight lock outlives the hard task time limit, so a killed task never leaves a pass
 # running beside a new one.
 EIPDASH_SPEC_LOCK_SECONDS = CELERY_TASK_TIME_LIMIT + 30
+# The per-spec lease: short, renewed by the running pass every third of it, so that a SIGKILLed worker
+# holds its spec for at most this long (the next pass starts within it plus one beat).
+EIPDASH_LEASE_SECONDS = env_int("EIPDASH_LEASE_SECONDS", 10, minimum=3)
 # The cluster that launch specs join when they name none.
 EIPDASH_CLUSTER_NAME: str = env_str("EIPDASH_CLUSTER_NAME", "default")
 EIPDASH_CLUSTER_REGION: str = env_str("EIPDASH_CLUSTER_REGION", env_str("AWS_DEFAULT_REGION", "us-east-1"))
@@ -140,5 +204,5 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("EIPDASH_LOG_LEVEL", "INFO")},
-    "loggers": {"botocore": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
+    "loggers": {"botocore": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }
