@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from .locks import spec_lock
-from .models import Assignment, Cluster, ElasticIP, Event, LaunchSpec, Node
+from .models import Assignment, Cluster, ElasticIP, Event, LaunchSpec, Node, ReassignRequest
 from .regions import KNOWN_REGIONS
 from .specfile import LaunchSpecInput, SpecFileError, cluster_name_problem, kube_context_problem
 
@@ -229,3 +229,25 @@ def assignment_close(*, assignment: Assignment, reason: str) -> bool:
         closed_at=timezone.now(), close_reason=reason[:200]
     )
     return updated == 1
+
+
+# --- manual reassign requests ----------------------------------------------------------------------
+
+
+def reassign_request_create(*, eip: ElasticIP, node_name: str, actor: str) -> ReassignRequest:
+    """The operator's intent, recorded before anything moves; a worker carries it out."""
+    return ReassignRequest.objects.create(eip=eip, node_name=node_name, actor=actor, created_at=timezone.now())
+
+
+def reassign_request_start(*, request_id: int) -> bool:
+    """Pending → running. False when it already ran (a task delivered twice moves nothing twice)."""
+    updated = ReassignRequest.objects.filter(pk=request_id, state=ReassignRequest.State.PENDING).update(
+        state=ReassignRequest.State.RUNNING, started_at=timezone.now()
+    )
+    return updated == 1
+
+
+def reassign_request_finish(*, request_id: int, state: str, message: str) -> None:
+    ReassignRequest.objects.filter(pk=request_id).exclude(
+        state__in=[ReassignRequest.State.DONE, ReassignRequest.State.REFUSED, ReassignRequest.State.FAILED]
+    ).update(state=state, message=message, finished_at=timezone.now())

@@ -19,11 +19,11 @@ from django.db.models import Q
 from django.utils import timezone
 
 from pools import services
-from pools.locks import spec_lock
+from pools.locks import Lease, LeaseLost, spec_lease
 from pools.models import Assignment, ElasticIP, Event, LaunchSpec, Node
-from pools.planner import Adopt, Assign, MarkReady, Plan, Release, tag_selects
+from pools.planner import Adopt, Assign, MarkReady, Plan, Release
 from pools.planner import plan as make_plan
-from pools.snapshot import labels_match, planner_inputs
+from pools.snapshot import planner_inputs
 
 from .ec2 import Address, Ec2, Ec2Error
 from .kube import Kube, KubeError
@@ -187,8 +187,11 @@ def _save_addresses(region: str, selected: list[Address], now: datetime) -> None
 
 
 class Executor:
-    def __init__(self, spec: LaunchSpec, ec2: Ec2, kube: Kube, *, actor: str = SYSTEM) -> None:
+    def __init__(self, spec: LaunchSpec, ec2: Ec2, kube: Kube, *, actor: str = SYSTEM,
+                 lease: Lease | None = None) -> None:
         self.spec = spec
+        # The spec's lease (pools/locks.py): checked before every step, so a pass that lost it stops.
+        self.lease = lease
         self.ec2 = ec2
         self.kube = kube
         self.actor = actor
@@ -208,7 +211,12 @@ class Executor:
         services.event_record(kind=kind, context=self.context(node=node, eip=eip), reason=reason, actor=self.actor)
 
     def step(self, what: str, action: Callable[[], str | None], *, node: str = "", allocation_id: str = "") -> None:
-        """Run one step; its failure becomes an `error` event and the pass goes on."""
+        """Run one step; its failure becomes an `error` event and the pass goes on.
+
+        A lost lease is not a step failure: LeaseLost stops the whole pass before this step writes.
+        """
+        if self.lease is not None:
+            self.lease.check()
         try:
             done = action()
         except (Ec2Error, KubeError, DatabaseError) as exc:
@@ -350,21 +358,36 @@ class Executor:
 
 
 def run_pass(spec: LaunchSpec, *, ec2: Ec2 | None = None, kube: Kube | None = None, dry_run: bool = False,
-             actor: str = SYSTEM, exclusive: bool = True) -> PassReport:
+             actor: str = SYSTEM, exclusive: bool = True, lease: Lease | None = None) -> PassReport:
     """Refresh, plan and (unless dry_run) apply, for one spec.
 
-    exclusive: the caller holds the spec's lock. Without it, a recent unconfirmed claim may be another
+    exclusive: the caller holds the spec's lease. Without it, a recent unconfirmed claim may be another
     process's AWS call in flight, and is left alone for as long as that process may still run.
+    lease: checked before the snapshot is written and before every step; once lost, the pass stops and
+    says so in its report (the pass that took the lease over carries on from the world as it is).
     """
     if ec2 is None or kube is None:
         default_ec2, default_kube = clients_for(spec)
         ec2, kube = ec2 or default_ec2, kube or default_kube
-    pool = refresh_snapshot(spec, ec2, kube)
-    in_flight_since = None if exclusive else timezone.now() - timedelta(seconds=settings.EIPDASH_SPEC_LOCK_SECONDS)
-    plan = make_plan(*planner_inputs(spec, pool=pool, in_flight_since=in_flight_since))
-    if dry_run:
-        return PassReport(spec=spec.name, plan=plan, done=[f"would {line}" for line in plan.describe()])
-    return Executor(spec, ec2, kube, actor=actor).apply(plan)
+    report = PassReport(spec=spec.name)
+    try:
+        if lease is not None and not dry_run:
+            lease.check()
+        pool = refresh_snapshot(spec, ec2, kube)
+        in_flight_since = (None if exclusive
+                           else timezone.now() - timedelta(seconds=settings.EIPDASH_SPEC_LOCK_SECONDS))
+        plan = make_plan(*planner_inputs(spec, pool=pool, in_flight_since=in_flight_since))
+        if dry_run:
+            return PassReport(spec=spec.name, plan=plan, done=[f"would {line}" for line in plan.describe()])
+        # Built after the refresh: the executor reads the node rows the refresh just wrote.
+        executor = Executor(spec, ec2, kube, actor=actor, lease=lease)
+        report = executor.report
+        return executor.apply(plan)
+    except LeaseLost as exc:
+        message = f"stopped: {exc}; another pass carries on"
+        log.warning("%s: %s", spec.name, message)
+        report.errors.append(message)
+        return report
 
 
 def reconcile_spec(
@@ -374,100 +397,8 @@ def reconcile_spec(
     if not spec.enabled and not dry_run:
         return PassReport(spec=spec.name, skipped="disabled")
     # A dry run changes nothing outside, but it refreshes the snapshot: it waits its turn like a pass.
-    with spec_lock(spec.pk, wait_seconds=10 if dry_run else 0) as acquired:
-        if not acquired:
+    with spec_lease(spec.pk, wait_seconds=10 if dry_run else 0) as lease:
+        if lease is None:
             return PassReport(spec=spec.name, skipped="another worker is running this spec's pass")
-        # Without Redis there is no lock to prove that this pass runs alone.
-        return run_pass(spec, ec2=ec2, kube=kube, dry_run=dry_run, exclusive=bool(settings.REDIS_URL))
-
-
-# --- manual reassign ------------------------------------------------------------------------------
-
-
-class ReassignRefused(Exception):
-    """The move was not made; the message says why, for the person who asked."""
-
-
-def reassign_eip(*, allocation_id: str, node_name: str, actor: str, ec2: Ec2 | None = None,
-                 kube: Kube | None = None) -> Assignment:
-    """Move an EIP of a pool to another node of the same spec, by hand. All or nothing.
-
-    The old node loses the IP; the pass that follows gives it another free one if there is any.
-    """
-    eip = ElasticIP.objects.filter(allocation_id=allocation_id).first()
-    if eip is None or eip.gone:
-        raise ReassignRefused(f"EIP {allocation_id} is not in any pool any more.")
-    # Node names repeat across clusters: only a node of the EIP's region can take it.
-    target = Node.objects.select_related("cluster", "launch_spec__cluster").filter(
-        name=node_name, launch_spec__cluster__region=eip.region).first()
-    if target is None or target.launch_spec is None:
-        raise ReassignRefused(f"Node {node_name} is not a node of any launch spec.")
-    spec = target.launch_spec
-    if not tag_selects(eip.tags, spec.tag_key, spec.tag_value):
-        raise ReassignRefused(f"{eip.public_ip} is not in the pool of {spec.name}, the launch spec of {node_name}.")
-    if ec2 is None or kube is None:
-        default_ec2, default_kube = clients_for(spec)
-        ec2, kube = ec2 or default_ec2, kube or default_kube
-
-    with spec_lock(spec.pk, wait_seconds=15) as acquired:
-        if not acquired:
-            raise ReassignRefused("A reconcile pass of this launch spec is running; try again in a few seconds.")
-        # Decide on the world as it is now, not as the page showed it.
-        refresh_snapshot(spec, ec2, kube)
-        target.refresh_from_db()
-        eip.refresh_from_db()
-        if eip.gone:
-            raise ReassignRefused(f"{eip.public_ip} left the pool meanwhile.")
-        if target.deleted_at is not None or target.instance_state not in ("pending", "running"):
-            raise ReassignRefused(f"{node_name} is not running any more.")
-        if target.draining:
-            raise ReassignRefused(f"{node_name} is draining.")
-        if target.foreign_eip:
-            raise ReassignRefused(f"{node_name} carries an EIP outside the pool.")
-        if not labels_match(spec.labels, target.labels):
-            raise ReassignRefused(f"{node_name} no longer matches launch spec {spec.name}.")
-        if eip.eni_id and eip.eni_id == target.eni_id:
-            raise ReassignRefused(f"{eip.public_ip} is already on {node_name}.")
-        held = Assignment.objects.filter(node=target, closed_at__isnull=True).select_related("eip").first()
-        on_target = ElasticIP.objects.filter(eni_id=target.eni_id, gone=False).exclude(eni_id="").first()
-        if held is not None or on_target is not None:
-            ip = held.eip.public_ip if held else on_target.public_ip if on_target else ""
-            raise ReassignRefused(f"{node_name} already has an EIP ({ip}).")
-        old = Assignment.objects.filter(eip=eip, closed_at__isnull=True).select_related("node").first()
-        old_node = old.node if old else Node.objects.filter(cluster=spec.cluster, eni_id=eip.eni_id).exclude(
-            eni_id="").first()
-        try:
-            with transaction.atomic():
-                if old is not None and not services.assignment_close(
-                    assignment=old, reason=f"reassigned to {node_name} by {actor}"
-                ):
-                    raise ReassignRefused("Someone else changed this EIP a moment ago; reload and look again.")
-                claim = services.assignment_open(eip=eip, node=target, spec=spec, actor=actor)
-                # Inside the transaction: if AWS refuses, the records roll back and nothing changed.
-                association_id = ec2.associate(allocation_id=eip.allocation_id, eni_id=target.eni_id,
-                                               private_ip=target.private_ip, allow_reassociation=True)
-                services.assignment_confirm(assignment=claim, association_id=association_id)
-        except IntegrityError:
-            raise ReassignRefused("Another operator moved an EIP onto this node a moment ago.") from None
-        except Ec2Error as exc:
-            services.event_record(
-                kind=Event.Kind.ERROR, context=services.event_context(spec=spec, node=target, eip=eip),
-                reason=f"manual reassign refused by AWS: {exc}", actor=actor,
-            )
-            raise ReassignRefused(f"AWS refused the move: {exc}") from exc
-        ElasticIP.objects.filter(pk=eip.pk).update(association_id=association_id, eni_id=target.eni_id,
-                                                   private_ip=target.private_ip, instance_id=target.instance_id)
-        services.event_record(
-            kind=Event.Kind.REASSIGNED, context=services.event_context(spec=spec, node=target, eip=eip),
-            reason=f"moved by hand from {old_node.name if old_node else 'no node'} to {node_name}", actor=actor,
-        )
-        executor = Executor(spec, ec2, kube, actor=actor)
-        steps = [lambda: executor.mark_ready(MarkReady(node_name, eip.allocation_id, eip.public_ip,
-                                                       lift_taint=target.startup_tainted, set_marks=True))]
-        if old_node is not None and old_node.deleted_at is None:
-            steps.append(lambda: kube.clear_eip_marks(old_node.name))
-        for action in steps:
-            executor.step("after the manual reassign", action, node=node_name, allocation_id=eip.allocation_id)
-        # The old node now waits like any new node: serve it from the pool right away.
-        run_pass(spec, ec2=ec2, kube=kube)
-        return claim
+        # Without Redis there is no lease to prove that this pass runs alone.
+        return run_pass(spec, ec2=ec2, kube=kube, dry_run=dry_run, exclusive=lease.redis_backed, lease=lease)

@@ -267,41 +267,7 @@ def test_dry_run_changes_nothing(world: World) -> None:
     assert world.all_associations() == {} and not Event.objects.exists()
 
 
-def test_manual_reassign_moves_the_eip_and_the_old_node_gets_a_free_one(world: World) -> None:
-    spec = world.spec()
-    (allocation_id,) = world.eips(1)
-    world.node("a")
-    reconcile(spec)
-    world.node("b")
-    reconcile(spec)  # b waits: the pool is exhausted
-    executor.reassign_eip(allocation_id=allocation_id, node_name="b", actor="alice")
-    assert world.eip_on("b") == allocation_id and world.eip_on("a") is None
-    assert TAINT not in world.taints("b")
-    (moved,) = kinds("reassigned")
-    assert moved.actor == "alice" and moved.node == "b" and "from a" in moved.reason
-    open_rows = Assignment.objects.filter(closed_at__isnull=True)
-    assert [(r.node.name, r.actor) for r in open_rows] == [("b", "alice")]
-    world.eips(1)
-    reconcile(spec)
-    assert world.eip_on("a") is not None
-
-
-def test_manual_reassign_refuses_a_target_that_holds_an_eip_or_drains(world: World) -> None:
-    spec = world.spec()
-    first, second = world.eips(2)
-    world.node("a")
-    world.node("b")
-    reconcile(spec)
-    before = world.all_associations()
-    with pytest.raises(executor.ReassignRefused, match="already has an EIP"):
-        executor.reassign_eip(allocation_id=world.eip_on("a") or "", node_name="b", actor="alice")
-    world.node("c")
-    world.cordon("c")
-    reconcile(spec)
-    with pytest.raises(executor.ReassignRefused, match="draining"):
-        executor.reassign_eip(allocation_id=first, node_name="c", actor="alice")
-    assert world.all_associations() == before
-    assert not kinds("reassigned")
+# The manual reassign is tested in tests/workers/test_reassign.py.
 
 
 def test_kube_adapter_is_reached_through_the_standard_kubeconfig(world: World) -> None:

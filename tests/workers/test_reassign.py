@@ -1,0 +1,179 @@
+"""Manual reassign against the EC2 and Kubernetes emulators: what AWS, Kubernetes and the record show after
+a move or a refusal. The web side (the request and its status) is in tests/pools/test_views_reassign.py, the
+task on a real Celery worker in tests/e2e/test_reassign_worker.py."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from pools.models import Assignment, ElasticIP, Event, ReassignRequest
+from pools.services import reassign_request_create
+from tests.fixtures.world import TAINT, World
+from workers import executor
+from workers.ec2 import Ec2
+from workers.reassign import ReassignRefused, reassign_eip, run_request
+
+
+def reconcile(spec: object) -> executor.PassReport:
+    return executor.reconcile_spec(spec.pk)  # type: ignore[attr-defined]
+
+
+def kinds(kind: str) -> list[Event]:
+    return list(Event.objects.filter(kind=kind).order_by("id"))
+
+
+def test_moves_the_eip_retaints_the_old_node_and_serves_it_from_the_pool(world: World) -> None:
+    spec = world.spec()
+    (moved_id,) = world.eips(1)
+    world.node("a")
+    reconcile(spec)
+    world.node("b")
+    reconcile(spec)  # b waits: the pool is exhausted
+    outcome = reassign_eip(allocation_id=moved_id, node_name="b", actor="alice")
+    assert outcome.confirmed
+    assert world.eip_on("b") == moved_id and world.eip_on("a") is None
+    assert TAINT not in world.taints("b")
+    # I1: a lost its EIP and no other is free, so it is not schedulable.
+    assert TAINT in world.taints("a")
+    assert "eipdash.io/eip" not in world.labels("a")
+    (moved,) = kinds("reassigned")
+    assert moved.actor == "alice" and moved.node == "b" and "from a" in moved.reason
+    assert [(r.node.name, r.actor) for r in Assignment.objects.filter(closed_at__isnull=True)] == [("b", "alice")]
+    # A new EIP in the pool: the next pass gives it to a and lifts a's taint.
+    (fresh,) = world.eips(1)
+    reconcile(spec)
+    assert world.eip_on("a") == fresh and TAINT not in world.taints("a")
+
+
+def test_the_pass_after_the_move_serves_the_old_node_at_once(world: World) -> None:
+    spec = world.spec()
+    (held,) = world.eips(1)
+    world.node("a")
+    reconcile(spec)
+    world.node("b")
+    reconcile(spec)  # b waits
+    (free,) = world.eips(1)  # tagged after the last pass: no pass has served b with it
+    reassign_eip(allocation_id=held, node_name="b", actor="alice")
+    assert world.eip_on("b") == held
+    assert world.eip_on("a") == free and TAINT not in world.taints("a")
+
+
+def test_refuses_a_target_that_holds_an_eip_or_drains(world: World) -> None:
+    spec = world.spec()
+    first, _second = world.eips(2)
+    world.node("a")
+    world.node("b")
+    reconcile(spec)
+    before = world.all_associations()
+    with pytest.raises(ReassignRefused, match="already has an EIP"):
+        reassign_eip(allocation_id=world.eip_on("a") or "", node_name="b", actor="alice")
+    world.node("c")
+    world.cordon("c")
+    reconcile(spec)
+    with pytest.raises(ReassignRefused, match="draining"):
+        reassign_eip(allocation_id=first, node_name="c", actor="alice")
+    assert world.all_associations() == before
+    assert TAINT not in world.taints("a") and TAINT not in world.taints("b")
+    assert not kinds("reassigned")
+
+
+def test_refuses_to_take_a_pool_eip_off_a_non_node_instance(world: World) -> None:
+    spec = world.spec()
+    (bastion_eip,) = world.eips(1)
+    _instance, bastion_eni, bastion_ip = world.ec2.launch_instance(az="us-east-1a")
+    world.ec2.client.associate_address(AllocationId=bastion_eip, NetworkInterfaceId=bastion_eni,
+                                       PrivateIpAddress=bastion_ip)
+    world.node("a")
+    reconcile(spec)
+    with pytest.raises(ReassignRefused, match="not the primary address of a node"):
+        reassign_eip(allocation_id=bastion_eip, node_name="a", actor="mallory")
+    assert world.address(bastion_eip)["NetworkInterfaceId"] == bastion_eni
+    assert world.eip_on("a") is None and TAINT in world.taints("a")
+    assert not kinds("reassigned")
+
+
+def test_refuses_an_eip_in_conflict(world: World) -> None:
+    """Associated with a node of the spec outside eipdash, with no record: the pass adopts or reports it;
+    a hand move meanwhile would decide on a guess."""
+    spec = world.spec()
+    (eip_id,) = world.eips(1)
+    a = world.node("a")
+    world.node("b")
+    world.ec2.client.associate_address(AllocationId=eip_id, NetworkInterfaceId=a.eni_id, PrivateIpAddress=a.private_ip)
+    spec.enabled = False  # no pass adopts it before the move is asked for
+    spec.save()
+    executor.reconcile_spec(spec.pk, dry_run=True)  # the snapshot knows the nodes and the EIP
+    spec.enabled = True
+    spec.save()
+    with pytest.raises(ReassignRefused, match="conflict"):
+        reassign_eip(allocation_id=eip_id, node_name="b", actor="alice")
+    assert world.eip_on("a") == eip_id and world.eip_on("b") is None
+    assert not Assignment.objects.exists()
+
+
+def test_refuses_an_eip_selected_by_two_specs(world: World) -> None:
+    spec = world.spec()
+    world.spec("wide", labels={"eipdash.io/pool": "wide"}, tag_key="eipdash/pool", tag_value=None)
+    (eip_id,) = world.eips(1)
+    world.node("a")
+    reconcile(spec)
+    with pytest.raises(ReassignRefused, match="also selected by launch spec"):
+        reassign_eip(allocation_id=eip_id, node_name="a", actor="alice")
+    assert world.all_associations() == {}
+
+
+def test_refuses_a_node_matched_by_two_specs(world: World) -> None:
+    spec = world.spec()
+    world.spec("other", labels={"eipdash.io/pool": "ingress"}, tag_key="other/pool", tag_value=None)
+    (eip_id,) = world.eips(1)
+    world.node("a")
+    reconcile(spec)
+    with pytest.raises(ReassignRefused, match="matched by launch spec"):
+        reassign_eip(allocation_id=eip_id, node_name="a", actor="alice")
+    assert world.all_associations() == {}
+
+
+def test_an_aws_failure_during_the_refresh_is_a_recorded_refusal(world: World) -> None:
+    spec = world.spec()
+    (eip_id,) = world.eips(1)
+    world.node("a")
+    reconcile(spec)
+    world.node("b")
+    reconcile(spec)
+    # The real adapter against an endpoint that refuses connections.
+    dead = boto3.session.Session().client("ec2", region_name="us-east-1", endpoint_url="http://127.0.0.1:9",
+                                          config=Config(retries={"mode": "standard", "max_attempts": 1},
+                                                        connect_timeout=1, read_timeout=1))
+    with pytest.raises(ReassignRefused, match="Could not read AWS and Kubernetes"):
+        reassign_eip(allocation_id=eip_id, node_name="b", actor="alice", ec2=Ec2("us-east-1", client=dead))
+    assert world.eip_on("a") == eip_id and TAINT not in world.taints("a")
+    (error,) = kinds("error")
+    assert error.actor == "alice" and "reading AWS and Kubernetes failed" in error.reason
+
+
+def test_a_request_runs_to_done_and_a_refusal_leaves_aws_alone(world: World) -> None:
+    spec = world.spec()
+    (eip_id,) = world.eips(1)
+    world.node("a")
+    reconcile(spec)
+    world.node("b")
+    reconcile(spec)
+    eip = ElasticIP.objects.get(allocation_id=eip_id)
+    request = reassign_request_create(eip=eip, node_name="b", actor="alice")
+    run_request(request.pk)
+    request.refresh_from_db()
+    assert request.state == "done" and "moved to b" in request.message and request.finished_at is not None
+    assert world.eip_on("b") == eip_id
+    # The same request delivered twice moves nothing twice.
+    assert "already handled" in run_request(request.pk)
+
+    # Back to a, which now holds no EIP... but a is tainted and waiting; ask for a draining node instead.
+    world.cordon("a")
+    reconcile(spec)
+    refused = reassign_request_create(eip=eip, node_name="a", actor="bob")
+    run_request(refused.pk)
+    refused.refresh_from_db()
+    assert refused.state == ReassignRequest.State.REFUSED and "draining" in refused.message
+    assert world.eip_on("b") == eip_id
