@@ -3,6 +3,8 @@
 It serves nodes, pods and namespaces of core/v1 with the semantics eipdash depends on: label and field
 selectors, limit/continue, resourceVersion preconditions (409), merge / strategic-merge / JSON patch,
 the status subresource, finalizers with deletionTimestamp, and watch. Standard library only.
+Opt-in and seeded (``KubeFaults``): 409s and 500s on writes, 500s on reads, watch streams cut short; off
+by default, and never on the side door (``open_side_door``) that a harness uses to see the world.
 Run it in the foreground with `python -m sandbox.kube_emulator --port 6443 --kubeconfig PATH`.
 """
 
@@ -13,14 +15,17 @@ import base64
 import collections
 import copy
 import json
+import random
 import re
 import secrets
 import select
+import socket
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -338,6 +343,73 @@ def pod_manifest(name: str, node_name: str | None, namespace: str = "default", d
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
 
 
+# ---------------------------------------------------------------- faults (opt-in)
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass(frozen=True)
+class KubeFaultRates:
+    """Probabilities per request on the faulty listener. All zero: the emulator behaves."""
+
+    conflict: float = 0.0  # a write answers 409 Conflict and changes nothing
+    write_error: float = 0.0  # a write answers 500 and changes nothing
+    read_error: float = 0.0  # a get or list answers 500
+    watch_drop: float = 0.0  # a watch stream is cut (no closing chunk) after drop_after seconds
+    drop_after: tuple[float, float] = (0.5, 5.0)
+
+
+class KubeFaults:
+    """The seeded dice of the faulty listener; ``counts`` says what was injected, by kind."""
+
+    def __init__(self, rates: KubeFaultRates, seed: int = 1) -> None:
+        self.rates = rates
+        self.enabled = True
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+
+    @property
+    def injected(self) -> int:
+        with self._lock:
+            return sum(self.counts.values())
+
+    def _roll(self, *kinds: str) -> str | None:
+        with self._lock:
+            draw = self._rng.random()
+            if not self.enabled:
+                return None
+            edge = 0.0
+            for kind in kinds:
+                edge += getattr(self.rates, kind)
+                if draw < edge:
+                    self.counts[kind] += 1
+                    return kind
+            return None
+
+    def for_request(self, method: str, resource: str, name: str | None) -> ApiError | None:
+        """The error to answer instead of serving this request, if the dice say so."""
+        what = f'{resource} "{name}"' if name else resource
+        if method in WRITE_METHODS:
+            kind = self._roll("conflict", "write_error")
+            if kind == "conflict":
+                return ApiError(409, "Conflict", f"Operation cannot be fulfilled on {what}: the object has been "
+                                "modified; please apply your changes to the latest version and try again")
+            if kind == "write_error":
+                return ApiError(500, "InternalError", "Internal error occurred: etcdserver: request timed out")
+            return None
+        if self._roll("read_error"):
+            return ApiError(500, "InternalError", "Internal error occurred: etcdserver: leader changed")
+        return None
+
+    def watch_cut(self) -> float | None:
+        """Seconds after which this watch stream is cut, or None to serve it whole."""
+        if not self._roll("watch_drop"):
+            return None
+        with self._lock:
+            return self._rng.uniform(*self.rates.drop_after)
+
+
 # ---------------------------------------------------------------- the store
 
 Key = tuple[str, str]  # (namespace or "", name)
@@ -346,8 +418,11 @@ Key = tuple[str, str]  # (namespace or "", name)
 class KubeEmulator:
     """The store and its HTTP front. Methods without an underscore are also in-process helpers."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, faults: KubeFaults | None = None) -> None:
         self.port = port
+        # Opt-in fault injection on the main listener (`url`); the side door (`open_side_door`) never has it.
+        self.faults = faults
+        self._side_doors: list[tuple[ThreadingHTTPServer, threading.Thread]] = []
         self._cond = threading.Condition()  # the one lock; waiting on it is how watches learn of writes
         self._objects: dict[str, dict[Key, dict[str, Any]]] = {r: {} for r in RESOURCES}
         # (resourceVersion, resource, type, previous state or None, new state)
@@ -368,7 +443,7 @@ class KubeEmulator:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> KubeEmulator:
-        handler = type("Handler", (_Handler,), {"emulator": self})
+        handler = type("Handler", (_Handler,), {"emulator": self, "faulty": True})
         self._server = _Server(("127.0.0.1", self.port or 0), handler)
         self.port = self._server.server_address[1]
         self._stopping = False
@@ -377,10 +452,25 @@ class KubeEmulator:
         self._thread.start()
         return self
 
+    def open_side_door(self) -> str:
+        """A second listener on the same store that never injects faults (for a test harness or an
+        invariant checker that must see the world, not the weather); returns its URL."""
+        handler = type("Handler", (_Handler,), {"emulator": self, "faulty": False})
+        server = _Server(("127.0.0.1", 0), handler)
+        thread = threading.Thread(target=server.serve_forever, name="kube-emulator-side-door", daemon=True)
+        thread.start()
+        self._side_doors.append((server, thread))
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
     def stop(self) -> None:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+        for server, thread in self._side_doors:
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+        self._side_doors.clear()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -649,6 +739,8 @@ class _Handler(BaseHTTPRequestHandler):
     # ACK (about 40 ms) on every keep-alive request.
     disable_nagle_algorithm = True
     emulator: KubeEmulator
+    faulty: bool = False  # this listener injects the emulator's faults, when it has any
+    _cut_stream: bool = False  # the watch being served is to be cut (an injected drop)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: tests and `make run` would drown in access logs
@@ -712,13 +804,23 @@ class _Handler(BaseHTTPRequestHandler):
         if (resource not in RESOURCES or len(rest) > 3 or (sub and (resource, sub) not in SUBRESOURCES)
                 or (name and RESOURCES[resource][1] and namespace is None)):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        faults = emulator.faults if self.faulty else None
+        watching = name is None and method == "GET" and query.get("watch") in ("1", "true")
+        if faults is not None and not watching:
+            injected = faults.for_request(method, resource, name)
+            if injected is not None:
+                raise injected
         not_allowed = ApiError(405, "MethodNotAllowed", "the server does not allow this method on the "
                                "requested resource")
         if name is None:
-            if method == "GET" and query.get("watch") in ("1", "true"):
+            if watching:
+                timeout = float(query.get("timeoutSeconds") or DEFAULT_WATCH_SECONDS)
+                cut = faults.watch_cut() if faults is not None else None
+                if cut is not None and cut < timeout:
+                    timeout, self._cut_stream = cut, True
                 return emulator.watch(resource, namespace, query.get("labelSelector", ""),
                                       query.get("fieldSelector", ""), query.get("resourceVersion", ""),
-                                      float(query.get("timeoutSeconds") or DEFAULT_WATCH_SECONDS), self._gone)
+                                      timeout, self._gone)
             if method == "GET":
                 return 200, emulator.list_page(resource, namespace, query.get("labelSelector", ""),
                                                query.get("fieldSelector", ""), int(query.get("limit") or 0),
@@ -765,6 +867,13 @@ class _Handler(BaseHTTPRequestHandler):
                 line = json.dumps(event).encode() + b"\n"
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
                 self.wfile.flush()
+            if self._cut_stream:
+                # An injected drop: the stream ends without its closing chunk, as when a load balancer or
+                # an API server restart cuts it; the client sees a broken response, not a clean end.
+                self._cut_stream = False
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
@@ -793,8 +902,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Run the Kubernetes API emulator on loopback (Ctrl-C stops).")
     parser.add_argument("--port", type=int, default=6443)
     parser.add_argument("--kubeconfig", help="write a kubeconfig for the emulator to this path")
+    chaos = parser.add_argument_group("fault injection (off unless a rate is given)")
+    chaos.add_argument("--fault-seed", type=int, default=1)
+    chaos.add_argument("--conflict", type=float, default=0.0, help="probability of a 409 per write")
+    chaos.add_argument("--write-error", type=float, default=0.0, help="probability of a 500 per write")
+    chaos.add_argument("--read-error", type=float, default=0.0, help="probability of a 500 per get or list")
+    chaos.add_argument("--watch-drop", type=float, default=0.0, help="probability that a watch stream is cut")
     args = parser.parse_args()
-    emulator = KubeEmulator(args.port)
+    rates = KubeFaultRates(conflict=args.conflict, write_error=args.write_error, read_error=args.read_error,
+                           watch_drop=args.watch_drop)
+    faulty = any((args.conflict, args.write_error, args.read_error, args.watch_drop))
+    emulator = KubeEmulator(args.port, faults=KubeFaults(rates, args.fault_seed) if faulty else None)
     # As in the EC2 emulator: a Ctrl-C at any point after this stops the server cleanly and exits 0.
     try:
         emulator.start()

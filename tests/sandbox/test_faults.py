@@ -3,7 +3,9 @@ AWS_ENDPOINT_URL_EC2: what boto3 sees, what moto ends up holding, and what the p
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import boto3
 import pytest
@@ -11,7 +13,11 @@ from botocore.config import Config
 
 from sandbox.ec2_emulator import Ec2Emulator, Ec2World
 from sandbox.faults import Dice, FaultProxy, FaultRates
+from sandbox.kube_emulator import KubeEmulator, KubeFaultRates, KubeFaults, node_manifest
 from workers.ec2 import Ec2, Throttled, Transient
+from workers.kube import Conflict as KubeConflict
+from workers.kube import Kube
+from workers.kube import Transient as KubeTransient
 
 
 @pytest.fixture
@@ -108,3 +114,78 @@ def test_the_same_seed_gives_the_same_faults() -> None:
 def test_rates_are_validated() -> None:
     with pytest.raises(ValueError):
         FaultRates(throttle=0.7, after=0.5)
+
+
+# --- Kubernetes faults: the emulator's opt-in injector, seen through eipdash's Kubernetes adapter --------
+
+
+@pytest.fixture
+def faulty_kube(tmp_path: Path) -> Iterator[KubeEmulator]:
+    emulator = KubeEmulator(faults=KubeFaults(KubeFaultRates(), seed=3)).start()
+    emulator.create("nodes", node_manifest("n1", "i-0123456789abcdef0"))
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+def adapter(url: str, tmp_path: Path) -> Kube:
+    emulator_config = tmp_path / f"kubeconfig-{url.rsplit(':', 1)[1]}"
+    config = {"apiVersion": "v1", "kind": "Config", "current-context": "c",
+              "clusters": [{"name": "c", "cluster": {"server": url}}], "users": [{"name": "u", "user": {}}],
+              "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}
+    emulator_config.write_text(json.dumps(config))
+    return Kube(config_file=str(emulator_config), request_timeout=5)
+
+
+def test_kube_faults_are_off_by_default(kube_emulator: KubeEmulator) -> None:
+    assert kube_emulator.faults is None
+
+
+def test_kube_500_on_reads(faulty_kube: KubeEmulator, tmp_path: Path) -> None:
+    assert faulty_kube.faults is not None
+    faulty_kube.faults.rates = KubeFaultRates(read_error=1.0)
+
+    with pytest.raises(KubeTransient):
+        adapter(faulty_kube.url, tmp_path).list_all_nodes()
+    # The side door sees the world without the weather.
+    assert [n.name for n in adapter(faulty_kube.open_side_door(), tmp_path).list_all_nodes()] == ["n1"]
+    assert faulty_kube.faults.counts == {"read_error": 1}
+
+
+def test_kube_409_and_500_on_writes_change_nothing(faulty_kube: KubeEmulator, tmp_path: Path) -> None:
+    assert faulty_kube.faults is not None
+    kube = adapter(faulty_kube.url, tmp_path)
+    faulty_kube.faults.rates = KubeFaultRates(conflict=1.0)
+    with pytest.raises(KubeConflict):
+        kube.set_eip_marks("n1", public_ip="198.51.100.1", allocation_id="eipalloc-1")
+    faulty_kube.faults.rates = KubeFaultRates(write_error=1.0)
+    with pytest.raises(KubeTransient):
+        kube.set_eip_marks("n1", public_ip="198.51.100.1", allocation_id="eipalloc-1")
+
+    assert "eipdash.io/eip" not in faulty_kube.get("nodes", "n1")["metadata"]["labels"]
+    assert faulty_kube.faults.counts == {"conflict": 1, "write_error": 1}
+
+
+def test_kube_watch_streams_are_cut(faulty_kube: KubeEmulator, tmp_path: Path) -> None:
+    assert faulty_kube.faults is not None
+    faulty_kube.faults.rates = KubeFaultRates(watch_drop=1.0, drop_after=(0.2, 0.4))
+    seen: list[str] = []
+
+    with pytest.raises(KubeTransient):
+        for _event, node in adapter(faulty_kube.url, tmp_path).watch_nodes(timeout_seconds=20):
+            seen.append(node.name)
+
+    assert seen == ["n1"] and faulty_kube.faults.counts == {"watch_drop": 1}
+
+
+def test_kube_faults_follow_the_seed() -> None:
+    rates = KubeFaultRates(conflict=0.2, write_error=0.1, read_error=0.3)
+    requests = [("PATCH", "nodes", "a"), ("GET", "nodes", None), ("GET", "pods", None)] * 30
+
+    def codes(seed: int) -> list[int | None]:
+        faults = KubeFaults(rates, seed=seed)
+        return [getattr(faults.for_request(*r), "code", None) for r in requests]
+
+    assert codes(5) == codes(5) and codes(5) != codes(6)
+    assert set(codes(5)) == {None, 409, 500}
