@@ -18,7 +18,7 @@ from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from .models import Assignment, ElasticIP, Event, LaunchSpec, Node
+from .models import Assignment, ElasticIP, Event, LaunchSpec, Node, ReassignRequest
 
 logger = logging.getLogger(__name__)
 
@@ -328,6 +328,11 @@ def node_reassign_targets(*, spec: LaunchSpec, exclude_node_id: int | None = Non
     if exclude_node_id is not None:
         qs = qs.exclude(pk=exclude_node_id)
     return list(qs.order_by("name"))
+
+
+def reassign_request_get(*, allocation_id: str, request_id: int) -> ReassignRequest | None:
+    """One manual reassign request of this EIP (a request id under another EIP's URL is not found)."""
+    return ReassignRequest.objects.select_related("eip").filter(pk=request_id, eip__allocation_id=allocation_id).first()
 
 
 def eip_free_count(*, spec: LaunchSpec) -> int:

@@ -19,6 +19,8 @@ urlpatterns = [
     path("eips/<str:allocation_id>/", views.eip_detail, name="eip-detail"),
     path("eips/<str:allocation_id>/reassign/", views.eip_reassign, name="eip-reassign"),
     path("eips/<str:allocation_id>/reassign/confirm/", views.eip_reassign_confirm, name="eip-reassign-confirm"),
+    path("eips/<str:allocation_id>/reassign/<int:request_id>/", views.eip_reassign_status,
+         name="eip-reassign-status"),
     path("nodes/", views.node_list, name="node-list"),
     path("history/", views.history, name="history"),
     path("history/export.csv", views.history_export, {"fmt": "csv"}, name="history-export-csv"),

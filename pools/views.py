@@ -1,15 +1,14 @@
 """Dashboard views: thin functions (CONVENTIONS.md §10, §11).
 
-Pages read the database only; the workers keep it fresh. The one action that reaches AWS, the manual
-reassign, goes through the same executor as the workers. When a request comes from htmx, a view
-returns just its live partial, which the page polls every few seconds.
+Pages read the database only; the workers keep it fresh. The one action that changes AWS, the manual
+reassign, is recorded here and carried out by a worker; the page follows its status. When a request
+comes from htmx, a view returns just its live partial, which the page polls every few seconds.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hmac
-import importlib
 import json
 import logging
 import shlex
@@ -20,7 +19,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
-from django.db import connection
+from django.db import connection, transaction
 from django.http import (
     Http404,
     HttpRequest,
@@ -47,8 +46,8 @@ from .forms import (
     NodeFilterForm,
     ReassignForm,
 )
-from .models import ElasticIP, LaunchSpec, Node
-from .services import launch_spec_apply
+from .models import ElasticIP, LaunchSpec, Node, ReassignRequest
+from .services import launch_spec_apply, reassign_request_create, reassign_request_finish
 from .specfile import CONTROL_RE, SpecFileError, launch_spec_to_ocean
 
 logger = logging.getLogger(__name__)
@@ -315,49 +314,95 @@ def eip_reassign_confirm(request: HtmxHttpRequest, allocation_id: str) -> HttpRe
     context = _eip_context(request, eip)
     context.update(_reassign_consequence(eip, context["spec"]))
     context["target"] = form.cleaned_data["node"]
+    if selectors.eip_state(eip) == "conflict":
+        # The same refusal as the worker's: say it before the operator confirms anything.
+        context["blocked"] = (f"{eip.public_ip} is in conflict (AWS shows it associated without a record of "
+                              "eipdash): it is not moved by hand.")
     if request.htmx:
         return render(request, "pools/partials/_reassign_dialog.html", context)
     return render(request, "pools/eip_reassign_confirm.html", context)
 
 
-def _executor() -> Any:
-    # Imported on use: the executor pulls in boto3 through workers/ec2.py, which pages never need.
-    return importlib.import_module("workers.executor")
+def _enqueue_reassign(request_id: int) -> None:
+    """Hand the move to the workers, by task name: the web holds no AWS or Kubernetes rights and never
+    imports the worker code (boto3, the kubernetes client). A broker that does not answer ends the request
+    as failed, with nothing changed, so the operator sees why instead of a request pending forever."""
+    from eipdash.celery import app
+
+    try:
+        with app.connection_for_write(settings.REDIS_URL or settings.CELERY_BROKER_URL) as connection:
+            app.send_task("workers.tasks.reassign", args=[request_id], connection=connection,
+                          retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5})
+    except Exception as exc:  # kombu's and redis' connection errors have no common base worth naming
+        logger.warning("reassign request %s: could not enqueue: %s", request_id, exc)
+        reassign_request_finish(request_id=request_id, state=ReassignRequest.State.FAILED,
+                                message=f"The workers' queue did not answer ({type(exc).__name__}); nothing was "
+                                        "changed. Try again in a moment.")
 
 
 @require_POST
 @login_required
 @permission_required("pools.reassign_elasticip", raise_exception=True)
 def eip_reassign(request: HtmxHttpRequest, allocation_id: str) -> HttpResponse:
+    """Record the operator's intent, enqueue the move on commit, answer with its status (which polls)."""
     eip = _get_eip_or_404(allocation_id)
     form = ReassignForm(request.POST)
     error: str | None = None
     if not form.is_valid():
         error = "Choose a target node."
-    else:
-        node_name = form.cleaned_data["node"]
-        try:
-            executor = _executor()
-        except ImportError:
-            error = "Reassign is not available: the executor is not installed."
-        else:
-            try:
-                executor.reassign_eip(
-                    allocation_id=eip.allocation_id, node_name=node_name, actor=request.user.get_username()
-                )
-            except executor.ReassignRefused as exc:
-                error = str(exc)
-    detail_url = reverse("eip-detail", args=[eip.allocation_id])
-    if error is None:
-        messages.success(request, f"{eip.public_ip} moved to {form.cleaned_data['node']}.")
-        return HttpResponseClientRedirect(detail_url) if request.htmx else redirect(detail_url)
+    elif eip.gone:
+        error = f"{eip.public_ip} is gone from AWS or from the pool."
+    elif selectors.eip_state(eip) == "conflict":
+        error = (f"{eip.public_ip} is in conflict (AWS shows it associated without a record of eipdash): "
+                 "it is not moved by hand.")
+    if error is not None:
+        if request.htmx:
+            # 200 so that htmx swaps the message in; the dialog shows it where the user clicked.
+            return render(request, "pools/partials/_reassign_result.html", {"error": error, "eip": eip})
+        context = _eip_context(request, eip)
+        context["reassign_error"] = error
+        return render(request, "pools/eip_detail.html", context, status=409)
+    with transaction.atomic():
+        reassign = reassign_request_create(eip=eip, node_name=form.cleaned_data["node"],
+                                           actor=request.user.get_username())
+        # On commit: a worker that picks the task up at once must find the row.
+        request_id = reassign.pk
+        transaction.on_commit(lambda: _enqueue_reassign(request_id))
+    reassign.refresh_from_db()  # the enqueue may have failed it already
     if request.htmx:
-        # 200 so that htmx swaps the message in; the dialog shows it where the user clicked.
-        return render(request, "pools/partials/_reassign_result.html", {"error": error, "eip": eip})
-    eip = _get_eip_or_404(allocation_id)
-    context = _eip_context(request, eip)
-    context["reassign_error"] = error
-    return render(request, "pools/eip_detail.html", context, status=409)
+        return render(request, "pools/partials/_reassign_status.html", _reassign_status_context(reassign))
+    return redirect("eip-reassign-status", allocation_id=eip.allocation_id, request_id=reassign.pk)
+
+
+def _reassign_status_context(reassign: ReassignRequest) -> dict[str, Any]:
+    return {
+        "reassign": reassign,
+        "eip": reassign.eip,
+        "waited_seconds": int((timezone.now() - reassign.created_at).total_seconds()),
+        "poll_seconds": 1,
+    }
+
+
+@require_GET
+@login_required
+@permission_required("pools.reassign_elasticip", raise_exception=True)
+def eip_reassign_status(request: HtmxHttpRequest, allocation_id: str, request_id: int) -> HttpResponse:
+    """Where a requested move stands. Under htmx the partial polls itself until the move ends; a finished
+    move sends the page back to the EIP. Without JS, the page has a link to look again."""
+    reassign = selectors.reassign_request_get(allocation_id=allocation_id, request_id=request_id)
+    if reassign is None:
+        raise Http404(f"no reassign request {request_id} for {allocation_id!r}")
+    context = _reassign_status_context(reassign)
+    detail_url = reverse("eip-detail", args=[allocation_id])
+    if request.htmx:
+        if reassign.state == ReassignRequest.State.DONE:
+            messages.success(request, reassign.message or f"{reassign.eip.public_ip} moved to {reassign.node_name}.")
+            return HttpResponseClientRedirect(detail_url)
+        return render(request, "pools/partials/_reassign_status.html", context)
+    page = _eip_context(request, _get_eip_or_404(allocation_id))
+    page.update(context)
+    page["reassign_status"] = True
+    return render(request, "pools/eip_detail.html", page)
 
 
 # --- Nodes -----------------------------------------------------------------------------------------

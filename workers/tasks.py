@@ -10,6 +10,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from pools.models import LaunchSpec
 
 from . import executor
+from .reassign import run_request
 
 log = logging.getLogger(__name__)
 
@@ -37,3 +38,12 @@ def reconcile_spec(spec_id: int) -> list[str]:
     for line in report.lines():
         log.info("%s", line)
     return report.lines()
+
+
+# No automatic retry either: a move is asked for once. The request row says how it ended, whatever happens.
+@shared_task(ignore_result=True)
+def reassign(request_id: int) -> str:
+    """Carry out an operator's ReassignRequest (recorded by the web, which has no AWS or Kubernetes rights)."""
+    line = run_request(request_id)
+    log.info("%s", line)
+    return line

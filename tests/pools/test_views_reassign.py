@@ -1,41 +1,30 @@
-"""The manual reassign: who may, what the confirmation says, and how the answer is shown.
+"""The manual reassign in the web: who may, what the confirmation says, the request recorded and its task
+enqueued in Redis, and how the status page follows the request.
 
-The executor is replaced at the view's one seam (`pools.views._executor`): these tests are about the
-web layer. The engine-level reassign (AWS and Kubernetes state) is tested in tests/workers/.
+The web never moves anything itself: a worker does (tests/workers/test_reassign.py for the move against the
+emulators, tests/e2e/test_reassign_worker.py for the task on a real Celery worker). Here the outcome a
+worker would write is written with the same service the worker uses.
 """
 
 from __future__ import annotations
 
-import types
+import base64
+import json
+from typing import Any
 
 import pytest
+import redis
 from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 
-from pools.models import Node
+from pools.models import Node, ReassignRequest
+from pools.services import reassign_request_finish
 from tests.fixtures.web import WebWorld, make_node
 
 pytestmark = pytest.mark.django_db
 
-
-class Refused(Exception):
-    pass
-
-
-@pytest.fixture
-def fake_executor(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
-    calls: list[dict[str, str]] = []
-    fake = types.SimpleNamespace(ReassignRefused=Refused, calls=calls, refuse_with=None)
-
-    def reassign_eip(*, allocation_id: str, node_name: str, actor: str) -> None:
-        calls.append({"allocation_id": allocation_id, "node_name": node_name, "actor": actor})
-        if fake.refuse_with:
-            raise Refused(fake.refuse_with)
-
-    fake.reassign_eip = reassign_eip
-    monkeypatch.setattr("pools.views._executor", lambda: fake)
-    return fake
+TASK = "workers.tasks.reassign"
 
 
 @pytest.fixture
@@ -52,27 +41,46 @@ def _urls(w: WebWorld) -> tuple[str, str, str]:
     )
 
 
-def test_anonymous_post_is_sent_to_login(client: Client, web_world: WebWorld, fake_executor) -> None:
+def _status_url(request: ReassignRequest) -> str:
+    return reverse("eip-reassign-status", args=[request.eip.allocation_id, request.pk])
+
+
+def _take_queued(redis_url: str, request_id: int) -> list[dict[str, Any]]:
+    """The reassign tasks for this request waiting in the broker's default queue; removed as they are read."""
+    client = redis.Redis.from_url(redis_url)
+    found = []
+    for raw in client.lrange("celery", 0, -1):
+        message = json.loads(raw)
+        if message.get("headers", {}).get("task") != TASK:
+            continue
+        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        if args == [request_id]:
+            found.append(message)
+            client.lrem("celery", 1, raw)
+    return found
+
+
+def test_anonymous_post_is_sent_to_login(client: Client, web_world: WebWorld) -> None:
     _, post_url, _ = _urls(web_world)
     response = client.post(post_url, {"node": "node-b"})
     assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
-    assert fake_executor.calls == []
+    assert not ReassignRequest.objects.exists()
 
 
-def test_viewer_is_forbidden_on_the_server(viewer_client: Client, web_world: WebWorld, fake_executor) -> None:
+def test_viewer_is_forbidden_on_the_server(viewer_client: Client, web_world: WebWorld) -> None:
     detail, post_url, confirm = _urls(web_world)
     assert viewer_client.post(post_url, {"node": "node-b"}).status_code == 403
     assert viewer_client.get(confirm, {"node": "node-b"}).status_code == 403
-    assert fake_executor.calls == []
+    assert not ReassignRequest.objects.exists()
     # The viewer sees no form, only why.
     html = viewer_client.get(detail).content.decode()
     assert "Only operators can move" in html and "Reassign…" not in html
 
 
-def test_get_is_not_allowed_on_the_action(operator_client: Client, web_world: WebWorld, fake_executor) -> None:
+def test_get_is_not_allowed_on_the_action(operator_client: Client, web_world: WebWorld) -> None:
     _, post_url, _ = _urls(web_world)
     assert operator_client.get(post_url, {"node": "node-b"}).status_code == 405
-    assert fake_executor.calls == []
+    assert not ReassignRequest.objects.exists()
 
 
 def test_operator_sees_only_eligible_targets(operator_client: Client, web_world: WebWorld, target: Node) -> None:
@@ -90,10 +98,10 @@ def test_confirmation_says_what_will_happen(operator_client: Client, web_world: 
     _, _, confirm = _urls(web_world)
     html = operator_client.get(confirm, {"node": "node-c"}).content.decode()
     assert "Move 203.0.113.1 to node-c?" in html
-    assert "node-a</strong> loses this IP" in html
+    assert "node-a</strong> gets the startup taint back first" in html and "then loses this IP" in html
     # eip 2 is free: the old node gets it on the next pass.
     assert "another free EIP of the pool (1 free now)" in html
-    assert 'name="csrfmiddlewaretoken"' in html and 'value="node-c"' in html
+    assert 'name="csrfmiddlewaretoken"' in html and 'value="node-c"' in html and 'id="reassign-confirm"' in html
     # Under htmx the same confirmation is a dialog fragment, not a page.
     fragment = operator_client.get(confirm, {"node": "node-c"}, headers={"HX-Request": "true"}).content.decode()
     assert fragment.lstrip().startswith('<div class="dialog-backdrop"') and "<dialog open" in fragment
@@ -108,47 +116,104 @@ def test_confirmation_warns_when_the_pool_is_empty(operator_client: Client, web_
     assert "no free EIP" in html
 
 
-def test_operator_moves_with_their_name_as_actor(
-    operator_client: Client, operator: User, web_world: WebWorld, target: Node, fake_executor
+def test_an_eip_in_conflict_is_not_offered_and_not_accepted(
+    operator_client: Client, web_world: WebWorld, target: Node, django_capture_on_commit_callbacks
+) -> None:
+    # The free EIP shows up associated in AWS with no record of eipdash: conflict.
+    conflicted = web_world.eips[1]
+    conflicted.association_id, conflicted.eni_id, conflicted.private_ip = "eipassoc-x", "eni-bastion", "10.9.9.9"
+    conflicted.save()
+    allocation = conflicted.allocation_id
+    html = operator_client.get(reverse("eip-detail", args=[allocation])).content.decode()
+    assert 'id="reassign-conflict"' in html and "Reassign…" not in html
+    dialog = operator_client.get(reverse("eip-reassign-confirm", args=[allocation]), {"node": "node-c"},
+                                 headers={"HX-Request": "true"}).content.decode()
+    assert 'id="reassign-error"' in dialog and "in conflict" in dialog and 'id="reassign-confirm"' not in dialog
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        page = operator_client.post(reverse("eip-reassign", args=[allocation]), {"node": "node-c"})
+    assert page.status_code == 409 and "in conflict" in page.content.decode()
+    assert not ReassignRequest.objects.exists() and not callbacks
+
+
+def test_the_request_is_recorded_and_its_task_enqueued(
+    operator_client: Client, operator: User, web_world: WebWorld, target: Node, redis_url: str,
+    django_capture_on_commit_callbacks,
+) -> None:
+    _, post_url, _ = _urls(web_world)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = operator_client.post(post_url, {"node": "node-c"})
+    (request,) = ReassignRequest.objects.all()
+    assert (request.eip_id, request.node_name, request.actor, request.state) == (
+        web_world.eips[0].pk, "node-c", operator.username, ReassignRequest.State.PENDING)
+    assert len(callbacks) == 1  # enqueued on commit, so a fast worker finds the row
+    assert len(_take_queued(redis_url, request.pk)) == 1
+    # Without JS: POST, redirect, and a status page that says where it stands, with a link to look again.
+    assert response.status_code == 302 and response["Location"] == _status_url(request)
+    page = operator_client.get(_status_url(request)).content.decode()
+    assert "Waiting for a worker" in page and f'href="{_status_url(request)}"' in page
+
+
+def test_htmx_gets_a_status_that_polls_until_the_move_ends(
+    operator_client: Client, web_world: WebWorld, target: Node, redis_url: str, django_capture_on_commit_callbacks,
+) -> None:
+    _, post_url, _ = _urls(web_world)
+    htmx = {"HX-Request": "true"}
+    with django_capture_on_commit_callbacks(execute=True):
+        fragment = operator_client.post(post_url, {"node": "node-c"}, headers=htmx).content.decode()
+    request = ReassignRequest.objects.get()
+    _take_queued(redis_url, request.pk)
+    assert 'id="reassign-status"' in fragment and f'hx-get="{_status_url(request)}"' in fragment
+    assert 'hx-trigger="every 1s"' in fragment
+    # Refused by the worker: the reason in place, and the polling stops.
+    reassign_request_finish(request_id=request.pk, state="refused", message="node-c already has an EIP (203.0.113.9).")
+    refused = operator_client.get(_status_url(request), headers=htmx).content.decode()
+    assert 'id="reassign-error"' in refused and "node-c already has an EIP" in refused and "hx-trigger" not in refused
+
+
+def test_a_finished_move_sends_the_page_back_to_the_eip(
+    operator_client: Client, web_world: WebWorld, target: Node, redis_url: str, django_capture_on_commit_callbacks,
 ) -> None:
     detail, post_url, _ = _urls(web_world)
-    response = operator_client.post(post_url, {"node": "node-c"})
-    assert response.status_code == 302 and response["Location"] == detail
-    assert fake_executor.calls == [
-        {"allocation_id": web_world.eips[0].allocation_id, "node_name": "node-c", "actor": operator.username}
-    ]
+    with django_capture_on_commit_callbacks(execute=True):
+        operator_client.post(post_url, {"node": "node-c"})
+    request = ReassignRequest.objects.get()
+    _take_queued(redis_url, request.pk)
+    reassign_request_finish(request_id=request.pk, state="done", message="203.0.113.1 moved to node-c.")
+    response = operator_client.get(_status_url(request), headers={"HX-Request": "true"})
+    assert response["HX-Redirect"] == detail
     assert "moved to node-c" in operator_client.get(detail).content.decode()
 
 
-def test_htmx_success_redirects_the_client(operator_client: Client, web_world: WebWorld, target, fake_executor):
-    detail, post_url, _ = _urls(web_world)
-    response = operator_client.post(post_url, {"node": "node-c"}, headers={"HX-Request": "true"})
-    assert response["HX-Redirect"] == detail
+def test_a_request_is_only_found_under_its_own_eip(operator_client: Client, web_world: WebWorld) -> None:
+    request = ReassignRequest.objects.create(eip=web_world.eips[0], node_name="node-b", actor="x",
+                                             created_at=web_world.eips[0].last_seen_at)
+    other = reverse("eip-reassign-status", args=[web_world.eips[1].allocation_id, request.pk])
+    assert operator_client.get(other).status_code == 404
 
 
-def test_refusal_is_shown_inline(operator_client: Client, web_world: WebWorld, target: Node, fake_executor) -> None:
-    fake_executor.refuse_with = "node-c already has an EIP (203.0.113.9)."
-    _, post_url, _ = _urls(web_world)
-    page = operator_client.post(post_url, {"node": "node-c"})
-    assert page.status_code == 409
-    assert "node-c already has an EIP (203.0.113.9)." in page.content.decode()
-    fragment = operator_client.post(post_url, {"node": "node-c"}, headers={"HX-Request": "true"})
-    assert fragment.status_code == 200  # htmx swaps 2xx only
-    assert 'id="reassign-error"' in fragment.content.decode()
-    assert "already has an EIP" in fragment.content.decode()
-
-
-def test_missing_node_is_refused_without_calling_the_executor(
-    operator_client: Client, web_world: WebWorld, fake_executor
+def test_a_broker_that_does_not_answer_fails_the_request_visibly(
+    operator_client: Client, web_world: WebWorld, target: Node, settings, django_capture_on_commit_callbacks,
 ) -> None:
+    settings.REDIS_URL = "redis://127.0.0.1:9/0"  # nothing listens there
+    _, post_url, _ = _urls(web_world)
+    with django_capture_on_commit_callbacks(execute=True):
+        operator_client.post(post_url, {"node": "node-c"}, headers={"HX-Request": "true"})
+    request = ReassignRequest.objects.get()
+    assert request.state == ReassignRequest.State.FAILED and "queue did not answer" in request.message
+    # The dialog's next poll shows it (outside tests the enqueue runs before the answer is rendered).
+    fragment = operator_client.get(_status_url(request), headers={"HX-Request": "true"})
+    assert fragment.status_code == 200 and 'id="reassign-error"' in fragment.content.decode()
+
+
+def test_missing_node_is_refused_without_a_request(operator_client: Client, web_world: WebWorld) -> None:
     _, post_url, _ = _urls(web_world)
     assert operator_client.post(post_url, {}).status_code == 409
-    assert fake_executor.calls == []
+    assert not ReassignRequest.objects.exists()
 
 
-def test_csrf_is_enforced(operator: User, web_world: WebWorld, target: Node, fake_executor) -> None:
+def test_csrf_is_enforced(operator: User, web_world: WebWorld, target: Node) -> None:
     client = Client(enforce_csrf_checks=True)
     client.force_login(operator)
     _, post_url, _ = _urls(web_world)
     assert client.post(post_url, {"node": "node-c"}).status_code == 403
-    assert fake_executor.calls == []
+    assert not ReassignRequest.objects.exists()
