@@ -61,8 +61,19 @@
     }
   });
   document.addEventListener("click", function (event) {
-    if (event.target instanceof Element && event.target.closest(".htmx-error-close")) {
+    if (!(event.target instanceof Element)) {
+      return;
+    }
+    if (event.target.closest(".htmx-error-close")) {
       hide();
+    }
+    // data-dismiss="ID": remove that element (e.g. a dialog's Cancel). A link keeps its href for pages
+    // without JavaScript; the CSP forbids inline onclick handlers, so the behaviour lives here.
+    var dismiss = event.target.closest("[data-dismiss]");
+    var target = dismiss ? document.getElementById(dismiss.getAttribute("data-dismiss")) : null;
+    if (target) {
+      target.remove();
+      event.preventDefault();
     }
   });
 })();
