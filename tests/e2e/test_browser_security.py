@@ -35,7 +35,8 @@ HOSTILE = '</code></pre><img src=x onerror="document.title=`pwned`"><script>docu
 COLLECT_VIOLATIONS = """
 window.__cspViolations = [];
 document.addEventListener("securitypolicyviolation", (e) => {
-  window.__cspViolations.push(e.violatedDirective + " " + (e.blockedURI || "inline") + " " + e.sourceFile + ":" + e.lineNumber);
+  window.__cspViolations.push(
+    e.violatedDirective + " " + (e.blockedURI || "inline") + " " + e.sourceFile + ":" + e.lineNumber);
 });
 window.__settled = 0;
 document.addEventListener("htmx:afterSettle", () => { window.__settled += 1; });
