@@ -221,7 +221,8 @@ def node_is_servable(node: NodeView) -> bool:
 
 def should_retaint(node: NodeView | None) -> bool:
     """A node that loses its EIP gets the startup taint back first when it may still run pods for this
-    spec: in the cluster, its instance not going away, its labels still the spec's."""
+    spec: in the cluster, its instance not going away, its labels still the spec's. (A disabled spec
+    taints nothing: once it is deleted, nobody would lift that taint again.)"""
     return (node is not None and node.in_cluster and node.matches_spec
             and node.instance_state not in DEAD_STATES)
 
@@ -309,7 +310,7 @@ def plan(
     def close_claim(eip: EipView, claim: Claim, reason: str, kind: str, if_still_there: str) -> None:
         """Close a record whose EIP AWS does not show on the claimed node; nothing to disassociate."""
         release.append(Release(eip.allocation_id, eip.public_ip, claim.node, reason, association_id=None,
-                               kind=kind, retaint=should_retaint(by_name.get(claim.node)),
+                               kind=kind, retaint=spec.enabled and should_retaint(by_name.get(claim.node)),
                                if_still_there=if_still_there))
 
     for node in nodes:
@@ -376,7 +377,8 @@ def plan(
             if reason is not None:
                 # The release closes whatever record there is; nothing to adopt first.
                 release.append(Release(eip.allocation_id, eip.public_ip, on_node.name, reason,
-                                       association_id=eip.association_id, retaint=should_retaint(on_node)))
+                                       association_id=eip.association_id,
+                                       retaint=spec.enabled and should_retaint(on_node)))
                 continue
             held_by_node[on_node.name] = eip
             ours = claim is not None and claim.node == on_node.name and claim.confirmed
@@ -429,8 +431,9 @@ def plan(
     closing = {r.node for r in release} | {a.supersedes for a in adopt if a.supersedes}
     candidates = [n for n in nodes if node_needs_eip(n) and n.name not in held_by_node]
     # Every node that should hold an EIP and holds none carries the startup taint (I1), whatever this
-    # pass then manages to assign.
-    taint = tuple(n.name for n in candidates if not n.startup_tainted) if spec.enabled else ()
+    # pass then manages to assign. A node whose claim this pass closes is re-tainted by that release,
+    # once the executor has made sure the EIP is really gone (a stale read must not taint a busy node).
+    taint = tuple(n.name for n in candidates if not n.startup_tainted and n.name not in closing) if spec.enabled else ()
     deferred = tuple(n.name for n in candidates if n.name in closing)
     # Filter first: a node without a primary private IPv4 cannot take an EIP, so it must not take a free
     # EIP's turn either. It is its own condition, not a pool shortage.

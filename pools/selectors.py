@@ -105,6 +105,8 @@ class PoolStats:
     draining_holding: int = 0
     nodes: int = 0
     alerts: list[str] = field(default_factory=list)
+    # Open assignments of the spec's nodes: what a disabled spec still has to give back before deletion.
+    held: int = 0
 
     @property
     def use_percent(self) -> int:
@@ -155,6 +157,7 @@ def pool_stats_list(*, specs: Sequence[LaunchSpec] | None = None) -> list[PoolSt
                 distinct=True,
                 filter=Q(draining=True, assignments__closed_at__isnull=True, assignments__isnull=False),
             ),
+            held=Count("assignments", distinct=True, filter=Q(assignments__closed_at__isnull=True)),
         )
     )
     for counts in node_counts:
@@ -162,6 +165,7 @@ def pool_stats_list(*, specs: Sequence[LaunchSpec] | None = None) -> list[PoolSt
         target.nodes = counts["total"]
         target.waiting_nodes = counts["waiting"]
         target.draining_holding = counts["draining"]
+        target.held = counts["held"]
     return [stats[spec.pk] for spec in specs]
 
 

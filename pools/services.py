@@ -223,10 +223,13 @@ def assignment_confirm(*, assignment: Assignment, association_id: str) -> bool:
     return updated == 1
 
 
-def assignment_close(*, assignment: Assignment, reason: str) -> bool:
-    """Close an open assignment. False when it was already closed: the caller lost a race."""
+def assignment_close(*, assignment: Assignment, reason: str, kind: str = "") -> bool:
+    """Close an open assignment. False when it was already closed: the caller lost a race.
+
+    kind (Assignment.CloseKind): why, for the free order; only a refusal by AWS demotes the EIP.
+    """
     updated = Assignment.objects.filter(pk=assignment.pk, closed_at__isnull=True).update(
-        closed_at=timezone.now(), close_reason=reason[:200]
+        closed_at=timezone.now(), close_reason=reason[:200], close_kind=kind
     )
     return updated == 1
 

@@ -22,7 +22,8 @@ def labels_match(required: Mapping[str, str], labels: Mapping[str, str]) -> bool
 
 def spec_view(spec: LaunchSpec) -> SpecView:
     return SpecView(
-        name=spec.name, tag_key=spec.tag_key, tag_value=spec.tag_value, active_alerts=frozenset(spec.active_alerts)
+        name=spec.name, tag_key=spec.tag_key, tag_value=spec.tag_value, active_alerts=frozenset(spec.active_alerts),
+        enabled=spec.enabled,
     )
 
 
@@ -78,9 +79,11 @@ def planner_inputs(
     closed = Assignment.objects.filter(
         launch_spec=spec, eip__allocation_id__in=[e.allocation_id for e in entries], closed_at__isnull=False
     ).values_list("eip__allocation_id")
-    # A confirmed assignment that ended is a release; a claim closed unconfirmed is a refusal by AWS.
+    # A confirmed assignment that ended is a release. Only a claim that AWS refused demotes the EIP: a
+    # throttle, a timeout or an interrupted pass says nothing about the EIP itself.
     last_released = dict(closed.filter(confirmed_at__isnull=False).annotate(last=Max("closed_at")))
-    last_refused = dict(closed.filter(confirmed_at__isnull=True).annotate(last=Max("closed_at")))
+    refused = closed.filter(confirmed_at__isnull=True, close_kind=Assignment.CloseKind.REFUSED)
+    last_refused = dict(refused.annotate(last=Max("closed_at")))
     eips = [
         EipView(
             allocation_id=entry.allocation_id,

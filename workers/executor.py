@@ -1,7 +1,13 @@
 """One reconcile pass: read AWS and Kubernetes, record the snapshot, plan, and apply the plan step by step.
 
 Each step: open the claim in the DB → call AWS / Kubernetes → confirm → record the Event. One failing
-step is recorded as an `error` event and never stops the others (CONVENTIONS.md §3, §4).
+step is recorded as an `error` event (once per episode) and never stops the others.
+
+The invariants every pass keeps (README, "How it works"): I1 a schedulable node of the spec holds a pool
+EIP (the startup taint goes back on before an EIP leaves a live node, and on any such node without one);
+I2 no EIP leaves a node that still runs workload pods; I3 one EIP per node and one node per EIP (the DB
+claims, AllowReassociation=False, a fresh look at the target private IP before AssociateAddress, and no
+second EIP for a node in the pass that closed its claim); I4 the record follows AWS within a pass.
 """
 
 from __future__ import annotations
@@ -21,16 +27,20 @@ from django.utils import timezone
 from pools import services
 from pools.locks import Lease, LeaseLost, spec_lease
 from pools.models import Assignment, ElasticIP, Event, LaunchSpec, Node
-from pools.planner import Adopt, Assign, MarkReady, Plan, Release
+from pools.planner import IF_THERE_KEEP, Adopt, Assign, MarkReady, Plan, Release
 from pools.planner import plan as make_plan
 from pools.snapshot import planner_inputs
 
-from .ec2 import Address, Ec2, Ec2Error
+from .ec2 import Address, Ec2, Ec2Error, Throttled, Transient
 from .kube import Kube, KubeError
 from .kube import NotFound as KubeNotFound
 
 log = logging.getLogger(__name__)
 SYSTEM = "system"
+# The alert key of a pass that could not read AWS or Kubernetes: one `error` event per episode.
+READ_ALERT = "read-failed"
+# Alert keys of failing steps start with this: one `error` event per episode and step, not one per pass.
+STEP_ALERT_PREFIX = "step-failed:"
 
 
 @dataclass
@@ -40,6 +50,7 @@ class PassReport:
     done: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     skipped: str = ""  # why the pass did not run (another worker holds the spec)
+    read_failed: bool = False  # the pass stopped because AWS or Kubernetes could not be read
 
     def lines(self) -> list[str]:
         if self.skipped:
@@ -55,11 +66,14 @@ def clients_for(spec: LaunchSpec) -> tuple[Ec2, Kube]:
 # --- the snapshot ---------------------------------------------------------------------------------
 
 
-def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube) -> list[Address]:
+def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, read_errors: list[str] | None = None) -> list[Address]:
     """Write what AWS and Kubernetes say now into ElasticIP and Node rows; return this pass's pool.
 
     The planner takes the pool from the returned list, not from the ElasticIP rows: another spec's pass
     in the same region rewrites those rows under its own lock, possibly with an older observation.
+
+    read_errors: when given, a node whose pods cannot be listed (a 403, a timeout) is recorded there with
+    an unknown pod count, which keeps its EIP, and the rest of the pass goes on. Without it, that raises.
     """
     now = timezone.now()
     cluster = spec.cluster
@@ -99,13 +113,26 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube) -> list[Address]:
     }
     instances = ec2.describe_instances(instance_ids)
 
+    def pods_on(name: str) -> int | None:
+        try:
+            return kube.workload_pod_count(name)
+        except KubeError as exc:
+            if read_errors is None:
+                raise
+            read_errors.append(f"list the pods of {name}: {type(exc).__name__}: {exc}")
+            return None  # not counted: the node keeps its EIP (I2)
+
     rows: dict[bool, list[Node]] = {True: [], False: []}
     for name, kn in listed.items():
         instance = instances.get(kn.instance_id or "")
         previous = known.get(name)
-        eni_id = instance.eni_id if instance and instance.eni_id else (previous.eni_id if previous else "")
+        # DescribeInstances may not show a new instance's ENI yet. The last known ENI is only a fallback
+        # for the same instance: a reused node name (EKS ip-… names) must never inherit the ENI and
+        # private IP of the instance that had the name before.
+        fallback = previous if previous is not None and previous.instance_id == kn.instance_id else None
+        eni_id = instance.eni_id if instance and instance.eni_id else (fallback.eni_id if fallback else "")
         private_ip = instance.private_ip if instance and instance.private_ip else (
-            previous.private_ip if previous else "")
+            fallback.private_ip if fallback else "")
         holds = (eni_id, private_ip) in pool_on or name in tied
         rows[name in matching].append(Node(
             cluster=cluster,
@@ -124,7 +151,7 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube) -> list[Address]:
             foreign_eip=(eni_id, private_ip) in others_on,
             eip_label=kn.labels.get("eipdash.io/eip", ""),
             # Pods are counted only where the answer decides something: a draining node holding an EIP.
-            workload_pods=kube.workload_pod_count(name) if kn.draining and holds else None,
+            workload_pods=pods_on(name) if kn.draining and holds else None,
             first_seen_at=now,
             last_seen_at=now,
             deleted_at=None,
@@ -183,6 +210,51 @@ def _save_addresses(region: str, selected: list[Address], now: datetime) -> None
     ).update(gone=True)
 
 
+def _error_text(what: str, exc: Exception) -> str:
+    code = getattr(exc, "code", "")
+    return f"{what}: {type(exc).__name__}{f' ({code})' if code else ''}: {exc}"
+
+
+@dataclass
+class Observation:
+    """What refresh_snapshot gave a pass: the pool, or (pool None) the report of a pass that could not read."""
+
+    pool: list[Address] | None
+    read_errors: list[str]
+    failed: PassReport | None = None
+
+
+def observe(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, record: bool = True) -> Observation:
+    """refresh_snapshot for a pass. A read that fails (UnauthorizedOperation, throttling, a 403 on nodes)
+    ends the pass; it is recorded as one `error` event per episode (like pool_exhausted), the pass time
+    is kept in last_reconciled_at, and last_successful_pass_at stays where it was."""
+    read_errors: list[str] = []
+    try:
+        pool = refresh_snapshot(spec, ec2, kube, read_errors=read_errors)
+    except (Ec2Error, KubeError) as exc:
+        read_errors.append(_error_text("read AWS and Kubernetes", exc))
+        log.warning("%s: %s", spec.name, read_errors[-1])
+        if record:
+            _record_read_failure(spec, read_errors, pass_ended=True)
+        return Observation(None, read_errors,
+                           PassReport(spec=spec.name, errors=list(read_errors), read_failed=True))
+    if read_errors and record:
+        _record_read_failure(spec, read_errors, pass_ended=False)
+    return Observation(pool, read_errors)
+
+
+def _record_read_failure(spec: LaunchSpec, read_errors: list[str], *, pass_ended: bool) -> None:
+    active = set(LaunchSpec.objects.filter(pk=spec.pk).values_list("active_alerts", flat=True).first() or [])
+    if READ_ALERT not in active:
+        services.event_record(kind=Event.Kind.ERROR, context=services.event_context(spec=spec),
+                              reason="; ".join(read_errors)[:2000])
+    if pass_ended:
+        # The other alerts stay as the last pass that could read left them: nothing is known anew.
+        LaunchSpec.objects.filter(pk=spec.pk).update(
+            active_alerts=sorted(active | {READ_ALERT}), last_reconciled_at=timezone.now()
+        )
+
+
 # --- applying a plan ------------------------------------------------------------------------------
 
 
@@ -197,6 +269,12 @@ class Executor:
         self.actor = actor
         self.report = PassReport(spec=spec.name)
         self.nodes = {n.name: n for n in Node.objects.filter(cluster=spec.cluster).select_related("cluster")}
+        # The alerts true before this pass: a step that failed in the last pass too is the same episode.
+        self.active_alerts = frozenset(
+            LaunchSpec.objects.filter(pk=spec.pk).values_list("active_alerts", flat=True).first() or [])
+        self.step_alerts: set[str] = set()
+        # Node states from what happened, where that differs from the plan (a failed step).
+        self.outcomes: dict[str, str] = {}
 
     def node(self, name: str) -> Node:
         return self.nodes[name]
@@ -210,7 +288,8 @@ class Executor:
     def record(self, kind: str, reason: str, *, node: Node | None = None, eip: ElasticIP | None = None) -> None:
         services.event_record(kind=kind, context=self.context(node=node, eip=eip), reason=reason, actor=self.actor)
 
-    def step(self, what: str, action: Callable[[], str | None], *, node: str = "", allocation_id: str = "") -> None:
+    def step(self, what: str, action: Callable[[], str | None], *, node: str = "", allocation_id: str = "",
+             kind: str = "", failed_state: str = "") -> None:
         """Run one step; its failure becomes an `error` event and the pass goes on.
 
         A lost lease is not a step failure: LeaseLost stops the whole pass before this step writes.
@@ -220,34 +299,46 @@ class Executor:
         try:
             done = action()
         except (Ec2Error, KubeError, DatabaseError) as exc:
-            code = getattr(exc, "code", "")
-            message = f"{what}: {type(exc).__name__}{f' ({code})' if code else ''}: {exc}"
+            message = _error_text(what, exc)
             self.report.errors.append(message)
-            node_row = self.nodes.get(node)
-            eip_row = ElasticIP.objects.filter(allocation_id=allocation_id).first() if allocation_id else None
-            self.record(Event.Kind.ERROR, message, node=node_row, eip=eip_row)
+            if failed_state and node:
+                self.outcomes[node] = failed_state
+            # One event per episode: a node that keeps failing must not write one event every pass.
+            key = f"{STEP_ALERT_PREFIX}{kind or what}:{node or allocation_id}"
+            self.step_alerts.add(key)
+            if key not in self.active_alerts:
+                node_row = self.nodes.get(node)
+                eip_row = ElasticIP.objects.filter(allocation_id=allocation_id).first() if allocation_id else None
+                self.record(Event.Kind.ERROR, message, node=node_row, eip=eip_row)
             log.warning("%s", message)
         else:
             if done:
                 self.report.done.append(done)
 
-    def apply(self, plan: Plan) -> PassReport:
+    def apply(self, plan: Plan, *, read_errors: list[str] | None = None) -> PassReport:
         self.report.plan = plan
-        # Releases first: they close records that the adoptions and assignments below may need.
+        self.report.errors.extend(read_errors or ())
+        # Taints first (I1): a schedulable node without an EIP stops taking pods before anything else.
+        for name in plan.taint:
+            self.step(f"add the startup taint to {name}", partial(self.taint, name), node=name, kind="taint")
+        # Releases next: they close records that the adoptions and assignments below may need.
         for r in plan.release:
             self.step(f"release {r.public_ip or r.allocation_id} from {r.node}", partial(self.release, r),
-                      node=r.node, allocation_id=r.allocation_id)
+                      node=r.node, allocation_id=r.allocation_id, kind="release",
+                      failed_state=self.holding_state(r.node))
         for a in plan.adopt:
             self.step(f"adopt {a.public_ip} on {a.node}", partial(self.adopt, a),
-                      node=a.node, allocation_id=a.allocation_id)
+                      node=a.node, allocation_id=a.allocation_id, kind="adopt")
         for s in plan.assign:
             self.step(f"assign {s.public_ip} to {s.node}", partial(self.assign, s),
-                      node=s.node, allocation_id=s.allocation_id)
+                      node=s.node, allocation_id=s.allocation_id, kind="assign", failed_state=Node.State.WAITING)
         for m in plan.ready:
             self.step(f"make {m.node} ready", partial(self.mark_ready, m), node=m.node,
-                      allocation_id=m.allocation_id)
+                      allocation_id=m.allocation_id, kind="ready",
+                      failed_state=Node.State.WAITING if m.lift_taint else "")
         for name in plan.unmark:
-            self.step(f"remove the stale EIP label of {name}", partial(self.unmark, name), node=name)
+            self.step(f"remove the stale EIP label of {name}", partial(self.unmark, name), node=name,
+                      kind="unmark")
         for note in plan.notes:
             context = services.EventContext(
                 launch_spec=self.spec.name, cluster=self.spec.cluster.name, region=self.spec.cluster.region,
@@ -256,32 +347,74 @@ class Executor:
             )
             services.event_record(kind=note.kind, context=context, reason=note.reason, actor=self.actor)
             self.report.done.append(f"{note.kind}: {note.reason}")
+        alerts = set(plan.alerts) | self.step_alerts | ({READ_ALERT} if read_errors else set())
+        now = timezone.now()
         LaunchSpec.objects.filter(pk=self.spec.pk).update(
-            active_alerts=sorted(plan.alerts), last_reconciled_at=timezone.now()
+            active_alerts=sorted(alerts), last_reconciled_at=now,
+            **({} if self.report.errors else {"last_successful_pass_at": now}),
         )
         self.save_node_states(plan)
         return self.report
 
+    def holding_state(self, name: str) -> str:
+        """The state of a node whose release did not happen: it still holds its EIP."""
+        node = self.nodes.get(name)
+        if node is None or node.deleted_at is not None:
+            return ""  # gone either way: the plan's state stands
+        return Node.State.DRAINING if node.draining else Node.State.READY
+
     def save_node_states(self, plan: Plan) -> None:
+        """From what happened: the plan's states, corrected by the steps that failed or held back."""
         by_state: dict[str, list[str]] = defaultdict(list)
-        for name, state in plan.node_states.items():
+        for name, state in {**plan.node_states, **self.outcomes}.items():
             by_state[state].append(name)
         for state, names in by_state.items():
             Node.objects.filter(cluster=self.spec.cluster, name__in=names).exclude(state=state).update(state=state)
 
     # The steps. Each returns a line for the report, or None when there was nothing to say.
 
+    def taint(self, name: str) -> str | None:
+        """I1: a node of the spec that could take pods and holds no EIP gets the startup taint back."""
+        added = self.kube.add_startup_taint(name, settings.EIPDASH_STARTUP_TAINT)
+        self._tainted(name)
+        return f"added the startup taint to {name}: schedulable without an EIP" if added else None
+
+    def _tainted(self, name: str) -> None:
+        Node.objects.filter(cluster=self.spec.cluster, name=name).update(startup_tainted=True)
+        if name in self.nodes:
+            self.nodes[name].startup_tainted = True  # an assignment later in this pass lifts it again
+
     def release(self, r: Release) -> str | None:
         claim = Assignment.objects.filter(eip__allocation_id=r.allocation_id, closed_at__isnull=True).first()
-        if r.association_id:
-            self.ec2.disassociate(r.association_id)
-        if claim is not None and not services.assignment_close(assignment=claim, reason=r.reason):
-            return None  # closed meanwhile by someone else: they recorded it
-        if claim is None and not r.association_id:
-            return None
         node = self.nodes.get(r.node)
+        association_id = r.association_id
+        if claim is not None and not association_id and r.if_still_there:
+            # The snapshot showed the EIP free or elsewhere. One DescribeAddresses can be stale: look again
+            # at this one EIP before closing the record of a node that may still be using it.
+            fresh = self.ec2.get_address(r.allocation_id)
+            if (fresh is not None and fresh.association_id and claim.eni_id and fresh.eni_id == claim.eni_id
+                    and fresh.private_ip in (None, claim.private_ip)):
+                if r.if_still_there == IF_THERE_KEEP:
+                    if self.holding_state(r.node):
+                        self.outcomes[r.node] = self.holding_state(r.node)
+                    return f"kept {r.public_ip} on {r.node}: AWS still shows it there (a stale reading)"
+                association_id = fresh.association_id
+        if r.retaint and node is not None and node.deleted_at is None:
+            # I1: the taint goes back on before the EIP goes, so that a drain called off (uncordon, the
+            # autoscaler or Karpenter changing its mind) never leaves the node schedulable without it.
+            try:
+                self.kube.add_startup_taint(r.node, settings.EIPDASH_STARTUP_TAINT)
+                self._tainted(r.node)
+            except KubeNotFound:
+                pass  # the node object is gone: nothing can be scheduled on it
+        if association_id:
+            self.ec2.disassociate(association_id)
+        if claim is not None and not services.assignment_close(assignment=claim, reason=r.reason, kind=r.kind):
+            return None  # closed meanwhile by someone else: they recorded it
+        if claim is None and not association_id:
+            return None
         eip = ElasticIP.objects.filter(allocation_id=r.allocation_id).first()
-        if eip is not None and r.association_id:
+        if eip is not None and association_id:
             ElasticIP.objects.filter(pk=eip.pk).update(association_id="", eni_id="", instance_id="", private_ip="")
         self.record(Event.Kind.RELEASED, r.reason, node=node, eip=eip)
         if node is not None and node.deleted_at is None:
@@ -293,7 +426,8 @@ class Executor:
         with transaction.atomic():
             if a.supersedes:
                 Assignment.objects.filter(eip=eip, closed_at__isnull=True).update(
-                    closed_at=timezone.now(), close_reason=f"superseded: EIP found on {a.node}"
+                    closed_at=timezone.now(), close_reason=f"superseded: EIP found on {a.node}",
+                    close_kind=Assignment.CloseKind.MOVED,
                 )
             mine = Assignment.objects.filter(eip=eip, node=node, closed_at__isnull=True).first()
             if mine is not None:
@@ -311,19 +445,37 @@ class Executor:
         except IntegrityError:
             return f"skipped {s.public_ip} → {s.node}: claimed by another worker"
         try:
+            # AssociateAddress onto a private IP that already carries an EIP silently knocks that one off
+            # (AllowReassociation guards only the EIP being moved): look at the target right before.
+            present = self.ec2.addresses_on(eni_id=s.eni_id, private_ip=s.private_ip)
+            if present:
+                services.assignment_close(assignment=claim, reason="the node's private IP already carries an EIP",
+                                          kind=Assignment.CloseKind.TRANSIENT)
+                self.outcomes[s.node] = Node.State.WAITING
+                return (f"skipped {s.public_ip} → {s.node}: its private IP already carries "
+                        f"{', '.join(a.public_ip for a in present)}")
             association_id = self.ec2.associate(
                 allocation_id=s.allocation_id, eni_id=s.eni_id, private_ip=s.private_ip, allow_reassociation=False
             )
         except Ec2Error as exc:
-            services.assignment_close(assignment=claim, reason=f"AWS refused: {exc.code or type(exc).__name__}")
+            # Only a real refusal says something about the EIP (it goes last in the free order); a throttle
+            # or a timeout says nothing, and the EIP keeps its turn.
+            transient = isinstance(exc, Throttled | Transient)
+            services.assignment_close(
+                assignment=claim,
+                reason=f"AWS {'call failed' if transient else 'refused'}: {exc.code or type(exc).__name__}",
+                kind=Assignment.CloseKind.TRANSIENT if transient else Assignment.CloseKind.REFUSED,
+            )
             raise
         confirmed = self.ec2.get_address(s.allocation_id)
         if confirmed is None or confirmed.eni_id != s.eni_id:
             # Leave the claim open: the next pass sees where AWS put it and adopts or closes it.
+            self.outcomes[s.node] = Node.State.WAITING
             return f"assigned {s.public_ip} → {s.node}, not yet confirmed by AWS"
         if not services.assignment_confirm(assignment=claim, association_id=association_id):
             # The claim was closed meanwhile (a racing pass took it for stale): AWS has the association,
             # and the next pass adopts it from there.
+            self.outcomes[s.node] = Node.State.WAITING
             return f"assigned {s.public_ip} → {s.node}; the record is repaired by the next pass"
         ElasticIP.objects.filter(pk=eip.pk).update(
             association_id=association_id, eni_id=s.eni_id, private_ip=s.private_ip,
@@ -373,7 +525,10 @@ def run_pass(spec: LaunchSpec, *, ec2: Ec2 | None = None, kube: Kube | None = No
     try:
         if lease is not None and not dry_run:
             lease.check()
-        pool = refresh_snapshot(spec, ec2, kube)
+        observed = observe(spec, ec2, kube, record=not dry_run)
+        if observed.pool is None and observed.failed is not None:
+            return observed.failed
+        pool = observed.pool or []
         in_flight_since = (None if exclusive
                            else timezone.now() - timedelta(seconds=settings.EIPDASH_SPEC_LOCK_SECONDS))
         plan = make_plan(*planner_inputs(spec, pool=pool, in_flight_since=in_flight_since))
@@ -382,7 +537,7 @@ def run_pass(spec: LaunchSpec, *, ec2: Ec2 | None = None, kube: Kube | None = No
         # Built after the refresh: the executor reads the node rows the refresh just wrote.
         executor = Executor(spec, ec2, kube, actor=actor, lease=lease)
         report = executor.report
-        return executor.apply(plan)
+        return executor.apply(plan, read_errors=observed.read_errors)
     except LeaseLost as exc:
         message = f"stopped: {exc}; another pass carries on"
         log.warning("%s: %s", spec.name, message)
@@ -394,8 +549,6 @@ def reconcile_spec(
     spec_id: int, *, dry_run: bool = False, ec2: Ec2 | None = None, kube: Kube | None = None
 ) -> PassReport:
     spec = LaunchSpec.objects.select_related("cluster").get(pk=spec_id)
-    if not spec.enabled and not dry_run:
-        return PassReport(spec=spec.name, skipped="disabled")
     # A dry run changes nothing outside, but it refreshes the snapshot: it waits its turn like a pass.
     with spec_lease(spec.pk, wait_seconds=10 if dry_run else 0) as lease:
         if lease is None:

@@ -355,7 +355,7 @@ def test_a_disabled_spec_drains_assigns_nothing_and_taints_nothing() -> None:
     drained = node("a", 1, draining=True, workload_pods=0)
     new = node("b", 2, startup_tainted=False)
     result = plan(off, [eip(1, on=drained), eip(2)], [drained, new], {"eipalloc-1": Claim("a")})
-    assert [r.node for r in result.release] == ["a"]
+    assert [(r.node, r.retaint) for r in result.release] == [("a", False)]
     assert not result.assign and not result.taint and ALERT_POOL_EXHAUSTED not in result.alerts
     gone = node("c", 3, in_cluster=False)
     assert [r.node for r in plan(off, [eip(3)], [gone], {"eipalloc-3": Claim("c")}).release] == ["c"]

@@ -49,7 +49,8 @@ def test_untainted_node_still_gets_its_eip(world: World) -> None:
     world.node("plain", tainted=False)
     reconcile(spec)
     assert world.eip_on("plain") is not None
-    assert not kinds("taint_lifted")
+    # I1: it was tainted while it had no EIP, and the taint went once the EIP was confirmed.
+    assert TAINT not in world.taints("plain") and len(kinds("taint_lifted")) == 1
 
 
 def test_decoys_are_never_touched(world: World) -> None:
@@ -213,7 +214,9 @@ def test_throttled_step_is_recorded_and_the_others_go_on(world: World) -> None:
     assert list(world.all_associations()) == [second]
     assert Assignment.objects.filter(closed_at__isnull=True).count() == 1
     closed = Assignment.objects.get(closed_at__isnull=False)
-    assert closed.close_reason == "AWS refused: RequestLimitExceeded"
+    assert closed.close_reason == "AWS call failed: RequestLimitExceeded" and closed.close_kind == "transient"
+    # Saved from what happened, not from the plan: the throttled node still waits, tainted.
+    assert Node.objects.get(name=closed.node.name).state == "waiting" and TAINT in world.taints(closed.node.name)
     (error,) = kinds("error")
     assert error.allocation_id == first and "RequestLimitExceeded" in error.reason
     reconcile(spec)  # the throttling is over: the waiting node is served

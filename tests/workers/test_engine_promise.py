@@ -1,0 +1,429 @@
+"""Issue 8: the promise under how AWS and Kubernetes really behave, against both emulators.
+
+Each test reproduces one defect of the engine and asserts on the world (AWS, Kubernetes, the record):
+I1 a schedulable node of a spec holds a pool EIP; I2 no EIP leaves a node that runs workload pods; I3 one
+EIP per node and one node per EIP; I4 the record matches AWS within a pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from pools import services
+from pools.models import Assignment, Event, LaunchSpec, Node
+from tests.fixtures.world import TAINT, World
+from workers import executor
+from workers.ec2 import Address, Ec2, Instance, Permanent, Throttled
+from workers.kube import Kube
+from workers.kube import Permanent as KubePermanent
+
+REGION = "us-east-1"
+
+
+def reconcile(spec: LaunchSpec, ec2: Ec2 | None = None, kube: Kube | None = None) -> executor.PassReport:
+    return executor.reconcile_spec(spec.pk, ec2=ec2, kube=kube)
+
+
+def kinds(kind: str) -> list[Event]:
+    return list(Event.objects.filter(kind=kind).order_by("id"))
+
+
+def ip_key(world: World, allocation_id: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in world.address(allocation_id)["PublicIp"].split("."))
+
+
+def uncordon(world: World, node: str) -> None:
+    world.kube.patch("nodes", node, {"spec": {"unschedulable": False}})
+
+
+def open_claim(node: str) -> Assignment | None:
+    return Assignment.objects.filter(node__name=node, closed_at__isnull=True).first()
+
+
+# --- 1. releasing re-taints; a schedulable node without an EIP is tainted ------------------------------
+
+
+def test_a_drain_called_off_after_the_release_leaves_the_node_tainted_not_schedulable(world: World) -> None:
+    spec = world.spec()
+    (only,) = world.eips(1)
+    world.node("a")
+    reconcile(spec)
+    world.pod("agent", "a", daemonset=True)  # DaemonSet pods only: idle
+    world.cordon("a")
+    world.node("b")
+    reconcile(spec)  # a gives its EIP back
+    assert world.eip_on("a") is None
+    assert TAINT in world.taints("a")  # before the EIP left
+    reconcile(spec)
+    assert world.eip_on("b") == only
+    uncordon(world, "a")  # the scale-down is called off
+    reconcile(spec)
+    # The pool is exhausted: a waits, tainted, instead of taking pods without its IP.
+    assert world.eip_on("a") is None and TAINT in world.taints("a")
+    assert Node.objects.get(name="a").state == "waiting"
+    # Once an EIP is free again, a is served and its taint lifted.
+    world.eips(1)
+    reconcile(spec)
+    assert world.eip_on("a") is not None and TAINT not in world.taints("a")
+
+
+@pytest.mark.parametrize("taint", ["ToBeDeletedByClusterAutoscaler", "karpenter.sh/disrupted"])
+def test_an_autoscaler_that_changes_its_mind_finds_the_node_tainted(world: World, taint: str) -> None:
+    spec = world.spec()
+    world.eips(1)
+    world.node("a")
+    reconcile(spec)
+    marked = {"key": taint, "value": "1", "effect": "NoSchedule"}
+    world.kube.patch("nodes", "a", {"spec": {"taints": [marked]}})
+    reconcile(spec)
+    assert world.eip_on("a") is None and set(world.taints("a")) == {taint, TAINT}
+    world.kube.patch("nodes", "a", {"spec": {"taints": [t for t in world.kube.get("nodes", "a")["spec"]["taints"]
+                                                        if t["key"] != taint]}})
+    assert world.taints("a") == [TAINT]
+
+
+def test_a_schedulable_node_without_an_eip_is_tainted(world: World) -> None:
+    spec = world.spec()
+    world.node("plain", tainted=False)  # registered without the startup taint, and the pool is empty
+    reconcile(spec)
+    assert TAINT in world.taints("plain") and world.eip_on("plain") is None
+
+
+# --- 2. one stale DescribeAddresses must not swap the EIP on a busy node -----------------------------
+
+
+class StaleOnce(Ec2):
+    """The region's DescribeAddresses shows these EIPs free once (eventual consistency)."""
+
+    def __init__(self, stale: set[str]) -> None:
+        super().__init__(REGION)
+        self.stale = stale
+
+    def list_all_addresses(self) -> list[Address]:
+        found = super().list_all_addresses()
+        stale, self.stale = self.stale, set()
+        return [dataclasses.replace(a, association_id=None, eni_id=None, private_ip=None, instance_id=None)
+                if a.allocation_id in stale else a for a in found]
+
+
+def test_a_stale_reading_neither_closes_the_claim_nor_adds_a_second_eip(world: World) -> None:
+    spec = world.spec()
+    world.eips(2)
+    n = world.node("a")
+    reconcile(spec)
+    held = world.eip_on("a")
+    assert held is not None
+    report = reconcile(spec, ec2=StaleOnce({held}))
+    assert not report.errors, report.errors
+    on_eni = [a for a, eni in world.all_associations().items() if eni == n.eni_id]
+    assert on_eni == [held]  # no second EIP (on AWS it would have knocked the first off)
+    claim = open_claim("a")
+    assert claim is not None and claim.eip.allocation_id == held and claim.confirmed_at is not None
+    assert not kinds("released") and TAINT not in world.taints("a")
+    assert Node.objects.get(name="a").state == "ready"
+
+
+class ForeignLandsAfterTheRead(Ec2):
+    """Right after the pass's DescribeAddresses, someone associates a non-pool EIP onto a node's IP."""
+
+    def __init__(self, land: Callable[[], None]) -> None:
+        super().__init__(REGION)
+        self.land: Callable[[], None] | None = land
+
+    def list_all_addresses(self) -> list[Address]:
+        found = super().list_all_addresses()
+        if self.land is not None:
+            self.land()
+            self.land = None
+        return found
+
+
+def test_the_target_private_ip_is_checked_right_before_associate_address(world: World) -> None:
+    spec = world.spec()
+    world.eips(1)
+    n = world.node("a")
+    foreign, _ = world.ec2.allocate_eip({"team": "legacy"})
+
+    def land() -> None:
+        world.ec2.client.associate_address(AllocationId=foreign, NetworkInterfaceId=n.eni_id,
+                                           PrivateIpAddress=n.private_ip)
+
+    report = reconcile(spec, ec2=ForeignLandsAfterTheRead(land))
+    assert any("already carries" in line for line in report.done), report.lines()
+    assert world.all_associations() == {foreign: n.eni_id}  # the pool EIP did not go on beside it
+    closed = Assignment.objects.get()
+    assert closed.closed_at is not None and closed.close_kind == "transient"
+    assert Node.objects.get(name="a").state == "waiting" and TAINT in world.taints("a")
+
+
+# --- 3. a node that cannot be served does not take a free EIP's turn ---------------------------------
+
+
+class NoEniFor(Ec2):
+    """DescribeInstances lists these instances without their network interfaces (yet)."""
+
+    def __init__(self, instance_ids: set[str]) -> None:
+        super().__init__(REGION)
+        self.instance_ids = instance_ids
+
+    def describe_instances(self, instance_ids: Iterable[str]) -> dict[str, Instance]:
+        found = super().describe_instances(instance_ids)
+        return {i: dataclasses.replace(inst, eni_id=None, private_ip=None) if i in self.instance_ids else inst
+                for i, inst in found.items()}
+
+
+def test_a_node_without_a_primary_ipv4_does_not_starve_a_servable_node(world: World) -> None:
+    spec = world.spec()
+    (only,) = world.eips(1)
+    blind = world.node("blind")  # first by name, seen in the same pass
+    world.node("ok")
+    reconcile(spec, ec2=NoEniFor({blind.instance_id}))
+    assert world.eip_on("ok") == only and TAINT in world.taints("blind")
+    assert not kinds("pool_exhausted")  # the pool is not to blame
+    (condition,) = kinds("error")
+    assert condition.node == "blind" and "no primary private IPv4" in condition.reason
+    reconcile(spec, ec2=NoEniFor({blind.instance_id}))
+    assert len(kinds("error")) == 1  # one event per episode
+
+
+# --- 4. an EIP also selected by a second spec still follows the release and close rules --------------
+
+
+def test_a_contested_eip_is_released_when_its_node_drains_and_the_spec_can_be_deleted(world: World) -> None:
+    spec = world.spec()
+    (allocation_id,) = world.eips(1)
+    world.node("a")
+    reconcile(spec)
+    assert world.eip_on("a") == allocation_id
+    world.spec("any-pool", labels={"pool": "other"}, tag_value=None)  # selects the same EIP
+    world.cordon("a")
+    reconcile(spec)
+    assert world.eip_on("a") is None and not open_claim("a")
+    assert [e.node for e in kinds("released")] == ["a"]
+    services.launch_spec_delete(name="ingress")
+    assert not LaunchSpec.objects.filter(name="ingress").exists()
+
+
+# --- 5. node states come from what happened ----------------------------------------------------------
+
+
+class FailingDisassociate(Ec2):
+    def disassociate(self, association_id: str) -> None:
+        raise Throttled("Request limit exceeded.", code="RequestLimitExceeded", operation="DisassociateAddress")
+
+
+def test_a_failed_release_is_saved_as_draining_not_released(world: World) -> None:
+    spec = world.spec()
+    (allocation_id,) = world.eips(1)
+    world.node("a")
+    reconcile(spec)
+    world.cordon("a")
+    report = reconcile(spec, ec2=FailingDisassociate(REGION))
+    assert report.errors and world.eip_on("a") == allocation_id and open_claim("a") is not None
+    assert Node.objects.get(name="a").state == "draining"
+
+
+# --- 8. failures to read the world leave a trace, once per episode ----------------------------------
+
+
+class Unauthorized(Ec2):
+    def list_all_addresses(self) -> list[Address]:
+        raise Permanent("DescribeAddresses: UnauthorizedOperation: You are not authorized",
+                        code="UnauthorizedOperation", operation="DescribeAddresses")
+
+
+def test_a_failing_read_is_one_error_event_per_episode_and_keeps_the_last_successful_pass(world: World) -> None:
+    spec = world.spec()
+    world.eips(1)
+    world.node("a")
+    reconcile(spec)
+    spec.refresh_from_db()
+    good = spec.last_successful_pass_at
+    assert good is not None
+    for _ in range(3):
+        report = reconcile(spec, ec2=Unauthorized(REGION))
+        assert report.errors and "UnauthorizedOperation" in report.errors[0]
+    (failure,) = kinds("error")
+    assert failure.launch_spec == "ingress" and "UnauthorizedOperation" in failure.reason
+    spec.refresh_from_db()
+    assert spec.last_successful_pass_at == good and spec.last_reconciled_at is not None
+    assert spec.last_reconciled_at > good and executor.READ_ALERT in spec.active_alerts
+    reconcile(spec)  # the episode ends
+    spec.refresh_from_db()
+    assert spec.last_successful_pass_at is not None and spec.last_successful_pass_at > good
+    assert executor.READ_ALERT not in spec.active_alerts
+    reconcile(spec, ec2=Unauthorized(REGION))
+    assert len(kinds("error")) == 2  # a new episode
+
+
+class PodsForbidden(Kube):
+    def workload_pod_count(self, node_name: str) -> int:
+        raise KubePermanent('403: pods is forbidden: User "eipdash" cannot list resource "pods"')
+
+
+def test_a_403_on_pods_keeps_the_eip_is_recorded_once_and_other_nodes_are_served(world: World) -> None:
+    spec = world.spec()
+    world.eips(2)
+    world.node("a")
+    reconcile(spec)
+    held = world.eip_on("a")
+    world.pod("web", "a")
+    world.cordon("a")
+    world.kube.delete("pods", "web", "default")  # drained, but the count cannot be read
+    world.node("b")
+    forbidden = PodsForbidden()
+    for _ in range(2):
+        report = reconcile(spec, kube=forbidden)
+        assert any("403" in e for e in report.errors), report.lines()
+    assert world.eip_on("a") == held  # not counted: kept (I2)
+    assert world.eip_on("b") is not None
+    (failure,) = kinds("error")
+    assert "pods is forbidden" in failure.reason
+    spec.refresh_from_db()
+    assert spec.last_successful_pass_at is not None and spec.last_reconciled_at is not None
+    assert spec.last_reconciled_at > spec.last_successful_pass_at
+
+
+class AlwaysThrottled(Ec2):
+    def associate(self, **kwargs: Any) -> str:
+        raise Throttled("Request limit exceeded.", code="RequestLimitExceeded", operation="AssociateAddress")
+
+
+def test_a_step_that_keeps_failing_writes_one_error_event_per_episode(world: World) -> None:
+    spec = world.spec()
+    world.eips(1)
+    world.node("a")
+    for _ in range(3):
+        assert reconcile(spec, ec2=AlwaysThrottled(REGION)).errors
+    assert len(kinds("error")) == 1
+    reconcile(spec)  # it works: the episode is over
+    assert world.eip_on("a") is not None
+    spec.refresh_from_db()
+    assert not [key for key in spec.active_alerts if key.startswith(executor.STEP_ALERT_PREFIX)]
+
+
+# --- 9, 10. the sticky rule ---------------------------------------------------------------------------
+
+
+def test_an_eip_freed_in_this_pass_goes_to_the_replacement_before_one_released_earlier(world: World) -> None:
+    spec = world.spec()
+    (earlier,) = world.eips(1)
+    p = world.node("p")
+    reconcile(spec)
+    (now,) = world.eips(1)
+    a = world.node("a")
+    reconcile(spec)
+    assert world.eip_on("a") == now
+    world.ec2.terminate(p.instance_id)
+    world.kube.delete("nodes", "p")
+    reconcile(spec)  # earlier goes back to the pool, with a release time
+    world.ec2.terminate(a.instance_id)  # AWS drops the association
+    world.kube.delete("nodes", "a")
+    world.node("b")  # a's replacement, in the very pass that sees a gone
+    reconcile(spec)
+    assert world.eip_on("b") == now
+
+
+def test_a_throttled_attempt_does_not_demote_the_sticky_eip(world: World) -> None:
+    spec = world.spec()
+    (sticky,) = world.eips(1)
+    p = world.node("p")
+    reconcile(spec)
+    world.eips(1)
+    world.ec2.terminate(p.instance_id)
+    world.kube.delete("nodes", "p")
+    reconcile(spec)  # sticky is now the most recently released
+    world.node("b")
+
+    class ThrottledOnce(Ec2):
+        def associate(self, **kwargs: Any) -> str:
+            raise Throttled("Request limit exceeded.", code="RequestLimitExceeded", operation="AssociateAddress")
+
+    reconcile(spec, ec2=ThrottledOnce(REGION))
+    assert world.eip_on("b") is None
+    reconcile(spec)
+    assert world.eip_on("b") == sticky
+
+
+def test_a_real_refusal_still_sends_the_eip_last(world: World) -> None:
+    spec = world.spec()
+    first, second = sorted(world.eips(2), key=lambda a: ip_key(world, a))
+    world.node("n")
+
+    class Refusing(Ec2):
+        def associate(self, **kwargs: Any) -> str:
+            if kwargs["allocation_id"] == first:
+                raise Permanent("InvalidAddress.Mismatch", code="InvalidAddress.Mismatch",
+                                operation="AssociateAddress")
+            return super().associate(**kwargs)
+
+    reconcile(spec, ec2=Refusing(REGION))
+    assert Assignment.objects.get(eip__allocation_id=first).close_kind == "refused"
+    reconcile(spec, ec2=Refusing(REGION))
+    assert world.eip_on("n") == second
+
+
+# --- 11. a reused node name ---------------------------------------------------------------------------
+
+
+def test_a_reused_node_name_never_inherits_the_old_instances_eni(world: World) -> None:
+    spec = world.spec()
+    world.eips(2)
+    old = world.node("ip-10-0-0-1")
+    reconcile(spec)
+    world.ec2.terminate(old.instance_id)  # AWS drops the association; the ENI lingers a moment
+    world.kube.delete("nodes", "ip-10-0-0-1")
+    new = world.node("ip-10-0-0-1")  # same name, new instance, before any pass saw the old one go
+    lagging = NoEniFor({new.instance_id})
+    reconcile(spec, ec2=lagging)
+    reconcile(spec, ec2=lagging)
+    assert old.eni_id not in world.all_associations().values()
+    row = Node.objects.get(name="ip-10-0-0-1")
+    assert row.instance_id == new.instance_id and row.eni_id == "" and row.private_ip == ""
+    assert TAINT in world.taints("ip-10-0-0-1")
+    reconcile(spec)  # DescribeInstances catches up
+    assert world.eip_on("ip-10-0-0-1") is not None
+
+
+# --- 14. a disabled spec drains ------------------------------------------------------------------------
+
+
+def test_a_disabled_spec_assigns_nothing_new_but_drains_and_can_then_be_deleted(world: World) -> None:
+    spec = world.spec()
+    world.eips(2)
+    world.node("a")
+    reconcile(spec)
+    LaunchSpec.objects.filter(pk=spec.pk).update(enabled=False)
+    world.node("b")
+    world.node("c", tainted=False)
+    report = reconcile(spec)
+    assert not report.skipped
+    assert world.eip_on("b") is None and world.eip_on("c") is None
+    assert TAINT not in world.taints("c")  # a disabled spec takes on nothing new, taints included
+    assert not kinds("pool_exhausted")
+    world.cordon("a")
+    reconcile(spec)
+    assert world.eip_on("a") is None and not Assignment.objects.filter(closed_at__isnull=True).exists()
+    services.launch_spec_delete(name="ingress")
+    assert not LaunchSpec.objects.filter(name="ingress").exists()
+
+
+def test_the_spec_page_says_a_disabled_spec_is_draining(world: World, viewer_client: Client) -> None:
+    spec = world.spec()
+    world.eips(1)
+    world.node("a")
+    reconcile(spec)
+    LaunchSpec.objects.filter(pk=spec.pk).update(enabled=False)
+    url = reverse("launch-spec-detail", args=[spec.name])
+    page = viewer_client.get(url).content.decode()
+    assert "Draining." in page and "assigns no new EIP" in page
+    world.cordon("a")
+    reconcile(spec)
+    page = viewer_client.get(url).content.decode()
+    assert "Drained." in page
