@@ -33,7 +33,7 @@ COPY deploy/docker-entrypoint.sh /usr/local/bin/eipdash-entrypoint
 RUN pip install --no-deps -e . \
     # Static files are collected at build time and served by whitenoise: no secret is involved here,
     # the key below only lets settings import.
-    && DJANGO_SECRET_KEY=collectstatic-only DATABASE_URL=sqlite:////tmp/build.sqlite3 \
+    && DJANGO_SECRET_KEY=collectstatic-only-build-time-placeholder-never-used-to-sign DATABASE_URL=sqlite:////tmp/build.sqlite3 \
        python manage.py collectstatic --noinput --verbosity 0 \
     && rm -f /tmp/build.sqlite3 \
     && mkdir -p /app/var /srv/sandbox && chown -R 10001:10001 /app/var /srv/sandbox \
