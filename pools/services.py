@@ -31,6 +31,14 @@ def _cluster_for(data: LaunchSpecInput) -> Cluster:
     """The spec's cluster. Only the configured default cluster is created on demand: a mistyped name
     would otherwise make a second row on the same kubeconfig, and two specs would fight over one node."""
     if data.cluster is None or data.cluster == settings.EIPDASH_CLUSTER_NAME:
+        if not Cluster.objects.filter(name=settings.EIPDASH_CLUSTER_NAME).exists():
+            # Made on demand, the default row must not land on a kube context another row already manages.
+            other = Cluster.objects.filter(kube_context=settings.EIPDASH_KUBE_CONTEXT).first()
+            if other is not None:
+                raise SpecFileError(
+                    [f"the default cluster {settings.EIPDASH_CLUSTER_NAME!r} would manage the same kube context "
+                     f"as cluster {other.name!r}: name \"cluster\": \"{other.name}\" in the spec"]
+                )
         cluster = cluster_default()
     else:
         found = Cluster.objects.filter(name=data.cluster).first()

@@ -243,6 +243,15 @@ def test_two_clusters_on_one_kube_context_are_refused() -> None:
     assert out.getvalue().count("OVERLAP") == 2
 
 
+@pytest.mark.django_db
+def test_the_default_cluster_is_not_made_on_a_context_another_row_manages(tmp_path: Path) -> None:
+    call_command("cluster", "add", "prod", "--region", "us-east-1", stdout=StringIO())  # the current context
+    message = _refused_by_cli(tmp_path, json.dumps(_spec()).encode())
+    assert "same kube context as cluster 'prod'" in message
+    assert list(Cluster.objects.values_list("name", flat=True)) == ["prod"]
+    assert "cluster prod" in _apply_file(tmp_path, json.dumps(_spec(cluster="prod")).encode())
+
+
 @pytest.fixture
 def superuser_client(db: None) -> Client:
     client = Client()
