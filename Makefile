@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast bench lint install clean
+.PHONY: run test test-fast bench lint install clean chaos
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.run
+
+# The fault campaign (docs/reliability.md): CHAOS_ARGS="--seed 2 --duration 900" or "--short".
+chaos: $(STAMP)
+	$(PY) -m sandbox.chaos $(CHAOS_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

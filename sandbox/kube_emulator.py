@@ -366,6 +366,7 @@ class KubeFaults:
         self.rates = rates
         self.enabled = True
         self.counts: collections.Counter[str] = collections.Counter()
+        self.requests = 0  # requests that met the dice (watches included)
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
 
@@ -377,6 +378,7 @@ class KubeFaults:
     def _roll(self, *kinds: str) -> str | None:
         with self._lock:
             draw = self._rng.random()
+            self.requests += 1
             if not self.enabled:
                 return None
             edge = 0.0

@@ -1,0 +1,605 @@
+"""`make chaos`: a seeded fault campaign against the real engine, on loopback, with the invariants sampled.
+
+What runs:
+
+    moto          the EC2 emulator, in a thread of this process
+    fault proxy   in front of moto (sandbox.faults): RequestLimitExceeded, 500s, held connections, 500s after
+                  the call went through. The engine's processes reach EC2 only through it.
+    kube          the Kubernetes API emulator with its seeded faults on (409s, 500s, cut watches); this
+                  process (the cluster's actors and the checker) uses its fault-free side door.
+    redis         an embedded valkey-server (restarted once), or --redis-url (then not restarted)
+    worker        celery worker, SIGKILLed every 10–20 s and started again
+    beat, watch   celery beat and manage.py watch_nodes
+
+The cluster's actors (the sandbox simulation, plus chaos): nodes scale up and down; drains by cordon, by the
+cluster autoscaler's taint or by Karpenter's, some called off again; replacements (an instance terminated
+without a drain and its node name registered again on a new instance); workload pods on draining nodes that
+go away after a while. Everything the actors do is decided by ``--seed``; how fast the engine answers is not.
+
+The checker (workers.invariants) samples the world all along. At the end, after a short quiet period without
+faults, the campaign prints its figures and ``violations: N``, and exits 1 if N > 0. Every process is
+stopped at the end, on Ctrl-C, and if this process dies (PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from sandbox.ec2_emulator import REGION, Ec2Emulator, Ec2World
+from sandbox.embedded_redis import EmbeddedRedis
+from sandbox.faults import FaultProxy, FaultRates
+from sandbox.kube_emulator import KubeEmulator, KubeFaultRates, KubeFaults
+from sandbox.ports import wait_for_port
+from sandbox.run import BASE_DIR, PYTHON, Child, Stop, Supervisor, _raise_stop, fresh_sqlite, prepare_database
+from sandbox.simulate import (
+    CA_TAINT_KEY,
+    DAEMONSETS,
+    NODE_NAME_SUFFIX,
+    WORKLOAD_NAMESPACE,
+    KubeConflict,
+    KubeHttp,
+    Pace,
+    SimNode,
+    SimSpec,
+    Simulation,
+    node_manifest,
+    pod_manifest,
+)
+
+STATE_DIR = BASE_DIR / "var" / "chaos"
+KARPENTER_TAINT_KEY = "karpenter.sh/disrupted"
+# The campaign's launch specs: node labels, the pool's tag selector, the tags its EIPs carry, its size.
+SPECS = {
+    "web": ({"eipdash.io/nodegroup": "web"}, ("eipdash.io/pool", "web"), {"eipdash.io/pool": "web"}, 4),
+    "batch": ({"eipdash.io/nodegroup": "batch"}, ("eipdash.io/batch-pool", None), {"eipdash.io/batch-pool": "b"}, 3),
+    "api": ({"eipdash.io/nodegroup": "api"}, ("eipdash.io/pool", "api"), {"eipdash.io/pool": "api"}, 3),
+}
+
+
+@dataclass(frozen=True)
+class Campaign:
+    seed: int = 1
+    duration: float = 600.0
+    # After the campaign: faults off, no more kills or actors, the engine converges while the checker looks.
+    quiet: float = 30.0
+    kill_every: tuple[float, float] = (10.0, 20.0)
+    # An I4 finding counts once it lasts this long: one pass, even one delayed by a killed worker's lease.
+    grace: float = 30.0
+    sample_every: float = 0.5
+    reconcile_seconds: int = 1
+    # boto3 retries (4 attempts in all), so most EC2 faults cost a retry, not a failed call; the Kubernetes
+    # client does not retry, so each of its faults fails a read or a step.
+    ec2: FaultRates = FaultRates(throttle=0.18, internal=0.08, timeout=0.004, after=0.08, hold_seconds=11.0)
+    kube: KubeFaultRates = KubeFaultRates(conflict=0.1, write_error=0.06, read_error=0.12, watch_drop=0.6,
+                                          drop_after=(2.0, 20.0))
+    # Per actor tick: a drain called off, a replacement.
+    call_off: float = 0.08
+    replace: float = 0.03
+
+
+SHORT = Campaign(duration=75.0, quiet=20.0)
+
+
+# --- the cluster's actors ----------------------------------------------------------------------------
+
+
+@dataclass
+class PodLife:
+    node: str
+    instance_id: str
+    created: float  # wall clock, once the pod existed
+    deleted: float | None = None  # wall clock, when its deletion began
+
+
+class LedgerKube(KubeHttp):
+    """The actors' Kubernetes client, keeping the life of every workload pod for the I2 check."""
+
+    def __init__(self, base_url: str, instance_of: dict[str, str]) -> None:
+        super().__init__(base_url)
+        self.instance_of = instance_of  # node name -> current instance id
+        self.pods: dict[str, PodLife] = {}
+
+    def create_running_pod(self, manifest: dict[str, Any]) -> None:
+        super().create_running_pod(manifest)
+        meta = manifest["metadata"]
+        if meta["namespace"] == WORKLOAD_NAMESPACE:
+            node = manifest["spec"]["nodeName"]
+            self.pods[meta["name"]] = PodLife(node, self.instance_of.get(node, ""), time.time())
+
+    def _gone(self, namespace: str, name: str) -> None:
+        life = self.pods.get(name) if namespace == WORKLOAD_NAMESPACE else None
+        if life is not None and life.deleted is None:
+            life.deleted = time.time()
+
+    def evict_pod(self, namespace: str, name: str) -> None:
+        self._gone(namespace, name)
+        super().evict_pod(namespace, name)
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        self._gone(namespace, name)
+        super().delete_pod(namespace, name)
+
+
+@dataclass
+class ChaosCounters:
+    drains: int = 0
+    called_off: int = 0
+    replacements: int = 0
+    terminated_at: dict[str, float] = field(default_factory=dict)  # instance id -> wall clock
+
+
+class ChaosSimulation(Simulation):
+    """The sandbox simulation (autoscaler, scheduler, drainer) plus drains called off and replacements."""
+
+    def __init__(self, *, ec2: Ec2World, kube: LedgerKube, specs: list[SimSpec], seed: int, pace: Pace,
+                 campaign: Campaign) -> None:
+        super().__init__(ec2=ec2, kube=kube, specs=specs, seed=seed, pace=pace)
+        self.ledger = kube
+        self.campaign = campaign
+        self.chaos = ChaosCounters()
+        self._rng = random.Random(seed * 7919 + 1)
+
+    def step(self) -> None:
+        super().step()
+        try:
+            self._chaos(self.clock())
+        except Exception:
+            self.counters.errors += 1
+
+    def launch_node(self, spec_name: str, name: str | None = None) -> SimNode:
+        """Launch an instance and register its node (under `name`, when a name is reused)."""
+        spec = self.specs[spec_name]
+        if not self._zones:
+            self._zones = sorted(self.ec2.ensure_network())
+            self.kube.ensure_namespace(WORKLOAD_NAMESPACE)
+        ordinal = next(self._ordinals)
+        az = self._zones[ordinal % len(self._zones)]
+        instance_id, _eni, private_ip = self.ec2.launch_instance(az=az)
+        name = name or f"{instance_id}{NODE_NAME_SUFFIX}"
+        self.ledger.instance_of[name] = instance_id
+        self.kube.create_node(node_manifest(name=name, instance_id=instance_id, az=az, private_ip=private_ip,
+                                            region=self.ec2.region, labels=spec.labels))
+        node = SimNode(spec=spec_name, ordinal=ordinal, name=name, instance_id=instance_id, az=az)
+        self.nodes[name] = node
+        for daemonset in DAEMONSETS:
+            pod_name = f"{daemonset}-{instance_id[-8:]}"
+            self.kube.create_running_pod(pod_manifest(name=pod_name, namespace="kube-system", node_name=name,
+                                                      owner_kind="DaemonSet", owner_name=daemonset,
+                                                      tolerate_all=True))
+            node.daemon_pods.append(("kube-system", pod_name))
+        self.counters.launched += 1
+        return node
+
+    def _victim(self, active: list[SimNode], pick: float) -> SimNode:
+        # Half the time any node, busy ones included: the drains that matter wait for workload pods.
+        if self._rng.random() < 0.5:
+            return active[min(int(pick * len(active)), len(active) - 1)]
+        return super()._victim(active, pick)
+
+    def drain(self, node: SimNode) -> None:
+        """Three ways to start a drain: kubectl drain (cordon), the cluster autoscaler, Karpenter."""
+        style = self._rng.choice(["cordon", "autoscaler", "karpenter"])
+        taint = {"autoscaler": CA_TAINT_KEY, "karpenter": KARPENTER_TAINT_KEY}.get(style)
+
+        def change(current: dict[str, Any]) -> dict[str, Any]:
+            taints = list((current.get("spec") or {}).get("taints") or [])
+            spec: dict[str, Any] = {}
+            if taint:
+                taints.append({"key": taint, "value": str(int(time.time())), "effect": "NoSchedule"})
+                spec["taints"] = taints
+            if style != "karpenter":
+                spec["unschedulable"] = True
+            return spec
+
+        self._patch_node(node.name, change)
+        node.draining_since = self.clock()
+        node.last_eviction_at = node.draining_since
+        node.drained_at = None
+        self.counters.cordoned += 1
+        self.chaos.drains += 1
+
+    def _patch_node(self, name: str, change: Any) -> bool:
+        """Read-modify-write with a resourceVersion precondition, retried on 409 (the engine writes too)."""
+        for _attempt in range(8):
+            current = self.kube.get_node(name)
+            if current is None:
+                return False
+            patch = {"metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
+                     "spec": change(current)}
+            try:
+                self.kube.merge_patch_node(name, patch)
+                return True
+            except KubeConflict:
+                continue
+        return False
+
+    def _chaos(self, now: float) -> None:
+        draining = [n for n in self.nodes.values() if n.draining_since is not None]
+        if draining and self._rng.random() < self.campaign.call_off:
+            self._call_off(self._rng.choice(sorted(draining, key=lambda n: n.ordinal)))
+        active = sorted((n for n in self.nodes.values() if n.draining_since is None), key=lambda n: n.ordinal)
+        if active and self._rng.random() < self.campaign.replace:
+            self._replace(self._rng.choice(active))
+
+    def _call_off(self, node: SimNode) -> None:
+        """The scale-down is called off: the autoscaler or Karpenter takes its taint back, or an uncordon."""
+
+        def change(current: dict[str, Any]) -> dict[str, Any]:
+            taints = [t for t in (current.get("spec") or {}).get("taints") or []
+                      if t.get("key") not in (CA_TAINT_KEY, KARPENTER_TAINT_KEY)]
+            return {"taints": taints or None, "unschedulable": None}
+
+        if self._patch_node(node.name, change):
+            node.draining_since = None
+            node.drained_at = None
+            self.chaos.called_off += 1
+
+    def _replace(self, node: SimNode) -> None:
+        """A spot interruption: the instance goes without a drain, and its node name comes back on a new one."""
+        # AWS drops the association on terminate, the emulator keeps it: both happen here.
+        self.ec2.terminate(node.instance_id, drop_associations=self._rng.random() < 0.5)
+        self.chaos.terminated_at[node.instance_id] = time.time()
+        for pod_name in node.workload_pods:
+            self.kube.delete_pod(WORKLOAD_NAMESPACE, pod_name)  # the pod GC
+        for namespace, pod_name in node.daemon_pods:
+            self.kube.delete_pod(namespace, pod_name)
+        self.kube.delete_node(node.name)
+        del self.nodes[node.name]
+        self.counters.terminated += 1
+        self.launch_node(node.spec, name=node.name)
+        self.chaos.replacements += 1
+
+    def _remove(self, node: SimNode) -> None:
+        self.chaos.terminated_at[node.instance_id] = time.time()
+        super()._remove(node)
+
+
+# --- databases ---------------------------------------------------------------------------------------
+
+
+def fresh_database(state_dir: Path, database_url: str | None) -> tuple[str, Any]:
+    """A database for this campaign only: a new SQLite file, or a new database on the DATABASE_URL server
+    (created here, dropped at the end), so the campaign never mixes with anyone's record."""
+    if not database_url or database_url.startswith("sqlite"):
+        path = state_dir / "eipdash.sqlite3"
+        fresh_sqlite(path)
+        return f"sqlite:///{path}", lambda: None
+    import psycopg
+
+    parts = urlsplit(database_url)
+    name = f"eipdash_chaos_{os.getpid()}"
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        from django.db import connections
+
+        connections.close_all()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return urlunsplit(parts._replace(path=f"/{name}")), drop
+
+
+# --- the campaign ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Findings:
+    first_seen: dict[str, tuple[float, str]] = field(default_factory=dict)  # key -> (offset, line)
+    samples: int = 0
+    skipped: int = 0
+    longest_wait: float = 0.0
+    longest_wait_node: str = ""
+    waiting_since: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def add(self, offset: float, key: str, line: str) -> None:
+        self.first_seen.setdefault(key, (offset, line))
+
+
+class QuietRedis(EmbeddedRedis):
+    """The embedded Redis with its output in the campaign's log rather than on the console."""
+
+    def __init__(self, log: Any, port: int | None = None) -> None:
+        super().__init__(port)
+        self.log = log
+
+    def start(self) -> QuietRedis:
+        self.process = subprocess.Popen(self.command(), stdout=self.log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+        wait_for_port(self.port)
+        return self
+
+
+def seed_world(ec2: Ec2World) -> list[SimSpec]:
+    """The launch specs in the record, their pools and two decoys in EC2."""
+    from pools import services
+    from pools.specfile import parse_launch_spec
+
+    sims = []
+    for name, (labels, (tag_key, tag_value), tags, size) in SPECS.items():
+        selector = {"tagKey": tag_key, **({"tagValue": tag_value} if tag_value else {})}
+        services.launch_spec_apply(data=parse_launch_spec({
+            "name": name, "labels": [{"key": k, "value": v} for k, v in labels.items()],
+            "elasticIpPool": {"tagSelector": selector}, "region": REGION}))
+        for index in range(size):
+            ec2.allocate_eip(dict(tags, Index=str(index)))
+        sims.append(SimSpec(name=name, labels=dict(labels), pool_size=size))  # node_manifest adds SIMULATED_LABEL
+    ec2.allocate_eip({})  # untagged: no pool's
+    bastion_eip, _ = ec2.allocate_eip({"Name": "bastion"})
+    _, eni, ip = ec2.launch_instance()
+    ec2.client.associate_address(AllocationId=bastion_eip, NetworkInterfaceId=eni, PrivateIpAddress=ip)
+    return sims
+
+
+def i2_from_history(ledger: LedgerKube, terminated_at: dict[str, float]) -> list[tuple[str, str]]:
+    """I2 from the record: a `released` event while the campaign's ledger has a workload pod on that very
+    instance (created before, not yet deleted), unless the instance was already terminated."""
+    from pools.models import Event
+
+    by_instance: dict[str, list[tuple[str, PodLife]]] = collections.defaultdict(list)
+    for name, life in ledger.pods.items():
+        by_instance[life.instance_id].append((name, life))
+    found = []
+    for event in Event.objects.filter(kind=Event.Kind.RELEASED).exclude(reason__icontains="reassign"):
+        at = event.timestamp.timestamp()
+        if event.instance_id in terminated_at and terminated_at[event.instance_id] <= at:
+            continue
+        busy = [name for name, life in by_instance.get(event.instance_id, [])
+                if life.created < at and (life.deleted is None or life.deleted > at)]
+        if busy:
+            found.append((f"I2:history:{event.pk}",
+                          f"I2 {event.public_ip} released from {event.node} ({event.instance_id}) at "
+                          f"{event.timestamp:%H:%M:%S.%f} while workload pod(s) ran there: {', '.join(sorted(busy))}"))
+    return found
+
+
+def run(campaign: Campaign, *, state_dir: Path, redis_url: str | None, out: Any = sys.stdout) -> int:
+    def say(line: str) -> None:
+        print(line, file=out, flush=True)
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log = (state_dir / "processes.log").open("w")
+    supervisor = Supervisor(out=log)  # type: ignore[arg-type]  # a text file is what Supervisor writes to
+    rng = random.Random(campaign.seed)
+    started_wall = time.time()
+    emulator = Ec2Emulator().start()
+    proxy = FaultProxy(emulator.endpoint_url, seed=campaign.seed, rates=campaign.ec2).start()
+    kube_faults = KubeFaults(campaign.kube, seed=campaign.seed + 1)
+    kube = KubeEmulator(faults=kube_faults).start()
+    side_door = kube.open_side_door()
+    redis: QuietRedis | None = None
+    drop_database: Any = lambda: None  # noqa: E731
+    kills = redis_restarts = 0
+    findings = Findings()
+    status = 1
+    try:
+        engine_kubeconfig = kube.write_kubeconfig(state_dir / "kubeconfig")
+        checker_kubeconfig = state_dir / "kubeconfig-side-door"
+        config = json.loads(engine_kubeconfig.read_text())
+        config["clusters"][0]["cluster"]["server"] = side_door
+        checker_kubeconfig.write_text(json.dumps(config))
+        if redis_url is None:
+            redis = QuietRedis(log).start()
+            redis_url = redis.url
+        database_url, drop_database = fresh_database(state_dir, os.environ.get("DATABASE_URL"))
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "EIPDASH_"))}
+        env.update(emulator.env())
+        env.update({
+            "DJANGO_DEBUG": "true", "DJANGO_SETTINGS_MODULE": "eipdash.settings", "PYTHONUNBUFFERED": "1",
+            "DATABASE_URL": database_url, "REDIS_URL": redis_url, "KUBECONFIG": str(engine_kubeconfig),
+            "EIPDASH_RECONCILE_SECONDS": str(campaign.reconcile_seconds),
+        })
+        prepare_database(env)  # migrates, and sets this process up with the same environment
+        actors_log = logging.FileHandler(state_dir / "actors.log")
+        actors_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        for name in ("sandbox.simulate", "sandbox.chaos"):
+            logging.getLogger(name).handlers = [actors_log]
+            logging.getLogger(name).propagate = False
+        os.environ["AWS_ENDPOINT_URL_EC2"] = emulator.endpoint_url  # this process reads moto without faults
+        child_env = dict(env, AWS_ENDPOINT_URL_EC2=proxy.url)  # the engine only through the fault proxy
+
+        world = Ec2World(emulator.endpoint_url, REGION)
+        sims = seed_world(world)
+        ledger = LedgerKube(side_door, {})
+        pace = Pace(tick_seconds=0.5, scale_every_seconds=4.0, evict_every_seconds=2.0, drain_grace_seconds=3.0,
+                    pods_per_node=2, overscale_every=3, max_launch_per_decision=2)
+        simulation = ChaosSimulation(ec2=world, kube=ledger, specs=sims, seed=campaign.seed, pace=pace,
+                                     campaign=campaign)
+        for sim in sims:
+            simulation.launch_node(sim.name)
+
+        from workers.ec2 import Ec2, Ec2Error
+        from workers.invariants import Checker, observe
+        from workers.kube import Kube, KubeError
+
+        checker_ec2 = Ec2(REGION)
+        checker_kube = Kube(config_file=str(checker_kubeconfig))
+        checker = Checker(grace_seconds=campaign.grace,
+                          observe_fn=lambda: observe(ec2_for=lambda _r: checker_ec2, kube_for=lambda _c: checker_kube))
+
+        def worker() -> Child:
+            return supervisor.start("worker", [
+                PYTHON, "-m", "celery", "-A", "eipdash", "worker", "--loglevel", "INFO", "--concurrency", "2",
+                "--hostname", f"chaos-{os.getpid()}@%h", "--without-gossip", "--without-mingle"], child_env)
+
+        current_worker = worker()
+        supervisor.start("beat", [PYTHON, "-m", "celery", "-A", "eipdash", "beat", "--loglevel", "INFO",
+                                  "--schedule", str(state_dir / "celerybeat-schedule")], child_env)
+        supervisor.start("watch", [PYTHON, "manage.py", "watch_nodes"], child_env)
+        say(f"chaos: seed {campaign.seed}, {campaign.duration:.0f}s of faults then {campaign.quiet:.0f}s quiet; "
+            f"logs in {state_dir}")
+
+        start = time.monotonic()
+        end_of_faults = start + campaign.duration
+        end = end_of_faults + campaign.quiet
+        next_kill = start + rng.uniform(*campaign.kill_every)
+        redis_restart_at = start + campaign.duration * 0.4 if redis is not None else float("inf")
+        next_tick = next_sample = start
+        quiet = False
+        while time.monotonic() < end:
+            now = time.monotonic()
+            for child in supervisor.children:
+                if child is not current_worker and child.process.poll() is not None and not child.expected_exit:
+                    raise RuntimeError(f"{child.name} exited on its own with {child.process.returncode}; "
+                                       f"see {state_dir / 'processes.log'}")
+            if not quiet and now >= end_of_faults:
+                quiet = True
+                proxy.enabled = False
+                kube_faults.enabled = False
+                say(f"chaos: faults off at {now - start:.0f}s; the engine converges")
+            if not quiet and now >= next_kill:
+                os.killpg(current_worker.process.pid, signal.SIGKILL)
+                current_worker.process.wait(timeout=10)
+                current_worker.expected_exit = True
+                supervisor.children.remove(current_worker)  # its group is gone: never signal that id again
+                kills += 1
+                current_worker = worker()
+                next_kill = now + rng.uniform(*campaign.kill_every)
+            if redis is not None and not quiet and now >= redis_restart_at:
+                port = redis.port
+                redis.stop()
+                time.sleep(1.0)  # an outage, not a blip
+                redis = QuietRedis(log, port).start()
+                redis_restarts += 1
+                redis_restart_at = float("inf")
+                say(f"chaos: redis restarted at {now - start:.0f}s")
+            if current_worker.process.poll() is not None:
+                raise RuntimeError(f"the worker exited on its own; see {state_dir / 'processes.log'}")
+            if not quiet and now >= next_tick:
+                simulation.step()
+                next_tick = now + pace.tick_seconds
+            if now >= next_sample:
+                sample(checker, findings, now - start, Ec2Error, KubeError)
+                next_sample = time.monotonic() + campaign.sample_every
+            time.sleep(0.05)
+
+        for key, line in i2_from_history(ledger, simulation.chaos.terminated_at):
+            findings.add(time.monotonic() - start, key, line)
+        injected = proxy.injected + kube_faults.injected
+        violations = sorted(findings.first_seen.values())
+        counters, chaos = simulation.counters, simulation.chaos
+        result = {
+            "seed": campaign.seed, "duration": campaign.duration, "quiet": campaign.quiet,
+            "date": datetime.fromtimestamp(started_wall, UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "cpus": os.cpu_count(), "faults": injected,
+            "ec2_faults": dict(proxy.counts), "ec2_requests": proxy.requests,
+            "kube_faults": dict(kube_faults.counts), "kube_requests": kube_faults.requests,
+            "worker_kills": kills, "redis_restarts": redis_restarts,
+            "samples": findings.samples, "samples_skipped": findings.skipped,
+            "longest_wait": round(findings.longest_wait, 1), "nodes_launched": counters.launched,
+            "nodes_terminated": counters.terminated, "drains": chaos.drains, "drains_called_off": chaos.called_off,
+            "replacements": chaos.replacements, "pods_scheduled": counters.pods_scheduled,
+            "pods_evicted": counters.pods_evicted, "actor_errors": counters.errors,
+            "violations": [line for _, line in violations],
+        }
+        (state_dir / "result.json").write_text(json.dumps(result, indent=2))
+        say(f"faults injected: {injected} (EC2 {sum(proxy.counts.values())} of {proxy.requests} requests: "
+            f"{_kinds(proxy.counts)}; Kubernetes {kube_faults.injected} of {kube_faults.requests} requests: "
+            f"{_kinds(kube_faults.counts)})")
+        say(f"worker kills: {kills}")
+        say(f"redis restarts: {redis_restarts}")
+        say(f"cluster: {counters.launched} nodes launched, {counters.terminated} terminated, {chaos.drains} drains "
+            f"({chaos.called_off} called off), {chaos.replacements} replacements, {counters.pods_scheduled} "
+            f"workload pods, {counters.pods_evicted} evicted")
+        say(f"samples: {findings.samples} ({findings.skipped} could not read the world)")
+        say(f"longest wait for a free EIP: {findings.longest_wait:.1f}s"
+            + (f" ({findings.longest_wait_node})" if findings.longest_wait_node else ""))
+        say(f"violations: {len(violations)}")
+        for offset, line in violations:
+            say(f"  at {offset:6.1f}s  {line}")
+        status = 1 if violations else 0
+    except Stop as stop:
+        say(f"chaos: {stop} received: stopping every process")
+        status = 130
+    except Exception as error:
+        say(f"chaos: FAILED: {error!r}")
+        status = 2
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        supervisor.stop_all()
+        if redis is not None:
+            redis.stop()
+        proxy.stop()
+        kube.stop()
+        emulator.stop()
+        try:
+            drop_database()
+        except Exception as error:  # the figures are out already; say why the database stayed
+            say(f"chaos: could not drop the campaign database: {error!r}")
+        log.close()
+    return status
+
+
+def _kinds(counts: collections.Counter[str]) -> str:
+    return ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items())) or "none"
+
+
+def sample(checker: Any, findings: Findings, offset: float, *errors: type[Exception]) -> None:
+    from django.db import DatabaseError
+
+    try:
+        confirmed = checker.sample()
+    except (*errors, DatabaseError):
+        findings.skipped += 1
+        return
+    findings.samples += 1
+    for violation in confirmed:
+        findings.add(offset, violation.key, violation.line())
+    observation = checker.last
+    # The longest a node waited while its pool had a free EIP (consecutive samples).
+    now = time.monotonic()
+    waiting_now = set()
+    for spec, nodes in observation.waiting.items():
+        if not observation.free.get(spec):
+            continue
+        for node in nodes:
+            key = (spec, node)
+            waiting_now.add(key)
+            since = findings.waiting_since.setdefault(key, now)
+            if now - since > findings.longest_wait:
+                findings.longest_wait, findings.longest_wait_node = now - since, f"{node} of {spec}"
+    findings.waiting_since = {k: v for k, v in findings.waiting_since.items() if k in waiting_now}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="A seeded fault campaign against eipdash (make chaos).")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--duration", type=float, help="seconds of faults (default 600; --short: 75)")
+    parser.add_argument("--short", action="store_true", help="the short campaign of `make test`")
+    parser.add_argument("--quiet", type=float, help="seconds without faults at the end (default 30; --short: 20)")
+    parser.add_argument("--grace", type=float, help="seconds an I4 finding may last (default 30)")
+    parser.add_argument("--state-dir", type=Path, default=STATE_DIR, help="logs, kubeconfigs, result.json")
+    parser.add_argument("--redis-url", help="use this Redis instead of an embedded one (then not restarted)")
+    args = parser.parse_args(argv)
+    base = SHORT if args.short else Campaign()
+    campaign = Campaign(
+        seed=args.seed,
+        duration=args.duration if args.duration is not None else base.duration,
+        quiet=args.quiet if args.quiet is not None else base.quiet,
+        grace=args.grace if args.grace is not None else base.grace,
+    )
+    signal.signal(signal.SIGINT, _raise_stop)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    return run(campaign, state_dir=args.state_dir.resolve(), redis_url=args.redis_url)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
