@@ -193,6 +193,9 @@ def load_spec_json(raw: bytes | str) -> object:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise SpecFileError([f"not valid JSON: {exc}"]) from None
+    except ValueError:
+        # Python refuses integers of more than 4300 digits while decoding.
+        raise SpecFileError(["not valid JSON: a number is too long"]) from None
     except RecursionError:
         raise SpecFileError([f"JSON nested deeper than {MAX_JSON_DEPTH} levels"]) from None
     if _depth(data) > MAX_JSON_DEPTH:

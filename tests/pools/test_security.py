@@ -179,8 +179,9 @@ def test_wrong_types_sizes_and_reserved_names_exit_2_with_a_message(
         (b"[" * 100_000 + b"]" * 100_000, "nested deeper"),
         (json.dumps(_spec(extra=json.loads("[" * 25 + "1" + "]" * 25))).encode(), "nested deeper"),
         (b'{"launchSpec": {"name": "caf\xe9"}}', "not UTF-8"),
+        (b'{"launchSpec": {"enabled": ' + b"1" * 5000 + b"}}", "number is too long"),
     ],
-    ids=["recursion", "depth", "utf8"],
+    ids=["recursion", "depth", "utf8", "huge-number"],
 )
 def test_deep_json_and_invalid_utf8_exit_2_with_one_line(tmp_path: Path, raw: bytes, expected: str) -> None:
     message = _refused_by_cli(tmp_path, raw)
