@@ -1,5 +1,6 @@
 """History exports: the columns and their order, formula neutralisation, exactly the filtered set, the
-same code behind the downloads and `manage.py export_history`."""
+same code behind the downloads and `manage.py export_history`, the row-count trailer, bad filters refused
+up front, and a failure midway that leaves the trailer out."""
 
 from __future__ import annotations
 
@@ -7,16 +8,27 @@ import csv
 import datetime as dt
 import io
 import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
+from django.db import DatabaseError, connection
 from django.test import Client
 from django.urls import reverse
 
+from bench.export import seed_events
+from pools import exports
 from pools.exports import CSV_COLUMNS, iso_utc, neutralise
 from pools.models import Event
 from pools.selectors import EventFilters, event_list
 from tests.fixtures.web import WebWorld, record
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.django_db
 
@@ -42,8 +54,24 @@ def night(web_world: WebWorld) -> WebWorld:
     return w
 
 
+CSV_TRAILER = re.compile(r"# eipdash export complete: (\d+) rows\r\n\Z")
+
+
 def _csv(body: bytes) -> list[dict[str, str]]:
-    return list(csv.DictReader(io.StringIO(body.decode())))
+    """The data rows of a complete CSV export; fails when the trailer is missing or miscounts."""
+    text = body.decode()
+    trailer = CSV_TRAILER.search(text)
+    assert trailer, f"no trailer at the end: {text[-200:]!r}"
+    rows = list(csv.DictReader(io.StringIO(text[: trailer.start()], newline="")))
+    assert int(trailer.group(1)) == len(rows)
+    return rows
+
+
+def _jsonl(body: bytes) -> list[dict[str, str]]:
+    # Split on "\n" only: str.splitlines() also splits on characters JSON leaves raw (U+0085).
+    *records, last = [json.loads(line) for line in body.decode().split("\n")[:-1]]
+    assert last == {"_export": {"rows": len(records), "complete": True}}
+    return records
 
 
 def _stream(response) -> bytes:
@@ -55,6 +83,57 @@ def test_neutralise() -> None:
     assert [neutralise(v) for v in ("=1+1", "+1", "-1", "@SUM(A1)", "\tx", "ok", "", "a=b")] == [
         "'=1+1", "'+1", "'-1", "'@SUM(A1)", "'\tx", "ok", "", "a=b",
     ]  # fmt: skip
+
+
+# Leading whitespace before a formula character, and a leading line break: the cases issue 7 item 10 names,
+# plus the rest of what str.isspace() calls whitespace, and values that only look close.
+TRICKY = [
+    " =1+1", "  +1", "\u00a0=1", "\u3000@x", "\u2028-1", "\x85=1", " \t =1", "\n=1", "\nplain", "\r\nx",
+    " plain", " ", "", "ok", "a=b", "é=1", "😀=1", "'=1", "\u200b=1", "x\n=1",
+]  # fmt: skip
+TRICKY_NEUTRALISED = [
+    "' =1+1", "'  +1", "'\u00a0=1", "'\u3000@x", "'\u2028-1", "'\x85=1", "' \t =1", "'\n=1", "'\nplain",
+    "'\r\nx", " plain", " ", "", "ok", "a=b", "é=1", "😀=1", "'=1", "\u200b=1", "x\n=1",
+]  # fmt: skip
+
+
+def test_neutralise_leading_whitespace_and_line_breaks() -> None:
+    # U+200B (zero width space) is not whitespace to Python, and a spreadsheet does not trim it either.
+    assert [neutralise(v) for v in TRICKY] == TRICKY_NEUTRALISED
+
+
+def test_the_database_neutralises_every_column_as_the_python_function(viewer_client: Client, db: None) -> None:
+    """SQLite and PostgreSQL do the check in SQL for speed: it must agree with `neutralise` everywhere."""
+    columns = [field for field in exports._FIELDS[1:] if field != "kind"]
+    for index, value in enumerate(TRICKY):
+        Event.objects.create(
+            timestamp=T0 + dt.timedelta(seconds=index), kind=Event.Kind.ERROR,
+            **{field: value[: Event._meta.get_field(field).max_length or None] for field in columns},
+        )  # fmt: skip
+    rows = _csv(_stream(viewer_client.get(reverse("history-export-csv"))))
+    by_reason = {row["reason"]: row for row in rows}
+    assert sorted(by_reason) == sorted(TRICKY_NEUTRALISED)
+    for value, expected in zip(TRICKY, TRICKY_NEUTRALISED, strict=True):
+        row = by_reason[expected]
+        for field in columns:
+            short = value[: Event._meta.get_field(field).max_length or None]
+            assert row[field] == neutralise(short), (field, value)
+    # The kind column goes through the same expression: a row written by hand is neutralised too.
+    Event.objects.all().update(kind="=cmd")
+    assert {row["event"] for row in _csv(_stream(viewer_client.get(reverse("history-export-csv"))))} == {"'=cmd"}
+
+
+def test_jsonl_escapes_line_separators_and_keeps_values_raw(viewer_client: Client, db: None) -> None:
+    reason = "a\u2028b\u2029c =1 \u0085"
+    Event.objects.create(timestamp=T0, kind=Event.Kind.ERROR, reason=reason, node=" =1+1")
+    body = _stream(viewer_client.get(reverse("history-export-jsonl")))
+    assert "\u2028".encode() not in body and "\u2029".encode() not in body
+    assert b"a\\u2028b\\u2029c" in body  # a JavaScript parser sees the escape, not a line end
+    [line] = _jsonl(body)
+    assert line["reason"] == reason and line["node"] == " =1+1"
+    # Byte for byte what json.dumps writes, U+2028/U+2029 aside.
+    expected = json.dumps(line, ensure_ascii=False).replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    assert body.decode().split("\n")[0] == expected
 
 
 def test_csv_columns_order_and_neutralisation(viewer_client: Client, night: WebWorld) -> None:
@@ -80,7 +159,7 @@ def test_jsonl_has_the_same_keys_and_raw_values(viewer_client: Client, night: We
     response = viewer_client.get(
         reverse("history-export-jsonl"), {"since": "2026-03-01T00:00:00Z", "until": "2026-03-02T00:00:00Z"}
     )
-    lines = [json.loads(line) for line in _stream(response).decode().splitlines()]
+    lines = _jsonl(_stream(response))
     assert [list(line) for line in lines] == [EXPECTED_COLUMNS] * 5
     assert lines[0]["reason"] == "@by hand, with, commas" and lines[0]["event"] == "reassigned"
 
@@ -135,7 +214,7 @@ def test_command_writes_the_same_csv(viewer_client: Client, night: WebWorld) -> 
 def test_command_jsonl_filters_by_spec_and_event(night: WebWorld) -> None:
     out = io.StringIO()
     call_command("export_history", "--format", "jsonl", "--spec", "egress", "--event", "released", stdout=out)
-    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    lines = _jsonl(out.getvalue().encode())
     assert [(line["event"], line["launch_spec"], line["reason"]) for line in lines] == [
         ("released", "egress", "-drained")
     ]
@@ -147,12 +226,111 @@ def test_command_rejects_bad_dates(night: WebWorld, option: str) -> None:
         call_command("export_history", option, "last tuesday", stdout=io.StringIO())
 
 
-def test_export_streams_many_rows_in_chunks(night: WebWorld) -> None:
+def test_export_streams_many_rows_in_large_chunks(night: WebWorld) -> None:
     Event.objects.bulk_create(
         Event(timestamp=T0 - dt.timedelta(seconds=i), kind=Event.Kind.ASSIGNED, launch_spec="bulk") for i in range(5000)
     )
-    from pools.exports import csv_lines
+    chunks = list(exports.csv_chunks(event_list(filters=EventFilters(spec="bulk"))))
+    # The header rides with the first rows; then a chunk per CHUNK_ROWS rows; the trailer last.
+    assert chunks[0].startswith("timestamp,event")
+    assert len(chunks) == 5000 // exports.CHUNK_ROWS + 1
+    assert chunks[-1].endswith("# eipdash export complete: 5000 rows\r\n")
+    assert len(_csv("".join(chunks).encode())) == 5000
 
-    lines = csv_lines(event_list(filters=EventFilters(spec="bulk")))
-    assert next(lines).startswith("timestamp,event")
-    assert sum(1 for _ in lines) == 5000
+
+def test_an_empty_export_still_ends_with_its_trailer(viewer_client: Client, night: WebWorld) -> None:
+    csv_body = _stream(viewer_client.get(reverse("history-export-csv"), {"spec": "nothing-here"}))
+    assert csv_body.decode() == ",".join(CSV_COLUMNS) + "\r\n# eipdash export complete: 0 rows\r\n"
+    jsonl_body = _stream(viewer_client.get(reverse("history-export-jsonl"), {"spec": "nothing-here"}))
+    assert jsonl_body == b'{"_export": {"rows": 0, "complete": true}}\n'
+
+
+EDGE_DATES = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+@pytest.mark.parametrize("params", [{"since": EDGE_DATES[0]}, {"until": EDGE_DATES[1]}, {"event": "nope"}])
+def test_export_refuses_bad_filters_up_front(viewer_client: Client, night: WebWorld, fmt: str,
+                                             params: dict[str, str]) -> None:  # fmt: skip
+    response = viewer_client.get(reverse(f"history-export-{fmt}"), params)
+    assert response.status_code == 400 and not response.streaming
+    assert next(iter(params)).encode() in response.content
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--since", EDGE_DATES[0]], "--since: out of range"),
+        (["--until", EDGE_DATES[1]], "--until: out of range"),
+        (["--since", "2026-03-02", "--until", "2026-03-01"], "--since must be before --until"),
+        (["--spec", "x" * 300], "--spec: Ensure this value has at most 253 characters"),
+    ],
+)
+def test_command_refuses_bad_filters_with_exit_2(night: WebWorld, args: list[str], message: str) -> None:
+    out = io.StringIO()
+    with pytest.raises(CommandError, match=re.escape(message)) as refused:
+        call_command("export_history", *args, stdout=out)
+    assert refused.value.returncode == 2 and out.getvalue() == ""
+
+
+def test_the_real_command_exits_2_on_a_bad_filter_and_writes_nothing() -> None:
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "eipdash.settings", "DJANGO_DEBUG": "true"}
+    done = subprocess.run([sys.executable, "manage.py", "export_history", "--since", EDGE_DATES[0]], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "--since: out of range" in done.stderr and done.stdout == ""
+
+
+# --- A database failure: before the first chunk it is a 500; midway, the stream ends without a trailer.
+
+
+def _break_row(event_id: int) -> None:
+    """Make one stored row unreadable. SQLite: bytes that are not UTF-8 in a text column, which the
+    driver refuses to decode when the row is fetched (what a corrupt or hand-edited file gives)."""
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE pools_event SET reason = CAST(X'ff' AS TEXT) WHERE id = %s", [event_id])
+
+
+sqlite_only = pytest.mark.skipif("connection.vendor != 'sqlite'", reason="PostgreSQL stores only valid UTF-8")
+
+
+@sqlite_only
+def test_a_failure_on_the_first_fetch_is_a_500_not_a_200(viewer: User, night: WebWorld) -> None:
+    _break_row(Event.objects.order_by("-timestamp", "-id").first().pk)
+    client = Client(raise_request_exception=False)
+    client.force_login(viewer)
+    for fmt in ("csv", "jsonl"):
+        assert client.get(reverse(f"history-export-{fmt}")).status_code == 500
+
+
+def _many_then_broken(viewer: User) -> Client:
+    """More rows than one fetch, then an unreadable one: the failure comes after the 200 went out."""
+    seed_events(exports.FETCH_ROWS + exports.CHUNK_ROWS)
+    _break_row(Event.objects.order_by("timestamp", "id").first().pk)
+    client = Client()
+    client.force_login(viewer)
+    return client
+
+
+@sqlite_only
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_failure_midway_ends_the_stream_with_an_error_and_no_trailer(viewer: User, db: None, fmt: str) -> None:
+    response = _many_then_broken(viewer).get(reverse(f"history-export-{fmt}"))
+    assert response.status_code == 200 and response.streaming
+    received: list[bytes] = []
+    with pytest.raises(DatabaseError, match="UTF-8"):
+        for chunk in response.streaming_content:
+            received.append(chunk)
+    body = b"".join(received)
+    assert body.count(b"\n") >= exports.FETCH_ROWS  # rows went out before the failure
+    assert b"eipdash export complete" not in body and b'"_export"' not in body
+
+
+@sqlite_only
+def test_the_command_fails_midway_without_a_trailer(viewer: User, db: None) -> None:
+    _many_then_broken(viewer)
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="the output is incomplete") as failed:
+        call_command("export_history", stdout=out)
+    assert failed.value.returncode == 1
+    assert out.getvalue().count("\n") >= exports.FETCH_ROWS and "eipdash export complete" not in out.getvalue()
