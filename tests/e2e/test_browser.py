@@ -5,9 +5,9 @@
 - the CSV export downloads;
 - the reassign button opens its confirmation dialog, and the move or the refusal shows up in place.
 
-The assignment is written as rows (what the workers would write) and the reassign goes through a stand-in
-for `workers.executor` at the view's seam (`pools.views._executor`): these tests are about the browser side.
-The engine's own reassign, against the EC2 and Kubernetes emulators, is tested in tests/workers/.
+The assignment is written as rows (what the workers would write), and the test plays the worker for the
+reassign request the page records: these tests are about the browser side. The move itself, against the EC2
+and Kubernetes emulators and on a real Celery worker, is tested in tests/workers/ and tests/e2e/.
 
 Screenshots of every page land in var/screenshots/ (docs/ holds the ones picked for the README).
 """
@@ -17,13 +17,14 @@ from __future__ import annotations
 import datetime as dt
 import os
 import random
-import types
+import time
 from pathlib import Path
 
 import pytest
 from django.utils import timezone
 
-from pools.models import Assignment, Cluster, ElasticIP, Event, LaunchSpec, Node
+from pools.models import Assignment, Cluster, ElasticIP, Event, LaunchSpec, Node, ReassignRequest
+from pools.services import reassign_request_finish
 from tests.fixtures.web import PASSWORD, assign, make_eip, make_node, record
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -178,37 +179,26 @@ def test_csv_export_downloads_the_filtered_set(page, live_server, viewer, transa
     assert info.value.suggested_filename.endswith(".csv")
 
 
-@pytest.fixture
-def stand_in_executor(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
-    """Does to the record what the executor does after AWS accepts, or refuses like it does."""
-
-    class Refused(Exception):
-        pass
-
-    state = types.SimpleNamespace(ReassignRefused=Refused, refuse_with=None, calls=[])
-
-    def reassign_eip(*, allocation_id: str, node_name: str, actor: str) -> Assignment:
-        state.calls.append((allocation_id, node_name, actor))
-        if state.refuse_with:
-            raise Refused(state.refuse_with)
-        eip = ElasticIP.objects.get(allocation_id=allocation_id)
-        target = Node.objects.get(name=node_name)
+def _act_as_worker(*, state: str, message: str, move_to: Node | None = None) -> ReassignRequest:
+    """What a worker does with the pending request the page just made: for a move, the records the
+    executor writes once AWS confirmed; then the outcome on the request, which the page is polling."""
+    deadline = time.monotonic() + 10
+    while (request := ReassignRequest.objects.filter(state=ReassignRequest.State.PENDING).first()) is None:
+        assert time.monotonic() < deadline, "the page recorded no reassign request"
+        time.sleep(0.05)
+    if move_to is not None:
+        eip = request.eip
         old = Assignment.objects.filter(eip=eip, closed_at__isnull=True).first()
         if old:
             Assignment.objects.filter(pk=old.pk).update(closed_at=timezone.now(), close_reason="reassigned")
-        claim = assign(eip, target, actor=actor, opened_at=timezone.now())
-        record(Event.Kind.REASSIGNED, spec=target.launch_spec, eip=eip, node=target, actor=actor,
-               reason=f"moved by hand from {old.node.name if old else 'no node'} to {node_name}")  # fmt: skip
-        return claim
-
-    state.reassign_eip = reassign_eip
-    monkeypatch.setattr("pools.views._executor", lambda: state)
-    return state
+        assign(eip, move_to, actor=request.actor, opened_at=timezone.now())
+        record(Event.Kind.REASSIGNED, spec=move_to.launch_spec, eip=eip, node=move_to, actor=request.actor,
+               reason=f"moved by hand from {old.node.name if old else 'no node'} to {move_to.name}")  # fmt: skip
+    reassign_request_finish(request_id=request.pk, state=state, message=message)
+    return request
 
 
-def test_reassign_through_the_button_and_its_confirmation(
-    page, live_server, operator, stand_in_executor, transactional_db
-) -> None:
+def test_reassign_through_the_button_and_its_confirmation(page, live_server, operator, transactional_db) -> None:
     demo = demo_world()
     eip = demo["eips"]["egress-nat"][1]
     holder = demo["nodes"]["egress-nat"][1]
@@ -221,27 +211,29 @@ def test_reassign_through_the_button_and_its_confirmation(
     dialog.wait_for()
     text = dialog.inner_text()
     assert f"Move {eip.public_ip} to {target.name}?" in text
-    assert f"{holder.name} loses this IP" in text and "another free EIP" in text
+    assert f"{holder.name} gets the startup taint back first" in text and "another free EIP" in text
     page.screenshot(path=str(SHOTS / "reassign-dialog.png"))
 
-    # First a refusal: shown inside the dialog, nothing moved.
-    stand_in_executor.refuse_with = f"{target.name} already has an EIP (203.0.113.250)."
+    # First a refusal: the dialog says it is waiting for a worker, then shows the worker's reason.
     page.click("#reassign-confirm")
+    page.wait_for_selector("#reassign-pending")
+    refused = _act_as_worker(state="refused", message=f"{target.name} already has an EIP (203.0.113.250).")
     page.wait_for_selector("#reassign-error")
     assert "already has an EIP" in page.locator("#reassign-error").inner_text()
+    assert refused.actor == operator.username and refused.node_name == target.name
     assert Assignment.objects.get(eip=eip, closed_at__isnull=True).node_id == holder.pk
 
-    # Then the move.
-    stand_in_executor.refuse_with = None
+    # Then the move: once the worker says done, the page goes back to the EIP, which shows its new node.
     page.click("#reassign-confirm")
+    page.wait_for_selector("#reassign-pending")
+    _act_as_worker(state="done", message=f"{eip.public_ip} moved to {target.name}.", move_to=target)
     page.wait_for_selector(f"#eip-node:has-text('{target.name}')")
     assert "moved to" in page.locator(".messages").inner_text()
-    assert stand_in_executor.calls[-1] == (eip.allocation_id, target.name, operator.username)
     assert Assignment.objects.get(eip=eip, closed_at__isnull=True).node_id == target.pk
     assert page.locator("#eip-live .kind-reassigned").count() >= 1
 
 
-def test_cancel_closes_the_dialog(page, live_server, operator, stand_in_executor, transactional_db) -> None:
+def test_cancel_closes_the_dialog(page, live_server, operator, transactional_db) -> None:
     demo = demo_world()
     eip = demo["eips"]["egress-nat"][1]
     _login(page, live_server, operator)
@@ -250,7 +242,7 @@ def test_cancel_closes_the_dialog(page, live_server, operator, stand_in_executor
     page.locator("dialog#reassign-dialog").wait_for()
     page.click("#reassign-cancel")
     page.locator("dialog#reassign-dialog").wait_for(state="detached")
-    assert stand_in_executor.calls == []
+    assert not ReassignRequest.objects.exists()
 
 
 def test_pages_work_without_javascript(browser, live_server, viewer, transactional_db) -> None:
