@@ -3,8 +3,9 @@
 - I1: a schedulable node of an enabled spec (no startup taint, not cordoned, no NoSchedule/NoExecute taint,
   not being deleted, its instance pending/running) holds a pool EIP on its primary ENI's primary private IP.
 - I2: no pool EIP is pulled from a node while it still runs workload pods (an operator's reassign excepted).
-  At one instant: a live node that runs workload pods, holds no pool EIP, and had one released from this
-  very instance (a `released` event) lost it while busy.
+  At one instant: a live node that takes no new pods (draining or tainted), runs workload pods, holds no
+  pool EIP, and had one released from this very instance (a `released` event) lost it while busy. The
+  fault campaign also checks I2 over time, from the release events and the life of every pod it ran.
 - I3: no EIP on two nodes, no node with two pool EIPs (two pool EIPs on one node's primary ENI).
 - I4: every open assignment matches AWS, every pool EIP AWS shows on a node of a spec has its open record,
   no pool EIP stays on a gone node or a dead instance, and the `eipdash.io/eip` label tells the truth.
@@ -202,7 +203,9 @@ def observe(
                 why = "no EIP on its primary IP"
             out.append(Violation("I1", f"I1:{f.cluster.name}:{node.name}:{node.instance_id}",
                                  f"node {node.name} ({node.instance_id}) is schedulable without a pool EIP: {why}"))
-        if live and not own:
+        # A schedulable node without its EIP is I1's case (pods may have come after the release); I2 is the
+        # node that cannot take new pods, so its workload pods were there before its EIP went.
+        if live and not own and not schedulable(node, startup_taint):
             released = Event.objects.filter(kind=Event.Kind.RELEASED, cluster=f.cluster.name, node=node.name,
                                             instance_id=node.instance_id).order_by("-timestamp").first()
             if released is not None:

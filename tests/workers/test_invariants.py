@@ -261,3 +261,16 @@ def test_grace_i4_counts_only_when_it_persists_and_i1_at_once() -> None:
     now[0] = 26
     assert checker.sample() == [i4]
 
+
+
+def test_i2_leaves_a_schedulable_node_to_i1(world: World) -> None:
+    """Pods on a schedulable node without its EIP may have come after the release: that is I1's finding."""
+    spec = world.spec()
+    (allocation_id,) = world.eips(1)
+    world.node("a", tainted=False)
+    world.pod("web", "a")
+    released_event(spec, world, "a", allocation_id)
+
+    code, lines = check()
+
+    assert lines_of("I2", lines) == [] and len(lines_of("I1", lines)) == 1
