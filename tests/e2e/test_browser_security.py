@@ -97,8 +97,8 @@ def test_every_page_passes_the_csp_with_htmx(page, live_server, operator, transa
 
     visit("/accounts/login/")
     _login(page, live_server, operator)
-    for path in ("/", "/launch-specs/", "/launch-specs/egress/", "/launch-specs/new/", "/launch-specs/import/",
-                 "/eips/", "/nodes/", "/history/"):
+    for path in ("/", "/launch-specs/", "/launch-specs/egress/", "/launch-specs/egress/edit/", "/launch-specs/new/",
+                 "/launch-specs/import/", "/eips/", "/nodes/", "/history/"):
         visit(path)
     # The overview's live part, swapped by htmx at least once.
     visit("/")
