@@ -6,6 +6,7 @@ import logging
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from django.db.models import Q
 
 from pools.models import LaunchSpec
 
@@ -17,8 +18,12 @@ log = logging.getLogger(__name__)
 
 @shared_task(ignore_result=True)
 def reconcile_all() -> int:
-    """The beat's safety net: one reconcile_spec per enabled launch spec."""
-    spec_ids = list(LaunchSpec.objects.filter(enabled=True).values_list("pk", flat=True))
+    """The beat's safety net: one reconcile_spec per enabled launch spec, and per disabled one that still
+    holds EIPs (it drains: its passes release and close by the usual rules, and assign nothing)."""
+    spec_ids = list(
+        LaunchSpec.objects.filter(Q(enabled=True) | Q(assignments__closed_at__isnull=True))
+        .distinct().values_list("pk", flat=True)
+    )
     for spec_id in spec_ids:
         reconcile_spec.delay(spec_id)
     return len(spec_ids)
