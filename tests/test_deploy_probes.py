@@ -37,14 +37,15 @@ def run(argv: list[str], env: dict[str, str] | None = None) -> subprocess.Comple
 def test_worker_alive_answers_for_a_live_worker_and_fails_for_a_silent_one(
     redis_url: str, tmp_path: Path, transactional_db: None,
 ) -> None:
-    import redis
-
-    redis.Redis.from_url(redis_url).flushdb()
     stack = Stack(redis_url, tmp_path)
     node = f"probe@{socket.gethostname()}"
     alive = [sys.executable, "manage.py", "worker_alive", "--timeout", "3"]
     try:
-        stack.worker("probe")
+        # A queue of its own: the probe only needs the worker's control channel, and this worker must not
+        # take the tasks of other tests sharing the Redis.
+        stack.start("probe", str(Path(sys.executable).parent / "celery"), "-A", "eipdash", "worker",
+                    "--loglevel=INFO", "--concurrency=1", f"--hostname={node}", "-Q", f"probe-{os.getpid()}",
+                    "--without-gossip", "--without-mingle")
         # The manifests' probe runs with no --node: the worker's default name is celery@<pod name>. Here the
         # worker is named probe@<host>, so the probe is given that name.
         result = eventually(lambda: (r := run([*alive, "--node", node], stack.env)).returncode == 0 and r,
