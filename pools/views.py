@@ -152,6 +152,8 @@ def _user_data(spec: LaunchSpec, pool_ips: list[str]) -> str:
         "labels": _shell_word(labels),
         "pool_ips": " ".join(_shell_word(ip) for ip in pool_ips),
     }
+    # render_to_string returns a SafeString, which templates would print unescaped; str.__str__ makes a
+    # plain str of it, so every page escapes the snippet like any other user text.
     return str.__str__(render_to_string("pools/user_data.sh", {"sh": words}))
 
 
