@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import os
 import runpy
+import secrets
 import subprocess
 import sys
 import time
@@ -88,3 +89,48 @@ def test_a_response_longer_than_the_worker_timeout_arrives_whole(tmp_path: Path)
     assert lines == [f"row {n}" for n in range(1, CHUNKS + 1)] + [f"end {CHUNKS}"], (lines[-3:], logs[-2000:])
     assert "WORKER TIMEOUT" not in logs
     assert "gthread" in logs  # "Using worker: gthread"
+
+
+def compose_web_healthcheck(port: int) -> list[str]:
+    import yaml
+
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    test: list[str] = services["web"]["healthcheck"]["test"]
+    assert test[0] == "CMD"
+    return [sys.executable if part == "python" else part.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+            for part in test[1:]]
+
+
+@pytest.mark.e2e
+def test_the_web_healthcheck_answers_through_gunicorn_behind_tls_settings(tmp_path: Path) -> None:
+    """The real app under the real config, with the README's production TLS switches on: the compose
+    healthcheck (and the Kubernetes probes, which send the same headers) get their 200, not a redirect."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "GUNICORN_CMD_ARGS": f"--bind 127.0.0.1:{port} --workers 1",
+        "DJANGO_SETTINGS_MODULE": "eipdash.settings",
+        "DJANGO_DEBUG": "false",
+        "DJANGO_SECRET_KEY": secrets.token_hex(32),
+        "DJANGO_ALLOWED_HOSTS": "eipdash.example.com",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'web.sqlite3'}",
+        "DJANGO_SECURE_SSL_REDIRECT": "true",
+        "DJANGO_SECURE_PROXY_SSL_HEADER": "true",
+    }
+    with open(tmp_path / "gunicorn.log", "wb") as log:
+        server = subprocess.Popen([str(GUNICORN), "-c", str(CONF), "eipdash.wsgi:application"], cwd=ROOT, env=env,
+                                  stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(port, timeout=60)
+            check = subprocess.run(compose_web_healthcheck(port), env=env, capture_output=True, text=True,
+                                   timeout=60)
+            # Without the proxy's header the same request is redirected to https: the header is what counts.
+            plain = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            plain.request("GET", "/healthz", headers={"Host": "eipdash.example.com"})
+            redirected = plain.getresponse().status
+            plain.close()
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    assert check.returncode == 0, (check.stderr[-2000:], (tmp_path / "gunicorn.log").read_text()[-2000:])
+    assert redirected == 301
