@@ -51,8 +51,9 @@ class ReadAccessMiddleware:
     def process_view(
         self, request: HttpRequest, view: Callable[..., Any], args: Any, kwargs: Any
     ) -> HttpResponseBase | None:
-        # Only the dashboard's own views: the admin, the login pages and static files have their own rules.
-        if getattr(view, "__module__", "") != "pools.views" or view.__name__ in OPEN_VIEWS:
+        # Only the dashboard's own views (pools.views and any pools.views_* beside it): the admin, the login
+        # pages and static files have their own rules.
+        if not getattr(view, "__module__", "").startswith("pools.views") or view.__name__ in OPEN_VIEWS:
             return None
         if view.__name__ == "metrics" and settings.EIPDASH_METRICS_TOKEN:
             return None
