@@ -262,3 +262,21 @@ def reassign_request_finish(*, request_id: int, state: str, message: str) -> Non
     ReassignRequest.objects.filter(pk=request_id).exclude(
         state__in=[ReassignRequest.State.DONE, ReassignRequest.State.REFUSED, ReassignRequest.State.FAILED]
     ).update(state=state, message=message, finished_at=timezone.now())
+
+
+def reassign_request_expire(*, started_before: datetime, created_before: datetime) -> int:
+    """End the requests no worker can still be carrying out, so that no page polls them for ever: running
+    since before `started_before` (its worker was killed or hit the hard time limit), or still pending since
+    before `created_before` (a worker would refuse it as too old anyway)."""
+    now = timezone.now()
+    requests = ReassignRequest.objects
+    stopped = requests.filter(state=ReassignRequest.State.RUNNING, started_at__lt=started_before).update(
+        state=ReassignRequest.State.FAILED, finished_at=now,
+        message="The worker stopped during the move (killed, or past its time limit). The next pass repairs the "
+                "record from what AWS shows; the EIP's history says where it is.",
+    )
+    unclaimed = requests.filter(state=ReassignRequest.State.PENDING, created_at__lt=created_before).update(
+        state=ReassignRequest.State.REFUSED, finished_at=now,
+        message="No worker picked this request up in time; nothing was changed. Look at the EIP again and ask anew.",
+    )
+    return stopped + unclaimed

@@ -285,6 +285,16 @@ def _error(spec: LaunchSpec, node: Node | None, eip: ElasticIP, actor: str, reas
 # --- the request, as the task runs it --------------------------------------------------------------
 
 
+def expire_stale_requests() -> int:
+    """Requests whose worker is gone end as failed (or refused, if never picked up): run by the beat."""
+    now = timezone.now()
+    # Past the hard time limit the worker process was killed; the margin covers a slow clock or a slow DB.
+    running_limit = timedelta(seconds=int(settings.CELERY_TASK_TIME_LIMIT) + 30)
+    return services.reassign_request_expire(started_before=now - running_limit,
+                                            created_before=now - REQUEST_MAX_WAIT - timedelta(minutes=1))
+
+
+
 def run_request(request_id: int, *, ec2: Ec2 | None = None, kube: Kube | None = None) -> str:
     """Carry out one ReassignRequest and write its outcome on it. Never raises for the move's sake: every
     outcome, an unexpected error included, ends as a finished request the operator can read."""

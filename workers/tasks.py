@@ -11,7 +11,7 @@ from django.db.models import Q
 from pools.models import LaunchSpec
 
 from . import executor
-from .reassign import run_request
+from .reassign import expire_stale_requests, run_request
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 def reconcile_all() -> int:
     """The beat's safety net: one reconcile_spec per enabled launch spec, and per disabled one that still
     holds EIPs (it drains: its passes release and close by the usual rules, and assign nothing)."""
+    # A manual reassign whose worker died must not stay "moving" on the operator's screen for ever.
+    expire_stale_requests()
     spec_ids = list(
         LaunchSpec.objects.filter(Q(enabled=True) | Q(assignments__closed_at__isnull=True))
         .distinct().values_list("pk", flat=True)

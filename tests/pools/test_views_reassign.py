@@ -47,9 +47,10 @@ def _status_url(request: ReassignRequest) -> str:
 
 def _take_queued(redis_url: str, request_id: int) -> list[dict[str, Any]]:
     """The reassign tasks for this request waiting in the broker's default queue; removed as they are read."""
-    client = redis.Redis.from_url(redis_url)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
     found = []
-    for raw in client.lrange("celery", 0, -1):
+    raws: list[str] = client.lrange("celery", 0, -1)  # type: ignore[assignment]  # sync client: a list
+    for raw in raws:
         message = json.loads(raw)
         if message.get("headers", {}).get("task") != TASK:
             continue

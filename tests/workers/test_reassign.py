@@ -4,16 +4,19 @@ task on a real Celery worker in tests/e2e/test_reassign_worker.py."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import boto3
 import pytest
 from botocore.config import Config
+from django.utils import timezone
 
 from pools.models import Assignment, ElasticIP, Event, ReassignRequest
 from pools.services import reassign_request_create
 from tests.fixtures.world import TAINT, World
 from workers import executor
 from workers.ec2 import Ec2
-from workers.reassign import ReassignRefused, reassign_eip, run_request
+from workers.reassign import ReassignRefused, expire_stale_requests, reassign_eip, run_request
 
 
 def reconcile(spec: object) -> executor.PassReport:
@@ -177,3 +180,27 @@ def test_a_request_runs_to_done_and_a_refusal_leaves_aws_alone(world: World) -> 
     refused.refresh_from_db()
     assert refused.state == ReassignRequest.State.REFUSED and "draining" in refused.message
     assert world.eip_on("b") == eip_id
+
+
+def test_a_request_whose_worker_died_ends_as_failed_not_moving_for_ever(world: World) -> None:
+    spec = world.spec()
+    (eip_id,) = world.eips(1)
+    world.node("a")
+    reconcile(spec)
+    eip = ElasticIP.objects.get(allocation_id=eip_id)
+    killed = reassign_request_create(eip=eip, node_name="a", actor="alice")
+    long_ago = timezone.now() - timedelta(hours=1)
+    ReassignRequest.objects.filter(pk=killed.pk).update(state="running", started_at=long_ago, created_at=long_ago)
+    never_picked = reassign_request_create(eip=eip, node_name="a", actor="bob")
+    ReassignRequest.objects.filter(pk=never_picked.pk).update(created_at=long_ago)
+    fresh = reassign_request_create(eip=eip, node_name="a", actor="carol")
+    assert expire_stale_requests() == 2
+    killed.refresh_from_db()
+    never_picked.refresh_from_db()
+    fresh.refresh_from_db()
+    assert killed.state == "failed" and "worker stopped during the move" in killed.message
+    assert never_picked.state == "refused" and "No worker picked" in never_picked.message
+    assert fresh.state == "pending"
+    # A worker that gets the expired request late moves nothing.
+    assert "already handled" in run_request(never_picked.pk)
+    assert world.eip_on("a") == eip_id
