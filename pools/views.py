@@ -11,6 +11,7 @@ import datetime as dt
 import hmac
 import json
 import logging
+import re
 import shlex
 from typing import Any
 
@@ -182,7 +183,7 @@ def launch_spec_user_data(request: HtmxHttpRequest, name: str) -> HttpResponse:
     spec = _get_spec_or_404(name)
     pool_ips = [eip.public_ip for eip in selectors.eip_list(spec=spec) if not eip.gone]
     response = HttpResponse(_user_data(spec, pool_ips), content_type="text/x-shellscript; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{spec.name}-user-data.sh"'
+    response["Content-Disposition"] = f'attachment; filename="{_file_stem(spec.name)}-user-data.sh"'
     return response
 
 
@@ -192,8 +193,14 @@ def launch_spec_export(request: HtmxHttpRequest, name: str) -> HttpResponse:
     spec = _get_spec_or_404(name)
     body = json.dumps(launch_spec_to_ocean(spec), indent=2) + "\n"
     response = HttpResponse(body, content_type="application/json")
-    response["Content-Disposition"] = f'attachment; filename="{spec.name}.json"'
+    response["Content-Disposition"] = f'attachment; filename="{_file_stem(spec.name)}.json"'
     return response
+
+
+def _file_stem(name: str) -> str:
+    """A spec name fit for a Content-Disposition header: rows older than validation may hold quotes or
+    newlines, which would break the header (and Django refuses a newline in one with a 500)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:200] or "launch-spec"
 
 
 def _form_status(form: LaunchSpecForm | LaunchSpecImportForm) -> int:

@@ -323,3 +323,15 @@ def test_the_snippet_download_is_not_html(viewer_client: Client, web_world: WebW
     response = viewer_client.get(reverse("launch-spec-user-data", args=["egress"]))
     assert response["Content-Type"].startswith("text/x-shellscript")
     assert BytesIO(response.content).read(11) == b"#!/bin/bash"
+
+
+@pytest.mark.parametrize("download", ["launch-spec-user-data", "launch-spec-export"])
+def test_a_legacy_hostile_name_cannot_break_the_download_header(
+    viewer_client: Client, web_world: WebWorld, download: str
+) -> None:
+    hostile = 'eg"ress\r\nX-Evil: 1'
+    LaunchSpec.objects.filter(pk=web_world.spec.pk).update(name=hostile)
+    response = viewer_client.get(reverse(download, args=[hostile]))
+    assert response.status_code == 200
+    assert response["Content-Disposition"].startswith('attachment; filename="eg_ress__X-Evil__1')
+    assert not response.has_header("X-Evil")
