@@ -27,7 +27,7 @@ from django.utils import timezone
 from pools import services
 from pools.locks import Lease, LeaseLost, spec_lease
 from pools.models import Assignment, ElasticIP, Event, LaunchSpec, Node
-from pools.planner import IF_THERE_KEEP, Adopt, Assign, MarkReady, Plan, Release
+from pools.planner import DEAD_STATES, IF_THERE_KEEP, Adopt, Assign, MarkReady, Plan, Release
 from pools.planner import plan as make_plan
 from pools.snapshot import planner_inputs
 
@@ -359,7 +359,7 @@ class Executor:
     def holding_state(self, name: str) -> str:
         """The state of a node whose release did not happen: it still holds its EIP."""
         node = self.nodes.get(name)
-        if node is None or node.deleted_at is not None:
+        if node is None or node.deleted_at is not None or node.instance_state in DEAD_STATES:
             return ""  # gone either way: the plan's state stands
         return Node.State.DRAINING if node.draining else Node.State.READY
 
