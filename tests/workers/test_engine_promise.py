@@ -129,6 +129,20 @@ def test_a_stale_reading_neither_closes_the_claim_nor_adds_a_second_eip(world: W
     assert Node.objects.get(name="a").state == "ready"
 
 
+def test_a_deleted_node_whose_eip_a_stale_read_shows_free_is_disassociated_in_the_same_pass(world: World) -> None:
+    spec = world.spec()
+    world.eips(1)
+    world.node("a")
+    reconcile(spec)
+    held = world.eip_on("a")
+    assert held is not None
+    world.kube.delete("nodes", "a")  # the instance lives on a moment, with the association
+    reconcile(spec, ec2=StaleOnce({held}))
+    assert world.address(held).get("AssociationId") is None  # not left on a node that is gone (I4)
+    assert not Assignment.objects.filter(closed_at__isnull=True).exists()
+    assert [(e.node, e.reason) for e in kinds("released")] == [("a", "node deleted")]
+
+
 class ForeignLandsAfterTheRead(Ec2):
     """Right after the pass's DescribeAddresses, someone associates a non-pool EIP onto a node's IP."""
 
