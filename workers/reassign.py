@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError
@@ -92,8 +92,12 @@ def _target_and_spec(eip: ElasticIP, node_name: str) -> tuple[Node, LaunchSpec]:
     return target, target.launch_spec
 
 
-def _check(spec: LaunchSpec, eip: ElasticIP, target: Node) -> _Move:
-    """The rules, on the rows the refresh just wrote. Raises ReassignRefused; changes nothing."""
+def _check(spec: LaunchSpec, eip: ElasticIP, target: Node, asked_at: datetime | None = None) -> _Move:
+    """The rules, on the rows the refresh just wrote. Raises ReassignRefused; changes nothing.
+
+    asked_at: when the operator asked. An EIP that went to another node since then is not moved: the
+    operator confirmed taking it off the node the page showed, not off whichever holds it now.
+    """
     name, ip = target.name, eip.public_ip
     if eip.gone:
         raise ReassignRefused(f"{ip} left the pool meanwhile (untagged or released in AWS).")
@@ -149,6 +153,9 @@ def _check(spec: LaunchSpec, eip: ElasticIP, target: Node) -> _Move:
                               "adopts it or reports the conflict; eipdash does not move it by hand meanwhile.")
     if old.confirmed_at is None:
         raise ReassignRefused(f"{ip} is being assigned to {holder.name} right now; try again in a few seconds.")
+    if asked_at is not None and old.opened_at > asked_at:
+        raise ReassignRefused(f"{ip} went to {holder.name} after you asked ({old.actor}); nothing was changed. "
+                              "Look at the EIP again and ask anew.")
     return _Move(spec, eip, target, old)
 
 
@@ -156,7 +163,8 @@ def _check(spec: LaunchSpec, eip: ElasticIP, target: Node) -> _Move:
 
 
 def reassign_eip(*, allocation_id: str, node_name: str, actor: str, ec2: Ec2 | None = None,
-                 kube: Kube | None = None, lease_wait: float = LEASE_WAIT_SECONDS) -> ReassignOutcome:
+                 kube: Kube | None = None, lease_wait: float = LEASE_WAIT_SECONDS,
+                 asked_at: datetime | None = None) -> ReassignOutcome:
     """Move a pool EIP to another node of its spec, by hand. Raises ReassignRefused (nothing changed) or
     ReassignFailed (broke off after a change; the message says where things stand)."""
     eip = ElasticIP.objects.filter(allocation_id=allocation_id).first()
@@ -177,7 +185,7 @@ def reassign_eip(*, allocation_id: str, node_name: str, actor: str, ec2: Ec2 | N
             raise ReassignRefused(f"Could not read AWS and Kubernetes ({_say(exc)}); nothing was changed.") from exc
         eip.refresh_from_db()
         target.refresh_from_db()
-        move = _check(spec, eip, target)
+        move = _check(spec, eip, target, asked_at)
         try:
             outcome = _move(move, ec2=ec2, kube=kube, actor=actor, lease=lease)
         except LeaseLost as exc:
@@ -310,7 +318,7 @@ def run_request(request_id: int, *, ec2: Ec2 | None = None, kube: Kube | None = 
                 "Look at the EIP again and ask anew.")
         else:
             outcome = reassign_eip(allocation_id=request.eip.allocation_id, node_name=request.node_name,
-                                   actor=request.actor, ec2=ec2, kube=kube)
+                                   actor=request.actor, ec2=ec2, kube=kube, asked_at=request.created_at)
             state, message = ReassignRequest.State.DONE, outcome.message
     except ReassignRefused as exc:
         state, message = ReassignRequest.State.REFUSED, str(exc)

@@ -204,3 +204,24 @@ def test_a_request_whose_worker_died_ends_as_failed_not_moving_for_ever(world: W
     # A worker that gets the expired request late moves nothing.
     assert "already handled" in run_request(never_picked.pk)
     assert world.eip_on("a") == eip_id
+
+
+def test_an_eip_moved_by_someone_else_after_the_request_is_not_moved_again(world: World) -> None:
+    """Two operators ask at once for the same EIP: the second confirmed taking it off the node the page
+    showed, not off the node the first one just gave it to."""
+    spec = world.spec()
+    (eip_id,) = world.eips(1)
+    world.node("a")
+    reconcile(spec)
+    world.node("b")
+    world.node("c")
+    reconcile(spec)
+    eip = ElasticIP.objects.get(allocation_id=eip_id)
+    to_b = reassign_request_create(eip=eip, node_name="b", actor="alice")
+    to_c = reassign_request_create(eip=eip, node_name="c", actor="bob")
+    run_request(to_b.pk)
+    run_request(to_c.pk)
+    to_b.refresh_from_db()
+    to_c.refresh_from_db()
+    assert to_b.state == "done" and to_c.state == "refused" and "after you asked" in to_c.message
+    assert world.eip_on("b") == eip_id and world.eip_on("c") is None and TAINT in world.taints("c")
