@@ -435,7 +435,10 @@ class Executor:
             else:
                 services.assignment_open(eip=eip, node=node, spec=self.spec, actor=self.actor,
                                          association_id=a.association_id, confirmed=True)
-        self.record(Event.Kind.ADOPTED, a.reason, node=node, eip=eip)
+        # A claim an operator opened (a manual reassign whose worker stopped before AWS confirmed it): the
+        # adoption finishes their move, and the history names them, not the system.
+        services.event_record(kind=Event.Kind.ADOPTED, context=self.context(node=node, eip=eip), reason=a.reason,
+                              actor=mine.actor if mine is not None else self.actor)
         return f"adopted {a.public_ip} on {a.node} ({a.reason})"
 
     def assign(self, s: Assign) -> str | None:
