@@ -245,6 +245,12 @@ def _move(move: _Move, *, ec2: Ec2, kube: Kube, actor: str, lease: Lease) -> Rea
     try:
         line = executor.assign(step) or ""
     except Ec2Error as exc:
+        if Assignment.objects.filter(eip=eip, node=target, closed_at__isnull=True).exists():
+            # The claim is still open: AWS accepted the association and reading it back failed.
+            _error(spec, target, eip, actor, f"manual reassign: confirming the association failed: {_say(exc)}")
+            raise ReassignFailed(f"AWS accepted the move of {eip.public_ip} to {target.name}, but reading it "
+                                 f"back failed ({_say(exc)}); the next pass confirms it and records it in your "
+                                 "name.") from exc
         _error(spec, target, eip, actor, f"manual reassign: AWS refused to associate: {_say(exc)}")
         raise ReassignFailed(f"AWS refused to put {eip.public_ip} on {target.name} ({_say(exc)}). {lost}") from exc
     except (KubeError, DatabaseError) as exc:

@@ -15,8 +15,8 @@ from pools.models import Assignment, ElasticIP, Event, ReassignRequest
 from pools.services import reassign_request_create
 from tests.fixtures.world import TAINT, World
 from workers import executor
-from workers.ec2 import Ec2
-from workers.reassign import ReassignRefused, expire_stale_requests, reassign_eip, run_request
+from workers.ec2 import Address, Ec2, Transient
+from workers.reassign import ReassignFailed, ReassignRefused, expire_stale_requests, reassign_eip, run_request
 
 
 def reconcile(spec: object) -> executor.PassReport:
@@ -225,3 +225,42 @@ def test_an_eip_moved_by_someone_else_after_the_request_is_not_moved_again(world
     to_c.refresh_from_db()
     assert to_b.state == "done" and to_c.state == "refused" and "after you asked" in to_c.message
     assert world.eip_on("b") == eip_id and world.eip_on("c") is None and TAINT in world.taints("c")
+
+
+class ReadBackFails(Ec2):
+    """The real adapter, except that reading an address back after an association fails once, as when
+    the worker loses AWS (or dies) right after AWS accepted the move."""
+
+    def __init__(self, region: str) -> None:
+        super().__init__(region)
+        self.associated = False
+
+    def associate(self, *, allocation_id: str, eni_id: str, private_ip: str, allow_reassociation: bool = False) -> str:
+        self.associated = True
+        return super().associate(allocation_id=allocation_id, eni_id=eni_id, private_ip=private_ip,
+                                 allow_reassociation=allow_reassociation)
+
+    def get_address(self, allocation_id: str) -> Address | None:
+        if self.associated:
+            self.associated = False
+            raise Transient("read timed out", code="RequestTimeout", operation="DescribeAddresses")
+        return super().get_address(allocation_id)
+
+
+def test_a_move_aws_accepted_but_not_confirmed_is_finished_by_the_next_pass_in_the_operators_name(
+    world: World,
+) -> None:
+    spec = world.spec()
+    (eip_id,) = world.eips(1)
+    world.node("a")
+    reconcile(spec)
+    world.node("b")
+    reconcile(spec)
+    with pytest.raises(ReassignFailed, match="AWS accepted the move"):
+        reassign_eip(allocation_id=eip_id, node_name="b", actor="alice", ec2=ReadBackFails("us-east-1"))
+    assert world.eip_on("b") == eip_id
+    reconcile(spec)
+    (adopted,) = kinds("adopted")
+    assert adopted.actor == "alice" and adopted.node == "b"
+    assert [(r.node.name, r.actor) for r in Assignment.objects.filter(closed_at__isnull=True)] == [("b", "alice")]
+    assert TAINT not in world.taints("b") and TAINT in world.taints("a")
