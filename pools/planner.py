@@ -130,6 +130,8 @@ class Adopt:
     association_id: str
     reason: str
     supersedes: str | None = None  # the node of a stale open assignment of this EIP, closed first
+    # That node lost the EIP outside eipdash: the startup taint goes back on it (I1).
+    retaint_superseded: bool = False
 
 
 @dataclass(frozen=True)
@@ -391,8 +393,11 @@ def plan(
                     why = f"moved from {claim.node} outside this pass"
                 else:
                     why = "association confirmed after an interrupted pass"
+                superseded = claim.node if claim and claim.node != on_node.name else None
                 adopt.append(Adopt(eip.allocation_id, eip.public_ip, on_node.name, eip.association_id or "",
-                                   why, supersedes=claim.node if claim and claim.node != on_node.name else None))
+                                   why, supersedes=superseded,
+                                   retaint_superseded=bool(superseded) and spec.enabled
+                                   and should_retaint(by_name.get(superseded or ""))))
             if on_node.matches_spec and node_is_alive(on_node) and not on_node.draining:
                 lift = on_node.startup_tainted
                 marks = on_node.eip_label != eip.public_ip
@@ -428,7 +433,8 @@ def plan(
 
     # A node whose claim this pass closes gets nothing before the next pass: if the reading that
     # closed it was stale, a second EIP would knock the first off the node in AWS.
-    closing = {r.node for r in release} | {a.supersedes for a in adopt if a.supersedes}
+    closing = ({r.node for r in release} | {a.supersedes for a in adopt if a.supersedes}
+               | {claims[r.allocation_id].node for r in release if r.allocation_id in claims})
     candidates = [n for n in nodes if node_needs_eip(n) and n.name not in held_by_node]
     # Every node that should hold an EIP and holds none carries the startup taint (I1), whatever this
     # pass then manages to assign. A node whose claim this pass closes is re-tainted by that release,

@@ -385,9 +385,16 @@ class Executor:
             self.nodes[name].startup_tainted = True  # an assignment later in this pass lifts it again
 
     def release(self, r: Release) -> str | None:
-        claim = Assignment.objects.filter(eip__allocation_id=r.allocation_id, closed_at__isnull=True).first()
+        claim = (Assignment.objects.filter(eip__allocation_id=r.allocation_id, closed_at__isnull=True)
+                 .select_related("node").first())
         node = self.nodes.get(r.node)
         association_id = r.association_id
+        if claim is not None and association_id and claim.node.name != r.node and claim.eni_id:
+            # The reading puts the EIP on r.node, the record on another node: before that record closes,
+            # make sure the EIP has really left the recorded node (a stale reading shows an old place).
+            fresh = self.ec2.get_address(r.allocation_id)
+            if fresh is not None and fresh.association_id and fresh.eni_id == claim.eni_id:
+                return f"kept {r.public_ip} on {claim.node.name}: AWS shows it there, not on {r.node}"
         if claim is not None and not association_id and r.if_still_there:
             # The snapshot showed the EIP free or elsewhere. One DescribeAddresses can be stale: look again
             # at this one EIP before closing the record of a node that may still be using it.
@@ -423,6 +430,18 @@ class Executor:
 
     def adopt(self, a: Adopt) -> str:
         node, eip = self.node(a.node), self.eip(a.allocation_id)
+        if a.supersedes:
+            # This closes another node's confirmed record on the word of one region-wide reading: look at
+            # this one EIP again first (a stale reading may show where it was, not where it is).
+            fresh = self.ec2.get_address(a.allocation_id)
+            if fresh is None or fresh.eni_id != node.eni_id:
+                return f"left {a.public_ip} to the next pass: AWS no longer shows it on {a.node}"
+            if a.retaint_superseded:
+                try:
+                    self.kube.add_startup_taint(a.supersedes, settings.EIPDASH_STARTUP_TAINT)
+                    self._tainted(a.supersedes)
+                except KubeNotFound:
+                    pass
         with transaction.atomic():
             if a.supersedes:
                 Assignment.objects.filter(eip=eip, closed_at__isnull=True).update(

@@ -194,7 +194,7 @@ def test_exhaustion_keeps_nodes_waiting_and_alerts_once_per_episode() -> None:
 def test_claim_for_eip_now_on_another_node_of_the_spec_is_superseded() -> None:
     a, b = node("a", 1), node("b", 2)
     result = plan(SPEC, [eip(1, on=b)], [a, b], {"eipalloc-1": Claim("a")})
-    assert [(x.node, x.supersedes) for x in result.adopt] == [("b", "a")]
+    assert [(x.node, x.supersedes, x.retaint_superseded) for x in result.adopt] == [("b", "a", True)]
     assert result.deferred == ("a",) and not result.assign
 
 
@@ -359,3 +359,13 @@ def test_a_disabled_spec_drains_assigns_nothing_and_taints_nothing() -> None:
     assert not result.assign and not result.taint and ALERT_POOL_EXHAUSTED not in result.alerts
     gone = node("c", 3, in_cluster=False)
     assert [r.node for r in plan(off, [eip(3)], [gone], {"eipalloc-3": Claim("c")}).release] == ["c"]
+
+
+def test_a_release_that_closes_another_nodes_record_defers_that_node_too() -> None:
+    # The reading shows a's EIP on b, which drained: the release closes a's record, so a waits a pass
+    # (the executor re-reads first) instead of being tainted or given a second EIP now.
+    a = node("a", 1, startup_tainted=False, eip_label="203.0.113.1")
+    b = node("b", 2, draining=True, workload_pods=0)
+    result = plan(SPEC, [eip(1, on=b), eip(2)], [a, b], {"eipalloc-1": Claim("a")})
+    assert [(r.node, r.allocation_id) for r in result.release] == [("b", "eipalloc-1")]
+    assert "a" in result.deferred and not result.taint and not result.assign

@@ -143,6 +143,57 @@ def test_a_deleted_node_whose_eip_a_stale_read_shows_free_is_disassociated_in_th
     assert [(e.node, e.reason) for e in kinds("released")] == [("a", "node deleted")]
 
 
+def test_a_node_whose_eip_was_moved_away_outside_eipdash_is_tainted(world: World) -> None:
+    spec = world.spec()
+    (moved,) = world.eips(1)
+    world.node("a")
+    reconcile(spec)
+    b = world.node("b")  # waits: the pool is exhausted
+    reconcile(spec)
+    # Someone moves the EIP by hand, with the AWS console's "allow reassociation".
+    world.ec2.client.associate_address(AllocationId=moved, NetworkInterfaceId=b.eni_id,
+                                       PrivateIpAddress=b.private_ip, AllowReassociation=True)
+    reconcile(spec)
+    assert open_claim("b") is not None and open_claim("a") is None
+    assert TAINT in world.taints("a") and TAINT not in world.taints("b")
+    world.eips(1)
+    reconcile(spec)
+    assert world.eip_on("a") is not None and TAINT not in world.taints("a")
+
+
+class StaleElsewhere(Ec2):
+    """DescribeAddresses shows an EIP on another ENI than where it is (an older association)."""
+
+    def __init__(self, allocation_id: str, eni_id: str, private_ip: str) -> None:
+        super().__init__(REGION)
+        self.stale: tuple[str, str, str] | None = (allocation_id, eni_id, private_ip)
+
+    def list_all_addresses(self) -> list[Address]:
+        found = super().list_all_addresses()
+        if self.stale is None:
+            return found
+        (allocation_id, eni_id, private_ip), self.stale = self.stale, None
+        return [dataclasses.replace(a, association_id="eipassoc-stale", eni_id=eni_id, private_ip=private_ip)
+                if a.allocation_id == allocation_id else a for a in found]
+
+
+@pytest.mark.parametrize("b_drains", [False, True], ids=["adopt-on-b", "release-from-b"])
+def test_a_stale_reading_elsewhere_does_not_close_a_busy_nodes_record(world: World, b_drains: bool) -> None:
+    spec = world.spec()
+    world.eips(1)
+    world.node("a")
+    reconcile(spec)
+    held = world.eip_on("a")
+    assert held is not None
+    b = world.node("b")
+    if b_drains:
+        world.cordon("b")  # the reading makes b a drained node holding the EIP: "release" it
+    reconcile(spec, ec2=StaleElsewhere(held, b.eni_id, b.private_ip))
+    claim = open_claim("a")
+    assert claim is not None and claim.eip.allocation_id == held
+    assert world.eip_on("a") == held and TAINT not in world.taints("a") and not kinds("adopted")
+
+
 class ForeignLandsAfterTheRead(Ec2):
     """Right after the pass's DescribeAddresses, someone associates a non-pool EIP onto a node's IP."""
 
