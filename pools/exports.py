@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import io
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from json.encoder import encode_basestring  # type: ignore[attr-defined]  # the C string encoder json.dumps uses
@@ -162,11 +161,29 @@ def _row_batches(events: QuerySet[Event], *, neutralised: bool) -> Iterator[list
         yield batch
 
 
-def _take(buffer: io.StringIO) -> str:
-    text = buffer.getvalue()
-    buffer.seek(0)
-    buffer.truncate()
-    return text
+class _Echo:
+    """csv.writer wants a file; this one hands each formatted line straight back."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+_SEPARATORS = len(CSV_COLUMNS) - 1
+
+
+def _csv_text(batch: list[Sequence[str]], writer: Any) -> str:
+    """The batch as CSV lines, exactly as csv.writer (QUOTE_MINIMAL, "\r\n") writes them, faster.
+
+    csv.writer costs microseconds a row; most rows need no quoting at all, and for those its output is the
+    values joined by commas. A value needs quoting only if it holds a comma, a quote or a line break, which
+    shows on the joined line as an extra comma or one of those characters: only such rows go through
+    csv.writer."""
+    lines = list(map(",".join, batch))
+    for index, line in enumerate(lines):
+        if line.count(",") != _SEPARATORS or '"' in line or "\n" in line or "\r" in line:
+            lines[index] = writer.writerow(batch[index])[:-2]
+    lines.append("")
+    return "\r\n".join(lines)
 
 
 def csv_trailer(rows: int) -> str:
@@ -175,16 +192,14 @@ def csv_trailer(rows: int) -> str:
 
 def csv_chunks(events: QuerySet[Event]) -> Iterator[str]:
     """The header and the first batch come in the first chunk, the trailer after the last row."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
+    writer = csv.writer(_Echo(), lineterminator="\r\n")
+    header = writer.writerow(CSV_COLUMNS)
     rows = 0
     for batch in _row_batches(events, neutralised=True):
         rows += len(batch)
-        writer.writerows(batch)
-        yield _take(buffer)
-    buffer.write(csv_trailer(rows))
-    yield _take(buffer)
+        yield header + _csv_text(batch, writer)
+        header = ""
+    yield header + csv_trailer(rows)
 
 
 def jsonl_trailer(rows: int) -> str:
