@@ -60,6 +60,7 @@ from sandbox.simulate import (
     pod_manifest,
 )
 
+log = logging.getLogger("sandbox.chaos")
 STATE_DIR = BASE_DIR / "var" / "chaos"
 KARPENTER_TAINT_KEY = "karpenter.sh/disrupted"
 # The campaign's launch specs: node labels, the pool's tag selector, the tags its EIPs carry, its size.
@@ -206,6 +207,7 @@ class ChaosSimulation(Simulation):
             return spec
 
         self._patch_node(node.name, change)
+        log.info("drain of %s started (%s)", node.name, style)
         node.draining_since = self.clock()
         node.last_eviction_at = node.draining_since
         node.drained_at = None
@@ -247,6 +249,7 @@ class ChaosSimulation(Simulation):
             node.draining_since = None
             node.drained_at = None
             self.chaos.called_off += 1
+            log.info("drain of %s called off", node.name)
 
     def _replace(self, node: SimNode) -> None:
         """A spot interruption: the instance goes without a drain, and its node name comes back on a new one."""
@@ -260,8 +263,10 @@ class ChaosSimulation(Simulation):
         self.kube.delete_node(node.name)
         del self.nodes[node.name]
         self.counters.terminated += 1
-        self.launch_node(node.spec, name=node.name)
+        replacement = self.launch_node(node.spec, name=node.name)
         self.chaos.replacements += 1
+        log.info("replaced %s: %s terminated, %s registered under the same name", node.name, node.instance_id,
+                 replacement.instance_id)
 
     def _remove(self, node: SimNode) -> None:
         self.chaos.terminated_at[node.instance_id] = time.time()
@@ -303,6 +308,7 @@ def fresh_database(state_dir: Path, database_url: str | None) -> tuple[str, Any]
 @dataclass
 class Findings:
     first_seen: dict[str, tuple[float, str]] = field(default_factory=dict)  # key -> (offset, line)
+    last_seen: dict[str, float] = field(default_factory=dict)  # key -> offset
     samples: int = 0
     skipped: int = 0
     longest_wait: float = 0.0
@@ -311,6 +317,7 @@ class Findings:
 
     def add(self, offset: float, key: str, line: str) -> None:
         self.first_seen.setdefault(key, (offset, line))
+        self.last_seen[key] = offset
 
 
 class QuietRedis(EmbeddedRedis):
@@ -493,7 +500,8 @@ def run(campaign: Campaign, *, state_dir: Path, redis_url: str | None, out: Any 
         for key, line in i2_from_history(ledger, simulation.chaos.terminated_at):
             findings.add(time.monotonic() - start, key, line)
         injected = proxy.injected + kube_faults.injected
-        violations = sorted(findings.first_seen.values())
+        violations = sorted((first, line, findings.last_seen[key])
+                            for key, (first, line) in findings.first_seen.items())
         counters, chaos = simulation.counters, simulation.chaos
         result = {
             "seed": campaign.seed, "duration": campaign.duration, "quiet": campaign.quiet,
@@ -507,7 +515,8 @@ def run(campaign: Campaign, *, state_dir: Path, redis_url: str | None, out: Any 
             "nodes_terminated": counters.terminated, "drains": chaos.drains, "drains_called_off": chaos.called_off,
             "replacements": chaos.replacements, "pods_scheduled": counters.pods_scheduled,
             "pods_evicted": counters.pods_evicted, "actor_errors": counters.errors,
-            "violations": [line for _, line in violations],
+            "violations": [{"first_seen": round(first, 1), "last_seen": round(last, 1), "line": line}
+                           for first, line, last in violations],
         }
         (state_dir / "result.json").write_text(json.dumps(result, indent=2))
         say(f"faults injected: {injected} (EC2 {sum(proxy.counts.values())} of {proxy.requests} requests: "
@@ -522,8 +531,9 @@ def run(campaign: Campaign, *, state_dir: Path, redis_url: str | None, out: Any 
         say(f"longest wait for a free EIP: {findings.longest_wait:.1f}s"
             + (f" ({findings.longest_wait_node})" if findings.longest_wait_node else ""))
         say(f"violations: {len(violations)}")
-        for offset, line in violations:
-            say(f"  at {offset:6.1f}s  {line}")
+        for first, line, last in violations:
+            lasted = f"  (until {last:.1f}s)" if last > first else ""
+            say(f"  at {first:6.1f}s  {line}{lasted}")
         status = 1 if violations else 0
     except Stop as stop:
         say(f"chaos: {stop} received: stopping every process")

@@ -21,6 +21,7 @@ import argparse
 import collections
 import http.client
 import random
+import sys
 import threading
 import time
 import uuid
@@ -118,8 +119,7 @@ class FaultProxy:
 
     def start(self) -> FaultProxy:
         handler = type("Handler", (_Handler,), {"proxy": self})
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
-        server.daemon_threads = True
+        server = _Server(("127.0.0.1", self.port), handler)
         self._server = server
         self._stopping.clear()
         self._thread = threading.Thread(target=server.serve_forever, name="ec2-fault-proxy", daemon=True)
@@ -159,6 +159,16 @@ class FaultProxy:
             return response.status, response.getheaders(), response.read()
         finally:
             connection.close()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up (its read timeout) or was killed mid-request is the weather here, not a fault.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -874,7 +874,10 @@ class _Handler(BaseHTTPRequestHandler):
                 # an API server restart cuts it; the client sees a broken response, not a clean end.
                 self._cut_stream = False
                 self.close_connection = True
-                self.connection.shutdown(socket.SHUT_RDWR)
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass  # the client left first
                 return
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
