@@ -15,7 +15,7 @@ from pools.models import Assignment, ElasticIP, Event, ReassignRequest
 from pools.services import reassign_request_create
 from tests.fixtures.world import TAINT, World
 from workers import executor
-from workers.ec2 import Address, Ec2, Transient
+from workers.ec2 import Address, Ec2, Permanent, Transient
 from workers.reassign import ReassignFailed, ReassignRefused, expire_stale_requests, reassign_eip, run_request
 
 
@@ -264,3 +264,34 @@ def test_a_move_aws_accepted_but_not_confirmed_is_finished_by_the_next_pass_in_t
     assert adopted.actor == "alice" and adopted.node == "b"
     assert [(r.node.name, r.actor) for r in Assignment.objects.filter(closed_at__isnull=True)] == [("b", "alice")]
     assert TAINT not in world.taints("b") and TAINT in world.taints("a")
+
+
+class SecondReadFails(Ec2):
+    """The real adapter; the second region-wide read (the pass after the move) is refused."""
+
+    def __init__(self, region: str) -> None:
+        super().__init__(region)
+        self.reads = 0
+
+    def list_all_addresses(self) -> list[Address]:
+        self.reads += 1
+        if self.reads == 2:
+            raise Permanent("not authorized", code="UnauthorizedOperation", operation="DescribeAddresses")
+        return super().list_all_addresses()
+
+
+def test_a_failing_follow_up_pass_is_told_and_the_move_stands(world: World) -> None:
+    spec = world.spec()
+    (eip_id,) = world.eips(1)
+    world.node("a")
+    reconcile(spec)
+    world.node("b")
+    reconcile(spec)
+    eip = ElasticIP.objects.get(allocation_id=eip_id)
+    request = reassign_request_create(eip=eip, node_name="b", actor="alice")
+    run_request(request.pk, ec2=SecondReadFails("us-east-1"))
+    request.refresh_from_db()
+    assert request.state == "done" and "moved to b" in request.message
+    assert "The pass that serves the old node" in request.message and "UnauthorizedOperation" in request.message
+    assert world.eip_on("b") == eip_id and TAINT in world.taints("a")
+    assert Event.objects.filter(kind="error", reason__contains="UnauthorizedOperation").exists()
