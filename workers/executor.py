@@ -394,6 +394,8 @@ class Executor:
             # make sure the EIP has really left the recorded node (a stale reading shows an old place).
             fresh = self.ec2.get_address(r.allocation_id)
             if fresh is not None and fresh.association_id and fresh.eni_id == claim.eni_id:
+                if self.holding_state(claim.node.name):
+                    self.outcomes[claim.node.name] = self.holding_state(claim.node.name)
                 return f"kept {r.public_ip} on {claim.node.name}: AWS shows it there, not on {r.node}"
         if claim is not None and not association_id and r.if_still_there:
             # The snapshot showed the EIP free or elsewhere. One DescribeAddresses can be stale: look again
@@ -435,6 +437,9 @@ class Executor:
             # this one EIP again first (a stale reading may show where it was, not where it is).
             fresh = self.ec2.get_address(a.allocation_id)
             if fresh is None or fresh.eni_id != node.eni_id:
+                self.outcomes[a.node] = Node.State.RELEASED if node.draining else Node.State.WAITING
+                if self.holding_state(a.supersedes):
+                    self.outcomes[a.supersedes] = self.holding_state(a.supersedes)
                 return f"left {a.public_ip} to the next pass: AWS no longer shows it on {a.node}"
             if a.retaint_superseded:
                 try:

@@ -192,6 +192,7 @@ def test_a_stale_reading_elsewhere_does_not_close_a_busy_nodes_record(world: Wor
     claim = open_claim("a")
     assert claim is not None and claim.eip.allocation_id == held
     assert world.eip_on("a") == held and TAINT not in world.taints("a") and not kinds("adopted")
+    assert Node.objects.get(name="a").state == "ready"
 
 
 class ForeignLandsAfterTheRead(Ec2):
