@@ -138,17 +138,43 @@ def _timestamp_text(vendor: str) -> Expression | None:
     return None
 
 
+def _pg_streams_in_chunks() -> bool:
+    """libpq 17 and later send a result in chunks as the server produces it (psycopg's stream(size=...))."""
+    try:
+        from psycopg import pq
+    except ImportError:  # psycopg2: Django's server-side cursor instead
+        return False
+    return bool(pq.version() >= 170000)
+
+
+def _pg_stream(query: QuerySet[Any]) -> Iterator[list[Sequence[str]]]:
+    """PostgreSQL: one statement, streamed. The server computes and sends rows while this process writes
+    the previous ones (a server-side cursor would make it wait at every fetch, and WITH HOLD outside a
+    transaction would have the server compute the whole result before the first row)."""
+    connection = connections[query.db]
+    sql, params = query.query.get_compiler(using=query.db).as_sql()
+    with connection.wrap_database_errors, connection.cursor() as cursor:
+        rows = cursor.cursor.stream(sql, params, size=CHUNK_ROWS)
+        while batch := list(itertools.islice(rows, CHUNK_ROWS)):
+            yield batch
+
+
 def _row_batches(events: QuerySet[Event], *, neutralised: bool) -> Iterator[list[Sequence[str]]]:
     """The rows as text in CSV column order, CHUNK_ROWS at a time, from one query; with `neutralised`,
     every value but the timestamp passed through `neutralise`."""
-    stamp = _timestamp_text(connections[events.db].vendor)
+    connection = connections[events.db]
+    stamp = _timestamp_text(connection.vendor)
     rows: Iterator[Sequence[Any]]
     if stamp is not None:
         # SQLite and PostgreSQL: the database does the per-value work, rows arrive ready to write.
         columns = {"_export_stamp": stamp}
         for field in _FIELDS[1:]:
             columns[f"_export_{field}"] = _neutralised(field) if neutralised else F(field)
-        rows = events.annotate(**columns).values_list(*columns).iterator(chunk_size=FETCH_ROWS)
+        query = events.annotate(**columns).values_list(*columns)
+        if connection.vendor == "postgresql" and _pg_streams_in_chunks():
+            yield from _pg_stream(query)
+            return
+        rows = query.iterator(chunk_size=FETCH_ROWS)
     else:
         # Any other database: the same values, computed in Python.
         def python_rows() -> Iterator[Sequence[str]]:

@@ -334,3 +334,12 @@ def test_the_command_fails_midway_without_a_trailer(viewer: User, db: None) -> N
         call_command("export_history", stdout=out)
     assert failed.value.returncode == 1
     assert out.getvalue().count("\n") >= exports.FETCH_ROWS and "eipdash export complete" not in out.getvalue()
+
+
+def test_the_fast_csv_lines_are_byte_for_byte_what_csv_writer_writes() -> None:
+    values = ["plain", "", " ", "a,b", 'say "hi"', "line\nbreak", "cr\rhere", "crlf\r\n", ",", '"', "'=1", "é"]
+    batch = [[values[(i + j) % len(values)] for j in range(len(CSV_COLUMNS))] for i in range(len(values))]
+    batch.append(["x"] * len(CSV_COLUMNS))
+    expected = io.StringIO()
+    csv.writer(expected, lineterminator="\r\n").writerows(batch)
+    assert exports._csv_text(batch, csv.writer(exports._Echo(), lineterminator="\r\n")) == expected.getvalue()
