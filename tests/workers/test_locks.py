@@ -3,11 +3,13 @@ and fencing: a pass that lost it writes nothing more (asserted on AWS and the re
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 import redis
+from django.core.management import call_command
 from pytest_django.fixtures import Settings
 
 from pools.locks import Lease, LeaseLost, lease_key, spec_lease
@@ -113,3 +115,17 @@ def test_a_pass_stops_before_its_next_step_once_the_lease_is_lost(world: World, 
     assert len(world.all_associations()) == 1
     assert Assignment.objects.count() == 1
     assert any("stopped" in line for line in report.errors)
+
+
+def test_manage_py_reconcile_takes_the_same_lease(world: World) -> None:
+    spec = world.spec()
+    world.eips(1)
+    world.node("a")
+    out = io.StringIO()
+    with spec_lease(spec.pk) as lease:  # a worker's pass, or a manual reassign, holds the spec
+        assert lease is not None
+        call_command("reconcile", "--spec", spec.name, stdout=out)
+        assert "skipped (another worker is running this spec's pass)" in out.getvalue()
+        assert world.all_associations() == {}
+    call_command("reconcile", "--spec", spec.name, stdout=out)
+    assert world.eip_on("a") is not None
