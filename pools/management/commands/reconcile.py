@@ -10,7 +10,9 @@ from workers import executor
 
 
 class Command(BaseCommand):
-    help = "Run one reconcile pass (all enabled launch specs, or one) and print what it did or would do."
+    help = ("Run one reconcile pass (all enabled launch specs, or one) and print what it did or would do. "
+            "It takes each spec's lease like a worker: a spec whose pass runs elsewhere is skipped (a dry run "
+            "waits up to 10 s for it).")
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--spec", help="only this launch spec")
