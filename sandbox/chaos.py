@@ -493,7 +493,7 @@ def run(campaign: Campaign, *, state_dir: Path, redis_url: str | None, out: Any 
                 simulation.step()
                 next_tick = now + pace.tick_seconds
             if now >= next_sample:
-                sample(checker, findings, now - start, Ec2Error, KubeError)
+                sample(checker, findings, now - start, (Ec2Error, KubeError))
                 next_sample = time.monotonic() + campaign.sample_every
             time.sleep(0.05)
 
@@ -562,12 +562,13 @@ def _kinds(counts: collections.Counter[str]) -> str:
     return ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items())) or "none"
 
 
-def sample(checker: Any, findings: Findings, offset: float, *errors: type[Exception]) -> None:
+def sample(checker: Any, findings: Findings, offset: float, errors: tuple[type[Exception], ...]) -> None:
     from django.db import DatabaseError
 
+    catch: tuple[type[Exception], ...] = (*errors, DatabaseError)
     try:
         confirmed = checker.sample()
-    except (*errors, DatabaseError):
+    except catch:
         findings.skipped += 1
         return
     findings.samples += 1

@@ -147,6 +147,7 @@ def observe(
 
     # Which node (or recorded node) each primary ENI belongs to.
     by_eni: dict[str, _NodeFacts] = {f.instance.eni_id: f for f in facts if f.instance and f.instance.eni_id}
+    by_name: dict[tuple[int, str], _NodeFacts] = {(f.cluster.pk, f.node.name): f for f in facts}
     pool_on: dict[str, list[Address]] = defaultdict(list)
     for address in pool.values():
         if address.eni_id:
@@ -185,7 +186,8 @@ def observe(
         if not f.specs or node.instance_id is None:
             continue
         live = instance is not None and instance.state in LIVE_STATES
-        own = [a for a in pool_on.get(instance.eni_id or "", []) if instance and a.private_ip == instance.private_ip]
+        own = [a for a in pool_on.get(instance.eni_id or "", []) if a.private_ip == instance.private_ip] if (
+            instance is not None) else []
         enabled = [s for s in f.specs if s.enabled]
         if live and not own and enabled and not node.draining:
             for spec in enabled:
@@ -228,20 +230,27 @@ def observe(
 
     # --- I4: the record against AWS.
     for claim in open_claims:
-        eip, node = claim.eip, claim.node
-        address = pool.get(eip.allocation_id)
-        key = f"I4:claim:{eip.allocation_id}:{node.name}"
-        eni_id, private_ip = claim.eni_id or node.eni_id, claim.private_ip or node.private_ip
-        if address is None:
-            out.append(Violation("I4", key, f"open record of {eip.public_ip} on {node.name}, but AWS no longer "
+        eip, row = claim.eip, claim.node
+        shown_by_aws = pool.get(eip.allocation_id)
+        key = f"I4:claim:{eip.allocation_id}:{row.name}"
+        eni_id, private_ip = claim.eni_id or row.eni_id, claim.private_ip or row.private_ip
+        if shown_by_aws is None:
+            out.append(Violation("I4", key, f"open record of {eip.public_ip} on {row.name}, but AWS no longer "
                                             "lists that EIP in any pool"))
-        elif address.eni_id != eni_id or (private_ip and address.private_ip != private_ip):
-            shown = f"on {address.eni_id} ({address.private_ip})" if address.eni_id else "free"
-            out.append(Violation("I4", key, f"open record of {eip.public_ip} on {node.name} ({eni_id} {private_ip}), "
-                                            f"but AWS shows it {shown}"))
+        elif shown_by_aws.eni_id != eni_id or (private_ip and shown_by_aws.private_ip != private_ip):
+            where = f"on {shown_by_aws.eni_id} ({shown_by_aws.private_ip})" if shown_by_aws.eni_id else "free"
+            out.append(Violation("I4", key, f"open record of {eip.public_ip} on {row.name} ({eni_id} {private_ip}), "
+                                            f"but AWS shows it {where}"))
         elif claim.confirmed_at is None:
             out.append(Violation("I4", key + ":unconfirmed",
-                                 f"{eip.public_ip} is on {node.name} but its claim was never confirmed"))
+                                 f"{eip.public_ip} is on {row.name} but its claim was never confirmed"))
+        current = by_name.get((row.cluster_id, row.name))
+        now_on = current.instance if current is not None else None
+        if eni_id and now_on is not None and now_on.eni_id and now_on.eni_id != eni_id:
+            # The name came back on another instance (EKS reuses ip-… names): the record holds the old one's.
+            out.append(Violation("I4", key + f":reused:{now_on.instance_id}",
+                                 f"open record of {eip.public_ip} on {row.name} is for ENI {eni_id}, but {row.name} "
+                                 f"is now instance {now_on.instance_id} (ENI {now_on.eni_id})"))
     recorded_by_eni = {row.eni_id: row for row in recorded if row.eni_id}
     for address in sorted(pool.values(), key=lambda a: a.public_ip):
         if not address.eni_id:
@@ -261,15 +270,25 @@ def observe(
                                      f"AWS shows {address.public_ip} on node {owner.node.name} without an open "
                                      "record"))
             continue
-        row = recorded_by_eni.get(address.eni_id)
-        if row is None:
-            continue  # on an instance that is no node eipdash knows: a conflict it reports and leaves alone
-        instance = instances[row.cluster.region].get(row.instance_id)
-        state = instance.state if instance else "gone"
-        if instance is None or state in DEAD_STATES or row.name not in second.get(row.cluster_id, {}):
-            out.append(Violation("I4", f"I4:gone:{address.allocation_id}:{row.name}:{row.instance_id}",
-                                 f"{address.public_ip} is still on gone node {row.name} "
-                                 f"(instance {row.instance_id} {state})"))
+        known = recorded_by_eni.get(address.eni_id)
+        if known is None:
+            # No listed node and no node of the record has this ENI now: whose is it? A running instance that
+            # is no node is a conflict eipdash reports and leaves alone; no instance, or a dead one, is a leak.
+            region = _region_of(address, addresses)
+            owner_id = ec2s[region].owner_of_eni(address.eni_id)
+            owner_state = ec2s[region].describe_instances([owner_id]).get(owner_id) if owner_id else None
+            if owner_state is None or owner_state.state in DEAD_STATES:
+                held_by = f"instance {owner_id} {owner_state.state if owner_state else 'gone'}" if owner_id else (
+                    "no instance")
+                out.append(Violation("I4", f"I4:orphan:{address.allocation_id}:{address.eni_id}",
+                                     f"{address.public_ip} is still on ENI {address.eni_id} ({held_by})"))
+            continue
+        last = instances[known.cluster.region].get(known.instance_id)
+        state = last.state if last else "gone"
+        if last is None or state in DEAD_STATES or known.name not in second.get(known.cluster_id, {}):
+            out.append(Violation("I4", f"I4:gone:{address.allocation_id}:{known.name}:{known.instance_id}",
+                                 f"{address.public_ip} is still on gone node {known.name} "
+                                 f"(instance {known.instance_id} {state})"))
     for f in facts:
         label = f.node.labels.get(EIP_LABEL, "")
         instance = f.instance
@@ -281,6 +300,10 @@ def observe(
                                  f"node {f.node.name} is labelled {EIP_LABEL}={label}, but AWS shows "
                                  f"{', '.join(sorted(own_ips)) or 'no pool EIP'} on its primary IP"))
     return observation
+
+
+def _region_of(address: Address, addresses: Mapping[str, list[Address]]) -> str:
+    return next(region for region, found in addresses.items() if address in found)
 
 
 class Checker:

@@ -274,3 +274,25 @@ def test_i2_leaves_a_schedulable_node_to_i1(world: World) -> None:
     code, lines = check()
 
     assert lines_of("I2", lines) == [] and len(lines_of("I1", lines)) == 1
+
+
+def test_i4_a_record_left_on_the_old_instance_of_a_reused_name(world: World) -> None:
+    """EKS reuses ip-… node names: the name comes back on a new instance while AWS (as the emulator does
+    after terminate) still shows the EIP on the old instance's ENI and the record still holds it."""
+    world.spec()
+    (allocation_id,) = world.eips(1)
+    old = world.node("ip-10-0-0-9")
+    call_command("reconcile", stdout=StringIO())
+    world.ec2.terminate(old.instance_id, drop_associations=False)
+    world.kube.delete("nodes", old.name)
+    new = world.node(old.name)  # registered again, tainted, on a new instance
+    call_command("reconcile", "--dry-run", stdout=StringIO())  # the record now knows the new instance
+    ip = world.address(allocation_id)["PublicIp"]
+
+    code, lines = check()
+
+    assert code == 1
+    found = lines_of("I4", lines)
+    assert (f"I4 open record of {ip} on {old.name} is for ENI {old.eni_id}, but {old.name} is now instance "
+            f"{new.instance_id} (ENI {new.eni_id})") in found, lines
+    assert any(line.startswith(f"I4 {ip} is still on ENI {old.eni_id}") for line in found), lines
