@@ -15,7 +15,8 @@ from django.core.management.base import CommandError
 
 from pools import services
 from pools.models import LaunchSpec
-from tests.fixtures.world import World
+from sandbox.kube_emulator import node_manifest
+from tests.fixtures.world import LABELS, World
 from workers.invariants import Checker, Observation, Violation, observe
 from workers.kube import Kube, KubeNode
 
@@ -296,3 +297,12 @@ def test_i4_a_record_left_on_the_old_instance_of_a_reused_name(world: World) -> 
     assert (f"I4 open record of {ip} on {old.name} is for ENI {old.eni_id}, but {old.name} is now instance "
             f"{new.instance_id} (ENI {new.eni_id})") in found, lines
     assert any(line.startswith(f"I4 {ip} is still on ENI {old.eni_id}") for line in found), lines
+
+
+def test_a_node_whose_instance_ec2_does_not_list(world: World) -> None:
+    """Right after a launch, or for a node of another account: no instance to judge, no violation, no crash."""
+    world.spec()
+    world.eips(1)
+    world.kube.create("nodes", node_manifest("ghost", "i-0000000000000dead", "us-east-1a", LABELS))
+
+    assert check() == (0, ["no violations (1 nodes, 1 pool EIPs)"])
