@@ -92,6 +92,9 @@ class Claim:
     # Unconfirmed and recent, seen by a pass that cannot prove it runs alone: another process may be in
     # the middle of its AWS call. Such a claim is left to that process, never taken for a crash.
     in_flight: bool = False
+    # The ENI and private IP the claim was made for (the node's primary ENI at the time).
+    eni_id: str | None = None
+    private_ip: str | None = None
 
 
 @dataclass(frozen=True)
@@ -356,6 +359,17 @@ def plan(
                         f"{own[on_node.name]}; left alone", **where))
             if claim is not None and claim.node != on_node.name and not claim.in_flight:
                 close_claim(eip, claim, "moved outside eipdash", CLOSE_MOVED, IF_THERE_KEEP)
+            continue
+
+        if (eip.association_id and on_node is None and claim is not None and not claim.in_flight
+                and claim.eni_id and eip.eni_id == claim.eni_id and eip.private_ip in (None, claim.private_ip)
+                and (by_name.get(claim.node) is None or by_name[claim.node].eni_id != claim.eni_id)):
+            # Exactly where we put it, but no node of the view has that ENI any more: the node we served
+            # is gone (its name now belongs to another instance, e.g. a reused EKS ip-… name). Pull it
+            # back (I4); the disassociation is idempotent if AWS already dropped it.
+            release.append(Release(eip.allocation_id, eip.public_ip, claim.node,
+                                   "node gone: its name now belongs to another instance",
+                                   association_id=eip.association_id))
             continue
 
         if eip.association_id and on_node is None:

@@ -107,6 +107,8 @@ def planner_inputs(
             node=a.node.name,
             confirmed=a.confirmed_at is not None,
             in_flight=a.confirmed_at is None and in_flight_since is not None and a.opened_at > in_flight_since,
+            eni_id=a.eni_id or None,
+            private_ip=a.private_ip or None,
         )
         for a in open_claims
     }

@@ -369,3 +369,18 @@ def test_a_release_that_closes_another_nodes_record_defers_that_node_too() -> No
     result = plan(SPEC, [eip(1, on=b), eip(2)], [a, b], {"eipalloc-1": Claim("a")})
     assert [(r.node, r.allocation_id) for r in result.release] == [("b", "eipalloc-1")]
     assert "a" in result.deferred and not result.taint and not result.assign
+
+
+def test_an_eip_left_on_the_eni_of_a_node_whose_name_went_to_another_instance_is_pulled_back() -> None:
+    # The claim was made for eni-1; the node called "a" now runs on another instance (eni-2), and AWS
+    # (or the EC2 emulator, which keeps associations after terminate) still shows the EIP on eni-1.
+    reborn = node("a", 2)
+    old_place = EipView("eipalloc-1", "203.0.113.1", association_id="eipassoc-1", eni_id="eni-1",
+                        private_ip="10.0.0.1")
+    claims = {"eipalloc-1": Claim("a", eni_id="eni-1", private_ip="10.0.0.1")}
+    result = plan(SPEC, [old_place], [reborn], claims)
+    assert [(r.node, r.association_id, r.kind) for r in result.release] == [("a", "eipassoc-1", "released")]
+    assert not any(n.kind == "conflict" for n in result.notes)
+    # Elsewhere than where we put it: a stranger's, left alone; only the record closes.
+    moved = plan(SPEC, [old_place], [reborn], {"eipalloc-1": Claim("a", eni_id="eni-7", private_ip="10.0.0.7")})
+    assert [(r.association_id, r.reason) for r in moved.release] == [(None, "moved outside eipdash")]

@@ -457,6 +457,22 @@ def test_a_reused_node_name_never_inherits_the_old_instances_eni(world: World) -
     assert world.eip_on("ip-10-0-0-1") is not None
 
 
+def test_a_reused_node_name_does_not_strand_the_eip_on_the_old_instances_eni(world: World) -> None:
+    spec = world.spec()
+    (first,) = world.eips(1)
+    old = world.node("ip-10-0-0-1")
+    reconcile(spec)
+    world.ec2.terminate(old.instance_id, drop_associations=False)  # the EC2 emulator keeps it
+    world.kube.delete("nodes", "ip-10-0-0-1")
+    world.node("ip-10-0-0-1")  # same name, new instance, before any pass saw the old one go
+    reconcile(spec)
+    assert world.address(first).get("AssociationId") is None  # not left on a gone instance (I4)
+    assert [(e.node, e.reason) for e in kinds("released")] == [
+        ("ip-10-0-0-1", "node gone: its name now belongs to another instance")]
+    reconcile(spec)
+    assert world.eip_on("ip-10-0-0-1") == first and TAINT not in world.taints("ip-10-0-0-1")
+
+
 # --- 14. a disabled spec drains ------------------------------------------------------------------------
 
 
