@@ -32,6 +32,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -61,6 +62,7 @@ from sandbox.simulate import (
 )
 
 log = logging.getLogger("sandbox.chaos")
+STOP_REQUESTED = threading.Event()
 STATE_DIR = BASE_DIR / "var" / "chaos"
 KARPENTER_TAINT_KEY = "karpenter.sh/disrupted"
 # The campaign's launch specs: node labels, the pool's tag selector, the tags its EIPs carry, its size.
@@ -461,6 +463,9 @@ def run(campaign: Campaign, *, state_dir: Path, redis_url: str | None, out: Any 
         next_tick = next_sample = start
         quiet = False
         while time.monotonic() < end:
+            if STOP_REQUESTED.is_set():
+                # The actors catch every Exception (Stop included) to keep the cluster moving: check here too.
+                raise Stop("SIGINT or SIGTERM")
             now = time.monotonic()
             for child in supervisor.children:
                 if child is not current_worker and child.process.poll() is not None and not child.expected_exit:
@@ -607,8 +612,12 @@ def main(argv: list[str] | None = None) -> int:
         quiet=args.quiet if args.quiet is not None else base.quiet,
         grace=args.grace if args.grace is not None else base.grace,
     )
-    signal.signal(signal.SIGINT, _raise_stop)
-    signal.signal(signal.SIGTERM, _raise_stop)
+    def stop(signum: int, frame: Any) -> None:
+        STOP_REQUESTED.set()
+        _raise_stop(signum, frame)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     return run(campaign, state_dir=args.state_dir.resolve(), redis_url=args.redis_url)
 
 
