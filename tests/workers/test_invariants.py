@@ -6,6 +6,8 @@ the checker reads them back through the adapters, as in production.
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from io import StringIO
 from typing import Any
 
@@ -306,3 +308,28 @@ def test_a_node_whose_instance_ec2_does_not_list(world: World) -> None:
     world.kube.create("nodes", node_manifest("ghost", "i-0000000000000dead", "us-east-1a", LABELS))
 
     assert check() == (0, ["no violations (1 nodes, 1 pool EIPs)"])
+
+
+def test_i2_over_time_release_events_against_the_life_of_pods(db: None) -> None:
+    """The campaign's I2 check: a `released` event while a workload pod of that very instance lived."""
+    from sandbox.chaos import LedgerKube, PodLife, i2_from_history
+
+    t = time.time()
+    for node, instance in (("busy", "i-1"), ("idle", "i-2"), ("killed", "i-3")):
+        services.event_record(kind="released", reason="drained", at=datetime.fromtimestamp(t, UTC),
+                              context=services.EventContext(node=node, instance_id=instance, public_ip="192.0.2.1"))
+    ledger = LedgerKube("http://127.0.0.1:9", {})
+    ledger.pods = {
+        "web-1": PodLife("busy", "i-1", created=t - 10, deleted=t + 5),  # ran through the release
+        "web-2": PodLife("busy", "i-1", created=t + 1),  # came after it
+        "web-3": PodLife("idle", "i-2", created=t - 10, deleted=t - 1),  # gone before it
+        "web-4": PodLife("killed", "i-3", created=t - 10),  # its instance was terminated first
+        "web-5": PodLife("busy", "i-9", created=t - 10),  # an earlier instance of the name
+    }
+
+    found = i2_from_history(ledger, terminated_at={"i-3": t - 2})
+
+    assert [line for _, line in found] == [
+        f"I2 192.0.2.1 released from busy (i-1) at {datetime.fromtimestamp(t, UTC):%H:%M:%S.%f} while workload "
+        "pod(s) ran there: web-1"
+    ]
