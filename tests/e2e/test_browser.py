@@ -175,7 +175,8 @@ def test_csv_export_downloads_the_filtered_set(page, live_server, viewer, transa
     assert (
         lines[0] == "timestamp,event,launch_spec,cluster,region,node,instance_id,public_ip,allocation_id,actor,reason"
     )
-    assert len(lines) == 2 and ",conflict,ingress-edge," in lines[1]
+    assert len(lines) == 3 and ",conflict,ingress-edge," in lines[1]
+    assert lines[2] == "# eipdash export complete: 1 rows"  # the trailer: the download is whole
     assert info.value.suggested_filename.endswith(".csv")
 
 
