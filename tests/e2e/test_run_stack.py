@@ -236,8 +236,9 @@ def test_the_live_stack_assigns_and_releases_without_ever_doubling_up(stack: Sta
                 session = _login(stack.web_url)
             export = session.get(f"{stack.web_url}/history/export.jsonl", timeout=10)
             export.raise_for_status()
-            # .get: the last line is the export's trailer, {"_export": {...}}, not an event.
-            history_kinds = {json.loads(line).get("event") for line in export.text.splitlines() if line.strip()}
+            # The last line is the export's trailer, {"_export": {...}}, not an event.
+            records = [json.loads(line) for line in export.text.splitlines() if line.strip()]
+            history_kinds = {record["event"] for record in records if "event" in record}
             if {"assigned", "released", "taint_lifted"} <= history_kinds:
                 break
         time.sleep(0.25)
