@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,7 +107,8 @@ class Download:
     seconds: float
 
 
-def download(web: Web, path: str, *, pace: float | None, on_first_bytes: object = None) -> Download:
+def download(web: Web, path: str, *, pace: float | None,
+             on_first_bytes: Callable[[], None] | None = None) -> Download:  # fmt: skip
     """GET with a small receive buffer, reading at `pace` bytes/s (None: as fast as it comes)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # before connect: sets the TCP window
@@ -126,7 +127,7 @@ def download(web: Web, path: str, *, pace: float | None, on_first_bytes: object 
             part = response.read(64 * 1024)
             if not part:
                 break
-            if not parts and callable(on_first_bytes):
+            if not parts and on_first_bytes is not None:
                 on_first_bytes()
             parts.append(part)
             received += len(part)
@@ -172,7 +173,7 @@ def test_a_long_jsonl_export_arrives_whole(web: Web) -> None:
     assert last == b'{"_export": {"rows": %d, "complete": true}}' % ROWS and len(lines) == ROWS
 
 
-def _break_midway() -> object:
+def _break_midway() -> Callable[[], None] | None:
     """A database failure after the 200 went out. SQLite: the oldest row holds bytes that are not UTF-8,
     so the fetch that reaches it fails. PostgreSQL: the export's backend is terminated once bytes arrive."""
     if connection.vendor == "sqlite":
