@@ -191,9 +191,9 @@ def _break_midway() -> Callable[[], None] | None:
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE pid <> pg_backend_pid() AND datname = current_database()"
-                " AND (query LIKE %s OR query LIKE %s)",
-                ["%_export_stamp%", "FETCH FORWARD%"],
+                "WHERE pid <> pg_backend_pid() AND datname = current_database() AND state = 'active'"
+                " AND query LIKE %s",
+                ["%_export_stamp%"],  # the streamed export statement, and nothing else
             )
             assert cursor.fetchall(), "no export query to terminate"
 
