@@ -63,8 +63,11 @@ class Web:
 
 
 @pytest.fixture
-def web(viewer: User, transactional_db: None, redis_url: str, tmp_path: Path) -> Iterator[Web]:
-    """gunicorn as the Procfile runs it, bound to loopback, one process, a 2 s worker timeout."""
+def web(viewer: User, transactional_db: None, redis_url: str, tmp_path: Path,
+        request: pytest.FixtureRequest) -> Iterator[Web]:  # fmt: skip
+    """gunicorn as the Procfile runs it, bound to loopback, one process, a 2 s worker timeout (and the
+    conf file's threads, unless a test asks for a number with indirect parametrisation)."""
+    threads = ["--threads", str(request.param)] if hasattr(request, "param") else []
     with override_settings(SECRET_KEY=SECRET_KEY):
         client = Client()
         client.force_login(viewer)
@@ -84,7 +87,7 @@ def web(viewer: User, transactional_db: None, redis_url: str, tmp_path: Path) ->
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "eipdash.wsgi:application",
-             "--bind", f"127.0.0.1:{port}", "--workers", "1", "--timeout", str(WORKER_TIMEOUT)],
+             "--bind", f"127.0.0.1:{port}", "--workers", "1", "--timeout", str(WORKER_TIMEOUT), *threads],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
@@ -208,3 +211,16 @@ def test_a_failure_midway_ends_the_download_with_an_error_and_no_trailer(web: We
     assert not got.complete, "the response ended cleanly after a database failure"
     assert got.body.count(b"\r\n") > exports.CHUNK_ROWS  # rows arrived before the failure
     assert b"eipdash export complete" not in got.body
+
+
+@pytest.mark.parametrize("web", [1], indirect=True)  # one thread: the second download reuses its connection
+def test_a_client_that_leaves_midway_leaves_the_server_ready_for_the_next_export(web: Web) -> None:
+    seed_events(ROWS)
+    sock = socket.create_connection(("127.0.0.1", web.port), timeout=60)
+    sock.sendall(f"GET /history/export.csv HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {web.cookie}\r\n\r\n".encode())
+    assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    sock.close()  # gone in the middle of the stream: the server stops, PostgreSQL cancels the statement
+    got = download(web, "/history/export.csv", pace=None)
+    assert got.status == 200 and got.complete, web.logs()
+    trailer = CSV_TRAILER.search(got.body)
+    assert trailer and int(trailer.group(1)) == ROWS, web.logs()
