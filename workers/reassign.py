@@ -38,10 +38,12 @@ from pools.models import Assignment, ElasticIP, Event, LaunchSpec, Node, Reassig
 from pools.planner import LIVE_STATES, Assign, tag_selects
 from pools.snapshot import labels_match, neighbour_specs
 
+from .apply import Executor
 from .ec2 import Ec2, Ec2Error
-from .executor import Executor, clients_for, refresh_snapshot, run_pass
+from .executor import clients_for, run_pass
 from .kube import Kube, KubeError
 from .kube import NotFound as KubeNotFound
+from .observe import refresh_snapshot
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from django.urls import reverse
 from pools import services
 from pools.models import Assignment, Event, LaunchSpec, Node
 from tests.fixtures.world import TAINT, World
-from workers import executor
+from workers import apply, executor, observe
 from workers.ec2 import Address, Ec2, Instance, Permanent, Throttled
 from workers.kube import Kube
 from workers.kube import Permanent as KubePermanent
@@ -319,11 +319,11 @@ def test_a_failing_read_is_one_error_event_per_episode_and_keeps_the_last_succes
     assert failure.launch_spec == "ingress" and "UnauthorizedOperation" in failure.reason
     spec.refresh_from_db()
     assert spec.last_successful_pass_at == good and spec.last_reconciled_at is not None
-    assert spec.last_reconciled_at > good and executor.READ_ALERT in spec.active_alerts
+    assert spec.last_reconciled_at > good and observe.READ_ALERT in spec.active_alerts
     reconcile(spec)  # the episode ends
     spec.refresh_from_db()
     assert spec.last_successful_pass_at is not None and spec.last_successful_pass_at > good
-    assert executor.READ_ALERT not in spec.active_alerts
+    assert observe.READ_ALERT not in spec.active_alerts
     reconcile(spec, ec2=Unauthorized(REGION))
     assert len(kinds("error")) == 2  # a new episode
 
@@ -371,7 +371,7 @@ def test_a_step_that_keeps_failing_writes_one_error_event_per_episode(world: Wor
     reconcile(spec)  # it works: the episode is over
     assert world.eip_on("a") is not None
     spec.refresh_from_db()
-    assert not [key for key in spec.active_alerts if key.startswith(executor.STEP_ALERT_PREFIX)]
+    assert not [key for key in spec.active_alerts if key.startswith(apply.STEP_ALERT_PREFIX)]
 
 
 # --- 9, 10. the sticky rule ---------------------------------------------------------------------------

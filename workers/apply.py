@@ -1,0 +1,329 @@
+"""Applying a plan: each step opens its claim in the DB, calls AWS / Kubernetes, confirms, records the Event.
+
+One failing step is recorded as an `error` event (once per episode) and never stops the others. The node
+states the dashboard shows come from what the steps did, not from the plan.
+
+The invariants every step keeps (README, "How it works"): I1 the startup taint goes back on before an EIP
+leaves a live node, and on any schedulable node of the spec without one; I2 no EIP leaves a node that still
+runs workload pods; I3 one EIP per node and one node per EIP (the DB claims, AllowReassociation=False, a
+fresh look at the target private IP before AssociateAddress, and no second EIP for a node in the pass that
+closed its claim); I4 the record follows AWS within a pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+
+from django.conf import settings
+from django.db import DatabaseError, IntegrityError, transaction
+from django.utils import timezone
+
+from pools import services
+from pools.locks import Lease
+from pools.models import Assignment, ElasticIP, Event, LaunchSpec, Node
+from pools.planner import DEAD_STATES, IF_THERE_KEEP, Adopt, Assign, MarkReady, Plan, Release
+
+from .ec2 import Ec2, Ec2Error, Throttled, Transient
+from .kube import Kube, KubeError
+from .kube import NotFound as KubeNotFound
+from .observe import READ_ALERT, error_text
+
+log = logging.getLogger(__name__)
+SYSTEM = "system"
+# Alert keys of failing steps start with this: one `error` event per episode and step, not one per pass.
+STEP_ALERT_PREFIX = "step-failed:"
+
+
+@dataclass
+class PassReport:
+    spec: str
+    plan: Plan | None = None
+    done: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    skipped: str = ""  # why the pass did not run (another worker holds the spec)
+    read_failed: bool = False  # the pass stopped because AWS or Kubernetes could not be read
+
+    def lines(self) -> list[str]:
+        if self.skipped:
+            return [f"{self.spec}: skipped ({self.skipped})"]
+        body = self.done or ["nothing to do"]
+        return [f"{self.spec}: {line}" for line in body + [f"ERROR {e}" for e in self.errors]]
+
+
+class Executor:
+    def __init__(self, spec: LaunchSpec, ec2: Ec2, kube: Kube, *, actor: str = SYSTEM,
+                 lease: Lease | None = None) -> None:
+        self.spec = spec
+        # The spec's lease (pools/locks.py): checked before every step, so a pass that lost it stops.
+        self.lease = lease
+        self.ec2 = ec2
+        self.kube = kube
+        self.actor = actor
+        self.report = PassReport(spec=spec.name)
+        self.nodes = {n.name: n for n in Node.objects.filter(cluster=spec.cluster).select_related("cluster")}
+        # The alerts true before this pass: a step that failed in the last pass too is the same episode.
+        self.active_alerts = frozenset(
+            LaunchSpec.objects.filter(pk=spec.pk).values_list("active_alerts", flat=True).first() or [])
+        self.step_alerts: set[str] = set()
+        # Node states from what happened, where that differs from the plan (a failed step).
+        self.outcomes: dict[str, str] = {}
+
+    def node(self, name: str) -> Node:
+        return self.nodes[name]
+
+    def eip(self, allocation_id: str) -> ElasticIP:
+        return ElasticIP.objects.get(allocation_id=allocation_id)
+
+    def context(self, *, node: Node | None = None, eip: ElasticIP | None = None) -> services.EventContext:
+        return services.event_context(spec=self.spec, node=node, eip=eip)
+
+    def record(self, kind: str, reason: str, *, node: Node | None = None, eip: ElasticIP | None = None) -> None:
+        services.event_record(kind=kind, context=self.context(node=node, eip=eip), reason=reason, actor=self.actor)
+
+    def step(self, what: str, action: Callable[[], str | None], *, node: str = "", allocation_id: str = "",
+             kind: str = "", failed_state: str = "") -> None:
+        """Run one step; its failure becomes an `error` event and the pass goes on.
+
+        A lost lease is not a step failure: LeaseLost stops the whole pass before this step writes.
+        """
+        if self.lease is not None:
+            self.lease.check()
+        try:
+            done = action()
+        except (Ec2Error, KubeError, DatabaseError) as exc:
+            message = error_text(what, exc)
+            self.report.errors.append(message)
+            if failed_state and node:
+                self.outcomes[node] = failed_state
+            # One event per episode: a node that keeps failing must not write one event every pass.
+            key = f"{STEP_ALERT_PREFIX}{kind or what}:{node or allocation_id}"
+            self.step_alerts.add(key)
+            if key not in self.active_alerts:
+                node_row = self.nodes.get(node)
+                eip_row = ElasticIP.objects.filter(allocation_id=allocation_id).first() if allocation_id else None
+                self.record(Event.Kind.ERROR, message, node=node_row, eip=eip_row)
+            log.warning("%s", message)
+        else:
+            if done:
+                self.report.done.append(done)
+
+    def apply(self, plan: Plan, *, read_errors: list[str] | None = None) -> PassReport:
+        self.report.plan = plan
+        self.report.errors.extend(read_errors or ())
+        # Taints first (I1): a schedulable node without an EIP stops taking pods before anything else.
+        for name in plan.taint:
+            self.step(f"add the startup taint to {name}", partial(self.taint, name), node=name, kind="taint")
+        # Releases next: they close records that the adoptions and assignments below may need.
+        for r in plan.release:
+            self.step(f"release {r.public_ip or r.allocation_id} from {r.node}", partial(self.release, r),
+                      node=r.node, allocation_id=r.allocation_id, kind="release",
+                      failed_state=self.holding_state(r.node))
+        for a in plan.adopt:
+            self.step(f"adopt {a.public_ip} on {a.node}", partial(self.adopt, a),
+                      node=a.node, allocation_id=a.allocation_id, kind="adopt")
+        for s in plan.assign:
+            self.step(f"assign {s.public_ip} to {s.node}", partial(self.assign, s),
+                      node=s.node, allocation_id=s.allocation_id, kind="assign", failed_state=Node.State.WAITING)
+        for m in plan.ready:
+            self.step(f"make {m.node} ready", partial(self.mark_ready, m), node=m.node,
+                      allocation_id=m.allocation_id, kind="ready",
+                      failed_state=Node.State.WAITING if m.lift_taint else "")
+        for name in plan.unmark:
+            self.step(f"remove the stale EIP label of {name}", partial(self.unmark, name), node=name,
+                      kind="unmark")
+        for note in plan.notes:
+            context = services.EventContext(
+                launch_spec=self.spec.name, cluster=self.spec.cluster.name, region=self.spec.cluster.region,
+                node=note.node, instance_id=self.nodes[note.node].instance_id if note.node in self.nodes else "",
+                public_ip=note.public_ip, allocation_id=note.allocation_id,
+            )
+            services.event_record(kind=note.kind, context=context, reason=note.reason, actor=self.actor)
+            self.report.done.append(f"{note.kind}: {note.reason}")
+        alerts = set(plan.alerts) | self.step_alerts | ({READ_ALERT} if read_errors else set())
+        now = timezone.now()
+        LaunchSpec.objects.filter(pk=self.spec.pk).update(
+            active_alerts=sorted(alerts), last_reconciled_at=now,
+            **({} if self.report.errors else {"last_successful_pass_at": now}),
+        )
+        self.save_node_states(plan)
+        return self.report
+
+    def holding_state(self, name: str) -> str:
+        """The state of a node whose release did not happen: it still holds its EIP."""
+        node = self.nodes.get(name)
+        if node is None or node.deleted_at is not None or node.instance_state in DEAD_STATES:
+            return ""  # gone either way: the plan's state stands
+        return Node.State.DRAINING if node.draining else Node.State.READY
+
+    def save_node_states(self, plan: Plan) -> None:
+        """From what happened: the plan's states, corrected by the steps that failed or held back."""
+        by_state: dict[str, list[str]] = defaultdict(list)
+        for name, state in {**plan.node_states, **self.outcomes}.items():
+            by_state[state].append(name)
+        for state, names in by_state.items():
+            Node.objects.filter(cluster=self.spec.cluster, name__in=names).exclude(state=state).update(state=state)
+
+    # The steps. Each returns a line for the report, or None when there was nothing to say.
+
+    def taint(self, name: str) -> str | None:
+        """I1: a node of the spec that could take pods and holds no EIP gets the startup taint back."""
+        added = self.kube.add_startup_taint(name, settings.EIPDASH_STARTUP_TAINT)
+        self._tainted(name)
+        return f"added the startup taint to {name}: schedulable without an EIP" if added else None
+
+    def _tainted(self, name: str) -> None:
+        Node.objects.filter(cluster=self.spec.cluster, name=name).update(startup_tainted=True)
+        if name in self.nodes:
+            self.nodes[name].startup_tainted = True  # an assignment later in this pass lifts it again
+
+    def release(self, r: Release) -> str | None:
+        claim = (Assignment.objects.filter(eip__allocation_id=r.allocation_id, closed_at__isnull=True)
+                 .select_related("node").first())
+        node = self.nodes.get(r.node)
+        association_id = r.association_id
+        if claim is not None and association_id and claim.node.name != r.node and claim.eni_id:
+            # The reading puts the EIP on r.node, the record on another node: before that record closes,
+            # make sure the EIP has really left the recorded node (a stale reading shows an old place).
+            fresh = self.ec2.get_address(r.allocation_id)
+            if fresh is not None and fresh.association_id and fresh.eni_id == claim.eni_id:
+                if self.holding_state(claim.node.name):
+                    self.outcomes[claim.node.name] = self.holding_state(claim.node.name)
+                return f"kept {r.public_ip} on {claim.node.name}: AWS shows it there, not on {r.node}"
+        if claim is not None and not association_id and r.if_still_there:
+            # The snapshot showed the EIP free or elsewhere. One DescribeAddresses can be stale: look again
+            # at this one EIP before closing the record of a node that may still be using it.
+            fresh = self.ec2.get_address(r.allocation_id)
+            if (fresh is not None and fresh.association_id and claim.eni_id and fresh.eni_id == claim.eni_id
+                    and fresh.private_ip in (None, claim.private_ip)):
+                if r.if_still_there == IF_THERE_KEEP:
+                    if self.holding_state(r.node):
+                        self.outcomes[r.node] = self.holding_state(r.node)
+                    return f"kept {r.public_ip} on {r.node}: AWS still shows it there (a stale reading)"
+                association_id = fresh.association_id
+        if r.retaint and node is not None and node.deleted_at is None:
+            # I1: the taint goes back on before the EIP goes, so that a drain called off (uncordon, the
+            # autoscaler or Karpenter changing its mind) never leaves the node schedulable without it.
+            try:
+                self.kube.add_startup_taint(r.node, settings.EIPDASH_STARTUP_TAINT)
+                self._tainted(r.node)
+            except KubeNotFound:
+                pass  # the node object is gone: nothing can be scheduled on it
+        if association_id:
+            self.ec2.disassociate(association_id)
+        if claim is not None and not services.assignment_close(assignment=claim, reason=r.reason, kind=r.kind):
+            return None  # closed meanwhile by someone else: they recorded it
+        if claim is None and not association_id:
+            return None
+        eip = ElasticIP.objects.filter(allocation_id=r.allocation_id).first()
+        if eip is not None and association_id:
+            ElasticIP.objects.filter(pk=eip.pk).update(association_id="", eni_id="", instance_id="", private_ip="")
+        self.record(Event.Kind.RELEASED, r.reason, node=node, eip=eip)
+        if node is not None and node.deleted_at is None:
+            self.kube.clear_eip_marks(node.name)
+        return f"released {r.public_ip or r.allocation_id} from {r.node} ({r.reason})"
+
+    def adopt(self, a: Adopt) -> str:
+        node, eip = self.node(a.node), self.eip(a.allocation_id)
+        if a.supersedes:
+            # This closes another node's confirmed record on the word of one region-wide reading: look at
+            # this one EIP again first (a stale reading may show where it was, not where it is).
+            fresh = self.ec2.get_address(a.allocation_id)
+            if fresh is None or fresh.eni_id != node.eni_id:
+                self.outcomes[a.node] = Node.State.RELEASED if node.draining else Node.State.WAITING
+                if self.holding_state(a.supersedes):
+                    self.outcomes[a.supersedes] = self.holding_state(a.supersedes)
+                return f"left {a.public_ip} to the next pass: AWS no longer shows it on {a.node}"
+            if a.retaint_superseded:
+                try:
+                    self.kube.add_startup_taint(a.supersedes, settings.EIPDASH_STARTUP_TAINT)
+                    self._tainted(a.supersedes)
+                except KubeNotFound:
+                    pass
+        with transaction.atomic():
+            if a.supersedes:
+                Assignment.objects.filter(eip=eip, closed_at__isnull=True).update(
+                    closed_at=timezone.now(), close_reason=f"superseded: EIP found on {a.node}",
+                    close_kind=Assignment.CloseKind.MOVED,
+                )
+            mine = Assignment.objects.filter(eip=eip, node=node, closed_at__isnull=True).first()
+            if mine is not None:
+                services.assignment_confirm(assignment=mine, association_id=a.association_id)
+            else:
+                services.assignment_open(eip=eip, node=node, spec=self.spec, actor=self.actor,
+                                         association_id=a.association_id, confirmed=True)
+        # A claim an operator opened (a manual reassign whose worker stopped before AWS confirmed it): the
+        # adoption finishes their move, and the history names them, not the system.
+        services.event_record(kind=Event.Kind.ADOPTED, context=self.context(node=node, eip=eip), reason=a.reason,
+                              actor=mine.actor if mine is not None else self.actor)
+        return f"adopted {a.public_ip} on {a.node} ({a.reason})"
+
+    def assign(self, s: Assign) -> str | None:
+        node, eip = self.node(s.node), self.eip(s.allocation_id)
+        try:
+            claim = services.assignment_open(eip=eip, node=node, spec=self.spec, actor=self.actor)
+        except IntegrityError:
+            return f"skipped {s.public_ip} → {s.node}: claimed by another worker"
+        try:
+            # AssociateAddress onto a private IP that already carries an EIP silently knocks that one off
+            # (AllowReassociation guards only the EIP being moved): look at the target right before.
+            present = self.ec2.addresses_on(eni_id=s.eni_id, private_ip=s.private_ip)
+            if present:
+                services.assignment_close(assignment=claim, reason="the node's private IP already carries an EIP",
+                                          kind=Assignment.CloseKind.TRANSIENT)
+                self.outcomes[s.node] = Node.State.WAITING
+                return (f"skipped {s.public_ip} → {s.node}: its private IP already carries "
+                        f"{', '.join(a.public_ip for a in present)}")
+            association_id = self.ec2.associate(
+                allocation_id=s.allocation_id, eni_id=s.eni_id, private_ip=s.private_ip, allow_reassociation=False
+            )
+        except Ec2Error as exc:
+            # Only a real refusal says something about the EIP (it goes last in the free order); a throttle
+            # or a timeout says nothing, and the EIP keeps its turn.
+            transient = isinstance(exc, Throttled | Transient)
+            services.assignment_close(
+                assignment=claim,
+                reason=f"AWS {'call failed' if transient else 'refused'}: {exc.code or type(exc).__name__}",
+                kind=Assignment.CloseKind.TRANSIENT if transient else Assignment.CloseKind.REFUSED,
+            )
+            raise
+        confirmed = self.ec2.get_address(s.allocation_id)
+        if confirmed is None or confirmed.eni_id != s.eni_id:
+            # Leave the claim open: the next pass sees where AWS put it and adopts or closes it.
+            self.outcomes[s.node] = Node.State.WAITING
+            return f"assigned {s.public_ip} → {s.node}, not yet confirmed by AWS"
+        if not services.assignment_confirm(assignment=claim, association_id=association_id):
+            # The claim was closed meanwhile (a racing pass took it for stale): AWS has the association,
+            # and the next pass adopts it from there.
+            self.outcomes[s.node] = Node.State.WAITING
+            return f"assigned {s.public_ip} → {s.node}; the record is repaired by the next pass"
+        ElasticIP.objects.filter(pk=eip.pk).update(
+            association_id=association_id, eni_id=s.eni_id, private_ip=s.private_ip,
+            instance_id=confirmed.instance_id or node.instance_id,
+        )
+        self.record(Event.Kind.ASSIGNED, f"associated with {s.eni_id} ({s.private_ip})", node=node, eip=eip)
+        self.mark_ready(MarkReady(s.node, s.allocation_id, s.public_ip, lift_taint=node.startup_tainted,
+                                  set_marks=True))
+        return f"assigned {s.public_ip} → {s.node}"
+
+    def unmark(self, name: str) -> str:
+        self.kube.clear_eip_marks(name)
+        Node.objects.filter(cluster=self.spec.cluster, name=name).update(eip_label="")
+        return f"removed the stale EIP label of {name}"
+
+    def mark_ready(self, m: MarkReady) -> str | None:
+        """Only called once AWS shows the EIP on the node's ENI."""
+        node = self.node(m.node)
+        if m.set_marks:
+            self.kube.set_eip_marks(m.node, public_ip=m.public_ip, allocation_id=m.allocation_id)
+        lifted = m.lift_taint and self.kube.lift_startup_taint(m.node, settings.EIPDASH_STARTUP_TAINT)
+        Node.objects.filter(pk=node.pk, eip_ready_at__isnull=True).update(eip_ready_at=timezone.now())
+        Node.objects.filter(pk=node.pk).update(state=Node.State.READY, startup_tainted=False, eip_label=m.public_ip)
+        if lifted:
+            self.record(Event.Kind.TAINT_LIFTED, f"{m.public_ip} confirmed on the node's ENI", node=node,
+                        eip=self.eip(m.allocation_id))
+            return f"lifted the startup taint of {m.node}"
+        return None
