@@ -481,7 +481,8 @@ def plan(
     )
     if len(needing) > len(free):
         alert(_note(ALERT_POOL_EXHAUSTED, ALERT_POOL_EXHAUSTED,
-                    f"{len(needing)} node(s) need an EIP and the pool has {len(free)} free "
+                    f"{len(needing)} {'node needs' if len(needing) == 1 else 'nodes need'} an EIP and the pool has "
+                    f"{len(free)} free "
                     f"({len(eips)} in the pool); waiting: {', '.join(waiting)}"))
 
     return Plan(
