@@ -72,8 +72,180 @@
     var dismiss = event.target.closest("[data-dismiss]");
     var target = dismiss ? document.getElementById(dismiss.getAttribute("data-dismiss")) : null;
     if (target) {
-      target.remove();
+      if (target instanceof HTMLDialogElement && target.open) {
+        target.close();  // the close handler below removes it and gives focus back
+      } else {
+        target.remove();
+      }
       event.preventDefault();
     }
+    var copy = event.target.closest("[data-copy]");
+    if (copy) {
+      copyText(copy.getAttribute("data-copy") || "", copy);
+    }
+  });
+
+  // --- Copy buttons: an IP or an allocation id to the clipboard, with a word of feedback. -------------
+  function copyText(text, button) {
+    function done(ok) {
+      var before = button.getAttribute("data-label") || button.textContent;
+      button.setAttribute("data-label", before);
+      button.textContent = ok ? "Copied" : "Copy failed";
+      window.setTimeout(function () { button.textContent = before; }, 1500);
+    }
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(function () { done(true); }, function () { done(false); });
+    } else {
+      done(false);
+    }
+  }
+
+  // --- Live refresh that never fights the reader. --------------------------------------------------------
+  // Every live part ([data-live]) polls with hx-swap="morph" (idiomorph), which patches the DOM in place.
+  // A poll is skipped while the reader paused refresh, while the tab is hidden, and while focus or a text
+  // selection is inside the part: a swap there could move what the reader is working with.
+  var PAUSE_KEY = "eipdash.live.paused";
+  var paused = false;
+  try {
+    paused = window.sessionStorage.getItem(PAUSE_KEY) === "1";
+  } catch (err) {
+    paused = false;
+  }
+
+  function holdReason(element) {
+    if (paused) {
+      return "paused";
+    }
+    if (document.hidden) {
+      return "the tab is hidden";
+    }
+    var active = document.activeElement;
+    if (active && active !== document.body && element.contains(active)) {
+      return "focus is inside";
+    }
+    var selection = window.getSelection ? window.getSelection() : null;
+    if (selection && !selection.isCollapsed && selection.rangeCount > 0 &&
+        (element.contains(selection.anchorNode) || element.contains(selection.focusNode))) {
+      return "text is selected";
+    }
+    return "";
+  }
+
+  function markHeld(element, reason) {
+    var line = element.querySelector(".refresh");
+    if (!line) {
+      return;
+    }
+    var note = line.querySelector(".held-note");
+    if (!reason) {
+      if (note) {
+        note.remove();
+      }
+      return;
+    }
+    if (!note) {
+      note = document.createElement("span");
+      note.className = "held-note";
+      line.appendChild(note);
+    }
+    note.textContent = reason === "paused" ? " · live refresh paused" : " · refresh on hold: " + reason;
+  }
+
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var element = event.detail && event.detail.elt;
+    if (!(element instanceof Element) || !element.hasAttribute("data-live")) {
+      return;
+    }
+    var reason = holdReason(element);
+    if (reason) {
+      event.preventDefault();
+      markHeld(element, reason);
+    }
+  });
+
+  function renderToggle() {
+    var toggle = document.getElementById("live-toggle");
+    if (!toggle) {
+      return;
+    }
+    toggle.hidden = !document.querySelector("[data-live]");
+    toggle.setAttribute("aria-pressed", paused ? "true" : "false");
+    toggle.textContent = paused ? "Resume live refresh" : "Pause live refresh";
+    document.querySelectorAll("[data-live]").forEach(function (element) {
+      markHeld(element, paused ? "paused" : "");
+    });
+  }
+
+  document.addEventListener("click", function (event) {
+    if (event.target instanceof Element && event.target.closest("#live-toggle")) {
+      paused = !paused;
+      try {
+        window.sessionStorage.setItem(PAUSE_KEY, paused ? "1" : "0");
+      } catch (err) {
+        // private mode: the choice lasts until the page changes
+      }
+      renderToggle();
+    }
+  });
+
+  // --- Modal dialogs: <dialog data-modal> arriving in a swap opens with showModal(). ----------------------
+  // showModal() moves focus in, makes the page behind inert and closes on Escape; Tab is kept inside here.
+  var FOCUSABLE = "a[href], button:not([disabled]), input:not([disabled]):not([type=hidden]), select:not([disabled]), " +
+    "textarea:not([disabled]), [tabindex]:not([tabindex='-1'])";
+
+  function openModals(root) {
+    var scope = root instanceof Element || root instanceof Document ? root : document;
+    var dialogs = scope.querySelectorAll ? scope.querySelectorAll("dialog[data-modal]") : [];
+    if (scope instanceof HTMLDialogElement && scope.hasAttribute("data-modal")) {
+      dialogs = [scope];
+    }
+    Array.prototype.forEach.call(dialogs, function (dialog) {
+      if (dialog.open || !dialog.isConnected) {
+        return;
+      }
+      dialog.addEventListener("close", function () {
+        dialog.remove();
+      });
+      dialog.showModal();
+      var first = dialog.querySelector("[autofocus]") || dialog.querySelector(FOCUSABLE);
+      if (first) {
+        first.focus();
+      }
+    });
+  }
+
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Tab") {
+      return;
+    }
+    var dialog = document.querySelector("dialog[data-modal][open]");
+    if (!dialog) {
+      return;
+    }
+    var items = Array.prototype.filter.call(dialog.querySelectorAll(FOCUSABLE), function (item) {
+      return item.offsetParent !== null || item === document.activeElement;
+    });
+    if (!items.length) {
+      event.preventDefault();
+      return;
+    }
+    var first = items[0];
+    var last = items[items.length - 1];
+    var inside = dialog.contains(document.activeElement);
+    if (event.shiftKey && (document.activeElement === first || !inside)) {
+      last.focus();
+      event.preventDefault();
+    } else if (!event.shiftKey && (document.activeElement === last || !inside)) {
+      first.focus();
+      event.preventDefault();
+    }
+  });
+
+  document.addEventListener("htmx:load", function (event) {
+    openModals(event.detail && event.detail.elt);
+  });
+  document.addEventListener("DOMContentLoaded", function () {
+    renderToggle();
+    openModals(document);
   });
 })();
