@@ -179,6 +179,11 @@ CELERY_TIMEZONE = "UTC"
 # A pass is a handful of API calls; anything slower than this is stuck.
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("EIPDASH_TASK_SOFT_TIME_LIMIT", 60)
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 15
+# A pass stops itself between steps at this deadline and leaves the rest to the next pass: the soft limit
+# cannot be relied on (botocore turns SoftTimeLimitExceeded raised inside a call into an HTTP error and
+# retries), so the pass must end on its own well before it. Capped below the soft limit.
+EIPDASH_PASS_SECONDS = min(env_int("EIPDASH_PASS_SECONDS", CELERY_TASK_SOFT_TIME_LIMIT * 2 // 3, minimum=1),
+                           max(1, CELERY_TASK_SOFT_TIME_LIMIT - 10))
 CELERY_TASK_ACKS_LATE = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

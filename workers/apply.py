@@ -13,8 +13,9 @@ closed its claim); I4 the record follows AWS within a pass.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -46,6 +47,7 @@ class PassReport:
     errors: list[str] = field(default_factory=list)
     skipped: str = ""  # why the pass did not run (another worker holds the spec)
     read_failed: bool = False  # the pass stopped because AWS or Kubernetes could not be read
+    left: list[str] = field(default_factory=list)  # steps not started: the pass reached its deadline
 
     def lines(self) -> list[str]:
         if self.skipped:
@@ -54,9 +56,18 @@ class PassReport:
         return [f"{self.spec}: {line}" for line in body + [f"ERROR {e}" for e in self.errors]]
 
 
+def plan_node_names(plan: Plan) -> set[str]:
+    """Every node a plan's steps and notes name."""
+    names = set(plan.taint) | set(plan.unmark)
+    names |= {r.node for r in plan.release} | {s.node for s in plan.assign} | {m.node for m in plan.ready}
+    names |= {a.node for a in plan.adopt} | {a.supersedes for a in plan.adopt if a.supersedes}
+    names |= {note.node for note in plan.notes if note.node}
+    return names
+
+
 class Executor:
     def __init__(self, spec: LaunchSpec, ec2: Ec2, kube: Kube, *, actor: str = SYSTEM,
-                 lease: Lease | None = None) -> None:
+                 lease: Lease | None = None, deadline: float | None = None) -> None:
         self.spec = spec
         # The spec's lease (pools/locks.py): checked before every step, so a pass that lost it stops.
         self.lease = lease
@@ -64,7 +75,13 @@ class Executor:
         self.kube = kube
         self.actor = actor
         self.report = PassReport(spec=spec.name)
-        self.nodes = {n.name: n for n in Node.objects.filter(cluster=spec.cluster).select_related("cluster")}
+        # time.monotonic() after which no new step starts (None: no deadline). The Celery soft limit cannot
+        # stop a pass (botocore retries the exception it raises), so the pass stops itself between steps.
+        self.deadline = deadline
+        self.started_a_step = False
+        # Only the rows the plan names (apply() loads them, node() any other): a cluster keeps a row per
+        # deleted node for its history, and loading them all made a steady pass slow down with every one.
+        self.nodes: dict[str, Node] = {}
         # The alerts true before this pass: a step that failed in the last pass too is the same episode.
         self.active_alerts = frozenset(
             LaunchSpec.objects.filter(pk=spec.pk).values_list("active_alerts", flat=True).first() or [])
@@ -73,7 +90,15 @@ class Executor:
         self.outcomes: dict[str, str] = {}
 
     def node(self, name: str) -> Node:
+        if name not in self.nodes:
+            self.load_nodes([name])
         return self.nodes[name]
+
+    def load_nodes(self, names: Iterable[str]) -> None:
+        wanted = set(names) - self.nodes.keys()
+        if wanted:
+            rows = Node.objects.filter(cluster=self.spec.cluster, name__in=wanted).select_related("cluster")
+            self.nodes.update((row.name, row) for row in rows)
 
     def eip(self, allocation_id: str) -> ElasticIP:
         return ElasticIP.objects.get(allocation_id=allocation_id)
@@ -92,6 +117,16 @@ class Executor:
         """
         if self.lease is not None:
             self.lease.check()
+        # Taints always run (I1 comes before the deadline, and they are first and cheap); any other step
+        # starts only before the deadline, except the pass's first one, so that a slow read never starves
+        # the work. A step left undone leaves its node as it is, like a failed one, for the next pass.
+        if kind != "taint":
+            if self.started_a_step and self.deadline is not None and time.monotonic() >= self.deadline:
+                self.report.left.append(what)
+                if failed_state and node:
+                    self.outcomes[node] = failed_state
+                return
+            self.started_a_step = True
         try:
             done = action()
         except (Ec2Error, KubeError, DatabaseError) as exc:
@@ -114,6 +149,7 @@ class Executor:
     def apply(self, plan: Plan, *, read_errors: list[str] | None = None) -> PassReport:
         self.report.plan = plan
         self.report.errors.extend(read_errors or ())
+        self.load_nodes(plan_node_names(plan))
         # Taints first (I1): a schedulable node without an EIP stops taking pods before anything else.
         for name in plan.taint:
             self.step(f"add the startup taint to {name}", partial(self.taint, name), node=name, kind="taint")
@@ -143,6 +179,13 @@ class Executor:
             )
             services.event_record(kind=note.kind, context=context, reason=note.reason, actor=self.actor)
             self.report.done.append(f"{note.kind}: {note.reason}")
+        if self.report.left:
+            # Not an error event: nothing failed, and the next pass (within seconds) starts from the world as
+            # it is. But the pass did not apply its whole plan, so it is not a successful pass.
+            message = (f"stopped at the pass deadline ({settings.EIPDASH_PASS_SECONDS}s): "
+                       f"{len(self.report.left)} step(s) left for the next pass, first: {self.report.left[0]}")
+            self.report.errors.append(message)
+            log.warning("%s: %s", self.spec.name, message)
         alerts = set(plan.alerts) | self.step_alerts | ({READ_ALERT} if read_errors else set())
         now = timezone.now()
         LaunchSpec.objects.filter(pk=self.spec.pk).update(
@@ -154,6 +197,7 @@ class Executor:
 
     def holding_state(self, name: str) -> str:
         """The state of a node whose release did not happen: it still holds its EIP."""
+        self.load_nodes([name])
         node = self.nodes.get(name)
         if node is None or node.deleted_at is not None or node.instance_state in DEAD_STATES:
             return ""  # gone either way: the plan's state stands

@@ -8,6 +8,7 @@ step (workers/apply.py). A pass that cannot read changes nothing and says so in 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -40,7 +41,10 @@ def run_pass(spec: LaunchSpec, *, ec2: Ec2 | None = None, kube: Kube | None = No
     process's AWS call in flight, and is left alone for as long as that process may still run.
     lease: checked before the snapshot is written and before every step; once lost, the pass stops and
     says so in its report (the pass that took the lease over carries on from the world as it is).
+    Deadline: no step starts after EIPDASH_PASS_SECONDS from here (taints and the first step excepted); the
+    steps left are in the report, and the next pass does them from the world as it is then.
     """
+    deadline = time.monotonic() + settings.EIPDASH_PASS_SECONDS
     if ec2 is None or kube is None:
         default_ec2, default_kube = clients_for(spec)
         ec2, kube = ec2 or default_ec2, kube or default_kube
@@ -58,7 +62,7 @@ def run_pass(spec: LaunchSpec, *, ec2: Ec2 | None = None, kube: Kube | None = No
         if dry_run:
             return PassReport(spec=spec.name, plan=plan, done=[f"would {line}" for line in plan.describe()])
         # Built after the refresh: the executor reads the node rows the refresh just wrote.
-        executor = Executor(spec, ec2, kube, actor=actor, lease=lease)
+        executor = Executor(spec, ec2, kube, actor=actor, lease=lease, deadline=deadline)
         report = executor.report
         return executor.apply(plan, read_errors=observed.read_errors)
     except LeaseLost as exc:
