@@ -203,11 +203,23 @@ EIPDASH_CLUSTER_NAME: str = env_str("EIPDASH_CLUSTER_NAME", "default")
 EIPDASH_CLUSTER_REGION: str = env_str("EIPDASH_CLUSTER_REGION", env_str("AWS_DEFAULT_REGION", "us-east-1"))
 EIPDASH_KUBE_CONTEXT: str = env_str("EIPDASH_KUBE_CONTEXT", "")
 
+# History older than this many days is pruned daily (prune_history); 0 keeps everything.
+EIPDASH_RETENTION_DAYS = env_int("EIPDASH_RETENTION_DAYS", 90, minimum=0)
+
+# EIPDASH_LOG_FORMAT=json: one JSON object per line (timestamp, level, logger, message, and spec, node, ip,
+# allocation_id when known) from web, worker, beat and watch alike; anything else is the plain format.
+EIPDASH_LOG_FORMAT = (env_str("EIPDASH_LOG_FORMAT", "plain") or "plain").lower()
+# Celery would replace the root logger's handler with its own plain format: with JSON it keeps ours.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = EIPDASH_LOG_FORMAT != "json"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "pools.logs.EipdashJsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler",
+                             "formatter": "json" if EIPDASH_LOG_FORMAT == "json" else "plain"}},
     "root": {"handlers": ["console"], "level": env_str("EIPDASH_LOG_LEVEL", "INFO")},
     "loggers": {"botocore": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
 }

@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import itertools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from json.encoder import encode_basestring  # type: ignore[attr-defined]  # the C string encoder json.dumps uses
 from typing import Any
 
@@ -27,7 +27,6 @@ from django.db.models.functions import Cast, Concat, Replace
 from django.db.models.lookups import GreaterThan, In, LessThan
 
 from .models import Event
-from .selectors import PoolStats
 
 CSV_COLUMNS = (
     "timestamp",
@@ -263,39 +262,3 @@ def open_export(events: QuerySet[Event], fmt: str) -> Iterator[str]:
     first = next(chunks)
     return itertools.chain((first,), chunks)
 
-
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def prometheus_text(*, stats: Sequence[PoolStats], events_by_kind: Mapping[str, int]) -> str:
-    """Prometheus text exposition format 0.0.4."""
-    lines: list[str] = []
-
-    def family(name: str, kind: str, help_text: str, samples: Iterable[tuple[str, float]]) -> None:
-        lines.append(f"# HELP {name} {help_text}")
-        lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            lines.append(f"{name}{{{labels}}} {value:g}" if labels else f"{name} {value:g}")
-
-    def per_spec(attr: str) -> list[tuple[str, float]]:
-        return [(f'launch_spec="{_label(row.spec.name)}"', getattr(row, attr)) for row in stats]
-
-    family("eipdash_pool_size", "gauge", "EIPs in the pool of a launch spec (tag selector).", per_spec("pool_size"))
-    family("eipdash_pool_in_use", "gauge", "Pool EIPs held by a node (open assignment).", per_spec("in_use"))
-    family("eipdash_pool_free", "gauge", "Pool EIPs free to hand out.", per_spec("free"))
-    family("eipdash_pool_conflict", "gauge", "Pool EIPs associated outside eipdash's record.", per_spec("conflict"))
-    family("eipdash_nodes_waiting", "gauge", "Nodes still waiting for an EIP.", per_spec("waiting_nodes"))
-    family(
-        "eipdash_nodes_draining_holding",
-        "gauge",
-        "Draining nodes that still hold an EIP.",
-        per_spec("draining_holding"),
-    )
-    family(
-        "eipdash_events_total",
-        "counter",
-        "History events recorded, by kind.",
-        [(f'kind="{_label(kind)}"', count) for kind, count in sorted(events_by_kind.items())],
-    )
-    return "\n".join(lines) + "\n"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -9,7 +11,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from . import metrics
 from .locks import spec_lock
+from .logs import log_fields
 from .models import Assignment, Cluster, ElasticIP, Event, LaunchSpec, Node, ReassignRequest
 from .regions import KNOWN_REGIONS
 from .specfile import LaunchSpecInput, SpecFileError, cluster_name_problem, kube_context_problem
@@ -185,8 +189,35 @@ def event_context(
     )
 
 
+# Called with each recorded event once its transaction commits (the workers add a Kubernetes Event on the
+# node there). Best effort: a hook that fails is logged and never fails the step that recorded the event.
+EVENT_HOOKS: list[Callable[[Event], None]] = []
+_log = logging.getLogger(__name__)
+
+
+def _run_event_hooks(event: Event) -> None:
+    for hook in EVENT_HOOKS:
+        try:
+            hook(event)
+        except Exception:  # noqa: BLE001 - best effort by design, see EVENT_HOOKS
+            _log.warning("event hook %s failed for event %s", getattr(hook, "__name__", hook), event.pk,
+                         exc_info=True)
+
+
 def event_record(
     *, kind: str, context: EventContext, reason: str, actor: str = "system", at: datetime | None = None
+) -> Event:
+    event = _event_create(kind=kind, context=context, reason=reason, actor=actor, at=at)
+    metrics.EVENTS.labels(kind).inc()
+    _log.info("%s: %s", kind, reason, extra=log_fields(
+        spec=context.launch_spec, node=context.node, ip=context.public_ip, allocation_id=context.allocation_id))
+    if EVENT_HOOKS:
+        transaction.on_commit(lambda: _run_event_hooks(event))
+    return event
+
+
+def _event_create(
+    *, kind: str, context: EventContext, reason: str, actor: str, at: datetime | None
 ) -> Event:
     return Event.objects.create(
         timestamp=at or timezone.now(),

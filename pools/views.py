@@ -18,9 +18,8 @@ from typing import Any
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
-from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
-from django.db import connection, transaction
+from django.db import transaction
 from django.http import (
     Http404,
     HttpRequest,
@@ -37,8 +36,9 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 from django_htmx.middleware import HtmxDetails
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from . import charts, exports, selectors
+from . import charts, exports, health, selectors
 from .forms import (
     EipFilterForm,
     HistoryFilterForm,
@@ -47,6 +47,7 @@ from .forms import (
     NodeFilterForm,
     ReassignForm,
 )
+from .metrics import exposition as metrics_exposition
 from .models import ElasticIP, LaunchSpec, Node, ReassignRequest
 from .services import launch_spec_apply, reassign_request_create, reassign_request_finish
 from .specfile import CONTROL_RE, SpecFileError, launch_spec_to_ocean
@@ -64,9 +65,10 @@ REFRESH_SECONDS = 5
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-    return JsonResponse({"status": "ok"})
+    """No login. 503 with the reasons when the database or Redis fails, or an enabled spec's last successful
+    pass is older than 3 reconcile intervals. ``?scope=web`` checks the database only (the web pods' probes)."""
+    report = health.check(timezone.now(), scope="web" if request.GET.get("scope") == "web" else "all")
+    return JsonResponse(report.as_json(), status=200 if report.ok else 503)
 
 
 def _page(request: HtmxHttpRequest, template: str, partial: str, context: dict[str, Any], status: int = 200):
@@ -505,6 +507,6 @@ def metrics(request: HttpRequest) -> HttpResponse:
             response["WWW-Authenticate"] = 'Bearer realm="eipdash metrics"'
             return response
     elif not request.user.is_authenticated:
-        return redirect_to_login(request.get_full_path())
-    body = exports.prometheus_text(stats=selectors.pool_stats_list(), events_by_kind=selectors.event_counts_by_kind())
-    return HttpResponse(body, content_type="text/plain; version=0.0.4; charset=utf-8")
+        # A scraper, not a browser: 401, never a redirect to the login page.
+        return HttpResponse("unauthorized\n", status=401, content_type="text/plain")
+    return HttpResponse(metrics_exposition(), content_type=CONTENT_TYPE_LATEST)

@@ -44,7 +44,15 @@ RESOURCES: dict[str, tuple[str, bool, list[str], set[str]]] = {
         "spec.serviceAccountName", "status.phase", "status.podIP", "status.nominatedNodeName",
     }),
     "namespaces": ("Namespace", False, ["ns"], {"metadata.name", "status.phase"}),
+    "events": ("Event", True, ["ev"], {
+        "metadata.name", "metadata.namespace", "regarding.kind", "regarding.name", "regarding.uid",
+        "reportingController", "reason", "type",
+    }),
 }
+# Resources served from an API group (/apis/<group>/<version>/...) rather than the core /api/v1.
+GROUP_VERSIONS = {"events": "events.k8s.io/v1"}
+# The API server drops events after an hour; here the oldest go once there are this many.
+EVENTS_KEPT = 2000
 SUBRESOURCES = {("nodes", "status"), ("pods", "status"), ("pods", "eviction")}
 # Strategic merge: lists of objects merged by key (from the core/v1 patchMergeKey tags). Anything not
 # listed here is replaced whole -- notably Node spec.taints, which carries no patch strategy upstream.
@@ -535,7 +543,9 @@ class KubeEmulator:
                 raise ApiError(409, "AlreadyExists", f'{resource} "{name}" already exists')
             meta.update(name=name, uid=str(uuid.uuid4()), creationTimestamp=_now())
             meta.pop("deletionTimestamp", None)
-            obj.update(kind=kind, apiVersion="v1")
+            obj.update(kind=kind, apiVersion=GROUP_VERSIONS.get(resource, "v1"))
+            if resource == "events" and len(self._objects["events"]) >= EVENTS_KEPT:
+                self._objects["events"].pop(next(iter(self._objects["events"])))
             if resource == "pods":
                 obj["status"] = {"phase": "Pending"}  # the kubelet owns status, not the creator
             elif resource == "namespaces":
@@ -721,6 +731,8 @@ def _status_success(resource: str, obj: dict[str, Any], code: int = 200) -> dict
 def _api_resource_list() -> dict[str, Any]:
     resources = []
     for name, (kind, namespaced, short, _) in RESOURCES.items():
+        if name in GROUP_VERSIONS:
+            continue  # served by its API group, not by core/v1
         verbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
         resources.append({"name": name, "singularName": kind.lower(), "namespaced": namespaced, "kind": kind,
                           "verbs": verbs, "shortNames": short})
@@ -793,10 +805,25 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
                 {"clientCIDR": "0.0.0.0/0", "serverAddress": f"127.0.0.1:{emulator.port}"}]}
         if method == "GET" and path == ["apis"]:
-            return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": []}
+            version = {"groupVersion": "events.k8s.io/v1", "version": "v1"}
+            return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": [
+                {"name": "events.k8s.io", "versions": [version], "preferredVersion": version}]}
         if method == "GET" and path == ["api", "v1"]:
             return 200, _api_resource_list()
+        if method == "GET" and path == ["apis", "events.k8s.io", "v1"]:
+            return 200, {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "events.k8s.io/v1",
+                         "resources": [{"name": "events", "singularName": "event", "namespaced": True,
+                                        "kind": "Event", "shortNames": ["ev"],
+                                        "verbs": ["create", "delete", "get", "list", "patch", "update",
+                                                  "watch"]}]}
+        # A grouped resource answers only under its group's path, a core one only under /api/v1.
+        group_version = "v1"
+        if len(path) >= 3 and path[0] == "apis" and "/".join(path[1:3]) in GROUP_VERSIONS.values():
+            group_version, path = "/".join(path[1:3]), ["api", "v1", *path[3:]]
         if path[:2] != ["api", "v1"] or len(path) < 3:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        resource_at = path[4] if len(path) >= 5 and path[2] == "namespaces" else path[2]
+        if resource_at in RESOURCES and GROUP_VERSIONS.get(resource_at, "v1") != group_version:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         rest, namespace = path[2:], None
         if len(rest) >= 3 and rest[0] == "namespaces" and rest[2] in RESOURCES and RESOURCES[rest[2]][1]:

@@ -23,8 +23,9 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
-from pools import services
+from pools import metrics, services
 from pools.locks import Lease
+from pools.logs import log_fields
 from pools.models import Assignment, ElasticIP, Event, LaunchSpec, Node
 from pools.planner import DEAD_STATES, IF_THERE_KEEP, Adopt, Assign, MarkReady, Plan, Release
 
@@ -141,7 +142,7 @@ class Executor:
                 node_row = self.nodes.get(node)
                 eip_row = ElasticIP.objects.filter(allocation_id=allocation_id).first() if allocation_id else None
                 self.record(Event.Kind.ERROR, message, node=node_row, eip=eip_row)
-            log.warning("%s", message)
+            log.warning("%s", message, extra=log_fields(spec=self.spec.name, node=node, allocation_id=allocation_id))
         else:
             if done:
                 self.report.done.append(done)
@@ -364,7 +365,10 @@ class Executor:
         if m.set_marks:
             self.kube.set_eip_marks(m.node, public_ip=m.public_ip, allocation_id=m.allocation_id)
         lifted = m.lift_taint and self.kube.lift_startup_taint(m.node, settings.EIPDASH_STARTUP_TAINT)
-        Node.objects.filter(pk=node.pk, eip_ready_at__isnull=True).update(eip_ready_at=timezone.now())
+        ready_at = timezone.now()
+        if Node.objects.filter(pk=node.pk, eip_ready_at__isnull=True).update(eip_ready_at=ready_at):
+            # Once per node (the row's first ready time), like the dashboard's time to EIP.
+            metrics.TIME_TO_EIP.observe(max(0.0, (ready_at - node.first_seen_at).total_seconds()))
         Node.objects.filter(pk=node.pk).update(state=Node.State.READY, startup_tainted=False, eip_label=m.public_ip)
         if lifted:
             self.record(Event.Kind.TAINT_LIFTED, f"{m.public_ip} confirmed on the node's ENI", node=node,

@@ -5,3 +5,12 @@ from django.apps import AppConfig
 
 class WorkersConfig(AppConfig):
     name = "workers"
+
+    def ready(self) -> None:
+        # History events about a node also become Kubernetes Events on it (best effort, after commit).
+        from pools import services
+
+        from .kube_events import hook
+
+        if hook not in services.EVENT_HOOKS:
+            services.EVENT_HOOKS.append(hook)

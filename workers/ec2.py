@@ -18,6 +18,8 @@ import boto3
 import botocore.exceptions
 from botocore.config import Config
 
+from pools import metrics
+
 _CLIENT_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 3},
     connect_timeout=5,
@@ -106,10 +108,14 @@ def to_domain_error(exc: Exception, operation: str = "") -> Ec2Error:
 
 @contextmanager
 def _mapped(operation: str) -> Iterator[None]:
+    """Map SDK errors to the domain's, and count the call (eipdash_aws_calls_total) by its outcome."""
     try:
         yield
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
-        raise to_domain_error(exc, operation) from exc
+        error = to_domain_error(exc, operation)
+        metrics.AWS_CALLS.labels(operation, type(error).__name__.lower()).inc()
+        raise error from exc
+    metrics.AWS_CALLS.labels(operation, "ok").inc()
 
 
 @dataclass(frozen=True)

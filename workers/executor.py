@@ -15,6 +15,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from pools.locks import Lease, LeaseLost, spec_lease
+from pools.logs import log_fields
 from pools.models import LaunchSpec
 from pools.planner import plan as make_plan
 from pools.snapshot import planner_inputs
@@ -67,7 +68,7 @@ def run_pass(spec: LaunchSpec, *, ec2: Ec2 | None = None, kube: Kube | None = No
         return executor.apply(plan, read_errors=observed.read_errors)
     except LeaseLost as exc:
         message = f"stopped: {exc}; another pass carries on"
-        log.warning("%s: %s", spec.name, message)
+        log.warning("%s: %s", spec.name, message, extra=log_fields(spec=spec.name))
         report.errors.append(message)
         return report
 

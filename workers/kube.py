@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +22,8 @@ import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
+
+from pools import metrics
 
 EIP_LABEL = "eipdash.io/eip"
 ALLOCATION_ANNOTATION = "eipdash.io/allocation-id"
@@ -96,8 +99,29 @@ class KubeNode:
         return self.unschedulable or self.deleting or any(t.get("key") in DRAIN_TAINTS for t in self.taints)
 
 
+def _verb(fn: Callable[..., Any]) -> str:
+    """The API verb of an SDK method (read_node: get, list_node: list...); `next` on a watch stream: watch."""
+    name = getattr(fn, "__name__", "")
+    if name == "next":
+        return "watch"
+    first = name.split("_", 1)[0]
+    return {"read": "get", "replace": "update"}.get(first, first) or "call"
+
+
 def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run one SDK call and translate its failures into the domain errors."""
+    """Run one SDK call, count it (eipdash_kube_calls_total) and translate its failures into the domain
+    errors."""
+    try:
+        result = _call_mapped(fn, *args, **kwargs)
+    except KubeError as error:
+        metrics.KUBE_CALLS.labels(_verb(fn), type(error).__name__.lower()).inc()
+        raise
+    if fn is not next:  # a watch stream's events are not calls: only its failures count
+        metrics.KUBE_CALLS.labels(_verb(fn), "ok").inc()
+    return result
+
+
+def _call_mapped(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
         return fn(*args, **kwargs)
     except ApiException as error:
@@ -251,6 +275,31 @@ class Kube:
                                                       "annotations": {ALLOCATION_ANNOTATION: None}}})
         except NotFound:
             pass
+
+    def emit_node_event(self, node_name: str, *, type_: str, reason: str, action: str, note: str,
+                        controller: str, instance: str, namespace: str = "default") -> bool:
+        """An events.k8s.io/v1 Event regarding the Node, as kubelet and Karpenter write them (namespace
+        `default`, the node's uid so that `kubectl describe node` lists it). False when the node is gone."""
+        try:
+            node = self._read_node(node_name)
+        except NotFound:
+            return False
+        now = datetime.now(UTC)
+        body = {
+            "apiVersion": "events.k8s.io/v1", "kind": "Event",
+            # Unique like the client-go recorder's names: the object's name and a time-based suffix.
+            "metadata": {"name": f"{node_name}.{time.time_ns():x}", "namespace": namespace},
+            "eventTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "reportingController": controller, "reportingInstance": instance[:128],
+            "action": action, "reason": reason, "type": type_,
+            # The API refuses a note over 1 kB.
+            "note": note[:1024],
+            "regarding": {"kind": "Node", "apiVersion": "v1", "name": node_name,
+                          "uid": (node.get("metadata") or {}).get("uid", "")},
+        }
+        _json(_call(client.EventsV1Api(self.api_client).create_namespaced_event, namespace, body,
+                    _preload_content=False, _request_timeout=self.request_timeout))
+        return True
 
     def watch_nodes(self, *, timeout_seconds: int = 60) -> Iterator[tuple[str, KubeNode]]:
         """(ADDED|MODIFIED|DELETED, node) until the server ends the watch after `timeout_seconds`."""

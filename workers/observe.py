@@ -18,6 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from pools import services
+from pools.logs import log_fields
 from pools.models import Assignment, ElasticIP, Event, LaunchSpec, Node
 
 from .ec2 import Address, Ec2, Ec2Error
@@ -195,7 +196,7 @@ def observe(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, record: bool = True) -> O
         pool = refresh_snapshot(spec, ec2, kube, read_errors=read_errors)
     except (Ec2Error, KubeError) as exc:
         read_errors.append(error_text("read AWS and Kubernetes", exc))
-        log.warning("%s: %s", spec.name, read_errors[-1])
+        log.warning("%s: %s", spec.name, read_errors[-1], extra=log_fields(spec=spec.name))
         if record:
             _record_read_failure(spec, read_errors, pass_ended=True)
         return Observation(None, read_errors)

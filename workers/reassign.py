@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from pools import services
 from pools.locks import Lease, LeaseLost, spec_lease
+from pools.logs import log_fields
 from pools.models import Assignment, ElasticIP, Event, LaunchSpec, Node, ReassignRequest
 from pools.planner import LIVE_STATES, Assign, tag_selects
 from pools.snapshot import labels_match, neighbour_specs
@@ -333,7 +334,8 @@ def run_request(request_id: int, *, ec2: Ec2 | None = None, kube: Kube | None = 
     except ReassignFailed as exc:
         state, message = ReassignRequest.State.FAILED, str(exc)
     except Exception as exc:  # the operator must see an answer whatever broke (time limit included)
-        log.exception("reassign request %s", request_id)
+        log.exception("reassign request %s", request_id, extra=log_fields(
+            node=request.node_name, ip=request.eip.public_ip, allocation_id=request.eip.allocation_id))
         state, message = ReassignRequest.State.FAILED, (
             f"The move broke off: {_say(exc)}. The next pass repairs the record from AWS.")
         try:

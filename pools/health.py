@@ -1,0 +1,103 @@
+"""What /healthz reports: the database, Redis, and how old the last successful pass of each enabled spec is.
+
+Cheap on purpose (a probe calls it every few seconds): one ``SELECT`` of the enabled specs' three columns
+and one Redis PING with a one-second timeout.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import DatabaseError, connection
+
+from .models import LaunchSpec
+
+# A pass may be late by a beat or two (a slow pass, a worker restart); three intervals without one is a
+# stuck engine.
+STALE_INTERVALS = 3
+REDIS_TIMEOUT_SECONDS = 1.0
+
+_redis_clients: dict[str, redis.Redis] = {}
+_redis_lock = threading.Lock()
+
+
+def _redis(url: str) -> redis.Redis:
+    # One client (and its connection pool) per URL: a probe must not open a new connection every time.
+    with _redis_lock:
+        client = _redis_clients.get(url)
+        if client is None:
+            client = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT_SECONDS,
+                                          socket_connect_timeout=REDIS_TIMEOUT_SECONDS)
+            _redis_clients[url] = client
+        return client
+
+
+@dataclass
+class Health:
+    checks: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_json(self) -> dict[str, Any]:
+        return {"status": "ok" if self.ok else "failing", "problems": self.problems, **self.checks}
+
+
+def spec_staleness(*, name: str, last_success: datetime | None, created_at: datetime, now: datetime,
+                   interval_seconds: float) -> tuple[float | None, bool]:
+    """(age of the last successful pass in seconds or None, stale?). A spec younger than the limit is not
+    stale even before its first pass."""
+    limit = STALE_INTERVALS * interval_seconds
+    age = (now - last_success).total_seconds() if last_success is not None else None
+    since = last_success if last_success is not None else created_at
+    return age, (now - since).total_seconds() > limit
+
+
+def check(now: datetime, *, scope: str = "all") -> Health:
+    """scope "web": the database only (the web pods' own probes: a stuck worker must not restart the
+    dashboard that shows it). scope "all": the database, Redis and the passes."""
+    health = Health()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        health.checks["database"] = "ok"
+    except DatabaseError as exc:
+        health.checks["database"] = "failing"
+        health.problems.append(f"database: {type(exc).__name__}: {exc}")
+        return health  # nothing else can be read
+    if scope == "web":
+        return health
+
+    url = settings.REDIS_URL
+    if not url:
+        health.checks["redis"] = "not configured"
+    else:
+        try:
+            _redis(url).ping()
+            health.checks["redis"] = "ok"
+        except redis.RedisError as exc:
+            health.checks["redis"] = "failing"
+            health.problems.append(f"redis: {type(exc).__name__}: {exc}")
+
+    interval = float(settings.EIPDASH_RECONCILE_SECONDS)
+    specs: dict[str, Any] = {}
+    for name, last_success, created_at in LaunchSpec.objects.filter(enabled=True).values_list(
+        "name", "last_successful_pass_at", "created_at"
+    ):
+        age, stale = spec_staleness(name=name, last_success=last_success, created_at=created_at, now=now,
+                                    interval_seconds=interval)
+        specs[name] = {"last_successful_pass_age_seconds": None if age is None else round(age, 1), "stale": stale}
+        if stale:
+            what = "no successful pass yet" if age is None else f"last successful pass {age:.0f}s ago"
+            health.problems.append(
+                f"launch spec {name}: {what} (more than {STALE_INTERVALS} intervals of {interval:g}s)"
+            )
+    health.checks["launch_specs"] = specs
+    return health
