@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.schedules import crontab
 
 from .env import env_int
 
@@ -22,5 +23,11 @@ app.conf.beat_schedule = {
         "schedule": float(RECONCILE_SECONDS),
         # A tick that waited longer than one period is stale: the next one is already queued.
         "options": {"expires": float(RECONCILE_SECONDS)},
+    },
+    # Retention (EIPDASH_RETENTION_DAYS, 0: off): once a day, at a quiet time, in small batches.
+    "prune-history": {
+        "task": "workers.tasks.prune_history",
+        "schedule": crontab(hour=3, minute=17),
+        "options": {"expires": 3600.0},
     },
 }

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import logging
+import time
+from datetime import timedelta
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 from django.db.models import Q
+from django.utils import timezone
 
+from pools import metrics
+from pools.logs import log_fields
 from pools.models import LaunchSpec
+from pools.retention import prune_history as prune
 
 from . import executor
 from .reassign import expire_stale_requests, run_request
@@ -35,6 +42,7 @@ def reconcile_all() -> int:
 # which is safer than replaying a pass planned on a stale snapshot.
 @shared_task(ignore_result=True)
 def reconcile_spec(spec_id: int) -> list[str]:
+    started = time.monotonic()
     try:
         report = executor.reconcile_spec(spec_id)
     except LaunchSpec.DoesNotExist:
@@ -42,9 +50,23 @@ def reconcile_spec(spec_id: int) -> list[str]:
     except SoftTimeLimitExceeded:
         log.error("launch spec %s: the pass overran its time limit", spec_id)
         raise
+    if not report.skipped:  # a skipped pass did no work: it would only flatten the histogram
+        metrics.RECONCILE_DURATION.labels(report.spec).observe(time.monotonic() - started)
     for line in report.lines():
-        log.info("%s", line)
+        log.info("%s", line, extra=log_fields(spec=report.spec))
     return report.lines()
+
+
+# A first run on years of history may take minutes: batches commit as they go, so a stop loses nothing.
+@shared_task(ignore_result=True, soft_time_limit=3600, time_limit=3660)
+def prune_history() -> str:
+    """The daily retention run (beat): what `manage.py prune_history` does with EIPDASH_RETENTION_DAYS."""
+    days = settings.EIPDASH_RETENTION_DAYS
+    if days == 0:
+        return "retention off (EIPDASH_RETENTION_DAYS=0)"
+    line = prune(cutoff=timezone.now() - timedelta(days=days)).line()
+    log.info("prune_history: %s (older than %s days)", line, days)
+    return line
 
 
 # No automatic retry either: a move is asked for once. The request row says how it ended, whatever happens.

@@ -21,7 +21,8 @@ def node_events(kubeconfig: Path, node: str) -> list[Any]:
     return list(api.list_namespaced_event("default", field_selector=f"regarding.name={node}").items)
 
 
-def test_an_assignment_is_told_on_the_node(world: World, kube_env: Path, django_capture_on_commit_callbacks: Any) -> None:
+def test_an_assignment_is_told_on_the_node(world: World, kube_env: Path,
+                                           django_capture_on_commit_callbacks: Any) -> None:
     spec = world.spec()
     world.eips(1)
     world.node("a")
