@@ -396,6 +396,7 @@ def run(campaign: Campaign, *, state_dir: Path, redis_url: str | None, out: Any 
     redis: QuietRedis | None = None
     drop_database: Any = lambda: None  # noqa: E731
     kills = redis_restarts = 0
+    crashes: collections.Counter[str] = collections.Counter()
     findings = Findings()
     status = 1
     try:
@@ -448,10 +449,17 @@ def run(campaign: Campaign, *, state_dir: Path, redis_url: str | None, out: Any 
                 PYTHON, "-m", "celery", "-A", "eipdash", "worker", "--loglevel", "INFO", "--concurrency", "2",
                 "--hostname", f"chaos-{os.getpid()}@%h", "--without-gossip", "--without-mingle"], child_env)
 
+        def beat() -> Child:
+            return supervisor.start("beat", [PYTHON, "-m", "celery", "-A", "eipdash", "beat", "--loglevel", "INFO",
+                                             "--schedule", str(state_dir / "celerybeat-schedule")], child_env)
+
+        def watch() -> Child:
+            return supervisor.start("watch", [PYTHON, "manage.py", "watch_nodes"], child_env)
+
+        starters = {"worker": worker, "beat": beat, "watch": watch}
         current_worker = worker()
-        supervisor.start("beat", [PYTHON, "-m", "celery", "-A", "eipdash", "beat", "--loglevel", "INFO",
-                                  "--schedule", str(state_dir / "celerybeat-schedule")], child_env)
-        supervisor.start("watch", [PYTHON, "manage.py", "watch_nodes"], child_env)
+        beat()
+        watch()
         say(f"chaos: seed {campaign.seed}, {campaign.duration:.0f}s of faults then {campaign.quiet:.0f}s quiet; "
             f"logs in {state_dir}")
 
@@ -467,10 +475,16 @@ def run(campaign: Campaign, *, state_dir: Path, redis_url: str | None, out: Any 
                 # The actors catch every Exception (Stop included) to keep the cluster moving: check here too.
                 raise Stop("SIGINT or SIGTERM")
             now = time.monotonic()
-            for child in supervisor.children:
-                if child is not current_worker and child.process.poll() is not None and not child.expected_exit:
-                    raise RuntimeError(f"{child.name} exited on its own with {child.process.returncode}; "
-                                       f"see {state_dir / 'processes.log'}")
+            for child in list(supervisor.children):
+                if child.process.poll() is not None and not child.expected_exit:
+                    # As a Deployment would: start it again. Counted and printed, never hidden.
+                    crashes[child.name] += 1
+                    say(f"chaos: {child.name} exited on its own ({child.process.returncode}) at "
+                        f"{now - start:.0f}s; started again (see {state_dir / 'processes.log'})")
+                    supervisor.children.remove(child)
+                    restarted = starters[child.name]()
+                    if child is current_worker:
+                        current_worker = restarted
             if not quiet and now >= end_of_faults:
                 quiet = True
                 proxy.enabled = False
@@ -492,8 +506,6 @@ def run(campaign: Campaign, *, state_dir: Path, redis_url: str | None, out: Any 
                 redis_restarts += 1
                 redis_restart_at = float("inf")
                 say(f"chaos: redis restarted at {now - start:.0f}s")
-            if current_worker.process.poll() is not None:
-                raise RuntimeError(f"the worker exited on its own; see {state_dir / 'processes.log'}")
             if not quiet and now >= next_tick:
                 simulation.step()
                 next_tick = now + pace.tick_seconds
@@ -514,7 +526,7 @@ def run(campaign: Campaign, *, state_dir: Path, redis_url: str | None, out: Any 
             "cpus": os.cpu_count(), "faults": injected,
             "ec2_faults": dict(proxy.counts), "ec2_requests": proxy.requests,
             "kube_faults": dict(kube_faults.counts), "kube_requests": kube_faults.requests,
-            "worker_kills": kills, "redis_restarts": redis_restarts,
+            "worker_kills": kills, "redis_restarts": redis_restarts, "crashes": dict(crashes),
             "samples": findings.samples, "samples_skipped": findings.skipped,
             "longest_wait": round(findings.longest_wait, 1), "nodes_launched": counters.launched,
             "nodes_terminated": counters.terminated, "drains": chaos.drains, "drains_called_off": chaos.called_off,
@@ -529,6 +541,8 @@ def run(campaign: Campaign, *, state_dir: Path, redis_url: str | None, out: Any 
             f"{_kinds(kube_faults.counts)})")
         say(f"worker kills: {kills}")
         say(f"redis restarts: {redis_restarts}")
+        say(f"processes that exited on their own (started again): {sum(crashes.values())}"
+            + (f" ({_kinds(crashes)})" if crashes else ""))
         say(f"cluster: {counters.launched} nodes launched, {counters.terminated} terminated, {chaos.drains} drains "
             f"({chaos.called_off} called off), {chaos.replacements} replacements, {counters.pods_scheduled} "
             f"workload pods, {counters.pods_evicted} evicted")
