@@ -14,3 +14,10 @@ class WorkersConfig(AppConfig):
 
         if hook not in services.EVENT_HOOKS:
             services.EVENT_HOOKS.append(hook)
+
+        # The worker's metrics port (EIPDASH_METRICS_PORT), once the worker is up: see metrics_server.py.
+        from celery.signals import worker_ready
+
+        from .metrics_server import on_worker_ready
+
+        worker_ready.connect(on_worker_ready, weak=False, dispatch_uid="eipdash-metrics-server")
