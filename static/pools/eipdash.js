@@ -160,6 +160,8 @@
     if (reason) {
       event.preventDefault();
       markHeld(element, reason);
+      // How many polls were held: lets a test (or a curious reader) see that polling goes on, held.
+      element.setAttribute("data-held-polls", String(Number(element.getAttribute("data-held-polls") || 0) + 1));
     }
   });
 
