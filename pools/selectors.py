@@ -13,11 +13,15 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, TextField
+from django.conf import settings
+from django.db import connection
+from django.db.models import Count, Exists, Max, Min, OuterRef, Q, QuerySet, Subquery, TextField
+from django.db.models.expressions import OrderBy
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 from django.utils import timezone
 
+from . import dbfunctions
 from .models import Assignment, ElasticIP, Event, LaunchSpec, Node, ReassignRequest
 
 logger = logging.getLogger(__name__)
@@ -179,6 +183,109 @@ def alert_list(*, since: dt.datetime | None = None, limit: int = 20) -> list[Eve
 
 
 @dataclass(frozen=True)
+class AlertGroup:
+    """Alert events of one spec and kind in the window: one row on the overview instead of one per event."""
+
+    spec_name: str
+    kind: str
+    count: int
+    first_seen: dt.datetime
+    last_seen: dt.datetime
+    last_reason: str
+
+
+def alert_group_list(*, since: dt.datetime | None = None) -> list[AlertGroup]:
+    """Alert events of the last hour grouped by (spec, kind), newest group first. One query: the latest
+    reason of each group is a correlated subquery, served by the (launch_spec, timestamp) index."""
+    since = since or timezone.now() - dt.timedelta(hours=1)
+    window = Event.objects.filter(kind__in=ALERT_KINDS, timestamp__gte=since)
+    latest = window.filter(launch_spec=OuterRef("launch_spec"), kind=OuterRef("kind")).order_by("-timestamp", "-id")
+    groups = (
+        window.order_by()
+        .values("launch_spec", "kind")
+        .annotate(n=Count("id"), first=Min("timestamp"), last=Max("timestamp"),
+                  reason=Subquery(latest.values("reason")[:1]))
+        .order_by("-last")[:50]
+    )
+    return [
+        AlertGroup(spec_name=group["launch_spec"], kind=group["kind"], count=group["n"], first_seen=group["first"],
+                   last_seen=group["last"], last_reason=group["reason"] or "")
+        for group in groups
+    ]
+
+
+# The key the workers store in LaunchSpec.active_alerts while reading AWS or Kubernetes fails
+# (workers/executor.py READ_ALERT; the web never imports worker code).
+READ_FAILED_ALERT = "read-failed"
+# A spec is stale when its last successful pass is older than this many reconcile intervals.
+STALE_PASS_INTERVALS = 3
+
+
+@dataclass(frozen=True)
+class SpecProblem:
+    """A misconfiguration or a broken dependency of one spec, with what the operator should do about it."""
+
+    spec: LaunchSpec
+    code: str
+    title: str
+    action: str
+
+
+SPEC_PROBLEM_CODES = ("empty_pool", "no_kube_context", "disabled_holding", "stale_pass", "read_failing")
+
+
+def spec_problem_list(*, stats: Sequence[PoolStats], now: dt.datetime | None = None) -> list[SpecProblem]:
+    """Everything that makes a spec unhealthy although nothing is "wrong" in its event history.
+
+    No query: it reads the rows of pool_stats_list(). /metrics can expose it as
+    eipdash_launch_spec_problem{launch_spec, problem} 1 (one series per problem).
+    """
+    now = now or timezone.now()
+    interval = dt.timedelta(seconds=max(1, settings.EIPDASH_RECONCILE_SECONDS))
+    problems: list[SpecProblem] = []
+    for row in stats:
+        spec = row.spec
+        selector = spec.selector_text()
+        if row.pool_size == 0:
+            problems.append(SpecProblem(
+                spec, "empty_pool", f"No EIP in {spec.cluster.region} matches the selector {selector}",
+                f"Tag the pool's Elastic IPs {selector} in {spec.cluster.region}, or correct the selector: "
+                "until then no node of this spec can get an EIP and new nodes stay tainted."))
+        if not spec.cluster.kube_context and spec.cluster.name != settings.EIPDASH_CLUSTER_NAME:
+            problems.append(SpecProblem(
+                spec, "no_kube_context", f"Cluster {spec.cluster.name} has no kube context",
+                "eipdash falls back to the current kube context, which may be another cluster. Set the "
+                f"cluster's kube context (Admin → Clusters, or recreate it with manage.py cluster add "
+                f"{spec.cluster.name} --kube-context …)."))
+        if not spec.enabled and row.held:
+            problems.append(SpecProblem(
+                spec, "disabled_holding", f"Disabled but still holds {row.held} EIP{'s' if row.held != 1 else ''}",
+                "It is draining: each node keeps its EIP while it runs workload pods. Re-enable the spec if "
+                "that was a mistake; delete it once it holds none."))
+        if (spec.enabled or row.held) and _pass_is_stale(spec, now=now, interval=interval):
+            last = spec.last_successful_pass_at
+            problems.append(SpecProblem(
+                spec, "stale_pass",
+                "No successful pass yet" if last is None else "Last successful pass is too old",
+                f"Passes run every {settings.EIPDASH_RECONCILE_SECONDS} s: check that the Celery worker and "
+                "Celery beat are running and can reach Redis (manage.py worker_alive)."))
+        if READ_FAILED_ALERT in (spec.active_alerts or []):
+            problems.append(SpecProblem(
+                spec, "read_failing", "Reading AWS or Kubernetes fails",
+                "Nothing is assigned or released until it reads again. See the latest error in the history "
+                "(credentials, IAM permissions, kube context, throttling)."))
+    return problems
+
+
+def _pass_is_stale(spec: LaunchSpec, *, now: dt.datetime, interval: dt.timedelta) -> bool:
+    limit = STALE_PASS_INTERVALS * interval
+    if spec.last_successful_pass_at is None:
+        # A spec created a moment ago has had no chance to run yet.
+        return spec.created_at is not None and now - spec.created_at > limit
+    return now - spec.last_successful_pass_at > limit
+
+
+@dataclass(frozen=True)
 class UseSeries:
     spec_name: str
     pool_size: int
@@ -297,7 +404,19 @@ def eip_list(
             | Q(instance_id__icontains=q)
             | Exists(node_match)
         )
-    return qs.order_by(*EIP_SORTS.get(sort, EIP_SORTS["ip"]))
+    return qs.order_by(*eip_order(sort))
+
+
+def eip_order(sort: str) -> list[str | OrderBy]:
+    """EIP_SORTS with the public IP in numeric order on every database (SQLite stores it as text)."""
+    ip_key = dbfunctions.ip_order("public_ip", vendor=connection.vendor)
+    order: list[str | OrderBy] = []
+    for term in EIP_SORTS.get(sort, EIP_SORTS["ip"]):
+        if term.lstrip("-") == "public_ip":
+            order.append(ip_key.desc() if term.startswith("-") else ip_key.asc())
+        else:
+            order.append(term)
+    return order
 
 
 def eip_get(*, allocation_id: str) -> ElasticIP | None:
@@ -346,7 +465,13 @@ def eip_free_count(*, spec: LaunchSpec) -> int:
 # --- Nodes ---------------------------------------------------------------------------------------
 
 
-def node_list(*, q: str = "", spec: LaunchSpec | None = None, state: str = "") -> QuerySet[Node]:
+# Nodes whose life with eipdash is over: hidden by default so that tables count what the tiles count.
+ENDED_NODE_STATES = (Node.State.GONE, Node.State.RELEASED)
+
+
+def node_list(
+    *, q: str = "", spec: LaunchSpec | None = None, state: str = "", hide_ended: bool = False
+) -> QuerySet[Node]:
     current = _open_assignments().filter(node=OuterRef("pk"))
     qs = Node.objects.select_related("launch_spec", "cluster").annotate(
         current_ip=Subquery(current.values("eip__public_ip")[:1]),
@@ -358,7 +483,7 @@ def node_list(*, q: str = "", spec: LaunchSpec | None = None, state: str = "") -
         qs = qs.filter(state=state)
     else:
         # Gone nodes are history: hidden unless asked for by state, or they would bury the live ones.
-        qs = qs.exclude(state=Node.State.GONE)
+        qs = qs.exclude(state__in=ENDED_NODE_STATES) if hide_ended else qs.exclude(state=Node.State.GONE)
     q = q.strip()
     if q:
         qs = qs.filter(
@@ -449,6 +574,16 @@ def event_page(*, filters: EventFilters, before: str = "", size: int = 50) -> Ev
     rows = list(qs[: size + 1])
     next_cursor = encode_cursor(rows[size - 1]) if len(rows) > size else None
     return EventPage(events=rows[:size], next_cursor=next_cursor)
+
+
+def event_count_newer(*, filters: EventFilters, after: str, limit: int = 1000) -> int:
+    """How many events of the filter are newer than the cursor (capped: the page says "1000+")."""
+    cursor = decode_cursor(after) if after else None
+    if cursor is None:
+        return 0
+    moment, number = cursor
+    qs = event_list(filters=filters).filter(timestamp__gte=moment).filter(Q(timestamp__gt=moment) | Q(id__gt=number))
+    return qs.order_by()[:limit].count()
 
 
 def event_counts_by_kind() -> dict[str, int]:

@@ -48,7 +48,7 @@ from .forms import (
     ReassignForm,
 )
 from .metrics import exposition as metrics_exposition
-from .models import ElasticIP, LaunchSpec, Node, ReassignRequest
+from .models import ElasticIP, LaunchSpec, ReassignRequest
 from .services import launch_spec_apply, reassign_request_create, reassign_request_finish
 from .specfile import CONTROL_RE, SpecFileError, launch_spec_to_ocean
 
@@ -108,7 +108,8 @@ def overview(request: HtmxHttpRequest) -> HttpResponse:
     histogram = selectors.time_to_eip_histogram()
     context = {
         "stats": stats,
-        "alerts": selectors.alert_list(),
+        "alert_groups": selectors.alert_group_list(),
+        "problems": selectors.spec_problem_list(stats=stats),
         "active_alerts": [(row.spec, alert) for row in stats for alert in row.alerts],
         "use_chart": charts.pool_use_chart(series),
         "legend": charts.chart_legend(series),
@@ -125,7 +126,8 @@ def overview(request: HtmxHttpRequest) -> HttpResponse:
 @require_GET
 @login_required
 def launch_spec_list(request: HtmxHttpRequest) -> HttpResponse:
-    context = {"stats": selectors.pool_stats_list()}
+    stats = selectors.pool_stats_list()
+    context = {"stats": stats, "problems": selectors.spec_problem_list(stats=stats)}
     return _page(request, "pools/launch_spec_list.html", "pools/partials/_spec_table.html", context)
 
 
@@ -165,11 +167,16 @@ def _user_data(spec: LaunchSpec, pool_ips: list[str]) -> str:
 def launch_spec_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
     spec = _get_spec_or_404(name)
     pool = list(selectors.eip_list(spec=spec))
+    stats = selectors.pool_stats_get(spec=spec)
+    # Ended nodes (gone, released) are hidden unless asked for: the table then counts what the tile counts.
+    show_ended = request.GET.get("ended") == "1"
     context = {
         "spec": spec,
-        "stats": selectors.pool_stats_get(spec=spec),
+        "stats": stats,
+        "problems": selectors.spec_problem_list(stats=[stats]),
+        "show_ended": show_ended,
         "pool": pool,
-        "nodes": list(selectors.node_list(spec=spec).exclude(state=Node.State.GONE)[:200]),
+        "nodes": list(selectors.node_list(spec=spec, hide_ended=not show_ended)[:200]),
         "events": selectors.event_recent(spec_name=spec.name, limit=15),
         "plan": selectors.plan_preview(spec=spec),
         "user_data": _user_data(spec, [eip.public_ip for eip in pool if not eip.gone]),
@@ -427,7 +434,7 @@ def node_list(request: HtmxHttpRequest) -> HttpResponse:
     data = form.cleaned_data
     specs = selectors.launch_spec_list()
     spec = _spec_by_name(data.get("spec") or "", specs)
-    qs = selectors.node_list(q=data.get("q") or "", spec=spec, state=data.get("state") or "")
+    qs = selectors.node_list(q=data.get("q") or "", spec=spec, state=data.get("state") or "", hide_ended=True)
     page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
     context = {"form": form, "page": page, "specs": specs}
     return _page(request, "pools/node_list.html", "pools/partials/_node_table.html", context)
@@ -444,20 +451,47 @@ def history(request: HtmxHttpRequest) -> HttpResponse:
     before = request.GET.get("before", "")
     if before and not _cursor_ok(before):
         before = ""  # a cursor the database cannot compare with: the first page, like a garbled one
-    page = selectors.event_page(filters=form.filters(), before=before, size=PAGE_SIZE)
     filter_query = request.GET.copy()
     filter_query.pop("before", None)
+    filter_query.pop("newer", None)
+    newer = request.GET.get("newer", "")
+    if request.htmx and newer:
+        # The newest page polls only for a count: rows are never inserted above the one being read.
+        count = selectors.event_count_newer(filters=form.filters(), after=newer) if valid else 0
+        return render(request, "pools/partials/_history_new.html",
+                      {"count": count, "newer": newer, "filter_query": filter_query.urlencode(),
+                       "refresh_seconds": REFRESH_SECONDS})
+    # A filter that cannot be read shows its error and no rows: rows filtered by half the filter would
+    # pass for the answer.
+    page = (selectors.event_page(filters=form.filters(), before=before, size=PAGE_SIZE) if valid
+            else selectors.EventPage(events=[], next_cursor=None))
     context = {
         "form": form,
         "page": page,
         "before": before,
         "filter_query": filter_query.urlencode(),
         "spec_names": [spec.name for spec in selectors.launch_spec_list()],
+        "valid": valid,
+        "quick_ranges": _quick_ranges(request),
+        "top_cursor": selectors.encode_cursor(page.events[0]) if page.events else "",
     }
     # A refused filter is a 400 on the page; the live partial stays 200 so that polling does not raise
     # the error banner every few seconds for a mistake the page already shows.
     status = 400 if not valid and not request.htmx else 200
     return _page(request, "pools/history.html", "pools/partials/_history_table.html", context, status=status)
+
+
+def _quick_ranges(request: HttpRequest) -> list[tuple[str, str]]:
+    """'1 h', '24 h', '7 d' links: the same filters from that long ago (UTC, to the second) until now."""
+    now = timezone.now().astimezone(dt.UTC).replace(microsecond=0)
+    ranges = []
+    for label, delta in (("1 h", dt.timedelta(hours=1)), ("24 h", dt.timedelta(days=1)), ("7 d", dt.timedelta(days=7))):
+        query = request.GET.copy()
+        for key in ("before", "newer", "until"):
+            query.pop(key, None)
+        query["since"] = (now - delta).strftime("%Y-%m-%dT%H:%M:%S")
+        ranges.append((label, query.urlencode()))
+    return ranges
 
 
 def _cursor_ok(raw: str) -> bool:

@@ -10,7 +10,7 @@ from django import template
 from django.utils import timezone
 
 from pools import selectors
-from pools.models import ElasticIP, LaunchSpec
+from pools.models import ElasticIP, LaunchSpec, Node
 
 register = template.Library()
 
@@ -69,3 +69,72 @@ def iso(moment: dt.datetime | None) -> str:
     if moment is None:
         return ""
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+
+# One vocabulary for every label the dashboard prints: the event kinds and alert keys as people say them.
+KIND_LABELS = {
+    "assigned": "assigned",
+    "released": "released",
+    "reassigned": "reassigned",
+    "adopted": "adopted",
+    "taint_lifted": "taint lifted",
+    "pool_exhausted": "pool exhausted",
+    "conflict": "conflict",
+    "error": "error",
+}
+ALERT_KEY_LABELS = {
+    "pool_exhausted": "pool exhausted",
+    "read-failed": "reading AWS or Kubernetes fails",
+    "node-foreign-eip": "conflict: node {} carries an EIP from outside the pool",
+    "node-two-specs": "conflict: node {} is matched by two launch specs",
+    "eip-two-specs": "conflict: EIP {} is selected by two launch specs",
+    "eip-second-on-node": "conflict: EIP {} is a second pool EIP on one node",
+    "eip-foreign": "conflict: EIP {} is on an instance that is not a node of this spec",
+    "node-no-ipv4": "error: node {} has no primary private IPv4",
+}
+
+
+@register.filter
+def kind_label(kind: str) -> str:
+    """'pool_exhausted' → 'pool exhausted'."""
+    return KIND_LABELS.get(kind, str(kind).replace("_", " "))
+
+
+@register.filter
+def alert_label(key: str) -> str:
+    """An active alert key of the workers ('node-foreign-eip:ip-10-0-1-1') as a sentence."""
+    name, _, subject = str(key).partition(":")
+    label = ALERT_KEY_LABELS.get(name)
+    if label is None:
+        return str(key).replace("_", " ").replace("-", " ")
+    return label.format(subject) if "{}" in label else label
+
+
+@register.filter
+def alert_kind(key: str) -> str:
+    """The event kind an active alert key belongs to (for its badge colour)."""
+    name = str(key).partition(":")[0]
+    if name == "pool_exhausted":
+        return "pool_exhausted"
+    return "error" if name in ("read-failed", "node-no-ipv4") else "conflict"
+
+
+@register.filter
+def node_state(node: Node) -> str:
+    """The state word of a node: one that ended without ever holding an EIP is not 'released'."""
+    if node.state == Node.State.RELEASED and node.eip_ready_at is None:
+        return "ended"
+    return str(node.state)
+
+
+@register.simple_tag
+def plural(count: int, singular: str, plural_form: str = "") -> str:
+    """'1 node', '2 nodes': never '1 node(s)'."""
+    return f"{count} {singular if count == 1 else (plural_form or singular + 's')}"
+
+
+@register.filter
+def problems_of(problems: Iterable[selectors.SpecProblem], spec: LaunchSpec) -> list[selectors.SpecProblem]:
+    """The problems of one spec, from the overview's list (no query)."""
+    return [problem for problem in problems if problem.spec.pk == spec.pk]
