@@ -277,7 +277,8 @@ def test_every_long_running_container_has_probes() -> None:
                   if d["kind"] == "Deployment"}
     web = containers["eipdash-web"]
     for probe in ("readinessProbe", "livenessProbe"):
-        assert web[probe]["httpGet"]["path"] == "/healthz"
+        # The database only: a stale pass must not take the dashboard down (the full /healthz is for monitoring).
+        assert web[probe]["httpGet"]["path"] == "/healthz?scope=web"
     assert containers["eipdash-worker"]["livenessProbe"]["exec"]["command"][:3] == [
         "python", "manage.py", "worker_alive"]
     # watch and beat: a heartbeat file the process touches, checked by age.
@@ -347,8 +348,9 @@ def test_network_policies_allow_only_what_each_component_needs() -> None:
     database, redis_port = ("TCP", 5432), ("TCP", 6379)
     kube_api_and_aws = {("TCP", 443), ("TCP", 6443)}
     assert allowed["eipdash-web"] == {"ingress": {("TCP", 8000)}, "egress": dns | {database, redis_port}}
-    for name in ("eipdash-worker", "eipdash-watch"):
-        assert allowed[name] == {"ingress": set(), "egress": dns | {database, redis_port} | kube_api_and_aws}
+    # The worker's metrics port (EIPDASH_METRICS_PORT) is its one way in.
+    for name, ingress in (("eipdash-worker", {("TCP", 9100)}), ("eipdash-watch", set())):
+        assert allowed[name] == {"ingress": ingress, "egress": dns | {database, redis_port} | kube_api_and_aws}
     assert allowed["eipdash-beat"] == {"ingress": set(), "egress": dns | {redis_port}}
     assert allowed["eipdash-migrate"] == {"ingress": set(), "egress": dns | {database}}
 
@@ -383,6 +385,8 @@ def test_kubernetes_rbac_is_exactly_what_the_controllers_need() -> None:
     assert rules == {
         (("",), ("nodes",)): ["get", "list", "patch", "watch"],
         (("",), ("pods",)): ["list"],
+        # Kubernetes Events about the nodes (kubectl describe node).
+        (("events.k8s.io",), ("events",)): ["create", "patch"],
     }
     deployments = {d["metadata"]["name"]: d for d in kube_documents() if d["kind"] == "Deployment"}
     for name in ("eipdash-worker", "eipdash-watch"):
