@@ -24,6 +24,7 @@ import collections
 import ctypes
 import io
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -279,6 +280,12 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep_db:
             fresh_sqlite(database)
         env["DATABASE_URL"] = f"sqlite:///{database}"
+    # prometheus-client's multiprocess files: one directory for web, worker, beat and watch of this host, so
+    # that /metrics sums them all. Emptied at every start: a counter must not carry a dead run's samples.
+    metrics_dir = state_dir / "prometheus"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir()
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
 
     signal.signal(signal.SIGINT, _raise_stop)
     signal.signal(signal.SIGTERM, _raise_stop)
