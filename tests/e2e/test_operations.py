@@ -48,7 +48,8 @@ def test_metrics_events_and_health_after_real_passes(
 ) -> None:
     world = world_tx
     settings.EIPDASH_METRICS_TOKEN = TOKEN  # type: ignore[attr-defined]
-    settings.EIPDASH_RECONCILE_SECONDS = 1  # as the stack's beat  # type: ignore[attr-defined]
+    # As the stack's beat.
+    settings.EIPDASH_RECONCILE_SECONDS = 1  # type: ignore[attr-defined]
     prom_dir = tmp_path / "prometheus"
     prom_dir.mkdir()
     # The worker writes its counters there; this process's /metrics view reads them from there.

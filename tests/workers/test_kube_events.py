@@ -34,7 +34,7 @@ def test_an_assignment_is_told_on_the_node(world: World, kube_env: Path,
     assigned = [e for e in events if e.reason == "EIPAssigned"]
     assert len(assigned) == 1, [e.reason for e in events]
     event = assigned[0]
-    ip = world.address(world.eip_on("a"))["PublicIp"]
+    ip = world.address(world.eip_on("a") or "")["PublicIp"]
     assert event.reporting_controller == CONTROLLER and event.reporting_instance
     assert event.type == "Normal" and event.action == "Assign" and ip in event.note
     # The node's uid: what `kubectl describe node` matches events on.
