@@ -9,20 +9,35 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count, Exists, Max, Min, OuterRef, Q, QuerySet, Subquery, TextField
+from django.db.models import (
+    BooleanField,
+    CharField,
+    Count,
+    Exists,
+    IntegerField,
+    Max,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    TextField,
+    Value,
+)
 from django.db.models.expressions import OrderBy
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Cast
 from django.utils import timezone
 
 from . import dbfunctions
-from .models import Assignment, ElasticIP, Event, LaunchSpec, Node, ReassignRequest
+from .models import Assignment, ElasticIP, Event, EventCount, LaunchSpec, Node, ReassignRequest
 
 logger = logging.getLogger(__name__)
 
@@ -129,47 +144,80 @@ def launch_spec_get(*, name: str) -> LaunchSpec | None:
     return LaunchSpec.objects.select_related("cluster").filter(name=name).first()
 
 
+# Not a node state: marks the rows of pool_stats_list's node query that are holding nodes.
+HOLDING = "~holding"
+
+
 def pool_stats_list(*, specs: Sequence[LaunchSpec] | None = None) -> list[PoolStats]:
-    """Pool size / in use / free per spec, and its waiting and draining nodes. Four queries in all."""
+    """Pool size / in use / free per spec, and its waiting and draining nodes. Two queries.
+
+    Every query reads only live rows by an index, whatever the history holds (100,000s of deleted nodes
+    and their closed assignments): the open assignments by the partial unique indexes (closed_at IS NULL),
+    the live node states by (launch_spec, state), the EIP snapshot (one row per EIP). Rows are fetched as
+    tuples, not model instances: the overview polls this every few seconds per open tab.
+    """
     specs = list(specs) if specs is not None else launch_spec_list()
     if not specs:
         return []
-    regions = {spec.cluster.region for spec in specs}
-    eips = eip_annotated().filter(region__in=regions, gone=False).only("region", "tags", "association_id", "gone")
     stats = {spec.pk: PoolStats(spec=spec, alerts=[str(a) for a in spec.active_alerts or []]) for spec in specs}
-    for eip in eips:
-        state = eip_state(eip)
-        for spec in specs:
-            if eip_matches_spec(tags=eip.tags or {}, region=eip.region, spec=spec):
-                row = stats[spec.pk]
-                row.pool_size += 1
-                if state == "assigned":
-                    row.in_use += 1
-                elif state == "conflict":
-                    row.conflict += 1
-                else:
-                    row.free += 1
-    node_counts = (
-        Node.objects.filter(launch_spec__in=specs)
-        .values("launch_spec_id")
-        .annotate(
-            # distinct: the join to assignments repeats a node once per assignment it ever had.
-            total=Count("id", distinct=True, filter=~Q(state__in=[Node.State.GONE, Node.State.RELEASED])),
-            waiting=Count("id", distinct=True, filter=Q(state=Node.State.WAITING)),
-            draining=Count(
-                "id",
-                distinct=True,
-                filter=Q(draining=True, assignments__closed_at__isnull=True, assignments__isnull=False),
-            ),
-            held=Count("assignments", distinct=True, filter=Q(assignments__closed_at__isnull=True)),
-        )
+    by_region: dict[str, list[LaunchSpec]] = defaultdict(list)
+    for spec in specs:
+        by_region[spec.cluster.region].append(spec)
+    # Pool membership by region and tags, worked out once per distinct tag set (EIPs of one pool mostly
+    # share their tags): the rule itself is eip_matches_spec's.
+    members: dict[tuple[str, tuple[tuple[str, str], ...]], list[int]] = {}
+    eips = (
+        ElasticIP.objects.filter(region__in=by_region.keys(), gone=False).order_by()
+        .annotate(has_open=Exists(_open_assignments().filter(eip=OuterRef("pk"))))
+        .values_list("region", "tags", "association_id", "has_open")
     )
-    for counts in node_counts:
-        target = stats[counts["launch_spec_id"]]
-        target.nodes = counts["total"]
-        target.waiting_nodes = counts["waiting"]
-        target.draining_holding = counts["draining"]
-        target.held = counts["held"]
+    for region, tags, association_id, has_open in eips:
+        # The states of eip_state(): assigned (an open claim), conflict (associated without one), free.
+        state = "assigned" if has_open else "conflict" if association_id else "free"
+        key = (region, tuple(sorted((tags or {}).items())))
+        if key not in members:
+            members[key] = [spec.pk for spec in by_region[region]
+                            if eip_matches_spec(tags=tags or {}, region=region, spec=spec)]
+        for spec_pk in members[key]:
+            row = stats[spec_pk]
+            row.pool_size += 1
+            if state == "assigned":
+                row.in_use += 1
+            elif state == "conflict":
+                row.conflict += 1
+            else:
+                row.free += 1
+    # One query for the nodes, in two parts. The live nodes of the specs by state, counted by the
+    # (launch_spec, state) index. Then one row per node holding an open assignment (one per node, so
+    # counting the assignments counts the nodes), its spec and draining flag from correlated subqueries: one
+    # index probe per open assignment, where a plain join makes PostgreSQL scan every node row, the deleted
+    # ones included.
+    live = [state for state in NODE_STATES if state not in (Node.State.GONE, Node.State.RELEASED)]
+    node_counts = (
+        Node.objects.filter(launch_spec__in=specs, state__in=live).order_by()
+        .values_list("launch_spec_id", "state")
+        .annotate(draining=Value(False, output_field=BooleanField()), n=Count("id"))
+    )
+    node = Node.objects.filter(pk=OuterRef("node_id")).order_by()
+    holding = (
+        _open_assignments().order_by()
+        .annotate(node_spec=Subquery(node.values("launch_spec_id")[:1]),
+                  part=Value(HOLDING, output_field=CharField()),
+                  node_draining=Subquery(node.values("draining")[:1]),
+                  n=Value(1, output_field=IntegerField()))
+        .values_list("node_spec", "part", "node_draining", "n")
+    )
+    for spec_id, state, draining, n in node_counts.union(holding, all=True):
+        if spec_id not in stats:
+            continue
+        if state == HOLDING:
+            stats[spec_id].held += n
+            if draining:
+                stats[spec_id].draining_holding += n
+            continue
+        stats[spec_id].nodes += n
+        if state == Node.State.WAITING:
+            stats[spec_id].waiting_nodes += n
     return [stats[spec.pk] for spec in specs]
 
 
@@ -297,8 +345,10 @@ def pool_use_series(
 ) -> list[UseSeries]:
     """EIPs in use per spec over the last `hours`, sampled every `step_minutes`, from Assignment intervals.
 
-    One query: every assignment that overlaps the window. Counting happens in Python because the
-    sample points are few and the overlap test is awkward to express portably in SQL.
+    One query: every assignment that overlaps the window (the open ones and those closed in the window, by
+    the (launch_spec, closed_at) index). Counting happens in Python because the overlap test is awkward to
+    express portably in SQL: at each sample, the spans opened by then minus those closed by then, by
+    binary search on the sorted ends, so thousands of spans cost no more than a few sorts.
     """
     now = now or timezone.now()
     start = now - dt.timedelta(hours=hours)
@@ -308,6 +358,7 @@ def pool_use_series(
     rows = (
         Assignment.objects.filter(launch_spec_id__in=spec_ids, opened_at__lte=now)
         .filter(Q(closed_at__isnull=True) | Q(closed_at__gte=start))
+        .order_by()
         .values_list("launch_spec_id", "opened_at", "closed_at")
     )
     for spec_id, opened_at, closed_at in rows:
@@ -315,9 +366,10 @@ def pool_use_series(
     series = []
     for row in stats:
         spans = intervals.get(row.spec.pk, [])
-        points = [
-            (t, sum(1 for opened, closed in spans if opened <= t and (closed is None or closed > t))) for t in samples
-        ]
+        opened_at = sorted(opened for opened, _closed in spans)
+        closed_at = sorted(closed for _opened, closed in spans if closed is not None)
+        # In use at t: opened <= t and not (closed <= t). A span closed by t was opened by t too.
+        points = [(t, bisect_right(opened_at, t) - bisect_right(closed_at, t)) for t in samples]
         series.append(UseSeries(spec_name=row.spec.name, pool_size=row.pool_size, points=points))
     return series
 
@@ -587,9 +639,10 @@ def event_count_newer(*, filters: EventFilters, after: str, limit: int = 1000) -
 
 
 def event_counts_by_kind() -> dict[str, int]:
+    """Events in the history by kind, from the counts the database keeps (pools.models.EventCount): a
+    few rows, not a count over the whole history on every scrape and poll."""
     counts = {kind: 0 for kind in Event.Kind.values}
-    for row in Event.objects.order_by().values("kind").annotate(n=Count("id")):
-        counts[row["kind"]] = row["n"]
+    counts.update(EventCount.objects.values_list("kind", "total"))
     return counts
 
 
