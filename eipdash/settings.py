@@ -9,6 +9,8 @@ import dj_database_url
 from csp.constants import NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
+from pools.keys import STARTUP_TAINT_KEY
+
 from .env import env_bool, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -190,7 +192,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # --- eipdash ---------------------------------------------------------------------------------
 EIPDASH_RECONCILE_SECONDS = env_int("EIPDASH_RECONCILE_SECONDS", 5)
-EIPDASH_STARTUP_TAINT: str = env_str("EIPDASH_STARTUP_TAINT", "eipdash.io/eip-pending")
+EIPDASH_STARTUP_TAINT: str = env_str("EIPDASH_STARTUP_TAINT", STARTUP_TAINT_KEY)
 EIPDASH_METRICS_TOKEN = env_str("EIPDASH_METRICS_TOKEN")
 # The single-flight lock outlives the hard task time limit, so a killed task never leaves a pass
 # running beside a new one.

@@ -10,6 +10,7 @@ from typing import Any
 from django import forms
 
 from .models import Event, LaunchSpec
+from .pool_rule import labels_text
 from .regions import KNOWN_REGIONS
 from .selectors import EIP_SORTS, EIP_STATES, NODE_STATES, EventFilters
 from .specfile import (
@@ -27,10 +28,6 @@ MAX_IMPORT_BYTES = 256 * 1024
 # The history's time filters: wide enough for any real event, and far from the calendar's edges.
 HISTORY_EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 HISTORY_LATEST = dt.datetime(9999, 12, 30, tzinfo=dt.UTC)
-
-
-def _labels_text(labels: dict[str, str]) -> str:
-    return "\n".join(f"{key}={value}" for key, value in sorted(labels.items()))
 
 
 class LaunchSpecForm(forms.Form):
@@ -60,7 +57,7 @@ class LaunchSpecForm(forms.Form):
                     "name": instance.name,
                     "cluster": instance.cluster.name,
                     "region": instance.cluster.region,
-                    "labels": _labels_text(instance.labels),
+                    "labels": labels_text(instance.labels, "\n"),
                     "tag_key": instance.tag_key,
                     "tag_value": instance.tag_value or "",
                     "enabled": instance.enabled,

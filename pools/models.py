@@ -5,8 +5,21 @@ AWS and Kubernetes hold the truth. These tables hold what eipdash saw and did.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from django.db import models
 from django.db.models import Q
+
+from .planner import CloseKind, EventKind, NodeState
+
+SYSTEM_ACTOR = "system"  # the actor of everything the workers do on their own (events, claims)
+
+
+def _same_values(choices: type[models.TextChoices], vocabulary: type[StrEnum]) -> None:
+    """The model's choices are the planner's vocabulary, member for member: a state or kind added to the
+    planner without its label here would otherwise be stored and shown without one."""
+    if [c.value for c in choices] != [v.value for v in vocabulary]:
+        raise TypeError(f"{choices.__qualname__} must list exactly {[v.value for v in vocabulary]}")
 
 
 class Cluster(models.Model):
@@ -83,13 +96,13 @@ class ElasticIP(models.Model):
 
 class Node(models.Model):
     class State(models.TextChoices):
-        WAITING = "waiting", "waiting for an EIP"
-        READY = "ready", "ready with its EIP"
-        DRAINING = "draining", "draining"
-        STOPPED = "stopped", "instance stopped"
-        RELEASED = "released", "released"
-        GONE = "gone", "gone"
-        CONFLICT = "conflict", "conflict"
+        WAITING = NodeState.WAITING, "waiting for an EIP"
+        READY = NodeState.READY, "ready with its EIP"
+        DRAINING = NodeState.DRAINING, "draining"
+        STOPPED = NodeState.STOPPED, "instance stopped"
+        RELEASED = NodeState.RELEASED, "released"
+        GONE = NodeState.GONE, "gone"
+        CONFLICT = NodeState.CONFLICT, "conflict"
 
     cluster = models.ForeignKey(Cluster, on_delete=models.CASCADE, related_name="nodes")
     name = models.CharField(max_length=253)
@@ -145,11 +158,11 @@ class Assignment(models.Model):
     class CloseKind(models.TextChoices):
         # Why a row was closed. Only a real refusal by AWS sends the EIP to the back of the free order:
         # a throttle or a crash says nothing about the EIP.
-        RELEASED = "released", "released"
-        REFUSED = "refused", "refused by AWS"
-        TRANSIENT = "transient", "transient failure (throttle, timeout, 5xx)"
-        INTERRUPTED = "interrupted", "interrupted pass"
-        MOVED = "moved", "moved or left the pool outside eipdash"
+        RELEASED = CloseKind.RELEASED, "released"
+        REFUSED = CloseKind.REFUSED, "refused by AWS"
+        TRANSIENT = CloseKind.TRANSIENT, "transient failure (throttle, timeout, 5xx)"
+        INTERRUPTED = CloseKind.INTERRUPTED, "interrupted pass"
+        MOVED = CloseKind.MOVED, "moved or left the pool outside eipdash"
 
     eip = models.ForeignKey(ElasticIP, on_delete=models.PROTECT, related_name="assignments")
     node = models.ForeignKey(Node, on_delete=models.PROTECT, related_name="assignments")
@@ -165,7 +178,7 @@ class Assignment(models.Model):
     closed_at = models.DateTimeField(null=True, blank=True)
     close_reason = models.CharField(max_length=200, blank=True, default="")
     close_kind = models.CharField(max_length=16, choices=CloseKind.choices, blank=True, default="")
-    actor = models.CharField(max_length=150, default="system")
+    actor = models.CharField(max_length=150, default=SYSTEM_ACTOR)
 
     class Meta:
         ordering = ["-opened_at"]
@@ -180,23 +193,19 @@ class Assignment(models.Model):
         ]
         indexes = [models.Index(fields=["launch_spec", "closed_at"])]
 
-    @property
-    def is_open(self) -> bool:
-        return self.closed_at is None
-
 
 class Event(models.Model):
     """The append-only history. Names are copied in, so the record outlives the rows it mentions."""
 
     class Kind(models.TextChoices):
-        ASSIGNED = "assigned"
-        RELEASED = "released"
-        REASSIGNED = "reassigned"
-        ADOPTED = "adopted"
-        TAINT_LIFTED = "taint_lifted"
-        POOL_EXHAUSTED = "pool_exhausted"
-        CONFLICT = "conflict"
-        ERROR = "error"
+        ASSIGNED = EventKind.ASSIGNED
+        RELEASED = EventKind.RELEASED
+        REASSIGNED = EventKind.REASSIGNED
+        ADOPTED = EventKind.ADOPTED
+        TAINT_LIFTED = EventKind.TAINT_LIFTED
+        POOL_EXHAUSTED = EventKind.POOL_EXHAUSTED
+        CONFLICT = EventKind.CONFLICT
+        ERROR = EventKind.ERROR
 
     timestamp = models.DateTimeField(db_index=True)
     kind = models.CharField(max_length=20, choices=Kind.choices)
@@ -207,7 +216,7 @@ class Event(models.Model):
     instance_id = models.CharField(max_length=32, blank=True, default="")
     public_ip = models.CharField(max_length=45, blank=True, default="")
     allocation_id = models.CharField(max_length=64, blank=True, default="")
-    actor = models.CharField(max_length=150, default="system")
+    actor = models.CharField(max_length=150, default=SYSTEM_ACTOR)
     reason = models.TextField(blank=True, default="")
 
     class Meta:
@@ -272,3 +281,7 @@ class ReassignRequest(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.state in (self.State.DONE, self.State.REFUSED, self.State.FAILED)
+
+
+for _choices, _vocabulary in ((Node.State, NodeState), (Assignment.CloseKind, CloseKind), (Event.Kind, EventKind)):
+    _same_values(_choices, _vocabulary)

@@ -10,6 +10,7 @@ import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 
 # Instance states in which the node can run pods and so should hold an EIP.
 LIVE_STATES = frozenset({"pending", "running"})
@@ -18,14 +19,58 @@ RESTING_STATES = frozenset({"stopping", "stopped"})
 # The instance is going or gone: its EIP goes back to the pool. "gone" = DescribeInstances has no trace.
 DEAD_STATES = frozenset({"shutting-down", "terminated", "gone"})
 
-ALERT_POOL_EXHAUSTED = "pool_exhausted"
 
-# Why an assignment was closed (Assignment.close_kind). Only REFUSED demotes the EIP in the free order.
-CLOSE_RELEASED = "released"
-CLOSE_REFUSED = "refused"
-CLOSE_TRANSIENT = "transient"
-CLOSE_INTERRUPTED = "interrupted"
-CLOSE_MOVED = "moved"
+
+# The planner's vocabularies. pools/models.py builds its choices from these enums, so that the planner and
+# the record cannot drift apart; the values are stored in the database and shown in exports.
+
+
+class NodeState(StrEnum):
+    """The state a node shows on the dashboard (Node.state)."""
+
+    WAITING = "waiting"
+    READY = "ready"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+    RELEASED = "released"
+    GONE = "gone"
+    CONFLICT = "conflict"
+
+
+class NoteKind(StrEnum):
+    """The kinds of alert a pass records once per episode (a subset of the event kinds)."""
+
+    POOL_EXHAUSTED = "pool_exhausted"
+    CONFLICT = "conflict"
+    ERROR = "error"
+
+
+class EventKind(StrEnum):
+    """The kinds of history event (Event.kind, the `event` column of the exports)."""
+
+    ASSIGNED = "assigned"
+    RELEASED = "released"
+    REASSIGNED = "reassigned"
+    ADOPTED = "adopted"
+    TAINT_LIFTED = "taint_lifted"
+    POOL_EXHAUSTED = NoteKind.POOL_EXHAUSTED.value
+    CONFLICT = NoteKind.CONFLICT.value
+    ERROR = NoteKind.ERROR.value
+
+
+class CloseKind(StrEnum):
+    """Why an assignment was closed (Assignment.close_kind). Only REFUSED demotes the EIP in the free order:
+    a throttle or a crash says nothing about the EIP."""
+
+    RELEASED = "released"
+    REFUSED = "refused"
+    TRANSIENT = "transient"
+    INTERRUPTED = "interrupted"
+    MOVED = "moved"
+
+
+# The alert key of an exhausted pool: one per spec, so it is the note kind itself.
+ALERT_POOL_EXHAUSTED = NoteKind.POOL_EXHAUSTED.value
 
 # What the executor does when its fresh DescribeAddresses shows the EIP still on the claim's ENI after
 # the pass's snapshot said otherwise (a stale read): keep the claim, or disassociate it after all.
@@ -114,7 +159,7 @@ class Release:
     reason: str
     # Disassociate this association first; None when AWS already shows the EIP free (or elsewhere).
     association_id: str | None
-    kind: str = CLOSE_RELEASED  # stored as the assignment's close_kind
+    kind: CloseKind = CloseKind.RELEASED  # stored as the assignment's close_kind
     # Put the startup taint back on the node before the EIP goes: a live node of the spec that loses
     # its EIP must not stay schedulable (a called-off drain, an uncordon).
     retaint: bool = False
@@ -152,7 +197,7 @@ class MarkReady:
 class Note:
     """An alert that starts with this pass: recorded once as an Event."""
 
-    kind: str  # conflict | pool_exhausted | error
+    kind: NoteKind
     key: str
     reason: str
     node: str = ""
@@ -176,7 +221,7 @@ class Plan:
     # Nodes whose claim this pass closes: served on the next pass at the earliest, so that a stale read
     # can never put a second EIP on a node that still has its first.
     deferred: tuple[str, ...] = ()
-    node_states: Mapping[str, str] = field(default_factory=dict)
+    node_states: Mapping[str, NodeState] = field(default_factory=dict)
 
     @property
     def is_empty(self) -> bool:
@@ -202,13 +247,6 @@ class Plan:
 
 
 # --- the rules ------------------------------------------------------------------------------------
-
-
-def tag_selects(tags: Mapping[str, str], tag_key: str, tag_value: str | None) -> bool:
-    """Ocean's tagSelector: the key alone selects any value; key and value select exactly."""
-    if tag_key not in tags:
-        return False
-    return tag_value is None or tags[tag_key] == tag_value
 
 
 def node_is_alive(node: NodeView) -> bool:
@@ -276,7 +314,7 @@ def waiting_order_key(node: NodeView) -> tuple[float, str]:
     return (node.first_seen_at.timestamp() if node.first_seen_at else float("inf"), node.name)
 
 
-def _note(kind: str, key: str, reason: str, **where: str) -> Note:
+def _note(kind: NoteKind, key: str, reason: str, **where: str) -> Note:
     return Note(kind=kind, key=key, reason=reason, **where)
 
 
@@ -312,7 +350,7 @@ def plan(
         if note.key not in spec.active_alerts:
             notes.append(note)
 
-    def close_claim(eip: EipView, claim: Claim, reason: str, kind: str, if_still_there: str) -> None:
+    def close_claim(eip: EipView, claim: Claim, reason: str, kind: CloseKind, if_still_there: str) -> None:
         """Close a record whose EIP AWS does not show on the claimed node; nothing to disassociate."""
         release.append(Release(eip.allocation_id, eip.public_ip, claim.node, reason, association_id=None,
                                kind=kind, retaint=spec.enabled and should_retaint(by_name.get(claim.node)),
@@ -320,11 +358,11 @@ def plan(
 
     for node in nodes:
         if node.foreign_eip and node.matches_spec and node_is_alive(node):
-            alert(_note("conflict", f"node-foreign-eip:{node.name}",
+            alert(_note(NoteKind.CONFLICT, f"node-foreign-eip:{node.name}",
                         f"node {node.name} already carries an EIP outside the pool on its primary ENI; "
                         "left alone (associating would knock that EIP off)", node=node.name))
         if node.also_matched_by and node.matches_spec:
-            alert(_note("conflict", f"node-two-specs:{node.name}",
+            alert(_note(NoteKind.CONFLICT, f"node-two-specs:{node.name}",
                         f"node {node.name} also matches launch spec(s) {', '.join(node.also_matched_by)}; "
                         "no EIP is assigned to it", node=node.name))
 
@@ -349,16 +387,16 @@ def plan(
         # close rules below still apply, or the EIP would be held forever and the spec never deletable.
         contested = bool(eip.also_selected_by)
         if contested:
-            alert(_note("conflict", f"eip-two-specs:{eip.allocation_id}",
+            alert(_note(NoteKind.CONFLICT, f"eip-two-specs:{eip.allocation_id}",
                         f"{eip.public_ip} is also selected by launch spec(s) {', '.join(eip.also_selected_by)}; "
                         "neither assigns it", **where))
 
         if on_node is not None and own.get(on_node.name) != eip.allocation_id:
-            alert(_note("conflict", f"eip-second-on-node:{eip.allocation_id}",
+            alert(_note(NoteKind.CONFLICT, f"eip-second-on-node:{eip.allocation_id}",
                         f"{eip.public_ip} is a second pool EIP on {on_node.name}, which already holds "
                         f"{own[on_node.name]}; left alone", **where))
             if claim is not None and claim.node != on_node.name and not claim.in_flight:
-                close_claim(eip, claim, "moved outside eipdash", CLOSE_MOVED, IF_THERE_KEEP)
+                close_claim(eip, claim, "moved outside eipdash", CloseKind.MOVED, IF_THERE_KEEP)
             continue
 
         if (eip.association_id and on_node is None and claim is not None and not claim.in_flight
@@ -376,11 +414,11 @@ def plan(
             # On an instance that is not a node of this spec, or on a pod's secondary IP: never touch it.
             where_text = (f"a secondary IP ({eip.private_ip}) of a node's ENI" if on_secondary_ip
                           else f"{eip.instance_id or eip.eni_id}, which is not a node of this launch spec")
-            alert(_note("conflict", f"eip-foreign:{eip.allocation_id}",
+            alert(_note(NoteKind.CONFLICT, f"eip-foreign:{eip.allocation_id}",
                         f"{eip.public_ip} is associated with {where_text}; left alone", **where))
             if claim is not None and not claim.in_flight:
                 # Our record says ours, AWS says elsewhere: close the record, do not pull the EIP.
-                close_claim(eip, claim, "moved outside eipdash", CLOSE_MOVED, IF_THERE_KEEP)
+                close_claim(eip, claim, "moved outside eipdash", CloseKind.MOVED, IF_THERE_KEEP)
             continue
 
         if claim is not None and claim.in_flight:
@@ -425,15 +463,15 @@ def plan(
             gone_reason = release_reason(claimed) if claimed is not None else "node gone"
             if not claim.confirmed:
                 # Re-read first: the association of a pass that died may just have landed.
-                close_claim(eip, claim, "claim without association (interrupted pass)", CLOSE_INTERRUPTED,
+                close_claim(eip, claim, "claim without association (interrupted pass)", CloseKind.INTERRUPTED,
                             IF_THERE_KEEP)
             elif gone_reason is not None:
                 # The node is going anyway: if a fresh read still shows the EIP there, pull it.
-                close_claim(eip, claim, gone_reason, CLOSE_RELEASED, IF_THERE_DISASSOCIATE)
+                close_claim(eip, claim, gone_reason, CloseKind.RELEASED, IF_THERE_DISASSOCIATE)
                 released_now.add(eip.allocation_id)
             else:
                 # One reading is not enough to take a busy node's EIP for lost: the executor re-reads.
-                close_claim(eip, claim, "association lost", CLOSE_MOVED, IF_THERE_KEEP)
+                close_claim(eip, claim, "association lost", CloseKind.MOVED, IF_THERE_KEEP)
         if not contested:
             free.append(eip)
 
@@ -443,7 +481,7 @@ def plan(
             # Untagged or released from the account. Close the record; never pull an EIP that is not
             # the pool's any more (if it is still on the node, the node now shows a foreign EIP).
             release.append(Release(allocation_id, "", claim.node, "EIP left the pool (untagged or released)",
-                                   association_id=None, kind=CLOSE_MOVED))
+                                   association_id=None, kind=CloseKind.MOVED))
 
     # A node whose claim this pass closes gets nothing before the next pass: if the reading that
     # closed it was stale, a second EIP would knock the first off the node in AWS.
@@ -459,7 +497,7 @@ def plan(
     # EIP's turn either. It is its own condition, not a pool shortage.
     for n in candidates:
         if not node_is_servable(n) and spec.enabled:
-            alert(_note("error", f"node-no-ipv4:{n.name}",
+            alert(_note(NoteKind.ERROR, f"node-no-ipv4:{n.name}",
                         f"node {n.name} has no primary private IPv4 on a primary ENI (yet); it stays tainted",
                         node=n.name))
     needing = sorted(
@@ -480,7 +518,7 @@ def plan(
         and n.name not in assigned_nodes and n.name not in released_nodes
     )
     if len(needing) > len(free):
-        alert(_note(ALERT_POOL_EXHAUSTED, ALERT_POOL_EXHAUSTED,
+        alert(_note(NoteKind.POOL_EXHAUSTED, ALERT_POOL_EXHAUSTED,
                     f"{len(needing)} {'node needs' if len(needing) == 1 else 'nodes need'} an EIP and the pool has "
                     f"{len(free)} free "
                     f"({len(eips)} in the pool); waiting: {', '.join(waiting)}"))
@@ -502,26 +540,26 @@ def plan(
 
 def node_states(
     nodes: Iterable[NodeView], holding: Iterable[str], assigned: Iterable[str], releases: Iterable[Release]
-) -> dict[str, str]:
+) -> dict[str, NodeState]:
     """The state each node shows on the dashboard after this pass."""
     holding = set(holding) | set(assigned)
     released = {r.node for r in releases}
-    states = {}
+    states: dict[str, NodeState] = {}
     for node in nodes:
         if node_is_gone(node):
-            state = "gone"
+            state = NodeState.GONE
         elif node.name in released:
-            state = "released"
+            state = NodeState.RELEASED
         elif node.instance_state in RESTING_STATES:
-            state = "stopped"
+            state = NodeState.STOPPED
         elif node.draining:
             # A draining node that gave its EIP back stays "released" until it is gone.
-            state = "draining" if node.name in holding else "released"
+            state = NodeState.DRAINING if node.name in holding else NodeState.RELEASED
         elif node.foreign_eip or node.also_matched_by:
-            state = "conflict"
+            state = NodeState.CONFLICT
         elif node.name in holding:
-            state = "ready"
+            state = NodeState.READY
         else:
-            state = "waiting"
+            state = NodeState.WAITING
         states[node.name] = state
     return states

@@ -14,7 +14,7 @@ from django.utils import timezone
 from . import metrics
 from .locks import spec_lock
 from .logs import log_fields
-from .models import Assignment, Cluster, ElasticIP, Event, LaunchSpec, Node, ReassignRequest
+from .models import SYSTEM_ACTOR, Assignment, Cluster, ElasticIP, Event, LaunchSpec, Node, ReassignRequest
 from .regions import KNOWN_REGIONS
 from .specfile import LaunchSpecInput, SpecFileError, cluster_name_problem, kube_context_problem
 
@@ -205,7 +205,7 @@ def _run_event_hooks(event: Event) -> None:
 
 
 def event_record(
-    *, kind: str, context: EventContext, reason: str, actor: str = "system", at: datetime | None = None
+    *, kind: str, context: EventContext, reason: str, actor: str = SYSTEM_ACTOR, at: datetime | None = None
 ) -> Event:
     event = _event_create(kind=kind, context=context, reason=reason, actor=actor, at=at)
     metrics.EVENTS.labels(kind).inc()

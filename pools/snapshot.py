@@ -6,18 +6,15 @@ the dashboard's plan preview plans from the same rows. One path, so they cannot 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
 from django.db.models import Max, Q
 
 from .models import Assignment, ElasticIP, LaunchSpec, Node
-from .planner import Claim, EipView, NodeView, Plan, SpecView, plan, tag_selects
-
-
-def labels_match(required: Mapping[str, str], labels: Mapping[str, str]) -> bool:
-    return all(labels.get(key) == value for key, value in required.items())
+from .planner import Claim, EipView, NodeView, Plan, SpecView, plan
+from .pool_rule import labels_match, pool_filter, specs_selecting
 
 
 def spec_view(spec: LaunchSpec) -> SpecView:
@@ -25,10 +22,6 @@ def spec_view(spec: LaunchSpec) -> SpecView:
         name=spec.name, tag_key=spec.tag_key, tag_value=spec.tag_value, active_alerts=frozenset(spec.active_alerts),
         enabled=spec.enabled,
     )
-
-
-def specs_selecting(tags: Mapping[str, str], specs: Iterable[LaunchSpec]) -> list[str]:
-    return [s.name for s in specs if tag_selects(tags, s.tag_key, s.tag_value)]
 
 
 def neighbour_specs(spec: LaunchSpec) -> list[LaunchSpec]:
@@ -41,8 +34,7 @@ def neighbour_specs(spec: LaunchSpec) -> list[LaunchSpec]:
 
 
 def pool_rows(spec: LaunchSpec) -> list[ElasticIP]:
-    rows = ElasticIP.objects.filter(region=spec.cluster.region, gone=False, tags__has_key=spec.tag_key)
-    return [row for row in rows if tag_selects(row.tags, spec.tag_key, spec.tag_value)]
+    return list(pool_filter(ElasticIP.objects.filter(gone=False), spec))
 
 
 class PoolEntry(Protocol):
@@ -94,7 +86,7 @@ def planner_inputs(
             instance_id=entry.instance_id or None,
             last_released_at=last_released.get(entry.allocation_id),
             last_refused_at=last_refused.get(entry.allocation_id),
-            also_selected_by=tuple(specs_selecting(entry.tags, neighbours)),
+            also_selected_by=tuple(s.name for s in specs_selecting(entry.tags, neighbours)),
         )
         for entry in entries
     ]

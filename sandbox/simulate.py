@@ -23,9 +23,10 @@ from typing import Any, Protocol
 
 import requests
 
+from pools.keys import STARTUP_TAINT_KEY
+
 log = logging.getLogger("sandbox.simulate")
 
-STARTUP_TAINT_KEY = "eipdash.io/eip-pending"
 CA_TAINT_KEY = "ToBeDeletedByClusterAutoscaler"
 # Node names as EKS gives them with resource-based hostnames: unique per instance, so a fresh sandbox
 # never reuses the name of a node from an earlier run.

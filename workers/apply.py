@@ -26,7 +26,7 @@ from django.utils import timezone
 from pools import metrics, services
 from pools.locks import Lease
 from pools.logs import log_fields
-from pools.models import Assignment, ElasticIP, Event, LaunchSpec, Node
+from pools.models import SYSTEM_ACTOR, Assignment, ElasticIP, Event, LaunchSpec, Node
 from pools.planner import DEAD_STATES, IF_THERE_KEEP, Adopt, Assign, MarkReady, Plan, Release
 
 from .ec2 import Ec2, Ec2Error, Throttled, Transient
@@ -35,7 +35,6 @@ from .kube import NotFound as KubeNotFound
 from .observe import READ_ALERT, error_text
 
 log = logging.getLogger(__name__)
-SYSTEM = "system"
 # Alert keys of failing steps start with this: one `error` event per episode and step, not one per pass.
 STEP_ALERT_PREFIX = "step-failed:"
 
@@ -67,7 +66,7 @@ def plan_node_names(plan: Plan) -> set[str]:
 
 
 class Executor:
-    def __init__(self, spec: LaunchSpec, ec2: Ec2, kube: Kube, *, actor: str = SYSTEM,
+    def __init__(self, spec: LaunchSpec, ec2: Ec2, kube: Kube, *, actor: str = SYSTEM_ACTOR,
                  lease: Lease | None = None, deadline: float | None = None) -> None:
         self.spec = spec
         # The spec's lease (pools/locks.py): checked before every step, so a pass that lost it stops.

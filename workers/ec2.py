@@ -129,12 +129,6 @@ class Address:
     # As AWS reports it; moto leaves it empty after an association by ENI, so never key on it.
     instance_id: str | None
 
-    def matches(self, tag_key: str, tag_value: str | None) -> bool:
-        """Ocean's tagSelector: the key must be present, and equal the value when one is given."""
-        if tag_key not in self.tags:
-            return False
-        return tag_value is None or self.tags[tag_key] == tag_value
-
     @classmethod
     def from_aws(cls, raw: dict[str, Any]) -> Address | None:
         """None for an address eipdash cannot pool: without a PublicIp (a carrier IP of a Wavelength
@@ -225,23 +219,15 @@ class Ec2:
         self.region = region
         self.client = client if client is not None else _client_for(region)
 
-    def list_addresses(self, tag_keys: Iterable[str]) -> list[Address]:
-        """VPC EIPs carrying any of ``tag_keys``: one DescribeAddresses for every spec of the region.
-
-        DescribeAddresses is not paginated, so one call sees the whole region. The tag keys are matched
-        here rather than with a ``tag-key`` filter: with several values, moto's filter drops an EIP whose
-        keys are neither a subset nor a superset of the values (a pool EIP that also carries ``Name``),
-        and a key-filter over 200 values would hit AWS's FilterLimitExceeded. Matching a spec's tag
-        value is left to :meth:`Address.matches`.
-        """
-        keys = set(tag_keys)
-        if not keys:
-            return []
-        return [address for address in self.list_all_addresses() if keys.intersection(address.tags)]
-
     def list_all_addresses(self) -> list[Address]:
         """Every VPC EIP of the region in one call: the pools, and the non-pool EIPs that may already
-        sit on a node (associating over one of those would silently knock it off)."""
+        sit on a node (associating over one of those would silently knock it off).
+
+        DescribeAddresses is not paginated, so one call sees the whole region. The pool rule
+        (pools/pool_rule.py) is applied by the caller rather than with a ``tag-key`` filter: with several
+        values, moto's filter drops an EIP whose keys are neither a subset nor a superset of the values (a
+        pool EIP that also carries ``Name``), and a key filter over 200 values would hit AWS's
+        FilterLimitExceeded."""
         with _mapped("DescribeAddresses"):
             response = self.client.describe_addresses(Filters=[{"Name": "domain", "Values": ["vpc"]}])
         return _addresses(response)

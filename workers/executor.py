@@ -16,11 +16,11 @@ from django.utils import timezone
 
 from pools.locks import Lease, LeaseLost, spec_lease
 from pools.logs import log_fields
-from pools.models import LaunchSpec
+from pools.models import SYSTEM_ACTOR, LaunchSpec
 from pools.planner import plan as make_plan
 from pools.snapshot import planner_inputs
 
-from .apply import SYSTEM, Executor, PassReport
+from .apply import Executor, PassReport
 from .ec2 import Ec2
 from .kube import Kube
 from .observe import observe
@@ -35,7 +35,7 @@ def clients_for(spec: LaunchSpec) -> tuple[Ec2, Kube]:
 
 
 def run_pass(spec: LaunchSpec, *, ec2: Ec2 | None = None, kube: Kube | None = None, dry_run: bool = False,
-             actor: str = SYSTEM, exclusive: bool = True, lease: Lease | None = None) -> PassReport:
+             actor: str = SYSTEM_ACTOR, exclusive: bool = True, lease: Lease | None = None) -> PassReport:
     """Refresh, plan and (unless dry_run) apply, for one spec.
 
     exclusive: the caller holds the spec's lease. Without it, a recent unconfirmed claim may be another

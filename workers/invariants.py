@@ -30,13 +30,14 @@ from dataclasses import dataclass, field
 from django.conf import settings
 from django.db.models import Q
 
+from pools.keys import EIP_LABEL
 from pools.models import Assignment, Cluster, Event, LaunchSpec, Node
-from pools.snapshot import labels_match
+from pools.planner import LIVE_STATES
+from pools.pool_rule import labels_match, selects
 
 from .ec2 import Address, Ec2, Instance
-from .kube import EIP_LABEL, Kube, KubeNode
+from .kube import Kube, KubeNode
 
-LIVE_STATES = frozenset({"pending", "running"})
 DEAD_STATES = frozenset({"shutting-down", "terminated"})
 BLOCKING_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
 # Findings that may be true for the length of one pass (the record catching up with AWS): they need grace.
@@ -114,7 +115,7 @@ def observe(
     for region, found in addresses.items():
         region_specs = [s for s in specs if s.cluster.region == region]
         for address in found:
-            if any(address.matches(s.tag_key, s.tag_value) for s in region_specs):
+            if any(selects(s, address.tags) for s in region_specs):
                 pool[address.allocation_id] = address
     held_enis = {a.eni_id for a in pool.values() if a.eni_id}
     # Nodes of the record that may still hold a pool EIP, or an open claim, although Kubernetes no longer
@@ -224,7 +225,7 @@ def observe(
         if spec.enabled:
             observation.free[spec.name] = sorted(
                 a.allocation_id for a in pool.values()
-                if not a.association_id and a.matches(spec.tag_key, spec.tag_value)
+                if not a.association_id and selects(spec, a.tags)
                 and a.allocation_id not in claims_by_eip
             )
 
@@ -263,7 +264,7 @@ def observe(
                 out.append(Violation("I4", f"I4:dead:{address.allocation_id}:{instance.instance_id}",
                                      f"{address.public_ip} is still on node {owner.node.name}, whose instance "
                                      f"{instance.instance_id} is {instance.state}"))
-            elif any(address.matches(s.tag_key, s.tag_value) for s in owner.specs) and not any(
+            elif any(selects(s, address.tags) for s in owner.specs) and not any(
                     c.node.name == owner.node.name and c.node.cluster_id == owner.cluster.pk
                     for c in claims_by_eip.get(address.allocation_id, [])):
                 out.append(Violation("I4", f"I4:unrecorded:{address.allocation_id}:{owner.node.name}",

@@ -24,9 +24,9 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from pools import metrics
+from pools.keys import ALLOCATION_ANNOTATION, EIP_LABEL
+from pools.pool_rule import labels_text
 
-EIP_LABEL = "eipdash.io/eip"
-ALLOCATION_ANNOTATION = "eipdash.io/allocation-id"
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 DRAIN_TAINTS = frozenset({"ToBeDeletedByClusterAutoscaler", "karpenter.sh/disrupted", "karpenter.sh/disruption"})
 MERGE_PATCH = "application/merge-patch+json"
@@ -201,7 +201,7 @@ class Kube:
 
     def list_nodes(self, labels: Mapping[str, str], *, page_size: int = 500) -> list[KubeNode]:
         """Nodes carrying all these labels (an empty mapping selects every node)."""
-        selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+        selector = labels_text(labels)
         return [KubeNode.from_api(obj) for obj in self._paged(self.core.list_node, page_size,
                                                                label_selector=selector or None)]
 

@@ -18,8 +18,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from pools import services
+from pools.keys import EIP_LABEL
 from pools.logs import log_fields
 from pools.models import Assignment, ElasticIP, Event, LaunchSpec, Node
+from pools.pool_rule import selects
 
 from .ec2 import Address, Ec2, Ec2Error
 from .kube import Kube, KubeError
@@ -46,13 +48,13 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, read_errors: lis
     # One DescribeAddresses for the region, unfiltered: it covers every spec's tag key, and it shows the
     # non-pool EIPs that already sit on a node (associating over them would knock them off).
     addresses = ec2.list_all_addresses()
-    selected = [a for a in addresses if any(a.matches(s.tag_key, s.tag_value) for s in region_specs)]
+    selected = [a for a in addresses if any(selects(s, a.tags) for s in region_specs)]
     _save_addresses(region, selected, now)
-    pool = [a for a in addresses if a.matches(spec.tag_key, spec.tag_value)]
+    pool = [a for a in addresses if selects(spec, a.tags)]
 
     pool_on = {(a.eni_id, a.private_ip) for a in pool if a.eni_id}
     others_on = {(a.eni_id, a.private_ip) for a in addresses
-                 if a.eni_id and not a.matches(spec.tag_key, spec.tag_value)}
+                 if a.eni_id and not selects(spec, a.tags)}
 
     listed = {n.name: n for n in kube.list_nodes(spec.labels) if n.instance_id}
     matching = set(listed)
@@ -87,6 +89,7 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, read_errors: lis
             return None  # not counted: the node keeps its EIP (I2)
 
     rows: dict[bool, list[Node]] = {True: [], False: []}
+    fields: list[str] = []
     for name, kn in listed.items():
         instance = instances.get(kn.instance_id or "")
         previous = known.get(name)
@@ -98,12 +101,11 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, read_errors: lis
         private_ip = instance.private_ip if instance and instance.private_ip else (
             fallback.private_ip if fallback else "")
         holds = (eni_id, private_ip) in pool_on or name in tied
-        rows[name in matching].append(Node(
-            cluster=cluster,
-            name=name,
+        # Every column this pass observes: the same mapping builds the new row and names the columns an
+        # existing row gets updated, so that a column added here can never be left stale.
+        observed = dict(
             instance_id=kn.instance_id or "",
             az=kn.az,
-            launch_spec=spec,
             labels=kn.labels,
             # The node is still there but EC2 does not list its instance (eventual consistency right after
             # a launch): unknown, which neither gets an EIP nor gives one back.
@@ -113,19 +115,20 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, read_errors: lis
             startup_tainted=kn.has_taint(settings.EIPDASH_STARTUP_TAINT),
             draining=kn.draining,
             foreign_eip=(eni_id, private_ip) in others_on,
-            eip_label=kn.labels.get("eipdash.io/eip", ""),
+            eip_label=kn.labels.get(EIP_LABEL, ""),
             # Pods are counted only where the answer decides something: a draining node holding an EIP.
             workload_pods=pods_on(name) if kn.draining and holds else None,
-            first_seen_at=now,
             last_seen_at=now,
             deleted_at=None,
-        ))
-    fields = ["instance_id", "az", "labels", "instance_state", "eni_id", "private_ip", "startup_tainted",
-              "draining", "foreign_eip", "eip_label", "workload_pods", "last_seen_at", "deleted_at"]
+        )
+        fields = list(observed)
+        rows[name in matching].append(Node(cluster=cluster, name=name, launch_spec=spec, first_seen_at=now,
+                                           **observed))
     # A tied node keeps the launch spec it belongs to by its labels; only matching nodes join this one.
     for is_matching, batch in rows.items():
-        Node.objects.bulk_create(batch, update_conflicts=True, unique_fields=["cluster", "name"],
-                                 update_fields=fields + (["launch_spec"] if is_matching else []))
+        if batch:
+            Node.objects.bulk_create(batch, update_conflicts=True, unique_fields=["cluster", "name"],
+                                     update_fields=fields + (["launch_spec"] if is_matching else []))
     # A name that came back on another instance (EKS ip-… names are reused) is a new node.
     reborn = [name for name, kn in listed.items() if name in known and known[name].instance_id != kn.instance_id]
     if reborn:
@@ -147,28 +150,31 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, read_errors: lis
     return pool
 
 
-def _save_addresses(region: str, selected: list[Address], now: datetime) -> None:
-    ElasticIP.objects.bulk_create(
-        [
-            ElasticIP(
-                allocation_id=a.allocation_id,
-                region=region,
-                public_ip=a.public_ip,
-                tags=a.tags,
-                association_id=a.association_id or "",
-                instance_id=a.instance_id or "",
-                eni_id=a.eni_id or "",
-                private_ip=a.private_ip or "",
-                last_seen_at=now,
-                gone=False,
-            )
-            for a in selected
-        ],
-        update_conflicts=True,
-        unique_fields=["allocation_id"],
-        update_fields=["public_ip", "tags", "association_id", "instance_id", "eni_id", "private_ip", "last_seen_at",
-                       "gone"],
+def _address_observed(region: str, a: Address, now: datetime) -> dict[str, object]:
+    """Every ElasticIP column a pass observes: it builds the new row and names the columns an existing
+    row gets updated, so that a column added here can never be left stale."""
+    return dict(
+        region=region,
+        public_ip=a.public_ip,
+        tags=a.tags,
+        association_id=a.association_id or "",
+        instance_id=a.instance_id or "",
+        eni_id=a.eni_id or "",
+        private_ip=a.private_ip or "",
+        last_seen_at=now,
+        gone=False,
     )
+
+
+def _save_addresses(region: str, selected: list[Address], now: datetime) -> None:
+    observed = {a.allocation_id: _address_observed(region, a, now) for a in selected}
+    if observed:
+        ElasticIP.objects.bulk_create(
+            [ElasticIP(allocation_id=allocation_id, **columns) for allocation_id, columns in observed.items()],
+            update_conflicts=True,
+            unique_fields=["allocation_id"],
+            update_fields=list(next(iter(observed.values()))),
+        )
     ElasticIP.objects.filter(region=region, gone=False).exclude(
         allocation_id__in=[a.allocation_id for a in selected]
     ).update(gone=True)

@@ -36,8 +36,9 @@ from pools import services
 from pools.locks import Lease, LeaseLost, spec_lease
 from pools.logs import log_fields
 from pools.models import Assignment, ElasticIP, Event, LaunchSpec, Node, ReassignRequest
-from pools.planner import LIVE_STATES, Assign, tag_selects
-from pools.snapshot import labels_match, neighbour_specs
+from pools.planner import LIVE_STATES, Assign
+from pools.pool_rule import labels_match, selects, specs_selecting
+from pools.snapshot import neighbour_specs
 
 from .apply import Executor
 from .ec2 import Ec2, Ec2Error
@@ -104,12 +105,12 @@ def _check(spec: LaunchSpec, eip: ElasticIP, target: Node, asked_at: datetime | 
     name, ip = target.name, eip.public_ip
     if eip.gone:
         raise ReassignRefused(f"{ip} left the pool meanwhile (untagged or released in AWS).")
-    if not tag_selects(eip.tags, spec.tag_key, spec.tag_value):
+    if not selects(spec, eip.tags):
         raise ReassignRefused(f"{ip} is not in the pool of {spec.name}, the launch spec of {name}.")
     if not spec.enabled:
         raise ReassignRefused(f"Launch spec {spec.name} is disabled: it drains and takes no new EIP.")
     neighbours = neighbour_specs(spec)
-    if rivals := [s.name for s in neighbours if tag_selects(eip.tags, s.tag_key, s.tag_value)]:
+    if rivals := [s.name for s in specs_selecting(eip.tags, neighbours)]:
         raise ReassignRefused(f"{ip} is also selected by launch spec(s) {', '.join(rivals)}: a conflict that "
                               "eipdash leaves alone until the selectors are fixed.")
 

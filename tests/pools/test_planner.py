@@ -12,7 +12,6 @@ from pools.planner import (
     SpecView,
     free_order_key,
     plan,
-    tag_selects,
 )
 
 SPEC = SpecView(name="ingress", tag_key="pool", tag_value="ingress")
@@ -31,14 +30,6 @@ def node(name: str, n: int, **kw: object) -> NodeView:
 def eip(n: int, *, on: NodeView | None = None, **kw: object) -> EipView:
     assoc = dict(association_id=f"eipassoc-{n}", eni_id=on.eni_id, private_ip=on.private_ip) if on else {}
     return EipView(allocation_id=f"eipalloc-{n}", public_ip=f"203.0.113.{n}", **assoc, **kw)  # type: ignore[arg-type]
-
-
-def test_tag_selector_key_alone_matches_any_value_and_key_value_matches_exactly() -> None:
-    assert tag_selects({"pool": "x"}, "pool", None)
-    assert tag_selects({"pool": ""}, "pool", None)
-    assert tag_selects({"pool": "x"}, "pool", "x")
-    assert not tag_selects({"pool": "y"}, "pool", "x")
-    assert not tag_selects({"other": "x"}, "pool", None)
 
 
 def test_new_nodes_get_free_eips_tainted_or_not() -> None:

@@ -58,25 +58,20 @@ def requests_sent(ec2: Ec2) -> Iterator[RequestCounter]:
 # --- DescribeAddresses ---------------------------------------------------------------------------
 
 
-def test_list_addresses_covers_every_tag_key_in_one_call(
+def test_list_all_addresses_keeps_eips_with_extra_tags_in_one_call(
     ec2: Ec2, ec2_world: Ec2World, requests_sent: RequestCounter
 ) -> None:
     pool_a, _ = ec2_world.allocate_eip({"pool-a": "web"})
     pool_b, _ = ec2_world.allocate_eip({"pool-b": ""})
     # An extra tag must not hide it (moto's multi-value tag-key filter would).
     other_value, _ = ec2_world.allocate_eip({"pool-a": "batch", "team": "x"})
-    ec2_world.allocate_eip({"unrelated": "1"})
-    ec2_world.allocate_eip({})
+    unrelated, _ = ec2_world.allocate_eip({"unrelated": "1"})
 
-    addresses = ec2.list_addresses(["pool-b", "pool-a", "pool-a"])
+    addresses = {a.allocation_id: a for a in ec2.list_all_addresses()}
 
-    assert {a.allocation_id for a in addresses} == {pool_a, pool_b, other_value}
+    assert set(addresses) == {pool_a, pool_b, other_value, unrelated}
+    assert addresses[other_value].tags == {"pool-a": "batch", "team": "x"}
     assert requests_sent.by_operation == {"DescribeAddresses": 1}
-
-
-def test_list_addresses_without_keys_asks_nothing(ec2: Ec2, requests_sent: RequestCounter) -> None:
-    assert ec2.list_addresses([]) == []
-    assert requests_sent.by_operation == {}
 
 
 def test_list_all_addresses_includes_non_pool_eips(
@@ -96,25 +91,12 @@ def test_list_all_addresses_includes_non_pool_eips(
     assert requests_sent.by_operation == {"DescribeAddresses": 1}
 
 
-def test_tag_value_matching(ec2: Ec2, ec2_world: Ec2World) -> None:
-    web, _ = ec2_world.allocate_eip({"pool": "web"})
-    batch, _ = ec2_world.allocate_eip({"pool": "batch"})
-    empty, _ = ec2_world.allocate_eip({"pool": ""})
-
-    addresses = {a.allocation_id: a for a in ec2.list_addresses(["pool"])}
-
-    assert {aid for aid, a in addresses.items() if a.matches("pool", "web")} == {web}
-    assert {aid for aid, a in addresses.items() if a.matches("pool", None)} == {web, batch, empty}
-    assert {aid for aid, a in addresses.items() if a.matches("pool", "")} == {empty}
-    assert not addresses[web].matches("other", None)
-
-
 def test_list_addresses_reports_the_association(ec2: Ec2, ec2_world: Ec2World) -> None:
     _, eni_id, private_ip = ec2_world.launch_instance()
     allocation_id, public_ip = ec2_world.allocate_eip({"pool": "web"})
     association_id = ec2.associate(allocation_id=allocation_id, eni_id=eni_id, private_ip=private_ip)
 
-    [address] = ec2.list_addresses(["pool"])
+    [address] = ec2.list_all_addresses()
 
     assert address.public_ip == public_ip
     assert address.association_id == association_id
@@ -444,7 +426,7 @@ def test_unreachable_endpoint_is_transient(ec2_emulator: Any, monkeypatch: pytes
 
     monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(Transient):
-        Ec2(REGION).list_addresses(["pool"])
+        Ec2(REGION).list_all_addresses()
 
 
 def test_address_is_hashable_despite_its_tags() -> None:
@@ -528,7 +510,7 @@ def test_an_address_without_a_public_ip_is_skipped(ec2_emulator: Any, monkeypatc
         monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", server.url)
         ec2 = Ec2(REGION)
         assert [a.allocation_id for a in ec2.list_all_addresses()] == ["eipalloc-0public00000000001"]
-        assert [a.public_ip for a in ec2.list_addresses(["pool"])] == ["203.0.113.10"]
+        assert [a.public_ip for a in ec2.list_all_addresses()] == ["203.0.113.10"]
 
 
 def test_addresses_on_a_private_ip(ec2: Ec2, ec2_world: Ec2World) -> None:

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from pools import services
 from pools.models import LaunchSpec
+from pools.pool_rule import labels_text
 from pools.specfile import SpecFileError, load_spec_json, parse_launch_spec
 
 
@@ -28,7 +29,7 @@ class Command(BaseCommand):
             self.apply(options["file"])
         elif action == "list":
             for spec in LaunchSpec.objects.select_related("cluster"):
-                labels = ",".join(f"{k}={v}" for k, v in sorted(spec.labels.items()))
+                labels = labels_text(spec.labels)
                 state = "enabled" if spec.enabled else "disabled"
                 self.stdout.write(f"{spec.name}\t{spec.cluster.name}\t{spec.cluster.region}\t{labels}\t"
                                   f"{spec.selector_text()}\t{state}")
