@@ -28,16 +28,16 @@ from django.db.models import (
     Q,
     QuerySet,
     Subquery,
-    TextField,
     Value,
 )
 from django.db.models.expressions import OrderBy
-from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Cast
 from django.utils import timezone
 
 from . import dbfunctions
 from .models import Assignment, ElasticIP, Event, EventCount, LaunchSpec, Node, ReassignRequest
+from .planner import LIVE_STATES
+from .pool_rule import in_pool, pool_filter, specs_selecting
+from .snapshot import preview_plan
 
 logger = logging.getLogger(__name__)
 
@@ -54,13 +54,6 @@ EIP_SORTS = {
     "-seen": ("-last_seen_at", "public_ip"),
 }
 NODE_STATES = tuple(value for value, _label in Node.State.choices)
-
-
-def eip_matches_spec(*, tags: dict[str, str], region: str, spec: LaunchSpec) -> bool:
-    """Ocean's tagSelector: the tag key alone, or key=value. Same region as the spec's cluster."""
-    if region != spec.cluster.region or spec.tag_key not in tags:
-        return False
-    return spec.tag_value is None or tags.get(spec.tag_key) == spec.tag_value
 
 
 def _open_assignments() -> QuerySet[Assignment]:
@@ -101,16 +94,6 @@ def _eip_state_q(state: str) -> Q:
     if state == "free":
         return Q(gone=False, has_open=False, association_id="")
     return Q()
-
-
-def _spec_pool(qs: QuerySet[ElasticIP], spec: LaunchSpec) -> QuerySet[ElasticIP]:
-    qs = qs.filter(region=spec.cluster.region, tags__has_key=spec.tag_key)
-    if spec.tag_value is not None:
-        # KeyTextTransform quotes the key as a JSON path, so keys with dots or slashes are safe.
-        # Cast: a bare KeyTextTransform would compare with JSON semantics and expect JSON on the right.
-        value = Cast(KeyTextTransform(spec.tag_key, "tags"), output_field=TextField())
-        qs = qs.alias(pool_tag_value=value).filter(pool_tag_value=spec.tag_value)
-    return qs
 
 
 @dataclass
@@ -164,7 +147,7 @@ def pool_stats_list(*, specs: Sequence[LaunchSpec] | None = None) -> list[PoolSt
     for spec in specs:
         by_region[spec.cluster.region].append(spec)
     # Pool membership by region and tags, worked out once per distinct tag set (EIPs of one pool mostly
-    # share their tags): the rule itself is eip_matches_spec's.
+    # share their tags): the rule itself is in_pool's.
     members: dict[tuple[str, tuple[tuple[str, str], ...]], list[int]] = {}
     eips = (
         ElasticIP.objects.filter(region__in=by_region.keys(), gone=False).order_by()
@@ -176,8 +159,7 @@ def pool_stats_list(*, specs: Sequence[LaunchSpec] | None = None) -> list[PoolSt
         state = "assigned" if has_open else "conflict" if association_id else "free"
         key = (region, tuple(sorted((tags or {}).items())))
         if key not in members:
-            members[key] = [spec.pk for spec in by_region[region]
-                            if eip_matches_spec(tags=tags or {}, region=region, spec=spec)]
+            members[key] = [spec.pk for spec in by_region[region] if in_pool(spec, region=region, tags=tags)]
         for spec_pk in members[key]:
             row = stats[spec_pk]
             row.pool_size += 1
@@ -439,7 +421,7 @@ def eip_list(
 ) -> QuerySet[ElasticIP]:
     qs = eip_annotated()
     if spec is not None:
-        qs = _spec_pool(qs, spec)
+        qs = pool_filter(qs, spec)
     if state in EIP_STATES:
         qs = qs.filter(_eip_state_q(state))
     q = q.strip()
@@ -479,7 +461,7 @@ def launch_spec_for_eip(*, eip: ElasticIP, specs: Iterable[LaunchSpec] | None = 
     """The specs whose pool selector matches this EIP (more than one is a conflict)."""
     if specs is None:
         specs = LaunchSpec.objects.select_related("cluster").filter(cluster__region=eip.region)
-    return [s for s in specs if eip_matches_spec(tags=eip.tags or {}, region=eip.region, spec=s)]
+    return specs_selecting(eip.tags, [s for s in specs if s.cluster.region == eip.region])
 
 
 def eip_open_assignment(*, eip: ElasticIP) -> Assignment | None:
@@ -495,7 +477,7 @@ def node_reassign_targets(*, spec: LaunchSpec, exclude_node_id: int | None = Non
             draining=False,
             foreign_eip=False,
             deleted_at__isnull=True,
-            instance_state__in=["pending", "running"],
+            instance_state__in=LIVE_STATES,
         )
         .exclude(state__in=[Node.State.GONE, Node.State.RELEASED, Node.State.DRAINING, Node.State.CONFLICT])
         .exclude(Exists(holding))
@@ -508,10 +490,6 @@ def node_reassign_targets(*, spec: LaunchSpec, exclude_node_id: int | None = Non
 def reassign_request_get(*, allocation_id: str, request_id: int) -> ReassignRequest | None:
     """One manual reassign request of this EIP (a request id under another EIP's URL is not found)."""
     return ReassignRequest.objects.select_related("eip").filter(pk=request_id, eip__allocation_id=allocation_id).first()
-
-
-def eip_free_count(*, spec: LaunchSpec) -> int:
-    return pool_stats_get(spec=spec).free
 
 
 # --- Nodes ---------------------------------------------------------------------------------------
@@ -666,10 +644,6 @@ def plan_preview(*, spec: LaunchSpec) -> PlanPreview:
 
     A failure of the preview must not take the page down with it: the page is for on-call use.
     """
-    try:
-        from .snapshot import preview_plan
-    except ImportError:
-        return PlanPreview(lines=[], error="The plan preview is not available in this build.")
     try:
         return PlanPreview(lines=list(preview_plan(spec=spec).describe()))
     except Exception as exc:  # shown to the user and logged, never swallowed silently

@@ -49,6 +49,7 @@ from .forms import (
 )
 from .metrics import exposition as metrics_exposition
 from .models import ElasticIP, LaunchSpec, ReassignRequest
+from .pool_rule import labels_text
 from .services import launch_spec_apply, reassign_request_create, reassign_request_finish
 from .specfile import CONTROL_RE, SpecFileError, launch_spec_to_ocean
 
@@ -147,7 +148,7 @@ def _user_data(spec: LaunchSpec, pool_ips: list[str]) -> str:
     The script runs as root on every new node, so every value in it is a quoted shell word, comments
     included: the template interpolates nothing else.
     """
-    labels = ",".join(f"{key}={value}" for key, value in sorted(spec.labels.items()))
+    labels = labels_text(spec.labels)
     words = {
         "name": _shell_word(spec.name),
         "cluster": _shell_word(spec.cluster.name),

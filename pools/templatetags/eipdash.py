@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from pools import selectors
 from pools.models import ElasticIP, LaunchSpec, Node
+from pools.pool_rule import labels_text as _labels_text
 
 register = template.Library()
 
@@ -61,7 +62,7 @@ def shquote(value: object) -> str:
 
 @register.filter
 def labels_text(labels: dict[str, str] | None) -> str:
-    return ",".join(f"{key}={value}" for key, value in sorted((labels or {}).items()))
+    return _labels_text(labels)
 
 
 @register.filter
@@ -69,7 +70,6 @@ def iso(moment: dt.datetime | None) -> str:
     if moment is None:
         return ""
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
 
 
 # One vocabulary for every label the dashboard prints: the event kinds and alert keys as people say them.
