@@ -9,8 +9,16 @@ Steps: migrate, ensure the admin user, then start and watch the children:
     watch    manage.py watch_nodes} (when the command exists)
     web      manage.py runserver 127.0.0.1:8000 --noreload
 
-Ctrl-C (or SIGTERM) stops every child. A child that exits on its own is reported loudly with its last lines,
-and the whole run stops: a half-running demo would only mislead.
+Ctrl-C (or SIGTERM) stops every child. The Celery worker gets a warm shutdown (SIGTERM to its main process
+only: it finishes the pass it runs, then stops its pool); the others get SIGTERM to their process group. A
+child that exits on its own is reported loudly with its last lines, and the whole run stops: a half-running
+demo would only mislead.
+
+The console shows what changes: routine lines (no-op passes, Celery's task received/succeeded lines, the
+beat's ticks, successful page loads and polls) are hidden, and the "eipdash is live" line with the login is
+printed again every few minutes so that it never scrolls away for good. EIPDASH_RUN_VERBOSE=1 shows every
+line. var/sandbox/env holds everything a shell needs to use the running stack:
+`set -a; . var/sandbox/env; .venv/bin/python manage.py launchspec list`.
 
 The emulators start empty on every run, so the record of the previous run would describe a world that no
 longer exists: unless DATABASE_URL is set (or --keep-db is given), each run starts from a fresh SQLite file
@@ -24,6 +32,8 @@ import collections
 import ctypes
 import io
 import os
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -46,6 +56,21 @@ PYTHON = sys.executable
 STOP_GRACE_SECONDS = 8.0
 SANDBOX_READY_SECONDS = 120.0
 WEB_READY_SECONDS = 60.0
+# A warm shutdown lets the worker finish the pass it runs (a pass is bounded well below this).
+WORKER_STOP_GRACE_SECONDS = 30.0
+BANNER_EVERY_SECONDS = 300.0
+
+# Routine lines hidden from the console (still kept for a crash report): what repeats every few seconds and
+# says nothing new. Anything else, including every warning and error, is shown.
+QUIET = {
+    "worker": (
+        re.compile(r"Task workers\.tasks\.\w+\[[^\]]+\] (received|succeeded in )"),
+        re.compile(r"\] [^:\s]+: (nothing to do|skipped \(another worker)"),
+    ),
+    "beat": (re.compile(r"Scheduler: Sending due task "),),
+    "watch": (re.compile(r" modified: reconcile spec "),),
+    "web": (re.compile(r'"(GET|HEAD) [^"]*" [23]\d\d '),),
+}
 
 _COLOURS = ["36", "33", "35", "32", "34", "96", "93"]
 _PR_SET_PDEATHSIG = 1
@@ -69,6 +94,10 @@ class Child:
     expected_exit: bool = False
     # Servers the other children talk to: started first, stopped last.
     infrastructure: bool = False
+    # Celery's worker: SIGTERM to its main process only (warm shutdown), never to its pool processes.
+    warm_shutdown: bool = False
+    quiet: tuple[re.Pattern[str], ...] = ()
+    hidden: int = 0
 
 
 class Supervisor:
@@ -90,7 +119,7 @@ class Supervisor:
             self.out.flush()
 
     def start(self, name: str, argv: Sequence[str], env: Mapping[str, str], *,
-              infrastructure: bool = False) -> Child:
+              infrastructure: bool = False, warm_shutdown: bool = False) -> Child:
         self.width = max(self.width, len(name))
         process = subprocess.Popen(
             list(argv),
@@ -104,8 +133,9 @@ class Supervisor:
             start_new_session=True,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
+        quiet = () if os.environ.get("EIPDASH_RUN_VERBOSE") == "1" else QUIET.get(name, ())
         child = Child(name=name, argv=list(argv), process=process, colour=_COLOURS[len(self.children) % 7],
-                      infrastructure=infrastructure)
+                      infrastructure=infrastructure, warm_shutdown=warm_shutdown, quiet=quiet)
         self.children.append(child)
         threading.Thread(target=self._pump, args=(child,), daemon=True, name=f"pump-{name}").start()
         self.say("run", f"started {name} (pid {process.pid})")
@@ -116,6 +146,9 @@ class Supervisor:
         for raw in child.process.stdout:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             child.last_lines.append(line)
+            if any(pattern.search(line) for pattern in child.quiet):
+                child.hidden += 1
+                continue
             self.say(child.name, line, child.colour)
 
     def exited(self) -> Child | None:
@@ -139,13 +172,23 @@ class Supervisor:
     def _stop_wave(self, running: list[Child]) -> None:
         for child in running:
             child.expected_exit = True
-            self._signal(child, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
+            if child.warm_shutdown:
+                # Celery's warm shutdown: the main process waits for the running task, then stops its pool.
+                # A SIGTERM to the whole group would kill the pool under the task (WorkerLostError).
+                self.say("run", f"{child.name}: warm shutdown (finishing the running pass)")
+                try:
+                    os.kill(child.process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            else:
+                self._signal(child, signal.SIGTERM)
+        started = time.monotonic()
         for child in running:
+            grace = WORKER_STOP_GRACE_SECONDS if child.warm_shutdown else STOP_GRACE_SECONDS
             try:
-                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                child.process.wait(timeout=max(0.1, started + grace - time.monotonic()))
             except subprocess.TimeoutExpired:
-                self.say("run", f"{child.name} ignored SIGTERM for {STOP_GRACE_SECONDS:.0f}s: killing it")
+                self.say("run", f"{child.name} ignored SIGTERM for {grace:.0f}s: killing it")
                 self._signal(child, signal.SIGKILL)
                 child.process.wait(timeout=5)
 
@@ -180,8 +223,23 @@ def read_env_file(path: Path) -> dict[str, str]:
     for line in path.read_text().splitlines():
         if line.strip() and not line.lstrip().startswith("#") and "=" in line:
             key, value = line.split("=", 1)
-            values[key.strip()] = value.strip()
+            value = value.strip()
+            # Values are written shell-quoted where needed (see complete_env_file); read them back the same.
+            values[key.strip()] = shlex.split(value)[0] if value[:1] in ("'", '"') else value
     return values
+
+
+# What a shell needs besides the sandbox's endpoints to run manage.py against this stack (the README's
+# `set -a; . var/sandbox/env; .venv/bin/python manage.py launchspec list`): without DATABASE_URL it would
+# create an empty var/eipdash.sqlite3, without DJANGO_DEBUG it would refuse to start without a secret key.
+SHELL_ENV_KEYS = ("DATABASE_URL", "REDIS_URL", "DJANGO_DEBUG", "DJANGO_SETTINGS_MODULE")
+
+
+def complete_env_file(path: Path, env: Mapping[str, str]) -> None:
+    lines = [f"{key}={shlex.quote(env[key])}" for key in SHELL_ENV_KEYS if env.get(key)]
+    with path.open("a") as handle:
+        handle.write("# The running stack's database and Redis, for manage.py in a shell (sandbox/run.py)\n")
+        handle.write("\n".join(lines) + "\n")
 
 
 def fresh_sqlite(path: Path) -> None:
@@ -314,12 +372,14 @@ def main(argv: list[str] | None = None) -> int:
             infrastructure=True,
         )
         env.update(wait_for_env_file(env_path, sandbox, supervisor))
+        complete_env_file(env_path, env)
 
         supervisor.start(
             "worker",
             [PYTHON, "-m", "celery", "-A", "eipdash", "worker", "--loglevel", "INFO", "--concurrency", "2",
              "--hostname", f"worker-{os.getpid()}@%h", "--without-gossip", "--without-mingle"],
             env,
+            warm_shutdown=True,
         )
         supervisor.start(
             "beat",
@@ -333,13 +393,16 @@ def main(argv: list[str] | None = None) -> int:
         url = f"http://127.0.0.1:{args.port}/"
         wait_for_http(url + "healthz", supervisor, WEB_READY_SECONDS)
 
+        reminder = f"eipdash is live: {url}   {login}   (Ctrl-C stops everything)"
+        next_banner = time.monotonic() + BANNER_EVERY_SECONDS
         for line in [
             "",
             "=" * 78,
             f"  eipdash is live: {url}   (ready in {time.monotonic() - started:.1f}s)",
             f"  {login}",
             f"  sandbox: EC2 {env['AWS_ENDPOINT_URL_EC2']}, KUBECONFIG={env['KUBECONFIG']}",
-            "  Ctrl-C stops everything.",
+            "  Ctrl-C stops everything. Routine lines are hidden (EIPDASH_RUN_VERBOSE=1 shows them).",
+            f"  In a shell: set -a; . {env_path}; .venv/bin/python manage.py launchspec list",
             "=" * 78,
             "",
         ]:
@@ -349,6 +412,10 @@ def main(argv: list[str] | None = None) -> int:
             crashed = supervisor.exited()
             if crashed is not None:
                 raise ChildFailed(crashed)
+            if time.monotonic() >= next_banner:
+                hidden = sum(child.hidden for child in supervisor.children)
+                supervisor.say("run", f"{reminder}   ({hidden} routine lines hidden so far)")
+                next_banner = time.monotonic() + BANNER_EVERY_SECONDS
             time.sleep(0.2)
     except Stop as stop:
         supervisor.say("run", f"{stop} received: stopping every process")

@@ -52,8 +52,11 @@ def reconcile_spec(spec_id: int) -> list[str]:
         raise
     if not report.skipped:  # a skipped pass did no work: it would only flatten the histogram
         metrics.RECONCILE_DURATION.labels(report.spec).observe(time.monotonic() - started)
+    # A pass that did nothing (or was skipped) is logged at debug: every few seconds per spec, it would
+    # bury the lines that matter.
+    routine = report.skipped or (not report.done and not report.errors)
     for line in report.lines():
-        log.info("%s", line, extra=log_fields(spec=report.spec))
+        log.log(logging.DEBUG if routine else logging.INFO, "%s", line, extra=log_fields(spec=report.spec))
     return report.lines()
 
 
