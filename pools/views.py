@@ -62,6 +62,7 @@ class HtmxHttpRequest(HttpRequest):
 
 
 PAGE_SIZE = 50
+SPEC_NODES_SHOWN = 50  # the launch spec page's node table; /nodes/?spec=… pages through all of them
 REFRESH_SECONDS = 5
 
 
@@ -171,13 +172,17 @@ def launch_spec_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
     stats = selectors.pool_stats_get(spec=spec)
     # Ended nodes (gone, released) are hidden unless asked for: the table then counts what the tile counts.
     show_ended = request.GET.get("ended") == "1"
+    # The first nodes only, with the count and a link to /nodes/?spec=…: a spec of hundreds of nodes (and
+    # thousands of ended ones) made this page, polled every few seconds, hundreds of KB.
+    nodes = selectors.node_list(spec=spec, hide_ended=not show_ended)
     context = {
         "spec": spec,
         "stats": stats,
         "problems": selectors.spec_problem_list(stats=[stats]),
         "show_ended": show_ended,
         "pool": pool,
-        "nodes": list(selectors.node_list(spec=spec, hide_ended=not show_ended)[:200]),
+        "nodes": list(nodes[:SPEC_NODES_SHOWN]),
+        "node_total": nodes.count() if show_ended else stats.nodes,
         "events": selectors.event_recent(spec_name=spec.name, limit=15),
         "plan": selectors.plan_preview(spec=spec),
         "user_data": _user_data(spec, [eip.public_ip for eip in pool if not eip.gone]),

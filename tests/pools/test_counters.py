@@ -12,10 +12,12 @@ import datetime as dt
 from collections import Counter
 
 from django.db import connection
+from django.test import Client
 from django.utils import timezone
 
 from pools import selectors
 from pools.models import Assignment, ElasticIP, Event, EventCount, LaunchSpec, Node
+from tests.fixtures.web import WebWorld, make_node
 from tests.fixtures.world import World
 from workers import executor
 from workers.reassign import reassign_eip
@@ -118,3 +120,20 @@ def test_event_counts_follow_every_insert_and_delete(world: World) -> None:
                        "'system', '')", [now])  # fmt: skip
     assert_agree()
     assert EventCount.objects.get(kind="conflict").total == 1
+
+
+def test_spec_page_shows_the_first_nodes_the_count_and_a_link_to_all(
+    viewer_client: Client, web_world: WebWorld
+) -> None:
+    """The spec page, polled every few seconds, lists its first nodes and links to /nodes/ for the rest."""
+    spec = web_world.spec
+    for i in range(60):
+        make_node(f"node-live-{i:02d}", spec=spec, index=100 + i, state=Node.State.READY)
+    for i in range(30):
+        make_node(f"node-gone-{i:02d}", spec=spec, index=200 + i, state=Node.State.GONE, deleted_at=timezone.now())
+    html = viewer_client.get(f"/launch-specs/{spec.name}/").content.decode()
+    live = 62  # web_world's two nodes and these sixty
+    assert html.count("node-live-") == 48 and "node-gone-" not in html  # 50 rows: node-a, node-b and 48 more
+    assert f"The first 50 of {live}:" in html
+    assert f'href="/nodes/?spec={spec.name}"' in html
+    assert selectors.pool_stats_get(spec=spec).nodes == live
