@@ -113,7 +113,9 @@ def test_list_and_delete(tmp_path: Path) -> None:
     apply(tmp_path, OCEAN)
     out = StringIO()
     call_command("launchspec", "list", stdout=out)
-    assert "ingress\tdefault\tus-east-1" in out.getvalue()
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "NAME\tCLUSTER\tREGION\tLABELS\tSELECTOR\tSTATE"
+    assert lines[1].startswith("ingress\tdefault\tus-east-1\t")
     call_command("launchspec", "delete", "ingress", stdout=StringIO())
     assert not LaunchSpec.objects.exists()
     with pytest.raises(CommandError, match="no launch spec named"):

@@ -28,6 +28,8 @@ class Command(BaseCommand):
         if action == "apply":
             self.apply(options["file"])
         elif action == "list":
+            # A header row, tab-separated like the rows: `column -t -s $'\t'` aligns it, `tail -n +2` drops it.
+            self.stdout.write("NAME\tCLUSTER\tREGION\tLABELS\tSELECTOR\tSTATE")
             for spec in LaunchSpec.objects.select_related("cluster"):
                 labels = labels_text(spec.labels)
                 state = "enabled" if spec.enabled else "disabled"
