@@ -7,8 +7,21 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from enum import StrEnum
+
 from django.db import models
 from django.db.models import Q
+
+from .planner import CloseKind, EventKind, NodeState
+
+SYSTEM_ACTOR = "system"  # the actor of everything the workers do on their own (events, claims)
+
+
+def _same_values(choices: type[models.TextChoices], vocabulary: type[StrEnum]) -> None:
+    """The model's choices are the planner's vocabulary, member for member: a state or kind added to the
+    planner without its label here would otherwise be stored and shown without one."""
+    if [c.value for c in choices] != [v.value for v in vocabulary]:
+        raise TypeError(f"{choices.__qualname__} must list exactly {[v.value for v in vocabulary]}")
 
 from .planner import CloseKind, EventKind, NodeState
 
@@ -117,6 +130,9 @@ class Node(models.Model):
     private_ip = models.CharField(max_length=45, blank=True, default="")
     startup_tainted = models.BooleanField(default=False)
     draining = models.BooleanField(default=False)
+    # Why it drains (cordoned, cluster-autoscaler, karpenter, deleting), "" when it does not: shown on the
+    # dashboard and in the reason of the release.
+    drain_reason = models.CharField(max_length=32, blank=True, default="")
     foreign_eip = models.BooleanField(default=False)
     eip_label = models.CharField(max_length=45, blank=True, default="")
     workload_pods = models.IntegerField(null=True, blank=True)
@@ -281,6 +297,10 @@ class ReassignRequest(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.state in (self.State.DONE, self.State.REFUSED, self.State.FAILED)
+
+
+for _choices, _vocabulary in ((Node.State, NodeState), (Assignment.CloseKind, CloseKind), (Event.Kind, EventKind)):
+    _same_values(_choices, _vocabulary)
 
 
 for _choices, _vocabulary in ((Node.State, NodeState), (Assignment.CloseKind, CloseKind), (Event.Kind, EventKind)):

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from enum import StrEnum
 
 # Instance states in which the node can run pods and so should hold an EIP.
 LIVE_STATES = frozenset({"pending", "running"})
@@ -119,6 +120,7 @@ class NodeView:
     private_ip: str | None
     startup_tainted: bool = False
     draining: bool = False
+    drain_reason: str = ""  # cordoned | cluster-autoscaler | karpenter | deleting, when draining
     workload_pods: int | None = None  # None = not counted
     foreign_eip: bool = False  # a non-pool EIP already sits on the primary ENI's primary IP
     in_cluster: bool = True  # False: the Kubernetes node object is gone
@@ -288,7 +290,8 @@ def release_reason(node: NodeView) -> str | None:
     if node.instance_state in DEAD_STATES:
         return f"instance {node.instance_state}"
     if node.draining and node.workload_pods == 0:
-        return "drained: no workload pods left"
+        return f"drained ({node.drain_reason}): no workload pods left" if node.drain_reason else (
+            "drained: no workload pods left")
     return None
 
 

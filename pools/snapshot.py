@@ -121,6 +121,7 @@ def planner_inputs(
             private_ip=row.private_ip or None,
             startup_tainted=row.startup_tainted,
             draining=row.draining,
+            drain_reason=row.drain_reason,
             workload_pods=row.workload_pods,
             foreign_eip=row.foreign_eip,
             in_cluster=row.deleted_at is None,

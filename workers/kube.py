@@ -26,9 +26,18 @@ from kubernetes.config.config_exception import ConfigException
 from pools import metrics
 from pools.keys import ALLOCATION_ANNOTATION, EIP_LABEL
 from pools.pool_rule import labels_text
+from pools.keys import ALLOCATION_ANNOTATION, EIP_LABEL
+from pools.pool_rule import labels_text
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
-DRAIN_TAINTS = frozenset({"ToBeDeletedByClusterAutoscaler", "karpenter.sh/disrupted", "karpenter.sh/disruption"})
+# Why a node drains, as the dashboard and the release events say it ("" = not draining).
+DRAIN_DELETING = "deleting"
+DRAIN_CLUSTER_AUTOSCALER = "cluster-autoscaler"
+DRAIN_KARPENTER = "karpenter"
+DRAIN_CORDONED = "cordoned"
+CLUSTER_AUTOSCALER_TAINTS = frozenset({"ToBeDeletedByClusterAutoscaler"})
+KARPENTER_TAINTS = frozenset({"karpenter.sh/disrupted", "karpenter.sh/disruption"})
+DRAIN_TAINTS = CLUSTER_AUTOSCALER_TAINTS | KARPENTER_TAINTS
 MERGE_PATCH = "application/merge-patch+json"
 TAINT_RETRIES = 5
 
@@ -94,9 +103,48 @@ class KubeNode:
         return any(t.get("key") == key for t in self.taints)
 
     @property
+    def drain_reason(self) -> str:
+        """Why the node is on its way out, the most definite reason first; "" when it is not.
+
+        A node that drains keeps its EIP until its last workload pod is gone (I2), then gives it back: being
+        deleted, marked for removal by the cluster autoscaler or Karpenter, or cordoned by an operator."""
+        keys = {t.get("key") for t in self.taints}
+        if self.deleting:
+            return DRAIN_DELETING
+        if keys & CLUSTER_AUTOSCALER_TAINTS:
+            return DRAIN_CLUSTER_AUTOSCALER
+        if keys & KARPENTER_TAINTS:
+            return DRAIN_KARPENTER
+        if self.unschedulable:
+            return DRAIN_CORDONED
+        return ""
+
+    @property
     def draining(self) -> bool:
-        """INTERFACES.md: cordoned, marked by the cluster autoscaler or Karpenter, or being deleted."""
-        return self.unschedulable or self.deleting or any(t.get("key") in DRAIN_TAINTS for t in self.taints)
+        return bool(self.drain_reason)
+
+
+# Which pods a drain waits for, as Karpenter decides it: named rules on the raw pod JSON.
+
+
+def is_terminal(pod: Mapping[str, Any]) -> bool:
+    """Succeeded or Failed: the pod runs nothing any more."""
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+def is_mirror_pod(pod: Mapping[str, Any]) -> bool:
+    """A static pod's mirror: the kubelet runs it from a file, evicting the mirror stops nothing."""
+    return MIRROR_ANNOTATION in ((pod.get("metadata") or {}).get("annotations") or {})
+
+
+def is_daemonset_pod(pod: Mapping[str, Any]) -> bool:
+    """Owned by a DaemonSet: it runs on every node and is not moved off a draining one."""
+    return any(ref.get("kind") == "DaemonSet" for ref in (pod.get("metadata") or {}).get("ownerReferences") or ())
+
+
+def is_workload_pod(pod: Mapping[str, Any]) -> bool:
+    """A pod a drain waits for before the node's EIP may go (I2)."""
+    return not (is_terminal(pod) or is_mirror_pod(pod) or is_daemonset_pod(pod))
 
 
 def _verb(fn: Callable[..., Any]) -> str:
@@ -215,17 +263,8 @@ class Kube:
         """Pods on the node that a drain waits for: not DaemonSet-owned, not mirror pods, not finished."""
         # The finished phases are filtered server-side too; the check below keeps the rule whole in one place.
         selector = f"spec.nodeName={node_name},status.phase!=Succeeded,status.phase!=Failed"
-        count = 0
-        for pod in self._paged(self.core.list_pod_for_all_namespaces, 500, field_selector=selector):
-            meta = pod.get("metadata") or {}
-            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-                continue
-            if MIRROR_ANNOTATION in (meta.get("annotations") or {}):
-                continue
-            if any(ref.get("kind") == "DaemonSet" for ref in meta.get("ownerReferences") or ()):
-                continue
-            count += 1
-        return count
+        pods = self._paged(self.core.list_pod_for_all_namespaces, 500, field_selector=selector)
+        return sum(1 for pod in pods if is_workload_pod(pod))
 
     def lift_startup_taint(self, node_name: str, taint_key: str) -> bool:
         """Remove every taint with this key. The taints list is replaced whole by a patch, so it goes out

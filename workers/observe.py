@@ -114,6 +114,7 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, read_errors: lis
             private_ip=private_ip or "",
             startup_tainted=kn.has_taint(settings.EIPDASH_STARTUP_TAINT),
             draining=kn.draining,
+            drain_reason=kn.drain_reason,
             foreign_eip=(eni_id, private_ip) in others_on,
             eip_label=kn.labels.get(EIP_LABEL, ""),
             # Pods are counted only where the answer decides something: a draining node holding an EIP.

@@ -112,12 +112,14 @@ def test_query_count_does_not_grow_with_rows(
 
 def test_node_list_states_filters_and_draining_pods(viewer_client: Client, web_world: WebWorld) -> None:
     make_node("node-gone", spec=web_world.spec, index=30, state=Node.State.GONE)
-    Node.objects.filter(name="node-a").update(state=Node.State.DRAINING, draining=True, workload_pods=2)
+    Node.objects.filter(name="node-a").update(state=Node.State.DRAINING, draining=True, drain_reason="karpenter",
+                                              workload_pods=2)
     response = viewer_client.get(reverse("node-list"))
     names = [node.name for node in response.context["page"].object_list]
     assert names == ["node-a", "node-b"]
     html = response.content.decode()
     assert "2 workload pods" in html and "12s" in html  # node-a's time to EIP
+    assert 'title="why the node drains">karpenter</span>' in html
     assert [n.name for n in viewer_client.get(reverse("node-list"), {"state": "gone"}).context["page"].object_list] == [
         "node-gone"
     ]

@@ -97,11 +97,12 @@ def test_drain_keeps_the_eip_while_workload_pods_run_then_releases_it(world: Wor
     reconcile(spec)
     assert world.eip_on("a") == allocation_id
     assert Node.objects.get(name="a").workload_pods == 1
+    assert Node.objects.get(name="a").drain_reason == "cordoned"
     world.kube.delete("pods", "web", "default")
     reconcile(spec)
     assert world.eip_on("a") is None
     assert "eipdash.io/eip" not in world.labels("a")
-    assert kinds("released")[0].reason == "drained: no workload pods left"
+    assert kinds("released")[0].reason == "drained (cordoned): no workload pods left"
     assert not Assignment.objects.filter(closed_at__isnull=True).exists()
 
 

@@ -20,6 +20,10 @@ from workers.kube import (
     NotFound,
     Permanent,
     Transient,
+    is_daemonset_pod,
+    is_mirror_pod,
+    is_terminal,
+    is_workload_pod,
 )
 
 PENDING = {"key": "eipdash.io/eip-pending", "value": "true", "effect": "NoSchedule"}
@@ -83,19 +87,24 @@ def test_list_nodes_follows_pagination(kube: Kube, make_node, kube_emulator: Kub
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"spec": {"unschedulable": True}}, True),
-        ({"spec": {"taints": [{"key": "ToBeDeletedByClusterAutoscaler", "effect": "NoSchedule"}]}}, True),
-        ({"spec": {"taints": [{"key": "karpenter.sh/disrupted", "effect": "NoSchedule"}]}}, True),
+        ({"spec": {"unschedulable": True}}, "cordoned"),
+        ({"spec": {"taints": [{"key": "ToBeDeletedByClusterAutoscaler", "effect": "NoSchedule"}]}},
+         "cluster-autoscaler"),
+        # The autoscaler cordons too: the more telling reason wins.
+        ({"spec": {"unschedulable": True, "taints": [{"key": "ToBeDeletedByClusterAutoscaler",
+                                                      "effect": "NoSchedule"}]}}, "cluster-autoscaler"),
+        ({"spec": {"taints": [{"key": "karpenter.sh/disrupted", "effect": "NoSchedule"}]}}, "karpenter"),
         ({"spec": {"taints": [{"key": "karpenter.sh/disruption", "value": "disrupting",
-                               "effect": "NoSchedule"}]}}, True),
-        ({"metadata": {"finalizers": ["karpenter.sh/termination"]}}, False),
-        ({"spec": {"taints": [PENDING]}}, False),
+                               "effect": "NoSchedule"}]}}, "karpenter"),
+        ({"metadata": {"finalizers": ["karpenter.sh/termination"]}}, ""),
+        ({"spec": {"taints": [PENDING]}}, ""),
     ],
 )
 def test_draining(kube: Kube, make_node, kube_emulator: KubeEmulator, change, expected) -> None:
     make_node("n1", "i-0001")
     kube_emulator.patch("nodes", "n1", change)
-    assert kube.get_node("n1").draining is expected
+    node = kube.get_node("n1")
+    assert (node.drain_reason, node.draining) == (expected, bool(expected))
 
 
 def test_deleting_node_with_finalizer_is_draining(kube: Kube, make_node, kube_emulator: KubeEmulator) -> None:
@@ -103,7 +112,26 @@ def test_deleting_node_with_finalizer_is_draining(kube: Kube, make_node, kube_em
     kube_emulator.patch("nodes", "n1", {"metadata": {"finalizers": ["karpenter.sh/termination"]}})
     kube_emulator.delete("nodes", "n1")
     node = kube.get_node("n1")
-    assert node.deleting and node.draining
+    assert node.deleting and node.draining and node.drain_reason == "deleting"
+
+
+def _pod(phase: str = "Running", *, owner: str = "", mirror: bool = False) -> dict[str, object]:
+    meta: dict[str, object] = {"name": "p", "namespace": "default"}
+    if owner:
+        meta["ownerReferences"] = [{"kind": owner, "name": "o", "apiVersion": "apps/v1", "uid": "u"}]
+    if mirror:
+        meta["annotations"] = {"kubernetes.io/config.mirror": "abc"}
+    return {"metadata": meta, "status": {"phase": phase}}
+
+
+def test_pod_predicates_name_each_rule() -> None:
+    assert is_terminal(_pod("Succeeded")) and is_terminal(_pod("Failed")) and not is_terminal(_pod("Pending"))
+    assert is_daemonset_pod(_pod(owner="DaemonSet")) and not is_daemonset_pod(_pod(owner="ReplicaSet"))
+    assert is_mirror_pod(_pod(mirror=True)) and not is_mirror_pod(_pod())
+    assert is_workload_pod(_pod()) and is_workload_pod(_pod("Pending", owner="ReplicaSet"))
+    assert is_workload_pod({})  # a pod without status is not known to be finished: it counts (I2)
+    for not_workload in (_pod("Failed"), _pod(owner="DaemonSet"), _pod(mirror=True)):
+        assert not is_workload_pod(not_workload)
 
 
 def test_workload_pod_count_excludes_daemonsets_mirrors_and_finished(kube: Kube, make_node, make_pod) -> None:
