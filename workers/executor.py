@@ -61,7 +61,9 @@ def run_pass(spec: LaunchSpec, *, ec2: Ec2 | None = None, kube: Kube | None = No
                            else timezone.now() - timedelta(seconds=settings.EIPDASH_SPEC_LOCK_SECONDS))
         plan = make_plan(*planner_inputs(spec, pool=pool, in_flight_since=in_flight_since))
         if dry_run:
-            return PassReport(spec=spec.name, plan=plan, done=[f"would {line}" for line in plan.describe()])
+            # An empty plan is "nothing to do" (PassReport.lines), never "would nothing to do".
+            steps = [line for line in plan.describe() if line != "nothing to do"]
+            return PassReport(spec=spec.name, plan=plan, done=[f"would {line}" for line in steps])
         # Built after the refresh: the executor reads the node rows the refresh just wrote.
         executor = Executor(spec, ec2, kube, actor=actor, lease=lease, deadline=deadline)
         report = executor.report
