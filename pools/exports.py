@@ -139,10 +139,9 @@ def _timestamp_text(vendor: str) -> Expression | None:
 
 def _pg_streams_in_chunks() -> bool:
     """libpq 17 and later send a result in chunks as the server produces it (psycopg's stream(size=...))."""
-    try:
-        from psycopg import pq
-    except ImportError:  # psycopg2: Django's server-side cursor instead
-        return False
+    # psycopg 3 is the pinned driver (pyproject.toml); imported here so that SQLite runs never load libpq.
+    from psycopg import pq
+
     return bool(pq.version() >= 170000)
 
 

@@ -1,4 +1,6 @@
-"""Writes to the record. Every change of the history goes through here (CONVENTIONS.md §1, §9)."""
+"""Writes to the record. Every change of the history goes through here, whoever makes it (a worker, the web,
+a command): how a claim opens, confirms and closes and how an event is written is decided in one place, so
+that the database constraints behind I3 and the append-only history hold for every writer."""
 
 from __future__ import annotations
 

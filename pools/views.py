@@ -1,4 +1,5 @@
-"""Dashboard views: thin functions (CONVENTIONS.md §10, §11).
+"""Dashboard views: thin functions. They parse the request, call selectors (reads) or services (writes)
+and render; the rules live there, where the commands and the workers use them too.
 
 Pages read the database only; the workers keep it fresh. The one action that changes AWS, the manual
 reassign, is recorded here and carried out by a worker; the page follows its status. When a request
@@ -49,6 +50,7 @@ from .forms import (
 )
 from .metrics import exposition as metrics_exposition
 from .models import ElasticIP, LaunchSpec, ReassignRequest
+from .pool_rule import labels_text
 from .pool_rule import labels_text
 from .services import launch_spec_apply, reassign_request_create, reassign_request_finish
 from .specfile import CONTROL_RE, SpecFileError, launch_spec_to_ocean
