@@ -315,6 +315,11 @@ def _pass_is_stale(spec: LaunchSpec, *, now: dt.datetime, interval: dt.timedelta
     return now - spec.last_successful_pass_at > limit
 
 
+def chart_data_start() -> dt.datetime | None:
+    """When the record begins: the first event ever recorded (the timestamp index answers it at once)."""
+    return Event.objects.order_by("timestamp").values_list("timestamp", flat=True).first()
+
+
 @dataclass(frozen=True)
 class UseSeries:
     spec_name: str

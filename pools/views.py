@@ -51,7 +51,6 @@ from .forms import (
 from .metrics import exposition as metrics_exposition
 from .models import ElasticIP, LaunchSpec, ReassignRequest
 from .pool_rule import labels_text
-from .pool_rule import labels_text
 from .services import launch_spec_apply, reassign_request_create, reassign_request_finish
 from .specfile import CONTROL_RE, SpecFileError, launch_spec_to_ocean
 
@@ -108,18 +107,28 @@ def _spec_by_name(name: str, specs: list[LaunchSpec]) -> LaunchSpec | None:
 @login_required
 def overview(request: HtmxHttpRequest) -> HttpResponse:
     stats = selectors.pool_stats_list()
-    series = selectors.pool_use_series(stats=stats)
-    histogram = selectors.time_to_eip_histogram()
+    now = timezone.now()
+    data_start = selectors.chart_data_start()
+    # The range picker (?range=1h|6h|24h|7d); by default the smallest range that holds the data.
+    range_key = request.GET.get("range", "")
+    if range_key not in charts.RANGES:
+        range_key = charts.fitted_range(data_start, now)
+    hours, step_minutes, range_label = charts.RANGES[range_key]
+    series = selectors.pool_use_series(stats=stats, now=now, hours=hours, step_minutes=step_minutes)
+    histogram = selectors.time_to_eip_histogram(since=now - dt.timedelta(hours=hours))
     context = {
         "stats": stats,
         "alert_groups": selectors.alert_group_list(),
         "problems": selectors.spec_problem_list(stats=stats),
         "active_alerts": [(row.spec, alert) for row in stats for alert in row.alerts],
-        "use_chart": charts.pool_use_chart(series),
+        "use_chart": charts.pool_use_chart(series, range_key=range_key, data_start=data_start),
         "legend": charts.chart_legend(series),
         "histogram": histogram,
-        "histogram_chart": charts.histogram_chart(histogram),
-        "now": timezone.now(),
+        "histogram_chart": charts.histogram_chart(histogram, range_label=range_label),
+        "range_key": range_key,
+        "range_label": range_label,
+        "ranges": [(key, label) for key, (_hours, _step, label) in charts.RANGES.items()],
+        "now": now,
     }
     return _page(request, "pools/overview.html", "pools/partials/_overview.html", context)
 

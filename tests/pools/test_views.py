@@ -86,7 +86,8 @@ def _grow(w: WebWorld, n: int) -> None:
     "page,budget",
     [
         # Each budget includes the reader check (eipdash/middleware.py): one query for the user's groups.
-        ("overview", 9),
+        # Includes the grouped alerts and the charts' data start (the first event, by index).
+        ("overview", 10),
         ("spec-list", 8),
         # Includes the plan preview's own snapshot reads (pools/snapshot.py).
         ("spec-detail", 17),
@@ -139,3 +140,43 @@ def test_eip_list_filters_and_paginates(viewer_client: Client, web_world: WebWor
     assert "state=free" in first.content.decode() and "page=2" in first.content.decode()
     assigned = viewer_client.get(reverse("eip-list"), {"q": "node-a"}).context["page"].object_list
     assert [e.public_ip for e in assigned] == ["203.0.113.1"]
+
+
+# --- Charts ---------------------------------------------------------------------------------------
+
+
+def test_pool_use_chart_range_is_fitted_to_the_data_and_picked(viewer_client: Client, web_world: WebWorld) -> None:
+    from pools import charts
+
+    # web_world's record starts a few minutes ago: the default range is 1 h, not 24 h with one spike at "now".
+    response = viewer_client.get(reverse("overview"))
+    assert response.context["range_key"] == "1h"
+    html = response.content.decode()
+    assert "Pool use, last 1 h" in html and 'aria-current="true">1 h<' in html
+    # Axis titles and units.
+    assert ">EIPs in use</text>" in html and "time (UTC), now at the right" in html
+    # The picker: a week on request, and the histogram follows the range.
+    response = viewer_client.get(reverse("overview"), {"range": "7d"})
+    assert response.context["range_key"] == "7d"
+    assert "Time to EIP, last 7 d" in response.content.decode()
+    # No line before the data starts: every point of the line lies right of the first-data marker.
+    series_html = response.context["use_chart"]
+    marker = float(series_html.split('class="data-start" x1="')[1].split('"')[0])
+    points = series_html.split('points="')[1].split('"')[0].split()
+    assert min(float(point.split(",")[0]) for point in points) >= marker - 0.1
+    # A spec's colour comes from its name, not from its position among the specs.
+    assert charts.spec_colour("egress") == charts.spec_colour("egress")
+    legend = dict((name, colour) for colour, name in response.context["legend"])
+    assert legend[web_world.spec.name] == charts.spec_colour(web_world.spec.name)
+
+
+def test_every_chart_colour_has_3_to_1_contrast_on_white() -> None:
+    from pools import charts
+
+    def luminance(colour: str) -> float:
+        channels = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    for colour in charts.PALETTE:
+        assert (1.05) / (luminance(colour) + 0.05) >= 3.0, colour
