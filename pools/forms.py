@@ -9,10 +9,12 @@ from typing import Any
 
 from django import forms
 
+from . import selectors
 from .models import Event, LaunchSpec
 from .pool_rule import labels_text
 from .regions import KNOWN_REGIONS
 from .selectors import EIP_SORTS, EIP_STATES, NODE_STATES, EventFilters
+from .services import default_region
 from .specfile import (
     CLUSTER_NAME_MAX,
     NAME_MAX,
@@ -65,6 +67,25 @@ class LaunchSpecForm(forms.Form):
             )
         super().__init__(*args, **kwargs)
         self.instance = instance
+        # Offer only what the service accepts: an existing cluster (an unknown name is refused, never
+        # created) and a region some cluster is in (a spec's region must be its cluster's).
+        clusters = selectors.cluster_list()
+        cluster_field = forms.ChoiceField(
+            required=False, label="Cluster",
+            choices=[("", "— the default cluster —")] + [(c.name, f"{c.name} ({c.region})") for c in clusters],
+            error_messages={"invalid_choice": "no cluster named %(value)s: an administrator adds it with "
+                                              "manage.py cluster add"},
+        )
+        cluster_field.initial = self.fields["cluster"].initial
+        self.fields["cluster"] = cluster_field
+        regions = sorted({c.region for c in clusters} | {default_region()})
+        self.fields["region"] = forms.ChoiceField(
+            required=False, label="Region",
+            choices=[("", "— the cluster's region —")] + [(r, r) for r in regions],
+            help_text="A spec runs in its cluster's region: only the regions of known clusters are offered.",
+            error_messages={"invalid_choice": "%(value)s is the region of no cluster: a spec takes its "
+                                              "cluster's region"},
+        )
         if instance is not None:
             # The name is the key `launchspec apply` updates by; renaming would create a second spec.
             self.fields["name"].disabled = True
@@ -99,17 +120,35 @@ class LaunchSpecForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
-        if self.errors:
-            return cleaned
+        # Every problem at once, as `launchspec apply` lists them: the spec rules run even when a field
+        # already failed, and report what the field errors did not already say.
+        failed_fields = set(self.errors)
         document = self.ocean_json()
-        if self.errors:
-            return cleaned
         try:
-            self.spec_input = parse_launch_spec(document)
+            spec_input = parse_launch_spec(document)
         except SpecFileError as exc:
             for message in exc.messages:
-                self.add_error(None, message)
+                if not _about(message, failed_fields | set(self.errors)):
+                    self.add_error(None, message)
+            return cleaned
+        if not self.errors:
+            self.spec_input = spec_input
         return cleaned
+
+
+# Which words of a spec-rule message name which form field (to skip a message a field error already gave).
+_FIELD_WORDS = {
+    "name": ("name",),
+    "labels": ("label",),
+    "tag_key": ("tagKey", "tagSelector is required"),
+    "tag_value": ("tagValue",),
+    "region": ("region",),
+    "cluster": ("cluster",),
+}
+
+
+def _about(message: str, fields: set[str]) -> bool:
+    return any(word in message for name in fields for word in _FIELD_WORDS.get(name, ()))
 
 
 class LaunchSpecImportForm(forms.Form):
@@ -123,6 +162,8 @@ class LaunchSpecImportForm(forms.Form):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.spec_input: LaunchSpecInput | None = None
+        # The JSON as read (pasted or uploaded): the overwrite confirmation posts it again.
+        self.raw_text = ""
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
@@ -135,6 +176,7 @@ class LaunchSpecImportForm(forms.Form):
             raw = (cleaned.get("document") or "").encode()
         if not raw.strip():
             raise forms.ValidationError("paste the JSON or choose a file")
+        self.raw_text = raw.decode("utf-8", "replace")
         try:
             self.spec_input = parse_launch_spec(load_spec_json(raw))
         except SpecFileError as exc:

@@ -34,7 +34,7 @@ from django.db.models.expressions import OrderBy
 from django.utils import timezone
 
 from . import dbfunctions
-from .models import Assignment, ElasticIP, Event, EventCount, LaunchSpec, Node, ReassignRequest
+from .models import Assignment, Cluster, ElasticIP, Event, EventCount, LaunchSpec, Node, ReassignRequest
 from .planner import LIVE_STATES
 from .pool_rule import in_pool, pool_filter, specs_selecting
 from .snapshot import preview_plan
@@ -121,6 +121,11 @@ class PoolStats:
 
 def launch_spec_list() -> list[LaunchSpec]:
     return list(LaunchSpec.objects.select_related("cluster"))
+
+
+def cluster_list() -> list[Cluster]:
+    """The clusters a launch spec may name, by name."""
+    return list(Cluster.objects.order_by("name"))
 
 
 def launch_spec_get(*, name: str) -> LaunchSpec | None:

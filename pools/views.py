@@ -9,6 +9,7 @@ comes from htmx, a view returns just its live partial, which the page polls ever
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import hmac
 import json
 import logging
@@ -52,7 +53,8 @@ from .metrics import exposition as metrics_exposition
 from .models import ElasticIP, LaunchSpec, ReassignRequest
 from .pool_rule import labels_text
 from .services import launch_spec_apply, reassign_request_create, reassign_request_finish
-from .specfile import CONTROL_RE, SpecFileError, launch_spec_to_ocean
+from .services import launch_spec_delete as launch_spec_delete_service
+from .specfile import CONTROL_RE, LaunchSpecInput, SpecFileError, launch_spec_to_ocean, parse_launch_spec
 
 logger = logging.getLogger(__name__)
 
@@ -271,15 +273,85 @@ def launch_spec_edit(request: HtmxHttpRequest, name: str) -> HttpResponse:
     return render(request, "pools/launch_spec_form.html", {"form": form, "spec": spec}, status=_form_status(form))
 
 
+@require_POST
+@login_required
+@permission_required("pools.change_launchspec", raise_exception=True)
+def launch_spec_disable(request: HtmxHttpRequest, name: str) -> HttpResponse:
+    """Disable and drain: the spec's own Ocean JSON with enabled=false, through the same service as Edit."""
+    spec = _get_spec_or_404(name)
+    document = launch_spec_to_ocean(spec)
+    document["launchSpec"]["enabled"] = False
+    try:
+        launch_spec_apply(data=parse_launch_spec(document))
+    except SpecFileError as exc:
+        messages.error(request, "Not disabled: " + "; ".join(exc.messages))
+    else:
+        messages.success(request, f"Launch spec {spec.name} disabled: it drains now (no new EIP, no new taint).")
+    return redirect("launch-spec-detail", name=spec.name)
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+@permission_required("pools.change_launchspec", raise_exception=True)
+def launch_spec_delete(request: HtmxHttpRequest, name: str) -> HttpResponse:
+    """Delete, with the CLI's rule: a spec that still holds EIPs is refused (disable it and let it drain)."""
+    spec = _get_spec_or_404(name)
+    stats = selectors.pool_stats_get(spec=spec)
+    error = ""
+    if request.method == "POST":
+        try:
+            launch_spec_delete_service(name=spec.name)
+        except (SpecFileError, LaunchSpec.DoesNotExist) as exc:
+            error = "; ".join(exc.messages) if isinstance(exc, SpecFileError) else str(exc)
+        else:
+            messages.success(request, f"Launch spec {spec.name} deleted. Its history is kept.")
+            return redirect("launch-spec-list")
+    context = {"spec": spec, "stats": stats, "error": error}
+    return render(request, "pools/launch_spec_delete.html", context, status=409 if error else 200)
+
+
+def _import_diff(form: LaunchSpecImportForm) -> str:
+    """The change an import would make to an existing spec, as a unified diff of its Ocean JSON; "" if the
+    spec is new or would not change."""
+    assert form.spec_input is not None
+    current = selectors.launch_spec_get(name=form.spec_input.name)
+    if current is None:
+        return ""
+    before = json.dumps(launch_spec_to_ocean(current), indent=2, sort_keys=True).splitlines()
+    after = json.dumps(_ocean_of_input(form.spec_input, current), indent=2, sort_keys=True).splitlines()
+    diff = list(difflib.unified_diff(before, after, "current", "imported", lineterm="", n=2))
+    return "\n".join(diff)  # "" when nothing would change: no confirmation needed
+
+
+def _ocean_of_input(data: LaunchSpecInput, current: LaunchSpec) -> dict[str, Any]:
+    """The imported input in the same Ocean shape as the export of the current spec, field for field."""
+    spec: dict[str, Any] = {
+        "name": data.name,
+        "labels": [{"key": key, "value": value} for key, value in sorted(data.labels.items())],
+        "elasticIpPool": {"tagSelector": {"tagKey": data.tag_key, **({"tagValue": data.tag_value}
+                                                                    if data.tag_value is not None else {})}},
+        "region": data.region or current.cluster.region,
+        "cluster": data.cluster or current.cluster.name,
+        "enabled": data.enabled,
+    }
+    exported = launch_spec_to_ocean(current)["launchSpec"]
+    return {"launchSpec": {key: spec.get(key, value) for key, value in exported.items()}}
+
+
 @require_http_methods(["GET", "POST"])
 @login_required
 @permission_required("pools.add_launchspec", raise_exception=True)
 @permission_required("pools.change_launchspec", raise_exception=True)
 def launch_spec_import(request: HtmxHttpRequest) -> HttpResponse:
     form = LaunchSpecImportForm(request.POST or None, request.FILES or None)
-    if request.method == "POST" and form.is_valid() and (spec := _apply(request, form)) is not None:
-        return redirect("launch-spec-detail", name=spec.name)
-    return render(request, "pools/launch_spec_import.html", {"form": form}, status=_form_status(form))
+    diff = ""
+    if request.method == "POST" and form.is_valid():
+        diff = _import_diff(form)
+        # An import that would overwrite a spec shows what changes first; the operator confirms it.
+        if (not diff or request.POST.get("confirm") == "overwrite") and (spec := _apply(request, form)) is not None:
+            return redirect("launch-spec-detail", name=spec.name)
+    context = {"form": form, "diff": diff}
+    return render(request, "pools/launch_spec_import.html", context, status=_form_status(form))
 
 
 # --- EIPs ------------------------------------------------------------------------------------------

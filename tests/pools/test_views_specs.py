@@ -70,7 +70,9 @@ def test_operator_creates_a_spec(operator_client: Client, web_world: WebWorld) -
         ({"labels": "not a pair"}, "expected key=value"),
         ({"labels": "bad key!=x"}, "label key"),
         ({"name": "-bad"}, "name is required"),
-        ({"region": "us-west-2"}, "differs from cluster"),
+        # Only the regions of known clusters are offered (and accepted).
+        ({"region": "us-west-2"}, "us-west-2 is the region of no cluster"),
+        ({"cluster": "nosuch"}, "no cluster named nosuch"),
     ],
 )
 def test_invalid_input_is_refused_like_launchspec_apply(
@@ -199,3 +201,66 @@ def test_user_data_runs_and_accepts_a_pool_ip(viewer_client: Client, web_world: 
             env={"PATH": f"{tmp_path}:/usr/bin:/bin"},
         )
         assert run.returncode == expected, run.stdout + run.stderr
+
+
+def test_the_form_reports_every_problem_at_once(operator_client: Client, web_world: WebWorld) -> None:
+    response = operator_client.post(reverse("launch-spec-create"),
+                                    _form(name="-bad", tag_key="aws:reserved", labels="bad key!=x", region="us-west-2"))
+    html = response.content.decode()
+    assert response.status_code == 400
+    for message in ("name is required", "must not start with &#x27;aws:&#x27;", "label key",
+                    "us-west-2 is the region of no cluster"):
+        assert message in html, message
+
+
+def test_the_form_offers_only_regions_of_known_clusters(operator_client: Client, web_world: WebWorld) -> None:
+    html = operator_client.get(reverse("launch-spec-create")).content.decode()
+    assert '<option value="us-east-1"' in html and '<option value="eu-west-1"' not in html
+    assert '<option value="prod"' in html
+
+
+def test_disable_and_drain_then_delete(operator_client: Client, web_world: WebWorld) -> None:
+    spec = web_world.spec
+    page = operator_client.get(reverse("launch-spec-detail", args=[spec.name])).content.decode()
+    assert 'id="disable-spec"' in page and "keeps its EIP while it" in page
+    # It holds an EIP: deletion is refused with the CLI's rule, and nothing is deleted.
+    confirm = operator_client.get(reverse("launch-spec-delete", args=[spec.name])).content.decode()
+    assert 'id="delete-blocked"' in confirm and 'id="delete-confirm"' not in confirm
+    response = operator_client.post(reverse("launch-spec-delete", args=[spec.name]))
+    assert response.status_code == 409 and "still holds 1 EIP" in response.content.decode()
+    assert LaunchSpec.objects.filter(pk=spec.pk).exists()
+    # Disable and drain.
+    response = operator_client.post(reverse("launch-spec-disable", args=[spec.name]))
+    assert response.status_code == 302
+    assert LaunchSpec.objects.get(pk=spec.pk).enabled is False
+    # Drained (its claims closed): now it can be deleted.
+    from django.utils import timezone
+
+    from pools.models import Assignment
+
+    Assignment.objects.filter(launch_spec=spec).update(closed_at=timezone.now())
+    confirm = operator_client.get(reverse("launch-spec-delete", args=[spec.name])).content.decode()
+    assert "The history of" in confirm
+    response = operator_client.post(reverse("launch-spec-delete", args=[spec.name]))
+    assert response.status_code == 302 and not LaunchSpec.objects.filter(pk=spec.pk).exists()
+
+
+def test_viewer_cannot_disable_or_delete(viewer_client: Client, web_world: WebWorld) -> None:
+    assert viewer_client.post(reverse("launch-spec-disable", args=["egress"])).status_code == 403
+    assert viewer_client.post(reverse("launch-spec-delete", args=["egress"])).status_code == 403
+    assert LaunchSpec.objects.get(name="egress").enabled is True
+
+
+def test_an_import_that_overwrites_shows_the_diff_first(operator_client: Client, web_world: WebWorld) -> None:
+    document = launch_spec_to_ocean(web_world.spec)
+    document["launchSpec"]["elasticIpPool"]["tagSelector"]["tagValue"] = "egress-v2"
+    response = operator_client.post(reverse("launch-spec-import"), {"document": json.dumps(document)})
+    html = response.content.decode()
+    assert response.status_code == 200 and 'id="import-diff"' in html
+    assert '-        &quot;tagValue&quot;: &quot;egress&quot;' in html
+    assert '+        &quot;tagValue&quot;: &quot;egress-v2&quot;' in html
+    assert LaunchSpec.objects.get(name="egress").tag_value == "egress"  # nothing changed yet
+    response = operator_client.post(reverse("launch-spec-import"),
+                                    {"document": json.dumps(document), "confirm": "overwrite"})
+    assert response.status_code == 302
+    assert LaunchSpec.objects.get(name="egress").tag_value == "egress-v2"
