@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from pools import selectors
-from pools.models import Assignment, Cluster, LaunchSpec, Node
+from pools.models import Assignment, Cluster, Event, LaunchSpec, Node
 from tests.fixtures.web import WebWorld, assign, make_eip, make_node
 
 pytestmark = pytest.mark.django_db
@@ -119,3 +119,33 @@ def test_reassign_targets_exclude_holders_draining_and_gone(web_world: WebWorld)
     make_node("ok", spec=web_world.spec, index=52)
     names = [n.name for n in selectors.node_reassign_targets(spec=web_world.spec)]
     assert names == ["node-b", "ok"]
+
+
+def test_history_search_matches_each_field_alone_case_blind_and_literally(web_world: WebWorld) -> None:
+    """The same rows on PostgreSQL (one LIKE on the trigram-indexed expression) and SQLite (ORs)."""
+    Event.objects.all().delete()
+    now = timezone.now()
+    rows = {
+        "by-node": {"node": "ip-10-7-123-4.ec2.internal"},
+        "by-ip": {"public_ip": "198.51.100.7"},
+        "by-alloc": {"allocation_id": "eipalloc-0abc"},
+        "by-instance": {"instance_id": "i-0fedcba"},
+        "by-actor": {"actor": "Olivia-Operator"},
+        "by-reason": {"reason": "50% of the pool_size used"},
+    }
+    for i, (tag, values) in enumerate(rows.items()):
+        Event.objects.create(timestamp=now - dt.timedelta(seconds=i), kind=Event.Kind.ERROR, launch_spec=tag, **values)
+
+    def found(q: str) -> set[str]:
+        return {e.launch_spec for e in selectors.event_list(filters=selectors.EventFilters(q=q))}
+
+    assert found("IP-10-7-123") == {"by-node"}
+    assert found("100.7") == {"by-ip"}
+    assert found("0ABC") == {"by-alloc"}
+    assert found("i-0fed") == {"by-instance"}
+    assert found("olivia") == {"by-actor"}
+    assert found("50%") == {"by-reason"} and found("0%") == {"by-reason"}
+    assert found("pool_size") == {"by-reason"} and found("pool-size") == set()  # _ is literal, not a wildcard
+    assert found("%") == {"by-reason"} and found("\\") == set()
+    # Never across two fields: the end of the node name followed by the start of the next field.
+    assert found("internal198") == set() and found("internal") == {"by-node"}
