@@ -6,6 +6,10 @@ Scenarios:
   server) and the Kubernetes API emulator on loopback, on a fresh SQLite database: the first pass
   (100 assignments, 100 taints lifted) and a steady pass (nothing to do).
 - export: the audit export of 1,000,000 events, command and HTTP through gunicorn (bench/export.py).
+- dashboard: every page and poll through gunicorn at 5,000 EIPs, 5,000 live and 100,000 deleted nodes and
+  1,000,000 events, SQLite and PostgreSQL (bench/dashboard.py: `dashboard_p95_ms`).
+- steady pass with history: the CPU of a steady pass of 1,000 nodes without and with 100,000 deleted-node
+  rows (bench/pass_history.py, in its own process: `pass_cpu_s`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -137,13 +142,27 @@ def main() -> None:
 
     # First: bench_pass points DATABASE_URL at its own SQLite file, and the export bench reads it for PostgreSQL.
     export_table, export_keys = bench_export()
-    results = [bench_planner(), *bench_pass(), *export_table]
+    from bench.dashboard import bench_dashboard
+
+    dashboard_table, dashboard_keys = bench_dashboard()
+    done = subprocess.run([sys.executable, "-m", "bench.pass_history"], cwd=ROOT, capture_output=True, text=True,
+                          check=True)
+    history = json.loads(done.stdout.strip().splitlines()[-1])
+    history_table = [
+        {"scenario": f"steady pass, {history['nodes']:,} nodes, {label}, CPU s (median / wall s)",
+         "median_ms": history[key]["cpu_s"] * 1000, "max_ms": history[key]["wall_s"] * 1000}
+        for key, label in (("steady_without", "no deleted rows"),
+                           ("steady_with", f"{history['deleted_rows']:,} deleted-node rows"))
+    ]
+    results = [bench_planner(), *bench_pass(), *export_table, *dashboard_table, *history_table]
     width = max(len(str(r["scenario"])) for r in results)
     print(f"{'scenario':<{width}}  {'median ms':>10}  {'max ms':>10}")
     for r in results:
         print(f"{r['scenario']:<{width}}  {r['median_ms']:>10.1f}  {r['max_ms']:>10.1f}")
     out = {"when": datetime.now(UTC).isoformat(), "python": sys.version.split()[0], "results": results,
-           **export_keys}
+           **export_keys, **dashboard_keys,
+           "pass_cpu_s": {"without_deleted": history["steady_without"]["cpu_s"],
+                          "with_deleted": history["steady_with"]["cpu_s"]}}
     (ROOT / "bench" / "results.json").write_text(json.dumps(out, indent=2))
     print("written bench/results.json")
 
