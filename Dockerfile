@@ -32,8 +32,9 @@ COPY deploy/docker-entrypoint.sh /usr/local/bin/eipdash-entrypoint
 # The checkout is on PYTHONPATH; this only registers the package metadata (no dependency resolution).
 RUN pip install --no-deps -e . \
     # Static files are collected at build time and served by whitenoise: no secret is involved here,
-    # the key below only lets settings import.
+    # the key and the Redis URL below only let settings import (nothing connects).
     && DJANGO_SECRET_KEY=collectstatic-only-build-time-placeholder-never-used-to-sign DATABASE_URL=sqlite:////tmp/build.sqlite3 \
+       REDIS_URL=redis://build-time-placeholder.invalid:6379/0 \
        python manage.py collectstatic --noinput --verbosity 0 \
     && rm -f /tmp/build.sqlite3 \
     && mkdir -p /app/var /srv/sandbox && chown -R 10001:10001 /app/var /srv/sandbox \
@@ -54,4 +55,6 @@ RUN python -c "import tomllib; print('\n'.join(d for d in tomllib.load(open('pyp
     && pip install -r /tmp/sandbox-requirements.txt \
     && rm /tmp/sandbox-requirements.txt
 COPY sandbox ./sandbox
+# The production settings plus the sandbox app (`manage.py sandbox`), which they leave out.
+ENV DJANGO_SETTINGS_MODULE=sandbox.settings
 USER 10001:10001

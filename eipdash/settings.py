@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 import dj_database_url
+from celery.schedules import crontab
 from csp.constants import NONE, SELF, UNSAFE_INLINE
 from django.core.exceptions import ImproperlyConfigured
 
@@ -43,6 +44,11 @@ INSTALLED_APPS = [
     "pools",
     "workers",
 ]
+# The demo's EC2 and Kubernetes API emulators (`manage.py sandbox`) are an app of their own, installed only by
+# development settings (DJANGO_DEBUG in a checkout), tests/settings.py and sandbox/settings.py (the Docker
+# `sandbox` image). The production image has no sandbox/ directory at all.
+if DEBUG and (BASE_DIR / "sandbox" / "apps.py").is_file():
+    INSTALLED_APPS.append("sandbox")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -172,6 +178,11 @@ CONTENT_SECURITY_POLICY = {
 
 # --- Redis and Celery -------------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL is None and not DEBUG:
+    # Redis is the Celery broker and holds the per-spec lease that keeps two passes of one launch spec from
+    # running side by side: production must not start without it. `make run` and `make test` start an
+    # embedded Redis and set REDIS_URL; DEBUG runs of manage.py fall back to a local one.
+    raise ImproperlyConfigured("REDIS_URL is required unless DJANGO_DEBUG=true (the Celery broker and the lease)")
 CELERY_BROKER_URL = REDIS_URL or "redis://127.0.0.1:6379/0"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_SERIALIZER = "json"
@@ -192,6 +203,23 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # --- eipdash ---------------------------------------------------------------------------------
 EIPDASH_RECONCILE_SECONDS = env_int("EIPDASH_RECONCILE_SECONDS", 5)
+# Celery beat's schedule (read by eipdash/celery.py through the CELERY_ namespace).
+CELERY_BEAT_SCHEDULE = {
+    # The safety net: every enabled launch spec is reconciled against EC2 and Kubernetes on this beat,
+    # whatever the node watch saw or missed.
+    "reconcile-all": {
+        "task": "workers.tasks.reconcile_all",
+        "schedule": float(EIPDASH_RECONCILE_SECONDS),
+        # A tick that waited longer than one period is stale: the next one is already queued.
+        "options": {"expires": float(EIPDASH_RECONCILE_SECONDS)},
+    },
+    # Retention (EIPDASH_RETENTION_DAYS, 0: off): once a day, at a quiet time, in small batches.
+    "prune-history": {
+        "task": "workers.tasks.prune_history",
+        "schedule": crontab(hour=3, minute=17),
+        "options": {"expires": 3600.0},
+    },
+}
 EIPDASH_STARTUP_TAINT: str = env_str("EIPDASH_STARTUP_TAINT", STARTUP_TAINT_KEY)
 EIPDASH_METRICS_TOKEN = env_str("EIPDASH_METRICS_TOKEN")
 # The single-flight lock outlives the hard task time limit, so a killed task never leaves a pass

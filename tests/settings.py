@@ -8,7 +8,10 @@ os.environ.setdefault("DJANGO_DEBUG", "true")
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret")
 
 from eipdash.settings import *  # noqa: E402,F403
-from eipdash.settings import DATABASES, VAR_DIR  # noqa: E402
+from eipdash.settings import DATABASES, INSTALLED_APPS, VAR_DIR  # noqa: E402
+
+if "sandbox" not in INSTALLED_APPS:
+    INSTALLED_APPS.append("sandbox")  # the emulators' command, even with DJANGO_DEBUG=false
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not :memory:, so that Celery worker processes started by the tests share it; one per

@@ -208,6 +208,8 @@ def test_the_production_image_holds_no_emulator() -> None:
     assert not any(part.startswith("sandbox") for part in sources), copied
     assert {"eipdash", "pools", "workers", "templates", "static", "manage.py", "gunicorn.conf.py"} <= sources
     assert re.search(r"^COPY sandbox ", dockerfile_stage("sandbox"), re.MULTILINE), "the demo image needs it"
+    # ...and the settings that install its app: the production settings leave the sandbox app out.
+    assert re.search(r"^ENV DJANGO_SETTINGS_MODULE=sandbox\.settings$", dockerfile_stage("sandbox"), re.MULTILINE)
     # Nor does the package: pyproject's packages.find leaves sandbox out of the wheel.
     from setuptools import find_packages
 

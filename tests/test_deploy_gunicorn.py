@@ -102,7 +102,7 @@ def compose_web_healthcheck(port: int) -> list[str]:
 
 
 @pytest.mark.e2e
-def test_the_web_healthcheck_answers_through_gunicorn_behind_tls_settings(tmp_path: Path) -> None:
+def test_the_web_healthcheck_answers_through_gunicorn_behind_tls_settings(tmp_path: Path, redis_url: str) -> None:
     """The real app under the real config, with the README's production TLS switches on: the compose
     healthcheck (and the Kubernetes probes, which send the same headers) get their 200, not a redirect."""
     port = free_port()
@@ -114,6 +114,7 @@ def test_the_web_healthcheck_answers_through_gunicorn_behind_tls_settings(tmp_pa
         "DJANGO_SECRET_KEY": secrets.token_hex(32),
         "DJANGO_ALLOWED_HOSTS": "eipdash.example.com",
         "DATABASE_URL": f"sqlite:///{tmp_path / 'web.sqlite3'}",
+        "REDIS_URL": redis_url,
         "DJANGO_SECURE_SSL_REDIRECT": "true",
         "DJANGO_SECURE_PROXY_SSL_HEADER": "true",
     }

@@ -124,8 +124,9 @@ def test_pages_send_a_content_security_policy(viewer_client: Client, web_world: 
 def _settings_env(**extra: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "EIPDASH_"))}
     env.update(DJANGO_SETTINGS_MODULE="eipdash.settings", DATABASE_URL="sqlite:////tmp/eipdash-check.sqlite3")
+    env.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")  # `check` never connects; production requires one
     env.update(extra)
-    return env
+    return {key: value for key, value in env.items() if value is not None}
 
 
 def test_a_short_secret_key_is_refused_in_production() -> None:
@@ -135,6 +136,30 @@ def test_a_short_secret_key_is_refused_in_production() -> None:
         timeout=120,
     )
     assert run.returncode != 0 and "at least 50 characters" in run.stderr
+
+
+def test_production_refuses_to_start_without_redis() -> None:
+    """Without Redis there is no lease: two passes of one spec could run side by side. Refused, not degraded."""
+    run = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, capture_output=True, text=True, check=False,
+        env={key: value for key, value in _settings_env(DJANGO_SECRET_KEY=secrets.token_hex(32),
+                                                        DJANGO_ALLOWED_HOSTS="eipdash.example.com").items()
+             if key != "REDIS_URL"},
+        timeout=120,
+    )
+    assert run.returncode != 0 and "ImproperlyConfigured: REDIS_URL is required" in run.stderr
+
+
+def test_production_settings_leave_the_sandbox_out_and_keep_the_commands() -> None:
+    """The sandbox app is for development and tests; the engine's commands live with the workers."""
+    run = subprocess.run(
+        [sys.executable, "manage.py", "help"], cwd=ROOT, capture_output=True, text=True, check=True,
+        env=_settings_env(DJANGO_SECRET_KEY=secrets.token_hex(32), DJANGO_ALLOWED_HOSTS="eipdash.example.com"),
+        timeout=120,
+    )
+    commands = run.stdout.split("[workers]", 1)[1].split("[", 1)[0].split()
+    assert {"reconcile", "watch_nodes", "check_invariants", "worker_alive"} <= set(commands)
+    assert "[sandbox]" not in run.stdout and "[pools]" in run.stdout
 
 
 def _readme_production_variables() -> dict[str, str]:

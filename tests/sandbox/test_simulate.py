@@ -206,7 +206,7 @@ def test_the_compose_relay_carries_api_calls_to_a_loopback_emulator(kube_emulato
 
     import requests
 
-    from pools.management.commands.sandbox import relay
+    from sandbox.management.commands.sandbox import relay
     from sandbox.ports import free_port
 
     stop = threading.Event()
