@@ -18,9 +18,12 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import (
     BooleanField,
+    Case,
     CharField,
     Count,
+    DateTimeField,
     Exists,
+    F,
     IntegerField,
     Max,
     Min,
@@ -29,6 +32,7 @@ from django.db.models import (
     QuerySet,
     Subquery,
     Value,
+    When,
 )
 from django.db.models.expressions import OrderBy, RawSQL
 from django.utils import timezone
@@ -346,22 +350,27 @@ def pool_use_series(
     start = now - dt.timedelta(hours=hours)
     samples = [start + dt.timedelta(minutes=step_minutes * i) for i in range(hours * 60 // step_minutes + 1)]
     spec_ids = [row.spec.pk for row in stats]
-    intervals: dict[int, list[tuple[dt.datetime, dt.datetime | None]]] = defaultdict(list)
+    # The opening time only of spans opened inside the window: an older one is open at every sample, and
+    # not converting thousands of timestamps it does not need is most of this function's time.
+    intervals: dict[int, list[tuple[dt.datetime | None, dt.datetime | None]]] = defaultdict(list)
     rows = (
         Assignment.objects.filter(launch_spec_id__in=spec_ids, opened_at__lte=now)
         .filter(Q(closed_at__isnull=True) | Q(closed_at__gte=start))
         .order_by()
-        .values_list("launch_spec_id", "opened_at", "closed_at")
+        .annotate(opened_inside=Case(When(opened_at__gte=start, then=F("opened_at")), default=None,
+                                     output_field=DateTimeField()))
+        .values_list("launch_spec_id", "opened_inside", "closed_at")
     )
     for spec_id, opened_at, closed_at in rows:
         intervals[spec_id].append((opened_at, closed_at))
     series = []
     for row in stats:
         spans = intervals.get(row.spec.pk, [])
-        opened_at = sorted(opened for opened, _closed in spans)
+        before = sum(1 for opened, _closed in spans if opened is None)
+        opened_at = sorted(opened for opened, _closed in spans if opened is not None)
         closed_at = sorted(closed for _opened, closed in spans if closed is not None)
         # In use at t: opened <= t and not (closed <= t). A span closed by t was opened by t too.
-        points = [(t, bisect_right(opened_at, t) - bisect_right(closed_at, t)) for t in samples]
+        points = [(t, before + bisect_right(opened_at, t) - bisect_right(closed_at, t)) for t in samples]
         series.append(UseSeries(spec_name=row.spec.name, pool_size=row.pool_size, points=points))
     return series
 
