@@ -7,21 +7,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from enum import StrEnum
-
 from django.db import models
 from django.db.models import Q
-
-from .planner import CloseKind, EventKind, NodeState
-
-SYSTEM_ACTOR = "system"  # the actor of everything the workers do on their own (events, claims)
-
-
-def _same_values(choices: type[models.TextChoices], vocabulary: type[StrEnum]) -> None:
-    """The model's choices are the planner's vocabulary, member for member: a state or kind added to the
-    planner without its label here would otherwise be stored and shown without one."""
-    if [c.value for c in choices] != [v.value for v in vocabulary]:
-        raise TypeError(f"{choices.__qualname__} must list exactly {[v.value for v in vocabulary]}")
 
 from .planner import CloseKind, EventKind, NodeState
 
@@ -297,10 +284,6 @@ class ReassignRequest(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.state in (self.State.DONE, self.State.REFUSED, self.State.FAILED)
-
-
-for _choices, _vocabulary in ((Node.State, NodeState), (Assignment.CloseKind, CloseKind), (Event.Kind, EventKind)):
-    _same_values(_choices, _vocabulary)
 
 
 for _choices, _vocabulary in ((Node.State, NodeState), (Assignment.CloseKind, CloseKind), (Event.Kind, EventKind)):

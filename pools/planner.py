@@ -11,7 +11,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from enum import StrEnum
 
 # Instance states in which the node can run pods and so should hold an EIP.
 LIVE_STATES = frozenset({"pending", "running"})

@@ -26,8 +26,6 @@ from kubernetes.config.config_exception import ConfigException
 from pools import metrics
 from pools.keys import ALLOCATION_ANNOTATION, EIP_LABEL
 from pools.pool_rule import labels_text
-from pools.keys import ALLOCATION_ANNOTATION, EIP_LABEL
-from pools.pool_rule import labels_text
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 # Why a node drains, as the dashboard and the release events say it ("" = not draining).
