@@ -253,13 +253,18 @@ def test_eip_taken_meanwhile_is_already_associated_error_and_is_not_stolen(world
 
 def test_eip_released_from_the_account_meanwhile_is_not_found(world: World) -> None:
     spec = world.spec()
-    world.eips(1)
+    (allocation_id,) = world.eips(1)
     world.node("a")
     report = reconcile(spec, ec2=RaceOnAssociate(
         "us-east-1", lambda alloc: world.ec2.client.release_address(AllocationId=alloc)))
     assert "NotFound" in report.errors[0]
     assert not Assignment.objects.filter(closed_at__isnull=True).exists()
-    assert kinds("error")[0].kind == "error"
+    # One error event, about this node and this EIP, saying what failed; the node stays tainted (I1).
+    (error,) = kinds("error")
+    assert (error.node, error.allocation_id) == ("a", allocation_id)
+    assert "NotFound" in error.reason and "assign" in error.reason
+    assert TAINT in world.taints("a") and "eipdash.io/eip" not in world.labels("a")
+    assert Node.objects.get(name="a").state == Node.State.WAITING
 
 
 def test_dry_run_changes_nothing(world: World) -> None:
