@@ -60,6 +60,14 @@ EIP_SORTS = {
 NODE_STATES = tuple(value for value, _label in Node.State.choices)
 
 
+def _contains_any(q: str, *fields: str) -> Q:
+    """The search boxes: the text anywhere in any of these fields, case-insensitively."""
+    found = Q()
+    for name in fields:
+        found |= Q(**{f"{name}__icontains": q})
+    return found
+
+
 def _open_assignments() -> QuerySet[Assignment]:
     return Assignment.objects.filter(closed_at__isnull=True)
 
@@ -535,13 +543,8 @@ def node_list(
         qs = qs.exclude(state__in=ENDED_NODE_STATES) if hide_ended else qs.exclude(state=Node.State.GONE)
     q = q.strip()
     if q:
-        qs = qs.filter(
-            Q(name__icontains=q)
-            | Q(instance_id__icontains=q)
-            | Q(private_ip__icontains=q)
-            | Q(eip_label__icontains=q)
-            | Q(Exists(current.filter(eip__public_ip__icontains=q)))
-        )
+        qs = qs.filter(_contains_any(q, "name", "instance_id", "private_ip", "eip_label")
+                       | Q(Exists(current.filter(eip__public_ip__icontains=q))))
     return qs.order_by("name", "pk")
 
 
@@ -580,14 +583,7 @@ def event_list(*, filters: EventFilters) -> QuerySet[Event]:
         qs = qs.filter(RawSQL(f"{EVENT_SEARCH_SQL} LIKE UPPER(%s)", [f"%{_like_escape(q)}%"],
                               output_field=BooleanField()))
     elif q:
-        qs = qs.filter(
-            Q(node__icontains=q)
-            | Q(public_ip__icontains=q)
-            | Q(allocation_id__icontains=q)
-            | Q(instance_id__icontains=q)
-            | Q(actor__icontains=q)
-            | Q(reason__icontains=q)
-        )
+        qs = qs.filter(_contains_any(q, "node", "public_ip", "allocation_id", "instance_id", "actor", "reason"))
     return qs.order_by("-timestamp", "-id")
 
 

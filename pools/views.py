@@ -102,6 +102,16 @@ def _spec_by_name(name: str, specs: list[LaunchSpec]) -> LaunchSpec | None:
     return next((spec for spec in specs if spec.name == name), None)
 
 
+def _list_filters(
+    request: HtmxHttpRequest, form_class: type[EipFilterForm] | type[NodeFilterForm]
+) -> tuple[EipFilterForm | NodeFilterForm, dict[str, Any], list[LaunchSpec], LaunchSpec | None]:
+    """A list page's filters: a value the form refuses is dropped (its default applies), never an error page."""
+    form = form_class(request.GET)
+    form.is_valid()
+    specs = selectors.launch_spec_list()
+    return form, form.cleaned_data, specs, _spec_by_name(form.cleaned_data.get("spec") or "", specs)
+
+
 # --- Overview --------------------------------------------------------------------------------------
 
 
@@ -360,11 +370,7 @@ def launch_spec_import(request: HtmxHttpRequest) -> HttpResponse:
 @require_GET
 @login_required
 def eip_list(request: HtmxHttpRequest) -> HttpResponse:
-    form = EipFilterForm(request.GET)
-    form.is_valid()
-    data = form.cleaned_data
-    specs = selectors.launch_spec_list()
-    spec = _spec_by_name(data.get("spec") or "", specs)
+    form, data, specs, spec = _list_filters(request, EipFilterForm)
     qs = selectors.eip_list(
         q=data.get("q") or "", spec=spec, state=data.get("state") or "", sort=data.get("sort") or "ip"
     )
@@ -518,11 +524,7 @@ def eip_reassign_status(request: HtmxHttpRequest, allocation_id: str, request_id
 @require_GET
 @login_required
 def node_list(request: HtmxHttpRequest) -> HttpResponse:
-    form = NodeFilterForm(request.GET)
-    form.is_valid()
-    data = form.cleaned_data
-    specs = selectors.launch_spec_list()
-    spec = _spec_by_name(data.get("spec") or "", specs)
+    form, data, specs, spec = _list_filters(request, NodeFilterForm)
     qs = selectors.node_list(q=data.get("q") or "", spec=spec, state=data.get("state") or "", hide_ended=True)
     page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
     context = {"form": form, "page": page, "specs": specs}

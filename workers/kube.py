@@ -268,32 +268,37 @@ class Kube:
         """Remove every taint with this key. The taints list is replaced whole by a patch, so it goes out
         with a resourceVersion precondition: a taint another controller added after our read makes the
         write fail with 409 instead of being silently dropped, and we re-read and try again."""
-        for _ in range(TAINT_RETRIES):
-            node = self._read_node(node_name)
-            taints = (node.get("spec") or {}).get("taints") or []
+        def without(taints: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
             kept = [t for t in taints if t.get("key") != taint_key]
-            if len(kept) == len(taints):
-                return False
-            patch = {"metadata": {"resourceVersion": node["metadata"]["resourceVersion"]},
-                     "spec": {"taints": kept or None}}
-            try:
-                self._patch_node(node_name, patch)
-                return True
-            except Conflict:
-                continue
-        raise Conflict(f"node {node_name}: taints kept changing under us ({TAINT_RETRIES} attempts)")
+            return kept if len(kept) != len(taints) else None
+
+        return self._change_taints(node_name, without)
 
     def add_startup_taint(self, node_name: str, taint_key: str, *, effect: str = "NoSchedule") -> bool:
         """Put the startup taint back (the mirror of lift_startup_taint): False when the node already has
         a taint with this key. The whole taints list goes out with a resourceVersion precondition, so a
         taint another controller changes meanwhile is never dropped: on 409 we re-read and try again."""
+        def with_it(taints: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+            if any(t.get("key") == taint_key for t in taints):
+                return None
+            return [*taints, {"key": taint_key, "value": "true", "effect": effect}]
+
+        return self._change_taints(node_name, with_it)
+
+    def _change_taints(self, node_name: str,
+                       change: Callable[[list[dict[str, Any]]], list[dict[str, Any]] | None]) -> bool:
+        """Replace the node's taints with change(taints); False when change says there is nothing to do.
+        The whole list goes out with the read's resourceVersion as a precondition: a taint another
+        controller changed meanwhile makes the write fail with 409 instead of being silently dropped, and
+        the node is read again."""
         for _ in range(TAINT_RETRIES):
             node = self._read_node(node_name)
             taints = (node.get("spec") or {}).get("taints") or []
-            if any(t.get("key") == taint_key for t in taints):
+            changed = change(taints)
+            if changed is None:
                 return False
             patch = {"metadata": {"resourceVersion": node["metadata"]["resourceVersion"]},
-                     "spec": {"taints": [*taints, {"key": taint_key, "value": "true", "effect": effect}]}}
+                     "spec": {"taints": changed or None}}
             try:
                 self._patch_node(node_name, patch)
                 return True
