@@ -44,7 +44,7 @@ def test_python_predicate_and_sql_twin_select_the_same_rows() -> None:
             rows.append(ElasticIP.objects.create(allocation_id=f"eipalloc-{n}", region=region,
                                                  public_ip=f"198.51.{n // 250}.{n % 250}", tags=tags,
                                                  last_seen_at=timezone.now()))
-    specs = []
+    specs: list[LaunchSpec] = []
     for cluster, key, value in itertools.product((east, west), KEYS, [None, *VALUES]):
         specs.append(LaunchSpec.objects.create(name=f"s{len(specs)}", cluster=cluster, labels={"a": "b"},
                                                tag_key=key, tag_value=value))
