@@ -12,7 +12,7 @@ import ipaddress
 from typing import Any
 
 from django.db.backends.signals import connection_created
-from django.db.models import Expression, F, Func, TextField
+from django.db.models import F, Func, TextField
 
 SQLITE_IP_KEY = "eipdash_ip_key"
 
@@ -40,7 +40,7 @@ def install() -> None:
     connection_created.connect(_register, dispatch_uid="eipdash-sqlite-ip-key")
 
 
-def ip_order(field: str, *, vendor: str) -> Expression:
+def ip_order(field: str, *, vendor: str) -> Func | F:
     """An expression that orders `field` (an IP address column) numerically on this database."""
     if vendor == "sqlite":
         return Func(F(field), function=SQLITE_IP_KEY, output_field=TextField())

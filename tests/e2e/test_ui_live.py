@@ -13,10 +13,12 @@ The record is written as rows (what the workers would write): these tests are ab
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -106,7 +108,7 @@ def test_misconfigured_specs_are_flagged_with_what_to_do(page, live_server, oper
     LaunchSpec.objects.filter(name="egress-nat").update(enabled=False)
     LaunchSpec.objects.filter(name="ingress-edge").update(active_alerts=["read-failed"])
     LaunchSpec.objects.filter(name="partner-sftp").update(
-        last_successful_pass_at=timezone.now() - timezone.timedelta(hours=4))
+        last_successful_pass_at=timezone.now() - dt.timedelta(hours=4))
     page.goto(f"{live_server.url}/")
     for spec, code in (("egress-nat", "disabled_holding"), ("ingress-edge", "read_failing"),
                        ("partner-sftp", "stale_pass")):
@@ -117,10 +119,10 @@ def test_misconfigured_specs_are_flagged_with_what_to_do(page, live_server, oper
 
 
 def test_alerts_are_grouped_by_spec_and_kind(page, live_server, operator, transactional_db, fast_refresh) -> None:
-    demo = demo_world()
+    demo: Any = demo_world()
     partner = demo["specs"]["partner-sftp"]
     for minutes in range(1, 21):
-        record(Event.Kind.POOL_EXHAUSTED, spec=partner, at=timezone.now() - timezone.timedelta(minutes=minutes),
+        record(Event.Kind.POOL_EXHAUSTED, spec=partner, at=timezone.now() - dt.timedelta(minutes=minutes),
                reason=f"2 nodes need an EIP and the pool has 0 free ({minutes})")
     _login(page, live_server, operator)
     rows = page.locator("#alerts table.alert-groups tbody tr[data-spec='partner-sftp'][data-kind='pool_exhausted']")
@@ -136,7 +138,7 @@ def test_alerts_are_grouped_by_spec_and_kind(page, live_server, operator, transa
 
 def test_focus_and_selection_survive_the_live_refresh(page, live_server, operator, transactional_db,
                                                       fast_refresh) -> None:
-    demo = demo_world()
+    demo: Any = demo_world()
     _login(page, live_server, operator)
     page.goto(f"{live_server.url}/eips/")
     polls = _polls_seen(page, "/eips/")
@@ -189,7 +191,7 @@ def test_focus_and_selection_survive_the_live_refresh(page, live_server, operato
 
 def test_history_announces_new_events_instead_of_inserting_rows(page, live_server, operator, transactional_db,
                                                                  fast_refresh) -> None:
-    demo = demo_world()
+    demo: Any = demo_world()
     _login(page, live_server, operator)
     page.goto(f"{live_server.url}/history/")
     top = page.locator("#history-table tbody tr").first.get_attribute("id")
@@ -222,7 +224,7 @@ def test_history_bad_filter_shows_the_error_and_no_rows(page, live_server, opera
 
 
 def test_reassign_dialog_is_a_modal(page, live_server, operator, transactional_db) -> None:
-    demo = demo_world()
+    demo: Any = demo_world()
     eip = demo["eips"]["egress-nat"][1]
     _login(page, live_server, operator)
     page.goto(f"{live_server.url}/eips/{eip.allocation_id}/")
@@ -263,7 +265,7 @@ def test_inventory_is_in_numeric_ip_order(page, live_server, operator, transacti
 
 @pytest.mark.parametrize("path", ["/eips/", "/nodes/", "/", "/history/", "/launch-specs/", "EIP", "SPEC"])
 def test_mobile_pages_do_not_overflow(browser, live_server, operator, transactional_db, path: str) -> None:
-    demo = demo_world()
+    demo: Any = demo_world()
     eip = demo["eips"]["egress-nat"][1]
     path = {"EIP": f"/eips/{eip.allocation_id}/", "SPEC": "/launch-specs/egress-nat/"}.get(path, path)
     context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
@@ -307,7 +309,7 @@ def test_error_pages_are_in_the_layout(page, live_server, viewer, transactional_
 
 
 def test_ended_nodes_are_hidden_and_counts_agree(page, live_server, operator, transactional_db, fast_refresh) -> None:
-    demo = demo_world()
+    demo: Any = demo_world()
     spec = demo["specs"]["egress-nat"]
     make_node("never-served", spec=spec, index=4242, state=Node.State.RELEASED)
     _login(page, live_server, operator)

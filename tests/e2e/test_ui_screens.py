@@ -6,9 +6,11 @@ With EIPDASH_README_SHOTS=1 the 1440 px shots the README shows are written to do
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -32,14 +34,14 @@ README_SHOTS = {"overview", "launch-spec-detail", "eips", "nodes", "reassign-dia
 def test_every_page_at_desktop_and_phone_width(browser, live_server, operator, transactional_db, settings,
                                                width: int, height: int) -> None:
     settings.EIPDASH_RECONCILE_SECONDS = 3600  # the demo's passes stay fresh while the shots are taken
-    demo = demo_world()
+    demo: Any = demo_world()
     # One thing to attend to, as on a real night: a spec whose selector matches no EIP.
     LaunchSpec.objects.create(name="partner-vpn", cluster=demo["specs"]["egress-nat"].cluster,
                               labels={"eks.amazonaws.com/nodegroup": "partner-vpn"}, tag_key="eipdash/pool",
                               tag_value="partner-vpn", last_successful_pass_at=timezone.now())
     for minutes in range(2, 40, 3):
         record(Event.Kind.POOL_EXHAUSTED, spec=demo["specs"]["partner-sftp"],
-               at=timezone.now() - timezone.timedelta(minutes=minutes),
+               at=timezone.now() - dt.timedelta(minutes=minutes),
                reason="1 node needs an EIP and the pool has 0 free (2 in the pool)")
     eip = demo["eips"]["egress-nat"][1]
     context = browser.new_context(viewport={"width": width, "height": height},
