@@ -224,11 +224,6 @@ def pool_stats_get(*, spec: LaunchSpec) -> PoolStats:
     return pool_stats_list(specs=[spec])[0]
 
 
-def alert_list(*, since: dt.datetime | None = None, limit: int = 20) -> list[Event]:
-    since = since or timezone.now() - dt.timedelta(hours=1)
-    return list(Event.objects.filter(kind__in=ALERT_KINDS, timestamp__gte=since)[:limit])
-
-
 @dataclass(frozen=True)
 class AlertGroup:
     """Alert events of one spec and kind in the window: one row on the overview instead of one per event."""

@@ -35,7 +35,6 @@ DRAIN_KARPENTER = "karpenter"
 DRAIN_CORDONED = "cordoned"
 CLUSTER_AUTOSCALER_TAINTS = frozenset({"ToBeDeletedByClusterAutoscaler"})
 KARPENTER_TAINTS = frozenset({"karpenter.sh/disrupted", "karpenter.sh/disruption"})
-DRAIN_TAINTS = CLUSTER_AUTOSCALER_TAINTS | KARPENTER_TAINTS
 MERGE_PATCH = "application/merge-patch+json"
 TAINT_RETRIES = 5
 
