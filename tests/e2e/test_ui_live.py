@@ -322,3 +322,12 @@ def test_ended_nodes_are_hidden_and_counts_agree(page, live_server, operator, tr
     ended = page.locator("#spec-live tr:has-text('never-served')")
     # A node that never had an EIP is not "released".
     assert ended.get_attribute("data-state") == "ended"
+
+
+def test_eip_detail_title_is_as_large_as_every_other_title(page, live_server, operator, transactional_db) -> None:
+    demo: Any = demo_world()
+    _login(page, live_server, operator)
+    overview = page.evaluate("parseFloat(getComputedStyle(document.querySelector('h1')).fontSize)")
+    page.goto(f"{live_server.url}/eips/{demo['eips']['egress-nat'][0].allocation_id}/")
+    detail = page.evaluate("parseFloat(getComputedStyle(document.querySelector('h1')).fontSize)")
+    assert detail == overview and detail > 20

@@ -180,3 +180,36 @@ def test_every_chart_colour_has_3_to_1_contrast_on_white() -> None:
 
     for colour in charts.PALETTE:
         assert (1.05) / (luminance(colour) + 0.05) >= 3.0, colour
+
+
+# --- Accessibility basics -------------------------------------------------------------------------
+
+
+def _contrast(foreground: str, background: str) -> float:
+    def luminance(colour: str) -> float:
+        channels = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    high, low = sorted((luminance(foreground), luminance(background)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_badges_and_muted_text_meet_wcag_aa() -> None:
+    import re
+    from pathlib import Path
+
+    css = (Path(__file__).resolve().parents[2] / "static" / "pools" / "eipdash.css").read_text()
+    colours = {name: value if len(value) == 7 else "#" + "".join(2 * c for c in value[1:])
+               for name, value in re.findall(r"--([a-z-]+):\s*(#[0-9a-fA-F]{6}|#[0-9a-fA-F]{3})\b", css)}
+    pairs = [("muted", "card"), ("muted", "bg"), ("muted", "muted-bg"), ("ok", "ok-bg"), ("warn", "warn-bg"),
+             ("bad", "bad-bg"), ("accent", "info-bg"), ("ink", "bg")]
+    for foreground, background in pairs:
+        ratio = _contrast(colours[foreground], colours[background])
+        assert ratio >= 4.5, (foreground, background, round(ratio, 2))
+
+
+def test_every_page_has_a_skip_link_and_a_favicon(viewer_client: Client, web_world: WebWorld) -> None:
+    html = viewer_client.get(reverse("overview")).content.decode()
+    assert '<a class="skip-link" href="#main">Skip to content</a>' in html and 'id="main"' in html
+    assert 'rel="icon" href="/static/pools/favicon.svg"' in html
