@@ -163,60 +163,65 @@ def pool_stats_list(*, specs: Sequence[LaunchSpec] | None = None) -> list[PoolSt
     by_region: dict[str, list[LaunchSpec]] = defaultdict(list)
     for spec in specs:
         by_region[spec.cluster.region].append(spec)
-    # Pool membership by region and tags, worked out once per distinct tag set (EIPs of one pool mostly
-    # share their tags): the rule itself is in_pool's.
-    members: dict[tuple[str, tuple[tuple[str, str], ...]], list[int]] = {}
+    # The EIPs grouped by region, tag set and state in the database: a pool's EIPs mostly share their tags,
+    # so a few hundred groups come back instead of thousands of rows, and membership (in_pool's rule) is
+    # worked out once per group.
     eips = (
         ElasticIP.objects.filter(region__in=by_region.keys(), gone=False).order_by()
-        .annotate(has_open=Exists(_open_assignments().filter(eip=OuterRef("pk"))))
-        .values_list("region", "tags", "association_id", "has_open")
+        .annotate(has_open=Exists(_open_assignments().filter(eip=OuterRef("pk"))),
+                  associated=Case(When(association_id="", then=Value(False)), default=Value(True),
+                                  output_field=BooleanField()))
+        .values_list("region", "tags", "associated", "has_open").annotate(n=Count("id"))
     )
-    for region, tags, association_id, has_open in eips:
+    for region, tags, associated, has_open, n in eips:
         # The states of eip_state(): assigned (an open claim), conflict (associated without one), free.
-        state = "assigned" if has_open else "conflict" if association_id else "free"
-        key = (region, tuple(sorted((tags or {}).items())))
-        if key not in members:
-            members[key] = [spec.pk for spec in by_region[region] if in_pool(spec, region=region, tags=tags)]
-        for spec_pk in members[key]:
-            row = stats[spec_pk]
-            row.pool_size += 1
-            if state == "assigned":
-                row.in_use += 1
-            elif state == "conflict":
-                row.conflict += 1
-            else:
-                row.free += 1
+        state = "assigned" if has_open else "conflict" if associated else "free"
+        for spec in by_region[region]:
+            if in_pool(spec, region=region, tags=tags):
+                row = stats[spec.pk]
+                row.pool_size += n
+                if state == "assigned":
+                    row.in_use += n
+                elif state == "conflict":
+                    row.conflict += n
+                else:
+                    row.free += n
     # One query for the nodes, in two parts. The live nodes of the specs by state, counted by the
     # (launch_spec, state) index. Then one row per node holding an open assignment (one per node, so
-    # counting the assignments counts the nodes), its spec and draining flag from correlated subqueries: one
+    # counting the assignments counts the nodes), its spec and draining flag from a correlated subquery: one
     # index probe per open assignment, where a plain join makes PostgreSQL scan every node row, the deleted
     # ones included.
     live = [state for state in NODE_STATES if state not in (Node.State.GONE, Node.State.RELEASED)]
     node_counts = (
         Node.objects.filter(launch_spec__in=specs, state__in=live).order_by()
         .values_list("launch_spec_id", "state")
-        .annotate(draining=Value(False, output_field=BooleanField()), n=Count("id"))
+        .annotate(flag=Value(False, output_field=BooleanField()), n=Count("id"))
     )
-    node = Node.objects.filter(pk=OuterRef("node_id")).order_by()
+    # The holding node's spec and draining flag in one probe: spec id * 2 + draining.
+    node_code = Node.objects.filter(pk=OuterRef("node_id")).order_by().annotate(
+        code=F("launch_spec_id") * 2 + Case(When(draining=True, then=Value(1)), default=Value(0)))
     holding = (
         _open_assignments().order_by()
-        .annotate(node_spec=Subquery(node.values("launch_spec_id")[:1]),
+        .annotate(node_code=Subquery(node_code.values("code")[:1]),
                   part=Value(HOLDING, output_field=CharField()),
-                  node_draining=Subquery(node.values("draining")[:1]),
+                  flag=Value(False, output_field=BooleanField()),
                   n=Value(1, output_field=IntegerField()))
-        .values_list("node_spec", "part", "node_draining", "n")
+        .values_list("node_code", "part", "flag", "n")
     )
-    for spec_id, state, draining, n in node_counts.union(holding, all=True):
-        if spec_id not in stats:
-            continue
+    for key, state, _flag, n in node_counts.union(holding, all=True):
         if state == HOLDING:
+            if key is None or key // 2 not in stats:
+                continue
+            spec_id, draining = divmod(key, 2)
             stats[spec_id].held += n
             if draining:
                 stats[spec_id].draining_holding += n
             continue
-        stats[spec_id].nodes += n
+        if key not in stats:
+            continue
+        stats[key].nodes += n
         if state == Node.State.WAITING:
-            stats[spec_id].waiting_nodes += n
+            stats[key].waiting_nodes += n
     return [stats[spec.pk] for spec in specs]
 
 
