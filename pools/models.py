@@ -141,8 +141,8 @@ class Node(models.Model):
             models.Index(fields=["eni_id"], name="node_eni"),
             # The time-to-EIP histogram: nodes that got their EIP in the last 24 hours.
             models.Index(fields=["eip_ready_at"], name="node_eip_ready"),
-            # The nodes pages: live nodes by name, without walking past the deleted ones. One index per filter
-            # the pages use (SQLite uses a partial index only when the query repeats its condition).
+            # The nodes pages: live nodes by name, without walking past the deleted ones (PostgreSQL; one index
+            # per filter the pages use, as a partial index serves only a query that repeats its condition).
             models.Index(fields=["name", "id"], condition=~Q(state="gone"), name="node_live_name"),
             models.Index(fields=["name", "id"], condition=~Q(state__in=["gone", "released"]),
                          name="node_active_name"),
