@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pools.models import Assignment, Event, Node
+from pools.models import Assignment, ElasticIP, Event, Node
 from tests.fixtures.world import TAINT, World
 from workers import executor
 from workers.ec2 import Ec2, Permanent, Throttled
@@ -371,3 +371,28 @@ def test_a_node_name_back_on_a_new_instance_is_a_new_node(world: World) -> None:
     row = Node.objects.get(name="ip-10-0-0-1")
     assert row.instance_id == world.nodes["ip-10-0-0-1"].instance_id and row.first_seen_at > first_seen
     assert world.eip_on("ip-10-0-0-1") is not None and row.eip_ready_at >= row.first_seen_at
+
+
+def test_a_pass_rewrites_every_column_it_observes(world: World) -> None:
+    """The upserts name their update_fields from the mapping that builds the row: a stale value in any
+    observed column of Node or ElasticIP is replaced by what AWS and Kubernetes say on the next pass."""
+    spec = world.spec()
+    (allocation_id,) = world.eips(1)
+    world.node("a")
+    reconcile(spec)
+    reconcile(spec)  # steady: the snapshot of this pass already shows the node's EIP label
+    node_columns = ["az", "labels", "instance_state", "eni_id", "private_ip", "startup_tainted", "draining",
+                    "drain_reason", "foreign_eip", "eip_label", "workload_pods", "deleted_at"]
+    eip_columns = ["region", "public_ip", "tags", "association_id", "instance_id", "eni_id", "private_ip", "gone"]
+    node_before = Node.objects.filter(name="a").values(*node_columns).get()
+    eip_before = ElasticIP.objects.filter(allocation_id=allocation_id).values(*eip_columns).get()
+    Node.objects.filter(name="a").update(
+        az="junk", labels={"junk": "1"}, instance_state="stopped", eni_id="eni-junk", private_ip="10.9.9.9",
+        startup_tainted=True, draining=True, drain_reason="junk", foreign_eip=True, eip_label="junk",
+        workload_pods=99)
+    ElasticIP.objects.filter(allocation_id=allocation_id).update(
+        region="junk-1", public_ip="198.51.100.99", tags={"junk": "1"}, association_id="eipassoc-junk",
+        instance_id="i-junk", eni_id="eni-junk", private_ip="10.9.9.9", gone=True)
+    reconcile(spec)
+    assert Node.objects.filter(name="a").values(*node_columns).get() == node_before
+    assert ElasticIP.objects.filter(allocation_id=allocation_id).values(*eip_columns).get() == eip_before
