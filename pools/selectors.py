@@ -56,6 +56,13 @@ EIP_SORTS = {
     "-node": ("-current_node", "public_ip"),
     "seen": ("last_seen_at", "public_ip"),
     "-seen": ("-last_seen_at", "public_ip"),
+    # state_rank: free, assigned, conflict, gone (see eip_order)
+    "state": ("state_rank", "public_ip"),
+    "-state": ("-state_rank", "public_ip"),
+    "spec": ("current_spec", "public_ip"),
+    "-spec": ("-current_spec", "public_ip"),
+    "region": ("region", "public_ip"),
+    "-region": ("-region", "public_ip"),
 }
 NODE_STATES = tuple(value for value, _label in Node.State.choices)
 
@@ -471,10 +478,15 @@ def eip_list(
 def eip_order(sort: str) -> list[str | OrderBy]:
     """EIP_SORTS with the public IP in numeric order on every database (SQLite stores it as text)."""
     ip_key = dbfunctions.ip_order("public_ip", vendor=connection.vendor)
+    # The order of eip_state(): free, assigned, conflict, gone (has_open comes from eip_annotated()).
+    state_rank = Case(When(gone=True, then=Value(3)), When(has_open=True, then=Value(1)),
+                      When(~Q(association_id=""), then=Value(2)), default=Value(0), output_field=IntegerField())
     order: list[str | OrderBy] = []
     for term in EIP_SORTS.get(sort, EIP_SORTS["ip"]):
         if term.lstrip("-") == "public_ip":
             order.append(ip_key.desc() if term.startswith("-") else ip_key.asc())
+        elif term.lstrip("-") == "state_rank":
+            order.append(state_rank.desc() if term.startswith("-") else state_rank.asc())
         else:
             order.append(term)
     return order

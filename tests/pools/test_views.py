@@ -213,3 +213,18 @@ def test_every_page_has_a_skip_link_and_a_favicon(viewer_client: Client, web_wor
     html = viewer_client.get(reverse("overview")).content.decode()
     assert '<a class="skip-link" href="#main">Skip to content</a>' in html and 'id="main"' in html
     assert 'rel="icon" href="/static/pools/favicon.svg"' in html
+
+
+def test_inventory_sorts_by_state_spec_and_region(viewer_client: Client, web_world: WebWorld) -> None:
+    from pools.selectors import eip_state
+
+    rows = list(viewer_client.get(reverse("eip-list"), {"sort": "state"}).context["page"].object_list)
+    ranks = {"free": 0, "assigned": 1, "conflict": 2, "gone": 3}
+    assert [ranks[eip_state(eip)] for eip in rows] == sorted(ranks[eip_state(eip)] for eip in rows)
+    assert len({eip_state(eip) for eip in rows}) > 1
+    rows = list(viewer_client.get(reverse("eip-list"), {"sort": "-state"}).context["page"].object_list)
+    assert [ranks[eip_state(eip)] for eip in rows] == sorted((ranks[eip_state(eip)] for eip in rows), reverse=True)
+    for key in ("spec", "-spec", "region", "-region"):
+        assert viewer_client.get(reverse("eip-list"), {"sort": key}).status_code == 200
+    html = viewer_client.get(reverse("eip-list")).content.decode()
+    assert "sort=state" in html and "sort=spec" in html and "sort=region" in html
