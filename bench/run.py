@@ -138,6 +138,13 @@ def bench_pass(node_count: int = 100) -> list[dict[str, object]]:
 
 
 def main() -> None:
+    from bench.dashboard import redis_for_production_settings
+
+    with redis_for_production_settings():
+        run_all()
+
+
+def run_all() -> None:
     from bench.export import bench_export
 
     # First: bench_pass points DATABASE_URL at its own SQLite file, and the export bench reads it for PostgreSQL.
