@@ -331,3 +331,24 @@ def test_eip_detail_title_is_as_large_as_every_other_title(page, live_server, op
     page.goto(f"{live_server.url}/eips/{demo['eips']['egress-nat'][0].allocation_id}/")
     detail = page.evaluate("parseFloat(getComputedStyle(document.querySelector('h1')).fontSize)")
     assert detail == overview and detail > 20
+
+
+def test_no_polling_in_a_hidden_tab(page, live_server, operator, transactional_db, fast_refresh) -> None:
+    demo: Any = demo_world()
+    _login(page, live_server, operator)
+    page.goto(f"{live_server.url}/nodes/")
+    polls = _polls_seen(page, "/nodes/")
+    _until(page, lambda: len(polls) >= 1, "a poll of the nodes table")
+    # The tab goes to the background (what the browser reports through the Page Visibility API).
+    page.evaluate("Object.defineProperty(document, 'hidden', {configurable: true, get: () => true})")
+    table = page.locator("#node-table")
+    held = int(table.get_attribute("data-held-polls") or 0)
+    _until(page, lambda: int(table.get_attribute("data-held-polls") or 0) >= held + 2, "two held polls")
+    count = len(polls)
+    _until(page, lambda: int(table.get_attribute("data-held-polls") or 0) >= held + 3, "a third held poll")
+    assert len(polls) == count
+    assert "the tab is hidden" in table.locator(".refresh").inner_text()
+    # Back in front: polling resumes, and new data arrives.
+    make_node("ip-10-0-66-6.eu-west-1.compute.internal", spec=demo["specs"]["egress-nat"], index=666)
+    page.evaluate("Object.defineProperty(document, 'hidden', {configurable: true, get: () => false})")
+    _until(page, lambda: "ip-10-0-66-6" in table.inner_text(), "the new node after the tab is shown again")
