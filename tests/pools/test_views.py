@@ -3,6 +3,8 @@ polls with just its partial, and requires login."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.test import Client
 from django.urls import reverse
@@ -228,3 +230,12 @@ def test_inventory_sorts_by_state_spec_and_region(viewer_client: Client, web_wor
         assert viewer_client.get(reverse("eip-list"), {"sort": key}).status_code == 200
     html = viewer_client.get(reverse("eip-list")).content.decode()
     assert "sort=state" in html and "sort=spec" in html and "sort=region" in html
+
+
+def test_the_500_page_is_in_the_layout(rf: Any) -> None:
+    from django.views.defaults import server_error
+
+    response = server_error(rf.get("/"))
+    html = response.content.decode()
+    assert response.status_code == 500
+    assert 'data-status="500"' in html and 'href="/history/"' in html and "eipdash.css" in html

@@ -264,3 +264,9 @@ def test_an_import_that_overwrites_shows_the_diff_first(operator_client: Client,
                                     {"document": json.dumps(document), "confirm": "overwrite"})
     assert response.status_code == 302
     assert LaunchSpec.objects.get(name="egress").tag_value == "egress-v2"
+
+
+def test_the_plan_of_a_disabled_spec_says_it_only_drains(operator_client: Client, web_world: WebWorld) -> None:
+    LaunchSpec.objects.filter(pk=web_world.spec.pk).update(enabled=False)
+    html = operator_client.get(reverse("launch-spec-detail", args=[web_world.spec.name])).content.decode()
+    assert 'id="plan-disabled"' in html and "the next pass only drains" in html
