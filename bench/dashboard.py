@@ -41,7 +41,7 @@ SPECS = 20
 FULL = {"eips": 5000, "live": 5000, "gone": 100_000, "events": 1_000_000}
 QUICK = {"eips": 500, "live": 500, "gone": 10_000, "events": 100_000}
 REGIONS = ("us-east-1", "eu-west-1", "ap-south-1")
-PAGES = {
+PAGES: dict[str, tuple[str, dict[str, str]]] = {
     "overview": ("/", {}),
     "overview_poll": ("/", {"HX-Request": "true"}),
     "spec_detail": ("/launch-specs/egress-00/", {}),
@@ -54,7 +54,7 @@ PAGES = {
 }
 # Measured and reported in dashboard_detail, not in dashboard_p95_ms: the history of one node (about 200 of the
 # million rows match), the search that used to read the whole table.
-EXTRA_PAGES = {
+EXTRA_PAGES: dict[str, tuple[str, dict[str, str]]] = {
     "history_search_node": ("/history/?q=ip-10-7-123-", {}),
 }
 
@@ -127,9 +127,10 @@ def seed_dashboard(size: dict[str, int], *, seed: int = SEED) -> dict[str, int]:
     assignments = []
     used: dict[int, int] = {s.pk: 0 for s in specs}
     for node in holding:
-        pool = eips_by_spec[node.launch_spec.pk]
-        eip = pool[used[node.launch_spec.pk] % len(pool)]
-        used[node.launch_spec.pk] += 1
+        assert node.launch_spec_id is not None
+        pool = eips_by_spec[node.launch_spec_id]
+        eip = pool[used[node.launch_spec_id] % len(pool)]
+        used[node.launch_spec_id] += 1
         opened = node.first_seen_at + dt.timedelta(seconds=1)
         eip.association_id, eip.eni_id, eip.private_ip, eip.instance_id = (
             f"eipassoc-{rng.getrandbits(68):017x}", node.eni_id, node.private_ip, node.instance_id)
@@ -137,7 +138,8 @@ def seed_dashboard(size: dict[str, int], *, seed: int = SEED) -> dict[str, int]:
                                       eni_id=node.eni_id, private_ip=node.private_ip,
                                       association_id=eip.association_id, opened_at=opened, confirmed_at=opened))
     for node in gone:
-        eip = rng.choice(eips_by_spec[node.launch_spec.pk])
+        assert node.launch_spec_id is not None
+        eip = rng.choice(eips_by_spec[node.launch_spec_id])
         opened = node.first_seen_at + dt.timedelta(seconds=1)
         assignments.append(Assignment(eip=eip, node_id=node_ids[node.name], launch_spec=node.launch_spec,
                                       eni_id=node.eni_id, private_ip=node.private_ip,

@@ -382,10 +382,10 @@ def pool_use_series(
     for row in stats:
         spans = intervals.get(row.spec.pk, [])
         before = sum(1 for opened, _closed in spans if opened is None)
-        opened_at = sorted(opened for opened, _closed in spans if opened is not None)
-        closed_at = sorted(closed for _opened, closed in spans if closed is not None)
+        opened_times = sorted(opened for opened, _closed in spans if opened is not None)
+        closed_times = sorted(closed for _opened, closed in spans if closed is not None)
         # In use at t: opened <= t and not (closed <= t). A span closed by t was opened by t too.
-        points = [(t, before + bisect_right(opened_at, t) - bisect_right(closed_at, t)) for t in samples]
+        points = [(t, before + bisect_right(opened_times, t) - bisect_right(closed_times, t)) for t in samples]
         series.append(UseSeries(spec_name=row.spec.name, pool_size=row.pool_size, points=points))
     return series
 
