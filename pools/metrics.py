@@ -109,6 +109,26 @@ class DatabaseCollector(Collector):
         yield per_spec("eipdash_nodes_waiting", "Nodes still waiting for an EIP.", "waiting_nodes")
         yield per_spec("eipdash_nodes_draining_holding", "Draining nodes that still hold an EIP.", "draining_holding")
 
+        # What the overview's "Needs attention" panel shows (selectors.spec_problem_list): 1 per spec and problem.
+        problems = selectors.spec_problem_list(stats=stats)
+        misconfigured = GaugeMetricFamily(
+            "eipdash_launch_spec_misconfigured",
+            "1 when a launch spec cannot work as configured (see eipdash_launch_spec_problem), else 0.",
+            labels=["launch_spec"],
+        )
+        flagged = {problem.spec.pk for problem in problems}
+        for row in stats:
+            misconfigured.add_metric([row.spec.name], 1.0 if row.spec.pk in flagged else 0.0)
+        yield misconfigured
+        problem_family = GaugeMetricFamily(
+            "eipdash_launch_spec_problem",
+            "A problem of a launch spec: empty_pool, no_kube_context, disabled_holding, stale_pass, read_failing.",
+            labels=["launch_spec", "problem"],
+        )
+        for problem in problems:
+            problem_family.add_metric([problem.spec.name, problem.code], 1.0)
+        yield problem_family
+
         # How long the longest-waiting node of each spec has waited: "nodes waiting over 5 minutes".
         now = time.time()
         oldest = GaugeMetricFamily(

@@ -160,3 +160,19 @@ def test_healthz_is_public(client: Client, db: None) -> None:
 def test_login_page_is_public(client: Client, db: None) -> None:
     response = client.get("/accounts/login/")
     assert response.status_code == 200 and b"Log in to eipdash" in response.content
+
+
+def test_metrics_flag_a_misconfigured_spec(viewer_client: Client, web_world: WebWorld) -> None:
+    from pools.models import LaunchSpec
+
+    from pools.models import Cluster
+
+    # egress is configured right: its cluster names its kube context, its last pass is fresh.
+    Cluster.objects.filter(pk=web_world.cluster.pk).update(kube_context="prod")
+    LaunchSpec.objects.filter(pk=web_world.spec.pk).update(last_successful_pass_at=timezone.now())
+    LaunchSpec.objects.create(name="typo", cluster=web_world.cluster, labels={"role": "x"}, tag_key="eipdash/pool",
+                              tag_value="no-such-pool", last_successful_pass_at=timezone.now())
+    body = viewer_client.get("/metrics").content.decode()
+    assert 'eipdash_launch_spec_misconfigured{launch_spec="typo"} 1.0' in body
+    assert 'eipdash_launch_spec_problem{launch_spec="typo",problem="empty_pool"} 1.0' in body
+    assert 'eipdash_launch_spec_misconfigured{launch_spec="egress"} 0.0' in body
