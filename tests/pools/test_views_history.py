@@ -163,9 +163,7 @@ def test_login_page_is_public(client: Client, db: None) -> None:
 
 
 def test_metrics_flag_a_misconfigured_spec(viewer_client: Client, web_world: WebWorld) -> None:
-    from pools.models import LaunchSpec
-
-    from pools.models import Cluster
+    from pools.models import Cluster, LaunchSpec
 
     # egress is configured right: its cluster names its kube context, its last pass is fresh.
     Cluster.objects.filter(pk=web_world.cluster.pk).update(kube_context="prod")
