@@ -167,6 +167,9 @@ class Release:
     # The snapshot showed the EIP free or elsewhere: re-read it before closing, and if it is still on the
     # claim's ENI do this (IF_THERE_KEEP or IF_THERE_DISASSOCIATE). Empty: no re-read.
     if_still_there: str = ""
+    # Released from an earlier instance of the node name (EKS reuses ip-… names): the node object now is
+    # its successor, whose label and annotation are not this EIP's to clear.
+    replaced: bool = False
 
 
 @dataclass(frozen=True)
@@ -282,6 +285,17 @@ def node_needs_eip(node: NodeView) -> bool:
     )
 
 
+def claim_outlived_its_node(claim: Claim, node: NodeView | None) -> bool:
+    """The claim was made for an earlier instance of the node name: the name's node now has another
+    primary ENI (an instance keeps its primary ENI for life, so another ENI is another instance).
+
+    Wherever AWS shows that EIP, it is not on this node: if a fresh read still finds it on the claim's
+    ENI, that is the dead instance's, not a stale reading to wait out; it goes back to the pool and the
+    new instance is served as a new node."""
+    return (node is not None and claim.eni_id is not None and node.eni_id is not None
+            and node.eni_id != claim.eni_id)
+
+
 def release_reason(node: NodeView) -> str | None:
     """Why a node that holds an EIP must give it back now, or None to keep it."""
     if not node.in_cluster:
@@ -352,11 +366,12 @@ def plan(
         if note.key not in spec.active_alerts:
             notes.append(note)
 
-    def close_claim(eip: EipView, claim: Claim, reason: str, kind: CloseKind, if_still_there: str) -> None:
+    def close_claim(eip: EipView, claim: Claim, reason: str, kind: CloseKind, if_still_there: str,
+                    *, replaced: bool = False) -> None:
         """Close a record whose EIP AWS does not show on the claimed node; nothing to disassociate."""
         release.append(Release(eip.allocation_id, eip.public_ip, claim.node, reason, association_id=None,
                                kind=kind, retaint=spec.enabled and should_retaint(by_name.get(claim.node)),
-                               if_still_there=if_still_there))
+                               if_still_there=if_still_there, replaced=replaced))
 
     for node in nodes:
         if node.foreign_eip and node.matches_spec and node_is_alive(node):
@@ -406,10 +421,13 @@ def plan(
                 and (by_name.get(claim.node) is None or by_name[claim.node].eni_id != claim.eni_id)):
             # Exactly where we put it, but no node of the view has that ENI any more: the node we served
             # is gone (its name now belongs to another instance, e.g. a reused EKS ip-… name). Pull it
-            # back (I4); the disassociation is idempotent if AWS already dropped it.
+            # back (I4); the disassociation is idempotent if AWS already dropped it. The name's new node
+            # holds no EIP: it gets the startup taint first if it lacks it (I1), and is served next pass.
             release.append(Release(eip.allocation_id, eip.public_ip, claim.node,
                                    "node gone: its name now belongs to another instance",
-                                   association_id=eip.association_id))
+                                   association_id=eip.association_id,
+                                   retaint=spec.enabled and should_retaint(by_name.get(claim.node)),
+                                   replaced=True))
             continue
 
         if eip.association_id and on_node is None:
@@ -463,7 +481,15 @@ def plan(
         if claim is not None:
             claimed = by_name.get(claim.node)
             gone_reason = release_reason(claimed) if claimed is not None else "node gone"
-            if not claim.confirmed:
+            if claim_outlived_its_node(claim, claimed):
+                # Made for the name's previous instance: not kept on any reading, stale or not. If a fresh
+                # read still shows it on that instance's ENI, it is pulled from there.
+                close_claim(eip, claim, "node replaced: its name now belongs to another instance",
+                            CloseKind.RELEASED if claim.confirmed else CloseKind.INTERRUPTED,
+                            IF_THERE_DISASSOCIATE, replaced=True)
+                if claim.confirmed:
+                    released_now.add(eip.allocation_id)
+            elif not claim.confirmed:
                 # Re-read first: the association of a pass that died may just have landed.
                 close_claim(eip, claim, "claim without association (interrupted pass)", CloseKind.INTERRUPTED,
                             IF_THERE_KEEP)

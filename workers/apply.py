@@ -30,7 +30,7 @@ from pools.models import SYSTEM_ACTOR, Assignment, ElasticIP, Event, LaunchSpec,
 from pools.planner import DEAD_STATES, IF_THERE_KEEP, Adopt, Assign, MarkReady, Plan, Release
 
 from .ec2 import Ec2, Ec2Error, Throttled, Transient
-from .kube import Kube, KubeError
+from .kube import Kube, KubeError, Replaced
 from .kube import NotFound as KubeNotFound
 from .observe import READ_ALERT, error_text
 
@@ -99,6 +99,13 @@ class Executor:
         if wanted:
             rows = Node.objects.filter(cluster=self.spec.cluster, name__in=wanted).select_related("cluster")
             self.nodes.update((row.name, row) for row in rows)
+
+    def incarnation(self, name: str) -> str | None:
+        """The instance this pass observed behind the node name: every Kubernetes write for the node is
+        refused (kube.Replaced) if the name belongs to another instance by the time it lands."""
+        self.load_nodes([name])
+        row = self.nodes.get(name)
+        return (row.instance_id or None) if row is not None else None
 
     def eip(self, allocation_id: str) -> ElasticIP:
         return ElasticIP.objects.get(allocation_id=allocation_id)
@@ -215,7 +222,7 @@ class Executor:
 
     def taint(self, name: str) -> str | None:
         """I1: a node of the spec that could take pods and holds no EIP gets the startup taint back."""
-        added = self.kube.add_startup_taint(name, settings.EIPDASH_STARTUP_TAINT)
+        added = self.kube.add_startup_taint(name, settings.EIPDASH_STARTUP_TAINT, instance_id=self.incarnation(name))
         self._tainted(name)
         return f"added the startup taint to {name}: schedulable without an EIP" if added else None
 
@@ -229,6 +236,9 @@ class Executor:
                  .select_related("node").first())
         node = self.nodes.get(r.node)
         association_id = r.association_id
+        # Released from an earlier instance of this name: the node object now is its successor, whose
+        # label and annotation are not this EIP's to clear.
+        replaced = r.replaced
         if claim is not None and association_id and claim.node.name != r.node and claim.eni_id:
             # The reading puts the EIP on r.node, the record on another node: before that record closes,
             # make sure the EIP has really left the recorded node (a stale reading shows an old place).
@@ -243,7 +253,16 @@ class Executor:
             fresh = self.ec2.get_address(r.allocation_id)
             if (fresh is not None and fresh.association_id and claim.eni_id and fresh.eni_id == claim.eni_id
                     and fresh.private_ip in (None, claim.private_ip)):
-                if r.if_still_there == IF_THERE_KEEP:
+                # Still where the claim put it; but if AWS has that ENI on another instance than the one now
+                # behind the node name, the node was replaced (a reused EKS ip-… name): that is no stale
+                # reading to wait out but a dead instance's EIP, which goes back to the pool (I4).
+                # (DescribeAddresses may leave InstanceId empty for an association by ENI: ask the ENI.)
+                owner = None
+                if node is not None and node.instance_id and fresh.eni_id:
+                    owner = fresh.instance_id or self.ec2.owner_of_eni(fresh.eni_id)
+                outlived = bool(owner and node is not None and owner != node.instance_id)
+                replaced = replaced or outlived
+                if r.if_still_there == IF_THERE_KEEP and not outlived:
                     if self.holding_state(r.node):
                         self.outcomes[r.node] = self.holding_state(r.node)
                     return f"kept {r.public_ip} on {r.node}: AWS still shows it there (a stale reading)"
@@ -252,10 +271,11 @@ class Executor:
             # I1: the taint goes back on before the EIP goes, so that a drain called off (uncordon, the
             # autoscaler or Karpenter changing its mind) never leaves the node schedulable without it.
             try:
-                self.kube.add_startup_taint(r.node, settings.EIPDASH_STARTUP_TAINT)
+                self.kube.add_startup_taint(r.node, settings.EIPDASH_STARTUP_TAINT,
+                                            instance_id=node.instance_id or None)
                 self._tainted(r.node)
             except KubeNotFound:
-                pass  # the node object is gone: nothing can be scheduled on it
+                pass  # the node object is gone (or replaced: its successor registers tainted): nothing runs on it
         if association_id:
             self.ec2.disassociate(association_id)
         if claim is not None and not services.assignment_close(assignment=claim, reason=r.reason, kind=r.kind):
@@ -266,8 +286,8 @@ class Executor:
         if eip is not None and association_id:
             ElasticIP.objects.filter(pk=eip.pk).update(association_id="", eni_id="", instance_id="", private_ip="")
         self.record(Event.Kind.RELEASED, r.reason, node=node, eip=eip)
-        if node is not None and node.deleted_at is None:
-            self.kube.clear_eip_marks(node.name)
+        if node is not None and node.deleted_at is None and not replaced:
+            self.kube.clear_eip_marks(node.name, instance_id=node.instance_id or None)
         return f"released {r.public_ip or r.allocation_id} from {r.node} ({r.reason})"
 
     def adopt(self, a: Adopt) -> str:
@@ -283,7 +303,8 @@ class Executor:
                 return f"left {a.public_ip} to the next pass: AWS no longer shows it on {a.node}"
             if a.retaint_superseded:
                 try:
-                    self.kube.add_startup_taint(a.supersedes, settings.EIPDASH_STARTUP_TAINT)
+                    self.kube.add_startup_taint(a.supersedes, settings.EIPDASH_STARTUP_TAINT,
+                                                instance_id=self.incarnation(a.supersedes))
                     self._tainted(a.supersedes)
                 except KubeNotFound:
                     pass
@@ -354,16 +375,32 @@ class Executor:
         return f"assigned {s.public_ip} → {s.node}"
 
     def unmark(self, name: str) -> str:
-        self.kube.clear_eip_marks(name)
+        self.kube.clear_eip_marks(name, instance_id=self.incarnation(name))
         Node.objects.filter(cluster=self.spec.cluster, name=name).update(eip_label="")
         return f"removed the stale EIP label of {name}"
 
     def mark_ready(self, m: MarkReady) -> str | None:
         """Only called once AWS shows the EIP on the node's ENI."""
         node = self.node(m.node)
-        if m.set_marks:
-            self.kube.set_eip_marks(m.node, public_ip=m.public_ip, allocation_id=m.allocation_id)
-        lifted = m.lift_taint and self.kube.lift_startup_taint(m.node, settings.EIPDASH_STARTUP_TAINT)
+        # The EIP is on the ENI of the instance this pass observed; if the name now belongs to another
+        # instance (replaced meanwhile), that new node holds no EIP and keeps its taint (I1). The next pass
+        # releases the EIP from the dead instance and serves the new node like any new one.
+        expected = node.instance_id or None
+        try:
+            if m.set_marks:
+                self.kube.set_eip_marks(m.node, public_ip=m.public_ip, allocation_id=m.allocation_id,
+                                        instance_id=expected)
+            lifted = m.lift_taint and self.kube.lift_startup_taint(m.node, settings.EIPDASH_STARTUP_TAINT,
+                                                                   instance_id=expected)
+        except Replaced as exc:
+            self.outcomes[m.node] = Node.State.WAITING
+            log.warning("%s: %s", self.spec.name, exc, extra=log_fields(spec=self.spec.name, node=m.node,
+                                                                        allocation_id=m.allocation_id))
+            # In the report even when called from an assignment, whose own line would say all went well.
+            self.report.done.append(
+                f"did not mark {m.node} ready: the name now belongs to another instance than {expected}, which "
+                f"holds no EIP ({m.public_ip} goes back to the pool on the next pass)")
+            return None
         ready_at = timezone.now()
         if Node.objects.filter(pk=node.pk, eip_ready_at__isnull=True).update(eip_ready_at=ready_at):
             # Once per node (the row's first ready time), like the dashboard's time to EIP.

@@ -55,6 +55,12 @@ class Conflict(KubeError):
     """409: a resourceVersion precondition failed (or, for creates, the object exists)."""
 
 
+class Replaced(NotFound):
+    """The node name now belongs to another instance (EKS reuses ip-… names): the node a write was meant
+    for is gone, like a 404, and the write must not land on its successor. Lifting the startup taint of a
+    new node that holds no EIP would make it schedulable without one (I1)."""
+
+
 class Transient(KubeError):
     """5xx, 429, timeouts, connection errors: worth retrying later."""
 
@@ -263,7 +269,12 @@ class Kube:
         pods = self._paged(self.core.list_pod_for_all_namespaces, 500, field_selector=selector)
         return sum(1 for pod in pods if is_workload_pod(pod))
 
-    def lift_startup_taint(self, node_name: str, taint_key: str) -> bool:
+    # The writes below act on behalf of one node: given `instance_id` (the instance the caller observed
+    # behind the name), they refuse with Replaced when the name now belongs to another instance, and the
+    # write carries the read's resourceVersion, so a replacement between the read and the write fails it
+    # with 409 and is caught on the re-read. None: by name only (callers that did not observe the node).
+
+    def lift_startup_taint(self, node_name: str, taint_key: str, *, instance_id: str | None = None) -> bool:
         """Remove every taint with this key. The taints list is replaced whole by a patch, so it goes out
         with a resourceVersion precondition: a taint another controller added after our read makes the
         write fail with 409 instead of being silently dropped, and we re-read and try again."""
@@ -271,9 +282,10 @@ class Kube:
             kept = [t for t in taints if t.get("key") != taint_key]
             return kept if len(kept) != len(taints) else None
 
-        return self._change_taints(node_name, without)
+        return self._change_taints(node_name, without, instance_id)
 
-    def add_startup_taint(self, node_name: str, taint_key: str, *, effect: str = "NoSchedule") -> bool:
+    def add_startup_taint(self, node_name: str, taint_key: str, *, effect: str = "NoSchedule",
+                          instance_id: str | None = None) -> bool:
         """Put the startup taint back (the mirror of lift_startup_taint): False when the node already has
         a taint with this key. The whole taints list goes out with a resourceVersion precondition, so a
         taint another controller changes meanwhile is never dropped: on 409 we re-read and try again."""
@@ -282,40 +294,60 @@ class Kube:
                 return None
             return [*taints, {"key": taint_key, "value": "true", "effect": effect}]
 
-        return self._change_taints(node_name, with_it)
+        return self._change_taints(node_name, with_it, instance_id)
 
     def _change_taints(self, node_name: str,
-                       change: Callable[[list[dict[str, Any]]], list[dict[str, Any]] | None]) -> bool:
-        """Replace the node's taints with change(taints); False when change says there is nothing to do.
-        The whole list goes out with the read's resourceVersion as a precondition: a taint another
-        controller changed meanwhile makes the write fail with 409 instead of being silently dropped, and
-        the node is read again."""
+                       change: Callable[[list[dict[str, Any]]], list[dict[str, Any]] | None],
+                       instance_id: str | None = None) -> bool:
+        """Replace the node's taints with change(taints); False when change says there is nothing to do."""
+        def patch(node: dict[str, Any]) -> dict[str, Any] | None:
+            changed = change((node.get("spec") or {}).get("taints") or [])
+            return None if changed is None else {"spec": {"taints": changed or None}}
+
+        return self._patch_checked(node_name, patch, instance_id, what="taints")
+
+    def set_eip_marks(self, node_name: str, *, public_ip: str, allocation_id: str,
+                      instance_id: str | None = None) -> None:
+        marks = {"metadata": {"labels": {EIP_LABEL: public_ip}, "annotations": {ALLOCATION_ANNOTATION: allocation_id}}}
+        if instance_id is None:
+            self._patch_node(node_name, marks)
+        else:
+            self._patch_checked(node_name, lambda node: marks, instance_id, what="labels")
+
+    def clear_eip_marks(self, node_name: str, *, instance_id: str | None = None) -> None:
+        """Remove the label and annotation; a node that is already gone (or replaced: the marks of the
+        node we meant went with it) has nothing left to clear."""
+        marks = {"metadata": {"labels": {EIP_LABEL: None}, "annotations": {ALLOCATION_ANNOTATION: None}}}
+        try:
+            if instance_id is None:
+                self._patch_node(node_name, marks)
+            else:
+                self._patch_checked(node_name, lambda node: marks, instance_id, what="labels")
+        except NotFound:
+            pass
+
+    def _patch_checked(self, node_name: str, build: Callable[[dict[str, Any]], dict[str, Any] | None],
+                       instance_id: str | None, *, what: str) -> bool:
+        """Read the node, check it is still `instance_id` (when given), and merge-patch it with build(node)
+        under the read's resourceVersion; False when build says there is nothing to do. A node changed
+        meanwhile (another controller's taint, or a new node under the same name) makes the write fail
+        with 409 instead of overwriting what we did not see, and the node is read again."""
         for _ in range(TAINT_RETRIES):
             node = self._read_node(node_name)
-            taints = (node.get("spec") or {}).get("taints") or []
-            changed = change(taints)
-            if changed is None:
+            if instance_id is not None:
+                now = KubeNode.from_api(node).instance_id
+                if now != instance_id:
+                    raise Replaced(f"node {node_name} is now instance {now or '(none)'}, not {instance_id}")
+            patch = build(node)
+            if patch is None:
                 return False
-            patch = {"metadata": {"resourceVersion": node["metadata"]["resourceVersion"]},
-                     "spec": {"taints": changed or None}}
+            meta = {**patch.get("metadata", {}), "resourceVersion": node["metadata"]["resourceVersion"]}
             try:
-                self._patch_node(node_name, patch)
+                self._patch_node(node_name, {**patch, "metadata": meta})
                 return True
             except Conflict:
                 continue
-        raise Conflict(f"node {node_name}: taints kept changing under us ({TAINT_RETRIES} attempts)")
-
-    def set_eip_marks(self, node_name: str, *, public_ip: str, allocation_id: str) -> None:
-        self._patch_node(node_name, {"metadata": {"labels": {EIP_LABEL: public_ip},
-                                                  "annotations": {ALLOCATION_ANNOTATION: allocation_id}}})
-
-    def clear_eip_marks(self, node_name: str) -> None:
-        """Remove the label and annotation; a node that is already gone has nothing left to clear."""
-        try:
-            self._patch_node(node_name, {"metadata": {"labels": {EIP_LABEL: None},
-                                                      "annotations": {ALLOCATION_ANNOTATION: None}}})
-        except NotFound:
-            pass
+        raise Conflict(f"node {node_name}: {what} kept changing under us ({TAINT_RETRIES} attempts)")
 
     def emit_node_event(self, node_name: str, *, type_: str, reason: str, action: str, note: str,
                         controller: str, instance: str, namespace: str = "default") -> bool:

@@ -10,6 +10,7 @@ from pools.planner import (
     EipView,
     NodeView,
     SpecView,
+    claim_outlived_its_node,
     free_order_key,
     plan,
 )
@@ -375,3 +376,43 @@ def test_an_eip_left_on_the_eni_of_a_node_whose_name_went_to_another_instance_is
     # Elsewhere than where we put it: a stranger's, left alone; only the record closes.
     moved = plan(SPEC, [old_place], [reborn], {"eipalloc-1": Claim("a", eni_id="eni-7", private_ip="10.0.0.7")})
     assert [(r.association_id, r.reason) for r in moved.release] == [(None, "moved outside eipdash")]
+
+
+def test_a_claim_made_for_the_previous_instance_of_a_name_is_not_kept_on_a_stale_reading() -> None:
+    # The reading shows the EIP free; the claim was made for eni-1, but the node called "a" now runs on
+    # another instance (eni-2). If the executor's re-read finds the EIP on eni-1, that is the dead
+    # instance's, not a stale reading: pull it (it goes back to the pool) instead of keeping the claim.
+    free_now = EipView("eipalloc-1", "203.0.113.1")
+    claims = {"eipalloc-1": Claim("a", eni_id="eni-1", private_ip="10.0.0.1")}
+    reborn = node("a", 2, startup_tainted=False)
+    assert claim_outlived_its_node(claims["eipalloc-1"], reborn)
+
+    result = plan(SPEC, [free_now], [reborn], claims)
+
+    assert [(r.node, r.reason, r.if_still_there, r.kind, r.replaced, r.retaint) for r in result.release] == [
+        ("a", "node replaced: its name now belongs to another instance", "disassociate", "released", True, True)]
+    # The new instance is served as a new node, from the next pass (the release taints it first).
+    assert result.deferred == ("a",) and not result.assign and not result.taint
+    # A claim that never reached AWS for the previous instance closes as interrupted, pulled all the same.
+    unconfirmed = plan(SPEC, [free_now], [reborn], {"eipalloc-1": Claim("a", confirmed=False, eni_id="eni-1")})
+    assert [(r.if_still_there, r.kind, r.replaced) for r in unconfirmed.release] == [
+        ("disassociate", "interrupted", True)]
+
+    # Still the same instance (the same primary ENI): one reading is not enough, the re-read may keep it.
+    same = plan(SPEC, [free_now], [node("a", 1)], claims)
+    assert not claim_outlived_its_node(claims["eipalloc-1"], node("a", 1))
+    assert [(r.reason, r.if_still_there, r.replaced) for r in same.release] == [("association lost", "keep", False)]
+    # The new instance's ENI is not known yet: the ENI cannot tell, the executor's re-read asks the
+    # instance behind the claim's ENI.
+    unlisted = node("a", 2, eni_id=None, private_ip=None, instance_state="unknown")
+    assert not claim_outlived_its_node(claims["eipalloc-1"], unlisted)
+    assert [r.if_still_there for r in plan(SPEC, [free_now], [unlisted], claims).release] == ["keep"]
+
+
+def test_an_eip_pulled_from_a_replaced_nodes_old_eni_leaves_the_new_nodes_marks_and_taints_it() -> None:
+    old_place = EipView("eipalloc-1", "203.0.113.1", association_id="eipassoc-1", eni_id="eni-1",
+                        private_ip="10.0.0.1")
+    claims = {"eipalloc-1": Claim("a", eni_id="eni-1", private_ip="10.0.0.1")}
+    result = plan(SPEC, [old_place], [node("a", 2, startup_tainted=False)], claims)
+    assert [(r.association_id, r.replaced, r.retaint) for r in result.release] == [("eipassoc-1", True, True)]
+    assert result.deferred == ("a",)

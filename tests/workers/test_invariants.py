@@ -335,10 +335,10 @@ def test_i2_over_time_release_events_against_the_life_of_pods(db: None) -> None:
     ]
 
 
-@pytest.mark.xfail(strict=True, reason="engine defect found by the fault campaign (docs/reliability.md): the startup "
-                   "taint is lifted by node name, so a name re-registered on a new instance between the pass's "
-                   "reading and its taint lift loses the taint of the new node, which has no EIP")
 def test_engine_a_node_replaced_during_a_pass_keeps_its_startup_taint(world: World) -> None:
+    """Found by the fault campaign (docs/reliability.md): the startup taint was lifted by node name, so a
+    name re-registered on a new instance between the pass's reading and its taint lift lost the taint of
+    the new node, which has no EIP. The writes now check the instance behind the name."""
     from workers.ec2 import Ec2
     from workers.executor import run_pass
 

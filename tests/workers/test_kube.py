@@ -19,6 +19,7 @@ from workers.kube import (
     KubeNode,
     NotFound,
     Permanent,
+    Replaced,
     Transient,
     is_daemonset_pod,
     is_mirror_pod,
@@ -239,6 +240,66 @@ def test_eip_marks_set_and_cleared(kube: Kube, make_node, kube_emulator: KubeEmu
     kube.clear_eip_marks("ghost")  # a node that is gone needs no clearing
     with pytest.raises(NotFound):
         kube.set_eip_marks("ghost", public_ip="203.0.113.7", allocation_id="eipalloc-0abc")
+
+
+def test_writes_for_one_node_refuse_its_successor_under_the_same_name(
+        kube: Kube, make_node, kube_emulator: KubeEmulator) -> None:
+    """EKS reuses ip-… node names: a write meant for the node on i-old must not land on the node that
+    now has its name on i-new (lifting that one's startup taint would make it schedulable without an EIP)."""
+    make_node("ip-10-0-0-9", "i-old", taints=[PENDING])
+    kube_emulator.delete("nodes", "ip-10-0-0-9")
+    make_node("ip-10-0-0-9", "i-new", labels={EIP_LABEL: "198.51.100.9"}, taints=[PENDING])
+
+    with pytest.raises(Replaced):
+        kube.lift_startup_taint("ip-10-0-0-9", PENDING["key"], instance_id="i-old")
+    with pytest.raises(Replaced):
+        kube.add_startup_taint("ip-10-0-0-9", "other/key", instance_id="i-old")
+    with pytest.raises(Replaced):
+        kube.set_eip_marks("ip-10-0-0-9", public_ip="203.0.113.7", allocation_id="eipalloc-0abc", instance_id="i-old")
+    kube.clear_eip_marks("ip-10-0-0-9", instance_id="i-old")  # the old node's marks went with it
+    stored = kube_emulator.get("nodes", "ip-10-0-0-9")
+    assert stored["spec"]["taints"] == [PENDING] and stored["metadata"]["labels"][EIP_LABEL] == "198.51.100.9"
+    assert ALLOCATION_ANNOTATION not in (stored["metadata"].get("annotations") or {})
+    assert issubclass(Replaced, NotFound)  # a replaced node is gone for whoever meant the old one
+
+    # For the instance that is there now, the same writes go through.
+    kube.set_eip_marks("ip-10-0-0-9", public_ip="203.0.113.7", allocation_id="eipalloc-0abc", instance_id="i-new")
+    assert kube.lift_startup_taint("ip-10-0-0-9", PENDING["key"], instance_id="i-new") is True
+    node = kube.get_node("ip-10-0-0-9")
+    assert (node.taints, node.labels[EIP_LABEL], node.annotations[ALLOCATION_ANNOTATION]) == (
+        (), "203.0.113.7", "eipalloc-0abc")
+    kube.clear_eip_marks("ip-10-0-0-9", instance_id="i-new")
+    assert EIP_LABEL not in kube.get_node("ip-10-0-0-9").labels
+
+
+@pytest.mark.parametrize("write", ["lift", "marks"])
+def test_a_node_replaced_between_the_read_and_the_write_is_refused(
+        write: str, kube: Kube, make_node, kube_emulator: KubeEmulator, monkeypatch) -> None:
+    """The read still shows i-old; the new node registers before the patch. The patch carries the read's
+    resourceVersion, so it fails (409) instead of landing on the new node, and the re-read sees i-new."""
+    make_node("ip-10-0-0-9", "i-old", taints=[PENDING])
+    real_read = kube._read_node
+    reads: list[str] = []
+
+    def read_then_replace(name: str):
+        node = real_read(name)
+        reads.append(node["spec"]["providerID"])
+        if len(reads) == 1:
+            kube_emulator.delete("nodes", name)
+            make_node(name, "i-new", taints=[PENDING])
+        return node
+
+    monkeypatch.setattr(kube, "_read_node", read_then_replace)
+    with pytest.raises(Replaced):
+        if write == "lift":
+            kube.lift_startup_taint("ip-10-0-0-9", PENDING["key"], instance_id="i-old")
+        else:
+            kube.set_eip_marks("ip-10-0-0-9", public_ip="203.0.113.7", allocation_id="eipalloc-0abc",
+                               instance_id="i-old")
+
+    assert reads == ["aws:///us-east-1a/i-old", "aws:///us-east-1a/i-new"]
+    stored = kube_emulator.get("nodes", "ip-10-0-0-9")
+    assert stored["spec"]["taints"] == [PENDING] and EIP_LABEL not in (stored["metadata"].get("labels") or {})
 
 
 def test_watch_nodes_reports_adds_changes_and_deletes(kube: Kube, make_node, kube_emulator: KubeEmulator) -> None:
