@@ -210,7 +210,7 @@ def _move(move: _Move, *, ec2: Ec2, kube: Kube, actor: str, lease: Lease) -> Rea
         if old_node.deleted_at is None:
             lease.check()
             try:
-                tainted_now = kube.add_startup_taint(old_node.name, taint)
+                tainted_now = kube.add_startup_taint(old_node.name, taint, instance_id=old_node.instance_id or None)
             except KubeNotFound:
                 pass  # deleted meanwhile: nothing can be scheduled on it
             except KubeError as exc:
@@ -226,7 +226,7 @@ def _move(move: _Move, *, ec2: Ec2, kube: Kube, actor: str, lease: Lease) -> Rea
             _error(spec, old_node, eip, actor, f"manual reassign: AWS refused to disassociate: {_say(exc)}")
             if tainted_now:
                 try:
-                    kube.lift_startup_taint(old_node.name, taint)
+                    kube.lift_startup_taint(old_node.name, taint, instance_id=old_node.instance_id or None)
                 except KubeError:
                     pass  # the next pass lifts it: the node holds its confirmed EIP
             raise ReassignRefused(f"AWS refused to take {eip.public_ip} off {old_node.name} ({_say(exc)}); "
@@ -237,7 +237,7 @@ def _move(move: _Move, *, ec2: Ec2, kube: Kube, actor: str, lease: Lease) -> Rea
         _record(Event.Kind.RELEASED, spec, old_node, eip, actor, f"taken off by hand for {target.name}")
         if old_node.deleted_at is None:
             try:
-                kube.clear_eip_marks(old_node.name)
+                kube.clear_eip_marks(old_node.name, instance_id=old_node.instance_id or None)
             except KubeError as exc:
                 _error(spec, old_node, eip, actor, f"manual reassign: could not clear the EIP label: {_say(exc)}")
 
