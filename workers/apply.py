@@ -222,7 +222,7 @@ class Executor:
 
     def taint(self, name: str) -> str | None:
         """I1: a node of the spec that could take pods and holds no EIP gets the startup taint back."""
-        added = self.kube.add_startup_taint(name, settings.EIPDASH_STARTUP_TAINT, instance_id=self.incarnation(name))
+        added = self.kube.add_startup_taint(name, settings.EIPDASH_STARTUP_TAINT)
         self._tainted(name)
         return f"added the startup taint to {name}: schedulable without an EIP" if added else None
 
@@ -271,11 +271,11 @@ class Executor:
             # I1: the taint goes back on before the EIP goes, so that a drain called off (uncordon, the
             # autoscaler or Karpenter changing its mind) never leaves the node schedulable without it.
             try:
-                self.kube.add_startup_taint(r.node, settings.EIPDASH_STARTUP_TAINT,
-                                            instance_id=node.instance_id or None)
+                # By name: if the name already belongs to a new node, that one holds no EIP either.
+                self.kube.add_startup_taint(r.node, settings.EIPDASH_STARTUP_TAINT)
                 self._tainted(r.node)
             except KubeNotFound:
-                pass  # the node object is gone (or replaced: its successor registers tainted): nothing runs on it
+                pass  # the node object is gone: nothing can be scheduled on it
         if association_id:
             self.ec2.disassociate(association_id)
         if claim is not None and not services.assignment_close(assignment=claim, reason=r.reason, kind=r.kind):
@@ -303,8 +303,7 @@ class Executor:
                 return f"left {a.public_ip} to the next pass: AWS no longer shows it on {a.node}"
             if a.retaint_superseded:
                 try:
-                    self.kube.add_startup_taint(a.supersedes, settings.EIPDASH_STARTUP_TAINT,
-                                                instance_id=self.incarnation(a.supersedes))
+                    self.kube.add_startup_taint(a.supersedes, settings.EIPDASH_STARTUP_TAINT)
                     self._tainted(a.supersedes)
                 except KubeNotFound:
                     pass

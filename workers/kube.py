@@ -269,10 +269,12 @@ class Kube:
         pods = self._paged(self.core.list_pod_for_all_namespaces, 500, field_selector=selector)
         return sum(1 for pod in pods if is_workload_pod(pod))
 
-    # The writes below act on behalf of one node: given `instance_id` (the instance the caller observed
-    # behind the name), they refuse with Replaced when the name now belongs to another instance, and the
-    # write carries the read's resourceVersion, so a replacement between the read and the write fails it
-    # with 409 and is caught on the re-read. None: by name only (callers that did not observe the node).
+    # Lifting the taint and setting or clearing the EIP marks act on behalf of one node: given `instance_id`
+    # (the instance the caller observed behind the name), they refuse with Replaced when the name now
+    # belongs to another instance, and the write carries the read's resourceVersion, so a replacement
+    # between the read and the write fails it with 409 and is caught on the re-read. None: by name only.
+    # Adding the startup taint goes by name: whichever node has the name then, the taint only keeps pods
+    # away until the node holds an EIP of its own, which is the safe side of I1.
 
     def lift_startup_taint(self, node_name: str, taint_key: str, *, instance_id: str | None = None) -> bool:
         """Remove every taint with this key. The taints list is replaced whole by a patch, so it goes out
@@ -284,8 +286,7 @@ class Kube:
 
         return self._change_taints(node_name, without, instance_id)
 
-    def add_startup_taint(self, node_name: str, taint_key: str, *, effect: str = "NoSchedule",
-                          instance_id: str | None = None) -> bool:
+    def add_startup_taint(self, node_name: str, taint_key: str, *, effect: str = "NoSchedule") -> bool:
         """Put the startup taint back (the mirror of lift_startup_taint): False when the node already has
         a taint with this key. The whole taints list goes out with a resourceVersion precondition, so a
         taint another controller changes meanwhile is never dropped: on 409 we re-read and try again."""
@@ -294,7 +295,7 @@ class Kube:
                 return None
             return [*taints, {"key": taint_key, "value": "true", "effect": effect}]
 
-        return self._change_taints(node_name, with_it, instance_id)
+        return self._change_taints(node_name, with_it)
 
     def _change_taints(self, node_name: str,
                        change: Callable[[list[dict[str, Any]]], list[dict[str, Any]] | None],

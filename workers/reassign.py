@@ -210,7 +210,7 @@ def _move(move: _Move, *, ec2: Ec2, kube: Kube, actor: str, lease: Lease) -> Rea
         if old_node.deleted_at is None:
             lease.check()
             try:
-                tainted_now = kube.add_startup_taint(old_node.name, taint, instance_id=old_node.instance_id or None)
+                tainted_now = kube.add_startup_taint(old_node.name, taint)
             except KubeNotFound:
                 pass  # deleted meanwhile: nothing can be scheduled on it
             except KubeError as exc:

@@ -253,8 +253,6 @@ def test_writes_for_one_node_refuse_its_successor_under_the_same_name(
     with pytest.raises(Replaced):
         kube.lift_startup_taint("ip-10-0-0-9", PENDING["key"], instance_id="i-old")
     with pytest.raises(Replaced):
-        kube.add_startup_taint("ip-10-0-0-9", "other/key", instance_id="i-old")
-    with pytest.raises(Replaced):
         kube.set_eip_marks("ip-10-0-0-9", public_ip="203.0.113.7", allocation_id="eipalloc-0abc", instance_id="i-old")
     kube.clear_eip_marks("ip-10-0-0-9", instance_id="i-old")  # the old node's marks went with it
     stored = kube_emulator.get("nodes", "ip-10-0-0-9")
