@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 from django.db.models import (
     BooleanField,
@@ -364,30 +365,74 @@ def pool_use_series(
     now = now or timezone.now()
     start = now - dt.timedelta(hours=hours)
     samples = [start + dt.timedelta(minutes=step_minutes * i) for i in range(hours * 60 // step_minutes + 1)]
-    spec_ids = [row.spec.pk for row in stats]
-    # The opening time only of spans opened inside the window: an older one is open at every sample, and
-    # not converting thousands of timestamps it does not need is most of this function's time.
-    intervals: dict[int, list[tuple[dt.datetime | None, dt.datetime | None]]] = defaultdict(list)
-    rows = (
-        Assignment.objects.filter(launch_spec_id__in=spec_ids, opened_at__lte=now)
-        .filter(Q(closed_at__isnull=True) | Q(closed_at__gte=start))
-        .order_by()
-        .annotate(opened_inside=Case(When(opened_at__gte=start, then=F("opened_at")), default=None,
-                                     output_field=DateTimeField()))
-        .values_list("launch_spec_id", "opened_inside", "closed_at")
-    )
-    for spec_id, opened_at, closed_at in rows:
-        intervals[spec_id].append((opened_at, closed_at))
+    spec_ids = sorted(row.spec.pk for row in stats)
+    intervals = _use_spans(spec_ids, start)
     series = []
     for row in stats:
-        spans = intervals.get(row.spec.pk, [])
-        before = sum(1 for opened, _closed in spans if opened is None)
-        opened_times = sorted(opened for opened, _closed in spans if opened is not None)
-        closed_times = sorted(closed for _opened, closed in spans if closed is not None)
-        # In use at t: opened <= t and not (closed <= t). A span closed by t was opened by t too.
+        before, opened_times, closed_times = intervals.get(row.spec.pk, (0, [], []))
+        # In use at t: opened <= t and not (closed <= t). A span closed by t was opened by t too. Every
+        # sample is at or after the cached window's start, so spans opened before it count at every sample,
+        # and a span closed between that start and `start` adds one and removes one at every sample.
         points = [(t, before + bisect_right(opened_times, t) - bisect_right(closed_times, t)) for t in samples]
         series.append(UseSeries(spec_name=row.spec.name, pool_size=row.pool_size, points=points))
     return series
+
+
+# Spans per spec: (opened before the window's start, sorted opening times inside it, sorted closing times).
+_UseSpans = dict[int, tuple[int, list[dt.datetime], list[dt.datetime]]]
+
+
+def _use_spans(spec_ids: list[int], start: dt.datetime) -> _UseSpans:
+    """The assignments overlapping [start, now] per spec, cached under the record's version.
+
+    The overview and its 5-second poll (every open tab) asked for the same thousands of spans each time,
+    and converting their timestamps was most of the page's time. The cache window starts at `start`
+    floored to the hour, so one entry serves every request of that hour (the counting in the caller is
+    exact for any sample at or after it). The key holds a version of the rows that could change the
+    answer, read by one aggregate over the same index range: the highest assignment id (a new
+    assignment), the open ones (a close takes one away) and those closed since the window's start (a
+    close adds one, a deletion by retention takes one away). Nothing else rewrites these columns, so a
+    write shows on the next request; never a time-only expiry that could show a stale pool.
+    """
+    window = start.replace(minute=0, second=0, microsecond=0)
+    overlapping = Assignment.objects.filter(launch_spec_id__in=spec_ids).filter(
+        Q(closed_at__isnull=True) | Q(closed_at__gte=window)
+    )
+    version = overlapping.order_by().aggregate(
+        last=Max("pk"), open=Count("pk", filter=Q(closed_at__isnull=True)),
+        closed=Count("pk", filter=Q(closed_at__isnull=False)),
+    )  # fmt: skip
+    key = "pool-use-spans:" + ":".join(
+        [window.isoformat(), ",".join(map(str, spec_ids)), str(version["last"]), str(version["open"]),
+         str(version["closed"])]
+    )  # fmt: skip
+    cached: _UseSpans | None = cache.get(key)
+    if cached is not None:
+        return cached
+    # The opening time only of spans opened inside the window: an older one is open at every sample, and
+    # not converting thousands of timestamps it does not need is most of this function's time.
+    rows = (
+        overlapping.order_by()
+        .annotate(opened_inside=Case(When(opened_at__gte=window, then=F("opened_at")), default=None,
+                                     output_field=DateTimeField()))
+        .values_list("launch_spec_id", "opened_inside", "closed_at")
+    )  # fmt: skip
+    before: Counter[int] = Counter()
+    opened: dict[int, list[dt.datetime]] = defaultdict(list)
+    closed: dict[int, list[dt.datetime]] = defaultdict(list)
+    for spec_id, opened_at, closed_at in rows:
+        if opened_at is None:
+            before[spec_id] += 1
+        else:
+            opened[spec_id].append(opened_at)
+        if closed_at is not None:
+            closed[spec_id].append(closed_at)
+    spans: _UseSpans = {
+        spec_id: (before[spec_id], sorted(opened[spec_id]), sorted(closed[spec_id]))
+        for spec_id in set(before) | set(opened) | set(closed)
+    }
+    cache.set(key, spans, timeout=3600)
+    return spans
 
 
 TIME_TO_EIP_BUCKETS: tuple[tuple[str, float], ...] = (
