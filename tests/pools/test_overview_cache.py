@@ -1,0 +1,47 @@
+"""The overview's cached pool-use spans never show a stale pool: every write shows on the next request."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.core.cache import cache
+from django.utils import timezone
+
+from pools import selectors, services
+from pools.models import Assignment
+from tests.fixtures.web import WebWorld
+
+
+def _in_use_now(now: dt.datetime) -> int:
+    (series,) = selectors.pool_use_series(stats=selectors.pool_stats_list(), now=now, hours=24, step_minutes=60)
+    return series.points[-1][1]
+
+
+def test_cached_use_series_reflects_each_write_at_once(web_world: WebWorld) -> None:
+    cache.clear()
+    Assignment.objects.all().delete()
+    node_a, node_b = web_world.nodes
+    eip1, eip2 = web_world.eips[:2]
+    assert _in_use_now(timezone.now()) == 0
+    # Cached now; a new assignment must show on the very next request.
+    first = services.assignment_open(eip=eip1, node=node_a, spec=web_world.spec, actor="test", confirmed=True)
+    assert _in_use_now(timezone.now()) == 1
+    second = services.assignment_open(eip=eip2, node=node_b, spec=web_world.spec, actor="test", confirmed=True)
+    assert _in_use_now(timezone.now()) == 2
+    # A close recorded with a time older than the newest close already seen (two workers racing) still
+    # shows: the version counts rows, it does not compare timestamps.
+    assert services.assignment_close(assignment=second, reason="test", kind=Assignment.CloseKind.RELEASED)
+    Assignment.objects.filter(pk=second.pk).update(closed_at=timezone.now() - dt.timedelta(seconds=1))
+    assert _in_use_now(timezone.now()) == 1
+    assert services.assignment_close(assignment=first, reason="test", kind=Assignment.CloseKind.RELEASED)
+    Assignment.objects.filter(pk=first.pk).update(closed_at=timezone.now() - dt.timedelta(seconds=2))
+    assert _in_use_now(timezone.now()) == 0
+    # Retention deleting a closed row inside the window changes the past points at once too.
+    now = timezone.now()
+    old = Assignment.objects.create(eip=eip1, node=node_a, launch_spec=web_world.spec,
+                                    opened_at=now - dt.timedelta(hours=5), closed_at=now - dt.timedelta(hours=3))
+    (series,) = selectors.pool_use_series(stats=selectors.pool_stats_list(), now=now, hours=24, step_minutes=60)
+    assert max(v for _t, v in series.points) == 1
+    old.delete()
+    (series,) = selectors.pool_use_series(stats=selectors.pool_stats_list(), now=now, hours=24, step_minutes=60)
+    assert max(v for _t, v in series.points) == 0
