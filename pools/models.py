@@ -197,7 +197,13 @@ class Assignment(models.Model):
                 fields=["node"], condition=Q(closed_at__isnull=True), name="one_open_assignment_per_node"
             ),
         ]
-        indexes = [models.Index(fields=["launch_spec", "closed_at"])]
+        indexes = [
+            models.Index(fields=["launch_spec", "closed_at"]),
+            # The planner's sticky rule (the last release or refusal of each pool EIP) read from the index
+            # alone, whatever the spec's history holds (see migration 0009).
+            models.Index(fields=["eip", "launch_spec", "closed_at", "confirmed_at", "close_kind"],
+                         name="assignment_eip_last_close"),
+        ]
 
 
 class Event(models.Model):
