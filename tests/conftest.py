@@ -32,3 +32,12 @@ pytest_plugins = ["tests.fixtures.ec2", "tests.fixtures.kube", "tests.fixtures.w
 def _redis_for_locks(redis_url: str, settings: Settings) -> None:
     """The code under test takes its per-spec locks in Redis, as it does in production."""
     settings.REDIS_URL = redis_url
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> None:
+    """Each test's database starts over (ids included), so a cache entry keyed on the record's version
+    (the overview's pool-use spans) must not outlive the test that wrote it."""
+    from django.core.cache import cache
+
+    cache.clear()
