@@ -88,8 +88,9 @@ def _grow(w: WebWorld, n: int) -> None:
     "page,budget",
     [
         # Each budget includes the reader check (eipdash/middleware.py): one query for the user's groups.
-        # Includes the grouped alerts and the charts' data start (the first event, by index).
-        ("overview", 10),
+        # Includes the grouped alerts, the charts' data start (the first event, by index) and the use
+        # series' version (its spans come from the cache while that holds).
+        ("overview", 11),
         ("spec-list", 8),
         # Includes the plan preview's own snapshot reads (pools/snapshot.py).
         ("spec-detail", 17),
