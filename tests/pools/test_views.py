@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.core.cache import cache
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
@@ -106,9 +107,11 @@ def test_query_count_does_not_grow_with_rows(
     url = _pages(web_world)[page]
     _grow(web_world, 3)
     viewer_client.get(url)  # warm the session
+    cache.clear()  # both requests measured without the overview's cached spans: the worse case
     with django_assert_max_num_queries(budget) as small:
         assert viewer_client.get(url).status_code == 200
     _grow(web_world, 30)
+    cache.clear()
     with django_assert_max_num_queries(len(small.captured_queries)) as large:
         assert viewer_client.get(url).status_code == 200
     assert len(large.captured_queries) == len(small.captured_queries)
