@@ -91,20 +91,24 @@ def planner_inputs(
         for entry in entries
     ]
 
+    # Tuples, not model instances: the spec page polls this preview, and building a few hundred
+    # Assignment, ElasticIP and Node instances was most of its time.
     open_claims = list(
-        Assignment.objects.filter(closed_at__isnull=True, launch_spec=spec).select_related("eip", "node")
+        Assignment.objects.filter(closed_at__isnull=True, launch_spec=spec).values_list(
+            "eip__allocation_id", "node__name", "node_id", "confirmed_at", "opened_at", "eni_id", "private_ip"
+        )
     )
     claims = {
-        a.eip.allocation_id: Claim(
-            node=a.node.name,
-            confirmed=a.confirmed_at is not None,
-            in_flight=a.confirmed_at is None and in_flight_since is not None and a.opened_at > in_flight_since,
-            eni_id=a.eni_id or None,
-            private_ip=a.private_ip or None,
+        allocation_id: Claim(
+            node=node_name,
+            confirmed=confirmed_at is not None,
+            in_flight=confirmed_at is None and in_flight_since is not None and opened_at > in_flight_since,
+            eni_id=eni_id or None,
+            private_ip=private_ip or None,
         )
-        for a in open_claims
+        for allocation_id, node_name, _node_id, confirmed_at, opened_at, eni_id, private_ip in open_claims
     }
-    claimed_node_ids = {a.node_id for a in open_claims}
+    claimed_node_ids = {node_id for _a, _n, node_id, *_rest in open_claims}
 
     # The spec's nodes, plus every node tied to the pool: an open claim, or a pool EIP on its ENI.
     node_rows = Node.objects.filter(cluster=spec.cluster).filter(
@@ -112,26 +116,31 @@ def planner_inputs(
         | Q(launch_spec=spec, deleted_at__isnull=True)
         | Q(eni_id__in=[e.eni_id for e in eips if e.eni_id])
     )
+    # Only the columns the planner reads, as tuples (see above); the id keeps DISTINCT per row as before.
+    columns = ("id", "name", "instance_id", "instance_state", "eni_id", "private_ip", "startup_tainted", "draining",
+               "drain_reason", "workload_pods", "foreign_eip", "deleted_at", "labels", "eip_label", "first_seen_at")
     nodes = [
         NodeView(
-            name=row.name,
-            instance_id=row.instance_id,
-            instance_state=row.instance_state or "gone",
-            eni_id=row.eni_id or None,
-            private_ip=row.private_ip or None,
-            startup_tainted=row.startup_tainted,
-            draining=row.draining,
-            drain_reason=row.drain_reason,
-            workload_pods=row.workload_pods,
-            foreign_eip=row.foreign_eip,
-            in_cluster=row.deleted_at is None,
-            matches_spec=labels_match(spec.labels, row.labels),
-            also_matched_by=tuple(s.name for s in same_cluster if labels_match(s.labels, row.labels)),
-            eip_label=row.eip_label,
-            first_seen_at=row.first_seen_at,
+            name=name,
+            instance_id=instance_id,
+            instance_state=instance_state or "gone",
+            eni_id=eni_id or None,
+            private_ip=private_ip or None,
+            startup_tainted=startup_tainted,
+            draining=draining,
+            drain_reason=drain_reason,
+            workload_pods=workload_pods,
+            foreign_eip=foreign_eip,
+            in_cluster=deleted_at is None,
+            matches_spec=labels_match(spec.labels, labels),
+            also_matched_by=tuple(s.name for s in same_cluster if labels_match(s.labels, labels)),
+            eip_label=eip_label,
+            first_seen_at=first_seen_at,
         )
-        for row in node_rows.distinct().order_by("name")
-    ]
+        for (_id, name, instance_id, instance_state, eni_id, private_ip, startup_tainted, draining, drain_reason,
+             workload_pods, foreign_eip, deleted_at, labels, eip_label, first_seen_at)
+        in node_rows.distinct().order_by("name").values_list(*columns)
+    ]  # fmt: skip
     return spec_view(spec), eips, nodes, claims
 
 
