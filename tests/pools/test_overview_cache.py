@@ -8,8 +8,8 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from pools import selectors, services
-from pools.models import Assignment
-from tests.fixtures.web import WebWorld
+from pools.models import Assignment, Node
+from tests.fixtures.web import WebWorld, make_node
 
 
 def _in_use_now(now: dt.datetime) -> int:
@@ -45,3 +45,22 @@ def test_cached_use_series_reflects_each_write_at_once(web_world: WebWorld) -> N
     old.delete()
     (series,) = selectors.pool_use_series(stats=selectors.pool_stats_list(), now=now, hours=24, step_minutes=60)
     assert max(v for _t, v in series.points) == 0
+
+
+def test_time_to_eip_waits_exact_to_the_microsecond(web_world: WebWorld) -> None:
+    """The database computes each wait: a fraction near a whole second, or none at all, stays exact."""
+    Node.objects.exclude(eip_ready_at=None).update(eip_ready_at=None)
+    base = timezone.now().replace(microsecond=0) - dt.timedelta(minutes=5)
+    waits = {
+        "under-5": (base.replace(microsecond=104840), base + dt.timedelta(seconds=5, microseconds=104839)),
+        "just-under-5": (base, base + dt.timedelta(seconds=4, microseconds=999999)),
+        "exactly-5": (base, base + dt.timedelta(seconds=5)),  # both stored without a fraction on SQLite
+        "over-a-day-boundary": (base - dt.timedelta(seconds=1, microseconds=1), base + dt.timedelta(seconds=9)),
+    }
+    for index, (name, (first, ready)) in enumerate(waits.items()):
+        make_node(name, spec=web_world.spec, index=60 + index, first_seen_at=first, eip_ready_at=ready)
+    histogram = selectors.time_to_eip_histogram()
+    assert dict(histogram.buckets)["<5s"] == 2
+    assert dict(histogram.buckets)["5–10s"] == 1
+    assert dict(histogram.buckets)["10–20s"] == 1
+    assert histogram.p50 is not None and abs(histogram.p50 - 5.0) < 1e-6
