@@ -6,6 +6,7 @@ and one Redis PING with a one-second timeout.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,6 +22,8 @@ from .models import LaunchSpec
 # stuck engine.
 STALE_INTERVALS = 3
 REDIS_TIMEOUT_SECONDS = 1.0
+
+log = logging.getLogger(__name__)
 
 _redis_clients: dict[str, redis.Redis] = {}
 _redis_lock = threading.Lock()
@@ -69,8 +72,10 @@ def check(now: datetime, *, scope: str = "all") -> Health:
             cursor.execute("SELECT 1")
         health.checks["database"] = "ok"
     except DatabaseError as exc:
+        # /healthz answers without login: the exception text (host, user, database) goes to the log only.
+        log.warning("healthz: database: %s", exc)
         health.checks["database"] = "failing"
-        health.problems.append(f"database: {type(exc).__name__}: {exc}")
+        health.problems.append(f"database: {type(exc).__name__}")
         return health  # nothing else can be read
     if scope == "web":
         return health
@@ -83,14 +88,20 @@ def check(now: datetime, *, scope: str = "all") -> Health:
             _redis(url).ping()
             health.checks["redis"] = "ok"
         except redis.RedisError as exc:
+            log.warning("healthz: redis: %s", exc)
             health.checks["redis"] = "failing"
-            health.problems.append(f"redis: {type(exc).__name__}: {exc}")
+            health.problems.append(f"redis: {type(exc).__name__}")
 
     interval = float(settings.EIPDASH_RECONCILE_SECONDS)
     specs: dict[str, Any] = {}
-    for name, last_success, created_at in LaunchSpec.objects.filter(enabled=True).values_list(
-        "name", "last_successful_pass_at", "created_at"
-    ):
+    try:
+        rows = list(LaunchSpec.objects.filter(enabled=True).values_list("name", "last_successful_pass_at", "created_at"))
+    except DatabaseError as exc:
+        # The database answers but the schema is not there (migrations not run yet): a problem, not a 500.
+        log.warning("healthz: launch specs: %s", exc)
+        health.problems.append(f"database: cannot read launch specs ({type(exc).__name__}); are migrations applied?")
+        return health
+    for name, last_success, created_at in rows:
         age, stale = spec_staleness(name=name, last_success=last_success, created_at=created_at, now=now,
                                     interval_seconds=interval)
         specs[name] = {"last_successful_pass_age_seconds": None if age is None else round(age, 1), "stale": stale}
