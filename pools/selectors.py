@@ -479,10 +479,7 @@ class _ReadyWait(Func):
     def __init__(self) -> None:
         super().__init__(F("eip_ready_at"), F("first_seen_at"))
 
-    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
-        return super().as_sql(compiler, connection, **extra)
-
-    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, tuple[Any, ...]]:
         ready, ready_params = compiler.compile(self.source_expressions[0])
         first, first_params = compiler.compile(self.source_expressions[1])
         sql = (
@@ -492,7 +489,7 @@ class _ReadyWait(Func):
             f" - CAST(strftime('%%s', substr({first}, 1, 19)) AS INTEGER)) * 1000000"
             f" + CAST(substr({ready}, 21, 6) AS INTEGER) - CAST(substr({first}, 21, 6) AS INTEGER))"
         )
-        return sql, [*ready_params, *first_params, *ready_params, *first_params]
+        return sql, (*ready_params, *first_params, *ready_params, *first_params)
 
     def get_db_converters(self, connection: Any) -> list[Any]:
         return []  # SQLite's integer microseconds stay an integer (the caller reads both forms)
