@@ -170,6 +170,10 @@ class Release:
     # Released from an earlier instance of the node name (EKS reuses ip-… names): the node object now is
     # its successor, whose label and annotation are not this EIP's to clear.
     replaced: bool = False
+    # Released because the node drained (0 workload pods at observe time): the drain may be called off and
+    # pods scheduled before the taint lands, so the executor counts the pods again once the node is
+    # tainted and keeps the EIP if any are there (I2).
+    drained: bool = False
 
 
 @dataclass(frozen=True)
@@ -308,6 +312,11 @@ def release_reason(node: NodeView) -> str | None:
     return None
 
 
+def released_for_drain(node: NodeView) -> bool:
+    """release_reason() gives the node's EIP back because it drained, not because it is gone."""
+    return node.in_cluster and node.instance_state not in DEAD_STATES and node.draining
+
+
 def free_order_key(eip: EipView, released_now: bool = False) -> tuple[int, float, int]:
     """Most recently released first (a replacement node gets its predecessor's IP), then by address.
 
@@ -367,11 +376,11 @@ def plan(
             notes.append(note)
 
     def close_claim(eip: EipView, claim: Claim, reason: str, kind: CloseKind, if_still_there: str,
-                    *, replaced: bool = False) -> None:
+                    *, replaced: bool = False, drained: bool = False) -> None:
         """Close a record whose EIP AWS does not show on the claimed node; nothing to disassociate."""
         release.append(Release(eip.allocation_id, eip.public_ip, claim.node, reason, association_id=None,
                                kind=kind, retaint=spec.enabled and should_retaint(by_name.get(claim.node)),
-                               if_still_there=if_still_there, replaced=replaced))
+                               if_still_there=if_still_there, replaced=replaced, drained=drained))
 
     for node in nodes:
         if node.foreign_eip and node.matches_spec and node_is_alive(node):
@@ -452,7 +461,8 @@ def plan(
                 # The release closes whatever record there is; nothing to adopt first.
                 release.append(Release(eip.allocation_id, eip.public_ip, on_node.name, reason,
                                        association_id=eip.association_id,
-                                       retaint=spec.enabled and should_retaint(on_node)))
+                                       retaint=spec.enabled and should_retaint(on_node),
+                                       drained=released_for_drain(on_node)))
                 continue
             held_by_node[on_node.name] = eip
             ours = claim is not None and claim.node == on_node.name and claim.confirmed
@@ -495,7 +505,8 @@ def plan(
                             IF_THERE_KEEP)
             elif gone_reason is not None:
                 # The node is going anyway: if a fresh read still shows the EIP there, pull it.
-                close_claim(eip, claim, gone_reason, CloseKind.RELEASED, IF_THERE_DISASSOCIATE)
+                close_claim(eip, claim, gone_reason, CloseKind.RELEASED, IF_THERE_DISASSOCIATE,
+                            drained=claimed is not None and released_for_drain(claimed))
                 released_now.add(eip.allocation_id)
             else:
                 # One reading is not enough to take a busy node's EIP for lost: the executor re-reads.
@@ -508,8 +519,13 @@ def plan(
         if allocation_id not in pool_ids:
             # Untagged or released from the account. Close the record; never pull an EIP that is not
             # the pool's any more (if it is still on the node, the node now shows a foreign EIP).
+            # The node is in `closing` below, so neither tainted nor served by this pass: the release itself
+            # re-taints it (I1), unless the EIP is still on it (foreign now: it serves the node).
+            left = by_name.get(claim.node)
             release.append(Release(allocation_id, "", claim.node, "EIP left the pool (untagged or released)",
-                                   association_id=None, kind=CloseKind.MOVED))
+                                   association_id=None, kind=CloseKind.MOVED,
+                                   retaint=spec.enabled and should_retaint(left)
+                                   and left is not None and not left.foreign_eip))
 
     # A node whose claim this pass closes gets nothing before the next pass: if the reading that
     # closed it was stale, a second EIP would knock the first off the node in AWS.

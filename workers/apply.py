@@ -117,17 +117,18 @@ class Executor:
         services.event_record(kind=kind, context=self.context(node=node, eip=eip), reason=reason, actor=self.actor)
 
     def step(self, what: str, action: Callable[[], str | None], *, node: str = "", allocation_id: str = "",
-             kind: str = "", failed_state: str = "") -> None:
+             kind: str = "", failed_state: str = "", urgent: bool = False) -> None:
         """Run one step; its failure becomes an `error` event and the pass goes on.
 
         A lost lease is not a step failure: LeaseLost stops the whole pass before this step writes.
+        urgent: runs past the deadline like a taint (a release that re-taints a node with no EIP left).
         """
         if self.lease is not None:
             self.lease.check()
         # Taints always run (I1 comes before the deadline, and they are first and cheap); any other step
         # starts only before the deadline, except the pass's first one, so that a slow read never starves
         # the work. A step left undone leaves its node as it is, like a failed one, for the next pass.
-        if kind != "taint":
+        if kind != "taint" and not urgent:
             if self.started_a_step and self.deadline is not None and time.monotonic() >= self.deadline:
                 self.report.left.append(what)
                 if failed_state and node:
@@ -164,7 +165,10 @@ class Executor:
         for r in plan.release:
             self.step(f"release {r.public_ip or r.allocation_id} from {r.node}", partial(self.release, r),
                       node=r.node, allocation_id=r.allocation_id, kind="release",
-                      failed_state=self.holding_state(r.node))
+                      failed_state=self.holding_state(r.node),
+                      # Its node may hold no EIP any more (left the pool, lost): left undone, it would stay
+                      # schedulable without one until the next pass (I1). Releasing is safe to finish.
+                      urgent=r.retaint)
         for a in plan.adopt:
             self.step(f"adopt {a.public_ip} on {a.node}", partial(self.adopt, a),
                       node=a.node, allocation_id=a.allocation_id, kind="adopt")
@@ -276,6 +280,20 @@ class Executor:
                 self._tainted(r.node)
             except KubeNotFound:
                 pass  # the node object is gone: nothing can be scheduled on it
+            else:
+                if r.drained and association_id:
+                    # I2: "0 workload pods" was counted at observe time. If the drain was called off and pods
+                    # were scheduled before the taint landed, they still use the EIP. Now that the node is
+                    # tainted no new pod lands there: count again, and keep the EIP unless it is surely 0.
+                    try:
+                        pods: int | None = self.kube.workload_pod_count(r.node)
+                    except KubeError:
+                        pods = None
+                    if pods != 0:
+                        self.outcomes[r.node] = self.holding_state(r.node) or Node.State.DRAINING
+                        counted = "could not be counted" if pods is None else f"{pods} workload pod(s) on it"
+                        return (f"kept {r.public_ip} on {r.node}: {counted} after the taint; the taint stays "
+                                "and the next pass decides")
         if association_id:
             self.ec2.disassociate(association_id)
         if claim is not None and not services.assignment_close(assignment=claim, reason=r.reason, kind=r.kind):
