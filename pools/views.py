@@ -211,6 +211,7 @@ def launch_spec_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
         "user_data": _user_data(spec, [eip.public_ip for eip in pool if not eip.gone]),
         "taint_key": settings.EIPDASH_STARTUP_TAINT,
         "can_edit": request.user.has_perm("pools.change_launchspec"),
+        "can_delete": request.user.has_perm("pools.delete_launchspec"),
     }
     return _page(request, "pools/launch_spec_detail.html", "pools/partials/_spec_live.html", context)
 
@@ -302,7 +303,7 @@ def launch_spec_disable(request: HtmxHttpRequest, name: str) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 @login_required
-@permission_required("pools.change_launchspec", raise_exception=True)
+@permission_required("pools.delete_launchspec", raise_exception=True)
 def launch_spec_delete(request: HtmxHttpRequest, name: str) -> HttpResponse:
     """Delete, with the CLI's rule: a spec that still holds EIPs is refused (disable it and let it drain)."""
     spec = _get_spec_or_404(name)
@@ -546,6 +547,8 @@ def history(request: HtmxHttpRequest) -> HttpResponse:
     filter_query.pop("before", None)
     filter_query.pop("newer", None)
     newer = request.GET.get("newer", "")
+    if newer and not _cursor_ok(newer):
+        newer = ""  # the same guard as `before`: a cursor the database cannot compare with is ignored
     if request.htmx and newer:
         # The newest page polls only for a count: rows are never inserted above the one being read.
         count = selectors.event_count_newer(filters=form.filters(), after=newer) if valid else 0

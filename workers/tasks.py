@@ -9,6 +9,7 @@ from datetime import timedelta
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -28,7 +29,12 @@ def reconcile_all() -> int:
     """The beat's safety net: one reconcile_spec per enabled launch spec, and per disabled one that still
     holds EIPs (it drains: its passes release and close by the usual rules, and assign nothing)."""
     # A manual reassign whose worker died must not stay "moving" on the operator's screen for ever.
-    expire_stale_requests()
+    # Housekeeping: its failure is logged and must never stop this tick's passes.
+    try:
+        with transaction.atomic():  # a savepoint: on PostgreSQL a failed statement must not poison the rest
+            expire_stale_requests()
+    except DatabaseError:
+        log.exception("could not expire stale reassign requests; the passes go on")
     spec_ids = list(
         LaunchSpec.objects.filter(Q(enabled=True) | Q(assignments__closed_at__isnull=True))
         .distinct().values_list("pk", flat=True)

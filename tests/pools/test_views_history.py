@@ -174,3 +174,10 @@ def test_metrics_flag_a_misconfigured_spec(viewer_client: Client, web_world: Web
     assert 'eipdash_launch_spec_misconfigured{launch_spec="typo"} 1.0' in body
     assert 'eipdash_launch_spec_problem{launch_spec="typo",problem="empty_pool"} 1.0' in body
     assert 'eipdash_launch_spec_misconfigured{launch_spec="egress"} 0.0' in body
+
+
+@pytest.mark.parametrize("cursor", ["9999-12-31T23:59:59-23:00_1", "0001-01-01T00:00:00+14:00_1", "garbage"])
+def test_a_broken_newer_cursor_is_ignored_not_a_500(viewer_client: Client, many_events: list[Event],
+                                                    cursor: str) -> None:
+    response = viewer_client.get(reverse("history"), {"newer": cursor}, HTTP_HX_REQUEST="true")
+    assert response.status_code == 200

@@ -270,3 +270,25 @@ def test_the_plan_of_a_disabled_spec_says_it_only_drains(operator_client: Client
     LaunchSpec.objects.filter(pk=web_world.spec.pk).update(enabled=False)
     html = operator_client.get(reverse("launch-spec-detail", args=[web_world.spec.name])).content.decode()
     assert 'id="plan-disabled"' in html and "the next pass only drains" in html
+
+
+def test_deleting_needs_the_delete_permission_not_only_change(operator: object, client: Client,
+                                                              web_world: WebWorld) -> None:
+    """Deleting has its own permission (operators get it from a migration); editing alone is not enough."""
+    from django.contrib.auth.models import Group, Permission, User
+
+    editor = User.objects.create_user("eddie-editor", password="x-very-long-password")
+    editor.groups.add(Group.objects.get(name="viewers"))
+    editor.user_permissions.add(Permission.objects.get(codename="change_launchspec"))
+    client.force_login(editor)
+    spec = web_world.spec
+    from django.utils import timezone
+
+    from pools.models import Assignment
+
+    Assignment.objects.filter(launch_spec=spec).update(closed_at=timezone.now())
+    page = client.get(reverse("launch-spec-detail", args=[spec.name])).content.decode()
+    assert 'id="disable-spec"' in page and 'id="delete-spec"' not in page
+    assert client.post(reverse("launch-spec-delete", args=[spec.name])).status_code == 403
+    assert LaunchSpec.objects.filter(pk=spec.pk).exists()
+    assert Group.objects.get(name="operators").permissions.filter(codename="delete_launchspec").exists()
