@@ -41,7 +41,7 @@ from pools.pool_rule import labels_match, selects, specs_selecting
 from pools.snapshot import neighbour_specs
 
 from .apply import Executor
-from .ec2 import Ec2, Ec2Error
+from .ec2 import AlreadyAssociated, Ec2, Ec2Error, Permanent
 from .executor import clients_for, run_pass
 from .kube import Kube, KubeError
 from .kube import NotFound as KubeNotFound
@@ -200,6 +200,15 @@ def reassign_eip(*, allocation_id: str, node_name: str, actor: str, ec2: Ec2 | N
                                outcome.confirmed)
 
 
+def _still_on(ec2: Ec2, allocation_id: str, eni_id: str) -> bool:
+    """A fresh DescribeAddresses of this one EIP shows it on this ENI (False when it cannot be read)."""
+    try:
+        fresh = ec2.get_address(allocation_id)
+    except Ec2Error:
+        return False
+    return bool(eni_id and fresh is not None and fresh.association_id and fresh.eni_id == eni_id)
+
+
 def _move(move: _Move, *, ec2: Ec2, kube: Kube, actor: str, lease: Lease) -> ReassignOutcome:
     spec, eip, target, old = move.spec, move.eip, move.target, move.old
     taint = settings.EIPDASH_STARTUP_TAINT
@@ -223,6 +232,17 @@ def _move(move: _Move, *, ec2: Ec2, kube: Kube, actor: str, lease: Lease) -> Rea
         try:
             ec2.disassociate(eip.association_id)
         except Ec2Error as exc:
+            # Only a refusal proves nothing changed: a throttle or a timeout (retries exhausted, a 500 after
+            # AWS did it) may hide a disassociation, and lifting the taint then would leave the old node
+            # schedulable without an EIP (I1). Even a refusal is checked against AWS before the lift.
+            still_there = _still_on(ec2, eip.allocation_id, old.eni_id or old_node.eni_id) if isinstance(
+                exc, Permanent | AlreadyAssociated) else False
+            if not still_there:
+                _error(spec, old_node, eip, actor,
+                       f"manual reassign: disassociating failed, the EIP may have been moved: {_say(exc)}")
+                raise ReassignFailed(f"Taking {eip.public_ip} off {old_node.name} failed ({_say(exc)}); it may "
+                                     f"have been moved. {old_node.name} stays tainted; the next pass settles it "
+                                     "(it lifts the taint if AWS still shows the EIP there).") from exc
             _error(spec, old_node, eip, actor, f"manual reassign: AWS refused to disassociate: {_say(exc)}")
             if tainted_now:
                 try:

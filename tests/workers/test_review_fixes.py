@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from pools.models import LaunchSpec
 from pools.planner import Claim, NodeView, SpecView, plan
 from pools.snapshot import planner_inputs
 from tests.fixtures.world import TAINT, World
 from workers import executor
 from workers.apply import Executor
-from workers.ec2 import Ec2
+from workers.ec2 import Ec2, Permanent, Transient
 from workers.kube import Kube
 from workers.observe import observe
+from workers.reassign import ReassignFailed, ReassignRefused, reassign_eip
 
 REGION = "us-east-1"
 
@@ -92,3 +95,52 @@ def test_a_pod_scheduled_after_observe_keeps_the_eip_of_a_drained_node(world: Wo
     assert TAINT in world.taints("a")  # and nothing new lands until the next pass decides
     executor.reconcile_spec(spec.pk)  # no longer draining: the next pass lifts the taint
     assert world.eip_on("a") == held and TAINT not in world.taints("a")
+
+
+# --- 2. a reassign whose disassociation failed after AWS did it ----------------------------------------
+
+
+class DisassociatesThenFails(Ec2):
+    """The real adapter; DisassociateAddress reaches AWS, then the client sees a 5xx (retries exhausted)."""
+
+    def disassociate(self, association_id: str) -> None:
+        super().disassociate(association_id)
+        raise Transient("internal error", code="InternalError", operation="DisassociateAddress")
+
+
+class RefusesToDisassociate(Ec2):
+    """The real adapter; AWS refuses DisassociateAddress outright (nothing changes)."""
+
+    def disassociate(self, association_id: str) -> None:
+        raise Permanent("not authorized", code="UnauthorizedOperation", operation="DisassociateAddress")
+
+
+def test_a_reassign_whose_disassociation_may_have_happened_keeps_the_old_node_tainted(world: World) -> None:
+    spec = world.spec()
+    (eip_id,) = world.eips(1)
+    world.node("a")
+    executor.reconcile_spec(spec.pk)
+    world.node("b")
+    executor.reconcile_spec(spec.pk)  # b waits: the pool is exhausted
+    assert TAINT not in world.taints("a")
+    with pytest.raises(ReassignFailed, match="may have been moved"):
+        reassign_eip(allocation_id=eip_id, node_name="b", actor="alice", ec2=DisassociatesThenFails(REGION))
+    assert world.eip_on("a") is None
+    assert TAINT in world.taints("a")  # I1: not schedulable without its EIP
+    executor.reconcile_spec(spec.pk)  # the next pass settles it: the free EIP goes to the oldest waiting node
+    served = [n for n in ("a", "b") if world.eip_on(n) == eip_id]
+    assert len(served) == 1
+    for name in ("a", "b"):
+        assert (TAINT in world.taints(name)) == (world.eip_on(name) is None)
+
+
+def test_a_refused_reassign_lifts_the_taint_again_when_aws_still_shows_the_eip(world: World) -> None:
+    spec = world.spec()
+    (eip_id,) = world.eips(1)
+    world.node("a")
+    executor.reconcile_spec(spec.pk)
+    world.node("b")
+    executor.reconcile_spec(spec.pk)
+    with pytest.raises(ReassignRefused, match="nothing was moved"):
+        reassign_eip(allocation_id=eip_id, node_name="b", actor="alice", ec2=RefusesToDisassociate(REGION))
+    assert world.eip_on("a") == eip_id and TAINT not in world.taints("a")
