@@ -48,8 +48,6 @@ from sandbox.ports import wait_for_port
 from sandbox.run import BASE_DIR, PYTHON, Child, Stop, Supervisor, _raise_stop, fresh_sqlite, prepare_database
 from sandbox.simulate import (
     CA_TAINT_KEY,
-    DAEMONSETS,
-    NODE_NAME_SUFFIX,
     WORKLOAD_NAMESPACE,
     KubeConflict,
     KubeHttp,
@@ -57,8 +55,6 @@ from sandbox.simulate import (
     SimNode,
     SimSpec,
     Simulation,
-    node_manifest,
-    pod_manifest,
 )
 
 log = logging.getLogger("sandbox.chaos")
@@ -164,27 +160,9 @@ class ChaosSimulation(Simulation):
             self.counters.errors += 1
 
     def launch_node(self, spec_name: str, name: str | None = None) -> SimNode:
-        """Launch an instance and register its node (under `name`, when a name is reused)."""
-        spec = self.specs[spec_name]
-        if not self._zones:
-            self._zones = sorted(self.ec2.ensure_network())
-            self.kube.ensure_namespace(WORKLOAD_NAMESPACE)
-        ordinal = next(self._ordinals)
-        az = self._zones[ordinal % len(self._zones)]
-        instance_id, _eni, private_ip = self.ec2.launch_instance(az=az)
-        name = name or f"{instance_id}{NODE_NAME_SUFFIX}"
-        self.ledger.instance_of[name] = instance_id
-        self.kube.create_node(node_manifest(name=name, instance_id=instance_id, az=az, private_ip=private_ip,
-                                            region=self.ec2.region, labels=spec.labels))
-        node = SimNode(spec=spec_name, ordinal=ordinal, name=name, instance_id=instance_id, az=az)
-        self.nodes[name] = node
-        for daemonset in DAEMONSETS:
-            pod_name = f"{daemonset}-{instance_id[-8:]}"
-            self.kube.create_running_pod(pod_manifest(name=pod_name, namespace="kube-system", node_name=name,
-                                                      owner_kind="DaemonSet", owner_name=daemonset,
-                                                      tolerate_all=True))
-            node.daemon_pods.append(("kube-system", pod_name))
-        self.counters.launched += 1
+        """Launch as the simulation does, and remember which instance the name stands for now."""
+        node = super().launch_node(spec_name, name=name)
+        self.ledger.instance_of[node.name] = node.instance_id
         return node
 
     def _victim(self, active: list[SimNode], pick: float) -> SimNode:

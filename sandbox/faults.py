@@ -21,7 +21,6 @@ import argparse
 import collections
 import http.client
 import random
-import sys
 import threading
 import time
 import uuid
@@ -30,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from sandbox.ports import free_port
+from sandbox.ports import LoopbackHTTPServer, free_port
 
 KINDS = ("throttle", "internal", "timeout", "after")
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection", "te",
@@ -119,7 +118,7 @@ class FaultProxy:
 
     def start(self) -> FaultProxy:
         handler = type("Handler", (_Handler,), {"proxy": self})
-        server = _Server(("127.0.0.1", self.port), handler)
+        server = LoopbackHTTPServer(("127.0.0.1", self.port), handler)
         self._server = server
         self._stopping.clear()
         self._thread = threading.Thread(target=server.serve_forever, name="ec2-fault-proxy", daemon=True)
@@ -160,15 +159,6 @@ class FaultProxy:
         finally:
             connection.close()
 
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that gave up (its read timeout) or was killed mid-request is the weather here, not a fault.
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return
-        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -20,7 +20,6 @@ import re
 import secrets
 import select
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -31,6 +30,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from sandbox.ports import LoopbackHTTPServer
 
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
@@ -454,7 +455,7 @@ class KubeEmulator:
 
     def start(self) -> KubeEmulator:
         handler = type("Handler", (_Handler,), {"emulator": self, "faulty": True})
-        self._server = _Server(("127.0.0.1", self.port or 0), handler)
+        self._server = LoopbackHTTPServer(("127.0.0.1", self.port or 0), handler)
         self.port = self._server.server_address[1]
         self._stopping = False
         # The socket listens already, so requests queue from here on even before the loop spins.
@@ -466,7 +467,7 @@ class KubeEmulator:
         """A second listener on the same store that never injects faults (for a test harness or an
         invariant checker that must see the world, not the weather); returns its URL."""
         handler = type("Handler", (_Handler,), {"emulator": self, "faulty": False})
-        server = _Server(("127.0.0.1", 0), handler)
+        server = LoopbackHTTPServer(("127.0.0.1", 0), handler)
         thread = threading.Thread(target=server.serve_forever, name="kube-emulator-side-door", daemon=True)
         thread.start()
         self._side_doors.append((server, thread))
@@ -919,15 +920,6 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             return True
 
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client that drops its keep-alive connection (a process shutting down) is normal, not a fault.
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return
-        super().handle_error(request, client_address)
 
 
 def main() -> None:

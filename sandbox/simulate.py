@@ -308,8 +308,10 @@ class Simulation:
 
     # -- autoscaler: scale up ------------------------------------------------------------------------
 
-    def launch_node(self, spec_name: str) -> SimNode:
-        """Launch an instance and register its node with the startup taint, as a kubelet would."""
+    def launch_node(self, spec_name: str, name: str | None = None) -> SimNode:
+        """Launch an instance and register its node with the startup taint, as a kubelet would.
+
+        `name`: register under this node name (EKS reuses `ip-…` names for a new instance)."""
         spec = self.specs[spec_name]
         if not self._zones:
             self._zones = sorted(self.ec2.ensure_network())
@@ -317,7 +319,7 @@ class Simulation:
         ordinal = next(self._ordinals)
         az = self._zones[ordinal % len(self._zones)]
         instance_id, _eni_id, private_ip = self.ec2.launch_instance(az=az)
-        name = f"{instance_id}{NODE_NAME_SUFFIX}"
+        name = name or f"{instance_id}{NODE_NAME_SUFFIX}"
         self.kube.create_node(
             node_manifest(name=name, instance_id=instance_id, az=az, private_ip=private_ip,
                           region=self.ec2.region, labels=spec.labels)
@@ -326,7 +328,7 @@ class Simulation:
         self.nodes[name] = node
         # DaemonSet pods land at once: they tolerate the startup taint.
         for daemonset in DAEMONSETS:
-            pod_name = f"{daemonset}-{instance_id[-5:]}"
+            pod_name = f"{daemonset}-{instance_id[-8:]}"
             self.kube.create_running_pod(
                 pod_manifest(name=pod_name, namespace="kube-system", node_name=name, owner_kind="DaemonSet",
                              owner_name=daemonset, tolerate_all=True)

@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from django.db import connection
 
 from pools.models import Assignment
 from tests.fixtures.world import World
-
-
-@pytest.fixture
-def eager_tasks() -> Iterator[None]:
-    from eipdash.celery import app
-
-    before = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    try:
-        yield
-    finally:
-        app.conf.task_always_eager = before
 
 
 def test_a_failing_reassign_cleanup_does_not_stop_the_passes(world: World, eager_tasks: None) -> None:
