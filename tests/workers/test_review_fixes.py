@@ -4,12 +4,13 @@ once it is tainted (I2); a reassign whose disassociation may have happened keeps
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import pytest
 
 from pools.models import LaunchSpec
-from pools.planner import Claim, NodeView, SpecView, plan
+from pools.planner import Claim, EipView, NodeView, Plan, SpecView, plan
 from pools.snapshot import planner_inputs
 from tests.fixtures.world import TAINT, World
 from workers import executor
@@ -26,7 +27,7 @@ def uncordon(world: World, node: str) -> None:
     world.kube.patch("nodes", node, {"spec": {"unschedulable": False}})
 
 
-def observe_and_plan(spec: LaunchSpec, ec2: Ec2, kube: Kube):  # type: ignore[no-untyped-def]
+def observe_and_plan(spec: LaunchSpec, ec2: Ec2, kube: Kube) -> Plan:
     observed = observe(spec, ec2, kube)
     assert observed.pool is not None
     return plan(*planner_inputs(spec, pool=observed.pool, in_flight_since=None))
@@ -36,8 +37,6 @@ def observe_and_plan(spec: LaunchSpec, ec2: Ec2, kube: Kube):  # type: ignore[no
 
 
 def test_planner_taints_a_node_whose_eip_left_the_pool() -> None:
-    from pools.planner import EipView
-
     a = NodeView(name="a", instance_id="i-1", instance_state="running", eni_id="eni-1", private_ip="10.0.0.1")
     free = EipView(allocation_id="eipalloc-2", public_ip="203.0.113.2")
     result = plan(SpecView("ingress", "pool", "ingress"), [free], [a], {"eipalloc-9": Claim(node="a")})
@@ -45,7 +44,7 @@ def test_planner_taints_a_node_whose_eip_left_the_pool() -> None:
     assert release.allocation_id == "eipalloc-9" and release.retaint
     assert result.deferred == ("a",)
     # Still on the node but untagged: it now shows as a foreign EIP, which serves it; no taint.
-    foreign = plan(SpecView("ingress", "pool", "ingress"), [free], [a.__class__(**{**a.__dict__, "foreign_eip": True})],
+    foreign = plan(SpecView("ingress", "pool", "ingress"), [free], [dataclasses.replace(a, foreign_eip=True)],
                    {"eipalloc-9": Claim(node="a")})
     assert not foreign.release[0].retaint
     # A disabled spec taints nothing.
@@ -59,7 +58,7 @@ def test_nodes_whose_eips_were_released_from_the_account_are_tainted_even_past_t
     world.node("a", tainted=False)
     world.node("b", tainted=False)
     executor.reconcile_spec(spec.pk)
-    gone = [world.eip_on("a"), world.eip_on("b")]
+    gone = [world.eip_on("a") or "", world.eip_on("b") or ""]
     assert all(gone) and TAINT not in world.taints("a") and TAINT not in world.taints("b")
     for allocation_id in gone:
         association = world.address(allocation_id)["AssociationId"]
