@@ -8,7 +8,7 @@ EIP per node and one node per EIP; I4 the record matches AWS within a pass.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
@@ -509,19 +509,6 @@ def test_the_spec_page_says_a_disabled_spec_is_draining(world: World, viewer_cli
     reconcile(spec)
     page = viewer_client.get(url).content.decode()
     assert "Drained." in page
-
-
-@pytest.fixture
-def eager_tasks() -> Iterator[None]:
-    """The beat's task runs its per-spec tasks in this process (the engine against the emulators)."""
-    from eipdash.celery import app
-
-    before = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    try:
-        yield
-    finally:
-        app.conf.task_always_eager = before
 
 
 def test_the_beat_keeps_running_a_disabled_spec_until_it_holds_nothing(world: World, eager_tasks: None) -> None:
