@@ -360,10 +360,10 @@ def pool_use_series(
 ) -> list[UseSeries]:
     """EIPs in use per spec over the last `hours`, sampled every `step_minutes`, from Assignment intervals.
 
-    One query: every assignment that overlaps the window (the open ones and those closed in the window, by
-    the (launch_spec, closed_at) index). Counting happens in Python because the overlap test is awkward to
-    express portably in SQL: at each sample, the spans opened by then minus those closed by then, by
-    binary search on the sorted ends, so thousands of spans cost no more than a few sorts.
+    The spans are every assignment that overlaps the window (the open ones and those closed in the window, by
+    the (launch_spec, closed_at) index), read once per version of those rows (_use_spans). Counting happens
+    in Python because the overlap test is awkward to express portably in SQL: at each sample, the spans
+    opened by then minus those closed by then, by binary search on the sorted ends.
     """
     now = now or timezone.now()
     start = now - dt.timedelta(hours=hours)
