@@ -369,7 +369,7 @@ def pool_use_series(
     start = now - dt.timedelta(hours=hours)
     samples = [start + dt.timedelta(minutes=step_minutes * i) for i in range(hours * 60 // step_minutes + 1)]
     spec_ids = sorted(row.spec.pk for row in stats)
-    intervals = _use_spans(spec_ids, start)
+    intervals = _use_spans(spec_ids, start, hours)
     series = []
     for row in stats:
         before, opened_times, closed_times = intervals.get(row.spec.pk, (0, [], []))
@@ -385,7 +385,7 @@ def pool_use_series(
 _UseSpans = dict[int, tuple[int, list[dt.datetime], list[dt.datetime]]]
 
 
-def _use_spans(spec_ids: list[int], start: dt.datetime) -> _UseSpans:
+def _use_spans(spec_ids: list[int], start: dt.datetime, hours: int) -> _UseSpans:
     """The assignments overlapping [start, now] per spec, cached under the record's version.
 
     The overview and its 5-second poll (every open tab) asked for the same thousands of spans each time,
@@ -395,7 +395,9 @@ def _use_spans(spec_ids: list[int], start: dt.datetime) -> _UseSpans:
     answer, read by one aggregate over the same index range: the highest assignment id (a new
     assignment), the open ones (a close takes one away) and those closed since the window's start (a
     close adds one, a deletion by retention takes one away). Nothing else rewrites these columns, so a
-    write shows on the next request; never a time-only expiry that could show a stale pool.
+    write shows on the next request; never a time-only expiry that could show a stale pool. One entry per
+    range and set of specs, replaced when its stamp changes, so the cache holds a handful of entries
+    (a 7-day range is a few MB at 100,000 assignments), not one per version.
     """
     window = start.replace(minute=0, second=0, microsecond=0)
     overlapping = Assignment.objects.filter(launch_spec_id__in=spec_ids).filter(
@@ -405,13 +407,11 @@ def _use_spans(spec_ids: list[int], start: dt.datetime) -> _UseSpans:
         last=Max("pk"), open=Count("pk", filter=Q(closed_at__isnull=True)),
         closed=Count("pk", filter=Q(closed_at__isnull=False)),
     )  # fmt: skip
-    key = "pool-use-spans:" + ":".join(
-        [window.isoformat(), ",".join(map(str, spec_ids)), str(version["last"]), str(version["open"]),
-         str(version["closed"])]
-    )  # fmt: skip
-    cached: _UseSpans | None = cache.get(key)
-    if cached is not None:
-        return cached
+    key = f"pool-use-spans:{hours}:{','.join(map(str, spec_ids))}"
+    stamp = (window.isoformat(), version["last"], version["open"], version["closed"])
+    cached: tuple[tuple[object, ...], _UseSpans] | None = cache.get(key)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
     # The opening time only of spans opened inside the window: an older one is open at every sample, and
     # not converting thousands of timestamps it does not need is most of this function's time.
     rows = (
@@ -434,7 +434,7 @@ def _use_spans(spec_ids: list[int], start: dt.datetime) -> _UseSpans:
         spec_id: (before[spec_id], sorted(opened[spec_id]), sorted(closed[spec_id]))
         for spec_id in set(before) | set(opened) | set(closed)
     }
-    cache.set(key, spans, timeout=3600)
+    cache.set(key, (stamp, spans), timeout=3600)
     return spans
 
 
