@@ -211,8 +211,13 @@ def pool_stats_list(*, specs: Sequence[LaunchSpec] | None = None) -> list[PoolSt
     # The holding node's spec and draining flag in one probe: spec id * 2 + draining.
     node_code = Node.objects.filter(pk=OuterRef("node_id")).order_by().annotate(
         code=F("launch_spec_id") * 2 + Case(When(draining=True, then=Value(1)), default=Value(0)))
+    held = _open_assignments()
+    if len(specs) == 1:
+        # One spec (its page): only the assignments whose node is of that spec, the only rows counted
+        # below, instead of a probe for every open assignment of every spec.
+        held = held.filter(node__launch_spec=specs[0])
     holding = (
-        _open_assignments().order_by()
+        held.order_by()
         .annotate(node_code=Subquery(node_code.values("code")[:1]),
                   part=Value(HOLDING, output_field=CharField()),
                   flag=Value(False, output_field=BooleanField()),
