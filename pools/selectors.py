@@ -560,6 +560,13 @@ def eip_list(
     return qs.order_by(*eip_order(sort))
 
 
+def pool_public_ips(*, spec: LaunchSpec) -> list[str]:
+    """The public IPs of the spec's pool that AWS still lists, in numeric order (the user-data snippet)."""
+    qs = pool_filter(ElasticIP.objects.filter(gone=False), spec)
+    return list(qs.order_by(dbfunctions.ip_order("public_ip", vendor=connection.vendor).asc())
+                .values_list("public_ip", flat=True))
+
+
 def eip_order(sort: str) -> list[str | OrderBy]:
     """EIP_SORTS with the public IP in numeric order on every database (SQLite stores it as text)."""
     ip_key = dbfunctions.ip_order("public_ip", vendor=connection.vendor)

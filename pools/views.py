@@ -65,7 +65,7 @@ class HtmxHttpRequest(HttpRequest):
 
 
 PAGE_SIZE = 50
-SPEC_NODES_SHOWN = 50  # the launch spec page's node table; /nodes/?spec=… pages through all of them
+SPEC_NODES_SHOWN = 50  # the launch spec page's node and pool tables; /nodes/ and /eips/?spec=… page through all
 REFRESH_SECONDS = 5
 
 
@@ -191,7 +191,9 @@ def _user_data(spec: LaunchSpec, pool_ips: list[str]) -> str:
 @login_required
 def launch_spec_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
     spec = _get_spec_or_404(name)
-    pool = list(selectors.eip_list(spec=spec))
+    # Like the nodes below: the first rows, with the count and a link to /eips/?spec=… (the whole pool made
+    # this polled page hundreds of KB at a few hundred EIPs).
+    pool = selectors.eip_list(spec=spec)
     stats = selectors.pool_stats_get(spec=spec)
     # Ended nodes (gone, released) are hidden unless asked for: the table then counts what the tile counts.
     show_ended = request.GET.get("ended") == "1"
@@ -203,12 +205,13 @@ def launch_spec_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
         "stats": stats,
         "problems": selectors.spec_problem_list(stats=[stats]),
         "show_ended": show_ended,
-        "pool": pool,
+        "pool": list(pool[:SPEC_NODES_SHOWN]),
+        "pool_total": pool.count(),
         "nodes": list(nodes[:SPEC_NODES_SHOWN]),
         "node_total": nodes.count() if show_ended else stats.nodes,
         "events": selectors.event_recent(spec_name=spec.name, limit=15),
         "plan": selectors.plan_preview(spec=spec),
-        "user_data": _user_data(spec, [eip.public_ip for eip in pool if not eip.gone]),
+        "user_data": _user_data(spec, selectors.pool_public_ips(spec=spec)),
         "taint_key": settings.EIPDASH_STARTUP_TAINT,
         "can_edit": request.user.has_perm("pools.change_launchspec"),
         "can_delete": request.user.has_perm("pools.delete_launchspec"),
@@ -220,8 +223,8 @@ def launch_spec_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
 @login_required
 def launch_spec_user_data(request: HtmxHttpRequest, name: str) -> HttpResponse:
     spec = _get_spec_or_404(name)
-    pool_ips = [eip.public_ip for eip in selectors.eip_list(spec=spec) if not eip.gone]
-    response = HttpResponse(_user_data(spec, pool_ips), content_type="text/x-shellscript; charset=utf-8")
+    response = HttpResponse(_user_data(spec, selectors.pool_public_ips(spec=spec)),
+                            content_type="text/x-shellscript; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{_file_stem(spec.name)}-user-data.sh"'
     return response
 

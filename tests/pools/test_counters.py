@@ -137,3 +137,26 @@ def test_spec_page_shows_the_first_nodes_the_count_and_a_link_to_all(
     assert f"The first 50 of {live}:" in html
     assert f'href="/nodes/?spec={spec.name}"' in html
     assert selectors.pool_stats_get(spec=spec).nodes == live
+
+
+def test_spec_page_shows_the_first_pool_eips_but_the_snippet_names_the_whole_pool(
+    viewer_client: Client, web_world: WebWorld
+) -> None:
+    """The pool table is cut like the node table; the user-data snippet still lists every live pool IP."""
+    from tests.fixtures.web import make_eip
+
+    spec = web_world.spec
+    for i in range(70):
+        make_eip(300 + i)
+    make_eip(400, gone=True)
+    pool_ips = selectors.pool_public_ips(spec=spec)
+    html = viewer_client.get(f"/launch-specs/{spec.name}/").content.decode()
+    total = selectors.eip_list(spec=spec).count()
+    assert total > 50 and f"The first 50 of {total}:" in html
+    assert f'href="/eips/?spec={spec.name}"' in html
+    # Every live pool IP is in the snippet (numeric order), the gone one is not.
+    assert "203.0.114.144" not in pool_ips and len(pool_ips) == selectors.eip_list(spec=spec).filter(gone=False).count()
+    snippet = viewer_client.get(f"/launch-specs/{spec.name}/user-data.sh").content.decode()
+    assert all(ip in snippet for ip in pool_ips)
+    assert [int(ip.split(".")[2]) * 256 + int(ip.split(".")[3]) for ip in pool_ips] == sorted(
+        int(ip.split(".")[2]) * 256 + int(ip.split(".")[3]) for ip in pool_ips)

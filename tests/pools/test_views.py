@@ -94,7 +94,7 @@ def _grow(w: WebWorld, n: int) -> None:
         ("overview", 11),
         ("spec-list", 8),
         # Includes the plan preview's own snapshot reads (pools/snapshot.py).
-        ("spec-detail", 17),
+        ("spec-detail", 19),  # + the pool's row count and its live IPs (the table shows the first rows only)
         ("eip-list", 6),
         ("eip-detail", 9),
         ("node-list", 6),
