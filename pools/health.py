@@ -95,7 +95,9 @@ def check(now: datetime, *, scope: str = "all") -> Health:
     interval = float(settings.EIPDASH_RECONCILE_SECONDS)
     specs: dict[str, Any] = {}
     try:
-        rows = list(LaunchSpec.objects.filter(enabled=True).values_list("name", "last_successful_pass_at", "created_at"))
+        rows = list(
+            LaunchSpec.objects.filter(enabled=True).values_list("name", "last_successful_pass_at", "created_at")
+        )
     except DatabaseError as exc:
         # The database answers but the schema is not there (migrations not run yet): a problem, not a 500.
         log.warning("healthz: launch specs: %s", exc)
