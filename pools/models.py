@@ -27,6 +27,9 @@ class Cluster(models.Model):
     region = models.CharField(max_length=32)
     # Empty means the current context of the kubeconfig (or the in-cluster config).
     kube_context = models.CharField(max_length=200, blank=True, default="")
+    # A kubeconfig file for this cluster alone (several clusters from one install); empty means the
+    # default lookup (KUBECONFIG, ~/.kube/config, or the in-cluster config).
+    kubeconfig = models.CharField(max_length=500, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -94,6 +97,32 @@ class ElasticIP(models.Model):
         return f"{self.public_ip} ({self.allocation_id})"
 
 
+class UnmanagedAddress(models.Model):
+    """An EIP of a region that no launch spec's pool selects, as the last DescribeAddresses showed it.
+
+    Only for the inventory's "show unmanaged" listing (an IPAM user expects to see every address of the
+    region). It lives apart from ElasticIP on purpose: every pool query, claim and invariant reads
+    ElasticIP, and none of them may ever see an address eipdash does not manage.
+    """
+
+    allocation_id = models.CharField(max_length=64, unique=True)
+    region = models.CharField(max_length=32)
+    public_ip = models.GenericIPAddressField(protocol="IPv4")
+    tags = models.JSONField(default=dict)
+    association_id = models.CharField(max_length=64, blank=True, default="")
+    instance_id = models.CharField(max_length=32, blank=True, default="")
+    eni_id = models.CharField(max_length=32, blank=True, default="")
+    private_ip = models.CharField(max_length=45, blank=True, default="")
+    last_seen_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["public_ip"]
+        indexes = [models.Index(fields=["region"], name="unmanaged_region")]
+
+    def __str__(self) -> str:
+        return f"{self.public_ip} ({self.allocation_id}, unmanaged)"
+
+
 class Node(models.Model):
     class State(models.TextChoices):
         WAITING = NodeState.WAITING, "waiting for an EIP"
@@ -128,6 +157,9 @@ class Node(models.Model):
     # When the Kubernetes node object disappeared.
     deleted_at = models.DateTimeField(null=True, blank=True)
     eip_ready_at = models.DateTimeField(null=True, blank=True)
+    # When DescribeInstances last confirmed instance_state, eni_id and private_ip: a steady pass asks EC2
+    # again only for new instances and for facts older than EIPDASH_INSTANCE_RECHECK_SECONDS.
+    instance_checked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -293,6 +325,29 @@ class ReassignRequest(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.state in (self.State.DONE, self.State.REFUSED, self.State.FAILED)
+
+
+class ApiToken(models.Model):
+    """A per-user REST API token. Only a SHA-256 of the secret is stored; the secret is shown once.
+
+    The token carries its user's groups: a viewer's token reads, an operator's token writes.
+    """
+
+    user = models.ForeignKey("auth.User", on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, blank=True, default="")
+    # The first characters of the secret, kept in clear so that a listing can tell tokens apart.
+    prefix = models.CharField(max_length=16, db_index=True)
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user_id})"
 
 
 for _choices, _vocabulary in ((Node.State, NodeState), (Assignment.CloseKind, CloseKind), (Event.Kind, EventKind)):

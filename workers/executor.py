@@ -22,7 +22,7 @@ from pools.snapshot import planner_inputs
 
 from .apply import Executor, PassReport
 from .ec2 import Ec2
-from .kube import Kube
+from .kube import Kube, kube_for
 from .observe import observe
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ __all__ = ["PassReport", "clients_for", "reconcile_spec", "run_pass"]
 
 
 def clients_for(spec: LaunchSpec) -> tuple[Ec2, Kube]:
-    return Ec2(spec.cluster.region), Kube(context=spec.cluster.kube_context or None)
+    return Ec2(spec.cluster.region), kube_for(spec.cluster)
 
 
 def run_pass(spec: LaunchSpec, *, ec2: Ec2 | None = None, kube: Kube | None = None, dry_run: bool = False,

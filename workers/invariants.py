@@ -36,7 +36,7 @@ from pools.planner import LIVE_STATES
 from pools.pool_rule import labels_match, selects
 
 from .ec2 import Address, Ec2, Instance
-from .kube import Kube, KubeNode
+from .kube import Kube, KubeNode, kube_for
 
 DEAD_STATES = frozenset({"shutting-down", "terminated"})
 BLOCKING_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
@@ -79,7 +79,7 @@ def _ec2_default(region: str) -> Ec2:
 
 
 def _kube_default(cluster: Cluster) -> Kube:
-    return Kube(context=cluster.kube_context or None)
+    return kube_for(cluster)
 
 
 @dataclass

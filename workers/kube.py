@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import urllib3
 from kubernetes import client, config, watch
@@ -220,6 +220,18 @@ def _cached_client(context: str | None, config_file: str | None) -> Any:
         api_client = Kube._load_client(context, config_file)
         _clients[key] = (time.monotonic(), api_client)
         return api_client
+
+
+class ClusterConfig(Protocol):
+    """What a Kube needs from a pools.models.Cluster row."""
+
+    kube_context: str
+    kubeconfig: str
+
+
+def kube_for(cluster: ClusterConfig, **options: Any) -> Kube:
+    """The client of one cluster: its own kubeconfig file if it names one, its context if it names one."""
+    return Kube(context=cluster.kube_context or None, config_file=cluster.kubeconfig or None, **options)
 
 
 class Kube:

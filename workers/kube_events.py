@@ -14,7 +14,7 @@ import socket
 
 from pools.models import Assignment, Cluster, Event, Node
 
-from .kube import Kube, KubeError
+from .kube import KubeError, kube_for
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def emit_for(event: Event) -> int:
     if event.public_ip:
         note = f"{event.public_ip} ({event.allocation_id}): {note}"
     try:
-        kube = Kube(context=cluster.kube_context or None, request_timeout=REQUEST_TIMEOUT_SECONDS)
+        kube = kube_for(cluster, request_timeout=REQUEST_TIMEOUT_SECONDS)
     except KubeError as exc:
         log.debug("no Kubernetes client for the events of cluster %s: %s", cluster.name, exc)
         return 0

@@ -20,7 +20,7 @@ from kombu.exceptions import OperationalError
 from pools.models import Cluster, LaunchSpec
 from pools.snapshot import labels_match
 
-from .kube import Kube, KubeError
+from .kube import Kube, KubeError, kube_for
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def watch_cluster(
     needs one pass, and the pass itself is single-flight anyway. `heartbeat_file` is touched at least once
     per watch round (30 s) and during a broker outage, for a liveness probe.
     """
-    kube = kube or Kube(context=cluster.kube_context or None)
+    kube = kube or kube_for(cluster)
     enqueuer = Enqueuer(enqueue, max_backoff=max_backoff, heartbeat=lambda: touch(heartbeat_file))
     last_enqueued: dict[int, float] = {}
     deadline = None if stop_after is None else time.monotonic() + stop_after
