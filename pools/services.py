@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
@@ -17,8 +18,15 @@ from . import metrics
 from .locks import spec_lock
 from .logs import log_fields
 from .models import SYSTEM_ACTOR, Assignment, Cluster, ElasticIP, Event, LaunchSpec, Node, ReassignRequest
+from .pool_rule import labels_text
 from .regions import KNOWN_REGIONS
-from .specfile import LaunchSpecInput, SpecFileError, cluster_name_problem, kube_context_problem
+from .specfile import (
+    LaunchSpecInput,
+    SpecFileError,
+    cluster_name_problem,
+    kube_context_problem,
+    parse_launch_spec,
+)
 
 
 def default_region() -> str:
@@ -36,16 +44,32 @@ def cluster_default() -> Cluster:
 def _cluster_for(data: LaunchSpecInput) -> Cluster:
     """The spec's cluster. Only the configured default cluster is created on demand: a mistyped name
     would otherwise make a second row on the same kubeconfig, and two specs would fight over one node."""
+    return _cluster_check(data) or cluster_default()
+
+
+def _cluster_check(data: LaunchSpecInput) -> Cluster | None:
+    """The spec's cluster without writing anything: None when it is the default cluster, not made yet
+    (`cluster_default` makes it). Raises SpecFileError for a cluster that is not configured."""
+    cluster: Cluster | None
     if data.cluster is None or data.cluster == settings.EIPDASH_CLUSTER_NAME:
-        if not Cluster.objects.filter(name=settings.EIPDASH_CLUSTER_NAME).exists():
+        cluster = Cluster.objects.filter(name=settings.EIPDASH_CLUSTER_NAME).first()
+        if cluster is None:
             # Made on demand, the default row must not land on a kube context another row already manages.
-            other = Cluster.objects.filter(kube_context=settings.EIPDASH_KUBE_CONTEXT).first()
+            other = Cluster.objects.filter(
+                kube_context=settings.EIPDASH_KUBE_CONTEXT, kubeconfig=""
+            ).first()
             if other is not None:
                 raise SpecFileError(
                     [f"the default cluster {settings.EIPDASH_CLUSTER_NAME!r} would manage the same kube context "
                      f"as cluster {other.name!r}: name \"cluster\": \"{other.name}\" in the spec"]
                 )
-        cluster = cluster_default()
+            region = data.region
+            if region is not None and region != default_region():
+                raise SpecFileError(
+                    [f"region {region!r} differs from cluster {settings.EIPDASH_CLUSTER_NAME!r}'s region "
+                     f"{default_region()!r}"]
+                )
+            return None
     else:
         found = Cluster.objects.filter(name=data.cluster).first()
         if found is None:
@@ -162,6 +186,164 @@ def _launch_spec_delete(spec: LaunchSpec) -> None:
             [f"launch spec {name!r} still holds {held} EIP(s); disable it and let its nodes drain first"]
         )
     spec.delete()
+
+
+@dataclass
+class SyncResult:
+    """What `launch_spec_sync` did, or would do in a dry run. Lists hold spec names, sorted."""
+
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    # --prune: present in the record, absent from the documents, still holding EIPs: disabled now, they drain.
+    disabled: list[str] = field(default_factory=list)
+    # --prune: absent and holding nothing.
+    deleted: list[str] = field(default_factory=list)
+    # --prune: absent, already disabled and still holding EIPs: nothing to do yet, a later prune deletes them.
+    draining: list[str] = field(default_factory=list)
+    # Human-readable lines: "+ spec api", "~ spec web: tagValue 'a' -> 'b'", "- spec old".
+    diff: list[str] = field(default_factory=list)
+    # Every problem of every document, each prefixed by its source ("web.json: ...").
+    problems: list[str] = field(default_factory=list)
+    # False for a dry run or when there were problems (then nothing changed).
+    applied: bool = False
+
+    @property
+    def changed(self) -> bool:
+        """Anything created, updated, disabled or deleted (or that would be, in a dry run)."""
+        return bool(self.created or self.updated or self.disabled or self.deleted)
+
+
+def _spec_changes(spec: LaunchSpec, data: LaunchSpecInput, cluster_name: str) -> list[str]:
+    """The fields of `spec` that `data` changes, as "field old -> new" in the document's own terms."""
+    pairs: list[tuple[str, object, object]] = [
+        ("cluster", spec.cluster.name, cluster_name),
+        ("labels", labels_text(spec.labels), labels_text(data.labels)),
+        ("tagKey", spec.tag_key, data.tag_key),
+        ("tagValue", spec.tag_value, data.tag_value),
+        ("enabled", spec.enabled, data.enabled),
+    ]
+    return [f"{what} {old!r} -> {new!r}" for what, old, new in pairs if old != new]
+
+
+def _sync_plan(
+    inputs: list[tuple[str, LaunchSpecInput]], *, prune: bool, result: SyncResult
+) -> list[tuple[str, LaunchSpecInput, LaunchSpec | None]]:
+    """Fill `result` with what a sync would do, reading only. Returns the documents to write (with their
+    current row, None to create); problems go to result.problems."""
+    writes: list[tuple[str, LaunchSpecInput, LaunchSpec | None]] = []
+    existing = {spec.name: spec for spec in LaunchSpec.objects.select_related("cluster")}
+    for source, data in inputs:
+        try:
+            cluster = _cluster_check(data)
+        except SpecFileError as exc:
+            result.problems.extend(f"{source}: {message}" for message in exc.messages)
+            continue
+        cluster_name = cluster.name if cluster is not None else settings.EIPDASH_CLUSTER_NAME
+        spec = existing.get(data.name)
+        if spec is None:
+            result.created.append(data.name)
+            result.diff.append(f"+ spec {data.name} (cluster {cluster_name}, pool "
+                               f"{data.tag_key if data.tag_value is None else f'{data.tag_key}={data.tag_value}'})")
+            writes.append((source, data, None))
+            continue
+        changes = _spec_changes(spec, data, cluster_name)
+        if not changes:
+            result.unchanged.append(data.name)
+            continue
+        if spec.cluster.name != cluster_name and spec.assignments.filter(closed_at__isnull=True).exists():
+            result.problems.append(f"{source}: launch spec {spec.name!r} holds EIPs in cluster "
+                                   f"{spec.cluster.name!r}; release them before moving it to another cluster")
+            continue
+        result.updated.append(data.name)
+        result.diff.append(f"~ spec {data.name}: " + ", ".join(changes))
+        writes.append((source, data, spec))
+    if prune:
+        named = {data.name for _, data in inputs}
+        for name, spec in sorted(existing.items()):
+            if name in named:
+                continue
+            held = spec.assignments.filter(closed_at__isnull=True).count()
+            if not held:
+                result.deleted.append(name)
+                result.diff.append(f"- spec {name}: deleted (holds no EIP)")
+            elif spec.enabled:
+                result.disabled.append(name)
+                result.diff.append(f"- spec {name}: disabled, it drains its {held} EIP(s); a later --prune "
+                                   "deletes it once it holds nothing")
+            else:
+                result.draining.append(name)
+    return writes
+
+
+def launch_spec_sync(
+    *, documents: list[tuple[str, object]], prune: bool = False, dry_run: bool = False, actor: str = SYSTEM_ACTOR
+) -> SyncResult:
+    """Make the launch specs what `documents` say: (source label, parsed JSON value in the `launchspec apply`
+    Ocean shape) pairs. All or nothing, in one transaction: any problem in any document (or two documents
+    naming the same spec) means problems are returned and nothing changes.
+
+    `prune` disables the specs no document names while they hold EIPs (they drain) and deletes those that
+    hold nothing; `dry_run` only reports. Every spec that changes is locked first, so that no pass plans on
+    half of an old selector, and is checked again under its lock.
+    """
+    result = SyncResult()
+    inputs: list[tuple[str, LaunchSpecInput]] = []
+    named: dict[str, str] = {}
+    for source, document in documents:
+        try:
+            data = parse_launch_spec(document)
+        except SpecFileError as exc:
+            result.problems.extend(f"{source}: {message}" for message in exc.messages)
+            continue
+        if (first := named.get(data.name)) is not None:
+            result.problems.append(f"{source}: launch spec {data.name!r} is also in {first}")
+            continue
+        named[data.name] = source
+        inputs.append((source, data))
+    # On with the valid documents even after a problem: every problem shows at once.
+    _sync_plan(inputs, prune=prune, result=result)
+    if result.problems or dry_run or not result.changed:
+        _sort(result)
+        return result
+    touched = sorted(set(result.updated) | set(result.disabled) | set(result.deleted))
+    ids = list(LaunchSpec.objects.filter(name__in=touched).order_by("pk").values_list("pk", flat=True))
+    with ExitStack() as locks:
+        for spec_id in ids:
+            if not locks.enter_context(spec_lock(spec_id, wait_seconds=30)):
+                name = LaunchSpec.objects.filter(pk=spec_id).values_list("name", flat=True).first()
+                result.problems.append(f"launch spec {name!r} is busy with a long pass; try again")
+                return result
+        try:
+            with transaction.atomic():
+                # Again under the locks: a pass may have opened a claim since the first look.
+                again = SyncResult()
+                writes = _sync_plan(inputs, prune=prune, result=again)
+                if again.problems:
+                    raise SpecFileError(again.problems)
+                for _source, data, _spec in writes:
+                    _launch_spec_apply(data)
+                for name in again.disabled:
+                    LaunchSpec.objects.filter(name=name).update(
+                        enabled=False, active_alerts=[], updated_at=timezone.now()
+                    )
+                for name in again.deleted:
+                    spec = LaunchSpec.objects.select_for_update().get(name=name)
+                    _launch_spec_delete(spec)
+        except SpecFileError as exc:
+            result.problems = list(exc.messages)
+            return result
+    again.applied = True
+    _sort(again)
+    _log.info("launch specs synced by %s: %d created, %d updated, %d disabled, %d deleted", actor,
+              len(again.created), len(again.updated), len(again.disabled), len(again.deleted))
+    return again
+
+
+def _sort(result: SyncResult) -> None:
+    for names in (result.created, result.updated, result.unchanged, result.disabled, result.deleted,
+                  result.draining):
+        names.sort()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,205 @@
+"""`manage.py launchspec apply -f DIR/` (GitOps): a folder is the whole desired state, applied all or nothing;
+`--prune` disables or deletes the specs it does not name; `--diff` says what would change, for CI."""
+
+from __future__ import annotations
+
+import json
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.utils import timezone
+
+from pools import services
+from pools.models import Assignment, Cluster, ElasticIP, LaunchSpec, Node
+
+pytestmark = pytest.mark.django_db
+
+
+def document(name: str, *, tag_value: str = "v", **extra: Any) -> dict[str, Any]:
+    return {
+        "launchSpec": {
+            "name": name,
+            "labels": [{"key": "eipdash.io/pool", "value": name}],
+            "elasticIpPool": {"tagSelector": {"tagKey": "pool", "tagValue": tag_value}},
+            **extra,
+        }
+    }
+
+
+def folder(tmp_path: Path, files: dict[str, Any]) -> Path:
+    path = tmp_path / "specs"
+    path.mkdir(exist_ok=True)
+    for old in path.glob("*"):
+        old.unlink()
+    for name, data in files.items():
+        target = path / name
+        if isinstance(data, bytes):
+            target.write_bytes(data)
+        else:
+            target.write_text(data if isinstance(data, str) else json.dumps(data))
+    return path
+
+
+def run(path: Path, *flags: str) -> str:
+    out = StringIO()
+    call_command("launchspec", "apply", "-f", str(path), *flags, stdout=out)
+    return out.getvalue()
+
+
+def exit_code(path: Path, *flags: str) -> tuple[int, str]:
+    out = StringIO()
+    try:
+        call_command("launchspec", "apply", "-f", str(path), *flags, stdout=out)
+    except CommandError as exc:
+        return exc.returncode, out.getvalue() + str(exc)
+    return 0, out.getvalue()
+
+
+def snapshot() -> list[Any]:
+    return list(LaunchSpec.objects.order_by("name").values("name", "labels", "tag_key", "tag_value", "enabled",
+                                                           "cluster_id", "updated_at"))
+
+
+def hold_eip(spec_name: str) -> Assignment:
+    """An open claim of `spec_name` on one node: the spec holds an EIP."""
+    spec = LaunchSpec.objects.get(name=spec_name)
+    now = timezone.now()
+    count = Assignment.objects.count()
+    eip = ElasticIP.objects.create(allocation_id=f"eipalloc-{count}", region=spec.cluster.region,
+                                   public_ip=f"203.0.113.{count + 1}", last_seen_at=now)
+    node = Node.objects.create(cluster=spec.cluster, name=f"node-{count}", instance_id=f"i-{count}",
+                               launch_spec=spec, first_seen_at=now, last_seen_at=now, eni_id=f"eni-{count}")
+    return services.assignment_open(eip=eip, node=node, spec=spec, actor="test", confirmed=True)
+
+
+def test_folder_apply_creates_every_spec_in_one_run(tmp_path: Path) -> None:
+    path = folder(tmp_path, {"b-web.json": document("web"), "a-api.json": document("api"), "notes.txt": "not json"})
+    out = run(path)
+    assert "+ spec api" in out and "+ spec web" in out and "2 created" in out
+    assert sorted(LaunchSpec.objects.values_list("name", flat=True)) == ["api", "web"]
+    assert LaunchSpec.objects.get(name="web").labels == {"eipdash.io/pool": "web"}
+
+
+def test_second_run_changes_nothing_and_diff_exits_0(tmp_path: Path) -> None:
+    path = folder(tmp_path, {"api.json": document("api"), "web.json": document("web")})
+    run(path)
+    before = snapshot()
+    out = run(path, "--prune")
+    assert "no changes" in out and "2 unchanged" in out
+    assert snapshot() == before  # not even updated_at moved
+    assert exit_code(path, "--diff") == (0, "no changes\n")
+    assert exit_code(path, "--diff", "--prune") == (0, "no changes\n")
+
+
+def test_diff_exits_1_and_changes_nothing(tmp_path: Path) -> None:
+    path = folder(tmp_path, {"api.json": document("api"), "web.json": document("web")})
+    run(path)
+    before = snapshot()
+    folder(tmp_path, {"api.json": document("api", tag_value="w", enabled=False), "new.json": document("fresh")})
+    code, out = exit_code(path, "--diff", "--prune")
+    assert code == 1, out
+    assert "~ spec api: tagValue 'v' -> 'w', enabled True -> False" in out
+    assert "+ spec fresh" in out
+    assert "- spec web: deleted" in out
+    assert snapshot() == before
+    # Without --prune, the absent spec is not mentioned.
+    code, out = exit_code(path, "--diff")
+    assert code == 1 and "spec web" not in out
+
+
+def test_an_invalid_file_changes_nothing_and_every_problem_is_listed(tmp_path: Path) -> None:
+    path = folder(tmp_path, {"api.json": document("api")})
+    run(path)
+    before = snapshot()
+    bad_spec = document("bad")
+    bad_spec["launchSpec"]["elasticIpPool"] = {"tagSelector": {"tagKey": "aws:x"}}
+    folder(tmp_path, {
+        "api.json": document("api", tag_value="changed"),
+        "new.json": document("fresh"),
+        "broken.json": "{nope",
+        "latin1.json": b"\xff\xfe",
+        "bad.json": bad_spec,
+        "twin.json": document("fresh"),
+        "elsewhere.json": document("far", cluster="nowhere"),
+    })
+    code, out = exit_code(path, "--prune")
+    assert code == 2 and "nothing changed" in out
+    assert "broken.json: not valid JSON" in out
+    assert "latin1.json: not UTF-8" in out
+    assert "bad.json: elasticIpPool.tagSelector.tagKey must not start with 'aws:'" in out
+    assert "twin.json: launch spec 'fresh' is also in new.json" in out
+    assert "elsewhere.json: unknown cluster 'nowhere'" in out
+    assert snapshot() == before
+    assert not Cluster.objects.filter(name="nowhere").exists()
+
+
+def test_prune_disables_a_holding_spec_and_deletes_an_empty_one(tmp_path: Path) -> None:
+    path = folder(tmp_path, {"api.json": document("api"), "held.json": document("held"),
+                             "empty.json": document("empty")})
+    run(path)
+    claim = hold_eip("held")
+    folder(tmp_path, {"api.json": document("api")})
+    out = run(path, "--prune")
+    assert "- spec held: disabled, it drains its 1 EIP(s); a later --prune deletes it once it holds nothing" in out
+    assert "- spec empty: deleted" in out
+    assert "1 disabled, 1 deleted" in out
+    held = LaunchSpec.objects.get(name="held")
+    assert held.enabled is False
+    assert not LaunchSpec.objects.filter(name="empty").exists()
+    # Still draining: nothing changes, the output says why it is still there, and CI sees no difference.
+    out = run(path, "--prune")
+    assert "spec held: absent, disabled and still draining" in out and "0 disabled, 0 deleted" in out
+    assert exit_code(path, "--diff", "--prune")[0] == 0
+    # Once its EIP is released, the next prune deletes it.
+    services.assignment_close(assignment=claim, reason="drained")
+    code, out = exit_code(path, "--diff", "--prune")
+    assert code == 1 and "- spec held: deleted" in out
+    run(path, "--prune")
+    assert list(LaunchSpec.objects.values_list("name", flat=True)) == ["api"]
+
+
+def test_an_empty_folder_is_refused(tmp_path: Path) -> None:
+    run(folder(tmp_path, {"api.json": document("api")}))
+    code, out = exit_code(folder(tmp_path, {}), "--prune")
+    assert code == 2 and "no *.json file" in out
+    assert LaunchSpec.objects.filter(name="api").exists()
+
+
+def test_a_single_file_with_prune(tmp_path: Path) -> None:
+    run(folder(tmp_path, {"api.json": document("api"), "web.json": document("web")}))
+    single = tmp_path / "only.json"
+    single.write_text(json.dumps(document("web")))
+    out = run(single, "--prune")
+    assert "- spec api: deleted" in out
+    assert list(LaunchSpec.objects.values_list("name", flat=True)) == ["web"]
+
+
+def test_moving_a_holding_spec_to_another_cluster_is_refused(tmp_path: Path) -> None:
+    call_command("cluster", "add", "eu", "--region", "eu-west-1", "--kube-context", "eu", stdout=StringIO())
+    path = folder(tmp_path, {"api.json": document("api")})
+    run(path)
+    hold_eip("api")
+    folder(tmp_path, {"api.json": document("api", cluster="eu")})
+    code, out = exit_code(path)
+    assert code == 2 and "api.json: launch spec 'api' holds EIPs in cluster 'default'" in out
+    assert LaunchSpec.objects.get(name="api").cluster.name == "default"
+
+
+def test_sync_service_result() -> None:
+    """The contract the REST API relies on: SyncResult's lists, diff and `changed`."""
+    result = services.launch_spec_sync(documents=[("a", document("api"))], dry_run=True)
+    assert (result.created, result.applied, result.changed) == (["api"], False, True)
+    assert not LaunchSpec.objects.exists()
+    result = services.launch_spec_sync(documents=[("a", document("api")), ("b", document("web"))])
+    assert (result.created, result.applied, result.problems) == (["api", "web"], True, [])
+    result = services.launch_spec_sync(documents=[("a", document("api", tag_value="x"))], prune=True)
+    assert (result.updated, result.deleted, result.applied) == (["api"], ["web"], True)
+    assert result.diff == ["~ spec api: tagValue 'v' -> 'x'", "- spec web: deleted (holds no EIP)"]
+    result = services.launch_spec_sync(documents=[("a", document("api", tag_value="x"))])
+    assert (result.unchanged, result.changed, result.diff) == (["api"], False, [])
+    result = services.launch_spec_sync(documents=[("a", {"launchSpec": {"name": "x"}})])
+    assert result.problems and all(p.startswith("a: ") for p in result.problems) and not result.applied
