@@ -13,7 +13,7 @@ from . import selectors
 from .models import Event, LaunchSpec
 from .pool_rule import labels_text
 from .regions import KNOWN_REGIONS
-from .selectors import EIP_SORTS, EIP_STATES, NODE_STATES, EventFilters
+from .selectors import EIP_SORTS, EIP_STATES, NODE_STATES, UNMANAGED, EventFilters
 from .services import default_region
 from .specfile import (
     CLUSTER_NAME_MAX,
@@ -211,6 +211,14 @@ class HistoryFilterForm(forms.Form):
             raise forms.ValidationError("out of range: use a time between 1970 and 9999 (UTC)")
         return utc
 
+    def clean_spec(self) -> str:
+        name: str = self.cleaned_data.get("spec") or ""
+        # A deleted spec's history stays exportable under its name; a name nothing ever had is a typo, and
+        # an export of it would be an empty file that looks like "nothing happened".
+        if name and not selectors.spec_name_known(name):
+            raise forms.ValidationError(f"no launch spec and no history named {name!r}")
+        return name
+
     def clean_since(self) -> dt.datetime | None:
         return self._in_range("since")
 
@@ -239,7 +247,8 @@ class HistoryFilterForm(forms.Form):
 class EipFilterForm(forms.Form):
     q = forms.CharField(required=False, max_length=200, label="Search")
     spec = forms.CharField(required=False, max_length=253)
-    state = forms.ChoiceField(required=False, choices=[("", "any state")] + [(s, s) for s in EIP_STATES])
+    state = forms.ChoiceField(required=False, choices=[("", "any state")] + [(s, s) for s in EIP_STATES]
+                              + [(UNMANAGED, "unmanaged (in no pool)")])
     sort = forms.ChoiceField(required=False, choices=[(key, key) for key in EIP_SORTS])
 
 

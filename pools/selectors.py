@@ -42,7 +42,17 @@ from django.db.models.expressions import OrderBy, RawSQL
 from django.utils import timezone
 
 from . import dbfunctions
-from .models import Assignment, Cluster, ElasticIP, Event, EventCount, LaunchSpec, Node, ReassignRequest
+from .models import (
+    Assignment,
+    Cluster,
+    ElasticIP,
+    Event,
+    EventCount,
+    LaunchSpec,
+    Node,
+    ReassignRequest,
+    UnmanagedAddress,
+)
 from .planner import LIVE_STATES
 from .pool_rule import in_pool, pool_filter, specs_selecting
 from .snapshot import preview_plan
@@ -51,6 +61,10 @@ logger = logging.getLogger(__name__)
 
 ALERT_KINDS = (Event.Kind.POOL_EXHAUSTED, Event.Kind.CONFLICT, Event.Kind.ERROR)
 EIP_STATES = ("free", "assigned", "conflict", "gone")
+# Not a state of a pool EIP: the inventory's listing of the region's other EIPs (UnmanagedAddress rows).
+UNMANAGED = "unmanaged"
+# The sorts an unmanaged listing can honour (it has no node, spec or state of ours); the others sort by IP.
+UNMANAGED_SORTS = ("ip", "-ip", "allocation", "-allocation", "seen", "-seen", "region", "-region")
 EIP_SORTS = {
     "ip": ("public_ip", "allocation_id"),
     "-ip": ("-public_ip", "-allocation_id"),
@@ -95,8 +109,10 @@ def eip_annotated() -> QuerySet[ElasticIP]:
     )
 
 
-def eip_state(eip: ElasticIP) -> str:
-    """free / assigned / conflict / gone, for an EIP from eip_annotated()."""
+def eip_state(eip: ElasticIP | UnmanagedAddress) -> str:
+    """free / assigned / conflict / gone, for an EIP from eip_annotated(); unmanaged for an UnmanagedAddress."""
+    if isinstance(eip, UnmanagedAddress):
+        return UNMANAGED
     if eip.gone:
         return "gone"
     if getattr(eip, "has_open", False):
@@ -314,7 +330,8 @@ def spec_problem_list(*, stats: Sequence[PoolStats], now: dt.datetime | None = N
                 spec, "empty_pool", f"No EIP in {spec.cluster.region} matches the selector {selector}",
                 f"Tag the pool's Elastic IPs {selector} in {spec.cluster.region}, or correct the selector: "
                 "until then no node of this spec can get an EIP and new nodes stay tainted."))
-        if not spec.cluster.kube_context and spec.cluster.name != settings.EIPDASH_CLUSTER_NAME:
+        if (not spec.cluster.kube_context and not spec.cluster.kubeconfig
+                and spec.cluster.name != settings.EIPDASH_CLUSTER_NAME):
             problems.append(SpecProblem(
                 spec, "no_kube_context", f"Cluster {spec.cluster.name} has no kube context",
                 "eipdash falls back to the current kube context, which may be another cluster. Set the "
@@ -560,6 +577,19 @@ def eip_list(
     return qs.order_by(*eip_order(sort))
 
 
+def unmanaged_list(*, q: str = "", sort: str = "ip") -> QuerySet[UnmanagedAddress]:
+    """The region's EIPs that no pool selects, as the last pass saw them (the inventory's "unmanaged")."""
+    qs = UnmanagedAddress.objects.all()
+    q = q.strip()
+    if q:
+        qs = qs.filter(_contains_any(q, "public_ip", "allocation_id", "tags", "instance_id", "eni_id"))
+    return qs.order_by(*eip_order(sort if sort in UNMANAGED_SORTS else "ip"))
+
+
+def unmanaged_count() -> int:
+    return UnmanagedAddress.objects.count()
+
+
 def pool_public_ips(*, spec: LaunchSpec) -> list[str]:
     """The public IPs of the spec's pool that AWS still lists, in numeric order (the user-data snippet)."""
     qs = pool_filter(ElasticIP.objects.filter(gone=False), spec)
@@ -662,6 +692,12 @@ class EventFilters:
     spec: str = ""
     event: str = ""
     q: str = ""
+
+
+def spec_name_known(name: str) -> bool:
+    """A launch spec of that name exists, or existed (its events keep the name): the history filters."""
+    return (LaunchSpec.objects.filter(name=name).exists()
+            or Event.objects.filter(launch_spec=name).exists())  # the event_spec_time index
 
 
 def event_list(*, filters: EventFilters) -> QuerySet[Event]:

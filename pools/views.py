@@ -22,6 +22,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.paginator import Paginator
 from django.db import transaction
+from django.db.models import QuerySet
 from django.http import (
     Http404,
     HttpRequest,
@@ -375,11 +376,17 @@ def launch_spec_import(request: HtmxHttpRequest) -> HttpResponse:
 @login_required
 def eip_list(request: HtmxHttpRequest) -> HttpResponse:
     form, data, specs, spec = _list_filters(request, EipFilterForm)
-    qs = selectors.eip_list(
-        q=data.get("q") or "", spec=spec, state=data.get("state") or "", sort=data.get("sort") or "ip"
-    )
+    state, q, sort = data.get("state") or "", data.get("q") or "", data.get("sort") or "ip"
+    unmanaged = state == selectors.UNMANAGED
+    qs: QuerySet[Any] | list[Any]
+    if unmanaged:
+        # The region's EIPs in no pool: none of them belongs to a spec, so a spec filter leaves nothing.
+        qs = [] if spec is not None else selectors.unmanaged_list(q=q, sort=sort)
+    else:
+        qs = selectors.eip_list(q=q, spec=spec, state=state, sort=sort)
     page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
-    context = {"form": form, "page": page, "specs": specs, "sort": data.get("sort") or "ip"}
+    context = {"form": form, "page": page, "specs": specs, "sort": sort, "unmanaged": unmanaged,
+               "unmanaged_count": 0 if unmanaged else selectors.unmanaged_count()}
     return _page(request, "pools/eip_list.html", "pools/partials/_eip_table.html", context)
 
 

@@ -239,9 +239,10 @@ def test_export_streams_many_rows_in_large_chunks(night: WebWorld) -> None:
 
 
 def test_an_empty_export_still_ends_with_its_trailer(viewer_client: Client, night: WebWorld) -> None:
-    csv_body = _stream(viewer_client.get(reverse("history-export-csv"), {"spec": "nothing-here"}))
+    nothing = {"until": "1971-01-01T00:00:00"}
+    csv_body = _stream(viewer_client.get(reverse("history-export-csv"), nothing))
     assert csv_body.decode() == ",".join(CSV_COLUMNS) + "\r\n# eipdash export complete: 0 rows\r\n"
-    jsonl_body = _stream(viewer_client.get(reverse("history-export-jsonl"), {"spec": "nothing-here"}))
+    jsonl_body = _stream(viewer_client.get(reverse("history-export-jsonl"), nothing))
     assert jsonl_body == b'{"_export": {"rows": 0, "complete": true}}\n'
 
 
@@ -249,7 +250,8 @@ EDGE_DATES = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"]
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
-@pytest.mark.parametrize("params", [{"since": EDGE_DATES[0]}, {"until": EDGE_DATES[1]}, {"event": "nope"}])
+@pytest.mark.parametrize("params", [{"since": EDGE_DATES[0]}, {"until": EDGE_DATES[1]}, {"event": "nope"},
+                                    {"spec": "nothing-here"}])
 def test_export_refuses_bad_filters_up_front(viewer_client: Client, night: WebWorld, fmt: str,
                                              params: dict[str, str]) -> None:  # fmt: skip
     response = viewer_client.get(reverse(f"history-export-{fmt}"), params)
@@ -264,6 +266,7 @@ def test_export_refuses_bad_filters_up_front(viewer_client: Client, night: WebWo
         (["--until", EDGE_DATES[1]], "--until: out of range"),
         (["--since", "2026-03-02", "--until", "2026-03-01"], "--since must be before --until"),
         (["--spec", "x" * 300], "--spec: Ensure this value has at most 253 characters"),
+        (["--spec", "nosuch"], "--spec: no launch spec and no history named 'nosuch'"),
     ],
 )
 def test_command_refuses_bad_filters_with_exit_2(night: WebWorld, args: list[str], message: str) -> None:
@@ -271,6 +274,14 @@ def test_command_refuses_bad_filters_with_exit_2(night: WebWorld, args: list[str
     with pytest.raises(CommandError, match=re.escape(message)) as refused:
         call_command("export_history", *args, stdout=out)
     assert refused.value.returncode == 2 and out.getvalue() == ""
+
+
+def test_a_deleted_specs_history_stays_exportable_by_name(night: WebWorld) -> None:
+    Event.objects.create(timestamp=dt.datetime.now(dt.UTC), kind=Event.Kind.RELEASED, launch_spec="retired-spec",
+                         reason="drained")
+    out = io.StringIO()
+    call_command("export_history", "--spec", "retired-spec", stdout=out)
+    assert "retired-spec" in out.getvalue() and "export complete: 1 rows" in out.getvalue()
 
 
 def test_the_real_command_exits_2_on_a_bad_filter_and_writes_nothing() -> None:

@@ -95,7 +95,7 @@ def _grow(w: WebWorld, n: int) -> None:
         ("spec-list", 8),
         # Includes the plan preview's own snapshot reads (pools/snapshot.py).
         ("spec-detail", 19),  # + the pool's row count and its live IPs (the table shows the first rows only)
-        ("eip-list", 6),
+        ("eip-list", 7),  # + the count of the unmanaged EIPs (one query, whatever their number)
         ("eip-detail", 9),
         ("node-list", 6),
         ("history", 5),
@@ -146,6 +146,38 @@ def test_eip_list_filters_and_paginates(viewer_client: Client, web_world: WebWor
     assert "state=free" in first.content.decode() and "page=2" in first.content.decode()
     assigned = viewer_client.get(reverse("eip-list"), {"q": "node-a"}).context["page"].object_list
     assert [e.public_ip for e in assigned] == ["203.0.113.1"]
+
+
+def test_eip_list_shows_the_unmanaged_eips_on_request(viewer_client: Client, web_world: WebWorld) -> None:
+    from pools.models import UnmanagedAddress
+
+    now = timezone.now()
+    for ip, alloc, tags in (("198.51.100.10", "eipalloc-decoy10", {"team": "db"}),
+                            ("198.51.100.9", "eipalloc-decoy9", {}),
+                            ("198.51.100.200", "eipalloc-decoy200", {"Name": "bastion"})):
+        UnmanagedAddress.objects.create(allocation_id=alloc, region="us-east-1", public_ip=ip, tags=tags,
+                                        last_seen_at=now, instance_id="i-bastion" if tags.get("Name") else "")
+    # By default the pool EIPs only, with a way to the others.
+    default = viewer_client.get(reverse("eip-list"))
+    assert all(e.allocation_id.startswith("eipalloc-decoy") is False for e in default.context["page"].object_list)
+    html = default.content.decode()
+    assert "3 more EIPs in these regions are in no launch spec" in html and "?state=unmanaged" in html
+    # On request: every other EIP of the region, numerically ordered, searchable, with its state and no
+    # link to a detail page (eipdash manages nothing about them).
+    listed = viewer_client.get(reverse("eip-list"), {"state": "unmanaged"})
+    assert [e.public_ip for e in listed.context["page"].object_list] == [
+        "198.51.100.9", "198.51.100.10", "198.51.100.200"]
+    html = listed.content.decode()
+    assert html.count('data-state="unmanaged"') == 3 and "/eips/eipalloc-decoy9/" not in html
+    assert "on i-bastion" in html and "more EIPs in these regions" not in html
+    found = viewer_client.get(reverse("eip-list"), {"state": "unmanaged", "q": "bastion"})
+    assert [e.allocation_id for e in found.context["page"].object_list] == ["eipalloc-decoy200"]
+    newest_first = viewer_client.get(reverse("eip-list"), {"state": "unmanaged", "sort": "-ip"})
+    assert newest_first.context["page"].object_list[0].public_ip == "198.51.100.200"
+    # A spec filter and "unmanaged" exclude each other: an empty list that says why.
+    both = viewer_client.get(reverse("eip-list"), {"state": "unmanaged", "spec": web_world.spec.name})
+    assert both.context["page"].paginator.count == 0
+    assert "clear the launch spec filter" in both.content.decode()
 
 
 # --- Charts ---------------------------------------------------------------------------------------
