@@ -41,6 +41,9 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "axes",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "pools",
     "workers",
 ]
@@ -183,6 +186,46 @@ if REDIS_URL is None and not DEBUG:
     # running side by side: production must not start without it. `make run` and `make test` start an
     # embedded Redis and set REDIS_URL; DEBUG runs of manage.py fall back to a local one.
     raise ImproperlyConfigured("REDIS_URL is required unless DJANGO_DEBUG=true (the Celery broker and the lease)")
+
+# --- REST API (/api/v1/, pools/api/) ----------------------------------------------------------
+# Per-token (or per-user, for the session) request rate of the API, DRF's "N/s|min|hour|day" form.
+EIPDASH_API_RATE: str = env_str("EIPDASH_API_RATE", "600/min") or "600/min"
+# The default cache stays Django's per-process memory. The API's rate counters live in Redis when REDIS_URL
+# is set, so that every gunicorn process counts against one limit; without Redis (DEBUG, tests without
+# REDIS_URL) each process counts alone.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "api-throttle": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+         "KEY_PREFIX": "eipdash-api", "TIMEOUT": 3600}
+        if REDIS_URL else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "api-throttle"}
+    ),
+}
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # First: its WWW-Authenticate header makes an unauthenticated request a 401, not a 403.
+        "pools.api.auth.BearerTokenAuthentication",
+        # The dashboard's session, with DRF's CSRF check on unsafe methods.
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["pools.api.auth.IsReader"],
+    "DEFAULT_THROTTLE_CLASSES": ["pools.api.auth.TokenRateThrottle"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "eipdash API",
+    "DESCRIPTION": "Launch specs in Spot Ocean's shape, the Elastic IP pool, nodes, history and manual reassigns. "
+                   "Authenticate with `Authorization: Bearer <token>` (`manage.py api_token create USERNAME`).",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["pools.api.auth.IsReader"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
 CELERY_BROKER_URL = REDIS_URL or "redis://127.0.0.1:6379/0"
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_SERIALIZER = "json"
@@ -228,6 +271,19 @@ EIPDASH_SPEC_LOCK_SECONDS = CELERY_TASK_TIME_LIMIT + 30
 # The per-spec lease: short, renewed by the running pass every third of it, so that a SIGKILLed worker
 # holds its spec for at most this long (the next pass starts within it plus one beat).
 EIPDASH_LEASE_SECONDS = env_int("EIPDASH_LEASE_SECONDS", 10, minimum=3)
+# EC2's request budget per account and region (workers/budget.py): every worker takes a token before each EC2
+# call, from buckets shared through Redis that mirror EC2's own: mutating calls (AssociateAddress,
+# DisassociateAddress) 50 tokens refilled 5/s, Describe* 100 refilled 20/s. Lower them when other tools of the
+# account spend the same budget; raise them only if AWS raised the account's limits.
+EIPDASH_EC2_MUTATE_BURST = env_int("EIPDASH_EC2_MUTATE_BURST", 50)
+EIPDASH_EC2_MUTATE_RATE = env_int("EIPDASH_EC2_MUTATE_RATE", 5)
+EIPDASH_EC2_READ_BURST = env_int("EIPDASH_EC2_READ_BURST", 100)
+EIPDASH_EC2_READ_RATE = env_int("EIPDASH_EC2_READ_RATE", 20)
+# How many AWS and Kubernetes calls of one pass's steps run at once (workers/apply.py).
+EIPDASH_STEP_CONCURRENCY = env_int("EIPDASH_STEP_CONCURRENCY", 16)
+# A steady pass reuses a running node's instance facts (state, primary ENI, private IP) from its Node row;
+# DescribeInstances confirms them again once they are older than this (new and changing instances always).
+EIPDASH_INSTANCE_RECHECK_SECONDS = env_int("EIPDASH_INSTANCE_RECHECK_SECONDS", 300, minimum=0)
 # The cluster that launch specs join when they name none.
 EIPDASH_CLUSTER_NAME: str = env_str("EIPDASH_CLUSTER_NAME", "default")
 EIPDASH_CLUSTER_REGION: str = env_str("EIPDASH_CLUSTER_REGION", env_str("AWS_DEFAULT_REGION", "us-east-1"))

@@ -1,0 +1,164 @@
+"""The API's JSON shapes. Launch specs are Spot Ocean documents made by `pools.specfile` (the one reader
+and writer of that shape); these serializers render the other rows and describe every shape in the schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from pools import selectors
+from pools.models import ElasticIP, Event, Node, ReassignRequest
+
+# --- launch specs (described for the schema; validated by pools.specfile.parse_launch_spec) ---------------
+
+
+class LabelSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    value = serializers.CharField(allow_blank=True)
+
+
+class TagSelectorSerializer(serializers.Serializer):
+    tagKey = serializers.CharField()
+    tagValue = serializers.CharField(required=False, help_text="absent: every EIP that carries tagKey")
+
+
+class ElasticIpPoolSerializer(serializers.Serializer):
+    tagSelector = TagSelectorSerializer()
+
+
+class LaunchSpecBodySerializer(serializers.Serializer):
+    name = serializers.CharField()
+    labels = LabelSerializer(many=True)
+    elasticIpPool = ElasticIpPoolSerializer()
+    region = serializers.CharField(required=False, help_text="the cluster's region; absent: the cluster's")
+    cluster = serializers.CharField(required=False, help_text="a configured cluster; absent: the default one")
+    enabled = serializers.BooleanField(required=False, default=True)
+
+
+class LaunchSpecDocumentSerializer(serializers.Serializer):
+    """`{"launchSpec": {...}}`: what `manage.py launchspec apply -f` reads and the export writes."""
+
+    launchSpec = LaunchSpecBodySerializer()
+
+
+class LaunchSpecListSerializer(serializers.Serializer):
+    launchSpecs = LaunchSpecDocumentSerializer(many=True)
+
+
+class SyncRequestSerializer(serializers.Serializer):
+    launchSpecs = LaunchSpecDocumentSerializer(many=True, help_text="every spec that should exist")
+    prune = serializers.BooleanField(required=False, default=False,
+                                     help_text="disable specs absent from launchSpecs; delete those holding nothing")
+    dryRun = serializers.BooleanField(required=False, default=False, help_text="say what would change; change nothing")
+
+
+class SyncResultSerializer(serializers.Serializer):
+    created = serializers.ListField(child=serializers.CharField())
+    updated = serializers.ListField(child=serializers.CharField())
+    unchanged = serializers.ListField(child=serializers.CharField())
+    disabled = serializers.ListField(child=serializers.CharField())
+    deleted = serializers.ListField(child=serializers.CharField())
+    diff = serializers.ListField(child=serializers.CharField())
+    problems = serializers.ListField(child=serializers.CharField())
+    applied = serializers.BooleanField()
+    changed = serializers.BooleanField()
+
+
+class ProblemsSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    problems = serializers.ListField(child=serializers.CharField(), required=False)
+
+
+class PlanSerializer(serializers.Serializer):
+    launchSpec = serializers.CharField()
+    lines = serializers.ListField(child=serializers.CharField(), help_text="the next pass's steps, as the spec page")
+    error = serializers.CharField(allow_blank=True)
+
+
+# --- rows ------------------------------------------------------------------------------------------------
+
+
+class ElasticIpSerializer(serializers.ModelSerializer):
+    allocationId = serializers.CharField(source="allocation_id")
+    publicIp = serializers.CharField(source="public_ip")
+    state = serializers.SerializerMethodField(help_text="free, assigned, conflict or gone (as the inventory page)")
+    node = serializers.CharField(source="current_node", allow_null=True, default=None)
+    instanceId = serializers.CharField(source="current_instance", allow_null=True, default=None)
+    launchSpec = serializers.CharField(source="current_spec", allow_null=True, default=None)
+    since = serializers.DateTimeField(source="current_since", allow_null=True, default=None)
+    associationId = serializers.CharField(source="association_id")
+    lastSeenAt = serializers.DateTimeField(source="last_seen_at", allow_null=True)
+
+    class Meta:
+        model = ElasticIP
+        fields = ["allocationId", "publicIp", "region", "state", "node", "instanceId", "launchSpec", "since",
+                  "associationId", "tags", "gone", "lastSeenAt"]
+
+    @extend_schema_field(serializers.ChoiceField(choices=selectors.EIP_STATES))
+    def get_state(self, eip: ElasticIP) -> str:
+        return selectors.eip_state(eip)
+
+
+class NodeSerializer(serializers.ModelSerializer):
+    cluster = serializers.CharField(source="cluster.name")
+    launchSpec = serializers.CharField(source="launch_spec.name", allow_null=True, default=None)
+    instanceId = serializers.CharField(source="instance_id")
+    instanceState = serializers.CharField(source="instance_state")
+    privateIp = serializers.CharField(source="private_ip")
+    publicIp = serializers.CharField(source="current_ip", allow_null=True, default=None)
+    allocationId = serializers.CharField(source="current_allocation", allow_null=True, default=None)
+    startupTainted = serializers.BooleanField(source="startup_tainted")
+    drainReason = serializers.CharField(source="drain_reason")
+    workloadPods = serializers.IntegerField(source="workload_pods", allow_null=True)
+    firstSeenAt = serializers.DateTimeField(source="first_seen_at")
+    lastSeenAt = serializers.DateTimeField(source="last_seen_at")
+    eipReadyAt = serializers.DateTimeField(source="eip_ready_at", allow_null=True)
+    deletedAt = serializers.DateTimeField(source="deleted_at", allow_null=True)
+
+    class Meta:
+        model = Node
+        fields = ["name", "cluster", "launchSpec", "state", "instanceId", "instanceState", "az", "privateIp",
+                  "publicIp", "allocationId", "startupTainted", "draining", "drainReason", "workloadPods",
+                  "firstSeenAt", "lastSeenAt", "eipReadyAt", "deletedAt"]
+
+
+class EventSerializer(serializers.ModelSerializer):
+    event = serializers.CharField(source="kind")
+    launchSpec = serializers.CharField(source="launch_spec")
+    instanceId = serializers.CharField(source="instance_id")
+    publicIp = serializers.CharField(source="public_ip")
+    allocationId = serializers.CharField(source="allocation_id")
+
+    class Meta:
+        model = Event
+        fields = ["id", "timestamp", "event", "launchSpec", "cluster", "region", "node", "instanceId", "publicIp",
+                  "allocationId", "actor", "reason"]
+
+
+class ReassignBodySerializer(serializers.Serializer):
+    node = serializers.CharField(max_length=253, help_text="the target node's name")
+
+
+class ReassignStatusSerializer(serializers.ModelSerializer):
+    allocationId = serializers.CharField(source="eip.allocation_id")
+    publicIp = serializers.CharField(source="eip.public_ip")
+    node = serializers.CharField(source="node_name")
+    finished = serializers.BooleanField(source="is_finished")
+    createdAt = serializers.DateTimeField(source="created_at")
+    startedAt = serializers.DateTimeField(source="started_at", allow_null=True)
+    finishedAt = serializers.DateTimeField(source="finished_at", allow_null=True)
+    status = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ReassignRequest
+        fields = ["id", "allocationId", "publicIp", "node", "actor", "state", "finished", "message", "createdAt",
+                  "startedAt", "finishedAt", "status"]
+
+    def get_status(self, reassign: ReassignRequest) -> str:
+        from django.urls import reverse
+
+        request: Any = self.context.get("request")
+        path = reverse("api-reassign-status", args=[reassign.eip.allocation_id, reassign.pk])
+        return str(request.build_absolute_uri(path)) if request is not None else path

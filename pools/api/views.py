@@ -1,0 +1,316 @@
+"""The API's views: thin, like the dashboard's. Reads go through `pools.selectors`, writes through
+`pools.services`, launch-spec documents through `pools.specfile`, so that the API, the CLI and the pages
+accept, refuse and answer alike (the same problem texts)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from django.db import transaction
+from django.db.models import QuerySet
+from django.http import HttpRequest, JsonResponse
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions, status
+from rest_framework.generics import ListAPIView
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from pools import selectors, services
+from pools.forms import EipFilterForm, HistoryFilterForm, NodeFilterForm, ReassignForm
+from pools.models import LaunchSpec
+from pools.specfile import SpecFileError, launch_spec_to_ocean, load_spec_json, parse_launch_spec
+
+from . import serializers as s
+from .auth import require_permissions
+
+SPEC_WRITE = ("pools.add_launchspec", "pools.change_launchspec")
+PROBLEMS = OpenApiResponse(s.ProblemsSerializer, description="refused: `problems` lists every reason")
+
+
+def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    """Any other path under /api/: a JSON 404, never the dashboard's HTML page."""
+    return JsonResponse({"detail": f"no API endpoint at {request.path}; the reference is at /api/docs/"},
+                        status=404)
+
+
+def _problems(detail: str, problems: list[str], code: int) -> Response:
+    return Response({"detail": detail, "problems": problems}, status=code)
+
+
+def _form_problems(form: Any) -> list[str]:
+    return [f"{field}: {' '.join(str(e) for e in errors)}" for field, errors in form.errors.items()]
+
+
+def _spec_or_404(name: str) -> LaunchSpec:
+    spec = selectors.launch_spec_get(name=name)
+    if spec is None:
+        raise exceptions.NotFound(f"no launch spec named {name!r}")
+    return spec
+
+
+class Pagination(CursorPagination):
+    """Keyset pages in a fixed order (each view's `ordering`): a page never skips or repeats a row when rows
+    are added meanwhile. `next` is the URL of the next page, null on the last."""
+
+    page_size = 100
+    page_size_query_param = "limit"
+    max_page_size = 1000
+
+
+# --- launch specs ---------------------------------------------------------------------------------------
+
+
+class LaunchSpecListView(APIView):
+    @extend_schema(operation_id="launch_specs_list", responses=s.LaunchSpecListSerializer,
+                   summary="Every launch spec, as `launchspec apply` documents (not paginated: specs are few)")
+    def get(self, request: Request) -> Response:
+        return Response({"launchSpecs": [launch_spec_to_ocean(spec) for spec in selectors.launch_spec_list()]})
+
+
+class LaunchSpecDetailView(APIView):
+    @extend_schema(responses={200: s.LaunchSpecDocumentSerializer}, summary="One launch spec (the export)")
+    def get(self, request: Request, name: str) -> Response:
+        return Response(launch_spec_to_ocean(_spec_or_404(name)))
+
+    @extend_schema(
+        request=s.LaunchSpecDocumentSerializer,
+        responses={200: s.LaunchSpecDocumentSerializer, 201: s.LaunchSpecDocumentSerializer, 400: PROBLEMS},
+        summary="Create or update (idempotent apply, like `launchspec apply -f`)",
+        description="201 when created, 200 when updated (or unchanged). The body's name must be the URL's "
+                    "(absent, it is taken from the URL). Invalid input: 400 with every problem, nothing changed.",
+    )
+    def put(self, request: Request, name: str) -> Response:
+        exists = LaunchSpec.objects.filter(name=name).exists()
+        require_permissions(request, "pools.change_launchspec" if exists else "pools.add_launchspec")
+        try:
+            data = load_spec_json(request.body)
+        except SpecFileError as exc:
+            return _problems("refused, nothing changed", exc.messages, 400)
+        problems: list[str] = []
+        body = data["launchSpec"] if isinstance(data, dict) and isinstance(data.get("launchSpec"), dict) else data
+        if isinstance(body, dict):
+            if "name" not in body:
+                body = {**body, "name": name}
+            elif body["name"] != name:
+                problems.append(f"name {body['name']!r} in the body differs from {name!r} in the URL")
+        try:
+            spec_input = parse_launch_spec(body)
+        except SpecFileError as exc:
+            problems.extend(exc.messages)
+        if problems:
+            return _problems("refused, nothing changed", problems, 400)
+        try:
+            spec, created = services.launch_spec_apply(data=spec_input)
+        except SpecFileError as exc:
+            return _problems("refused, nothing changed", exc.messages, 400)
+        document = launch_spec_to_ocean(_spec_or_404(spec.name))
+        response = Response(document, status=201 if created else 200)
+        if created:
+            response["Location"] = reverse("api-launch-spec-detail", args=[spec.name])
+        return response
+
+    @extend_schema(responses={204: None, 404: s.ProblemsSerializer, 409: PROBLEMS},
+                   summary="Delete a launch spec that holds no EIP (409 with the reason while it holds some)")
+    def delete(self, request: Request, name: str) -> Response:
+        require_permissions(request, "pools.delete_launchspec")
+        try:
+            services.launch_spec_delete(name=name)
+        except LaunchSpec.DoesNotExist as exc:
+            raise exceptions.NotFound(str(exc)) from None
+        except SpecFileError as exc:
+            return _problems("; ".join(exc.messages), exc.messages, 409)
+        return Response(status=204)
+
+
+class LaunchSpecPlanView(APIView):
+    @extend_schema(responses=s.PlanSerializer, summary="The plan preview: what the next pass would do")
+    def get(self, request: Request, name: str) -> Response:
+        spec = _spec_or_404(name)
+        preview = selectors.plan_preview(spec=spec)
+        return Response({"launchSpec": spec.name, "lines": preview.lines, "error": preview.error})
+
+
+class LaunchSpecSyncView(APIView):
+    @extend_schema(
+        request=s.SyncRequestSerializer,
+        responses={200: s.SyncResultSerializer, 400: s.SyncResultSerializer},
+        summary="Make the launch specs exactly these (`launchspec apply -f DIR/`), all or nothing",
+        description="Any problem in any document: 400 with every problem, nothing changed. `dryRun` only says "
+                    "what would change (readers may ask); applying needs the operators' launch-spec permissions, "
+                    "and `prune` their delete permission too.",
+    )
+    def post(self, request: Request) -> Response:
+        try:
+            data = load_spec_json(request.body)
+        except SpecFileError as exc:
+            return _problems("refused, nothing changed", exc.messages, 400)
+        problems = []
+        if not isinstance(data, dict) or not isinstance(data.get("launchSpecs"), list):
+            return _problems("refused, nothing changed",
+                             ['expected a JSON object with "launchSpecs": [...] (and optionally prune, dryRun)'], 400)
+        flags = {key: data.get(key, False) for key in ("prune", "dryRun")}
+        problems = [f"{key} must be true or false" for key, value in flags.items() if not isinstance(value, bool)]
+        unknown = sorted(set(data) - {"launchSpecs", "prune", "dryRun"})
+        problems += [f"unknown field {key!r}" for key in unknown]
+        if problems:
+            return _problems("refused, nothing changed", problems, 400)
+        if not flags["dryRun"]:
+            require_permissions(request, *SPEC_WRITE, *(("pools.delete_launchspec",) if flags["prune"] else ()))
+        documents = [(_source(index, document), document) for index, document in enumerate(data["launchSpecs"])]
+        result = services.launch_spec_sync(documents=documents, prune=flags["prune"], dry_run=flags["dryRun"],
+                                           actor=request.user.get_username())
+        body = dataclasses.asdict(result) | {"changed": result.changed}
+        if result.problems:
+            return Response({"detail": "refused, nothing changed", **body}, status=400)
+        return Response(body)
+
+
+def _source(index: int, document: object) -> str:
+    """A document's label in problem texts: its place in the list, and its name when it has one."""
+    inner = document.get("launchSpec") if isinstance(document, dict) else None
+    name = (inner if isinstance(inner, dict) else document if isinstance(document, dict) else {}).get("name")
+    return f"launchSpecs[{index}] ({name})" if isinstance(name, str) and name else f"launchSpecs[{index}]"
+
+
+# --- EIPs, nodes, events ------------------------------------------------------------------------------
+
+
+def _filtered_spec(form: Any) -> LaunchSpec | None:
+    name = form.cleaned_data.get("spec") or ""
+    if not name:
+        return None
+    spec = selectors.launch_spec_get(name=name)
+    if spec is None:
+        raise exceptions.ValidationError({"detail": "bad filter", "problems": [f"spec: no launch spec named {name!r}"]})
+    return spec
+
+
+def _valid(form: Any) -> Any:
+    if not form.is_valid():
+        raise exceptions.ValidationError({"detail": "bad filter", "problems": _form_problems(form)})
+    return form
+
+
+SPEC_Q = OpenApiParameter("spec", str, description="a launch spec's name")
+SEARCH_Q = OpenApiParameter("q", str, description="text anywhere in the row, case-insensitively (as the page's search)")
+
+
+class EipListView(ListAPIView):
+    serializer_class = s.ElasticIpSerializer
+    pagination_class = Pagination
+    ordering = ("allocation_id",)
+
+    @extend_schema(summary="The EIPs, as the inventory page filters them (by allocation id)", parameters=[
+        SPEC_Q, SEARCH_Q, OpenApiParameter("state", str, enum=list(selectors.EIP_STATES))])
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self) -> QuerySet[Any]:
+        form = _valid(EipFilterForm(self.request.query_params))
+        return selectors.eip_list(q=form.cleaned_data.get("q") or "", spec=_filtered_spec(form),
+                                  state=form.cleaned_data.get("state") or "")
+
+
+class EipDetailView(APIView):
+    @extend_schema(responses=s.ElasticIpSerializer, summary="One EIP")
+    def get(self, request: Request, allocation_id: str) -> Response:
+        eip = selectors.eip_get(allocation_id=allocation_id)
+        if eip is None:
+            raise exceptions.NotFound(f"no Elastic IP {allocation_id!r}")
+        return Response(s.ElasticIpSerializer(eip).data)
+
+
+class NodeListView(ListAPIView):
+    serializer_class = s.NodeSerializer
+    pagination_class = Pagination
+    ordering = ("name", "id")
+
+    @extend_schema(summary="The nodes, as the nodes page filters them (ended nodes only when ?state= asks)",
+                   parameters=[SPEC_Q, SEARCH_Q, OpenApiParameter("state", str, enum=list(selectors.NODE_STATES))])
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self) -> QuerySet[Any]:
+        form = _valid(NodeFilterForm(self.request.query_params))
+        return selectors.node_list(q=form.cleaned_data.get("q") or "", spec=_filtered_spec(form),
+                                   state=form.cleaned_data.get("state") or "", hide_ended=True)
+
+
+class EventListView(ListAPIView):
+    serializer_class = s.EventSerializer
+    pagination_class = Pagination
+    ordering = ("-timestamp", "-id")
+
+    @extend_schema(summary="The history, newest first, with the history export's filters", parameters=[
+        OpenApiParameter("since", OpenApiTypes.DATETIME, description="from this time on (ISO 8601; UTC if naive)"),
+        OpenApiParameter("until", OpenApiTypes.DATETIME, description="before this time"),
+        OpenApiParameter("spec", str, description="a launch spec's name (deleted specs' history too)"),
+        OpenApiParameter("event", str, description="an event kind, e.g. assigned, released, reassigned"),
+        SEARCH_Q,
+    ])
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self) -> QuerySet[Any]:
+        form = HistoryFilterForm(self.request.query_params)
+        if not form.is_valid():
+            # The history export's refusal, word for word.
+            detail = "bad filter: " + "; ".join(f"{k}: {' '.join(str(e) for e in v)}" for k, v in form.errors.items())
+            raise exceptions.ValidationError({"detail": detail, "problems": _form_problems(form)})
+        return selectors.event_list(filters=form.filters())
+
+
+# --- manual reassign -----------------------------------------------------------------------------------
+
+
+class ReassignView(APIView):
+    @extend_schema(
+        request=s.ReassignBodySerializer,
+        responses={202: s.ReassignStatusSerializer, 400: PROBLEMS, 404: s.ProblemsSerializer, 409: PROBLEMS},
+        summary="Move the EIP to another node of its spec, on a worker (as the EIP page's Reassign)",
+        description="202 with `status`, the URL to poll until `finished`. A refusal known now (the EIP gone, or in "
+                    "conflict) is a 409; the worker's own refusals end the request as `refused` with the reason.",
+    )
+    def post(self, request: Request, allocation_id: str) -> Response:
+        require_permissions(request, "pools.reassign_elasticip")
+        eip = selectors.eip_get(allocation_id=allocation_id)
+        if eip is None:
+            raise exceptions.NotFound(f"no Elastic IP {allocation_id!r}")
+        form = ReassignForm(request.data if isinstance(request.data, dict) else {})
+        if not form.is_valid():
+            return _problems("Choose a target node.", _form_problems(form), 400)
+        # The dashboard's up-front refusals, in its words (pools.views.eip_reassign).
+        error: str | None = None
+        if eip.gone:
+            error = f"{eip.public_ip} is gone from AWS or from the pool."
+        elif selectors.eip_state(eip) == "conflict":
+            error = (f"{eip.public_ip} is in conflict (AWS shows it associated without a record of eipdash): "
+                     "it is not moved by hand.")
+        if error is not None:
+            return _problems(error, [error], 409)
+        from pools.views import _enqueue_reassign  # the dashboard's enqueue: by task name, failing the request
+
+        with transaction.atomic():
+            reassign = services.reassign_request_create(eip=eip, node_name=form.cleaned_data["node"],
+                                                        actor=request.user.get_username())
+            request_id = reassign.pk
+            transaction.on_commit(lambda: _enqueue_reassign(request_id))
+        reassign.refresh_from_db()  # the enqueue may have failed it already
+        data = s.ReassignStatusSerializer(reassign, context={"request": request}).data
+        return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": data["status"]})
+
+
+class ReassignStatusView(APIView):
+    @extend_schema(responses={200: s.ReassignStatusSerializer, 404: s.ProblemsSerializer},
+                   summary="Where a reassign request stands: pending, running, done, refused or failed")
+    def get(self, request: Request, allocation_id: str, request_id: int) -> Response:
+        require_permissions(request, "pools.reassign_elasticip")
+        reassign = selectors.reassign_request_get(allocation_id=allocation_id, request_id=request_id)
+        if reassign is None:
+            raise exceptions.NotFound(f"no reassign request {request_id} for {allocation_id!r}")
+        return Response(s.ReassignStatusSerializer(reassign, context={"request": request}).data)
