@@ -73,8 +73,8 @@ class LaunchSpec(models.Model):
         return self.tag_key if self.tag_value is None else f"{self.tag_key}={self.tag_value}"
 
 
-class ElasticIP(models.Model):
-    """The last snapshot of one EIP as DescribeAddresses showed it."""
+class AddressColumns(models.Model):
+    """One EIP as DescribeAddresses showed it: the columns of a pool EIP and of an unmanaged one."""
 
     allocation_id = models.CharField(max_length=64, unique=True)
     region = models.CharField(max_length=32)
@@ -85,6 +85,14 @@ class ElasticIP(models.Model):
     eni_id = models.CharField(max_length=32, blank=True, default="")
     private_ip = models.CharField(max_length=45, blank=True, default="")
     last_seen_at = models.DateTimeField()
+
+    class Meta:
+        abstract = True
+
+
+class ElasticIP(AddressColumns):
+    """The last snapshot of one pool EIP as DescribeAddresses showed it."""
+
     # No longer returned by DescribeAddresses (released from the account) or no longer tagged.
     gone = models.BooleanField(default=False)
 
@@ -97,23 +105,13 @@ class ElasticIP(models.Model):
         return f"{self.public_ip} ({self.allocation_id})"
 
 
-class UnmanagedAddress(models.Model):
+class UnmanagedAddress(AddressColumns):
     """An EIP of a region that no launch spec's pool selects, as the last DescribeAddresses showed it.
 
     Only for the inventory's "show unmanaged" listing (an IPAM user expects to see every address of the
     region). It lives apart from ElasticIP on purpose: every pool query, claim and invariant reads
     ElasticIP, and none of them may ever see an address eipdash does not manage.
     """
-
-    allocation_id = models.CharField(max_length=64, unique=True)
-    region = models.CharField(max_length=32)
-    public_ip = models.GenericIPAddressField(protocol="IPv4")
-    tags = models.JSONField(default=dict)
-    association_id = models.CharField(max_length=64, blank=True, default="")
-    instance_id = models.CharField(max_length=32, blank=True, default="")
-    eni_id = models.CharField(max_length=32, blank=True, default="")
-    private_ip = models.CharField(max_length=45, blank=True, default="")
-    last_seen_at = models.DateTimeField()
 
     class Meta:
         ordering = ["public_ip"]
