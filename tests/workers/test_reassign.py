@@ -116,24 +116,20 @@ def test_refuses_an_eip_in_conflict(world: World) -> None:
     assert not Assignment.objects.exists()
 
 
-def test_refuses_an_eip_selected_by_two_specs(world: World) -> None:
+@pytest.mark.parametrize(
+    ("name", "pool_label", "tag_key", "refusal"),
+    [
+        ("wide", "wide", "eipdash/pool", "also selected by launch spec"),  # the same EIP in two pools
+        ("other", "ingress", "other/pool", "matched by launch spec"),  # the same node in two specs
+    ],
+)
+def test_refuses_what_two_specs_claim(world: World, name: str, pool_label: str, tag_key: str, refusal: str) -> None:
     spec = world.spec()
-    world.spec("wide", labels={"eipdash.io/pool": "wide"}, tag_key="eipdash/pool", tag_value=None)
+    world.spec(name, labels={"eipdash.io/pool": pool_label}, tag_key=tag_key, tag_value=None)
     (eip_id,) = world.eips(1)
     world.node("a")
     reconcile(spec)
-    with pytest.raises(ReassignRefused, match="also selected by launch spec"):
-        reassign_eip(allocation_id=eip_id, node_name="a", actor="alice")
-    assert world.all_associations() == {}
-
-
-def test_refuses_a_node_matched_by_two_specs(world: World) -> None:
-    spec = world.spec()
-    world.spec("other", labels={"eipdash.io/pool": "ingress"}, tag_key="other/pool", tag_value=None)
-    (eip_id,) = world.eips(1)
-    world.node("a")
-    reconcile(spec)
-    with pytest.raises(ReassignRefused, match="matched by launch spec"):
+    with pytest.raises(ReassignRefused, match=refusal):
         reassign_eip(allocation_id=eip_id, node_name="a", actor="alice")
     assert world.all_associations() == {}
 
