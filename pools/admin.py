@@ -32,7 +32,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 class ClusterForm(forms.ModelForm):
     class Meta:
         model = Cluster
-        fields = ("name", "region", "kube_context")
+        fields = ("name", "region", "kube_context", "kubeconfig")
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
@@ -42,6 +42,7 @@ class ClusterForm(forms.ModelForm):
             name=cleaned.get("name", ""),
             region=cleaned.get("region", ""),
             kube_context=cleaned.get("kube_context", ""),
+            kubeconfig=cleaned.get("kubeconfig", ""),
             exclude_pk=self.instance.pk,
         )
         if problems:
@@ -54,7 +55,7 @@ class ClusterAdmin(admin.ModelAdmin):
     """Only superusers add, change or delete clusters: a cluster row points the workers at a kube context."""
 
     form = ClusterForm
-    list_display = ("name", "region", "kube_context", "created_at")
+    list_display = ("name", "region", "kube_context", "kubeconfig", "created_at")
     search_fields = ("name",)
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -5,6 +5,7 @@ that the database constraints behind I3 and the append-only history hold for eve
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -21,9 +22,11 @@ from .models import SYSTEM_ACTOR, Assignment, Cluster, ElasticIP, Event, LaunchS
 from .pool_rule import labels_text
 from .regions import KNOWN_REGIONS
 from .specfile import (
+    KUBECONFIG_MAX,
     LaunchSpecInput,
     SpecFileError,
     cluster_name_problem,
+    control_problem,
     kube_context_problem,
     parse_launch_spec,
 )
@@ -90,35 +93,55 @@ class ClusterError(ValueError):
     """A refused cluster row: a bad field, or a kube context another row already uses."""
 
 
-def cluster_problems(*, name: str, region: str, kube_context: str, exclude_pk: int | None = None) -> list[str]:
+def cluster_problems(
+    *, name: str, region: str, kube_context: str, kubeconfig: str = "", exclude_pk: int | None = None
+) -> list[str]:
     """Why a cluster row may not be saved. Shared by the admin and `manage.py cluster add`.
 
-    Two rows on one kube context are one cluster under two names: specs in each would claim the same nodes.
+    Two rows on one kube context of one kubeconfig are one cluster under two names: specs in each would claim
+    the same nodes.
     """
     problems = [
         problem
-        for problem in (cluster_name_problem(name), kube_context_problem(kube_context))
+        for problem in (cluster_name_problem(name), kube_context_problem(kube_context),
+                        kubeconfig_problem(kubeconfig))
         if problem is not None
     ]
     if region not in KNOWN_REGIONS:
         problems.append(f"region {region!r} is not a known AWS region")
-    others = Cluster.objects.filter(kube_context=kube_context)
+    others = Cluster.objects.filter(kube_context=kube_context, kubeconfig=kubeconfig)
     if exclude_pk is not None:
         others = others.exclude(pk=exclude_pk)
     if (other := others.first()) is not None:
         where = f"kube context {kube_context!r}" if kube_context else "the current kube context"
+        where += f" of kubeconfig {kubeconfig}" if kubeconfig else ""
         problems.append(f"cluster {other.name!r} already uses {where}: two rows would manage the same nodes")
     return problems
 
 
-def cluster_create(*, name: str, region: str, kube_context: str = "") -> Cluster:
+def kubeconfig_problem(path: str) -> str | None:
+    """A kubeconfig path must be absolute (the workers do not share the admin's working directory) and exist."""
+    if not path:
+        return None
+    if problem := control_problem("kubeconfig", path):
+        return problem
+    if len(path) > KUBECONFIG_MAX:
+        return f"kubeconfig must be a path of at most {KUBECONFIG_MAX} characters"
+    if not os.path.isabs(path):
+        return f"kubeconfig {path!r} must be an absolute path"
+    if not os.path.isfile(path):
+        return f"kubeconfig {path!r} does not exist (or is not a file)"
+    return None
+
+
+def cluster_create(*, name: str, region: str, kube_context: str = "", kubeconfig: str = "") -> Cluster:
     with transaction.atomic():
         if Cluster.objects.filter(name=name).exists():
             raise ClusterError(f"cluster {name!r} exists")
-        problems = cluster_problems(name=name, region=region, kube_context=kube_context)
+        problems = cluster_problems(name=name, region=region, kube_context=kube_context, kubeconfig=kubeconfig)
         if problems:
             raise ClusterError("; ".join(problems))
-        return Cluster.objects.create(name=name, region=region, kube_context=kube_context)
+        return Cluster.objects.create(name=name, region=region, kube_context=kube_context, kubeconfig=kubeconfig)
 
 
 def launch_spec_apply(*, data: LaunchSpecInput) -> tuple[LaunchSpec, bool]:

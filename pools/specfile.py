@@ -22,6 +22,7 @@ DNS_SUBDOMAIN_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-
 NAME_MAX = 253
 CLUSTER_NAME_MAX = 100
 KUBE_CONTEXT_MAX = 200
+KUBECONFIG_MAX = 500
 TAG_KEY_MAX = 128
 TAG_VALUE_MAX = 256
 # Names that are routes under /launch-specs/: a spec called "new" would be unreachable.

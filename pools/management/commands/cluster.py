@@ -5,6 +5,7 @@ Whoever can run manage.py holds the database credentials, so this is an admin's 
 
 from __future__ import annotations
 
+import os
 from argparse import ArgumentParser
 from collections import Counter
 from typing import Any
@@ -16,30 +17,40 @@ from pools.models import Cluster
 
 
 class Command(BaseCommand):
-    help = "Add or list clusters (a name, its AWS region and its kubeconfig context)."
+    help = "Add or list clusters (a name, its AWS region, its kube context and/or its kubeconfig file)."
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
         add = sub.add_parser("add", help="add a cluster")
         add.add_argument("name")
         add.add_argument("--region", required=True, help="its AWS region, e.g. eu-west-1")
-        add.add_argument("--kube-context", default="", help="its kubeconfig context; empty: the current one")
+        add.add_argument("--context", "--kube-context", dest="kube_context", default="",
+                         help="its kubeconfig context; empty: the kubeconfig's current one")
+        add.add_argument("--kubeconfig", default="",
+                         help="a kubeconfig file for this cluster; empty: KUBECONFIG, ~/.kube/config or in-cluster")
         sub.add_parser("list", help="list clusters; rows that share a kube context are flagged OVERLAP")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["action"] == "add":
             try:
+                kubeconfig = options["kubeconfig"]
                 cluster = services.cluster_create(
-                    name=options["name"], region=options["region"], kube_context=options["kube_context"]
+                    name=options["name"], region=options["region"], kube_context=options["kube_context"],
+                    # Absolute: the workers do not run in the admin's working directory.
+                    kubeconfig=os.path.abspath(kubeconfig) if kubeconfig else "",
                 )
             except services.ClusterError as exc:
                 raise CommandError(f"refused: {exc}", returncode=2) from None
+            where = f", kubeconfig {cluster.kubeconfig}" if cluster.kubeconfig else ""
             self.stdout.write(f"added cluster {cluster.name} ({cluster.region}, "
-                              f"context {cluster.kube_context or '(current)'})")
+                              f"context {cluster.kube_context or '(current)'}{where})")
             return
         clusters = list(Cluster.objects.all())
         # Rows made before overlaps were refused can still share a context: say so, loudly.
-        shared = Counter(cluster.kube_context for cluster in clusters)
+        shared = Counter((cluster.kube_context, cluster.kubeconfig) for cluster in clusters)
+        self.stdout.write("NAME\tREGION\tCONTEXT\tKUBECONFIG")
         for cluster in clusters:
-            flag = "\tOVERLAP: another cluster uses this kube context" if shared[cluster.kube_context] > 1 else ""
-            self.stdout.write(f"{cluster.name}\t{cluster.region}\t{cluster.kube_context or '(current)'}{flag}")
+            overlap = shared[(cluster.kube_context, cluster.kubeconfig)] > 1
+            flag = "\tOVERLAP: another cluster uses this kube context" if overlap else ""
+            self.stdout.write(f"{cluster.name}\t{cluster.region}\t{cluster.kube_context or '(current)'}\t"
+                              f"{cluster.kubeconfig or '(default)'}{flag}")
