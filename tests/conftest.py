@@ -35,6 +35,14 @@ def _redis_for_locks(redis_url: str, settings: Settings) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _full_ec2_budget(_redis_for_locks: None) -> None:
+    """Each test starts with the EC2 budget full (workers/budget.py), as if no test had spent it before."""
+    from workers import budget
+
+    budget.reset()
+
+
+@pytest.fixture(autouse=True)
 def _fresh_cache() -> None:
     """Each test's database starts over (ids included), so a cache entry keyed on the record's version
     (the overview's pool-use spans) must not outlive the test that wrote it."""

@@ -3,6 +3,12 @@
 The endpoint and credentials are resolved the standard boto3 way (``AWS_ENDPOINT_URL_EC2``, the credential
 chain), so the same code talks to AWS and to the sandbox's moto server. SDK errors leave this module only as
 the domain errors below.
+
+Every HTTP request to EC2 (each attempt: botocore's retries included, each page of a paginated read) first
+takes a token from the account's shared EC2 budget (workers/budget.py): Describe* from the read bucket,
+the rest from the mutate bucket. A RequestLimitExceeded answer empties the shared bucket, so the retry (and
+every other worker's next call) waits for the refill instead of spending more of AWS's. A wait that would
+pass the running pass's deadline gives up before sending: OutOfTime.
 """
 
 from __future__ import annotations
@@ -12,13 +18,17 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import boto3
 import botocore.exceptions
 from botocore.config import Config
+from django.conf import settings
 
 from pools import metrics
+
+from . import budget
 
 _CLIENT_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 3},
@@ -77,6 +87,10 @@ class Permanent(Ec2Error):
     """Anything else (UnauthorizedOperation, InvalidParameterValue...): retrying will not help."""
 
 
+class OutOfTime(Transient):
+    """The EC2 budget had no token before the pass deadline: the call was never sent (the next pass does it)."""
+
+
 def error_class_for(code: str, http_status: int | None = None) -> type[Ec2Error]:
     """The domain error for an AWS error code: a pure function, so the mapping is testable on its own."""
     if code in _THROTTLING_CODES:
@@ -115,7 +129,35 @@ def _mapped(operation: str) -> Iterator[None]:
         error = to_domain_error(exc, operation)
         metrics.AWS_CALLS.labels(operation, type(error).__name__.lower()).inc()
         raise error from exc
+    except budget.OutOfTime as exc:
+        # Not a call: nothing reached AWS, so it is not counted either.
+        raise OutOfTime(f"{operation}: not sent: {exc}", code="OutOfTime", operation=operation) from exc
     metrics.AWS_CALLS.labels(operation, "ok").inc()
+
+
+def _pace(event_name: str = "", region: str = "", **_: Any) -> None:
+    """before-send (each attempt): take a token of the call's bucket, waiting up to the pass deadline."""
+    operation = event_name.rsplit(".", 1)[-1]
+    budget.acquire(region, budget.kind_of(operation))
+
+
+def _note_throttle(region: str, response: Any = None, operation: Any = None, **_: Any) -> None:
+    """needs-retry (each answer): AWS's bucket is empty, so ours is too. Returns None: botocore decides
+    whether to retry, and its retry takes a token like any call."""
+    if not response or operation is None:
+        return
+    code = str((response[1] or {}).get("Error", {}).get("Code", ""))
+    if code in _THROTTLING_CODES:
+        budget.throttled(region, budget.kind_of(operation.name))
+
+
+def paced(client: Any) -> Any:
+    """Hook the EC2 budget into a client's every request (idempotent: once per client)."""
+    region = client.meta.region_name or ""
+    events = client.meta.events
+    events.register("before-send.ec2", partial(_pace, region=region), unique_id="eipdash-ec2-budget")
+    events.register("needs-retry.ec2", partial(_note_throttle, region), unique_id="eipdash-ec2-throttle")
+    return client
 
 
 @dataclass(frozen=True)
@@ -192,7 +234,9 @@ def _client_for(region: str) -> Any:
         client = _clients.get(key)
         if client is None:
             # A private Session: boto3's default session is not safe to create clients from concurrently.
-            client = boto3.session.Session().client("ec2", region_name=region, config=_CLIENT_CONFIG)
+            # One connection per concurrent step (apply.py), or botocore opens and drops extra ones.
+            pool = Config(max_pool_connections=max(10, settings.EIPDASH_STEP_CONCURRENCY + 2))
+            client = boto3.session.Session().client("ec2", region_name=region, config=_CLIENT_CONFIG.merge(pool))
             _clients[key] = client
         return client
 
@@ -217,7 +261,7 @@ class Ec2:
 
     def __init__(self, region: str, *, client: Any = None) -> None:
         self.region = region
-        self.client = client if client is not None else _client_for(region)
+        self.client = paced(client if client is not None else _client_for(region))
 
     def list_all_addresses(self) -> list[Address]:
         """Every VPC EIP of the region in one call: the pools, and the non-pool EIPs that may already
@@ -291,6 +335,33 @@ class Ec2:
             )
         # Matched here: the EC2 emulator reports the primary IP whatever private IP was asked for.
         return [a for a in _addresses(response) if a.private_ip in (None, private_ip)]
+
+    def addresses_on_enis(self, eni_ids: Iterable[str]) -> dict[str, list[Address]]:
+        """The EIPs (pool or not) on each of these ENIs, read right now: one DescribeAddresses per 200 ENIs
+        (the batched form of addresses_on; the caller matches the private IP)."""
+        ids = sorted(set(eni_ids))
+        found: dict[str, list[Address]] = {eni_id: [] for eni_id in ids}
+        for batch in _chunks(ids, FILTER_VALUES_LIMIT):
+            with _mapped("DescribeAddresses"):
+                response = self.client.describe_addresses(
+                    Filters=[{"Name": "network-interface-id", "Values": batch}]
+                )
+            for address in _addresses(response):
+                if address.eni_id in found:
+                    found[address.eni_id].append(address)
+        return found
+
+    def get_addresses(self, allocation_ids: Iterable[str]) -> dict[str, Address]:
+        """The current state of many allocations (to confirm many associations): one DescribeAddresses per
+        200 ids. The ``allocation-id`` filter, unlike AllocationIds, does not fail the whole batch on one
+        unknown id: unknown ids are simply absent."""
+        ids = sorted(set(allocation_ids))
+        found: dict[str, Address] = {}
+        for batch in _chunks(ids, FILTER_VALUES_LIMIT):
+            with _mapped("DescribeAddresses"):
+                response = self.client.describe_addresses(Filters=[{"Name": "allocation-id", "Values": batch}])
+            found.update((address.allocation_id, address) for address in _addresses(response))
+        return found
 
     def owner_of_eni(self, eni_id: str) -> str | None:
         """The instance an ENI is attached to, or None (detached or unknown ENI)."""

@@ -1,8 +1,9 @@
 """A pass stops itself at its deadline, between steps, and leaves the record and AWS consistent.
 
 The Celery soft time limit cannot stop a pass (botocore turns the exception into an HTTP error and retries),
-so a pass checks EIPDASH_PASS_SECONDS before each step. With a deadline of 0 the pass runs its taints and
-exactly one other step, which makes the stop point deterministic without timing anything.
+so a pass checks EIPDASH_PASS_SECONDS before each step or slice of assignments, and an EC2 call that would
+wait for a budget token past it is not sent. With a deadline of 0 the pass runs its taints and exactly one
+other step (or slice), which makes the stop point deterministic without timing anything.
 """
 
 from __future__ import annotations
@@ -39,16 +40,24 @@ def test_a_pass_at_its_deadline_stops_between_steps_and_the_next_pass_finishes(
     world.eips(6)
     names = [world.node(f"n{i}").name for i in range(6)]
     settings.EIPDASH_PASS_SECONDS = 0
+    # An EC2 budget of 3 tokens that does not refill within the test: the first slice is 4 assignments
+    # (the tokens there plus a second of refill, at least 4), and the fourth finds no token before the deadline.
+    settings.EIPDASH_EC2_MUTATE_BURST, settings.EIPDASH_EC2_MUTATE_RATE = 3, 0.01
 
     report = executor.reconcile_spec(spec.pk)
-    assert len(report.left) == 5 and all(line.startswith("assign ") for line in report.left)
-    assert any("pass deadline" in error and "5 step(s) left" in error for error in report.errors)
-    assert Assignment.objects.count() == 1  # the five steps left never opened a claim
+    assert len(report.left) == 3 and all(line.startswith("assign ") for line in report.left)
+    assert any("pass deadline" in error and "3 step(s) left" in error for error in report.errors)
+    # The two assignments after the first slice never opened a claim; the one never sent closed its claim.
+    assert Assignment.objects.count() == 4
+    not_sent = Assignment.objects.get(closed_at__isnull=False)
+    assert not_sent.close_kind == Assignment.CloseKind.TRANSIENT and "not sent" in not_sent.close_reason
     assert_consistent(world, names)
+    assert sum(world.eip_on(name) is not None for name in names) == 3
     # Not a successful pass: it did not apply its whole plan.
     assert LaunchSpec.objects.get(pk=spec.pk).last_successful_pass_at is None
 
     settings.EIPDASH_PASS_SECONDS = 40
+    settings.EIPDASH_EC2_MUTATE_RATE = 5
     report = executor.reconcile_spec(spec.pk)
     assert report.left == [] and report.errors == []
     assert_consistent(world, names)

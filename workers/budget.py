@@ -1,0 +1,230 @@
+"""EC2's request budget, shared by every worker of an account and region.
+
+EC2 throttles each account per region with token buckets: the mutating calls (AssociateAddress,
+DisassociateAddress...) share a bucket of 50 tokens refilled 5 per second, the non-mutating ones (Describe*)
+one of 100 refilled 20 per second; a call that finds its bucket empty fails with RequestLimitExceeded. We
+keep a mirror of both buckets and take a token before each HTTP request (workers/ec2.py does, for every
+attempt, botocore's retries included), so that a burst spends the burst at once, then the refill rate, and
+never asks AWS for a call it would refuse.
+
+The buckets live in Redis (one hash per region and kind, updated by one atomic Lua script on Redis's own
+clock), so every worker process of the deployment shares them. Without REDIS_URL (a laptop, the tests'
+embedded defaults), or while Redis does not answer, an in-process bucket with the same rules paces this
+process alone.
+
+A wait for a token never goes past the deadline of the running pass (`deadline()`, a context variable the
+executor sets and its threads inherit): at the deadline `OutOfTime` says the call was never sent, and the
+step is left for the next pass. When AWS throttles anyway (another tool of the account spends the same
+budget), `throttled()` empties the shared bucket: AWS told us it is empty, so every worker waits for the
+refill. This module may use redis, never boto3.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from functools import cache
+
+import redis
+from django.conf import settings
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+MUTATE = "mutate"
+READ = "read"
+# EC2's non-mutating actions (the rest mutate), as its throttling documentation groups them.
+_READ_PREFIXES = ("Describe", "Get", "List", "Search")
+KEY_PREFIX = "eipdash:ec2-budget:"
+
+
+class OutOfTime(Exception):
+    """No token came before the deadline: the call was not sent."""
+
+
+_deadline: ContextVar[float | None] = ContextVar("eipdash_ec2_deadline", default=None)
+
+
+@contextmanager
+def deadline(at: float | None) -> Iterator[None]:
+    """Waits for a token inside the block give up at `at` (time.monotonic(); None: wait as long as it takes).
+    Threads started with contextvars.copy_context() (the executor's pool) inherit it."""
+    token = _deadline.set(at)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def current_deadline() -> float | None:
+    return _deadline.get()
+
+
+def kind_of(operation: str) -> str:
+    return READ if operation.startswith(_READ_PREFIXES) else MUTATE
+
+
+def bucket_key(region: str, kind: str) -> str:
+    return f"{KEY_PREFIX}{region}:{kind}"
+
+
+@dataclass(frozen=True)
+class Answer:
+    granted: bool
+    tokens: float  # left after this call
+    wait: float  # seconds until the next token, when not granted
+
+
+# ARGV: burst, rate, op (1: take one token, 0: look, -1: empty the bucket). Redis's own clock, so that the
+# workers of every host agree. The state: tokens and the time they were counted at; refilled on each call.
+_SCRIPT = """
+local burst = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local op = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1])
+local at = tonumber(state[2])
+if tokens == nil or at == nil then
+  tokens = burst
+  at = now
+end
+if now > at then
+  tokens = math.min(burst, tokens + (now - at) * rate)
+end
+local granted = 0
+if op == 1 and tokens >= 1 then
+  tokens = tokens - 1
+  granted = 1
+elseif op == -1 then
+  tokens = 0
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 60)
+local wait = 0
+if tokens < 1 then
+  wait = (1 - tokens) / rate
+end
+return {granted, tostring(tokens), tostring(wait)}
+"""
+
+
+class LocalBucket:
+    """The same bucket in this process only (no Redis)."""
+
+    def __init__(self, burst: float, rate: float) -> None:
+        self.burst, self.rate = float(burst), float(rate)
+        self.tokens = self.burst
+        self.at = time.monotonic()
+        self._lock = threading.Lock()
+
+    def call(self, op: int) -> Answer:
+        with self._lock:
+            now = time.monotonic()
+            if now > self.at:
+                self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+            self.at = max(self.at, now)
+            granted = False
+            if op == 1 and self.tokens >= 1:
+                self.tokens -= 1
+                granted = True
+            elif op == -1:
+                self.tokens = 0.0
+            wait = (1 - self.tokens) / self.rate if self.tokens < 1 else 0.0
+            return Answer(granted, self.tokens, wait)
+
+
+class RedisBucket:
+    def __init__(self, url: str, key: str, burst: float, rate: float) -> None:
+        self.key, self.burst, self.rate = key, float(burst), float(rate)
+        self._script = _client(url).register_script(_SCRIPT)
+        # Used while Redis does not answer: pacing this process alone beats not pacing at all.
+        self.fallback = LocalBucket(burst, rate)
+        self._warned = False
+
+    def call(self, op: int) -> Answer:
+        try:
+            granted, tokens, wait = self._script(keys=[self.key], args=[self.burst, self.rate, op])
+        except RedisError as exc:
+            if not self._warned:
+                log.warning("EC2 budget %s: Redis does not answer (%s); pacing this process alone", self.key, exc)
+                self._warned = True
+            return self.fallback.call(op)
+        self._warned = False
+        return Answer(bool(int(granted)), float(tokens), float(wait))
+
+
+@cache
+def _client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+
+
+_buckets: dict[tuple[str, str, str | None, float, float], LocalBucket | RedisBucket] = {}
+_buckets_lock = threading.Lock()
+
+
+def _sizes(kind: str) -> tuple[float, float]:
+    if kind == MUTATE:
+        return float(settings.EIPDASH_EC2_MUTATE_BURST), float(settings.EIPDASH_EC2_MUTATE_RATE)
+    return float(settings.EIPDASH_EC2_READ_BURST), float(settings.EIPDASH_EC2_READ_RATE)
+
+
+def bucket(region: str, kind: str) -> LocalBucket | RedisBucket:
+    """The bucket of one region and kind, with the sizes and Redis the settings say now."""
+    burst, rate = _sizes(kind)
+    url = settings.REDIS_URL or None
+    key = (region, kind, url, burst, rate)
+    with _buckets_lock:
+        found = _buckets.get(key)
+        if found is None:
+            found = (RedisBucket(url, bucket_key(region, kind), burst, rate) if url
+                     else LocalBucket(burst, rate))
+            _buckets[key] = found
+        return found
+
+
+def acquire(region: str, kind: str, *, until: float | None = None) -> None:
+    """Take one token, waiting for the refill if need be; OutOfTime (nothing taken) when the next token
+    comes after `until` (default: the running pass's deadline, see `deadline()`)."""
+    if until is None:
+        until = _deadline.get()
+    b = bucket(region, kind)
+    while True:
+        answer = b.call(1)
+        if answer.granted:
+            return
+        now = time.monotonic()
+        if until is not None and now + answer.wait > until:
+            raise OutOfTime(f"no EC2 {kind} token for {region} before the pass deadline")
+        # A little jitter, so that the workers waiting for the same refill do not all ask at once.
+        time.sleep(answer.wait * (1 + random.random() / 10))  # noqa: S311 (jitter, not cryptography)
+
+
+def available(region: str, kind: str) -> float:
+    """The tokens there now (a look: none taken)."""
+    return bucket(region, kind).call(0).tokens
+
+
+def throttled(region: str, kind: str) -> None:
+    """AWS answered RequestLimitExceeded: its bucket is empty, so ours is emptied too (every worker waits)."""
+    bucket(region, kind).call(-1)
+    log.info("EC2 throttled a %s call in %s: the shared budget is emptied and refills from now", kind, region)
+
+
+def reset() -> None:
+    """Forget every bucket (tests): those in Redis are deleted, so they all start full again."""
+    with _buckets_lock:
+        _buckets.clear()
+    url = settings.REDIS_URL or None
+    if url:
+        client = _client(url)
+        keys = list(client.scan_iter(match=f"{KEY_PREFIX}*"))
+        if keys:
+            client.delete(*keys)
