@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from django.urls import include, path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiYamlRenderer
+from drf_spectacular.views import SpectacularAPIView
 
 from . import views
 
@@ -23,9 +24,11 @@ v1 = [
 
 urlpatterns = [
     path("v1/", include(v1)),
-    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    # JSON by default (and for errors); ?format=yaml for YAML.
+    path("schema/", SpectacularAPIView.as_view(renderer_classes=[OpenApiJsonRenderer, OpenApiYamlRenderer]),
+         name="api-schema"),
     # The split view: the page loads its script from a URL of its own (no inline script, as the CSP wants).
-    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema", template_name="api/swagger_ui.html"),
+    path("docs/", views.DocsView.as_view(url_name="api-schema", template_name="api/swagger_ui.html"),
          name="api-docs"),
     re_path(r"^.*$", views.not_found),
 ]

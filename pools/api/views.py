@@ -13,9 +13,11 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.views import SpectacularSwaggerSplitView
 from rest_framework import exceptions, status
 from rest_framework.generics import ListAPIView
 from rest_framework.pagination import CursorPagination
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -53,13 +55,27 @@ def _spec_or_404(name: str) -> LaunchSpec:
     return spec
 
 
+class DocsView(SpectacularSwaggerSplitView):
+    """Swagger UI on the schema; its refusals (401, 403, 429) in JSON like the rest of /api/."""
+
+    def handle_exception(self, exc: Exception) -> Response:
+        response = super().handle_exception(exc)
+        self.request.accepted_renderer = JSONRenderer()
+        self.request.accepted_media_type = JSONRenderer.media_type
+        return response
+
+
 class Pagination(CursorPagination):
-    """Keyset pages in a fixed order (each view's `ordering`): a page never skips or repeats a row when rows
-    are added meanwhile. `next` is the URL of the next page, null on the last."""
+    """Keyset pages in a fixed order: a page never skips or repeats a row when rows are added meanwhile.
+    `next` is the URL of the next page, null on the last."""
 
     page_size = 100
     page_size_query_param = "limit"
     max_page_size = 1000
+
+
+def _pages_by(*ordering: str) -> type[Pagination]:
+    return type("Pagination", (Pagination,), {"ordering": ordering})
 
 
 # --- launch specs ---------------------------------------------------------------------------------------
@@ -202,8 +218,7 @@ SEARCH_Q = OpenApiParameter("q", str, description="text anywhere in the row, cas
 
 class EipListView(ListAPIView):
     serializer_class = s.ElasticIpSerializer
-    pagination_class = Pagination
-    ordering = ("allocation_id",)
+    pagination_class = _pages_by("allocation_id")
 
     @extend_schema(summary="The EIPs, as the inventory page filters them (by allocation id)", parameters=[
         SPEC_Q, SEARCH_Q, OpenApiParameter("state", str, enum=list(selectors.EIP_STATES))])
@@ -227,8 +242,7 @@ class EipDetailView(APIView):
 
 class NodeListView(ListAPIView):
     serializer_class = s.NodeSerializer
-    pagination_class = Pagination
-    ordering = ("name", "id")
+    pagination_class = _pages_by("name", "id")
 
     @extend_schema(summary="The nodes, as the nodes page filters them (ended nodes only when ?state= asks)",
                    parameters=[SPEC_Q, SEARCH_Q, OpenApiParameter("state", str, enum=list(selectors.NODE_STATES))])
@@ -243,8 +257,7 @@ class NodeListView(ListAPIView):
 
 class EventListView(ListAPIView):
     serializer_class = s.EventSerializer
-    pagination_class = Pagination
-    ordering = ("-timestamp", "-id")
+    pagination_class = _pages_by("-timestamp", "-id")
 
     @extend_schema(summary="The history, newest first, with the history export's filters", parameters=[
         OpenApiParameter("since", OpenApiTypes.DATETIME, description="from this time on (ISO 8601; UTC if naive)"),

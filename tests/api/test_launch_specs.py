@@ -1,0 +1,224 @@
+"""/api/v1/launch-specs/: the Ocean documents of `launchspec apply` and the export, the idempotent PUT, DELETE's
+409 while a spec holds EIPs, every problem listed as the CLI lists them, the plan preview, the session with CSRF,
+and the folder sync (services.launch_spec_sync)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
+from django.test import Client
+from django.urls import reverse
+
+from pools import selectors
+from pools.models import Assignment, LaunchSpec
+from pools.specfile import launch_spec_to_ocean
+from tests.api.conftest import Api
+from tests.fixtures.web import WebWorld
+
+SPECS = "/api/v1/launch-specs/"
+
+NEW = {
+    "launchSpec": {
+        "name": "ingress",
+        "labels": [{"key": "eipdash.io/pool", "value": "ingress"}],
+        "elasticIpPool": {"tagSelector": {"tagKey": "eipdash/pool", "tagValue": "ingress"}},
+        "cluster": "prod",
+        "region": "us-east-1",
+        "enabled": True,
+    }
+}
+
+# Four problems at once: name, labels, tag key, region.
+BAD = {"launchSpec": {"name": "-bad", "labels": [], "elasticIpPool": {"tagSelector": {"tagKey": "aws:x"}},
+                      "region": "mars-1"}}
+
+
+def spec_url(name: str) -> str:
+    return f"{SPECS}{name}"
+
+
+def test_list_and_get_are_the_export_documents(web_world: WebWorld, viewer_api: Api, viewer_client: Client) -> None:
+    exported = viewer_client.get(reverse("launch-spec-export", args=["egress"])).json()
+    listing = viewer_api.get(SPECS)
+    assert listing.status_code == 200 and listing.json() == {"launchSpecs": [exported]}
+    one = viewer_api.get(spec_url("egress"))
+    assert one.status_code == 200 and one.json() == exported == launch_spec_to_ocean(web_world.spec)
+    missing = viewer_api.get(spec_url("nope"))
+    assert missing.status_code == 404 and missing.json()["detail"] == "no launch spec named 'nope'"
+
+
+def test_put_creates_201_then_updates_200_and_is_idempotent(web_world: WebWorld, operator_api: Api) -> None:
+    created = operator_api.put(spec_url("ingress"), NEW)
+    assert created.status_code == 201, created.content
+    assert created.json() == NEW and created["Location"] == spec_url("ingress")
+    spec = LaunchSpec.objects.get(name="ingress")
+    assert (spec.cluster.name, spec.labels, spec.tag_value) == ("prod", {"eipdash.io/pool": "ingress"}, "ingress")
+
+    again = operator_api.put(spec_url("ingress"), NEW)
+    assert again.status_code == 200 and again.json() == NEW
+    assert LaunchSpec.objects.filter(name="ingress").count() == 1
+
+    changed = copy.deepcopy(NEW)
+    changed["launchSpec"]["elasticIpPool"]["tagSelector"] = {"tagKey": "other"}
+    changed["launchSpec"]["enabled"] = False
+    updated = operator_api.put(spec_url("ingress"), changed)
+    assert updated.status_code == 200 and updated.json() == changed
+    spec.refresh_from_db()
+    assert (spec.tag_key, spec.tag_value, spec.enabled) == ("other", None, False)
+
+
+def test_a_get_put_back_changes_nothing(web_world: WebWorld, operator_api: Api) -> None:
+    document = operator_api.get(spec_url("egress")).json()
+    before = LaunchSpec.objects.values().get(name="egress")
+    response = operator_api.put(spec_url("egress"), document)
+    assert response.status_code == 200 and response.json() == document
+    after = LaunchSpec.objects.values().get(name="egress")
+    assert {k: v for k, v in after.items() if k != "updated_at"} == {
+        k: v for k, v in before.items() if k != "updated_at"}
+
+
+def test_put_takes_the_name_from_the_url_when_the_body_has_none(web_world: WebWorld, operator_api: Api) -> None:
+    bare = {k: v for k, v in NEW["launchSpec"].items() if k != "name"}
+    assert operator_api.put(spec_url("from-url"), bare).status_code == 201
+    assert LaunchSpec.objects.filter(name="from-url").exists()
+
+
+def _cli_problems(tmp_path: Path, document: Any) -> list[str]:
+    path = tmp_path / "spec.json"
+    path.write_text(document if isinstance(document, str) else json.dumps(document))
+    with pytest.raises(CommandError) as refused:
+        call_command("launchspec", "apply", "-f", str(path))
+    text = str(refused.value)
+    if "\n" not in text:
+        return [text.removeprefix(f"{path}: ")]
+    return [line.removeprefix("  - ") for line in text.splitlines()[1:]]
+
+
+def test_invalid_input_is_400_with_every_problem_in_the_clis_words(
+    web_world: WebWorld, operator_api: Api, tmp_path: Path
+) -> None:
+    response = operator_api.put(spec_url("-bad"), BAD)
+    assert response.status_code == 400
+    problems = response.json()["problems"]
+    assert len(problems) == 4 and problems == _cli_problems(tmp_path, BAD)
+    assert "reserved by AWS" in " ".join(problems) and "mars-1" in " ".join(problems)
+    # Not JSON at all: the CLI's one line.
+    garbled = operator_api.put(spec_url("x"), "{nope", raw=True)
+    assert garbled.status_code == 400 and garbled.json()["problems"] == _cli_problems(tmp_path, "{nope")
+    # A refusal of the service (a cluster that is not configured), in the CLI's words too.
+    unknown = copy.deepcopy(NEW)
+    unknown["launchSpec"]["cluster"] = "elsewhere"
+    refused = operator_api.put(spec_url("ingress"), unknown)
+    assert refused.status_code == 400 and refused.json()["problems"] == _cli_problems(tmp_path, unknown)
+    assert list(LaunchSpec.objects.values_list("name", flat=True)) == ["egress"]
+
+
+def test_a_body_naming_another_spec_is_400_with_the_other_problems_too(web_world: WebWorld, operator_api: Api) -> None:
+    other = copy.deepcopy(BAD)
+    other["launchSpec"]["name"] = "egress"
+    response = operator_api.put(spec_url("ingress"), other)
+    assert response.status_code == 400
+    problems = response.json()["problems"]
+    assert problems[0] == "name 'egress' in the body differs from 'ingress' in the URL" and len(problems) == 4
+    assert LaunchSpec.objects.get(name="egress").tag_key == "eipdash/pool"
+
+
+def test_delete_is_204_or_409_while_the_spec_holds_eips(web_world: WebWorld, operator_api: Api) -> None:
+    response = operator_api.delete(spec_url("egress"))
+    assert response.status_code == 409
+    assert response.json()["detail"] == ("launch spec 'egress' still holds 1 EIP(s); disable it and let its nodes "
+                                         "drain first")
+    assert LaunchSpec.objects.filter(name="egress").exists()
+    Assignment.objects.update(closed_at=web_world.assignments[0].opened_at)
+    assert operator_api.delete(spec_url("egress")).status_code == 204
+    assert not LaunchSpec.objects.exists()
+    assert operator_api.delete(spec_url("egress")).status_code == 404
+
+
+def test_viewers_read_but_do_not_write(web_world: WebWorld, viewer_api: Api, stranger_api: Api) -> None:
+    assert viewer_api.put(spec_url("ingress"), NEW).status_code == 403
+    assert viewer_api.put(spec_url("egress"), viewer_api.get(spec_url("egress")).json()).status_code == 403
+    assert viewer_api.delete(spec_url("egress")).status_code == 403
+    assert "pools.delete_launchspec" in viewer_api.delete(spec_url("egress")).json()["detail"]
+    for call in (lambda: stranger_api.get(SPECS), lambda: stranger_api.put(spec_url("ingress"), NEW),
+                 lambda: stranger_api.delete(spec_url("egress"))):
+        assert call().status_code == 403
+    assert list(LaunchSpec.objects.values_list("name", flat=True)) == ["egress"]
+
+
+def test_the_session_works_with_csrf(web_world: WebWorld, operator: User) -> None:
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(operator)
+    assert client.get(SPECS).status_code == 200
+    body = json.dumps(NEW)
+    refused = client.put(spec_url("ingress"), body, content_type="application/json")
+    assert refused.status_code == 403 and "CSRF" in refused.json()["detail"]
+    client.get(reverse("overview"))  # the page sets the CSRF cookie
+    token = client.cookies["csrftoken"].value
+    accepted = client.put(spec_url("ingress"), body, content_type="application/json", headers={"X-CSRFToken": token})
+    assert accepted.status_code == 201
+
+
+def test_the_plan_is_the_spec_pages_preview(web_world: WebWorld, viewer_api: Api) -> None:
+    response = viewer_api.get(f"{spec_url('egress')}/plan")
+    assert response.status_code == 200
+    preview = selectors.plan_preview(spec=web_world.spec)
+    assert response.json() == {"launchSpec": "egress", "lines": preview.lines, "error": ""}
+    assert response.json()["lines"]  # node-b waits for the free EIP
+    assert viewer_api.get(f"{spec_url('nope')}/plan").status_code == 404
+
+
+# --- POST /api/v1/launch-specs:sync --------------------------------------------------------------------
+
+SYNC = "/api/v1/launch-specs:sync"
+
+
+def _documents(api: Api) -> list[dict[str, Any]]:
+    return api.get(SPECS).json()["launchSpecs"]
+
+
+def test_sync_applies_a_set_of_documents(web_world: WebWorld, operator_api: Api) -> None:
+    documents = [*_documents(operator_api), NEW]
+    dry = operator_api.post(SYNC, {"launchSpecs": documents, "dryRun": True})
+    assert dry.status_code == 200, dry.content
+    assert dry.json()["created"] == ["ingress"] and dry.json()["applied"] is False and dry.json()["changed"] is True
+    assert not LaunchSpec.objects.filter(name="ingress").exists()
+    done = operator_api.post(SYNC, {"launchSpecs": documents})
+    assert done.status_code == 200
+    body = done.json()
+    assert body["created"] == ["ingress"] and body["unchanged"] == ["egress"] and body["applied"] is True
+    assert any(line.startswith("+ spec ingress") for line in body["diff"])
+    assert LaunchSpec.objects.get(name="ingress").tag_value == "ingress"
+    again = operator_api.post(SYNC, {"launchSpecs": documents})
+    assert again.json()["changed"] is False and sorted(again.json()["unchanged"]) == ["egress", "ingress"]
+
+
+def test_sync_with_one_bad_document_changes_nothing_and_lists_every_problem(
+    web_world: WebWorld, operator_api: Api
+) -> None:
+    response = operator_api.post(SYNC, {"launchSpecs": [NEW, BAD]})
+    assert response.status_code == 400
+    problems = response.json()["problems"]
+    assert len([p for p in problems if p.startswith("launchSpecs[1] (-bad): ")]) == 4, problems
+    assert response.json()["applied"] is False
+    assert list(LaunchSpec.objects.values_list("name", flat=True)) == ["egress"]
+    for body, says in (([NEW], "expected a JSON object"), ({"launchSpecs": [], "prune": "yes"}, "prune must be"),
+                       ({"launchSpecs": [], "force": True}, "unknown field 'force'")):
+        refused = operator_api.post(SYNC, body)
+        assert refused.status_code == 400 and says in " ".join(refused.json()["problems"])
+
+
+def test_sync_prune_disables_what_holds_eips(web_world: WebWorld, operator_api: Api, viewer_api: Api) -> None:
+    assert viewer_api.post(SYNC, {"launchSpecs": [NEW], "prune": True}).status_code == 403
+    # A viewer may ask what would change (a CI diff), never change it.
+    dry = viewer_api.post(SYNC, {"launchSpecs": [NEW], "prune": True, "dryRun": True})
+    assert dry.status_code == 200 and dry.json()["disabled"] == ["egress"]
+    done = operator_api.post(SYNC, {"launchSpecs": [NEW], "prune": True})
+    assert done.status_code == 200 and done.json()["disabled"] == ["egress"]
+    assert LaunchSpec.objects.get(name="egress").enabled is False
