@@ -1,7 +1,8 @@
 """EC2 emulator for development and tests: moto in server mode on loopback, plus world-building helpers.
 
 The product never imports this module. It only needs the endpoint, which it finds the standard boto3 way
-through ``AWS_ENDPOINT_URL_EC2`` (see :meth:`Ec2Emulator.env`).
+through ``AWS_ENDPOINT_URL_EC2`` (see :meth:`Ec2Emulator.env`). ``--latency-ms 80 --throttle`` (or the same
+keyword arguments) put AWS's latency and request rate limits in front of moto (sandbox/aws_limits.py).
 
 Where moto 5.2.5 differs from AWS (each point is checked by tests/sandbox/test_ec2_emulator.py):
 
@@ -34,6 +35,7 @@ from typing import Any
 import boto3
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
+from sandbox.aws_limits import BucketSizes, LimitsProxy
 from sandbox.ports import free_port, wait_for_port
 
 REGION = "us-east-1"
@@ -45,32 +47,55 @@ _SANDBOX_TAG = {"Key": "eipdash-sandbox", "Value": "true"}
 
 
 class Ec2Emulator:
-    """A moto server on 127.0.0.1, in a daemon thread of this process."""
+    """A moto server on 127.0.0.1, in a daemon thread of this process.
 
-    def __init__(self, port: int | None = None) -> None:
+    With ``latency_ms`` or ``throttle``, moto listens on another free port behind a
+    :class:`~sandbox.aws_limits.LimitsProxy` on ``port``: ``endpoint_url`` (and :meth:`env`) is the proxy, with
+    EC2's latency and request token buckets; ``direct_url`` is moto itself, for building a world without
+    spending the buckets; ``limits`` is the proxy (its ``stats()``), None without one.
+    """
+
+    def __init__(self, port: int | None = None, *, latency_ms: float = 0, throttle: bool = False,
+                 sizes: BucketSizes | None = None) -> None:
         self.port = port or free_port()
+        self._latency_ms = latency_ms
+        self._throttle = throttle
+        self._sizes = sizes
+        limited = bool(latency_ms) or throttle
+        self._moto_port = free_port() if limited else self.port
+        self.limits: LimitsProxy | None = None
         self._server: ThreadedMotoServer | None = None
 
     @property
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def direct_url(self) -> str:
+        """moto itself: the same as ``endpoint_url`` without latency and throttling."""
+        return f"http://127.0.0.1:{self._moto_port}"
+
     def start(self) -> Ec2Emulator:
         # werkzeug logs every request at INFO: noisy in tests, and the foreground command turns it back on.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self._moto_port, verbose=False)
         self._server.start()
-        wait_for_port(self.port)
+        wait_for_port(self._moto_port)
         self._wait_until_answering()
+        if self._moto_port != self.port:
+            self.limits = LimitsProxy(self.direct_url, latency_ms=self._latency_ms, throttle=self._throttle,
+                                      sizes=self._sizes, port=self.port).start()
+            wait_for_port(self.port)
         return self
 
     def _wait_until_answering(self, timeout: float = 15.0) -> None:
-        # The socket can accept before the WSGI app answers; ask a real question.
+        # The socket can accept before the WSGI app answers; ask a real question, a cheap one: data.json
+        # dumps every model of the process, which takes seconds once another moto server here has been used.
         deadline = time.monotonic() + timeout
         while True:
             try:
-                with urllib.request.urlopen(f"{self.endpoint_url}/moto-api/data.json", timeout=2) as response:
-                    if response.status == 200:
+                with urllib.request.urlopen(f"{self.direct_url}/moto-api/config", timeout=2) as response:
+                    if 200 <= response.status < 300:  # moto answers this GET with 201
                         return
             except OSError:
                 pass
@@ -79,15 +104,21 @@ class Ec2Emulator:
             time.sleep(0.05)
 
     def stop(self) -> None:
+        if self.limits is not None:
+            self.limits.stop()
+            self.limits = None
         if self._server is not None:
             self._server.stop()
             self._server = None
 
     def reset(self) -> None:
-        """Forget every resource (all regions): much cheaper than a new server per test."""
-        request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST", data=b"")
+        """Forget every resource (all regions): much cheaper than a new server per test. With the limits
+        proxy, also zero its counters and fill its buckets."""
+        request = urllib.request.Request(f"{self.direct_url}/moto-api/reset", method="POST", data=b"")
         with urllib.request.urlopen(request, timeout=10) as response:
             response.read()
+        if self.limits is not None:
+            self.limits.reset()
 
     def env(self) -> dict[str, str]:
         """What a process needs to reach this emulator through boto3's standard resolution."""
@@ -200,8 +231,12 @@ class Ec2World:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run the EC2 emulator (moto server) on 127.0.0.1.")
     parser.add_argument("--port", type=int, default=5055)
+    parser.add_argument("--latency-ms", type=float, default=0.0,
+                        help="answer every EC2 call this much later, as AWS would (e.g. 80)")
+    parser.add_argument("--throttle", action="store_true",
+                        help="enforce EC2's request token buckets: RequestLimitExceeded when one is empty")
     args = parser.parse_args(argv)
-    emulator = Ec2Emulator(port=args.port)
+    emulator = Ec2Emulator(port=args.port, latency_ms=args.latency_ms, throttle=args.throttle)
     # Everything after the server starts sits inside the try: a Ctrl-C that lands while it is still
     # starting or printing must stop it cleanly (exit 0), not leave a traceback and a listening thread.
     try:
@@ -209,6 +244,10 @@ def main(argv: list[str] | None = None) -> None:
         logging.basicConfig(level=logging.INFO)
         logging.getLogger("werkzeug").setLevel(logging.INFO)
         # These lines are the "ready" signal: they come only once the server answers.
+        if emulator.limits is not None:
+            # Before the ready lines: moto without the limits, and the proxy's counters (sandbox/aws_limits.py).
+            print(f"EC2 emulator without limits: {emulator.direct_url}; counters: {emulator.endpoint_url}"
+                  "/_limits/stats", flush=True)
         for key, value in emulator.env().items():
             print(f"{key}={value}", flush=True)
         while True:

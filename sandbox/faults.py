@@ -151,20 +151,26 @@ class FaultProxy:
 
     def forward(self, method: str, path: str, headers: dict[str, str],
                 body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
-        connection = http.client.HTTPConnection(self.upstream_host, self.upstream_port, timeout=30)
-        try:
-            connection.request(method, path, body=body, headers=headers)
-            response = connection.getresponse()
-            return response.status, response.getheaders(), response.read()
-        finally:
-            connection.close()
+        return forward(self.upstream_host, self.upstream_port, method, path, headers, body)
 
 
+def forward(host: str, port: int, method: str, path: str, headers: dict[str, str],
+            body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+    """One request to the upstream (moto), on a fresh connection: (status, headers, body)."""
+    connection = http.client.HTTPConnection(host, port, timeout=30)
+    try:
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.getheaders(), response.read()
+    finally:
+        connection.close()
 
-class _Handler(BaseHTTPRequestHandler):
+
+class ProxyHandler(BaseHTTPRequestHandler):
+    """What the sandbox's EC2 proxies share: reading a query-protocol request and answering it."""
+
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
-    proxy: FaultProxy
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -176,32 +182,21 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle("POST")
 
     def _handle(self, method: str) -> None:
+        raise NotImplementedError
+
+    def _read_action(self, method: str) -> tuple[bytes, str]:
+        """The request body and its EC2 action (``Action=`` in the form body, or the query string)."""
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         query = urlsplit(self.path).query
         fields = parse_qs(body.decode("utf-8", "replace")) if method == "POST" else parse_qs(query)
-        action = (fields.get("Action") or [""])[0]
-        kind = self.proxy._decide(action)
-        if kind == "throttle":
-            self._answer(503, error_body("RequestLimitExceeded", "Request limit exceeded."))
-            return
-        if kind == "internal":
-            self._answer(500, error_body("InternalError", "An internal error has occurred."))
-            return
-        if kind == "timeout":
-            # Hold the connection past the client's read timeout, then drop it without a word.
-            self.proxy._stopping.wait(self.proxy.dice.rates.hold_seconds)
-            self.close_connection = True
-            return
+        return body, (fields.get("Action") or [""])[0]
+
+    def _upstream_headers(self, host: str, port: int) -> dict[str, str]:
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP and k.lower() != "host"}
-        headers["Host"] = f"{self.proxy.upstream_host}:{self.proxy.upstream_port}"
-        try:
-            status, upstream_headers, payload = self.proxy.forward(method, self.path, headers, body)
-        except OSError as error:
-            self._answer(502, error_body("InternalError", f"upstream unreachable: {error}"))
-            return
-        if kind == "after":
-            self._answer(500, error_body("InternalError", "An internal error has occurred."))
-            return
+        headers["Host"] = f"{host}:{port}"
+        return headers
+
+    def _relay(self, status: int, upstream_headers: list[tuple[str, str]], payload: bytes) -> None:
         self._answer(status, payload, [(k, v) for k, v in upstream_headers if k.lower() not in _HOP_BY_HOP])
 
     def _answer(self, status: int, payload: bytes, headers: list[tuple[str, str]] | None = None) -> None:
@@ -214,6 +209,35 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+
+
+class _Handler(ProxyHandler):
+    proxy: FaultProxy
+
+    def _handle(self, method: str) -> None:
+        body, action = self._read_action(method)
+        kind = self.proxy._decide(action)
+        if kind == "throttle":
+            self._answer(503, error_body("RequestLimitExceeded", "Request limit exceeded."))
+            return
+        if kind == "internal":
+            self._answer(500, error_body("InternalError", "An internal error has occurred."))
+            return
+        if kind == "timeout":
+            # Hold the connection past the client's read timeout, then drop it without a word.
+            self.proxy._stopping.wait(self.proxy.dice.rates.hold_seconds)
+            self.close_connection = True
+            return
+        headers = self._upstream_headers(self.proxy.upstream_host, self.proxy.upstream_port)
+        try:
+            status, upstream_headers, payload = self.proxy.forward(method, self.path, headers, body)
+        except OSError as error:
+            self._answer(502, error_body("InternalError", f"upstream unreachable: {error}"))
+            return
+        if kind == "after":
+            self._answer(500, error_body("InternalError", "An internal error has occurred."))
+            return
+        self._relay(status, upstream_headers, payload)
 
 
 def main(argv: list[str] | None = None) -> None:
