@@ -91,7 +91,7 @@ def test_nodes_with_the_nodes_pages_filters(web_world: WebWorld, viewer_api: Api
     for index in range(10, 30):
         make_node(f"n-{index:02d}", spec=web_world.spec, index=index, state=Node.State.READY)
     rows, pages = _all_pages(viewer_api, "/api/v1/nodes/", spec="egress", limit=6)
-    assert [row["name"] for row in rows] == ["n-%02d" % i for i in range(10, 30)] + ["node-a", "node-b"]
+    assert [row["name"] for row in rows] == [f"n-{i:02d}" for i in range(10, 30)] + ["node-a", "node-b"]
     assert pages == 4
 
 

@@ -8,7 +8,7 @@ import redis
 from django.contrib.auth.models import User
 from pytest_django.fixtures import Settings
 
-from tests.api.conftest import Api, api_for
+from tests.api.conftest import api_for
 
 SPECS = "/api/v1/launch-specs/"
 
