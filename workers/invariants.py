@@ -297,7 +297,7 @@ def observe(
             continue
         own_ips = {a.public_ip for a in pool_on.get(instance.eni_id or "", []) if a.private_ip == instance.private_ip}
         if label not in own_ips:
-            out.append(Violation("I4", f"I4:label:{f.node.name}:{label}",
+            out.append(Violation("I4", f"I4:label:{f.cluster.name}:{f.node.name}:{label}",
                                  f"node {f.node.name} is labelled {EIP_LABEL}={label}, but AWS shows "
                                  f"{', '.join(sorted(own_ips)) or 'no pool EIP'} on its primary IP"))
     return observation

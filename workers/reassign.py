@@ -89,6 +89,11 @@ def _target_and_spec(eip: ElasticIP, node_name: str) -> tuple[Node, LaunchSpec]:
     if not candidates:
         raise ReassignRefused(f"Node {node_name} is not a node of any launch spec of {eip.region}.")
     if len(candidates) > 1:
+        # The EIP's own spec decides which cluster's node is meant (a pool selected by two specs is refused
+        # later as a conflict, whichever node is taken here).
+        own = [n for n in candidates if n.launch_spec is not None and selects(n.launch_spec, eip.tags)]
+        candidates = own if len(own) == 1 else candidates
+    if len(candidates) > 1:
         clusters = ", ".join(sorted(n.cluster.name for n in candidates))
         raise ReassignRefused(f"Node name {node_name} exists in several clusters of {eip.region} ({clusters}).")
     target = candidates[0]

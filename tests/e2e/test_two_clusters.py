@@ -184,3 +184,17 @@ def test_two_clusters_served_by_a_real_worker(
         assert invariants.observe().violations == []
     finally:
         stack.stop()
+
+
+def test_the_checker_keeps_findings_on_a_shared_node_name_apart(
+    ec2_emulator: Ec2Emulator, kube_emulator: KubeEmulator, second_kube: KubeEmulator, kube_env: Path,
+    tmp_path: Path, db: None,
+) -> None:
+    """The same finding on the same node name in two clusters is two findings, not one under one key."""
+    us, eu = make_sides(ec2_emulator, kube_emulator, second_kube, tmp_path)
+    for side in (us, eu):
+        side.node(SHARED_NAME)
+        side.kube.patch("nodes", SHARED_NAME, {"metadata": {"labels": {EIP_LABEL: "198.51.100.7"}}})
+    found = [v for v in invariants.observe().violations if v.key.startswith("I4:label:")]
+    assert len(found) == 2
+    assert len(invariants.unique(found)) == 2

@@ -10,11 +10,15 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.utils import timezone
 
 from pools import selectors, services
 from pools.admin import ClusterForm
-from pools.models import Cluster, LaunchSpec
+from pools.models import Assignment, Cluster, LaunchSpec, Node
 from pools.specfile import SpecFileError, parse_launch_spec
+from tests.fixtures.world import World
+from workers import executor
+from workers.reassign import reassign_eip
 
 pytestmark = pytest.mark.django_db
 
@@ -127,3 +131,26 @@ def test_a_cluster_with_a_kubeconfig_is_not_flagged_for_lacking_a_context(tmp_pa
     problems = selectors.spec_problem_list(stats=selectors.pool_stats_list())
     flagged = sorted(p.spec.name for p in problems if p.code == "no_kube_context")
     assert flagged == ["bare-web"]
+
+
+def test_reassign_picks_the_node_of_the_eips_own_cluster(world: World) -> None:
+    """Two clusters of one region, each with a node called `target`: the EIP goes to its own spec's node."""
+    spec = world.spec()
+    (allocation_id,) = world.eips(1)
+    world.node("holder")
+    executor.reconcile_spec(spec.pk)
+    world.node("target")
+    executor.reconcile_spec(spec.pk)  # target waits: the pool is exhausted
+    other = services.cluster_create(name="other", region="us-east-1", kube_context="other")
+    other_spec, _ = services.launch_spec_apply(data=parse_launch_spec({
+        "name": "other-web", "cluster": "other", "labels": {"a": "b"},
+        "elasticIpPool": {"tagSelector": {"tagKey": "eipdash/pool", "tagValue": "other"}}}))
+    now = timezone.now()
+    Node.objects.create(cluster=other, name="target", instance_id="i-other", launch_spec=other_spec,
+                        first_seen_at=now, last_seen_at=now, labels={"a": "b"}, instance_state="running")
+
+    outcome = reassign_eip(allocation_id=allocation_id, node_name="target", actor="op")
+    assert outcome.confirmed
+    assert world.eip_on("target") == allocation_id and world.eip_on("holder") is None
+    claim = Assignment.objects.get(closed_at__isnull=True)
+    assert (claim.node.cluster.name, claim.node.name) == ("default", "target")
