@@ -64,6 +64,9 @@ MERGE_KEYS = {
 PRIMITIVE_MERGE_LISTS = {"finalizers"}
 EVENT_LOG_SIZE = 10_000
 DEFAULT_WATCH_SECONDS = 1800
+# A watch that asked for bookmarks (allowWatchBookmarks=true) gets one after this long without an event, and
+# one as the server ends it at timeoutSeconds, as the real API server does (it waits about a minute).
+BOOKMARK_SECONDS = 1.0
 
 
 class ApiError(Exception):
@@ -440,6 +443,10 @@ class KubeEmulator:
         self._events: collections.deque[tuple[int, str, str, Any, dict[str, Any]]] = collections.deque(
             maxlen=EVENT_LOG_SIZE)
         self._rv = 1000
+        # Watches from a resourceVersion older than this get 410 Gone (`compact`, like etcd's compaction).
+        self._compacted = 0
+        # How long a watch that asked for bookmarks waits without an event before it gets one.
+        self.bookmark_seconds = BOOKMARK_SECONDS
         self._stopping = False
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -512,6 +519,7 @@ class KubeEmulator:
             for objects in self._objects.values():
                 objects.clear()
             self._events.clear()
+            self._compacted = self._rv  # the history went with the objects
         for namespace in ("default", "kube-system"):
             self.create("namespaces", {"metadata": {"name": namespace}})
 
@@ -562,7 +570,17 @@ class KubeEmulator:
         return self.list_page(resource, namespace, label_selector, field_selector)["items"]
 
     def list_page(self, resource: str, namespace: str | None = None, label_selector: str = "",
-             field_selector: str = "", limit: int = 0, continue_token: str = "") -> dict[str, Any]:
+                  field_selector: str = "", limit: int = 0, continue_token: str = "",
+                  resource_version: str = "") -> dict[str, Any]:
+        """One page of a list. resource_version "0" is served as the API server serves it from its watch
+        cache: whole, whatever `limit` asked (no continue token). A continue token carries its own version,
+        so giving one with a resource_version is refused, as by the real server."""
+        if continue_token and resource_version:
+            raise ApiError(400, "BadRequest", "specifying resource version is not allowed when using continue")
+        if resource_version == "0":
+            limit = 0
+        elif resource_version and not resource_version.isdigit():
+            raise ApiError(400, "BadRequest", f"invalid resourceVersion {resource_version!r}")
         matches = _matcher(resource, namespace, label_selector, field_selector)
         start: list[str] | None = None
         list_rv: int | None = None
@@ -585,6 +603,14 @@ class KubeEmulator:
             items = items[:limit]
         kind = RESOURCES[resource][0]
         return {"kind": f"{kind}List", "apiVersion": "v1", "metadata": metadata, "items": items}
+
+    def compact(self) -> int:
+        """Forget the event history, as etcd's compaction does: a watch from any resourceVersion before now
+        gets 410 Gone and must list again. Returns the current resourceVersion."""
+        with self._cond:
+            self._events.clear()
+            self._compacted = self._rv
+            return self._rv
 
     def update(self, resource: str, name: str, change: Callable[[dict[str, Any]], Any],
                namespace: str | None = None, subresource: str | None = None) -> dict[str, Any]:
@@ -672,9 +698,14 @@ class KubeEmulator:
 
     def watch(self, resource: str, namespace: str | None = None, label_selector: str = "",
               field_selector: str = "", resource_version: str = "", timeout: float = DEFAULT_WATCH_SECONDS,
-              gone: Callable[[], bool] = lambda: False) -> Iterator[dict[str, Any]]:
+              gone: Callable[[], bool] = lambda: False, bookmarks: bool = False) -> Iterator[dict[str, Any]]:
         """Watch events as dicts; the stream ends after `timeout` seconds, on stop(), or when `gone()`
-        says the client left. Bad selectors raise here, before any event (and any HTTP header)."""
+        says the client left. Bad selectors raise here, before any event (and any HTTP header).
+
+        From a resourceVersion older than the history kept (`compact`, or more than EVENT_LOG_SIZE writes
+        ago): one ERROR event with a 410 Status. `bookmarks` (allowWatchBookmarks): a BOOKMARK event, an
+        object of the kind with only metadata.resourceVersion, after `bookmark_seconds` without an event
+        and as the stream ends, so that a client can resume from there."""
         matches = _matcher(resource, namespace, label_selector, field_selector)
         with self._cond:
             if resource_version in ("", "0"):
@@ -686,19 +717,32 @@ class KubeEmulator:
                     cursor, initial = int(resource_version), []
                 except ValueError:
                     raise ApiError(400, "BadRequest", f"invalid resourceVersion {resource_version!r}") from None
-                if len(self._events) == self._events.maxlen and cursor < self._events[0][0] - 1:
+                if cursor < self._compacted or (len(self._events) == self._events.maxlen
+                                                and cursor < self._events[0][0] - 1):
                     expired = ApiError(410, "Expired", f"too old resource version: {cursor}")
                     return iter([{"type": "ERROR", "object": expired.status()}])
-        return self._watch_events(resource, matches, cursor, initial, time.monotonic() + timeout, gone)
+        return self._watch_events(resource, matches, cursor, initial, time.monotonic() + timeout, gone,
+                                  bookmarks)
 
     def _watch_events(self, resource: str, matches: Callable[[dict[str, Any]], bool], cursor: int,
                       initial: list[dict[str, Any]], deadline: float, gone: Callable[[], bool],
-                      ) -> Iterator[dict[str, Any]]:
+                      bookmarks: bool = False) -> Iterator[dict[str, Any]]:
         yield from initial
+        kind = RESOURCES[resource][0]
+        api_version = GROUP_VERSIONS.get(resource, "v1")
+
+        def bookmark() -> dict[str, Any]:
+            return {"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": api_version,
+                                                   "metadata": {"resourceVersion": str(cursor)}}}
+
+        last_sent = time.monotonic()
         while time.monotonic() < deadline:
             with self._cond:
                 if self._rv <= cursor and not self._stopping:
-                    self._cond.wait(min(1.0, max(0.0, deadline - time.monotonic())))
+                    wait = deadline - time.monotonic()
+                    if bookmarks:
+                        wait = min(wait, last_sent + self.bookmark_seconds - time.monotonic())
+                    self._cond.wait(min(1.0, max(0.0, wait)))
                 if self._stopping:
                     return
                 batch = []
@@ -715,10 +759,19 @@ class KubeEmulator:
                 before = previous is not None and matches(obj if event == "DELETED" else previous)
                 if now:
                     yield {"type": "MODIFIED" if before else "ADDED", "object": obj}
+                    last_sent = time.monotonic()
                 elif before:
                     yield {"type": "DELETED", "object": obj}
+                    last_sent = time.monotonic()
+            if bookmarks and time.monotonic() - last_sent >= self.bookmark_seconds:
+                # Also after writes this watch does not show (other resources, other selections): the
+                # version moved on, and a client resuming from here skips them.
+                yield bookmark()
+                last_sent = time.monotonic()
             if gone():
                 return
+        if bookmarks and not self._stopping:
+            yield bookmark()  # the server ends the watch: where to resume
 
 
 # ---------------------------------------------------------------- HTTP
@@ -848,13 +901,15 @@ class _Handler(BaseHTTPRequestHandler):
                 cut = faults.watch_cut() if faults is not None else None
                 if cut is not None and cut < timeout:
                     timeout, self._cut_stream = cut, True
+                # A stream that is to be cut gets no bookmark: a cut is not the server ending the watch.
+                bookmarks = query.get("allowWatchBookmarks") in ("1", "true") and not self._cut_stream
                 return emulator.watch(resource, namespace, query.get("labelSelector", ""),
                                       query.get("fieldSelector", ""), query.get("resourceVersion", ""),
-                                      timeout, self._gone)
+                                      timeout, self._gone, bookmarks)
             if method == "GET":
                 return 200, emulator.list_page(resource, namespace, query.get("labelSelector", ""),
                                                query.get("fieldSelector", ""), int(query.get("limit") or 0),
-                                               query.get("continue", ""))
+                                               query.get("continue", ""), query.get("resourceVersion", ""))
             if method == "POST" and (namespace is not None or not RESOURCES[resource][1]):
                 return 201, emulator.create(resource, body, namespace)
             raise not_allowed

@@ -61,12 +61,27 @@ class Replaced(NotFound):
     new node that holds no EIP would make it schedulable without one (I1)."""
 
 
+class Expired(KubeError):
+    """410 Gone: the resourceVersion a watch resumes from is older than the history the server keeps; list
+    again and watch from the list's version."""
+
+
 class Transient(KubeError):
     """5xx, 429, timeouts, connection errors: worth retrying later."""
 
 
 class Permanent(KubeError):
     """Any other 4xx: retrying the same request will not help."""
+
+
+@dataclass(frozen=True)
+class NodeEvent:
+    """One event of a node watch: ADDED, MODIFIED or DELETED with its node, or BOOKMARK (node None).
+    resource_version is where a watch resumes to see what comes after this event."""
+
+    type: str
+    node: KubeNode | None
+    resource_version: str
 
 
 @dataclass(frozen=True)
@@ -176,16 +191,27 @@ def _call_mapped(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
         return fn(*args, **kwargs)
     except ApiException as error:
-        status, detail = error.status or 0, _detail(error)
-        if status == 404:
-            raise NotFound(detail) from error
-        if status == 409:
-            raise Conflict(detail) from error
-        if status == 429 or status >= 500 or status == 0:
-            raise Transient(detail) from error
-        raise Permanent(detail) from error
+        raise _domain_error(error.status or 0, _detail(error)) from error
     except (urllib3.exceptions.HTTPError, OSError) as error:  # refused, reset, timed out, protocol errors
         raise Transient(f"{type(error).__name__}: {error}") from error
+
+
+def _domain_error(status: int, detail: str) -> KubeError:
+    if status == 404:
+        return NotFound(detail)
+    if status == 409:
+        return Conflict(detail)
+    if status == 410:
+        return Expired(detail)
+    if status == 429 or status >= 500 or status == 0:
+        return Transient(detail)
+    return Permanent(detail)
+
+
+def _status_error(status: Mapping[str, Any]) -> KubeError:
+    """The domain error of a Status object (a watch's ERROR event carries one)."""
+    code = int(status.get("code") or 0)
+    return _domain_error(code, f"{code}: {status.get('message') or status.get('reason') or ''}")
 
 
 def _detail(error: ApiException) -> str:
@@ -263,13 +289,24 @@ class Kube:
     # ---- nodes
 
     def list_nodes(self, labels: Mapping[str, str], *, page_size: int = 500) -> list[KubeNode]:
-        """Nodes carrying all these labels (an empty mapping selects every node)."""
-        selector = labels_text(labels)
-        return [KubeNode.from_api(obj) for obj in self._paged(self.core.list_node, page_size,
-                                                               label_selector=selector or None)]
+        """Nodes carrying all these labels (an empty mapping selects every node).
+
+        Served from the API server's watch cache (resourceVersion="0"), not from etcd: a pass every few
+        seconds must not cost a quorum read of every node. The cache can trail etcd by a moment, which a
+        pass tolerates like any other change that comes after its read."""
+        return self.list_nodes_versioned(labels, page_size=page_size)[0]
 
     def list_all_nodes(self, *, page_size: int = 500) -> list[KubeNode]:
         return self.list_nodes({}, page_size=page_size)
+
+    def list_nodes_versioned(self, labels: Mapping[str, str] | None = None, *,
+                             page_size: int = 500) -> tuple[list[KubeNode], str]:
+        """list_nodes and the list's resourceVersion, from which a watch sees every later change."""
+        selector = labels_text(labels or {})
+        version: list[str] = []
+        nodes = [KubeNode.from_api(obj) for obj in self._paged(self.core.list_node, page_size, resource_version="0",
+                                                                version=version, label_selector=selector or None)]
+        return nodes, version[0] if version else ""
 
     def get_node(self, node_name: str) -> KubeNode:
         return KubeNode.from_api(self._read_node(node_name))
@@ -387,20 +424,42 @@ class Kube:
                     _preload_content=False, _request_timeout=self.request_timeout))
         return True
 
-    def watch_nodes(self, *, timeout_seconds: int = 60) -> Iterator[tuple[str, KubeNode]]:
-        """(ADDED|MODIFIED|DELETED, node) until the server ends the watch after `timeout_seconds`."""
-        stream = watch.Watch().stream(
-            self.core.list_node, timeout_seconds=timeout_seconds,
-            # The read timeout bounds a silent connection: the server should close it at timeout_seconds.
-            _request_timeout=(self.request_timeout, timeout_seconds + self.request_timeout),
-        )
-        while True:
-            event = _call(next, stream, None)
-            if event is None:
-                return
-            if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
-                # raw_object: the SDK's own ERROR handling needs deserialize=True, so use its raw twin.
-                yield event["type"], KubeNode.from_api(event["raw_object"])
+    def watch_nodes(self, *, resource_version: str = "", timeout_seconds: int = 60) -> Iterator[NodeEvent]:
+        """The node events after `resource_version` until the server ends the watch after `timeout_seconds`.
+
+        Without a resource_version the server starts with an ADDED event for every node. Bookmarks are asked
+        for: a BOOKMARK carries the version to resume from when no node changed. A version older than the
+        server keeps ends the watch with Expired (410 Gone): list again.
+
+        The stream is read line by line from the raw response: the SDK's Watch would build a model object
+        for every event, and retries a 410 once on its own."""
+        def watch_node(**kwargs: Any) -> Any:  # named for the call counter's verb
+            return self.core.list_node(**kwargs)
+
+        response = _call(watch_node, watch=True, allow_watch_bookmarks=True, timeout_seconds=timeout_seconds,
+                         resource_version=resource_version or None, _preload_content=False,
+                         # The read timeout bounds a silent connection: the server closes it at timeout_seconds.
+                         _request_timeout=(self.request_timeout, timeout_seconds + self.request_timeout))
+        try:
+            lines = watch.watch.iter_resp_lines(response)
+            while True:
+                line = _call(next, lines, None)
+                if line is None:
+                    return
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    raise _status_error(obj)
+                version = str((obj.get("metadata") or {}).get("resourceVersion") or "")
+                if kind == "BOOKMARK":
+                    yield NodeEvent(kind, None, version)
+                elif kind in ("ADDED", "MODIFIED", "DELETED"):
+                    yield NodeEvent(kind, KubeNode.from_api(obj), version)
+        finally:
+            response.close()
+            response.release_conn()
 
     # ---- plumbing
 
@@ -413,12 +472,22 @@ class Kube:
         _json(_call(self.core.patch_node, node_name, patch, _content_type=MERGE_PATCH,
                     _request_timeout=self.request_timeout, _preload_content=False))
 
-    def _paged(self, list_fn: Callable[..., Any], page_size: int, **selectors: Any) -> Iterator[dict[str, Any]]:
+    def _paged(self, list_fn: Callable[..., Any], page_size: int, *, resource_version: str | None = None,
+               version: list[str] | None = None, **selectors: Any) -> Iterator[dict[str, Any]]:
+        """Every item of a list, page by page. `resource_version` goes with the first page only: a continue
+        token carries the version of the list it continues, and the server refuses both together. With "0"
+        the server answers from its watch cache and usually ignores `limit` (one page, no token); a server
+        that pages anyway is followed. The list's resourceVersion is appended to `version` when given."""
         token: str | None = None
         while True:
             page = _json(_call(list_fn, limit=page_size, _continue=token, _preload_content=False,
-                               _request_timeout=self.request_timeout, **selectors))
+                               _request_timeout=self.request_timeout,
+                               **({"resource_version": resource_version} if resource_version and not token else {}),
+                               **selectors))
             yield from page.get("items") or ()
-            token = (page.get("metadata") or {}).get("continue")
+            metadata = page.get("metadata") or {}
+            if version is not None and not version:
+                version.append(str(metadata.get("resourceVersion") or ""))
+            token = metadata.get("continue")
             if not token:
                 return

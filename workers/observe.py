@@ -11,20 +11,22 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from pools import services
 from pools.keys import EIP_LABEL
 from pools.logs import log_fields
-from pools.models import Assignment, ElasticIP, Event, LaunchSpec, Node
+from pools.models import Assignment, ElasticIP, Event, LaunchSpec, Node, UnmanagedAddress
 from pools.pool_rule import selects
 
+from . import readings
 from .ec2 import Address, Ec2, Ec2Error
-from .kube import Kube, KubeError
+from .kube import Kube, KubeError, KubeNode
 from .kube import NotFound as KubeNotFound
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,10 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, read_errors: lis
 
     read_errors: when given, a node whose pods cannot be listed (a 403, a timeout) is recorded there with
     an unknown pod count, which keeps its EIP, and the rest of the pass goes on. Without it, that raises.
+
+    A steady pass is cheap: the region's DescribeAddresses is shared by the passes of its specs
+    (workers/readings.py), DescribeInstances is asked only about instances whose facts are not known or
+    may have changed (`_needs_describe`), and only the rows that changed are written.
     """
     now = timezone.now()
     cluster = spec.cluster
@@ -47,9 +53,23 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, read_errors: lis
     region_specs = list(LaunchSpec.objects.filter(cluster__region=region))
     # One DescribeAddresses for the region, unfiltered: it covers every spec's tag key, and it shows the
     # non-pool EIPs that already sit on a node (associating over them would knock them off).
-    addresses = ec2.list_all_addresses()
-    selected = [a for a in addresses if any(selects(s, a.tags) for s in region_specs)]
-    _save_addresses(region, selected, now)
+    selection = readings.selection_key([(s.pk, s.tag_key, s.tag_value) for s in region_specs])
+
+    def save(found: list[Address], taken_at: datetime) -> None:
+        _save_addresses(region, found, taken_at, region_specs)
+
+    # A shared reading must show this spec's own last work: its last pass (read from the database: the
+    # caller's spec object may be older), and any change made for it outside a pass since, such as a move by
+    # hand, which records an event (one row by the (launch_spec, timestamp) index).
+    after = LaunchSpec.objects.filter(pk=spec.pk).values_list("last_reconciled_at", flat=True).first()
+    last_event = Event.objects.filter(launch_spec=spec.name).order_by("-timestamp").values_list(
+        "timestamp", flat=True).first()
+    if after is not None and last_event is not None:
+        after = max(after, last_event)
+    reading = readings.region_addresses(ec2, after=after, selection=selection, save=save)
+    addresses = reading.addresses
+    if not reading.own and reading.saved_for != selection:
+        save(addresses, reading.taken_at)  # written for another set of specs: this one's pool may lack rows
     pool = [a for a in addresses if selects(spec, a.tags)]
 
     pool_on = {(a.eni_id, a.private_ip) for a in pool if a.eni_id}
@@ -74,10 +94,18 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, read_errors: lis
             listed[name] = found
 
     known = {row.name: row for row in Node.objects.filter(cluster=cluster, name__in=listed.keys() | tied)}
-    instance_ids = {n.instance_id for n in listed.values() if n.instance_id} | {
-        known[name].instance_id for name in tied if name in known
-    }
-    instances = ec2.describe_instances(instance_ids)
+    # Nodes that Kubernetes no longer lists: deleted (their instance state still matters).
+    gone = list(Node.objects.filter(cluster=cluster, deleted_at__isnull=True).filter(
+        Q(launch_spec=spec) | Q(name__in=tied)
+    ).exclude(name__in=listed.keys()))
+    recheck_before = now - timedelta(seconds=settings.EIPDASH_INSTANCE_RECHECK_SECONDS)
+    reuse = {name: row for name, kn in listed.items()
+             if (row := known.get(name)) is not None and not _needs_describe(row, kn, name in matching, recheck_before)}
+    instance_ids = {kn.instance_id for name, kn in listed.items() if name not in reuse and kn.instance_id} | {
+        known[name].instance_id for name in tied - listed.keys() if name in known
+    } | {row.instance_id for row in gone}
+    instance_ids.discard("")
+    instances = ec2.describe_instances(instance_ids) if instance_ids else {}
 
     def pods_on(name: str) -> int | None:
         try:
@@ -90,16 +118,27 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, read_errors: lis
 
     rows: dict[bool, list[Node]] = {True: [], False: []}
     fields: list[str] = []
+    unchanged: list[int] = []
     for name, kn in listed.items():
-        instance = instances.get(kn.instance_id or "")
         previous = known.get(name)
-        # DescribeInstances may not show a new instance's ENI yet. The last known ENI is only a fallback
-        # for the same instance: a reused node name (EKS ip-… names) must never inherit the ENI and
-        # private IP of the instance that had the name before.
-        fallback = previous if previous is not None and previous.instance_id == kn.instance_id else None
-        eni_id = instance.eni_id if instance and instance.eni_id else (fallback.eni_id if fallback else "")
-        private_ip = instance.private_ip if instance and instance.private_ip else (
-            fallback.private_ip if fallback else "")
+        cached = reuse.get(name)
+        if cached is not None:
+            # The row's facts, confirmed by DescribeInstances less than EIPDASH_INSTANCE_RECHECK_SECONDS ago.
+            state, eni_id, private_ip = cached.instance_state, cached.eni_id, cached.private_ip
+            checked_at = cached.instance_checked_at
+        else:
+            instance = instances.get(kn.instance_id or "")
+            # DescribeInstances may not show a new instance's ENI yet. The last known ENI is only a fallback
+            # for the same instance: a reused node name (EKS ip-… names) must never inherit the ENI and
+            # private IP of the instance that had the name before.
+            fallback = previous if previous is not None and previous.instance_id == kn.instance_id else None
+            eni_id = instance.eni_id if instance and instance.eni_id else (fallback.eni_id if fallback else "")
+            private_ip = instance.private_ip if instance and instance.private_ip else (
+                fallback.private_ip if fallback else "")
+            # The node is still there but EC2 does not list its instance (eventual consistency right after
+            # a launch): unknown, which neither gets an EIP nor gives one back.
+            state = instance.state if instance else "unknown"
+            checked_at = now if instance else None
         holds = (eni_id, private_ip) in pool_on or name in tied
         # Every column this pass observes: the same mapping builds the new row and names the columns an
         # existing row gets updated, so that a column added here can never be left stale.
@@ -107,11 +146,10 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, read_errors: lis
             instance_id=kn.instance_id or "",
             az=kn.az,
             labels=kn.labels,
-            # The node is still there but EC2 does not list its instance (eventual consistency right after
-            # a launch): unknown, which neither gets an EIP nor gives one back.
-            instance_state=instance.state if instance else "unknown",
+            instance_state=state,
             eni_id=eni_id or "",
             private_ip=private_ip or "",
+            instance_checked_at=checked_at,
             startup_tainted=kn.has_taint(settings.EIPDASH_STARTUP_TAINT),
             draining=kn.draining,
             drain_reason=kn.drain_reason,
@@ -119,41 +157,60 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, read_errors: lis
             eip_label=kn.labels.get(EIP_LABEL, ""),
             # Pods are counted only where the answer decides something: a draining node holding an EIP.
             workload_pods=pods_on(name) if kn.draining and holds else None,
-            last_seen_at=now,
             deleted_at=None,
         )
-        fields = list(observed)
-        rows[name in matching].append(Node(cluster=cluster, name=name, launch_spec=spec, first_seen_at=now,
-                                           **observed))
+        fields = [*observed, "last_seen_at"]
+        is_matching = name in matching
+        if (previous is not None and (not is_matching or previous.launch_spec_id == spec.pk)
+                and all(getattr(previous, column) == value for column, value in observed.items())):
+            unchanged.append(previous.pk)  # only last_seen_at moves: one UPDATE for all of them below
+            continue
+        rows[is_matching].append(Node(cluster=cluster, name=name, launch_spec=spec, first_seen_at=now,
+                                      last_seen_at=now, **observed))
     # A tied node keeps the launch spec it belongs to by its labels; only matching nodes join this one.
     for is_matching, batch in rows.items():
         if batch:
             Node.objects.bulk_create(batch, update_conflicts=True, unique_fields=["cluster", "name"],
                                      update_fields=fields + (["launch_spec"] if is_matching else []))
+    for chunk in _chunks(unchanged, 2000):
+        Node.objects.filter(pk__in=chunk).update(last_seen_at=now)
     # A name that came back on another instance (EKS ip-… names are reused) is a new node.
     reborn = [name for name, kn in listed.items() if name in known and known[name].instance_id != kn.instance_id]
     if reborn:
         Node.objects.filter(cluster=cluster, name__in=reborn).update(first_seen_at=now, eip_ready_at=None)
-    # Nodes that Kubernetes no longer lists: deleted (their instance state still matters).
-    gone = Node.objects.filter(cluster=cluster, deleted_at__isnull=True).filter(
-        Q(launch_spec=spec) | Q(name__in=tied)
-    ).exclude(name__in=listed.keys())
     for row in gone:
         row.deleted_at = now
         instance = instances.get(row.instance_id)
         row.instance_state = instance.state if instance else "gone"
-        row.save(update_fields=["deleted_at", "instance_state"])
+        row.instance_checked_at = now if instance else row.instance_checked_at
+        row.save(update_fields=["deleted_at", "instance_state", "instance_checked_at"])
     for name in tied - listed.keys():
         deleted = known.get(name)
         if deleted is not None and deleted.deleted_at is not None:
             instance = instances.get(deleted.instance_id)
-            Node.objects.filter(pk=deleted.pk).update(instance_state=instance.state if instance else "gone")
+            Node.objects.filter(pk=deleted.pk).update(instance_state=instance.state if instance else "gone",
+                                                      instance_checked_at=now if instance else None)
     return pool
 
 
-def _address_observed(region: str, a: Address, now: datetime) -> dict[str, object]:
-    """Every ElasticIP column a pass observes: it builds the new row and names the columns an existing
-    row gets updated, so that a column added here can never be left stale."""
+def _needs_describe(row: Node, kn: KubeNode, matching: bool, recheck_before: datetime) -> bool:
+    """Whether this pass must ask DescribeInstances about the node's instance, rather than reuse the facts
+    of its row: a new instance (or a name reused by another one), facts not yet complete, an instance that
+    is not plainly running, a node on its way out or tied to the pool without matching, or facts older than
+    EIPDASH_INSTANCE_RECHECK_SECONDS."""
+    return (row.instance_id != (kn.instance_id or "") or row.deleted_at is not None
+            or not row.eni_id or not row.private_ip or row.instance_state != "running"
+            or kn.draining or not matching
+            or row.instance_checked_at is None or row.instance_checked_at < recheck_before)
+
+
+def _chunks(items: list[int], size: int) -> list[list[int]]:
+    return [items[start:start + size] for start in range(0, len(items), size)]
+
+
+def _address_observed(region: str, a: Address) -> dict[str, object]:
+    """Every ElasticIP column a pass observes (last_seen_at aside): it builds the new row and names the
+    columns an existing row gets updated, so that a column added here can never be left stale."""
     return dict(
         region=region,
         public_ip=a.public_ip,
@@ -162,23 +219,52 @@ def _address_observed(region: str, a: Address, now: datetime) -> dict[str, objec
         instance_id=a.instance_id or "",
         eni_id=a.eni_id or "",
         private_ip=a.private_ip or "",
-        last_seen_at=now,
         gone=False,
     )
 
 
-def _save_addresses(region: str, selected: list[Address], now: datetime) -> None:
-    observed = {a.allocation_id: _address_observed(region, a, now) for a in selected}
-    if observed:
-        ElasticIP.objects.bulk_create(
-            [ElasticIP(allocation_id=allocation_id, **columns) for allocation_id, columns in observed.items()],
-            update_conflicts=True,
-            unique_fields=["allocation_id"],
-            update_fields=list(next(iter(observed.values()))),
-        )
-    ElasticIP.objects.filter(region=region, gone=False).exclude(
-        allocation_id__in=[a.allocation_id for a in selected]
-    ).update(gone=True)
+def _save_addresses(region: str, addresses: list[Address], now: datetime, region_specs: list[LaunchSpec]) -> None:
+    """The region's reading into ElasticIP (the addresses some spec of the region selects) and
+    UnmanagedAddress (the others). Only the rows that changed are written; last_seen_at moves for all of
+    them in one UPDATE per table."""
+    selected = [a for a in addresses if any(selects(s, a.tags) for s in region_specs)]
+    chosen = {a.allocation_id for a in selected}
+    _upsert_changed(ElasticIP, ElasticIP.objects.filter(region=region, allocation_id__in=chosen),
+                    {a.allocation_id: _address_observed(region, a) for a in selected}, now)
+    ElasticIP.objects.filter(region=region, gone=False).exclude(allocation_id__in=chosen).update(gone=True)
+    ElasticIP.objects.filter(region=region, gone=False).update(last_seen_at=now)
+    # Addresses no spec of the region selects: only for the inventory (never read by a pass or a claim).
+    unmanaged = {a.allocation_id: _unmanaged_observed(region, a) for a in addresses if a.allocation_id not in chosen}
+    stale = set(UnmanagedAddress.objects.filter(region=region).values_list("allocation_id", flat=True))
+    stale -= unmanaged.keys()
+    if stale:
+        UnmanagedAddress.objects.filter(allocation_id__in=stale).delete()
+    # An allocation id is unique across regions: a row another region left behind is replaced, not duplicated.
+    _upsert_changed(UnmanagedAddress, UnmanagedAddress.objects.filter(allocation_id__in=unmanaged.keys()),
+                    unmanaged, now)
+    if unmanaged:
+        UnmanagedAddress.objects.filter(region=region).update(last_seen_at=now)
+
+
+def _unmanaged_observed(region: str, a: Address) -> dict[str, object]:
+    columns = _address_observed(region, a)
+    del columns["gone"]
+    return columns
+
+
+def _upsert_changed(model: Any, existing: QuerySet[Any],
+                    observed: dict[str, dict[str, object]], now: datetime) -> None:
+    """Write the rows whose observed columns differ from `existing` (or that are not there yet)."""
+    if not observed:
+        return
+    columns = list(next(iter(observed.values())))
+    stored = {row[0]: row[1:] for row in existing.values_list("allocation_id", *columns)}
+    changed = [model(allocation_id=allocation_id, last_seen_at=now, **values)
+               for allocation_id, values in observed.items()
+               if stored.get(allocation_id) != tuple(values.values())]
+    if changed:
+        model.objects.bulk_create(changed, update_conflicts=True, unique_fields=["allocation_id"],
+                                  update_fields=[*columns, "last_seen_at"])
 
 
 def error_text(what: str, exc: Exception) -> str:

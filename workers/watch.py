@@ -10,17 +10,20 @@ reach a broker that is down anyway.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import redis.exceptions
+from django import db
 from kombu.exceptions import OperationalError
 
 from pools.models import Cluster, LaunchSpec
 from pools.snapshot import labels_match
 
-from .kube import Kube, KubeError, kube_for
+from .kube import Expired, Kube, KubeError, kube_for
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +113,77 @@ class Enqueuer:
         return True
 
 
+class NodeWatch:
+    """One cluster's node watch: list once, then watch from the list's resourceVersion.
+
+    The last resourceVersion seen, from events and from BOOKMARKs, is kept, and a watch that ends (the
+    server's timeout, a cut connection) resumes from it: nothing is listed again and no change is missed.
+    Only a 410 Gone (the version fell out of the server's history) lists every node again; the specs of
+    the nodes that changed meanwhile (added, modified, deleted, as the kept resourceVersions tell) get a
+    pass, the others need none. The first list, at start, is such a re-list from nothing: every spec with
+    a node gets a pass, as a restarted watch always did.
+    """
+
+    def __init__(self, cluster: Cluster, kube: Kube, send: Callable[[str, str, int], bool], *,
+                 round_seconds: int = 30) -> None:
+        self.cluster = cluster
+        self.kube = kube
+        self.send = send  # send(node, event, spec_id) -> False when the watch must stop
+        self.round_seconds = round_seconds
+        self.resource_version = ""  # "" = list before watching
+        # Each node's last resourceVersion and labels, to tell after a re-list which nodes changed.
+        self.nodes: dict[str, tuple[str, dict[str, str]]] = {}
+        self.lists = 0  # how many times every node was listed (the first included)
+
+    def specs(self) -> list[LaunchSpec]:
+        return list(LaunchSpec.objects.filter(cluster=self.cluster, enabled=True))
+
+    def relist(self) -> bool:
+        listed, version = self.kube.list_nodes_versioned()
+        self.lists += 1
+        now = {n.name: (n.resource_version, n.labels) for n in listed}
+        changed: list[tuple[str, str, dict[str, str]]] = []
+        for name, (version_now, labels) in now.items():
+            before = self.nodes.get(name)
+            if before is None:
+                changed.append((name, "added", labels))
+            elif before[0] != version_now:
+                changed.append((name, "modified", labels))
+        changed += [(name, "deleted", labels) for name, (_, labels) in self.nodes.items() if name not in now]
+        self.nodes = now
+        self.resource_version = version
+        specs = self.specs()
+        return all(self.send(name, event, spec_id) for name, event, labels in changed
+                   for spec_id in specs_for(labels, specs))
+
+    def round(self) -> bool:
+        """List if needed, then one watch until the server ends it; False when the watch must stop."""
+        if not self.resource_version and not self.relist():
+            return False
+        specs = self.specs()
+        try:
+            for event in self.kube.watch_nodes(resource_version=self.resource_version,
+                                               timeout_seconds=self.round_seconds):
+                if event.resource_version:
+                    self.resource_version = event.resource_version
+                node = event.node
+                if node is None:  # BOOKMARK: only the version moves
+                    continue
+                if event.type == "DELETED":
+                    self.nodes.pop(node.name, None)
+                else:
+                    self.nodes[node.name] = (node.resource_version, node.labels)
+                # A DELETED node matters too: its EIP goes back to the pool.
+                for spec_id in specs_for(node.labels, specs):
+                    if not self.send(node.name, event.type.lower(), spec_id):
+                        return False
+        except Expired as exc:
+            log.info("cluster %s: the node watch's version expired (%s): listing the nodes again",
+                     self.cluster.name, exc)
+            self.resource_version = ""
+        return True
+
+
 def watch_cluster(
     cluster: Cluster,
     enqueue: Callable[[int], object],
@@ -119,34 +193,103 @@ def watch_cluster(
     stop_after: float | None = None,
     heartbeat_file: Path | None = None,
     max_backoff: float = 15.0,
-) -> None:
+    stop: threading.Event | None = None,
+    round_seconds: int = 30,
+    retry_seconds: float = 2.0,
+) -> NodeWatch | None:
     """Watch the cluster's nodes and enqueue the pass of every spec a changed node belongs to.
 
     A spec is enqueued at most once per `min_interval`: a node that changes ten times in a second
     needs one pass, and the pass itself is single-flight anyway. `heartbeat_file` is touched at least once
-    per watch round (30 s) and during a broker outage, for a liveness probe.
+    per watch round (`round_seconds`) and during a broker outage, for a liveness probe. Returns once
+    `stop_after` seconds have passed, `stop` is set, or the cluster is no longer configured.
     """
-    kube = kube or kube_for(cluster)
+    stop = stop or threading.Event()
+    deadline = None if stop_after is None else time.monotonic() + stop_after
+    try:
+        kube = kube or kube_for(cluster)
+    except KubeError as exc:
+        log.warning("cluster %s: no Kubernetes client (%s)", cluster.name, exc)
+        return None
     enqueuer = Enqueuer(enqueue, max_backoff=max_backoff, heartbeat=lambda: touch(heartbeat_file))
     last_enqueued: dict[int, float] = {}
-    deadline = None if stop_after is None else time.monotonic() + stop_after
-    while deadline is None or time.monotonic() < deadline:
+
+    def over() -> bool:
+        return stop.is_set() or (deadline is not None and time.monotonic() >= deadline)
+
+    def send(name: str, event: str, spec_id: int) -> bool:
         touch(heartbeat_file)
-        specs = list(LaunchSpec.objects.filter(cluster=cluster, enabled=True))
+        now = time.monotonic()
+        if now - last_enqueued.get(spec_id, 0.0) >= min_interval:
+            log.info("node %s %s: reconcile spec %s", name, event, spec_id)
+            if not enqueuer.send(spec_id, deadline=deadline):
+                return False
+            # From the moment it was sent: a pass sent after an outage is a fresh one.
+            last_enqueued[spec_id] = time.monotonic()
+        return not over()
+
+    node_watch = NodeWatch(cluster, kube, send, round_seconds=round_seconds)
+    while not over():
+        touch(heartbeat_file)
+        if not Cluster.objects.filter(pk=cluster.pk).exists():
+            log.info("cluster %s is no longer configured: its node watch ends", cluster.name)
+            break
+        if deadline is not None:  # a round ends with the server's timeout: never past our own
+            node_watch.round_seconds = max(1, min(round_seconds, int(deadline - time.monotonic()) + 1))
         try:
-            for event, node in kube.watch_nodes(timeout_seconds=30):
-                touch(heartbeat_file)
-                # A DELETED node matters too: its EIP goes back to the pool.
-                for spec_id in specs_for(node.labels, specs):
-                    now = time.monotonic()
-                    if now - last_enqueued.get(spec_id, 0.0) >= min_interval:
-                        log.info("node %s %s: reconcile spec %s", node.name, event.lower(), spec_id)
-                        if not enqueuer.send(spec_id, deadline=deadline):
-                            return
-                        # From the moment it was sent: a pass sent after an outage is a fresh one.
-                        last_enqueued[spec_id] = time.monotonic()
-                if deadline is not None and time.monotonic() >= deadline:
-                    return
+            if not node_watch.round():
+                break
         except KubeError as exc:
-            log.warning("node watch interrupted (%s); resuming in 2 s", exc)
-            time.sleep(2)
+            log.warning("cluster %s: node watch interrupted (%s); resuming in %.0f s", cluster.name, exc,
+                        retry_seconds)
+            stop.wait(retry_seconds)
+    return node_watch
+
+
+def watch_clusters(
+    enqueue: Callable[[int], object],
+    *,
+    stop_after: float | None = None,
+    heartbeat_file: Path | None = None,
+    max_backoff: float = 15.0,
+    recheck_seconds: float = 5.0,
+    started: Callable[[Cluster], None] = lambda cluster: None,
+    stop: threading.Event | None = None,
+    **options: Any,
+) -> None:
+    """One node watch per configured cluster, each in its own thread with its own client and its own
+    stream. The list of clusters is read again every `recheck_seconds`: a cluster added later gets its
+    watch then, and a watch that ended on an unexpected error is started again. One cluster's failures
+    (an API server down, a broken kubeconfig) never stop the others' watches."""
+    stop = stop or threading.Event()
+    deadline = None if stop_after is None else time.monotonic() + stop_after
+    threads: dict[int, threading.Thread] = {}
+
+    def run(cluster: Cluster) -> None:
+        try:
+            watch_cluster(cluster, enqueue, stop_after=None if deadline is None else deadline - time.monotonic(),
+                          heartbeat_file=heartbeat_file, max_backoff=max_backoff, stop=stop, **options)
+        except Exception:
+            log.exception("cluster %s: the node watch failed; it starts again within %.0f s", cluster.name,
+                          recheck_seconds)
+        finally:
+            db.connection.close()  # this thread's own connection
+
+    try:
+        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+            touch(heartbeat_file)
+            for cluster in Cluster.objects.order_by("name"):
+                thread = threads.get(cluster.pk)
+                if thread is None or not thread.is_alive():
+                    if thread is None:
+                        started(cluster)
+                    thread = threading.Thread(target=run, args=(cluster,), name=f"watch {cluster.name}",
+                                              daemon=True)
+                    threads[cluster.pk] = thread
+                    thread.start()
+            stop.wait(recheck_seconds if deadline is None else
+                      max(0.0, min(recheck_seconds, deadline - time.monotonic())))
+    finally:
+        stop.set()
+        for thread in threads.values():
+            thread.join(timeout=recheck_seconds + 5)

@@ -173,8 +173,8 @@ def test_kube_watch_streams_are_cut(faulty_kube: KubeEmulator, tmp_path: Path) -
     seen: list[str] = []
 
     with pytest.raises(KubeTransient):
-        for _event, node in adapter(faulty_kube.url, tmp_path).watch_nodes(timeout_seconds=20):
-            seen.append(node.name)
+        for event in adapter(faulty_kube.url, tmp_path).watch_nodes(timeout_seconds=20):
+            seen.append(event.node.name if event.node else event.type)
 
     assert seen == ["n1"] and faulty_kube.faults.counts == {"watch_drop": 1}
 

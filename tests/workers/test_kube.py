@@ -15,6 +15,7 @@ from workers.kube import (
     ALLOCATION_ANNOTATION,
     EIP_LABEL,
     Conflict,
+    Expired,
     Kube,
     KubeNode,
     NotFound,
@@ -64,25 +65,52 @@ def test_fargate_and_foreign_provider_ids_have_no_instance(kube: Kube, kube_emul
         "fargate-ip-10-0-0-1": None, "kind-1": None, "odd": None}
 
 
-def test_list_nodes_follows_pagination(kube: Kube, make_node, kube_emulator: KubeEmulator) -> None:
-    for i in range(23):
-        make_node(f"node-{i:02d}", f"i-{i:04x}", labels=SPEC)
-    make_node("elsewhere", "i-ffff")
-    pages: list[int] = []
+def counted_pages(kube_emulator: KubeEmulator, *, honour_limit: bool = False) -> list[tuple[int, str]]:
+    """(items, resourceVersion asked) of every list page the emulator serves from now on (until the test
+    ends). honour_limit: page even a resourceVersion="0" list, as a server listing from a cache snapshot may."""
+    pages: list[tuple[int, str]] = []
     real_list = kube_emulator.list_page
 
     def counting_list(*args, **kwargs):
+        asked = args[6] if len(args) > 6 else kwargs.get("resource_version", "")
+        if honour_limit and asked == "0":
+            args = (*args[:6], "")
         page = real_list(*args, **kwargs)
-        pages.append(len(page["items"]))
+        pages.append((len(page["items"]), asked))
         return page
 
     kube_emulator.list_page = counting_list  # type: ignore[method-assign]
-    try:
-        nodes = kube.list_nodes(SPEC, page_size=5)
-    finally:
-        del kube_emulator.list_page
+    return pages
+
+
+@pytest.fixture
+def restore_emulator(kube_emulator: KubeEmulator):
+    yield kube_emulator
+    kube_emulator.__dict__.pop("list_page", None)
+
+
+def test_list_nodes_is_served_from_the_watch_cache_in_one_page(kube: Kube, make_node,
+                                                               restore_emulator: KubeEmulator) -> None:
+    for i in range(23):
+        make_node(f"node-{i:02d}", f"i-{i:04x}", labels=SPEC)
+    make_node("elsewhere", "i-ffff")
+    pages = counted_pages(restore_emulator)
+    nodes = kube.list_nodes(SPEC, page_size=5)
     assert sorted(n.name for n in nodes) == [f"node-{i:02d}" for i in range(23)]
-    assert pages == [5, 5, 5, 5, 3]
+    # resourceVersion="0": the API server answers from its watch cache and ignores the limit.
+    assert pages == [(23, "0")]
+
+
+def test_list_nodes_follows_pagination_without_resending_the_version(kube: Kube, make_node,
+                                                                     restore_emulator: KubeEmulator) -> None:
+    for i in range(23):
+        make_node(f"node-{i:02d}", f"i-{i:04x}", labels=SPEC)
+    pages = counted_pages(restore_emulator, honour_limit=True)
+    nodes, version = kube.list_nodes_versioned(SPEC, page_size=5)
+    assert sorted(n.name for n in nodes) == [f"node-{i:02d}" for i in range(23)]
+    # The continue token carries the list's version: the server refuses it together with resourceVersion.
+    assert pages == [(5, "0"), (5, ""), (5, ""), (5, ""), (3, "")]
+    assert version == restore_emulator.list_page("nodes")["metadata"]["resourceVersion"]
 
 
 @pytest.mark.parametrize(
@@ -315,14 +343,47 @@ def test_watch_nodes_reports_adds_changes_and_deletes(kube: Kube, make_node, kub
 
     thread = threading.Thread(target=writer)
     thread.start()
-    for event, node in kube.watch_nodes(timeout_seconds=2):
-        assert isinstance(node, KubeNode)
-        seen.append((event, node.name, node.has_taint(PENDING["key"])))
+    versions = []
+    for event in kube.watch_nodes(timeout_seconds=2):
+        versions.append(int(event.resource_version))
+        if event.node is not None:
+            assert isinstance(event.node, KubeNode)
+            seen.append((event.type, event.node.name, event.node.has_taint(PENDING["key"])))
     thread.join()
 
     assert seen == [("ADDED", "old", False), ("ADDED", "new", True), ("MODIFIED", "new", False),
                     ("DELETED", "old", False)]
+    assert versions == sorted(versions)
     assert time.monotonic() - started < 6  # the server ended the stream at timeout_seconds
+
+
+def test_watch_from_a_version_sees_only_later_changes_and_bookmarks_carry_the_version(
+    kube: Kube, make_node, make_pod, kube_emulator: KubeEmulator,
+) -> None:
+    make_node("before", "i-0001")
+    nodes, version = kube.list_nodes_versioned()
+    assert [n.name for n in nodes] == ["before"]
+    make_node("after", "i-0002")
+    make_pod("p1", "after")  # not a node: only a bookmark can tell the watch that the version moved on
+    kube_emulator.bookmark_seconds = 0.2
+    try:
+        events = list(kube.watch_nodes(resource_version=version, timeout_seconds=1))
+    finally:
+        kube_emulator.bookmark_seconds = 1.0
+    assert [(e.type, e.node.name) for e in events if e.node] == [("ADDED", "after")]
+    bookmarks = [e for e in events if e.type == "BOOKMARK"]
+    assert bookmarks and bookmarks[-1] is events[-1]
+    newest = kube_emulator.list_page("pods")["metadata"]["resourceVersion"]
+    assert events[-1].resource_version == newest and int(newest) > int(events[0].resource_version)
+
+
+def test_a_watch_from_a_compacted_version_is_expired(kube: Kube, make_node, kube_emulator: KubeEmulator) -> None:
+    make_node("n1", "i-0001")
+    _, version = kube.list_nodes_versioned()
+    make_node("n2", "i-0002")
+    kube_emulator.compact()
+    with pytest.raises(Expired):
+        list(kube.watch_nodes(resource_version=version, timeout_seconds=1))
 
 
 def test_errors_are_mapped(kube: Kube, tmp_path: Path) -> None:

@@ -1,0 +1,239 @@
+"""The cheap steady pass: DescribeInstances only for instances whose facts are new, changing or old; one
+region-wide DescribeAddresses per tick shared by the specs of the region; the unmanaged EIPs recorded.
+
+EC2 calls are counted with the adapter's eipdash_aws_calls_total counter; everything else is read back from
+AWS (the EC2 emulator), Kubernetes (the API emulator) and the database."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from prometheus_client import REGISTRY
+from pytest_django.fixtures import Settings
+
+from pools.models import ElasticIP, LaunchSpec, Node, UnmanagedAddress
+from tests.fixtures.world import World
+from workers import executor, readings
+
+
+def calls(action: str) -> float:
+    return REGISTRY.get_sample_value("eipdash_aws_calls_total", {"action": action, "outcome": "ok"}) or 0.0
+
+
+def steady(spec: LaunchSpec) -> None:
+    """Passes until one has nothing to do: every node holds its EIP, and its row its marks."""
+    for _ in range(3):
+        report = executor.reconcile_spec(spec.pk)
+        assert not report.errors, report.errors
+        if not report.done:
+            return
+    raise AssertionError(f"not steady: {report.done}")
+
+
+def checked_at(name: str) -> dt.datetime | None:
+    return Node.objects.values_list("instance_checked_at", flat=True).get(name=name)
+
+
+def test_a_steady_pass_describes_no_instance_and_a_new_node_one(world: World) -> None:
+    spec = world.spec()
+    world.eips(3)
+    world.node("a")
+    world.node("b")
+    steady(spec)
+    first_check = checked_at("a")
+    assert first_check is not None
+
+    described = calls("DescribeInstances")
+    assert executor.reconcile_spec(spec.pk).done == []
+    assert calls("DescribeInstances") == described  # the facts of a and b come from their rows
+    assert checked_at("a") == first_check
+
+    world.node("c")
+    report = executor.reconcile_spec(spec.pk)
+    assert not report.errors and world.eip_on("c") is not None
+    assert world.taints("c") == []
+    assert calls("DescribeInstances") == described + 1  # one call, about the new instance only
+    assert checked_at("a") == first_check and checked_at("c") is not None
+    row = Node.objects.get(name="c")
+    assert (row.eni_id, row.private_ip) == (world.nodes["c"].eni_id, world.nodes["c"].private_ip)
+
+
+def test_a_fact_older_than_the_recheck_time_is_read_again(world: World, settings: Settings) -> None:
+    settings.EIPDASH_INSTANCE_RECHECK_SECONDS = 300
+    spec = world.spec()
+    world.eips(2)
+    world.node("a")
+    world.node("b")
+    steady(spec)
+    # EC2 stops a's instance behind the pass's back: within the recheck time the row's "running" stands.
+    world.ec2.client.stop_instances(InstanceIds=[world.nodes["a"].instance_id])
+    described = calls("DescribeInstances")
+    executor.reconcile_spec(spec.pk)
+    assert calls("DescribeInstances") == described
+    assert Node.objects.get(name="a").instance_state == "running"
+
+    old = timezone.now() - dt.timedelta(seconds=301)
+    Node.objects.filter(name="a").update(instance_checked_at=old)
+    b_checked = checked_at("b")
+    executor.reconcile_spec(spec.pk)
+    assert calls("DescribeInstances") == described + 1
+    row = Node.objects.get(name="a")
+    assert row.instance_state in ("stopping", "stopped")
+    assert row.instance_checked_at is not None and row.instance_checked_at > old
+    assert checked_at("b") == b_checked  # b's fact was fresh: not asked about
+
+
+def test_a_terminated_instance_whose_node_left_kubernetes_is_described(world: World) -> None:
+    spec = world.spec()
+    world.eips(2)
+    world.node("a")
+    world.node("b")
+    steady(spec)
+    allocation = world.eip_on("a")
+    assert allocation is not None
+    world.ec2.terminate(world.nodes["a"].instance_id, drop_associations=False)
+    world.kube.delete("nodes", "a")
+
+    described = calls("DescribeInstances")
+    report = executor.reconcile_spec(spec.pk)
+    assert not report.errors
+    assert calls("DescribeInstances") == described + 1
+    row = Node.objects.get(name="a")
+    assert row.deleted_at is not None and row.instance_state == "terminated"
+    # Its EIP is back in the pool, and b kept its own.
+    assert world.address(allocation).get("AssociationId") is None
+    assert world.eip_on("b") is not None
+
+
+def test_a_name_reused_by_another_instance_is_described(world: World) -> None:
+    spec = world.spec()
+    world.eips(2)
+    world.node("ip-10-0-0-9")
+    steady(spec)
+    old = world.nodes["ip-10-0-0-9"]
+    world.ec2.terminate(old.instance_id)
+    world.kube.delete("nodes", "ip-10-0-0-9")
+    new = world.node("ip-10-0-0-9")  # the same name, a new instance, before any pass saw the old one go
+
+    described = calls("DescribeInstances")
+    executor.reconcile_spec(spec.pk)
+    assert calls("DescribeInstances") == described + 1
+    row = Node.objects.get(name="ip-10-0-0-9")
+    assert (row.instance_id, row.eni_id, row.private_ip) == (new.instance_id, new.eni_id, new.private_ip)
+
+
+# ---- one region-wide DescribeAddresses per tick
+
+
+def three_specs(world: World) -> list[LaunchSpec]:
+    specs = []
+    for name in ("web", "api", "mail"):
+        labels = {"eipdash.io/pool": name}
+        specs.append(world.spec(name, labels=labels, tag_value=name))
+        world.eips(2, {"eipdash/pool": name})
+        world.node(f"{name}-1", labels=labels)
+    return specs
+
+
+def test_the_specs_of_a_region_share_one_address_reading_per_tick(world: World) -> None:
+    specs = three_specs(world)
+    for spec in specs:
+        steady(spec)
+    assert all(world.eip_on(f"{name}-1") for name in ("web", "api", "mail"))
+
+    reads = calls("DescribeAddresses")
+    for spec in specs:  # one beat tick: every spec's pass
+        assert executor.reconcile_spec(spec.pk).done == []
+    assert calls("DescribeAddresses") == reads + 1
+
+    # The last spec's pass of the tick ended after every reading: its next pass reads again, and publishes
+    # a reading that the first spec's next pass (its last one ended before) takes as it is.
+    executor.reconcile_spec(specs[-1].pk)
+    assert calls("DescribeAddresses") == reads + 2
+    executor.reconcile_spec(specs[0].pk)
+    assert calls("DescribeAddresses") == reads + 2
+
+
+def test_a_shared_reading_still_serves_a_new_node(world: World) -> None:
+    """A node that came after the reading gets its EIP from a pass on the shared reading: the executor
+    checks the target again before it associates, and the DB claims keep one EIP per node."""
+    specs = three_specs(world)
+    for spec in specs:
+        steady(spec)
+    executor.reconcile_spec(specs[0].pk)  # a fresh reading, after the other specs' last passes
+    reads = calls("DescribeAddresses")
+    world.node("api-2", labels={"eipdash.io/pool": "api"})
+    report = executor.reconcile_spec(specs[1].pk)
+    assert not report.errors
+    assert calls("DescribeAddresses") - reads <= 2  # the shared reading, plus at most targeted checks
+    assert world.eip_on("api-2") is not None and world.eip_on("api-1") is not None
+    assert world.eip_on("api-2") != world.eip_on("api-1")
+
+
+def test_without_redis_the_reading_is_shared_within_the_process(world: World, settings: Settings) -> None:
+    settings.REDIS_URL = None
+    readings.forget()
+    specs = three_specs(world)
+    for spec in specs:
+        steady(spec)
+    reads = calls("DescribeAddresses")
+    for spec in specs:
+        assert executor.reconcile_spec(spec.pk).done == []
+    assert calls("DescribeAddresses") == reads + 1
+    readings.forget()
+
+
+# ---- unmanaged EIPs
+
+
+def test_unmanaged_addresses_are_recorded_and_leave_when_tagged_into_a_pool(world: World) -> None:
+    spec = world.spec()
+    pool = set(world.eips(2))
+    decoys = world.eips(2, {"team": "search"}) + world.eips(1, {})
+    world.node("a")
+    steady(spec)
+    assert set(UnmanagedAddress.objects.values_list("allocation_id", flat=True)) == set(decoys)
+    assert set(ElasticIP.objects.filter(gone=False).values_list("allocation_id", flat=True)) == pool
+    row = UnmanagedAddress.objects.get(allocation_id=decoys[0])
+    assert row.region == "us-east-1" and row.tags == {"team": "search"}
+    assert row.public_ip == world.address(decoys[0])["PublicIp"]
+
+    # One decoy tagged into the pool, one released: the next reading moves the first, drops the second.
+    world.ec2.client.create_tags(Resources=[decoys[0]], Tags=[{"Key": "eipdash/pool", "Value": "ingress"}])
+    world.ec2.client.release_address(AllocationId=decoys[2])
+    executor.reconcile_spec(spec.pk)
+    assert set(UnmanagedAddress.objects.values_list("allocation_id", flat=True)) == {decoys[1]}
+    assert ElasticIP.objects.get(allocation_id=decoys[0]).gone is False
+
+    # Taken out of the pool again: back to unmanaged, and gone from the pool's rows.
+    world.ec2.client.delete_tags(Resources=[decoys[0]], Tags=[{"Key": "eipdash/pool"}])
+    executor.reconcile_spec(spec.pk)
+    assert set(UnmanagedAddress.objects.values_list("allocation_id", flat=True)) == {decoys[0], decoys[1]}
+    assert ElasticIP.objects.get(allocation_id=decoys[0]).gone is True
+
+
+def test_an_unchanged_reading_rewrites_no_address_row(world: World) -> None:
+    spec = world.spec()
+    world.eips(2)
+    world.eips(1, {"team": "search"})
+    world.node("a")
+    steady(spec)
+    executor.reconcile_spec(spec.pk)  # a fresh reading of an unchanged region
+    seen = dict(UnmanagedAddress.objects.values_list("allocation_id", "last_seen_at"))
+    with CaptureQueriesContext(connection) as queries:
+        executor.reconcile_spec(spec.pk)
+    written = [q["sql"] for q in queries.captured_queries
+               if q["sql"].startswith(("INSERT", "DELETE")) and ("elasticip" in q["sql"] or "unmanaged" in q["sql"])]
+    assert written == []
+    # Only last_seen_at moved, in one UPDATE.
+    after = dict(UnmanagedAddress.objects.values_list("allocation_id", "last_seen_at"))
+    assert after.keys() == seen.keys() and all(after[k] > seen[k] for k in seen)
+
+
+@pytest.fixture(autouse=True)
+def _no_stale_readings() -> None:
+    readings.forget()

@@ -1,0 +1,187 @@
+"""The node watch: list once, watch from the list's resourceVersion, keep the version from events and
+bookmarks, resume from it when a stream ends, list again only on 410 Gone; one stream per cluster.
+
+Against the Kubernetes API emulator over HTTP; passes are "enqueued" into a list (the broker side is
+covered by test_watch_outage.py and test_watch_backoff.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from pools import services
+from pools.models import Cluster, LaunchSpec
+from pools.specfile import parse_launch_spec
+from sandbox.kube_emulator import KubeEmulator, node_manifest
+from workers.kube import Kube
+from workers.watch import NodeWatch, watch_clusters
+
+WEB = {"eipdash.io/pool": "web"}
+API = {"eipdash.io/pool": "api"}
+
+
+def eventually(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def spec_in(cluster: str, name: str, labels: dict[str, str]) -> LaunchSpec:
+    data = parse_launch_spec({"name": name, "labels": [{"key": k, "value": v} for k, v in labels.items()],
+                              "elasticIpPool": {"tagSelector": {"tagKey": "eipdash/pool", "tagValue": name}},
+                              "region": "us-east-1", "cluster": cluster})
+    spec, _ = services.launch_spec_apply(data=data)
+    return spec
+
+
+def node(emulator: KubeEmulator, name: str, labels: dict[str, str], instance: str = "i-0001") -> None:
+    emulator.create("nodes", node_manifest(name, instance, "us-east-1a", labels))
+
+
+class Sent:
+    """What the watch enqueued, as (node, event, spec id)."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str, int]] = []
+
+    def __call__(self, name: str, event: str, spec_id: int) -> bool:
+        self.items.append((name, event, spec_id))
+        return True
+
+
+@pytest.fixture
+def web(db: None, kubeconfig_path: Path) -> LaunchSpec:
+    Cluster.objects.create(name="one", region="us-east-1", kubeconfig=str(kubeconfig_path))
+    return spec_in("one", "web", WEB)
+
+
+@pytest.fixture
+def node_watch(web: LaunchSpec, kubeconfig_path: Path) -> tuple[NodeWatch, Sent]:
+    sent = Sent()
+    kube = Kube(config_file=str(kubeconfig_path), request_timeout=5)
+    return NodeWatch(web.cluster, kube, sent, round_seconds=1), sent
+
+
+def test_the_first_list_sends_every_spec_with_a_node_and_the_watch_follows_from_its_version(
+    node_watch: tuple[NodeWatch, Sent], kube_emulator: KubeEmulator, web: LaunchSpec,
+) -> None:
+    watch, sent = node_watch
+    node(kube_emulator, "w1", WEB)
+    node(kube_emulator, "other", {"eipdash.io/pool": "none"}, "i-0002")
+    assert watch.round()
+    assert watch.lists == 1 and sent.items == [("w1", "added", web.pk)]
+
+    # A change between two rounds (no stream open): the next round resumes from the kept version and sees it.
+    sent.items.clear()
+    kube_emulator.patch("nodes", "w1", {"spec": {"unschedulable": True}})
+    assert watch.round()
+    assert watch.lists == 1, "a stream that ended is resumed, not listed again"
+    assert sent.items == [("w1", "modified", web.pk)]
+
+
+def test_bookmarks_advance_the_resource_version(node_watch: tuple[NodeWatch, Sent], kube_emulator: KubeEmulator,
+                                                make_pod: Callable[..., object]) -> None:
+    watch, sent = node_watch
+    node(kube_emulator, "w1", WEB)
+    assert watch.round()
+    listed_at = int(watch.resource_version)
+    make_pod("p1", "w1")  # not a node: no node event, only the version moves on
+    kube_emulator.bookmark_seconds = 0.2
+    try:
+        assert watch.round()
+    finally:
+        kube_emulator.bookmark_seconds = 1.0
+    newest = kube_emulator.list_page("pods")["metadata"]["resourceVersion"]
+    assert int(watch.resource_version) > listed_at and watch.resource_version == newest
+    assert watch.lists == 1
+
+
+def test_a_410_lists_again_once_and_sends_only_the_specs_whose_nodes_changed(
+    node_watch: tuple[NodeWatch, Sent], kube_emulator: KubeEmulator, kubeconfig_path: Path, web: LaunchSpec,
+) -> None:
+    api = spec_in("one", "api", API)
+    node(kube_emulator, "w1", WEB)
+    node(kube_emulator, "a1", API, "i-0002")
+    watch, sent = node_watch
+    assert watch.round()
+    assert sorted(sent.items) == [("a1", "added", api.pk), ("w1", "added", web.pk)]
+    sent.items.clear()
+
+    # While no stream is open, a web node comes and the server compacts its history past our version.
+    node(kube_emulator, "w2", WEB, "i-0003")
+    kube_emulator.compact()
+    assert watch.round()  # the watch answers 410: the version is dropped
+    assert watch.resource_version == "" and watch.lists == 1
+    assert watch.round()  # lists again, then watches from the new list's version
+    assert watch.lists == 2
+    assert sent.items == [("w2", "added", web.pk)], "the api spec's nodes did not change"
+    assert watch.round() and watch.lists == 2
+
+
+# ---- one stream per cluster
+
+
+@pytest.fixture
+def second_emulator() -> Iterator[KubeEmulator]:
+    emulator = KubeEmulator().start()
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+def test_each_cluster_has_its_own_stream_and_one_failing_does_not_stop_the_other(
+    transactional_db: None, kube_emulator: KubeEmulator, second_emulator: KubeEmulator, tmp_path: Path,
+) -> None:
+    Cluster.objects.create(name="one", region="us-east-1",
+                           kubeconfig=str(kube_emulator.write_kubeconfig(tmp_path / "one")))
+    web = spec_in("one", "web", WEB)
+    enqueued: list[int] = []
+    lock = threading.Lock()
+
+    def enqueue(spec_id: int) -> None:
+        with lock:
+            enqueued.append(spec_id)
+
+    def sent(spec: LaunchSpec) -> bool:
+        with lock:
+            return spec.pk in enqueued
+
+    stop = threading.Event()
+    heartbeat = tmp_path / "heartbeat"
+    runner = threading.Thread(target=watch_clusters, args=(enqueue,), daemon=True,
+                              kwargs=dict(stop=stop, recheck_seconds=0.2, round_seconds=2, retry_seconds=0.2,
+                                          min_interval=0.0, heartbeat_file=heartbeat))
+    runner.start()
+    try:
+        node(kube_emulator, "w1", WEB)
+        eventually(lambda: sent(web), "cluster one's node enqueued its spec")
+
+        # A second cluster added while the watch runs: it gets its own stream.
+        Cluster.objects.create(name="two", region="us-east-1",
+                               kubeconfig=str(second_emulator.write_kubeconfig(tmp_path / "two")))
+        api = spec_in("two", "api", API)
+        # The same node name in both clusters, each with its own cluster's labels.
+        node(second_emulator, "w1", API)
+        eventually(lambda: sent(api), "cluster two's node enqueued its spec")
+        with lock:
+            enqueued.clear()
+
+        # Cluster two's API server goes away: cluster one's watch goes on.
+        second_emulator.stop()
+        node(kube_emulator, "w2", WEB, "i-0002")
+        eventually(lambda: sent(web), "cluster one still enqueues with cluster two down")
+        with lock:
+            assert api.pk not in enqueued
+        assert heartbeat.exists()
+    finally:
+        stop.set()
+        runner.join(timeout=20)
+    assert not runner.is_alive()

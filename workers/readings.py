@@ -1,0 +1,259 @@
+"""One region-wide DescribeAddresses per region per beat tick, shared by the passes of that region's specs.
+
+Every pass needs the region's whole address list (its pool, and the non-pool EIPs already on a node). With
+20 specs in one region, 20 passes a tick used to make 20 identical calls. Now the first pass of a tick
+reads, writes the ElasticIP and UnmanagedAddress rows, and then publishes the reading (in Redis, or in this
+process without REDIS_URL) with the time the call started. Another pass uses a published reading only if
+that time is after its own spec's previous pass ended (`LaunchSpec.last_reconciled_at`): the reading then
+shows everything that pass did, so a spec never plans on a picture older than its own last work. While one
+pass reads, the others of the region wait briefly for its reading instead of reading too (single flight).
+
+Why a reading shared this way is safe, although it can be up to one tick old for the other specs' EIPs:
+- nothing is done on the reading alone: before the executor associates, it reads the target private IP
+  again (`addresses_on`), and before it closes a claim or releases, it reads the allocation again
+  (`get_address`); a stale picture only costs a skipped or deferred step, re-planned next pass;
+- the database claims (one open Assignment per EIP and per node) stop two passes from handing out the
+  same EIP or giving one node two, whatever each of them read;
+- associations go out with AllowReassociation=False, so EC2 itself refuses to move an EIP that is on
+  another ENI, which a stale "free" reading could otherwise suggest.
+docs/reliability.md says the same.
+
+No boto3 here: the EC2 call goes through workers/ec2.py's Ec2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+import redis
+from django.conf import settings
+from redis.exceptions import RedisError
+
+from .ec2 import Address, Ec2
+
+log = logging.getLogger(__name__)
+
+# A reading older than this is of no use to anyone (a pass needs one newer than its spec's last pass, and
+# passes run every few seconds): let Redis drop it.
+READING_TTL_SECONDS = 300
+# How long a pass waits for the reading another pass of the region is taking before reading itself.
+WAIT_SECONDS = 5.0
+POLL_SECONDS = 0.02
+# The single-flight marker outlives a slow DescribeAddresses, and frees itself if its holder dies.
+FLIGHT_SECONDS = 15
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The region's addresses as one DescribeAddresses showed them, and when the call started."""
+
+    taken_at: datetime
+    addresses: list[Address]
+    # The region's pool selection (`selection_key`) its ElasticIP and UnmanagedAddress rows were written for.
+    saved_for: str
+    # True: this pass made the call (and wrote the rows); False: another pass's reading, reused.
+    own: bool = True
+
+
+def selection_key(selectors: list[tuple[int, str, str | None]]) -> str:
+    """A short key for the region's specs and their tag selectors: a reading written under another
+    selection (a spec added or its selector changed since) must be written again by its user."""
+    return hashlib.sha1(repr(sorted(selectors, key=repr)).encode()).hexdigest()[:16]
+
+
+def region_addresses(ec2: Ec2, *, after: datetime | None, selection: str,
+                     save: Callable[[list[Address], datetime], None]) -> Reading:
+    """The region's addresses: a reading taken after `after` (this spec's previous pass ended) if one
+    is published, else a new one, which `save(addresses, taken_at)` writes to the DB before it is shared.
+
+    `after` None (a spec's first pass): always a new reading."""
+    store = _store()
+    key = _key(ec2)
+    if after is not None:
+        shared = store.get(key)
+        if shared is None or shared.taken_at <= after:
+            if store.begin(key):
+                try:
+                    return _take(ec2, store, key, selection, save)
+                finally:
+                    store.end(key)
+            # Another pass of the region is reading right now: wait for its reading.
+            shared = _wait_for(store, key, after)
+        if shared is not None:
+            return Reading(shared.taken_at, shared.addresses, shared.saved_for, own=False)
+    return _take(ec2, store, key, selection, save)
+
+
+def _take(ec2: Ec2, store: _Store, key: str, selection: str,
+          save: Callable[[list[Address], datetime], None]) -> Reading:
+    from django.utils import timezone
+
+    # The call's start: whatever AWS answers reflects at least everything done before this moment.
+    taken_at = timezone.now()
+    addresses = ec2.list_all_addresses()
+    save(addresses, taken_at)
+    reading = Reading(taken_at, addresses, selection)
+    store.put(key, reading)
+    return reading
+
+
+def _wait_for(store: _Store, key: str, after: datetime) -> Reading | None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        shared = store.get(key)
+        if shared is not None and shared.taken_at > after:
+            return shared
+        if not store.busy(key):
+            return None  # the other pass is done but published nothing newer (it failed): read
+        time.sleep(POLL_SECONDS)
+    return None
+
+
+def _key(ec2: Ec2) -> str:
+    # The endpoint too: two EC2 endpoints (a test's emulator beside another's) never share a reading.
+    endpoint = getattr(getattr(ec2.client, "meta", None), "endpoint_url", "") or ""
+    return f"{ec2.region}|{endpoint}"
+
+
+# ---- where readings are published
+
+
+def _encode(reading: Reading) -> str:
+    rows = [[a.allocation_id, a.public_ip, a.tags, a.association_id, a.eni_id, a.private_ip, a.instance_id]
+            for a in reading.addresses]
+    return json.dumps({"taken_at": reading.taken_at.isoformat(), "saved_for": reading.saved_for, "rows": rows},
+                      separators=(",", ":"))
+
+
+def _decode(raw: str | bytes) -> Reading:
+    data: dict[str, Any] = json.loads(raw)
+    addresses = [Address(allocation_id=r[0], public_ip=r[1], tags=r[2], association_id=r[3], eni_id=r[4],
+                         private_ip=r[5], instance_id=r[6]) for r in data["rows"]]
+    return Reading(datetime.fromisoformat(data["taken_at"]), addresses, data["saved_for"])
+
+
+class _Store:
+    def get(self, key: str) -> Reading | None:
+        raise NotImplementedError
+
+    def put(self, key: str, reading: Reading) -> None:
+        raise NotImplementedError
+
+    def begin(self, key: str) -> bool:
+        """Mark a reading of this region under way; False when another pass has marked it."""
+        raise NotImplementedError
+
+    def busy(self, key: str) -> bool:
+        raise NotImplementedError
+
+    def end(self, key: str) -> None:
+        raise NotImplementedError
+
+
+class _RedisStore(_Store):
+    """Shared by every worker. Redis trouble never fails a pass: it reads EC2 itself instead."""
+
+    def __init__(self, url: str) -> None:
+        self.client = _redis(url)
+        self.token = f"{id(self)}:{threading.get_ident()}:{time.monotonic_ns()}"
+
+    def get(self, key: str) -> Reading | None:
+        try:
+            raw = self.client.get(f"eipdash:addresses:{key}")
+        except RedisError as exc:
+            log.warning("shared address reading not available (%s): reading EC2", exc)
+            return None
+        return _decode(raw) if raw else None
+
+    def put(self, key: str, reading: Reading) -> None:
+        try:
+            current = self.get(key)
+            # Never replace a newer reading by an older one (two passes read at once after a wait ran out).
+            if current is None or current.taken_at < reading.taken_at:
+                self.client.set(f"eipdash:addresses:{key}", _encode(reading), ex=READING_TTL_SECONDS)
+        except RedisError as exc:
+            log.warning("shared address reading not published (%s)", exc)
+
+    def begin(self, key: str) -> bool:
+        try:
+            return bool(self.client.set(f"eipdash:addresses-reading:{key}", self.token, nx=True,
+                                        ex=FLIGHT_SECONDS))
+        except RedisError:
+            return True
+
+    def busy(self, key: str) -> bool:
+        try:
+            return bool(self.client.exists(f"eipdash:addresses-reading:{key}"))
+        except RedisError:
+            return False
+
+    def end(self, key: str) -> None:
+        try:
+            flight = f"eipdash:addresses-reading:{key}"
+            if self.client.get(flight) == self.token.encode():
+                self.client.delete(flight)
+        except RedisError:
+            pass  # it expires on its own
+
+
+class _LocalStore(_Store):
+    """Without Redis: shared by the passes of this process only."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.readings: dict[str, Reading] = {}
+        self.reading: set[str] = set()
+
+    def get(self, key: str) -> Reading | None:
+        with self.lock:
+            return self.readings.get(key)
+
+    def put(self, key: str, reading: Reading) -> None:
+        with self.lock:
+            current = self.readings.get(key)
+            if current is None or current.taken_at < reading.taken_at:
+                self.readings[key] = reading
+
+    def begin(self, key: str) -> bool:
+        with self.lock:
+            if key in self.reading:
+                return False
+            self.reading.add(key)
+            return True
+
+    def busy(self, key: str) -> bool:
+        with self.lock:
+            return key in self.reading
+
+    def end(self, key: str) -> None:
+        with self.lock:
+            self.reading.discard(key)
+
+
+_local = _LocalStore()
+
+
+@cache
+def _redis(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+
+
+def _store() -> _Store:
+    url = settings.REDIS_URL or None
+    return _RedisStore(url) if url else _local
+
+
+def forget() -> None:
+    """Drop this process's readings (tests that change AWS behind the passes' back)."""
+    with _local.lock:
+        _local.readings.clear()
+        _local.reading.clear()
