@@ -44,10 +44,16 @@ def reconcile_all() -> int:
     return len(spec_ids)
 
 
+# A pass that reached its deadline with steps left (a burst of new nodes paced by the EC2 budget) is followed
+# at once by a new pass, planned afresh, rather than at the next beat tick; at most this many in a row, after
+# which the beat's ticks carry on (a pass that keeps leaving work for a reason that persists).
+MAX_FOLLOW_UPS = 50
+
+
 # No automatic retry: the next beat tick comes within seconds and starts from the world as it is then,
 # which is safer than replaying a pass planned on a stale snapshot.
 @shared_task(ignore_result=True)
-def reconcile_spec(spec_id: int) -> list[str]:
+def reconcile_spec(spec_id: int, follow_ups: int = 0) -> list[str]:
     started = time.monotonic()
     try:
         report = executor.reconcile_spec(spec_id)
@@ -63,6 +69,9 @@ def reconcile_spec(spec_id: int) -> list[str]:
     routine = report.skipped or (not report.done and not report.errors)
     for line in report.lines():
         log.log(logging.DEBUG if routine else logging.INFO, "%s", line, extra=log_fields(spec=report.spec))
+    if report.left and follow_ups < MAX_FOLLOW_UPS:
+        # Its lease is released by now: the next pass (this worker or another) starts from the world as it is.
+        reconcile_spec.delay(spec_id, follow_ups + 1)
     return report.lines()
 
 

@@ -1,0 +1,136 @@
+"""The EC2 budget (workers/budget.py): buckets shared through Redis, paced in the EC2 adapter.
+
+No timing is asserted: the buckets refill so slowly here (one token per 100 s) that what a test counts
+cannot change while it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytest_django.fixtures import Settings
+
+from tests.workers.test_ec2 import ErrorServer
+from workers import budget
+from workers.ec2 import Ec2, OutOfTime
+
+REGION = "us-east-1"
+SLOW = 0.01  # tokens per second: none refills while a test runs
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def tiny(settings: Settings) -> Settings:
+    """A mutate bucket of 10 tokens (no headroom at this size) that does not refill during the test."""
+    settings.EIPDASH_EC2_MUTATE_BURST, settings.EIPDASH_EC2_MUTATE_RATE = 10, SLOW
+    return settings
+
+
+def take_until_empty(region: str) -> int:
+    """Tokens this caller got before the bucket ran dry (each wait gives up at once)."""
+    got = 0
+    while True:
+        try:
+            budget.acquire(region, budget.MUTATE, until=time.monotonic())
+        except budget.OutOfTime:
+            return got
+        got += 1
+
+
+def raw_tokens(region: str, kind: str) -> float:
+    return budget.bucket(region, kind).call(0).tokens
+
+
+def test_threads_share_one_bucket_and_it_never_goes_negative(tiny: Settings) -> None:
+    counts: list[int] = []
+    threads = [threading.Thread(target=lambda: counts.append(take_until_empty(REGION))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(counts) == 10
+    assert 0 <= raw_tokens(REGION, budget.MUTATE) < 1
+    # The read bucket and other regions are their own.
+    assert budget.available(REGION, budget.READ) >= 1
+    assert budget.available("eu-west-1", budget.MUTATE) == 10  # a fresh bucket, looked at once
+
+
+def test_processes_share_the_bucket_through_redis(tiny: Settings, redis_url: str) -> None:
+    """Another process (another worker) spends from the same Redis bucket: this one gets the rest."""
+    key = budget.bucket_key(REGION, budget.MUTATE)
+    script = ("import sys; from workers.budget import RedisBucket; "
+              "b = RedisBucket(sys.argv[1], sys.argv[2], 10, 0.01); "
+              "print(sum(b.call(1).granted for _ in range(6)))")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", script, redis_url, key], capture_output=True, text=True,
+                         check=True, env=env, cwd=ROOT, timeout=60)
+    assert out.stdout.strip() == "6"
+    assert take_until_empty(REGION) == 4
+
+
+def test_without_redis_the_bucket_is_in_process(tiny: Settings) -> None:
+    tiny.REDIS_URL = None
+    assert isinstance(budget.bucket(REGION, budget.MUTATE), budget.LocalBucket)
+    assert take_until_empty(REGION) == 10
+    assert 0 <= raw_tokens(REGION, budget.MUTATE) < 1
+
+
+def test_acquire_gives_up_at_the_deadline_and_takes_nothing(tiny: Settings) -> None:
+    assert take_until_empty(REGION) == 10
+    with budget.deadline(time.monotonic() + 0.5), pytest.raises(budget.OutOfTime):
+        budget.acquire(REGION, budget.MUTATE)  # the next token is 100 s away: it does not even wait
+    assert 0 <= raw_tokens(REGION, budget.MUTATE) < 1
+
+
+def test_a_throttle_empties_the_shared_bucket(tiny: Settings) -> None:
+    budget.acquire(REGION, budget.MUTATE)
+    assert 9 <= budget.available(REGION, budget.MUTATE) < 10
+    budget.throttled(REGION, budget.MUTATE)
+    assert raw_tokens(REGION, budget.MUTATE) < 1
+    assert take_until_empty(REGION) == 0
+
+
+def test_a_large_bucket_keeps_headroom(settings: Settings) -> None:
+    """Two of EC2's 50 tokens are never spent: a margin for the clocks of the mirror and of AWS."""
+    settings.EIPDASH_EC2_MUTATE_BURST, settings.EIPDASH_EC2_MUTATE_RATE = 50, SLOW
+    assert 48 <= budget.available(REGION, budget.MUTATE) < 49
+    assert take_until_empty(REGION) == 48
+    assert 2 <= raw_tokens(REGION, budget.MUTATE) < 3
+
+
+def test_a_throttled_call_is_not_retried_past_the_deadline(
+    tiny: Settings, ec2_emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AWS says RequestLimitExceeded: the shared bucket is emptied, and botocore's retry goes through it, so
+    it waits for the refill (here: past the deadline, so it is never sent) instead of spending more of AWS's."""
+    with ErrorServer(503, "RequestLimitExceeded") as server:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", server.url)
+        ec2 = Ec2(REGION)
+        with budget.deadline(time.monotonic() + 30), pytest.raises(OutOfTime):
+            ec2.associate(allocation_id="eipalloc-1", eni_id="eni-1", private_ip="10.0.0.1")
+    assert server.attempts == 1
+    assert raw_tokens(REGION, budget.MUTATE) < 1
+
+
+def test_describe_calls_read_and_the_others_mutate() -> None:
+    assert budget.kind_of("DescribeAddresses") == budget.READ
+    assert budget.kind_of("DescribeInstances") == budget.READ
+    assert budget.kind_of("AssociateAddress") == budget.MUTATE
+    assert budget.kind_of("DisassociateAddress") == budget.MUTATE
+
+
+def test_every_ec2_request_takes_a_token(settings: Settings, ec2_emulator: Any) -> None:
+    settings.EIPDASH_EC2_READ_BURST, settings.EIPDASH_EC2_READ_RATE = 5, SLOW
+    ec2 = Ec2(REGION)
+    for _ in range(5):
+        ec2.list_all_addresses()
+    with budget.deadline(time.monotonic() + 30), pytest.raises(OutOfTime):
+        ec2.list_all_addresses()
+    assert budget.available(REGION, budget.MUTATE) >= 1  # the writes' bucket is untouched
