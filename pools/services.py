@@ -488,6 +488,46 @@ def reassign_request_create(*, eip: ElasticIP, node_name: str, actor: str) -> Re
     return ReassignRequest.objects.create(eip=eip, node_name=node_name, actor=actor, created_at=timezone.now())
 
 
+def reassign_refusal(*, eip: ElasticIP, state: str) -> str | None:
+    """Why this EIP may not be moved by hand, known before any worker looks; None: a worker decides.
+    `state` is `selectors.eip_state(eip)`. The dashboard and the API refuse in these words."""
+    if eip.gone:
+        return f"{eip.public_ip} is gone from AWS or from the pool."
+    if state == "conflict":
+        return (f"{eip.public_ip} is in conflict (AWS shows it associated without a record of eipdash): "
+                "it is not moved by hand.")
+    return None
+
+
+def reassign_request_submit(*, eip: ElasticIP, node_name: str, actor: str) -> ReassignRequest:
+    """Record the operator's intent and enqueue the move once that is committed (a worker that picks the task
+    up at once must find the row). The request comes back as it stands: already failed if the queue did not
+    answer."""
+    with transaction.atomic():
+        reassign = reassign_request_create(eip=eip, node_name=node_name, actor=actor)
+        request_id = reassign.pk
+        transaction.on_commit(lambda: reassign_request_enqueue(request_id=request_id))
+    reassign.refresh_from_db()
+    return reassign
+
+
+def reassign_request_enqueue(*, request_id: int) -> None:
+    """Hand the move to the workers, by task name: the web holds no AWS or Kubernetes rights and never
+    imports the worker code (boto3, the kubernetes client). A broker that does not answer ends the request
+    as failed, with nothing changed, so the operator sees why instead of a request pending forever."""
+    from eipdash.celery import app
+
+    try:
+        with app.connection_for_write(settings.REDIS_URL or settings.CELERY_BROKER_URL) as connection:
+            app.send_task("workers.tasks.reassign", args=[request_id], connection=connection,
+                          retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5})
+    except Exception as exc:  # kombu's and redis' connection errors have no common base worth naming
+        _log.warning("reassign request %s: could not enqueue: %s", request_id, exc)
+        reassign_request_finish(request_id=request_id, state=ReassignRequest.State.FAILED,
+                                message=f"The workers' queue did not answer ({type(exc).__name__}); nothing was "
+                                        "changed. Try again in a moment.")
+
+
 def reassign_request_start(*, request_id: int) -> bool:
     """Pending → running. False when it already ran (a task delivered twice moves nothing twice)."""
     updated = ReassignRequest.objects.filter(pk=request_id, state=ReassignRequest.State.PENDING).update(

@@ -21,7 +21,6 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import (
     Http404,
@@ -53,7 +52,7 @@ from .forms import (
 from .metrics import exposition as metrics_exposition
 from .models import ElasticIP, LaunchSpec, ReassignRequest
 from .pool_rule import labels_text
-from .services import launch_spec_apply, reassign_request_create, reassign_request_finish
+from .services import launch_spec_apply, reassign_refusal, reassign_request_submit
 from .services import launch_spec_delete as launch_spec_delete_service
 from .specfile import CONTROL_RE, LaunchSpecInput, SpecFileError, launch_spec_to_ocean, parse_launch_spec
 
@@ -440,28 +439,10 @@ def eip_reassign_confirm(request: HtmxHttpRequest, allocation_id: str) -> HttpRe
     context["target"] = form.cleaned_data["node"]
     if selectors.eip_state(eip) == "conflict":
         # The same refusal as the worker's: say it before the operator confirms anything.
-        context["blocked"] = (f"{eip.public_ip} is in conflict (AWS shows it associated without a record of "
-                              "eipdash): it is not moved by hand.")
+        context["blocked"] = reassign_refusal(eip=eip, state="conflict")
     if request.htmx:
         return render(request, "pools/partials/_reassign_dialog.html", context)
     return render(request, "pools/eip_reassign_confirm.html", context)
-
-
-def _enqueue_reassign(request_id: int) -> None:
-    """Hand the move to the workers, by task name: the web holds no AWS or Kubernetes rights and never
-    imports the worker code (boto3, the kubernetes client). A broker that does not answer ends the request
-    as failed, with nothing changed, so the operator sees why instead of a request pending forever."""
-    from eipdash.celery import app
-
-    try:
-        with app.connection_for_write(settings.REDIS_URL or settings.CELERY_BROKER_URL) as connection:
-            app.send_task("workers.tasks.reassign", args=[request_id], connection=connection,
-                          retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5})
-    except Exception as exc:  # kombu's and redis' connection errors have no common base worth naming
-        logger.warning("reassign request %s: could not enqueue: %s", request_id, exc)
-        reassign_request_finish(request_id=request_id, state=ReassignRequest.State.FAILED,
-                                message=f"The workers' queue did not answer ({type(exc).__name__}); nothing was "
-                                        "changed. Try again in a moment.")
 
 
 @require_POST
@@ -471,14 +452,8 @@ def eip_reassign(request: HtmxHttpRequest, allocation_id: str) -> HttpResponse:
     """Record the operator's intent, enqueue the move on commit, answer with its status (which polls)."""
     eip = _get_eip_or_404(allocation_id)
     form = ReassignForm(request.POST)
-    error: str | None = None
-    if not form.is_valid():
-        error = "Choose a target node."
-    elif eip.gone:
-        error = f"{eip.public_ip} is gone from AWS or from the pool."
-    elif selectors.eip_state(eip) == "conflict":
-        error = (f"{eip.public_ip} is in conflict (AWS shows it associated without a record of eipdash): "
-                 "it is not moved by hand.")
+    error = "Choose a target node." if not form.is_valid() else reassign_refusal(eip=eip,
+                                                                                 state=selectors.eip_state(eip))
     if error is not None:
         if request.htmx:
             # 200 so that htmx swaps the message in; the dialog shows it where the user clicked.
@@ -486,13 +461,8 @@ def eip_reassign(request: HtmxHttpRequest, allocation_id: str) -> HttpResponse:
         context = _eip_context(request, eip)
         context["reassign_error"] = error
         return render(request, "pools/eip_detail.html", context, status=409)
-    with transaction.atomic():
-        reassign = reassign_request_create(eip=eip, node_name=form.cleaned_data["node"],
-                                           actor=request.user.get_username())
-        # On commit: a worker that picks the task up at once must find the row.
-        request_id = reassign.pk
-        transaction.on_commit(lambda: _enqueue_reassign(request_id))
-    reassign.refresh_from_db()  # the enqueue may have failed it already
+    reassign = reassign_request_submit(eip=eip, node_name=form.cleaned_data["node"],
+                                       actor=request.user.get_username())
     if request.htmx:
         return render(request, "pools/partials/_reassign_status.html", _reassign_status_context(reassign))
     return redirect("eip-reassign-status", allocation_id=eip.allocation_id, request_id=reassign.pk)

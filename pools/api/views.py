@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
@@ -297,23 +296,11 @@ class ReassignView(APIView):
         form = ReassignForm(request.data if isinstance(request.data, dict) else {})
         if not form.is_valid():
             return _problems("Choose a target node.", _form_problems(form), 400)
-        # The dashboard's up-front refusals, in its words (pools.views.eip_reassign).
-        error: str | None = None
-        if eip.gone:
-            error = f"{eip.public_ip} is gone from AWS or from the pool."
-        elif selectors.eip_state(eip) == "conflict":
-            error = (f"{eip.public_ip} is in conflict (AWS shows it associated without a record of eipdash): "
-                     "it is not moved by hand.")
-        if error is not None:
+        # The dashboard's up-front refusals, in its words; then its own submit (the enqueue on commit).
+        if (error := services.reassign_refusal(eip=eip, state=selectors.eip_state(eip))) is not None:
             return _problems(error, [error], 409)
-        from pools.views import _enqueue_reassign  # the dashboard's enqueue: by task name, failing the request
-
-        with transaction.atomic():
-            reassign = services.reassign_request_create(eip=eip, node_name=form.cleaned_data["node"],
-                                                        actor=request.user.get_username())
-            request_id = reassign.pk
-            transaction.on_commit(lambda: _enqueue_reassign(request_id))
-        reassign.refresh_from_db()  # the enqueue may have failed it already
+        reassign = services.reassign_request_submit(eip=eip, node_name=form.cleaned_data["node"],
+                                                    actor=request.user.get_username())
         data = s.ReassignStatusSerializer(reassign, context={"request": request}).data
         return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": data["status"]})
 
