@@ -3,7 +3,8 @@
 Steps: migrate, ensure the admin user, then start and watch the children:
 
     redis    embedded valkey-server on a free loopback port (skipped when REDIS_URL is set)
-    sandbox  manage.py sandbox --simulate (EC2 + Kubernetes API emulators, demo data, the simulation)
+    sandbox  manage.py sandbox --simulate (EC2 + Kubernetes API emulators, demo data, the simulation;
+             with --clusters 2 a second Kubernetes emulator and cluster, sandbox-eu in eu-west-1)
     worker   celery worker        } started only once the sandbox wrote var/sandbox/env, whose
     beat     celery beat          } KEY=VALUE lines (endpoint, region, fake keys, KUBECONFIG) they all get
     watch    manage.py watch_nodes} (when the command exists)
@@ -261,6 +262,15 @@ def prepare_database(env: Mapping[str, str]) -> tuple[str, bool]:
     return buffer.getvalue().strip(), "watch_nodes" in get_commands()
 
 
+def second_cluster_lines(env: Mapping[str, str]) -> list[str]:
+    """The banner's line for the second sandbox cluster (--clusters 2), from the sandbox's env file."""
+    described = env.get("SANDBOX_SECOND_CLUSTER")
+    if not described:
+        return []
+    name, _, region = described.partition(":")
+    return [f"  second cluster: {name} ({region}), kubeconfig {env.get('SANDBOX_SECOND_KUBECONFIG', '?')}"]
+
+
 def wait_for_env_file(path: Path, sandbox: Child, supervisor: Supervisor) -> dict[str, str]:
     deadline = time.monotonic() + SANDBOX_READY_SECONDS
     while not path.exists():
@@ -319,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("EIPDASH_RUN_PORT", "8000")))
     parser.add_argument("--keep-db", action="store_true", help="keep var/sandbox/eipdash.sqlite3 from last run")
     parser.add_argument("--seed", type=int, default=int(os.environ.get("EIPDASH_SANDBOX_SEED", "1")))
+    parser.add_argument("--clusters", type=int, choices=(1, 2), default=1,
+                        help="2: a second sandbox cluster (sandbox-eu, eu-west-1) on a second Kubernetes emulator")
     parser.add_argument("--state-dir", type=Path, default=STATE_DIR,
                         help="the sandbox's env file, kubeconfig, SQLite file and beat schedule (var/sandbox)")
     args = parser.parse_args(argv)
@@ -367,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
         sandbox = supervisor.start(
             "sandbox",
             [PYTHON, "manage.py", "sandbox", "--simulate", "--seed", str(args.seed),
-             "--ec2-port", str(ec2_port), "--kube-port", str(kube_port), "--state-dir", str(state_dir)],
+             "--ec2-port", str(ec2_port), "--kube-port", str(kube_port), "--state-dir", str(state_dir),
+             "--clusters", str(args.clusters)],
             env,
             infrastructure=True,
         )
@@ -388,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
             env,
         )
         if has_watch:
+            # Without --cluster: one stream per configured cluster (both with --clusters 2).
             supervisor.start("watch", [PYTHON, "manage.py", "watch_nodes"], env)
         supervisor.start("web", [PYTHON, "manage.py", "runserver", f"127.0.0.1:{args.port}", "--noreload"], env)
         url = f"http://127.0.0.1:{args.port}/"
@@ -401,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  eipdash is live: {url}   (ready in {time.monotonic() - started:.1f}s)",
             f"  {login}",
             f"  sandbox: EC2 {env['AWS_ENDPOINT_URL_EC2']}, KUBECONFIG={env['KUBECONFIG']}",
+            *second_cluster_lines(env),
             "  Ctrl-C stops everything. Routine lines are hidden (EIPDASH_RUN_VERBOSE=1 shows them).",
             f"  In a shell: set -a; . {env_path}; .venv/bin/python manage.py launchspec list",
             "=" * 78,

@@ -2,6 +2,9 @@
 
 The launch specs are Ocean JSON files in ``sandbox/specs/``, loaded with ``manage.py launchspec apply`` like
 an operator would. Everything else is created through the emulators' public APIs.
+
+With ``--clusters 2`` a second cluster (``sandbox-eu``, in eu-west-1, on its own Kubernetes emulator) is added
+with ``manage.py cluster add --kubeconfig``, and its spec (``sandbox/specs/eu/``) and pool are seeded the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +27,15 @@ POOLS: dict[str, tuple[int, dict[str, str]]] = {
 }
 INITIAL_NODES: dict[str, int] = {"egress-web": 2, "egress-batch": 1}
 
+# The second sandbox cluster: its name and region match sandbox/specs/eu/*.json.
+SECOND_CLUSTER = "sandbox-eu"
+SECOND_REGION = "eu-west-1"
+SECOND_SPECS_DIR = SPECS_DIR / "eu"
+SECOND_POOLS: dict[str, tuple[int, dict[str, str]]] = {
+    "egress-eu": (3, {"eipdash.io/pool": "egress-eu", "Name": "egress-eu"}),
+}
+SECOND_INITIAL_NODES: dict[str, int] = {"egress-eu": 1}
+
 
 @dataclass
 class SeedResult:
@@ -34,16 +46,39 @@ class SeedResult:
     nodes: list[str] = field(default_factory=list)
 
 
-def spec_files() -> list[Path]:
-    return sorted(SPECS_DIR.glob("*.json"))
+def spec_files(folder: Path = SPECS_DIR) -> list[Path]:
+    return sorted(folder.glob("*.json"))
 
 
-def read_spec(path: Path) -> SimSpec:
-    """The launch spec's name and node labels from its Ocean JSON; the pool size from POOLS."""
+def read_spec(path: Path, pools: dict[str, tuple[int, dict[str, str]]] = POOLS) -> SimSpec:
+    """The launch spec's name and node labels from its Ocean JSON; the pool size from `pools`."""
     document = json.loads(path.read_text())
     body = document.get("launchSpec", document)
     labels = {item["key"]: item["value"] for item in body["labels"]}
-    return SimSpec(name=body["name"], labels=labels, pool_size=POOLS[body["name"]][0])
+    return SimSpec(name=body["name"], labels=labels, pool_size=pools[body["name"]][0])
+
+
+def second_specs() -> list[SimSpec]:
+    return [read_spec(path, SECOND_POOLS) for path in spec_files(SECOND_SPECS_DIR)]
+
+
+def seed_second_cluster(*, simulation: Simulation, add_cluster: Callable[[], object],
+                        apply_spec: Callable[[Path], object]) -> SeedResult:
+    """The second cluster's demo world: the cluster row (``add_cluster``: ``cluster add --kubeconfig``), its
+    spec, its pool in its own region, and its first nodes. No decoys: the first cluster shows those."""
+    ec2: Any = simulation.ec2
+    add_cluster()
+    result = SeedResult(specs=second_specs())
+    for path in spec_files(SECOND_SPECS_DIR):
+        apply_spec(path)
+    ec2.ensure_network()
+    for spec in result.specs:
+        size, tags = SECOND_POOLS[spec.name]
+        result.pools[spec.name] = [ec2.allocate_eip(dict(tags, Index=str(i))) for i in range(size)]
+    for spec_name, count in SECOND_INITIAL_NODES.items():
+        for _ in range(count):
+            result.nodes.append(simulation.launch_node(spec_name).name)
+    return result
 
 
 def seed_world(*, simulation: Simulation, apply_spec: Callable[[Path], object],

@@ -17,10 +17,11 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 ENV_FILE_NAME = "env"
 KUBECONFIG_NAME = "kubeconfig"
+SECOND_KUBECONFIG_NAME = "kubeconfig-2"
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -84,6 +85,8 @@ class Command(BaseCommand):
             help="also serve both emulators on all interfaces at --ec2-port/--kube-port and advertise this "
             "host name in the env file and kubeconfig (docker compose demo only)",
         )
+        parser.add_argument("--clusters", type=int, choices=(1, 2), default=1,
+                            help="2: also a second cluster (sandbox-eu, eu-west-1) on a second Kubernetes emulator")
         parser.add_argument("--duration", type=float, default=0.0, help="stop after N seconds (0: run until signalled)")
         pace = parser.add_argument_group("simulation pace")
         pace.add_argument("--tick", type=float, default=1.0, help="seconds between simulation steps")
@@ -98,6 +101,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         from sandbox.ec2_emulator import Ec2Emulator, Ec2World
         from sandbox.kube_emulator import KubeEmulator
+        from sandbox.second_cluster import SecondCluster
         from sandbox.seed import seed_world
         from sandbox.simulate import KubeHttp, Pace, Simulation
 
@@ -120,9 +124,12 @@ class Command(BaseCommand):
         started = time.monotonic()
         public_host = options["public_host"]
         relays: list[socket.socket] = []
+        if options["clusters"] > 1 and public_host:
+            raise CommandError("--clusters 2 is for make run on this machine, not with --public-host")
         # With a public host the emulators take free loopback ports and the relays take the well-known ones.
         ec2 = Ec2Emulator(None if public_host else options["ec2_port"]).start()
         kube = KubeEmulator(None if public_host else options["kube_port"]).start()
+        second: SecondCluster | None = None
         try:
             kube.write_kubeconfig(str(kubeconfig_path))
             ec2_env = ec2.env()
@@ -159,8 +166,16 @@ class Command(BaseCommand):
                     f"sandbox: seeded {len(result.specs)} launch specs ({pools}), "
                     f"{len(result.decoys)} decoy EIPs, {len(result.nodes)} nodes"
                 )
+            if options["clusters"] > 1:
+                second = SecondCluster.start(
+                    ec2_endpoint=ec2.endpoint_url, kubeconfig=state_dir / SECOND_KUBECONFIG_NAME,
+                    seed=options["seed"], pace=pace, populate=not options["no_seed"],
+                )
+                self.stdout.write(f"sandbox: {second.describe()}")
 
             env = dict(ec2_env, KUBECONFIG=str(kubeconfig_path))
+            if second is not None:
+                env.update(second.env())
             write_atomically(env_path, "".join(f"{key}={value}\n" for key, value in env.items()))
             self.stdout.write(
                 f"sandbox: ready in {time.monotonic() - started:.1f}s: EC2 {env['AWS_ENDPOINT_URL_EC2']}, "
@@ -171,6 +186,8 @@ class Command(BaseCommand):
             duration = options["duration"] or None
             if options["simulate"] and simulation is not None:
                 self.stdout.write("sandbox: simulation running (autoscaler, scheduler, kubelets)")
+                if second is not None:
+                    second.run_in_background(stop, duration)
                 simulation.run(stop, duration=duration)
                 counters = simulation.counters
                 self.stdout.write(
@@ -183,6 +200,8 @@ class Command(BaseCommand):
             env_path.unlink(missing_ok=True)
             for server in relays:
                 server.close()
+            if second is not None:
+                second.stop()
             kube.stop()
             ec2.stop()
             self.stdout.write("sandbox: stopped")
