@@ -158,10 +158,12 @@ def test_two_clusters_in_two_regions_with_a_shared_node_name(
     assert invariants.observe().violations == []
 
 
-def test_two_clusters_served_by_a_real_worker(
+def test_two_clusters_served_by_a_real_worker_and_watch(
     redis_url: str, ec2_emulator: Ec2Emulator, kube_emulator: KubeEmulator, second_kube: KubeEmulator,
     kube_env: Path, tmp_path: Path, transactional_db: None,
 ) -> None:
+    """The watch runs one stream per cluster: a node that joins either cluster gets a pass on the worker,
+    with no beat and no pass enqueued by the test."""
     import redis
 
     redis.Redis.from_url(redis_url).flushdb()
@@ -171,15 +173,18 @@ def test_two_clusters_served_by_a_real_worker(
         assert us.spec is not None and eu.spec is not None
         (us_eip,) = us.eips(1)
         (eu_eip,) = eu.eips(1)
+        stack.worker()
+        stack.watch()
+        watch_log = tmp_path / "watch.log"
+        eventually(lambda: all(f"watching the nodes of cluster {name}" in watch_log.read_text(errors="replace")
+                               for name in ("us", "eu")),
+                   timeout=60, stack=stack, what="the watch streams both clusters")
         us_node = us.node(SHARED_NAME)
         eu_node = eu.node(SHARED_NAME)
-        stack.worker()
-        stack.enqueue_reconcile(us.spec.pk)
-        stack.enqueue_reconcile(eu.spec.pk)
         eventually(lambda: Assignment.objects.filter(closed_at__isnull=True, confirmed_at__isnull=False).count() == 2
                    and STARTUP_TAINT_KEY not in us.taints(SHARED_NAME)
                    and STARTUP_TAINT_KEY not in eu.taints(SHARED_NAME),
-                   timeout=60, stack=stack, what="both clusters' nodes served by the worker")
+                   timeout=60, stack=stack, what="both clusters' nodes served through the watch and the worker")
         assert_served(us, eu, us_node, eu_node, us_eip, eu_eip)
         assert invariants.observe().violations == []
     finally:
