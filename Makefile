@@ -20,8 +20,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# BENCH_ARGS="--quick" or "--only burst,steady" (bench/README.md: the groups and how long each takes).
 bench: $(STAMP)
-	$(PY) -m bench.run
+	$(PY) -m bench.run $(BENCH_ARGS)
 
 # The fault campaign (docs/reliability.md): CHAOS_ARGS="--seed 2 --duration 900" or "--short".
 chaos: $(STAMP)

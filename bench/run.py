@@ -14,6 +14,7 @@ Scenarios:
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -137,40 +138,145 @@ def bench_pass(node_count: int = 100) -> list[dict[str, object]]:
             server.wait(timeout=10)
 
 
+# The engine at EC2's rate limit (bench/engine.py), each scenario in its own process: (group, argv, sizes).
+ENGINE_FULL: list[tuple[str, list[str]]] = [
+    ("burst", ["burst", "--nodes", "100"]), ("burst", ["burst", "--nodes", "300"]),
+    ("burst", ["burst", "--nodes", "1000"]),
+    ("deploy", ["deploy", "--nodes", "300"]),
+    ("single", ["single", "--nodes", "20", "--every", "2"]),
+    ("steady", ["steady", "--nodes", "1000"]), ("steady", ["steady", "--nodes", "5000"]),
+    ("reads", ["reads", "--specs", "1,5,20"]),
+]
+ENGINE_QUICK: list[tuple[str, list[str]]] = [
+    ("burst", ["burst", "--nodes", "30"]), ("burst", ["burst", "--nodes", "60"]),
+    ("deploy", ["deploy", "--nodes", "60"]),
+    ("single", ["single", "--nodes", "8", "--every", "2"]),
+    ("steady", ["steady", "--nodes", "200"]), ("steady", ["steady", "--nodes", "1000"]),
+    ("reads", ["reads", "--specs", "1,5,20"]),
+]
+# Wall-clock bound of one engine scenario process: it stops by itself well before (its own deadlines).
+ENGINE_TIMEOUT_S = 1800
+GROUPS = ("planner", "pass", "history", "export", "dashboard", "burst", "deploy", "single", "steady", "reads")
+
+# Issue 10's targets: key -> (comparison, target).
+TARGETS: dict[str, tuple[str, float]] = {
+    "burst_100_over_bound": ("<=", 1.10), "burst_300_over_bound": ("<=", 1.10),
+    "burst_1000_over_bound": ("<=", 1.10), "burst_100_tte_p50_s": ("<=", 2.0),
+    "burst_100_throttled_calls": ("<=", 0), "burst_300_throttled_calls": ("<=", 0),
+    "burst_1000_throttled_calls": ("<=", 0), "deploy_burst_300_over_bound": ("<=", 1.15),
+    "tte_single_p50_s": ("<=", 1.0), "tte_single_p99_s": ("<=", 2.0), "steady_cpu_s_5000": ("<=", 0.3),
+    "export_rows_per_s": (">=", 100_000), "export_peak_rss_mb": ("<=", 150),
+}
+
+
+def machine() -> dict[str, object]:
+    model = ""
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines()
+                      if line.startswith("Model name")), "")
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu_model": model, "python": sys.version.split()[0]}
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def run_engine(argv: list[str]) -> dict[str, object]:
+    """One engine scenario in its own process; its JSON line, plus the load average before and after."""
+    before = load()
+    done = subprocess.run([sys.executable, "-m", "bench.engine", *argv], cwd=ROOT, capture_output=True, text=True,
+                          check=False, timeout=ENGINE_TIMEOUT_S)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench.engine {' '.join(argv)} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    result[f"load_{argv[0]}_{argv[2].replace(',', '_')}"] = {"before": before, "after": load()}
+    return result
+
+
+def verdict(key: str, value: object) -> str:
+    if key not in TARGETS or not isinstance(value, int | float):
+        return ""
+    op, target = TARGETS[key]
+    met = value <= target if op == "<=" else value >= target
+    return f"{op} {target:g}: {'met' if met else 'MISSED'}"
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for development")
+    parser.add_argument("--only", default="", help=f"comma-separated groups among {', '.join(GROUPS)} (default: all)")
+    args = parser.parse_args()
+    only = [g.strip() for g in args.only.split(",") if g.strip()] or list(GROUPS)
+    unknown = sorted(set(only) - set(GROUPS))
+    if unknown:
+        parser.error(f"unknown groups {unknown}; known: {', '.join(GROUPS)}")
     from bench.dashboard import redis_for_production_settings
 
     with redis_for_production_settings():
-        run_all()
+        run_all(only, args.quick)
 
 
-def run_all() -> None:
-    from bench.export import bench_export
-
+def run_all(only: list[str], quick: bool = False) -> None:
+    results: list[dict[str, object]] = []
+    keys: dict[str, object] = {}
     # First: bench_pass points DATABASE_URL at its own SQLite file, and the export bench reads it for PostgreSQL.
-    export_table, export_keys = bench_export()
-    from bench.dashboard import bench_dashboard
+    if "export" in only:
+        from bench.export import QUICK_ROWS, bench_export
 
-    dashboard_table, dashboard_keys = bench_dashboard()
-    done = subprocess.run([sys.executable, "-m", "bench.pass_history"], cwd=ROOT, capture_output=True, text=True,
-                          check=True)
-    history = json.loads(done.stdout.strip().splitlines()[-1])
-    history_table = [
-        {"scenario": f"steady pass, {history['nodes']:,} nodes, {label}, CPU s (median / wall s)",
-         "median_ms": history[key]["cpu_s"] * 1000, "max_ms": history[key]["wall_s"] * 1000}
-        for key, label in (("steady_without", "no deleted rows"),
-                           ("steady_with", f"{history['deleted_rows']:,} deleted-node rows"))
-    ]
-    results = [bench_planner(), *bench_pass(), *export_table, *dashboard_table, *history_table]
-    width = max(len(str(r["scenario"])) for r in results)
-    print(f"{'scenario':<{width}}  {'median ms':>10}  {'max ms':>10}")
-    for r in results:
-        print(f"{r['scenario']:<{width}}  {r['median_ms']:>10.1f}  {r['max_ms']:>10.1f}")
-    out = {"when": datetime.now(UTC).isoformat(), "python": sys.version.split()[0], "results": results,
-           **export_keys, **dashboard_keys,
-           "pass_cpu_s": {"without_deleted": history["steady_without"]["cpu_s"],
-                          "with_deleted": history["steady_with"]["cpu_s"]}}
-    (ROOT / "bench" / "results.json").write_text(json.dumps(out, indent=2))
+        export_table, export_keys = bench_export(QUICK_ROWS) if quick else bench_export()
+        results += export_table
+        keys.update(export_keys)
+    if "dashboard" in only:
+        from bench.dashboard import bench_dashboard
+
+        dashboard_table, dashboard_keys = bench_dashboard(quick)
+        results += dashboard_table
+        keys.update(dashboard_keys)
+    if "history" in only:
+        sizes = ["--nodes", "200", "--deleted", "10000"] if quick else []
+        done = subprocess.run([sys.executable, "-m", "bench.pass_history", *sizes], cwd=ROOT, capture_output=True,
+                              text=True, check=True)
+        history = json.loads(done.stdout.strip().splitlines()[-1])
+        results += [
+            {"scenario": f"steady pass, {history['nodes']:,} nodes, {label}, CPU s (median / wall s)",
+             "median_ms": history[key]["cpu_s"] * 1000, "max_ms": history[key]["wall_s"] * 1000}
+            for key, label in (("steady_without", "no deleted rows"),
+                               ("steady_with", f"{history['deleted_rows']:,} deleted-node rows"))
+        ]
+        keys["pass_cpu_s"] = {"without_deleted": history["steady_without"]["cpu_s"],
+                              "with_deleted": history["steady_with"]["cpu_s"]}
+    engine: dict[str, object] = {}
+    for group, argv in ENGINE_QUICK if quick else ENGINE_FULL:
+        if group in only:
+            print(f"bench.engine {' '.join(argv)} (load {load()})", flush=True)
+            engine.update(run_engine(argv))
+    keys.update(engine)
+    if "planner" in only:
+        results.append(bench_planner())
+    if "pass" in only:
+        results += bench_pass()
+    if results:
+        width = max(len(str(r["scenario"])) for r in results)
+        print(f"{'scenario':<{width}}  {'median ms':>10}  {'max ms':>10}")
+        for r in results:
+            print(f"{r['scenario']:<{width}}  {r['median_ms']:>10.1f}  {r['max_ms']:>10.1f}")
+    flat = {k: v for k, v in keys.items() if isinstance(v, int | float) and not k.startswith("_")}
+    if flat:
+        width = max(len(k) for k in flat)
+        print(f"\n{'key':<{width}}  {'value':>10}  target")
+        for key, value in flat.items():
+            print(f"{key:<{width}}  {value:>10g}  {verdict(key, value)}")
+    # Merged into what is there: a run of some groups (--only) keeps the other groups' last results.
+    path = ROOT / "bench" / "results.json"
+    out: dict[str, object] = json.loads(path.read_text()) if path.exists() else {}
+    out.update({"when": datetime.now(UTC).isoformat(), "quick": quick, "groups": only, "machine": machine(),
+                **keys})
+    if results:
+        out["results"] = results
+    path.write_text(json.dumps(out, indent=2))
     print("written bench/results.json")
 
 
