@@ -222,3 +222,12 @@ def test_sync_prune_disables_what_holds_eips(web_world: WebWorld, operator_api: 
     done = operator_api.post(SYNC, {"launchSpecs": [NEW], "prune": True})
     assert done.status_code == 200 and done.json()["disabled"] == ["egress"]
     assert LaunchSpec.objects.get(name="egress").enabled is False
+
+
+def test_a_body_too_large_is_a_json_400(web_world: WebWorld, operator_api: Api, settings: Any) -> None:
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    big = copy.deepcopy(NEW)
+    big["launchSpec"]["padding"] = "x" * 2000
+    for response in (operator_api.put(spec_url("ingress"), big), operator_api.post(SYNC, {"launchSpecs": [big]})):
+        assert response.status_code == 400 and response.json()["problems"] == ["the body is larger than 1000 bytes"]
+    assert not LaunchSpec.objects.filter(name="ingress").exists()

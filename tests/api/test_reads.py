@@ -7,7 +7,9 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
@@ -128,3 +130,22 @@ def test_event_pages_keep_their_order_through_equal_timestamps(web_world: WebWor
     expected = list(selectors.event_list(filters=selectors.EventFilters()).values_list("id", flat=True))
     rows, pages = _all_pages(viewer_api, "/api/v1/events/", limit=5)
     assert [row["id"] for row in rows] == expected and pages == 5
+
+
+def test_a_page_costs_the_same_queries_for_many_rows(
+    web_world: WebWorld, viewer_api: Api
+) -> None:
+    """No query per row: a page of 2 rows and a page of 60 cost the same (auth, throttle and the page's own)."""
+    counts = {}
+    for size in ("small", "large"):
+        if size == "large":
+            for index in range(10, 70):
+                eip = make_eip(index)
+                node = make_node(f"n-{index}", spec=web_world.spec, index=index, state=Node.State.READY)
+                record(Event.Kind.ASSIGNED, spec=web_world.spec, eip=eip, node=node)
+        for path in ("/api/v1/eips/", "/api/v1/nodes/", "/api/v1/events/"):
+            with CaptureQueriesContext(connection) as queries:
+                assert viewer_api.get(path).status_code == 200
+            counts[(size, path)] = len(queries)
+    for path in ("/api/v1/eips/", "/api/v1/nodes/", "/api/v1/events/"):
+        assert counts[("large", path)] <= counts[("small", path)] + 1, counts  # +1: last_used_at once a minute
