@@ -79,8 +79,8 @@ def region_addresses(ec2: Ec2, *, after: datetime | None, selection: str,
     store = _store()
     key = _key(ec2)
     if after is not None:
-        shared = store.get(key)
-        if shared is None or shared.taken_at <= after:
+        shared = store.get(key, newer_than=after)
+        if shared is None:
             if store.begin(key):
                 try:
                     return _take(ec2, store, key, selection, save)
@@ -109,8 +109,8 @@ def _take(ec2: Ec2, store: _Store, key: str, selection: str,
 def _wait_for(store: _Store, key: str, after: datetime) -> Reading | None:
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
-        shared = store.get(key)
-        if shared is not None and shared.taken_at > after:
+        shared = store.get(key, newer_than=after)
+        if shared is not None:
             return shared
         if not store.busy(key):
             return None  # the other pass is done but published nothing newer (it failed): read
@@ -142,7 +142,8 @@ def _decode(raw: str | bytes) -> Reading:
 
 
 class _Store:
-    def get(self, key: str) -> Reading | None:
+    def get(self, key: str, newer_than: datetime | None = None) -> Reading | None:
+        """The published reading, if there is one (taken after `newer_than`, when given)."""
         raise NotImplementedError
 
     def put(self, key: str, reading: Reading) -> None:
@@ -160,14 +161,27 @@ class _Store:
 
 
 class _RedisStore(_Store):
-    """Shared by every worker. Redis trouble never fails a pass: it reads EC2 itself instead."""
+    """Shared by every worker. Redis trouble never fails a pass: it reads EC2 itself instead.
+
+    The time a reading was taken is kept beside it, so that a pass that needs a newer one, and a publisher
+    that must not replace a newer one, look at a few bytes rather than the whole region's addresses."""
 
     def __init__(self, url: str) -> None:
         self.client = _redis(url)
         self.token = f"{id(self)}:{threading.get_ident()}:{time.monotonic_ns()}"
 
-    def get(self, key: str) -> Reading | None:
+    def stamp(self, key: str) -> datetime | None:
+        raw = self.client.get(f"eipdash:addresses-at:{key}")
+        if not raw:
+            return None
+        return datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else str(raw))
+
+    def get(self, key: str, newer_than: datetime | None = None) -> Reading | None:
         try:
+            if newer_than is not None:
+                stamp = self.stamp(key)
+                if stamp is None or stamp <= newer_than:
+                    return None
             raw = self.client.get(f"eipdash:addresses:{key}")
         except RedisError as exc:
             log.warning("shared address reading not available (%s): reading EC2", exc)
@@ -176,10 +190,13 @@ class _RedisStore(_Store):
 
     def put(self, key: str, reading: Reading) -> None:
         try:
-            current = self.get(key)
+            current = self.stamp(key)
             # Never replace a newer reading by an older one (two passes read at once after a wait ran out).
-            if current is None or current.taken_at < reading.taken_at:
-                self.client.set(f"eipdash:addresses:{key}", _encode(reading), ex=READING_TTL_SECONDS)
+            if current is None or current < reading.taken_at:
+                with self.client.pipeline() as pipe:  # MULTI/EXEC: the stamp and its reading together
+                    pipe.set(f"eipdash:addresses:{key}", _encode(reading), ex=READING_TTL_SECONDS)
+                    pipe.set(f"eipdash:addresses-at:{key}", reading.taken_at.isoformat(), ex=READING_TTL_SECONDS)
+                    pipe.execute()
         except RedisError as exc:
             log.warning("shared address reading not published (%s)", exc)
 
@@ -213,9 +230,10 @@ class _LocalStore(_Store):
         self.readings: dict[str, Reading] = {}
         self.reading: set[str] = set()
 
-    def get(self, key: str) -> Reading | None:
+    def get(self, key: str, newer_than: datetime | None = None) -> Reading | None:
         with self.lock:
-            return self.readings.get(key)
+            reading = self.readings.get(key)
+        return None if reading is None or (newer_than is not None and reading.taken_at <= newer_than) else reading
 
     def put(self, key: str, reading: Reading) -> None:
         with self.lock:

@@ -392,3 +392,56 @@ def test_main_runs_in_the_foreground_until_interrupted(tmp_path: Path) -> None:
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_a_list_at_resource_version_zero_is_whole_and_a_continue_refuses_a_version(
+        kube_emulator: KubeEmulator) -> None:
+    for i in range(5):
+        kube_emulator.create("nodes", node_manifest(f"n{i}", f"i-000{i}"))
+    # "0": served from the watch cache, whole, whatever the limit (as the API server does).
+    status, page = _http(kube_emulator, "GET", "/api/v1/nodes?limit=2&resourceVersion=0")
+    assert status == 200 and len(page["items"]) == 5 and "continue" not in page["metadata"]
+    status, page = _http(kube_emulator, "GET", "/api/v1/nodes?limit=2")
+    token = page["metadata"]["continue"]
+    status, body = _http(kube_emulator, "GET", f"/api/v1/nodes?limit=2&continue={token}&resourceVersion=0")
+    assert status == 400 and "not allowed when using continue" in body["message"]
+    status, page = _http(kube_emulator, "GET", f"/api/v1/nodes?limit=2&continue={token}")
+    assert status == 200 and _names_raw(page) == ["n2", "n3"]
+
+
+def _names_raw(page: dict[str, Any]) -> list[str]:
+    return [item["metadata"]["name"] for item in page["items"]]
+
+
+def _watch_lines(api: client.CoreV1Api, **query: Any) -> list[dict[str, Any]]:
+    response = api.list_node(watch=True, _preload_content=False, **query)
+    return [json.loads(line) for line in response.read().splitlines() if line.strip()]
+
+
+def test_watch_bookmarks_carry_the_version_past_writes_the_watch_does_not_show(
+        api: client.CoreV1Api, kube_emulator: KubeEmulator) -> None:
+    kube_emulator.create("nodes", node_manifest("n1", "i-0001"))
+    version = api.list_node().metadata.resource_version
+    kube_emulator.create("pods", pod_manifest("p1", "n1"))  # another resource: no node event
+    kube_emulator.bookmark_seconds = 0.2
+    try:
+        events = _watch_lines(api, resource_version=version, allow_watch_bookmarks=True, timeout_seconds=1)
+        plain = _watch_lines(api, resource_version=version, timeout_seconds=1)
+    finally:
+        kube_emulator.bookmark_seconds = 1.0
+    assert events and {e["type"] for e in events} == {"BOOKMARK"}
+    assert events[-1]["object"] == {"kind": "Node", "apiVersion": "v1", "metadata": {
+        "resourceVersion": kube_emulator.list_page("pods")["metadata"]["resourceVersion"]}}
+    assert int(events[-1]["object"]["metadata"]["resourceVersion"]) > int(version)
+    assert plain == [], "bookmarks only for a watch that asked for them"
+
+
+def test_a_watch_from_before_a_compaction_is_gone(api: client.CoreV1Api, kube_emulator: KubeEmulator) -> None:
+    kube_emulator.create("nodes", node_manifest("n1", "i-0001"))
+    version = api.list_node().metadata.resource_version
+    kube_emulator.create("nodes", node_manifest("n2", "i-0002"))
+    assert [e["type"] for e in _watch_lines(api, resource_version=version, timeout_seconds=1)] == ["ADDED"]
+    now = kube_emulator.compact()
+    (event,) = _watch_lines(api, resource_version=version, timeout_seconds=1)
+    assert event["type"] == "ERROR" and event["object"]["code"] == 410
+    assert _watch_lines(api, resource_version=str(now), timeout_seconds=1) == []
