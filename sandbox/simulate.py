@@ -31,6 +31,11 @@ CA_TAINT_KEY = "ToBeDeletedByClusterAutoscaler"
 # Node names as EKS gives them with resource-based hostnames: unique per instance, so a fresh sandbox
 # never reuses the name of a node from an earlier run.
 NODE_NAME_SUFFIX = ".ec2.internal"
+
+
+def node_name_suffix(region: str) -> str:
+    """EC2's private DNS suffix: `.ec2.internal` in us-east-1, `.<region>.compute.internal` elsewhere."""
+    return NODE_NAME_SUFFIX if region == "us-east-1" else f".{region}.compute.internal"
 SIMULATED_LABEL = "sandbox.eipdash.io/simulated"
 DAEMONSETS = ("aws-node", "kube-proxy")
 WORKLOAD_NAMESPACE = "shop"
@@ -319,7 +324,7 @@ class Simulation:
         ordinal = next(self._ordinals)
         az = self._zones[ordinal % len(self._zones)]
         instance_id, _eni_id, private_ip = self.ec2.launch_instance(az=az)
-        name = name or f"{instance_id}{NODE_NAME_SUFFIX}"
+        name = name or f"{instance_id}{node_name_suffix(self.ec2.region)}"
         self.kube.create_node(
             node_manifest(name=name, instance_id=instance_id, az=az, private_ip=private_ip,
                           region=self.ec2.region, labels=spec.labels)

@@ -105,6 +105,9 @@ def test_make_run_with_two_clusters_serves_both(run_two: tuple[subprocess.Popen[
     _wait(lambda: _served_nodes(first) and _associated(env, "us-east-1", ("eipdash.io/pool", "egress-web")),
           90, "a node of the first cluster served from the us-east-1 pool", process, log)
     assert not _associated(env, "us-east-1", ("eipdash.io/pool", "egress-eu"))
+    # EC2's private DNS names of each region.
+    assert all(name.endswith(".eu-west-1.compute.internal") for name in _served_nodes(second))
+    assert all(name.endswith(".ec2.internal") for name in _served_nodes(first))
 
     os.killpg(process.pid, signal.SIGINT)
     assert process.wait(timeout=40) == 0, log.read_text()[-3000:]
