@@ -54,3 +54,30 @@ def test_the_docs_load_under_the_csp_and_try_it_out_works(page, live_server, vie
     assert '"egress"' in body.inner_text()
     assert page.evaluate("window.__cspViolations") == []
     assert not [text for text in console if "Content Security Policy" in text or "Refused" in text]
+
+
+def test_the_tokens_page_creates_and_revokes_under_the_csp(page, live_server, viewer: User,
+                                                          transactional_db: None) -> None:
+    page.add_init_script(COLLECT_VIOLATIONS)
+    page.goto(f"{live_server.url}/accounts/login/?next=/")
+    page.fill("input[name=username]", viewer.username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/")
+    page.click("text=API tokens")
+    page.wait_for_url(f"{live_server.url}/account/api-tokens/")
+    page.fill("input[name=name]", "laptop")
+    page.select_option("select[name=expires]", "30d")
+    page.click("#token-create-submit")
+    secret = page.locator("#token-secret").inner_text().strip()
+    assert secret.startswith("eipd_")
+    violations = page.evaluate("window.__cspViolations")
+    listed = page.request.get(f"{live_server.url}/api/v1/launch-specs/", headers={"Authorization": f"Bearer {secret}"})
+    assert listed.status == 200
+    page.goto(f"{live_server.url}/account/api-tokens/")
+    assert secret not in page.content() and "laptop" in page.inner_text("#token-table")
+    page.click("#token-table button:has-text('Revoke')")
+    page.locator("#token-table [data-state=revoked]").wait_for()
+    revoked = page.request.get(f"{live_server.url}/api/v1/launch-specs/", headers={"Authorization": f"Bearer {secret}"})
+    assert revoked.status == 401
+    assert violations == [] and page.evaluate("window.__cspViolations") == []
