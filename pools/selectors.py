@@ -677,7 +677,7 @@ def node_list(
         qs = qs.exclude(state__in=ENDED_NODE_STATES) if hide_ended else qs.exclude(state=Node.State.GONE)
     q = q.strip()
     if q:
-        qs = qs.filter(_contains_any(q, "name", "instance_id", "private_ip", "eip_label")
+        qs = qs.filter(_contains_any(q, "name", "instance_id", "private_ip", "eip_label", "cluster__name")
                        | Q(Exists(current.filter(eip__public_ip__icontains=q))))
     return qs.order_by("name", "pk")
 

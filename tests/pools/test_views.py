@@ -148,6 +148,21 @@ def test_eip_list_filters_and_paginates(viewer_client: Client, web_world: WebWor
     assert [e.public_ip for e in assigned] == ["203.0.113.1"]
 
 
+def test_node_list_names_each_nodes_cluster_and_finds_by_it(viewer_client: Client, web_world: WebWorld) -> None:
+    from pools.models import Cluster
+
+    eu = Cluster.objects.create(name="prod-eu", region="eu-west-1")
+    twin = Node.objects.get(name="node-a")
+    twin.pk, twin.cluster = None, eu  # the same node name in a second cluster
+    twin.save()
+    listed = viewer_client.get(reverse("node-list"), {"q": "node-a"})
+    html = listed.content.decode()
+    assert [n.cluster.name for n in listed.context["page"].object_list] == [web_world.spec.cluster.name, "prod-eu"]
+    assert '<span title="cluster">prod-eu</span>' in html
+    by_cluster = viewer_client.get(reverse("node-list"), {"q": "prod-eu"}).context["page"].object_list
+    assert [(n.name, n.cluster.name) for n in by_cluster] == [("node-a", "prod-eu")]
+
+
 def test_eip_list_shows_the_unmanaged_eips_on_request(viewer_client: Client, web_world: WebWorld) -> None:
     from pools.models import UnmanagedAddress
 
