@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -190,6 +191,8 @@ if REDIS_URL is None and not DEBUG:
 # --- REST API (/api/v1/, pools/api/) ----------------------------------------------------------
 # Per-token (or per-user, for the session) request rate of the API, DRF's "N/s|min|hour|day" form.
 EIPDASH_API_RATE: str = env_str("EIPDASH_API_RATE", "600/min") or "600/min"
+if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", EIPDASH_API_RATE):
+    raise ImproperlyConfigured(f"EIPDASH_API_RATE={EIPDASH_API_RATE!r}: give requests per period, e.g. 600/min, 20/s")
 # The default cache stays Django's per-process memory. The API's rate counters live in Redis when REDIS_URL
 # is set, so that every gunicorn process counts against one limit; without Redis (DEBUG, tests without
 # REDIS_URL) each process counts alone.

@@ -28,3 +28,13 @@ def test_a_probe_does_not_load_the_api(tmp_path: Path) -> None:
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["[]", "True"]
+
+
+def test_a_rate_that_cannot_be_read_stops_the_start(tmp_path: Path) -> None:
+    for rate, ok in (("20/s", True), ("600/min", True), ("0/min", False), ("10/week", False), ("fast", False)):
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "eipdash.settings", "DJANGO_DEBUG": "true",
+               "EIPDASH_API_RATE": rate}
+        done = subprocess.run([sys.executable, "-c", "import django; django.setup()"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert (done.returncode == 0) == ok, (rate, done.stderr[-500:])
+        assert ok or "EIPDASH_API_RATE" in done.stderr
