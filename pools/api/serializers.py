@@ -9,7 +9,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from pools import selectors
-from pools.models import ElasticIP, Event, Node, ReassignRequest
+from pools.models import ElasticIP, Event, Node, ReassignRequest, UnmanagedAddress
 
 # --- launch specs (described for the schema; validated by pools.specfile.parse_launch_spec) ---------------
 
@@ -83,7 +83,9 @@ class PlanSerializer(serializers.Serializer):
 class ElasticIpSerializer(serializers.ModelSerializer):
     allocationId = serializers.CharField(source="allocation_id")
     publicIp = serializers.CharField(source="public_ip")
-    state = serializers.SerializerMethodField(help_text="free, assigned, conflict or gone (as the inventory page)")
+    state = serializers.SerializerMethodField(
+        help_text="free, assigned, conflict or gone (as the inventory page); unmanaged: in no pool")
+    gone = serializers.BooleanField(default=False, help_text="no longer in AWS or in the pool")
     node = serializers.CharField(source="current_node", allow_null=True, default=None)
     instanceId = serializers.CharField(source="current_instance", allow_null=True, default=None)
     launchSpec = serializers.CharField(source="current_spec", allow_null=True, default=None)
@@ -96,8 +98,8 @@ class ElasticIpSerializer(serializers.ModelSerializer):
         fields = ["allocationId", "publicIp", "region", "state", "node", "instanceId", "launchSpec", "since",
                   "associationId", "tags", "gone", "lastSeenAt"]
 
-    @extend_schema_field(serializers.ChoiceField(choices=selectors.EIP_STATES))
-    def get_state(self, eip: ElasticIP) -> str:
+    @extend_schema_field(serializers.ChoiceField(choices=[*selectors.EIP_STATES, selectors.UNMANAGED]))
+    def get_state(self, eip: ElasticIP | UnmanagedAddress) -> str:
         return selectors.eip_state(eip)
 
 

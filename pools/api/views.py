@@ -231,14 +231,19 @@ class EipListView(ListAPIView):
     pagination_class = _pages_by("allocation_id")
 
     @extend_schema(summary="The EIPs, as the inventory page filters them (by allocation id)", parameters=[
-        SPEC_Q, SEARCH_Q, OpenApiParameter("state", str, enum=list(selectors.EIP_STATES))])
+        SPEC_Q, SEARCH_Q, OpenApiParameter("state", str, enum=[*selectors.EIP_STATES, selectors.UNMANAGED],
+                                           description="unmanaged: the region's EIPs that no pool selects")])
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self) -> QuerySet[Any]:
         form = _valid(EipFilterForm(self.request.query_params))
-        return selectors.eip_list(q=form.cleaned_data.get("q") or "", spec=_filtered_spec(form),
-                                  state=form.cleaned_data.get("state") or "")
+        q, state, spec = form.cleaned_data.get("q") or "", form.cleaned_data.get("state") or "", _filtered_spec(form)
+        if state == selectors.UNMANAGED:
+            # As the page: none of them belongs to a spec, so a spec filter leaves nothing.
+            unmanaged = selectors.unmanaged_list(q=q)
+            return unmanaged.none() if spec is not None else unmanaged
+        return selectors.eip_list(q=q, spec=spec, state=state)
 
 
 class EipDetailView(APIView):

@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from pools import selectors
-from pools.models import Event, Node
+from pools.models import Event, Node, UnmanagedAddress
 from tests.api.conftest import Api
 from tests.fixtures.web import WebWorld, make_eip, make_node, record
 
@@ -50,6 +50,18 @@ def test_eips_with_the_inventory_pages_filters(web_world: WebWorld, viewer_api: 
         page = {e.allocation_id for e in selectors.eip_list(spec=web_world.spec if "spec" in params else None,
                                                             state=params.get("state", ""), q=params.get("q", ""))}
         assert got == expected == page, params
+
+
+def test_unmanaged_eips_only_when_asked_as_on_the_page(web_world: WebWorld, viewer_api: Api) -> None:
+    UnmanagedAddress.objects.create(allocation_id="eipalloc-foreign", region="us-east-1", public_ip="198.51.100.9",
+                                    tags={"team": "other"}, instance_id="i-foreign", last_seen_at=timezone.now())
+    every = {row["allocationId"] for row in viewer_api.get("/api/v1/eips/").json()["results"]}
+    assert "eipalloc-foreign" not in every and len(every) == 3
+    (row,) = viewer_api.get("/api/v1/eips/", state="unmanaged").json()["results"]
+    assert (row["allocationId"], row["state"], row["gone"]) == ("eipalloc-foreign", "unmanaged", False)
+    assert row["node"] is None and row["publicIp"] == "198.51.100.9"
+    assert viewer_api.get("/api/v1/eips/", state="unmanaged", q="198.51").json()["results"] == [row]
+    assert viewer_api.get("/api/v1/eips/", state="unmanaged", spec="egress").json()["results"] == []
 
 
 def test_eip_filters_that_cannot_be_read_are_400(web_world: WebWorld, viewer_api: Api) -> None:
