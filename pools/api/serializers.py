@@ -60,6 +60,8 @@ class SyncResultSerializer(serializers.Serializer):
     unchanged = serializers.ListField(child=serializers.CharField())
     disabled = serializers.ListField(child=serializers.CharField())
     deleted = serializers.ListField(child=serializers.CharField())
+    draining = serializers.ListField(child=serializers.CharField(),
+                                     help_text="prune: absent, disabled already, still holding EIPs (deleted later)")
     diff = serializers.ListField(child=serializers.CharField())
     problems = serializers.ListField(child=serializers.CharField())
     applied = serializers.BooleanField()

@@ -16,6 +16,7 @@ from django.test import Client
 from django.urls import reverse
 
 from pools import selectors
+from pools.api.serializers import SyncResultSerializer
 from pools.models import Assignment, LaunchSpec
 from pools.specfile import launch_spec_to_ocean
 from tests.api.conftest import Api
@@ -192,6 +193,7 @@ def test_sync_applies_a_set_of_documents(web_world: WebWorld, operator_api: Api)
     done = operator_api.post(SYNC, {"launchSpecs": documents})
     assert done.status_code == 200
     body = done.json()
+    assert set(body) == set(SyncResultSerializer().fields)  # the schema describes every field of the answer
     assert body["created"] == ["ingress"] and body["unchanged"] == ["egress"] and body["applied"] is True
     assert any(line.startswith("+ spec ingress") for line in body["diff"])
     assert LaunchSpec.objects.get(name="ingress").tag_value == "ingress"
