@@ -175,7 +175,6 @@ class LaunchSpecSyncView(APIView):
             data = _document(request)
         except SpecFileError as exc:
             return _problems("refused, nothing changed", exc.messages, 400)
-        problems = []
         if not isinstance(data, dict) or not isinstance(data.get("launchSpecs"), list):
             return _problems("refused, nothing changed",
                              ['expected a JSON object with "launchSpecs": [...] (and optionally prune, dryRun)'], 400)
