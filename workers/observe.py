@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from pools import services
@@ -32,6 +32,8 @@ from .kube import NotFound as KubeNotFound
 log = logging.getLogger(__name__)
 # The alert key of a pass that could not read AWS or Kubernetes: one `error` event per episode.
 READ_ALERT = "read-failed"
+# How stale a listed, unchanged node's last_seen_at may get before a pass writes it.
+LAST_SEEN_SECONDS = 60
 
 
 def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, read_errors: list[str] | None = None) -> list[Address]:
@@ -93,11 +95,16 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, read_errors: lis
         if found.instance_id:
             listed[name] = found
 
-    known = {row.name: row for row in Node.objects.filter(cluster=cluster, name__in=listed.keys() | tied)}
+    # The spec's live rows in one query, then by name only the few others (new nodes, tied ones): no
+    # query lists every node name.
+    wanted = listed.keys() | tied
+    own = {row.name: row for row in Node.objects.filter(cluster=cluster, launch_spec=spec, deleted_at__isnull=True)}
+    missing = wanted - own.keys()
+    others = {row.name: row for row in Node.objects.filter(cluster=cluster, name__in=missing)} if missing else {}
+    known = {name: row for name, row in own.items() if name in wanted} | others
     # Nodes that Kubernetes no longer lists: deleted (their instance state still matters).
-    gone = list(Node.objects.filter(cluster=cluster, deleted_at__isnull=True).filter(
-        Q(launch_spec=spec) | Q(name__in=tied)
-    ).exclude(name__in=listed.keys()))
+    gone = [row for name, row in own.items() if name not in listed] + [
+        row for name, row in others.items() if name in tied and name not in listed and row.deleted_at is None]
     recheck_before = now - timedelta(seconds=settings.EIPDASH_INSTANCE_RECHECK_SECONDS)
     reuse = {name: row for name, kn in listed.items()
              if (row := known.get(name)) is not None and not _needs_describe(row, kn, name in matching, recheck_before)}
@@ -119,6 +126,7 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, read_errors: lis
     rows: dict[bool, list[Node]] = {True: [], False: []}
     fields: list[str] = []
     unchanged: list[int] = []
+    seen_before = now - timedelta(seconds=LAST_SEEN_SECONDS)
     for name, kn in listed.items():
         previous = known.get(name)
         cached = reuse.get(name)
@@ -163,7 +171,10 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, read_errors: lis
         is_matching = name in matching
         if (previous is not None and (not is_matching or previous.launch_spec_id == spec.pk)
                 and all(getattr(previous, column) == value for column, value in observed.items())):
-            unchanged.append(previous.pk)  # only last_seen_at moves: one UPDATE for all of them below
+            # Nothing changed. last_seen_at only serves the retention of deleted nodes (days): it moves
+            # once a minute, not on every pass.
+            if previous.last_seen_at < seen_before:
+                unchanged.append(previous.pk)
             continue
         rows[is_matching].append(Node(cluster=cluster, name=name, launch_spec=spec, first_seen_at=now,
                                       last_seen_at=now, **observed))
@@ -186,7 +197,7 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, read_errors: lis
         row.save(update_fields=["deleted_at", "instance_state", "instance_checked_at"])
     for name in tied - listed.keys():
         deleted = known.get(name)
-        if deleted is not None and deleted.deleted_at is not None:
+        if deleted is not None and deleted.deleted_at is not None and deleted not in gone:
             instance = instances.get(deleted.instance_id)
             Node.objects.filter(pk=deleted.pk).update(instance_state=instance.state if instance else "gone",
                                                       instance_checked_at=now if instance else None)
@@ -226,22 +237,23 @@ def _address_observed(region: str, a: Address) -> dict[str, object]:
 def _save_addresses(region: str, addresses: list[Address], now: datetime, region_specs: list[LaunchSpec]) -> None:
     """The region's reading into ElasticIP (the addresses some spec of the region selects) and
     UnmanagedAddress (the others). Only the rows that changed are written; last_seen_at moves for all of
-    them in one UPDATE per table."""
-    selected = [a for a in addresses if any(selects(s, a.tags) for s in region_specs)]
-    chosen = {a.allocation_id for a in selected}
-    _upsert_changed(ElasticIP, ElasticIP.objects.filter(region=region, allocation_id__in=chosen),
-                    {a.allocation_id: _address_observed(region, a) for a in selected}, now)
-    ElasticIP.objects.filter(region=region, gone=False).exclude(allocation_id__in=chosen).update(gone=True)
+    them in one UPDATE per table. No query lists every address of the region: the rows are read by region."""
+    selected = {a.allocation_id: _address_observed(region, a) for a in addresses
+                if any(selects(s, a.tags) for s in region_specs)}
+    live = _stored(ElasticIP.objects.filter(region=region, gone=False), _ADDRESS_COLUMNS)
+    if returning := selected.keys() - live.keys():  # new to the pool, or back in it
+        live |= _stored(ElasticIP.objects.filter(allocation_id__in=returning), _ADDRESS_COLUMNS)
+    _upsert_changed(ElasticIP, live, selected, now)
+    if left := [allocation_id for allocation_id in live if allocation_id not in selected]:
+        ElasticIP.objects.filter(allocation_id__in=left, gone=False).update(gone=True)
     ElasticIP.objects.filter(region=region, gone=False).update(last_seen_at=now)
     # Addresses no spec of the region selects: only for the inventory (never read by a pass or a claim).
-    unmanaged = {a.allocation_id: _unmanaged_observed(region, a) for a in addresses if a.allocation_id not in chosen}
-    stale = set(UnmanagedAddress.objects.filter(region=region).values_list("allocation_id", flat=True))
-    stale -= unmanaged.keys()
-    if stale:
+    unmanaged = {a.allocation_id: _unmanaged_observed(region, a) for a in addresses
+                 if a.allocation_id not in selected}
+    kept = _stored(UnmanagedAddress.objects.filter(region=region), _UNMANAGED_COLUMNS)
+    if stale := kept.keys() - unmanaged.keys():
         UnmanagedAddress.objects.filter(allocation_id__in=stale).delete()
-    # An allocation id is unique across regions: a row another region left behind is replaced, not duplicated.
-    _upsert_changed(UnmanagedAddress, UnmanagedAddress.objects.filter(allocation_id__in=unmanaged.keys()),
-                    unmanaged, now)
+    _upsert_changed(UnmanagedAddress, kept, unmanaged, now)
     if unmanaged:
         UnmanagedAddress.objects.filter(region=region).update(last_seen_at=now)
 
@@ -252,17 +264,26 @@ def _unmanaged_observed(region: str, a: Address) -> dict[str, object]:
     return columns
 
 
-def _upsert_changed(model: Any, existing: QuerySet[Any],
-                    observed: dict[str, dict[str, object]], now: datetime) -> None:
-    """Write the rows whose observed columns differ from `existing` (or that are not there yet)."""
-    if not observed:
-        return
-    columns = list(next(iter(observed.values())))
-    stored = {row[0]: row[1:] for row in existing.values_list("allocation_id", *columns)}
+# The columns a reading writes, in the order of the mappings above (compared with the stored rows).
+_PROBE = Address(allocation_id="", public_ip="", tags={}, association_id=None, eni_id=None, private_ip=None,
+                 instance_id=None)
+_ADDRESS_COLUMNS = tuple(_address_observed("", _PROBE))
+_UNMANAGED_COLUMNS = tuple(_unmanaged_observed("", _PROBE))
+
+
+def _stored(rows: QuerySet[Any], columns: tuple[str, ...]) -> dict[str, tuple[object, ...]]:
+    return {row[0]: tuple(row[1:]) for row in rows.values_list("allocation_id", *columns)}
+
+
+def _upsert_changed(model: Any, stored: dict[str, tuple[object, ...]], observed: dict[str, dict[str, object]],
+                    now: datetime) -> None:
+    """Write the rows whose observed columns differ from `stored` (or that are not there yet). An
+    allocation id is unique across regions: a row found under another region is replaced, not duplicated."""
     changed = [model(allocation_id=allocation_id, last_seen_at=now, **values)
                for allocation_id, values in observed.items()
                if stored.get(allocation_id) != tuple(values.values())]
     if changed:
+        columns = list(next(iter(observed.values())))
         model.objects.bulk_create(changed, update_conflicts=True, unique_fields=["allocation_id"],
                                   update_fields=[*columns, "last_seen_at"])
 
