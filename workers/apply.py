@@ -495,11 +495,11 @@ class Executor:
         return f"assigned {s.public_ip} → {s.node}"
 
     def slice_size(self, pending: int) -> int:
-        """Roughly what the EC2 budget can serve within a second: the tokens there now plus a second of
-        refill (at least a few, at most one batched read's worth). Small slices in a long burst confirm
+        """Roughly what the EC2 budget can serve soon: the tokens there now, or else a second of refill (at
+        least a few, at most one batched read's worth). Small slices in a long burst confirm
         and untaint each node soon after its association, instead of after the whole burst."""
-        tokens = budget.available(self.ec2.region, budget.MUTATE) + settings.EIPDASH_EC2_MUTATE_RATE
-        return max(1, min(pending, FILTER_VALUES_LIMIT, max(4, int(tokens))))
+        tokens = budget.available(self.ec2.region, budget.MUTATE)
+        return max(1, min(pending, FILTER_VALUES_LIMIT, max(4, int(tokens), int(settings.EIPDASH_EC2_MUTATE_RATE))))
 
     def assign_all(self, steps: Sequence[Assign]) -> None:
         pending = list(steps)
@@ -525,16 +525,19 @@ class Executor:
                         failed_state=Node.State.WAITING)
 
         claimed: list[tuple[Assign, Assignment]] = []
-        for s in steps:
-            try:
-                claim = self._claim(s)
-            except DatabaseError as exc:
-                fail(s, exc)
-                continue
-            if claim is None:
-                self.report.done.append(f"skipped {s.public_ip} → {s.node}: claimed by another worker")
-            else:
-                claimed.append((s, claim))
+        # One commit for the slice's claims (each in its own savepoint: a claim another worker holds is
+        # skipped alone), committed before any AssociateAddress is sent.
+        with transaction.atomic():
+            for s in steps:
+                try:
+                    claim = self._claim(s)
+                except DatabaseError as exc:
+                    fail(s, exc)
+                    continue
+                if claim is None:
+                    self.report.done.append(f"skipped {s.public_ip} → {s.node}: claimed by another worker")
+                else:
+                    claimed.append((s, claim))
         if not claimed:
             return
 
@@ -597,16 +600,18 @@ class Executor:
                 fail(s, exc)
             return
         marks: list[tuple[Assign, MarkReady]] = []
-        for s, claim, association_id in associated:
-            try:
-                unconfirmed = self._record_association(s, claim, association_id, seen.get(s.allocation_id))
-            except DatabaseError as exc:
-                fail(s, exc)
-                continue
-            if unconfirmed:
-                self.report.done.append(unconfirmed)
-            else:
-                marks.append((s, self._ready_after(s)))
+        with transaction.atomic():  # one commit for the slice's records, one savepoint each
+            for s, claim, association_id in associated:
+                try:
+                    with transaction.atomic():
+                        unconfirmed = self._record_association(s, claim, association_id, seen.get(s.allocation_id))
+                except DatabaseError as exc:
+                    fail(s, exc)
+                    continue
+                if unconfirmed:
+                    self.report.done.append(unconfirmed)
+                else:
+                    marks.append((s, self._ready_after(s)))
         for s, marked in zip((s for s, _ in marks), self.mark_many([m for _, m in marks]), strict=True):
             if marked.error is not None:
                 fail(s, marked.error)
@@ -661,18 +666,22 @@ class Executor:
         self.check_lease()
         expected = {m.node: self.node(m.node).instance_id or None for m in steps}
         results: list[Outcome[MarkReady, str]] = []
-        for outcome in self.concurrently(lambda m: self._mark_kube(m, expected[m.node]), list(steps)):
-            m = outcome.item
-            if isinstance(outcome.error, Replaced):
-                self._mark_replaced(m, expected[m.node], outcome.error)
-                results.append(Outcome(m, value=""))
-            elif outcome.error is not None:
-                results.append(Outcome(m, error=outcome.error))
-            else:
-                try:
-                    results.append(Outcome(m, value=self._mark_record(m, lifted=bool(outcome.value)) or ""))
-                except DatabaseError as exc:
-                    results.append(Outcome(m, error=exc))
+        outcomes = self.concurrently(lambda m: self._mark_kube(m, expected[m.node]), list(steps))
+        with transaction.atomic():  # one commit for the records, one savepoint each
+            for outcome in outcomes:
+                m = outcome.item
+                if isinstance(outcome.error, Replaced):
+                    self._mark_replaced(m, expected[m.node], outcome.error)
+                    results.append(Outcome(m, value=""))
+                elif outcome.error is not None:
+                    results.append(Outcome(m, error=outcome.error))
+                else:
+                    try:
+                        with transaction.atomic():
+                            line = self._mark_record(m, lifted=bool(outcome.value))
+                        results.append(Outcome(m, value=line or ""))
+                    except DatabaseError as exc:
+                        results.append(Outcome(m, error=exc))
         return results
 
     def unmark(self, name: str) -> str:
