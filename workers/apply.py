@@ -119,6 +119,7 @@ class Executor:
         # Node states from what happened, where that differs from the plan (a failed step).
         self.outcomes: dict[str, str] = {}
         self._pool: ThreadPoolExecutor | None = None
+        self._eips: dict[str, ElasticIP] = {}
 
     def node(self, name: str) -> Node:
         if name not in self.nodes:
@@ -139,7 +140,10 @@ class Executor:
         return (row.instance_id or None) if row is not None else None
 
     def eip(self, allocation_id: str) -> ElasticIP:
-        return ElasticIP.objects.get(allocation_id=allocation_id)
+        """The EIP's row, for its id and the events' context (the slices load theirs in one query)."""
+        if allocation_id not in self._eips:
+            self._eips[allocation_id] = ElasticIP.objects.get(allocation_id=allocation_id)
+        return self._eips[allocation_id]
 
     def context(self, *, node: Node | None = None, eip: ElasticIP | None = None) -> services.EventContext:
         return services.event_context(spec=self.spec, node=node, eip=eip)
@@ -524,6 +528,8 @@ class Executor:
             self.failed(what(s), exc, node=s.node, allocation_id=s.allocation_id, kind="assign",
                         failed_state=Node.State.WAITING)
 
+        wanted = {s.allocation_id for s in steps} - self._eips.keys()
+        self._eips.update((row.allocation_id, row) for row in ElasticIP.objects.filter(allocation_id__in=wanted))
         claimed: list[tuple[Assign, Assignment]] = []
         # One commit for the slice's claims (each in its own savepoint: a claim another worker holds is
         # skipped alone), committed before any AssociateAddress is sent.
