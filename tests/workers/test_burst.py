@@ -81,3 +81,26 @@ def test_passes_that_reach_their_deadline_follow_each_other_until_the_burst_is_s
     assert_every_node_served(world, names)
     assert throttled_ec2.stats()["throttled_calls"] == 0
     assert LaunchSpec.objects.get(pk=spec.pk).active_alerts == []
+
+
+def test_a_budget_spent_elsewhere_too_ends_in_throttles_that_are_waited_out(
+    world: World, ec2_emulator: Any, monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> None:
+    """Another tool of the account spends the same budget: AWS's bucket (4 tokens) holds less than the mirror
+    thinks (20). The RequestLimitExceeded answers empty the mirror, the retries wait for its refill, and the
+    burst is still served with one EIP per node."""
+    sizes = BucketSizes(mutating_tokens=4, mutating_refill_per_s=10, non_mutating_tokens=100,
+                        non_mutating_refill_per_s=20)
+    settings.EIPDASH_EC2_MUTATE_BURST, settings.EIPDASH_EC2_MUTATE_RATE = 20, 10
+    with LimitsProxy(ec2_emulator.endpoint_url, latency_ms=20, throttle=True, sizes=sizes) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", proxy.url)
+        spec = world.spec()
+        world.eips(30)
+        names = [world.node(f"shared-{i}").name for i in range(30)]
+        for _ in range(10):
+            report = executor.reconcile_spec(spec.pk)
+            if not report.left and all(world.eip_on(name) for name in names):
+                break
+        assert proxy.stats()["throttled_calls"] > 0  # the mirror did not know: AWS said so
+        assert_every_node_served(world, names)
+        assert invariants.observe().violations == []
