@@ -7,6 +7,8 @@ AWS (the EC2 emulator), Kubernetes (the API emulator) and the database."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 
 import pytest
 from django.db import connection
@@ -18,6 +20,7 @@ from pytest_django.fixtures import Settings
 from pools.models import ElasticIP, LaunchSpec, Node, UnmanagedAddress
 from tests.fixtures.world import World
 from workers import executor, readings
+from workers.ec2 import Address, Ec2
 
 
 def calls(action: str) -> float:
@@ -237,3 +240,36 @@ def test_an_unchanged_reading_rewrites_no_address_row(world: World) -> None:
 @pytest.fixture(autouse=True)
 def _no_stale_readings() -> None:
     readings.forget()
+
+
+def test_passes_running_at_once_wait_for_one_reading(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Single flight: while one pass of the region reads, the others wait for its reading (a Celery worker
+    runs several passes at once). The reads go through a slow DescribeAddresses so that they overlap."""
+    specs = three_specs(world)
+    for spec in specs:
+        steady(spec)
+    real = Ec2.list_all_addresses
+    started = threading.Barrier(len(specs), timeout=10)
+
+    def slow(self: Ec2) -> list[Address]:
+        time.sleep(0.5)  # the call in flight while the other passes arrive
+        return real(self)
+
+    monkeypatch.setattr(Ec2, "list_all_addresses", slow)
+    reads = calls("DescribeAddresses")
+    taken: list[readings.Reading] = []
+    ended = timezone.now()  # every pass ended now: no reading published so far will do
+
+    def one() -> None:
+        ec2 = Ec2("us-east-1")
+        started.wait()
+        taken.append(readings.region_addresses(ec2, after=ended, selection="s", save=lambda found, at: None))
+
+    threads = [threading.Thread(target=one) for _ in specs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(taken) == 3 and calls("DescribeAddresses") == reads + 1
+    assert sum(r.own for r in taken) == 1 and len({r.taken_at for r in taken}) == 1
+
