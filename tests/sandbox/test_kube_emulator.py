@@ -414,14 +414,14 @@ def _names_raw(page: dict[str, Any]) -> list[str]:
 
 
 def _watch_lines(api: client.CoreV1Api, **query: Any) -> list[dict[str, Any]]:
-    response = api.list_node(watch=True, _preload_content=False, **query)
+    response: Any = api.list_node(watch=True, _preload_content=False, **query)
     return [json.loads(line) for line in response.read().splitlines() if line.strip()]
 
 
 def test_watch_bookmarks_carry_the_version_past_writes_the_watch_does_not_show(
         api: client.CoreV1Api, kube_emulator: KubeEmulator) -> None:
     kube_emulator.create("nodes", node_manifest("n1", "i-0001"))
-    version = api.list_node().metadata.resource_version
+    version = _list_version(kube_emulator)
     kube_emulator.create("pods", pod_manifest("p1", "n1"))  # another resource: no node event
     kube_emulator.bookmark_seconds = 0.2
     try:
@@ -438,10 +438,14 @@ def test_watch_bookmarks_carry_the_version_past_writes_the_watch_does_not_show(
 
 def test_a_watch_from_before_a_compaction_is_gone(api: client.CoreV1Api, kube_emulator: KubeEmulator) -> None:
     kube_emulator.create("nodes", node_manifest("n1", "i-0001"))
-    version = api.list_node().metadata.resource_version
+    version = _list_version(kube_emulator)
     kube_emulator.create("nodes", node_manifest("n2", "i-0002"))
     assert [e["type"] for e in _watch_lines(api, resource_version=version, timeout_seconds=1)] == ["ADDED"]
     now = kube_emulator.compact()
     (event,) = _watch_lines(api, resource_version=version, timeout_seconds=1)
     assert event["type"] == "ERROR" and event["object"]["code"] == 410
     assert _watch_lines(api, resource_version=str(now), timeout_seconds=1) == []
+
+
+def _list_version(emulator: KubeEmulator) -> str:
+    return str(_http(emulator, "GET", "/api/v1/nodes")[1]["metadata"]["resourceVersion"])
