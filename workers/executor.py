@@ -20,6 +20,7 @@ from pools.models import SYSTEM_ACTOR, LaunchSpec
 from pools.planner import plan as make_plan
 from pools.snapshot import planner_inputs
 
+from . import budget
 from .apply import Executor, PassReport
 from .ec2 import Ec2
 from .kube import Kube, kube_for
@@ -42,8 +43,10 @@ def run_pass(spec: LaunchSpec, *, ec2: Ec2 | None = None, kube: Kube | None = No
     process's AWS call in flight, and is left alone for as long as that process may still run.
     lease: checked before the snapshot is written and before every step; once lost, the pass stops and
     says so in its report (the pass that took the lease over carries on from the world as it is).
-    Deadline: no step starts after EIPDASH_PASS_SECONDS from here (taints and the first step excepted); the
-    steps left are in the report, and the next pass does them from the world as it is then.
+    Deadline: no step (or slice of assignments) starts after EIPDASH_PASS_SECONDS from here (taints and the
+    first step excepted), and no EC2 call waits for a budget token past it (workers/budget.py): the steps left
+    are in the report, and the next pass does them from the world as it is then (the Celery task enqueues it
+    at once).
     """
     deadline = time.monotonic() + settings.EIPDASH_PASS_SECONDS
     if ec2 is None or kube is None:
@@ -53,7 +56,8 @@ def run_pass(spec: LaunchSpec, *, ec2: Ec2 | None = None, kube: Kube | None = No
     try:
         if lease is not None and not dry_run:
             lease.check()
-        observed = observe(spec, ec2, kube, record=not dry_run)
+        with budget.deadline(deadline):  # a read that cannot get a token in time is a read that failed
+            observed = observe(spec, ec2, kube, record=not dry_run)
         if observed.pool is None:
             return PassReport(spec=spec.name, errors=list(observed.read_errors), read_failed=True)
         pool = observed.pool
