@@ -44,10 +44,30 @@ def cluster_default() -> Cluster:
     return cluster
 
 
-def _cluster_for(data: LaunchSpecInput) -> Cluster:
+def _cluster_for(data: LaunchSpecInput, clusters: ClusterCache | None = None) -> Cluster:
     """The spec's cluster. Only the configured default cluster is created on demand: a mistyped name
     would otherwise make a second row on the same kubeconfig, and two specs would fight over one node."""
-    return _cluster_check(data) or cluster_default()
+    return (clusters.check(data) if clusters is not None else _cluster_check(data)) or cluster_default()
+
+
+class ClusterCache:
+    """`_cluster_check` answers by (cluster, region), looked up once per sync: a sync of many documents
+    naming a few clusters makes a few queries, not two per document."""
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[str | None, str | None], Cluster | None | SpecFileError] = {}
+
+    def check(self, data: LaunchSpecInput) -> Cluster | None:
+        key = (data.cluster, data.region)
+        if key not in self._found:
+            try:
+                self._found[key] = _cluster_check(data)
+            except SpecFileError as exc:
+                self._found[key] = exc
+        found = self._found[key]
+        if isinstance(found, SpecFileError):
+            raise SpecFileError(list(found.messages))
+        return found
 
 
 def _cluster_check(data: LaunchSpecInput) -> Cluster | None:
@@ -109,14 +129,21 @@ def cluster_problems(
     ]
     if region not in KNOWN_REGIONS:
         problems.append(f"region {region!r} is not a known AWS region")
-    others = Cluster.objects.filter(kube_context=kube_context, kubeconfig=kubeconfig)
+    others = Cluster.objects.filter(kube_context=kube_context).order_by("name")
     if exclude_pk is not None:
         others = others.exclude(pk=exclude_pk)
-    if (other := others.first()) is not None:
+    # By the files' real paths: a symlink or a "..", like a second spelling, is the same kubeconfig.
+    mine = kubeconfig_identity(kubeconfig)
+    if (other := next((row for row in others if kubeconfig_identity(row.kubeconfig) == mine), None)) is not None:
         where = f"kube context {kube_context!r}" if kube_context else "the current kube context"
         where += f" of kubeconfig {kubeconfig}" if kubeconfig else ""
         problems.append(f"cluster {other.name!r} already uses {where}: two rows would manage the same nodes")
     return problems
+
+
+def kubeconfig_identity(path: str) -> str:
+    """The file a kubeconfig path names, for overlap checks: its resolved real path ("" for none)."""
+    return os.path.realpath(path) if path else ""
 
 
 def kubeconfig_problem(path: str) -> str | None:
@@ -159,8 +186,8 @@ def launch_spec_apply(*, data: LaunchSpecInput) -> tuple[LaunchSpec, bool]:
 
 
 @transaction.atomic
-def _launch_spec_apply(data: LaunchSpecInput) -> tuple[LaunchSpec, bool]:
-    cluster = _cluster_for(data)
+def _launch_spec_apply(data: LaunchSpecInput, clusters: ClusterCache | None = None) -> tuple[LaunchSpec, bool]:
+    cluster = _cluster_for(data, clusters)
     spec, created = LaunchSpec.objects.select_for_update().get_or_create(
         name=data.name,
         defaults={
@@ -186,8 +213,31 @@ def _launch_spec_apply(data: LaunchSpecInput) -> tuple[LaunchSpec, bool]:
     return spec, created
 
 
+def tainted_waiting_count(spec: LaunchSpec) -> int:
+    """The spec's live nodes still under the startup taint (not gone, not released): only a pass of this
+    spec ever lifts that taint, so they hold a spec as surely as an EIP does (an empty or exhausted pool
+    holds no EIP while its nodes wait)."""
+    return spec.nodes.filter(startup_tainted=True).exclude(state__in=[Node.State.GONE, Node.State.RELEASED]).count()
+
+
+def launch_spec_delete_refusal(spec: LaunchSpec) -> str | None:
+    """Why `spec` may not be deleted now, None when it may. The one rule of the CLI, the API, the page and
+    prune: it holds no EIP, and no live node of it waits under the startup taint."""
+    name = spec.name
+    held = spec.assignments.filter(closed_at__isnull=True).count()
+    if held:
+        return f"launch spec {name!r} still holds {held} EIP(s); disable it and let its nodes drain first"
+    waiting = tainted_waiting_count(spec)
+    if waiting:
+        return (f"launch spec {name!r} has {waiting} node(s) still waiting under the startup taint, and only this "
+                "spec lifts that taint: give its pool free EIPs so they get one (then disable it and let them "
+                "drain), or remove those nodes, first")
+    return None
+
+
 def launch_spec_delete(*, name: str) -> None:
-    """Delete a spec. Refused while it holds EIPs: deleting would orphan live associations.
+    """Delete a spec. Refused while it holds EIPs (deleting would orphan live associations) or while any of
+    its live nodes waits under the startup taint (nothing would ever lift it).
 
     Under the spec's lock: a pass that is opening a claim right now would otherwise slip past the check.
     """
@@ -202,13 +252,18 @@ def launch_spec_delete(*, name: str) -> None:
 
 @transaction.atomic
 def _launch_spec_delete(spec: LaunchSpec) -> None:
-    name = spec.name
-    held = spec.assignments.filter(closed_at__isnull=True).count()
-    if held:
-        raise SpecFileError(
-            [f"launch spec {name!r} still holds {held} EIP(s); disable it and let its nodes drain first"]
-        )
+    if (refusal := launch_spec_delete_refusal(spec)) is not None:
+        raise SpecFileError([refusal])
     spec.delete()
+
+
+# The most documents one sync takes: a GitOps folder holds tens of specs; thousands are a mistake or an abuse
+# (the whole sync is checked in one web request, by any reader for a dry run).
+SYNC_MAX_DOCUMENTS = 500
+
+# The refusal of a prune with no document, for every caller (CLI, API): it would disable or delete every spec.
+SYNC_EMPTY_PRUNE = ("no launch spec in the input: with prune that would disable or delete every launch spec, "
+                    "never what a pipeline meant; nothing changed")
 
 
 @dataclass
@@ -218,17 +273,22 @@ class SyncResult:
     created: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
-    # --prune: present in the record, absent from the documents, still holding EIPs: disabled now, they drain.
+    # --prune: present in the record (in the prune scope), absent from the documents, still holding EIPs or
+    # with live nodes waiting under the startup taint: disabled now, they drain.
     disabled: list[str] = field(default_factory=list)
-    # --prune: absent and holding nothing.
+    # --prune: absent and holding nothing, no node waiting under the startup taint.
     deleted: list[str] = field(default_factory=list)
-    # --prune: absent, already disabled and still holding EIPs: nothing to do yet, a later prune deletes them.
+    # --prune: absent, already disabled and still holding EIPs (or tainted nodes): nothing to do yet, a later
+    # prune deletes them.
     draining: list[str] = field(default_factory=list)
+    # --prune: the clusters whose specs prune looks at (those the documents name, or the one asked for).
+    prune_clusters: list[str] = field(default_factory=list)
     # Human-readable lines: "+ spec api", "~ spec web: tagValue 'a' -> 'b'", "- spec old".
     diff: list[str] = field(default_factory=list)
     # Every problem of every document, each prefixed by its source ("web.json: ...").
     problems: list[str] = field(default_factory=list)
-    # False for a dry run or when there were problems (then nothing changed).
+    # True when the record now matches the documents: this call committed the changes, or there were none to
+    # make. False for a dry run, and when refused (then nothing changed).
     applied: bool = False
 
     @property
@@ -250,19 +310,25 @@ def _spec_changes(spec: LaunchSpec, data: LaunchSpecInput, cluster_name: str) ->
 
 
 def _sync_plan(
-    inputs: list[tuple[str, LaunchSpecInput]], *, prune: bool, result: SyncResult
+    inputs: list[tuple[str, LaunchSpecInput]], *, prune: bool, result: SyncResult, clusters: ClusterCache,
+    scope: str | None = None,
 ) -> list[tuple[str, LaunchSpecInput, LaunchSpec | None]]:
     """Fill `result` with what a sync would do, reading only. Returns the documents to write (with their
-    current row, None to create); problems go to result.problems."""
+    current row, None to create); problems go to result.problems.
+
+    Prune looks only at the specs of the cluster `scope`, or when it is None of the clusters the documents
+    name: a folder per cluster must not prune the other clusters' specs."""
     writes: list[tuple[str, LaunchSpecInput, LaunchSpec | None]] = []
     existing = {spec.name: spec for spec in LaunchSpec.objects.select_related("cluster")}
+    named_clusters: set[str] = set()
     for source, data in inputs:
         try:
-            cluster = _cluster_check(data)
+            cluster = clusters.check(data)
         except SpecFileError as exc:
             result.problems.extend(f"{source}: {message}" for message in exc.messages)
             continue
         cluster_name = cluster.name if cluster is not None else settings.EIPDASH_CLUSTER_NAME
+        named_clusters.add(cluster_name)
         spec = existing.get(data.name)
         if spec is None:
             result.created.append(data.name)
@@ -282,35 +348,65 @@ def _sync_plan(
         result.diff.append(f"~ spec {data.name}: " + ", ".join(changes))
         writes.append((source, data, spec))
     if prune:
+        in_scope = {scope} if scope is not None else named_clusters
+        result.prune_clusters = sorted(in_scope)
         named = {data.name for _, data in inputs}
         for name, spec in sorted(existing.items()):
-            if name in named:
+            if name in named or spec.cluster.name not in in_scope:
                 continue
             held = spec.assignments.filter(closed_at__isnull=True).count()
-            if not held:
+            waiting = 0 if held else tainted_waiting_count(spec)
+            if not held and not waiting:
                 result.deleted.append(name)
                 result.diff.append(f"- spec {name}: deleted (holds no EIP)")
             elif spec.enabled:
                 result.disabled.append(name)
-                result.diff.append(f"- spec {name}: disabled, it drains its {held} EIP(s); a later --prune "
-                                   "deletes it once it holds nothing")
+                why = (f"it drains its {held} EIP(s)" if held else
+                       f"not deleted: {waiting} node(s) still wait under the startup taint, which only this spec "
+                       "lifts")
+                result.diff.append(f"- spec {name}: disabled, {why}; a later --prune deletes it once it holds "
+                                   "nothing")
             else:
                 result.draining.append(name)
     return writes
 
 
+def _prune_scope_problem(cluster: str | None) -> str | None:
+    if cluster is None:
+        return None
+    if (problem := cluster_name_problem(cluster)) is not None:
+        return problem
+    if not Cluster.objects.filter(name=cluster).exists() and cluster != settings.EIPDASH_CLUSTER_NAME:
+        known = ", ".join(sorted(Cluster.objects.values_list("name", flat=True))) or "none"
+        return f"unknown cluster {cluster!r} (known: {known}): prune scope must be a configured cluster"
+    return None
+
+
 def launch_spec_sync(
-    *, documents: list[tuple[str, object]], prune: bool = False, dry_run: bool = False, actor: str = SYSTEM_ACTOR
+    *, documents: list[tuple[str, object]], prune: bool = False, dry_run: bool = False, actor: str = SYSTEM_ACTOR,
+    cluster: str | None = None,
 ) -> SyncResult:
     """Make the launch specs what `documents` say: (source label, parsed JSON value in the `launchspec apply`
     Ocean shape) pairs. All or nothing, in one transaction: any problem in any document (or two documents
     naming the same spec) means problems are returned and nothing changes.
 
-    `prune` disables the specs no document names while they hold EIPs (they drain) and deletes those that
-    hold nothing; `dry_run` only reports. Every spec that changes is locked first, so that no pass plans on
-    half of an old selector, and is checked again under its lock.
+    `prune` disables the specs no document names while they hold EIPs or have nodes waiting under the
+    startup taint (they drain) and deletes the others; it looks only at the specs of `cluster`, or when that
+    is None of the clusters the documents name. A prune without any document is refused. `dry_run` only
+    reports. Every spec that changes is locked first, so that no pass plans on half of an old selector, and
+    is checked again under its lock.
     """
     result = SyncResult()
+    if len(documents) > SYNC_MAX_DOCUMENTS:
+        result.problems.append(f"{len(documents)} launch specs in one sync: at most {SYNC_MAX_DOCUMENTS}; "
+                               "nothing changed")
+        return result
+    if prune and not documents:
+        result.problems.append(SYNC_EMPTY_PRUNE)
+        return result
+    if prune and (problem := _prune_scope_problem(cluster)) is not None:
+        result.problems.append(problem)
+        return result
     inputs: list[tuple[str, LaunchSpecInput]] = []
     named: dict[str, str] = {}
     for source, document in documents:
@@ -324,9 +420,11 @@ def launch_spec_sync(
             continue
         named[data.name] = source
         inputs.append((source, data))
+    clusters = ClusterCache()
     # On with the valid documents even after a problem: every problem shows at once.
-    _sync_plan(inputs, prune=prune, result=result)
+    _sync_plan(inputs, prune=prune, result=result, clusters=clusters, scope=cluster)
     if result.problems or dry_run or not result.changed:
+        result.applied = not (result.problems or dry_run)
         _sort(result)
         return result
     touched = sorted(set(result.updated) | set(result.disabled) | set(result.deleted))
@@ -335,17 +433,18 @@ def launch_spec_sync(
         for spec_id in ids:
             if not locks.enter_context(spec_lock(spec_id, wait_seconds=30)):
                 name = LaunchSpec.objects.filter(pk=spec_id).values_list("name", flat=True).first()
-                result.problems.append(f"launch spec {name!r} is busy with a long pass; try again")
-                return result
+                # Only the refusal: nothing was created or updated.
+                return SyncResult(problems=[f"launch spec {name!r} is busy with a long pass; try again"])
         try:
             with transaction.atomic():
-                # Again under the locks: a pass may have opened a claim since the first look.
+                # Again under the locks (and with fresh cluster rows): a pass may have opened a claim since.
+                clusters = ClusterCache()
                 again = SyncResult()
-                writes = _sync_plan(inputs, prune=prune, result=again)
+                writes = _sync_plan(inputs, prune=prune, result=again, clusters=clusters, scope=cluster)
                 if again.problems:
                     raise SpecFileError(again.problems)
                 for _source, data, _spec in writes:
-                    _launch_spec_apply(data)
+                    _launch_spec_apply(data, clusters)
                 for name in again.disabled:
                     LaunchSpec.objects.filter(name=name).update(
                         enabled=False, active_alerts=[], updated_at=timezone.now()
@@ -354,8 +453,7 @@ def launch_spec_sync(
                     spec = LaunchSpec.objects.select_for_update().get(name=name)
                     _launch_spec_delete(spec)
         except SpecFileError as exc:
-            result.problems = list(exc.messages)
-            return result
+            return SyncResult(problems=list(exc.messages))
     again.applied = True
     _sort(again)
     _log.info("launch specs synced by %s: %d created, %d updated, %d disabled, %d deleted", actor,

@@ -52,7 +52,7 @@ from .forms import (
 from .metrics import exposition as metrics_exposition
 from .models import ElasticIP, LaunchSpec, ReassignRequest
 from .pool_rule import labels_text
-from .services import launch_spec_apply, reassign_refusal, reassign_request_submit
+from .services import launch_spec_apply, launch_spec_delete_refusal, reassign_refusal, reassign_request_submit
 from .services import launch_spec_delete as launch_spec_delete_service
 from .specfile import CONTROL_RE, LaunchSpecInput, SpecFileError, launch_spec_to_ocean, parse_launch_spec
 
@@ -320,7 +320,7 @@ def launch_spec_delete(request: HtmxHttpRequest, name: str) -> HttpResponse:
         else:
             messages.success(request, f"Launch spec {spec.name} deleted. Its history is kept.")
             return redirect("launch-spec-list")
-    context = {"spec": spec, "stats": stats, "error": error}
+    context = {"spec": spec, "stats": stats, "error": error, "refusal": launch_spec_delete_refusal(spec)}
     return render(request, "pools/launch_spec_delete.html", context, status=409 if error else 200)
 
 

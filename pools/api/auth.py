@@ -77,8 +77,8 @@ def require_permissions(request: Request, *perms: str) -> None:
 
 
 class TokenRateThrottle(SimpleRateThrottle):
-    """EIPDASH_API_RATE per token (per user for the session). The counters live in the `api-throttle` cache:
-    Redis when REDIS_URL is set, so that every web process counts against the same limit."""
+    """EIPDASH_API_RATE per user, all their tokens and their session together. The counters live in the
+    `api-throttle` cache: Redis when REDIS_URL is set, so that every web process counts against the same limit."""
 
     scope = "api"
 
@@ -90,9 +90,8 @@ class TokenRateThrottle(SimpleRateThrottle):
         return str(settings.EIPDASH_API_RATE)
 
     def get_cache_key(self, request: Request, view: Any) -> str:
-        if isinstance(request.auth, ApiToken):
-            ident = f"token-{request.auth.pk}"
-        elif request.user is not None and request.user.is_authenticated:
+        # Per user, whatever the token: N tokens of one user must not give N times the rate.
+        if request.user is not None and request.user.is_authenticated:
             ident = f"user-{request.user.pk}"
         else:
             ident = f"addr-{self.get_ident(request)}"

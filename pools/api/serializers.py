@@ -10,6 +10,7 @@ from rest_framework import serializers
 
 from pools import selectors
 from pools.models import ElasticIP, Event, Node, ReassignRequest, UnmanagedAddress
+from pools.services import SYNC_MAX_DOCUMENTS
 
 # --- launch specs (described for the schema; validated by pools.specfile.parse_launch_spec) ---------------
 
@@ -47,25 +48,60 @@ class LaunchSpecListSerializer(serializers.Serializer):
     launchSpecs = LaunchSpecDocumentSerializer(many=True)
 
 
+class LaunchSpecPutBodySerializer(serializers.Serializer):
+    """A bare launch spec: the body's name is optional (the URL's); given, it must be the URL's."""
+
+    name = serializers.CharField(required=False, help_text="optional: the URL's; given, it must be the URL's")
+    labels = LabelSerializer(many=True)
+    elasticIpPool = ElasticIpPoolSerializer()
+    region = serializers.CharField(required=False, help_text="the cluster's region; absent: the cluster's")
+    cluster = serializers.CharField(required=False, help_text="a configured cluster; absent: the default one")
+    enabled = serializers.BooleanField(required=False, default=True)
+
+
+class LaunchSpecPutDocumentSerializer(serializers.Serializer):
+    """`{"launchSpec": {...}}`, the export's shape, with the name optional."""
+
+    launchSpec = LaunchSpecPutBodySerializer()
+
+
 class SyncRequestSerializer(serializers.Serializer):
-    launchSpecs = LaunchSpecDocumentSerializer(many=True, help_text="every spec that should exist")
-    prune = serializers.BooleanField(required=False, default=False,
-                                     help_text="disable specs absent from launchSpecs; delete those holding nothing")
+    launchSpecs = LaunchSpecDocumentSerializer(
+        many=True, help_text="every spec that should exist: `{\"launchSpec\": {...}}` documents (bare specs are "
+                             f"accepted too); at most {SYNC_MAX_DOCUMENTS}")
+    prune = serializers.BooleanField(
+        required=False, default=False,
+        help_text="disable the specs absent from launchSpecs that still hold EIPs or have nodes waiting under the "
+                  "startup taint; delete the others. Only in the clusters the documents name, or in `cluster`. "
+                  "Refused without any document.")
     dryRun = serializers.BooleanField(required=False, default=False, help_text="say what would change; change nothing")
+    cluster = serializers.CharField(required=False,
+                                    help_text="prune only this configured cluster's specs (default: the clusters "
+                                              "the documents name); an unknown cluster is refused")
 
 
 class SyncResultSerializer(serializers.Serializer):
     created = serializers.ListField(child=serializers.CharField())
     updated = serializers.ListField(child=serializers.CharField())
     unchanged = serializers.ListField(child=serializers.CharField())
-    disabled = serializers.ListField(child=serializers.CharField())
+    disabled = serializers.ListField(child=serializers.CharField(),
+                                     help_text="prune: absent, still holding EIPs or tainted waiting nodes: disabled")
     deleted = serializers.ListField(child=serializers.CharField())
     draining = serializers.ListField(child=serializers.CharField(),
-                                     help_text="prune: absent, disabled already, still holding EIPs (deleted later)")
+                                     help_text="prune: absent, disabled already, still holding EIPs or tainted "
+                                               "waiting nodes (deleted by a later prune)")
+    pruneClusters = serializers.ListField(child=serializers.CharField(),
+                                          help_text="prune: the clusters whose specs it looked at")
     diff = serializers.ListField(child=serializers.CharField())
-    problems = serializers.ListField(child=serializers.CharField())
-    applied = serializers.BooleanField()
-    changed = serializers.BooleanField()
+    problems = serializers.ListField(child=serializers.CharField(),
+                                     help_text="a busy spec or a refusal under the locks lists only the problem: "
+                                               "the name lists are then empty")
+    applied = serializers.BooleanField(
+        help_text="true when the record now matches the documents: this call committed the changes, or there "
+                  "were none to make; false for a dry run and when refused (nothing changed)")
+    changed = serializers.BooleanField(help_text="something was (or, in a dry run, would be) created, updated, "
+                                                 "disabled or deleted")
+    detail = serializers.CharField(required=False, help_text="on a 400: \"refused, nothing changed\"")
 
 
 class ProblemsSerializer(serializers.Serializer):

@@ -23,6 +23,9 @@ SECRET_PREFIX = "eipd_"
 # The clear part kept for listings: the marker and 8 characters of the secret.
 PREFIX_LENGTH = len(SECRET_PREFIX) + 8
 NAME_MAX = 100
+# Live (neither revoked nor expired) tokens per user: enough for every pipeline of a team member; a script
+# minting tokens in a loop is refused instead of filling the table.
+TOKENS_PER_USER_MAX = 20
 # last_used_at is written at most this often per token: not one UPDATE per API call.
 LAST_USED_GRAIN = dt.timedelta(minutes=1)
 _DURATION_RE = re.compile(r"(\d{1,5})([hdw])")
@@ -57,8 +60,13 @@ def token_create(*, user: User, name: str = "", expires_in: dt.timedelta | None 
         raise TokenError(f"a token name has at most {NAME_MAX} characters")
     if not user.is_active:
         raise TokenError(f"user {user.get_username()!r} is inactive")
-    secret = SECRET_PREFIX + secrets.token_urlsafe(32)
     now = timezone.now()
+    live = ApiToken.objects.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now), user=user,
+                                   revoked_at__isnull=True).count()
+    if live >= TOKENS_PER_USER_MAX:
+        raise TokenError(f"user {user.get_username()!r} has {live} live API tokens, the most allowed "
+                         f"({TOKENS_PER_USER_MAX}): revoke one first")
+    secret = SECRET_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(
         user=user,
         name=name,

@@ -4,35 +4,71 @@ accept, refuse and answer alike (the same problem texts)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
+import datetime as dt
+import json
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from drf_spectacular.views import SpectacularSwaggerSplitView
 from rest_framework import exceptions, status
 from rest_framework.generics import ListAPIView
-from rest_framework.pagination import CursorPagination
+from rest_framework.pagination import BasePagination
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
 from pools import selectors, services
-from pools.forms import EipFilterForm, HistoryFilterForm, NodeFilterForm, ReassignForm
+from pools.forms import EipFilterForm, HistoryFilterForm, NodeFilterForm
 from pools.models import LaunchSpec
-from pools.specfile import SpecFileError, launch_spec_to_ocean, load_spec_json, parse_launch_spec
+from pools.specfile import (
+    DNS_SUBDOMAIN_RE,
+    NAME_MAX,
+    SpecFileError,
+    cluster_name_problem,
+    control_problem,
+    launch_spec_to_ocean,
+    load_spec_json,
+    parse_launch_spec,
+)
 
 from . import serializers as s
 from .auth import require_permissions
 
 SPEC_WRITE = ("pools.add_launchspec", "pools.change_launchspec")
 PROBLEMS = OpenApiResponse(s.ProblemsSerializer, description="refused: `problems` lists every reason")
+
+
+class ApiSchema(AutoSchema):
+    """Every operation's refusals in the schema, as the API answers them (`{"detail": ...}`): 401 without valid
+    credentials, 403 for a role that may not, 429 over the rate limit, and 404 where the path names an object."""
+
+    REFUSALS = {
+        "401": "not authenticated: no token or session, or the token is invalid, expired or revoked",
+        "403": "the account's role may not do this (or the session's CSRF token is missing)",
+        "404": "no such object",
+        "429": "over the rate limit (EIPDASH_API_RATE per user); Retry-After says when to try again",
+    }
+
+    def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:
+        responses: dict[str, Any] = super()._get_response_bodies(direction)
+        for code, description in self.REFUSALS.items():
+            if code == "404" and "{" not in self.path:
+                continue
+            responses.setdefault(code, self._get_response_for_code(
+                OpenApiResponse(s.ProblemsSerializer, description=description), code, direction=direction))
+        return responses
 
 
 def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
@@ -48,6 +84,18 @@ def _document(request: Request) -> object:
     except RequestDataTooBig:
         raise SpecFileError([f"the body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes"]) from None
     return load_spec_json(raw)
+
+
+def node_name_problem(value: object) -> str | None:
+    """A Kubernetes node name: a DNS subdomain of at most 253 characters (never echoed when it is not one)."""
+    if not isinstance(value, str) or not value:
+        return "give the target node's name as a string"
+    if problem := control_problem("the node name", value):
+        return problem
+    if len(value) > 253 or not DNS_SUBDOMAIN_RE.fullmatch(value):
+        return ("not a Kubernetes node name: at most 253 lowercase letters, digits, '-' and '.', "
+                "alphanumeric at both ends")
+    return None
 
 
 def _problems(detail: str, problems: list[str], code: int) -> Response:
@@ -75,23 +123,90 @@ class DocsView(SpectacularSwaggerSplitView):
         return response
 
 
-class Pagination(CursorPagination):
-    """Keyset pages in a fixed order: a page never skips or repeats a row when rows are added meanwhile.
-    `next` is the URL of the next page, null on the last."""
+class Pagination(BasePagination):
+    """Keyset pages on (a field, id), in a fixed order: a page never skips or repeats a row when rows are added
+    meanwhile, and ties on the field (1,000s of events of one timestamp, a node name in two clusters) are
+    ordered by id, so that following `next` always ends. `next` is the URL of the next page, null on the last.
+    The history page pages the same way (`selectors.event_page`)."""
 
     page_size = 100
-    page_size_query_param = "limit"
     max_page_size = 1000
+    key = "id"  # the first ordering field, "-field" for descending; id breaks ties
+
+    def paginate_queryset(self, queryset: QuerySet[Any], request: Request, view: Any = None) -> list[Any]:
+        self.request = request
+        limit = self._limit(request)
+        descending = self.key.startswith("-")
+        name, op = self.key.lstrip("-"), "lt" if descending else "gt"
+        rows = queryset.order_by(self.key, "-id" if descending else "id")
+        if raw := request.query_params.get("cursor"):
+            value, pk = self._decode(raw)
+            # `field <= v AND (field < v OR id < n)`, as event_page: the database still range-scans the index.
+            rows = rows.filter(**{f"{name}__{op}e": value}).filter(
+                Q(**{f"{name}__{op}": value}) | Q(**{f"id__{op}": pk}))
+        page = list(rows[: limit + 1])
+        self.next_cursor = self._encode(getattr(page[limit - 1], name), page[limit - 1].pk) if len(page) > limit \
+            else None
+        return page[:limit]
+
+    def _limit(self, request: Request) -> int:
+        raw = request.query_params.get("limit")
+        if raw is None:
+            return self.page_size
+        if not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
+            raise exceptions.ValidationError({"detail": "bad filter",
+                                              "problems": [f"limit: a number from 1 to {self.max_page_size}"]})
+        return int(raw)
+
+    @staticmethod
+    def _encode(value: Any, pk: int) -> str:
+        kind = "t" if isinstance(value, dt.datetime) else "s"
+        text = value.isoformat() if isinstance(value, dt.datetime) else str(value)
+        return base64.urlsafe_b64encode(json.dumps([kind, text, pk]).encode()).decode().rstrip("=")
+
+    @staticmethod
+    def _decode(raw: str) -> tuple[Any, int]:
+        try:
+            kind, text, pk = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+            if not isinstance(text, str) or not isinstance(pk, int) or kind not in ("t", "s"):
+                raise ValueError(raw)
+            value: Any = dt.datetime.fromisoformat(text) if kind == "t" else text
+        except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+            raise exceptions.NotFound("Invalid cursor") from None
+        return value, pk
+
+    def get_paginated_response(self, data: Any) -> Response:
+        url = None
+        if self.next_cursor is not None:
+            url = replace_query_param(self.request.build_absolute_uri(), "cursor", self.next_cursor)
+        return Response({"next": url, "results": data})
+
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "object", "required": ["next", "results"], "properties": {
+            "next": {"type": "string", "format": "uri", "nullable": True,
+                     "description": "the next page's URL; null on the last page"},
+            "results": schema}}
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        return [
+            {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"},
+             "description": "where the page starts: take it from the previous page's `next`"},
+            {"name": "limit", "in": "query", "required": False,
+             "schema": {"type": "integer", "minimum": 1, "maximum": self.max_page_size},
+             "description": f"rows per page (default {self.page_size})"},
+        ]
 
 
-def _pages_by(*ordering: str) -> type[Pagination]:
-    return type("Pagination", (Pagination,), {"ordering": ordering})
+def _pages_by(key: str) -> type[Pagination]:
+    return type("Pagination", (Pagination,), {"key": key})
 
 
 # --- launch specs ---------------------------------------------------------------------------------------
 
 
 class LaunchSpecListView(APIView):
+    schema = ApiSchema()
+
     @extend_schema(operation_id="launch_specs_list", responses=s.LaunchSpecListSerializer,
                    summary="Every launch spec, as `launchspec apply` documents (not paginated: specs are few)")
     def get(self, request: Request) -> Response:
@@ -99,16 +214,21 @@ class LaunchSpecListView(APIView):
 
 
 class LaunchSpecDetailView(APIView):
+    schema = ApiSchema()
+
     @extend_schema(responses={200: s.LaunchSpecDocumentSerializer}, summary="One launch spec (the export)")
     def get(self, request: Request, name: str) -> Response:
         return Response(launch_spec_to_ocean(_spec_or_404(name)))
 
     @extend_schema(
-        request=s.LaunchSpecDocumentSerializer,
+        request=PolymorphicProxySerializer(
+            component_name="LaunchSpecPut", resource_type_field_name=None,
+            serializers=[s.LaunchSpecPutDocumentSerializer, s.LaunchSpecPutBodySerializer]),
         responses={200: s.LaunchSpecDocumentSerializer, 201: s.LaunchSpecDocumentSerializer, 400: PROBLEMS},
         summary="Create or update (idempotent apply, like `launchspec apply -f`)",
         description="201 when created, 200 when updated (or unchanged). The body's name must be the URL's "
-                    "(absent, it is taken from the URL). Invalid input: 400 with every problem, nothing changed.",
+                    "(absent, it is taken from the URL). The body is the export's `{\"launchSpec\": {...}}` document "
+                    "or the bare spec. Invalid input: 400 with every problem, nothing changed.",
     )
     def put(self, request: Request, name: str) -> Response:
         exists = LaunchSpec.objects.filter(name=name).exists()
@@ -154,6 +274,8 @@ class LaunchSpecDetailView(APIView):
 
 
 class LaunchSpecPlanView(APIView):
+    schema = ApiSchema()
+
     @extend_schema(responses=s.PlanSerializer, summary="The plan preview: what the next pass would do")
     def get(self, request: Request, name: str) -> Response:
         spec = _spec_or_404(name)
@@ -162,9 +284,16 @@ class LaunchSpecPlanView(APIView):
 
 
 class LaunchSpecSyncView(APIView):
+    schema = ApiSchema()
+
     @extend_schema(
         request=s.SyncRequestSerializer,
-        responses={200: s.SyncResultSerializer, 400: s.SyncResultSerializer},
+        responses={200: s.SyncResultSerializer, 400: OpenApiResponse(
+            PolymorphicProxySerializer(component_name="SyncRefused", resource_type_field_name=None,
+                                       serializers=[s.SyncResultSerializer, s.SyncRefusalSerializer]),
+            description="refused, nothing changed: the result with every problem of the documents, or (a body "
+                        "that is not JSON, not an object with launchSpecs, a bad flag, too many documents, no "
+                        "document with prune) only `detail` and `problems`")},
         summary="Make the launch specs exactly these (`launchspec apply -f DIR/`), all or nothing",
         description="Any problem in any document: 400 with every problem, nothing changed. `dryRun` only says "
                     "what would change (readers may ask); applying needs the operators' launch-spec permissions, "
@@ -180,26 +309,41 @@ class LaunchSpecSyncView(APIView):
                              ['expected a JSON object with "launchSpecs": [...] (and optionally prune, dryRun)'], 400)
         flags = {key: data.get(key, False) for key in ("prune", "dryRun")}
         problems = [f"{key} must be true or false" for key, value in flags.items() if not isinstance(value, bool)]
-        unknown = sorted(set(data) - {"launchSpecs", "prune", "dryRun"})
-        problems += [f"unknown field {key!r}" for key in unknown]
+        cluster = data.get("cluster")
+        if cluster is not None and (problem := cluster_name_problem(cluster)) is not None:
+            problems.append(problem)
+        unknown = sorted(set(data) - {"launchSpecs", "prune", "dryRun", "cluster"})
+        problems += [f"unknown field {_short(key)}" for key in unknown]
+        if len(data["launchSpecs"]) > services.SYNC_MAX_DOCUMENTS:
+            problems.append(f"{len(data['launchSpecs'])} launch specs in one sync: at most "
+                            f"{services.SYNC_MAX_DOCUMENTS}; nothing changed")
         if problems:
             return _problems("refused, nothing changed", problems, 400)
         if not flags["dryRun"]:
             require_permissions(request, *SPEC_WRITE, *(("pools.delete_launchspec",) if flags["prune"] else ()))
         documents = [(_source(index, document), document) for index, document in enumerate(data["launchSpecs"])]
         result = services.launch_spec_sync(documents=documents, prune=flags["prune"], dry_run=flags["dryRun"],
-                                           actor=request.user.get_username())
+                                           actor=request.user.get_username(), cluster=cluster)
         body = dataclasses.asdict(result) | {"changed": result.changed}
+        body["pruneClusters"] = body.pop("prune_clusters")
         if result.problems:
             return Response({"detail": "refused, nothing changed", **body}, status=400)
         return Response(body)
 
 
 def _source(index: int, document: object) -> str:
-    """A document's label in problem texts: its place in the list, and its name when it has one."""
+    """A document's label in problem texts: its place in the list, and its name when it is a valid one (a name
+    with control, bidi or surrogate characters is never echoed: its own problem says what is wrong)."""
     inner = document.get("launchSpec") if isinstance(document, dict) else None
     name = (inner if isinstance(inner, dict) else document if isinstance(document, dict) else {}).get("name")
-    return f"launchSpecs[{index}] ({name})" if isinstance(name, str) and name else f"launchSpecs[{index}]"
+    shown = isinstance(name, str) and name and len(name) <= NAME_MAX and control_problem("name", name) is None
+    return f"launchSpecs[{index}] ({name})" if shown else f"launchSpecs[{index}]"
+
+
+def _short(value: object) -> str:
+    """Unsafe text shown escaped (repr escapes controls, bidi marks and lone surrogates), and cut short."""
+    text = ascii(value)
+    return text if len(text) <= 60 else text[:59] + "…"
 
 
 # --- EIPs, nodes, events ------------------------------------------------------------------------------
@@ -226,6 +370,8 @@ SEARCH_Q = OpenApiParameter("q", str, description="text anywhere in the row, cas
 
 
 class EipListView(ListAPIView):
+    schema = ApiSchema()
+
     serializer_class = s.ElasticIpSerializer
     pagination_class = _pages_by("allocation_id")
 
@@ -246,6 +392,8 @@ class EipListView(ListAPIView):
 
 
 class EipDetailView(APIView):
+    schema = ApiSchema()
+
     @extend_schema(responses=s.ElasticIpSerializer, summary="One EIP")
     def get(self, request: Request, allocation_id: str) -> Response:
         eip = selectors.eip_get(allocation_id=allocation_id)
@@ -255,8 +403,10 @@ class EipDetailView(APIView):
 
 
 class NodeListView(ListAPIView):
+    schema = ApiSchema()
+
     serializer_class = s.NodeSerializer
-    pagination_class = _pages_by("name", "id")
+    pagination_class = _pages_by("name")
 
     @extend_schema(summary="The nodes, as the nodes page filters them (ended nodes only when ?state= asks)",
                    parameters=[SPEC_Q, SEARCH_Q, OpenApiParameter("state", str, enum=list(selectors.NODE_STATES))])
@@ -270,8 +420,10 @@ class NodeListView(ListAPIView):
 
 
 class EventListView(ListAPIView):
+    schema = ApiSchema()
+
     serializer_class = s.EventSerializer
-    pagination_class = _pages_by("-timestamp", "-id")
+    pagination_class = _pages_by("-timestamp")
 
     @extend_schema(summary="The history, newest first, with the history export's filters", parameters=[
         OpenApiParameter("since", OpenApiTypes.DATETIME, description="from this time on (ISO 8601; UTC if naive)"),
@@ -296,6 +448,8 @@ class EventListView(ListAPIView):
 
 
 class ReassignView(APIView):
+    schema = ApiSchema()
+
     @extend_schema(
         request=s.ReassignBodySerializer,
         responses={202: s.ReassignStatusSerializer, 400: PROBLEMS, 404: s.ProblemsSerializer, 409: PROBLEMS},
@@ -308,19 +462,25 @@ class ReassignView(APIView):
         eip = selectors.eip_get(allocation_id=allocation_id)
         if eip is None:
             raise exceptions.NotFound(f"no Elastic IP {allocation_id!r}")
-        form = ReassignForm(request.data if isinstance(request.data, dict) else {})
-        if not form.is_valid():
-            return _problems("Choose a target node.", _form_problems(form), 400)
+        try:
+            body = _document(request)
+        except SpecFileError as exc:
+            return _problems("refused, nothing changed", exc.messages, 400)
+        node = body.get("node") if isinstance(body, dict) else None
+        if (problem := node_name_problem(node)) is not None:
+            return _problems("Choose a target node.", [f"node: {problem}"], 400)
         # The dashboard's up-front refusals, in its words; then its own submit (the enqueue on commit).
         if (error := services.reassign_refusal(eip=eip, state=selectors.eip_state(eip))) is not None:
             return _problems(error, [error], 409)
-        reassign = services.reassign_request_submit(eip=eip, node_name=form.cleaned_data["node"],
+        reassign = services.reassign_request_submit(eip=eip, node_name=str(node),
                                                     actor=request.user.get_username())
         data = s.ReassignStatusSerializer(reassign, context={"request": request}).data
         return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": data["status"]})
 
 
 class ReassignStatusView(APIView):
+    schema = ApiSchema()
+
     @extend_schema(responses={200: s.ReassignStatusSerializer, 404: s.ProblemsSerializer},
                    summary="Where a reassign request stands: pending, running, done, refused or failed")
     def get(self, request: Request, allocation_id: str, request_id: int) -> Response:

@@ -1,4 +1,4 @@
-"""Rate limits: EIPDASH_API_RATE per token, 429 with Retry-After; counters in Redis are shared by processes."""
+"""Rate limits: EIPDASH_API_RATE per user (all its tokens together), 429 with Retry-After; counters in Redis are shared by processes."""
 
 from __future__ import annotations
 
@@ -13,14 +13,18 @@ from tests.api.conftest import api_for
 SPECS = "/api/v1/launch-specs/"
 
 
-def test_each_token_has_its_own_budget_and_429_says_when_to_retry(viewer: User, settings: Settings) -> None:
+def test_each_user_has_one_budget_whatever_its_tokens_and_429_says_when_to_retry(
+    viewer: User, operator: User, settings: Settings
+) -> None:
     settings.EIPDASH_API_RATE = "3/min"
     first, second = api_for(viewer), api_for(viewer)
     assert [first.get(SPECS).status_code for _ in range(3)] == [200, 200, 200]
     refused = first.get(SPECS)
     assert refused.status_code == 429
     assert 0 < int(refused["Retry-After"]) <= 60 and "throttled" in refused.json()["detail"].lower()
-    assert second.get(SPECS).status_code == 200  # another token counts alone
+    # A second token of the same user shares the budget: N tokens must not give N times the rate.
+    assert second.get(SPECS).status_code == 429
+    assert api_for(operator).get(SPECS).status_code == 200  # another user counts alone
 
 
 def test_with_redis_every_process_counts_against_one_limit(viewer: User, settings: Settings, redis_url: str) -> None:

@@ -44,6 +44,9 @@ def folder(tmp_path: Path, files: dict[str, Any]) -> Path:
     return path
 
 
+SCOPE_DEFAULT = "prune scope: cluster default (the clusters the input names); other clusters' specs are left alone\n"
+
+
 def run(path: Path, *flags: str) -> str:
     out = StringIO()
     call_command("launchspec", "apply", "-f", str(path), *flags, stdout=out)
@@ -92,7 +95,7 @@ def test_second_run_changes_nothing_and_diff_exits_0(tmp_path: Path) -> None:
     assert "no changes" in out and "2 unchanged" in out
     assert snapshot() == before  # not even updated_at moved
     assert exit_code(path, "--diff") == (0, "no changes\n")
-    assert exit_code(path, "--diff", "--prune") == (0, "no changes\n")
+    assert exit_code(path, "--diff", "--prune") == (0, SCOPE_DEFAULT + "no changes\n")
 
 
 def test_diff_exits_1_and_changes_nothing(tmp_path: Path) -> None:
@@ -203,3 +206,116 @@ def test_sync_service_result() -> None:
     assert (result.unchanged, result.changed, result.diff) == (["api"], False, [])
     result = services.launch_spec_sync(documents=[("a", {"launchSpec": {"name": "x"}})])
     assert result.problems and all(p.startswith("a: ") for p in result.problems) and not result.applied
+
+
+# --- review findings (issue 12) ----------------------------------------------------------------------------
+
+
+def test_the_service_refuses_a_prune_without_any_document(tmp_path: Path) -> None:
+    """Every caller (the API's `{"launchSpecs": [], "prune": true}` too), not only the CLI's empty folder."""
+    run(folder(tmp_path, {"api.json": document("api"), "web.json": document("web")}))
+    before = snapshot()
+    for dry_run in (True, False):
+        result = services.launch_spec_sync(documents=[], prune=True, dry_run=dry_run)
+        assert result.problems == [services.SYNC_EMPTY_PRUNE] and not result.applied
+        assert (result.deleted, result.disabled) == ([], [])
+    assert snapshot() == before
+
+
+def _two_clusters(tmp_path: Path) -> None:
+    call_command("cluster", "add", "eu", "--region", "eu-west-1", "--kube-context", "eu", stdout=StringIO())
+    run(folder(tmp_path, {"api.json": document("api"), "far.json": document("far", cluster="eu"),
+                          "near.json": document("near", cluster="eu")}))
+
+
+def test_prune_only_touches_the_clusters_the_documents_name(tmp_path: Path) -> None:
+    """A folder per cluster: pruning the default cluster's folder leaves the other cluster's specs alone."""
+    _two_clusters(tmp_path)
+    path = folder(tmp_path, {"api.json": document("api")})
+    out = run(path, "--prune")
+    assert SCOPE_DEFAULT in out and "0 deleted" in out
+    assert sorted(LaunchSpec.objects.values_list("name", flat=True)) == ["api", "far", "near"]
+    assert all(LaunchSpec.objects.values_list("enabled", flat=True))
+    # The eu folder prunes only eu.
+    path = folder(tmp_path, {"far.json": document("far", cluster="eu")})
+    out = run(path, "--prune")
+    assert "prune scope: cluster eu (the clusters the input names)" in out and "- spec near: deleted" in out
+    assert sorted(LaunchSpec.objects.values_list("name", flat=True)) == ["api", "far"]
+
+
+def test_cluster_sets_the_prune_scope_and_an_unknown_one_is_refused(tmp_path: Path) -> None:
+    _two_clusters(tmp_path)
+    before = snapshot()
+    path = folder(tmp_path, {"api.json": document("api")})
+    code, out = exit_code(path, "--prune", "--cluster", "nowhere")
+    assert code == 2 and "unknown cluster 'nowhere' (known: default, eu)" in out
+    code, out = exit_code(path, "--cluster", "eu")
+    assert code == 2 and "--cluster sets the scope of --prune" in out
+    assert snapshot() == before
+    # The default cluster's folder, scoped explicitly to eu: eu's specs it does not name go.
+    code, out = exit_code(path, "--diff", "--prune", "--cluster", "eu")
+    assert code == 1 and "prune scope: cluster eu (as asked)" in out
+    assert "- spec far: deleted" in out and "- spec near: deleted" in out and "spec api" not in out
+    result = services.launch_spec_sync(documents=[("a", document("api"))], prune=True, cluster="eu", dry_run=True)
+    assert (result.deleted, result.prune_clusters) == (["far", "near"], ["eu"])
+
+
+def waiting_node(spec_name: str) -> Node:
+    """A live node of the spec under the startup taint, with no EIP (its pool is empty or exhausted)."""
+    spec = LaunchSpec.objects.get(name=spec_name)
+    now = timezone.now()
+    return Node.objects.create(cluster=spec.cluster, name=f"wait-{spec_name}", instance_id=f"i-w{spec.pk}",
+                               launch_spec=spec, first_seen_at=now, last_seen_at=now, state=Node.State.WAITING,
+                               startup_tainted=True)
+
+
+def test_prune_disables_rather_than_deletes_a_spec_whose_nodes_wait_tainted(tmp_path: Path) -> None:
+    path = folder(tmp_path, {"api.json": document("api"), "empty.json": document("empty")})
+    run(path)
+    node = waiting_node("empty")
+    folder(tmp_path, {"api.json": document("api")})
+    out = run(path, "--prune")
+    assert ("- spec empty: disabled, not deleted: 1 node(s) still wait under the startup taint, which only this "
+            "spec lifts") in out
+    assert LaunchSpec.objects.get(name="empty").enabled is False
+    out = run(path, "--prune")
+    assert "spec empty: absent, disabled and still draining" in out
+    # The node is gone: the next prune deletes the spec.
+    Node.objects.filter(pk=node.pk).update(state=Node.State.GONE, deleted_at=timezone.now())
+    run(path, "--prune")
+    assert list(LaunchSpec.objects.values_list("name", flat=True)) == ["api"]
+
+
+def test_delete_refuses_a_spec_whose_nodes_wait_tainted(tmp_path: Path) -> None:
+    run(folder(tmp_path, {"empty.json": document("empty")}))
+    node = waiting_node("empty")
+    with pytest.raises(CommandError) as refused:
+        call_command("launchspec", "delete", "empty", stdout=StringIO())
+    assert refused.value.returncode == 2
+    assert "launch spec 'empty' has 1 node(s) still waiting under the startup taint" in str(refused.value)
+    assert LaunchSpec.objects.filter(name="empty").exists()
+    Node.objects.filter(pk=node.pk).update(state=Node.State.RELEASED)
+    call_command("launchspec", "delete", "empty", stdout=StringIO())
+    assert not LaunchSpec.objects.exists()
+
+
+def test_a_sync_over_the_cap_is_refused_and_nothing_changes() -> None:
+    documents = [(f"d{i}", document(f"s{i}")) for i in range(services.SYNC_MAX_DOCUMENTS + 1)]
+    result = services.launch_spec_sync(documents=documents, dry_run=True)
+    assert result.problems == [f"{services.SYNC_MAX_DOCUMENTS + 1} launch specs in one sync: at most "
+                               f"{services.SYNC_MAX_DOCUMENTS}; nothing changed"]
+    assert result.created == [] and not LaunchSpec.objects.exists()
+
+
+def test_a_sync_looks_each_cluster_up_once(django_assert_max_num_queries: Any) -> None:
+    documents = [(f"d{i}", document(f"s{i}")) for i in range(200)]
+    with django_assert_max_num_queries(10):
+        result = services.launch_spec_sync(documents=documents, dry_run=True)
+    assert len(result.created) == 200
+
+
+def test_applied_is_true_when_the_record_already_matches() -> None:
+    services.launch_spec_sync(documents=[("a", document("api"))])
+    result = services.launch_spec_sync(documents=[("a", document("api"))])
+    assert (result.changed, result.applied, result.unchanged) == (False, True, ["api"])
+    assert services.launch_spec_sync(documents=[("a", document("api"))], dry_run=True).applied is False

@@ -47,10 +47,15 @@ class Command(BaseCommand):
             return
         clusters = list(Cluster.objects.all())
         # Rows made before overlaps were refused can still share a context: say so, loudly.
-        shared = Counter((cluster.kube_context, cluster.kubeconfig) for cluster in clusters)
+        shared = Counter(_identity(cluster) for cluster in clusters)
         self.stdout.write("NAME\tREGION\tCONTEXT\tKUBECONFIG")
         for cluster in clusters:
-            overlap = shared[(cluster.kube_context, cluster.kubeconfig)] > 1
+            overlap = shared[_identity(cluster)] > 1
             flag = "\tOVERLAP: another cluster uses this kube context" if overlap else ""
             self.stdout.write(f"{cluster.name}\t{cluster.region}\t{cluster.kube_context or '(current)'}\t"
                               f"{cluster.kubeconfig or '(default)'}{flag}")
+
+
+def _identity(cluster: Cluster) -> tuple[str, str]:
+    """A kube context of a kubeconfig file, by the file's real path (a symlink is the same file)."""
+    return cluster.kube_context, services.kubeconfig_identity(cluster.kubeconfig)

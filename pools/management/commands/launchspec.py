@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import getpass
 from argparse import ArgumentParser
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,14 @@ from pools import services
 from pools.models import LaunchSpec
 from pools.pool_rule import labels_text
 from pools.specfile import SpecFileError, load_spec_json, parse_launch_spec
+
+
+def cli_actor() -> str:
+    """Who ran the command, for the log line of a sync (the API passes its user): "cli:<OS user>", or "cli"."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):
+        return "cli"
 
 
 class Command(BaseCommand):
@@ -24,6 +33,8 @@ class Command(BaseCommand):
         )
         apply.add_argument("--prune", action="store_true",
                            help="disable the specs the input does not name; delete those that hold no EIP")
+        apply.add_argument("--cluster", default=None, metavar="NAME",
+                           help="prune only this cluster's specs (default: the clusters the documents name)")
         apply.add_argument("--diff", action="store_true",
                            help="print what would change and change nothing; exit 1 if something would, else 0")
         sub.add_parser("list", help="list launch specs")
@@ -33,8 +44,10 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
         if action == "apply":
+            if options["cluster"] is not None and not options["prune"]:
+                raise CommandError("--cluster sets the scope of --prune: give --prune too", returncode=2)
             if options["prune"] or options["diff"] or Path(options["file"]).is_dir():
-                self.sync(options["file"], prune=options["prune"], dry_run=options["diff"])
+                self.sync(options["file"], prune=options["prune"], dry_run=options["diff"], cluster=options["cluster"])
             else:
                 self.apply(options["file"])
         elif action == "list":
@@ -73,7 +86,7 @@ class Command(BaseCommand):
         self.stdout.write(f"{verb} launch spec {spec.name} (cluster {spec.cluster.name}, {spec.cluster.region}, "
                           f"pool {spec.selector_text()})")
 
-    def sync(self, path: str, *, prune: bool, dry_run: bool) -> None:
+    def sync(self, path: str, *, prune: bool, dry_run: bool, cluster: str | None = None) -> None:
         """A folder (or one file) as the whole desired state: all or nothing, in one transaction."""
         problems: list[str] = []
         documents: list[tuple[str, object]] = []
@@ -86,11 +99,17 @@ class Command(BaseCommand):
             except SpecFileError as exc:
                 problems.extend(f"{source}: {message}" for message in exc.messages)
         # With a file already refused, still check the others (without writing) so that every problem shows.
-        result = services.launch_spec_sync(documents=documents, prune=prune, dry_run=dry_run or bool(problems))
-        problems.extend(result.problems)
+        if documents or not problems:
+            result = services.launch_spec_sync(documents=documents, prune=prune, dry_run=dry_run or bool(problems),
+                                               actor=cli_actor(), cluster=cluster)
+            problems.extend(result.problems)
         if problems:
             lines = "\n".join(f"  - {m}" for m in problems)
             raise CommandError(f"{path}: refused, nothing changed:\n{lines}", returncode=2)
+        if prune:
+            scope = ", ".join(result.prune_clusters)
+            how = "as asked" if cluster is not None else "the clusters the input names"
+            self.stdout.write(f"prune scope: cluster {scope} ({how}); other clusters' specs are left alone")
         for line in result.diff:
             self.stdout.write(line)
         for name in result.draining:
