@@ -104,6 +104,13 @@ class SyncResultSerializer(serializers.Serializer):
     detail = serializers.CharField(required=False, help_text="on a 400: \"refused, nothing changed\"")
 
 
+class SyncRefusalSerializer(serializers.Serializer):
+    """The early refusal, before any document is looked at (not JSON, not an object, a bad flag, too many)."""
+
+    detail = serializers.CharField()
+    problems = serializers.ListField(child=serializers.CharField())
+
+
 class ProblemsSerializer(serializers.Serializer):
     detail = serializers.CharField()
     problems = serializers.ListField(child=serializers.CharField(), required=False)

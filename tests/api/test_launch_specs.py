@@ -15,9 +15,9 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 from django.urls import reverse
 
-from pools import selectors
+from pools import selectors, services
 from pools.api.serializers import SyncResultSerializer
-from pools.models import Assignment, LaunchSpec, Node
+from pools.models import Assignment, Cluster, LaunchSpec, Node
 from pools.specfile import launch_spec_to_ocean
 from tests.api.conftest import Api
 from tests.fixtures.web import WebWorld
@@ -241,3 +241,74 @@ def test_a_body_too_large_is_a_json_400(web_world: WebWorld, operator_api: Api, 
     for response in (operator_api.put(spec_url("ingress"), big), operator_api.post(SYNC, {"launchSpecs": [big]})):
         assert response.status_code == 400 and response.json()["problems"] == ["the body is larger than 1000 bytes"]
     assert not LaunchSpec.objects.filter(name="ingress").exists()
+
+
+# --- review findings (issue 12) ----------------------------------------------------------------------------
+
+
+def test_sync_prune_without_any_document_is_refused(web_world: WebWorld, operator_api: Api) -> None:
+    for dry_run in (False, True):
+        response = operator_api.post(SYNC, {"launchSpecs": [], "prune": True, "dryRun": dry_run})
+        assert response.status_code == 400, response.content
+        assert response.json()["problems"] == [services.SYNC_EMPTY_PRUNE]
+        assert response.json()["deleted"] == [] and response.json()["disabled"] == []
+    assert LaunchSpec.objects.get(name="egress").enabled is True
+
+
+def test_sync_prune_scope_by_cluster(web_world: WebWorld, operator_api: Api) -> None:
+    Cluster.objects.create(name="eu", region="eu-west-1", kube_context="eu")
+    # The documents name only eu: prod's egress is out of the prune's scope.
+    far = copy.deepcopy(NEW)
+    far["launchSpec"].update(name="far", cluster="eu", region="eu-west-1")
+    done = operator_api.post(SYNC, {"launchSpecs": [far], "prune": True})
+    assert done.status_code == 200, done.content
+    assert done.json()["pruneClusters"] == ["eu"] and done.json()["disabled"] == done.json()["deleted"] == []
+    assert LaunchSpec.objects.get(name="egress").enabled is True
+    # Asked for prod explicitly: egress is absent there and holds an EIP, so it is disabled.
+    scoped = operator_api.post(SYNC, {"launchSpecs": [far], "prune": True, "cluster": "prod", "dryRun": True})
+    assert scoped.status_code == 200 and scoped.json()["disabled"] == ["egress"], scoped.content
+    unknown = operator_api.post(SYNC, {"launchSpecs": [far], "prune": True, "cluster": "nowhere"})
+    assert unknown.status_code == 400 and "unknown cluster 'nowhere'" in unknown.json()["problems"][0]
+    bad = operator_api.post(SYNC, {"launchSpecs": [far], "prune": True, "cluster": ["prod"]})
+    assert bad.status_code == 400 and bad.json()["problems"][0].startswith("cluster must be a name")
+    assert sorted(LaunchSpec.objects.values_list("name", flat=True)) == ["egress", "far"]
+
+
+@pytest.mark.parametrize("unsafe", ["\udc80", "a\u202eb", "x\u2066y", "n\x00l"])
+def test_sync_problem_texts_never_echo_unsafe_text(web_world: WebWorld, viewer_api: Api, unsafe: str) -> None:
+    """A lone surrogate was a 500 (the problem echoed it into the JSON renderer); bidi marks were echoed raw."""
+    for body in ({"launchSpecs": [{"name": unsafe}], "dryRun": True},
+                 {"launchSpecs": [{"launchSpec": {"name": unsafe}}], "dryRun": True},
+                 {"launchSpecs": [], "dryRun": True, unsafe: 1}):
+        response = viewer_api.post(SYNC, json.dumps(body), raw=True)  # json.dumps writes \udc80 as an escape
+        assert response.status_code == 400, response.content
+        text = response.content.decode("utf-8")
+        assert unsafe not in text and unsafe not in json.dumps(response.json(), ensure_ascii=False)
+
+
+def test_sync_over_the_cap_is_refused_before_any_document_is_read(web_world: WebWorld, viewer_api: Api) -> None:
+    documents = [{"launchSpec": {"name": f"s{i}"}} for i in range(services.SYNC_MAX_DOCUMENTS + 1)]
+    response = viewer_api.post(SYNC, {"launchSpecs": documents, "dryRun": True})
+    assert response.status_code == 400
+    assert response.json() == {"detail": "refused, nothing changed", "problems": [
+        f"{services.SYNC_MAX_DOCUMENTS + 1} launch specs in one sync: at most {services.SYNC_MAX_DOCUMENTS}; "
+        "nothing changed"]}
+
+
+def test_a_busy_spec_lists_no_change_that_did_not_happen(web_world: WebWorld, operator_api: Api,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from contextlib import contextmanager
+
+    @contextmanager
+    def busy(spec_id: int, wait_seconds: float = 0):  # the spec's lock held by a long pass
+        yield False
+
+    monkeypatch.setattr(services, "spec_lock", busy)
+    changed = copy.deepcopy(_documents(operator_api)[0])
+    changed["launchSpec"]["enabled"] = False
+    response = operator_api.post(SYNC, {"launchSpecs": [changed, NEW]})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["problems"] == ["launch spec 'egress' is busy with a long pass; try again"]
+    assert body["created"] == body["updated"] == [] and body["applied"] is False
+    assert sorted(LaunchSpec.objects.values_list("name", flat=True)) == ["egress"]

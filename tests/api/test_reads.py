@@ -161,3 +161,27 @@ def test_a_page_costs_the_same_queries_for_many_rows(
             counts[(size, path)] = len(queries)
     for path in ("/api/v1/eips/", "/api/v1/nodes/", "/api/v1/events/"):
         assert counts[("large", path)] <= counts[("small", path)] + 1, counts  # +1: last_used_at once a minute
+
+
+def test_events_of_one_timestamp_page_by_id_every_event_once(db: None, viewer_api: Api) -> None:
+    """DRF's cursor paged by the first ordering field only: 1,000+ events of one timestamp looped for ever."""
+    moment = timezone.now().replace(microsecond=0)
+    Event.objects.bulk_create(Event(timestamp=moment, kind="assigned", actor="test", reason=f"tie {i}")
+                              for i in range(1500))
+    seen: list[int] = []
+    response = viewer_api.get("/api/v1/events/", limit=100)
+    for _ in range(20):  # 15 pages; a loop would never reach the end
+        assert response.status_code == 200, response.content
+        seen += [row["id"] for row in response.json()["results"]]
+        if (link := response.json()["next"]) is None:
+            break
+        response = viewer_api.client.get(link, headers=viewer_api.headers)
+    assert response.json()["next"] is None
+    assert len(seen) == 1500 and set(seen) == set(Event.objects.values_list("id", flat=True))
+    assert seen == sorted(seen, reverse=True)
+
+
+def test_a_bad_cursor_or_limit_is_refused(db: None, viewer_api: Api) -> None:
+    assert viewer_api.get("/api/v1/events/", cursor="nonsense").status_code == 404
+    assert viewer_api.get("/api/v1/nodes/", limit="0").status_code == 400
+    assert viewer_api.get("/api/v1/eips/", limit="5000").status_code == 400

@@ -91,3 +91,23 @@ def test_the_worker_makes_the_move_and_the_status_url_follows_it(stack: Stack, w
     assert Event.objects.get(kind="reassigned").actor == operator.username
     eip = api.get(f"/api/v1/eips/{allocation_id}").json()
     assert (eip["node"], eip["state"]) == ("waiting", "assigned")
+
+
+@pytest.mark.parametrize("body, says", [
+    ('{"node": "\\ud800"}', "node: the node name must not contain control, bidi or surrogate characters"),
+    ("[" * 100_000, "JSON nested deeper than"),
+    ('{"node": "' + "a" * 3_000_000 + '"}', "the body is larger than"),
+    ('{"node": ["a", "b"]}', "node: give the target node's name as a string"),
+    ('{"node": 7}', "node: give the target node's name as a string"),
+    ('{"node": "Node_B"}', "node: not a Kubernetes node name"),
+    ('{"node": "b\\u202e"}', "node: the node name must not contain control, bidi or surrogate characters"),
+    ("not json", "not valid JSON"),
+    ('["node-b"]', "node: give the target node's name as a string"),
+])
+def test_a_bad_body_is_a_json_400_and_records_nothing(web_world: WebWorld, operator_api: Api, body: str,
+                                                      says: str) -> None:
+    response = operator_api.post(f"/api/v1/eips/{web_world.eips[0].allocation_id}/reassign", body, raw=True)
+    assert response.status_code == 400, response.content[:300]
+    assert response["Content-Type"] == "application/json"
+    assert any(says in problem for problem in response.json()["problems"]), response.json()
+    assert not ReassignRequest.objects.exists()

@@ -198,3 +198,18 @@ def test_the_page_checks_csrf(viewer: User) -> None:
     client.force_login(viewer)
     assert client.post(reverse("api-tokens"), {"name": "x", "expires": ""}).status_code == 403
     assert not ApiToken.objects.exists()
+
+
+def test_a_user_has_at_most_so_many_live_tokens(viewer: User) -> None:
+    from pools.api.tokens import TOKENS_PER_USER_MAX, TokenError, token_revoke
+
+    tokens = [token_create(user=viewer).token for _ in range(TOKENS_PER_USER_MAX)]
+    with pytest.raises(TokenError, match=f"the most allowed \\({TOKENS_PER_USER_MAX}\\): revoke one first"):
+        token_create(user=viewer)
+    assert ApiToken.objects.filter(user=viewer).count() == TOKENS_PER_USER_MAX
+    token_revoke(token=tokens[0])
+    token_create(user=viewer)  # a revoked one does not count
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(CommandError) as refused:
+        call_command("api_token", "create", viewer.username, stdout=out, stderr=err)
+    assert "revoke one first" in str(refused.value)

@@ -154,3 +154,21 @@ def test_reassign_picks_the_node_of_the_eips_own_cluster(world: World) -> None:
     assert world.eip_on("target") == allocation_id and world.eip_on("holder") is None
     claim = Assignment.objects.get(closed_at__isnull=True)
     assert (claim.node.cluster.name, claim.node.name) == ("default", "target")
+
+
+def test_overlap_is_checked_on_the_kubeconfigs_real_path(tmp_path: Path) -> None:
+    """A symlink (or a "..") to a kubeconfig another row uses is the same file: the same nodes."""
+    real = kubeconfig(tmp_path, "real")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    add("a", "--region", "us-east-1", "--kubeconfig", str(real), "--context", "prod")
+    message = refused("b", "--region", "us-east-1", "--kubeconfig", str(link), "--context", "prod")
+    assert "cluster 'a' already uses kube context 'prod'" in message
+    dotted = tmp_path / "sub"
+    dotted.mkdir()
+    message = refused("c", "--region", "us-east-1", "--kubeconfig", f"{dotted}/../real", "--context", "prod")
+    assert "cluster 'a' already uses kube context 'prod'" in message
+    # Rows made before the check: `cluster list` flags both.
+    Cluster.objects.create(name="legacy", region="us-east-1", kube_context="prod", kubeconfig=str(link))
+    assert sum("OVERLAP" in line for line in listed()) == 2
+    add("d", "--region", "us-east-1", "--kubeconfig", str(link), "--context", "staging")  # another context: fine
