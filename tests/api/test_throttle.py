@@ -1,4 +1,5 @@
-"""Rate limits: EIPDASH_API_RATE per user (all its tokens together), 429 with Retry-After; counters in Redis are shared by processes."""
+"""Rate limits: EIPDASH_API_RATE per user (all its tokens together), 429 with Retry-After; counters in Redis are
+shared by processes."""
 
 from __future__ import annotations
 
