@@ -292,14 +292,14 @@ def burst(n: int) -> dict[str, Any]:
         s.register("burst", list(zip(names, instances, strict=True)))
         s.reset_stats()
         t0, start = datetime.now(UTC), time.monotonic()
-        passes, errors, skipped = 0, 0, 0
+        passes, errors, skipped = 0, [], 0
         deadline = start + 3 * bound_s(n) + 300
         while len(ready_times(spec)) < n:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"burst of {n}: {len(ready_times(spec))} ready after {passes} passes")
             report = executor.reconcile_spec(spec.pk)
             passes += 1
-            errors += len(report.errors)
+            errors += report.errors
             skipped += bool(report.skipped)
         wall = time.monotonic() - start
         stats = s.stats()
@@ -313,7 +313,8 @@ def burst(n: int) -> dict[str, Any]:
             f"burst_{n}_tte_p99_s": round(percentile(tte, 99), 2),
             f"burst_{n}_throttled_calls": stats["throttled_calls"],
             f"burst_{n}_max_in_flight": stats["max_in_flight"],
-            f"burst_{n}_passes": passes, f"burst_{n}_pass_errors": errors,
+            f"burst_{n}_passes": passes, f"burst_{n}_pass_errors": len(errors),
+            f"burst_{n}_pass_error_lines": errors[:5],
             f"burst_{n}_calls": stats["calls"], f"burst_{n}_loop_wall_s": round(wall, 2),
         }
 

@@ -224,3 +224,21 @@ def test_moto_multi_value_tag_key_filter_drops_eips_with_other_tags(ec2_world: E
 
     assert tag_key_filter("pool-a") == {plain, with_name}
     assert tag_key_filter("pool-a", "pool-b") == {plain}  # AWS would also return with_name
+
+
+def test_fast_tag_lookup_answers_what_moto_answers(ec2_world: Ec2World) -> None:
+    """The emulator's tag lookup (a dict) gives each resource the list moto's scan of every tag gives."""
+    from moto.ec2.models import ec2_backends
+
+    allocation_id, _ = ec2_world.allocate_eip({"pool": "a", "Name": "x"})
+    ec2_world.allocate_eip({"pool": "b"})
+    instance_id, eni_id, _ = ec2_world.launch_instance()
+    ec2_world.client.create_tags(Resources=[instance_id], Tags=[{"Key": "role", "Value": "node"}])
+    backend = ec2_backends["123456789012"]["us-east-1"]
+    resources: list[Any] = [backend.addresses[0], backend.addresses[1], backend.get_instance(instance_id),
+                            backend.get_network_interface(eni_id)]
+
+    for resource in resources:
+        assert resource.get_tags() == backend.describe_tags(filters={"resource-id": [resource.id]})
+    tags = ec2_world.client.describe_addresses(AllocationIds=[allocation_id])["Addresses"][0]["Tags"]
+    assert sorted((t["Key"], t["Value"]) for t in tags) == [("Name", "x"), ("pool", "a")]
