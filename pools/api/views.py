@@ -63,8 +63,13 @@ class ApiSchema(AutoSchema):
 
     def _get_response_bodies(self, direction: Any = "response") -> dict[str, Any]:
         responses: dict[str, Any] = super()._get_response_bodies(direction)
+        if isinstance(self.view, ListAPIView):
+            responses.setdefault("400", self._get_response_for_code(
+                OpenApiResponse(s.ProblemsSerializer, description="a bad filter, limit or cursor: `problems` says "
+                                                                  "which"), "400", direction=direction))
         for code, description in self.REFUSALS.items():
-            if code == "404" and "{" not in self.path:
+            # PUT creates what it does not find.
+            if code == "404" and ("{" not in self.path or self.method == "PUT"):
                 continue
             responses.setdefault(code, self._get_response_for_code(
                 OpenApiResponse(s.ProblemsSerializer, description=description), code, direction=direction))
@@ -172,7 +177,8 @@ class Pagination(BasePagination):
                 raise ValueError(raw)
             value: Any = dt.datetime.fromisoformat(text) if kind == "t" else text
         except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-            raise exceptions.NotFound("Invalid cursor") from None
+            raise exceptions.ValidationError({"detail": "bad filter", "problems": [
+                "cursor: not one of this list's cursors; take it from a page's `next`"]}) from None
         return value, pk
 
     def get_paginated_response(self, data: Any) -> Response:

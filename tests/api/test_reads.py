@@ -182,6 +182,6 @@ def test_events_of_one_timestamp_page_by_id_every_event_once(db: None, viewer_ap
 
 
 def test_a_bad_cursor_or_limit_is_refused(db: None, viewer_api: Api) -> None:
-    assert viewer_api.get("/api/v1/events/", cursor="nonsense").status_code == 404
+    assert viewer_api.get("/api/v1/events/", cursor="nonsense").status_code == 400
     assert viewer_api.get("/api/v1/nodes/", limit="0").status_code == 400
     assert viewer_api.get("/api/v1/eips/", limit="5000").status_code == 400

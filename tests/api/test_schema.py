@@ -45,3 +45,29 @@ def test_the_schema_is_served_to_readers(viewer_api: Api) -> None:
     assert as_yaml.status_code == 200 and yaml.safe_load(as_yaml.content)["paths"].keys() == ENDPOINTS.keys()
     docs = viewer_api.get("/api/docs/")
     assert docs.status_code == 200 and b"swagger-ui" in docs.content and b"<script>" not in docs.content
+
+
+def test_the_schema_documents_the_refusals_and_the_bodies(tmp_path: Path, db: None) -> None:
+    """401, 403 and 429 everywhere; 404 where the path names an object (not PUT, which creates); a list's 400;
+    the sync's two 400 shapes; PUT's body with the name optional, wrapped or bare."""
+    target = tmp_path / "schema.yaml"
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(target), stderr=io.StringIO())
+    schema = yaml.safe_load(target.read_text())
+    for path, methods in ENDPOINTS.items():
+        for method in methods:
+            codes = set(schema["paths"][path][method]["responses"])
+            assert {"401", "403", "429"} <= codes, (path, method)
+            assert ("404" in codes) == ("{" in path and method != "put"), (path, method)
+            if path in ("/api/v1/eips/", "/api/v1/nodes/", "/api/v1/events/"):
+                assert "400" in codes
+    components = schema["components"]["schemas"]
+    refused = schema["paths"]["/api/v1/launch-specs:sync"]["post"]["responses"]["400"]["content"]
+    shapes = {ref["$ref"].rsplit("/", 1)[1] for ref in components["SyncRefused"]["oneOf"]}
+    assert refused["application/json"]["schema"]["$ref"].endswith("/SyncRefused")
+    assert shapes == {"SyncResult", "SyncRefusal"}
+    assert "pruneClusters" in components["SyncResult"]["properties"]
+    assert "cluster" in components["SyncRequestRequest"]["properties"]
+    put = schema["paths"]["/api/v1/launch-specs/{name}"]["put"]["requestBody"]["content"]["application/json"]
+    bodies = {ref["$ref"].rsplit("/", 1)[1] for ref in components[put["schema"]["$ref"].rsplit("/", 1)[1]]["oneOf"]}
+    assert bodies == {"LaunchSpecPutDocumentRequest", "LaunchSpecPutBodyRequest"}
+    assert "name" not in components["LaunchSpecPutBodyRequest"].get("required", [])
