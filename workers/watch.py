@@ -231,8 +231,15 @@ def watch_cluster(
     node_watch = NodeWatch(cluster, kube, send, round_seconds=round_seconds)
     while not over():
         touch(heartbeat_file)
-        if not Cluster.objects.filter(pk=cluster.pk).exists():
+        configured = Cluster.objects.filter(pk=cluster.pk).values_list("kube_context", "kubeconfig").first()
+        if configured is None:
             log.info("cluster %s is no longer configured: its node watch ends", cluster.name)
+            break
+        if configured != (cluster.kube_context, cluster.kubeconfig):
+            # The passes already use the new settings; a watch left on the old API server would feed them
+            # nothing. Ending here lets watch_clusters start it again from the row as it is now.
+            log.info("cluster %s: its kube context or kubeconfig changed; its node watch starts again with them",
+                     cluster.name)
             break
         if deadline is not None:  # a round ends with the server's timeout: never past our own
             node_watch.round_seconds = max(1, min(round_seconds, int(deadline - time.monotonic()) + 1))
