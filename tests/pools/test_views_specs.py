@@ -239,6 +239,15 @@ def test_disable_and_drain_then_delete(operator_client: Client, web_world: WebWo
     from pools.models import Assignment
 
     Assignment.objects.filter(launch_spec=spec).update(closed_at=timezone.now())
+    # Holding nothing, but node-b still waits under the startup taint: refused, nothing would ever lift it.
+    confirm = operator_client.get(reverse("launch-spec-delete", args=[spec.name])).content.decode()
+    assert 'id="delete-blocked"' in confirm and "still waiting under the startup taint" in confirm
+    assert 'id="delete-confirm"' not in confirm
+    response = operator_client.post(reverse("launch-spec-delete", args=[spec.name]))
+    assert response.status_code == 409 and LaunchSpec.objects.filter(pk=spec.pk).exists()
+    from pools.models import Node
+
+    Node.objects.filter(launch_spec=spec, startup_tainted=True).update(state=Node.State.GONE)
     confirm = operator_client.get(reverse("launch-spec-delete", args=[spec.name])).content.decode()
     assert "The history of" in confirm
     response = operator_client.post(reverse("launch-spec-delete", args=[spec.name]))
