@@ -214,10 +214,11 @@ def _launch_spec_apply(data: LaunchSpecInput, clusters: ClusterCache | None = No
 
 
 def tainted_waiting_count(spec: LaunchSpec) -> int:
-    """The spec's live nodes still under the startup taint (not gone, not released): only a pass of this
+    """The spec's live nodes still under the startup taint (not deleted, gone or released): only a pass of this
     spec ever lifts that taint, so they hold a spec as surely as an EIP does (an empty or exhausted pool
     holds no EIP while its nodes wait)."""
-    return spec.nodes.filter(startup_tainted=True).exclude(state__in=[Node.State.GONE, Node.State.RELEASED]).count()
+    live = spec.nodes.filter(startup_tainted=True, deleted_at__isnull=True)
+    return live.exclude(state__in=[Node.State.GONE, Node.State.RELEASED]).count()
 
 
 def launch_spec_delete_refusal(spec: LaunchSpec) -> str | None:

@@ -17,6 +17,7 @@ from django.urls import reverse
 
 from pools import services
 from pools.models import Assignment, Event, LaunchSpec, Node
+from pools.specfile import SpecFileError
 from tests.fixtures.world import TAINT, World
 from workers import apply, executor, observe
 from workers.ec2 import Address, Ec2, Instance, Permanent, Throttled
@@ -492,6 +493,11 @@ def test_a_disabled_spec_assigns_nothing_new_but_drains_and_can_then_be_deleted(
     world.cordon("a")
     reconcile(spec)
     assert world.eip_on("a") is None and not Assignment.objects.filter(closed_at__isnull=True).exists()
+    # Holding nothing, but b still waits under the startup taint: the delete is refused (nothing would lift it).
+    with pytest.raises(SpecFileError, match="still waiting under the startup taint"):
+        services.launch_spec_delete(name="ingress")
+    world.kube.delete("nodes", "b")  # scaled away
+    reconcile(spec)
     services.launch_spec_delete(name="ingress")
     assert not LaunchSpec.objects.filter(name="ingress").exists()
 
