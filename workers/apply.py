@@ -709,7 +709,11 @@ class Executor:
         return self._mark_record(m, lifted=lifted)
 
     def _mark_kube(self, m: MarkReady, expected: str | None) -> bool:
-        """The Kubernetes half of mark_ready (any thread): label and annotate, lift the taint."""
+        """The Kubernetes half of mark_ready (any thread): label and annotate, lift the taint; both at once
+        in one read and one patch when both are due."""
+        if m.set_marks and m.lift_taint:
+            return self.kube.mark_ready(m.node, public_ip=m.public_ip, allocation_id=m.allocation_id,
+                                        taint_key=settings.EIPDASH_STARTUP_TAINT, instance_id=expected)
         if m.set_marks:
             self.kube.set_eip_marks(m.node, public_ip=m.public_ip, allocation_id=m.allocation_id,
                                     instance_id=expected)

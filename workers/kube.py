@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import urllib3
+from django.conf import settings
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
@@ -248,6 +249,12 @@ def _cached_client(context: str | None, config_file: str | None) -> Any:
         return api_client
 
 
+def pool_size() -> int:
+    """Connections the client keeps per API server: the step pool's threads, the node watch, the events'
+    thread and a spare."""
+    return settings.EIPDASH_STEP_CONCURRENCY + 4
+
+
 class ClusterConfig(Protocol):
     """What a Kube needs from a pools.models.Cluster row."""
 
@@ -274,16 +281,20 @@ class Kube:
         # Read $KUBECONFIG now: the SDK's own default was frozen when `kubernetes` was imported.
         path = config_file or os.environ.get("KUBECONFIG") or str(Path("~/.kube/config").expanduser())
         first = path.split(os.pathsep)[0]
+        configuration = client.Configuration()
         if config_file or os.environ.get("KUBECONFIG") or Path(first).exists():
             try:
-                return config.new_client_from_config(config_file=path, context=context)
+                config.load_kube_config(config_file=path, context=context, client_configuration=configuration)
             except ConfigException as error:
                 raise Permanent(f"kubeconfig {path}: {error}") from error
-        configuration = client.Configuration()
-        try:
-            config.load_incluster_config(client_configuration=configuration)
-        except ConfigException as error:
-            raise Permanent(f"no kubeconfig at {path} and not running in a cluster: {error}") from error
+        else:
+            try:
+                config.load_incluster_config(client_configuration=configuration)
+            except ConfigException as error:
+                raise Permanent(f"no kubeconfig at {path} and not running in a cluster: {error}") from error
+        # The SDK's urllib3 pool holds cpu_count×5 connections; a pass runs EIPDASH_STEP_CONCURRENCY node
+        # writes at once, and a smaller pool discards (and reopens) a connection per write over its size.
+        configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, pool_size())
         return client.ApiClient(configuration)
 
     # ---- nodes
@@ -363,6 +374,33 @@ class Kube:
             self._patch_node(node_name, marks)
         else:
             self._patch_checked(node_name, lambda node: marks, instance_id, what="labels")
+
+    def mark_ready(self, node_name: str, *, public_ip: str, allocation_id: str, taint_key: str | None,
+                   instance_id: str | None = None) -> bool:
+        """set_eip_marks and lift_startup_taint (when taint_key is given) in one read and one merge patch,
+        under the read's resourceVersion and the same instance check (Replaced) and 409 retry as each of
+        them. True when the taint was there and is lifted; a node already marked and untainted is not
+        written at all."""
+        lifted = False
+
+        def patch(node: dict[str, Any]) -> dict[str, Any] | None:
+            nonlocal lifted
+            meta = node.get("metadata") or {}
+            taints = (node.get("spec") or {}).get("taints") or []
+            kept = [t for t in taints if t.get("key") != taint_key] if taint_key else taints
+            lifted = len(kept) != len(taints)
+            marked = ((meta.get("labels") or {}).get(EIP_LABEL) == public_ip
+                      and (meta.get("annotations") or {}).get(ALLOCATION_ANNOTATION) == allocation_id)
+            if marked and not lifted:
+                return None
+            body: dict[str, Any] = {"metadata": {"labels": {EIP_LABEL: public_ip},
+                                                 "annotations": {ALLOCATION_ANNOTATION: allocation_id}}}
+            if lifted:
+                body["spec"] = {"taints": kept or None}
+            return body
+
+        self._patch_checked(node_name, patch, instance_id, what="labels and taints")
+        return lifted
 
     def clear_eip_marks(self, node_name: str, *, instance_id: str | None = None) -> None:
         """Remove the label and annotation; a node that is already gone (or replaced: the marks of the

@@ -436,3 +436,91 @@ def test_add_startup_taint_retries_when_another_writer_adds_a_taint(
     assert kube.add_startup_taint("n1", PENDING["key"]) is True
     assert kube_emulator.get("nodes", "n1")["spec"]["taints"] == [theirs, PENDING]
     assert len(reads) == 2
+
+
+def test_mark_ready_sets_the_marks_and_lifts_the_taint_in_one_read_and_one_patch(
+        kube: Kube, make_node, kube_emulator: KubeEmulator, monkeypatch) -> None:
+    theirs = {"key": "example.com/other", "effect": "NoSchedule"}
+    make_node("n1", "i-0001", labels={"keep": "me"}, taints=[PENDING, theirs])
+    calls: list[str] = []
+    for name in ("_read_node", "_patch_node"):
+        real = getattr(kube, name)
+        monkeypatch.setattr(kube, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+
+    assert kube.mark_ready("n1", public_ip="203.0.113.7", allocation_id="eipalloc-0abc",
+                           taint_key=PENDING["key"], instance_id="i-0001") is True
+
+    assert calls == ["_read_node", "_patch_node"]
+    stored = kube_emulator.get("nodes", "n1")
+    assert stored["spec"]["taints"] == [theirs]
+    assert stored["metadata"]["labels"]["keep"] == "me" and stored["metadata"]["labels"][EIP_LABEL] == "203.0.113.7"
+    assert stored["metadata"]["annotations"][ALLOCATION_ANNOTATION] == "eipalloc-0abc"
+    # Marked and untainted already: nothing lifted, nothing written.
+    calls.clear()
+    assert kube.mark_ready("n1", public_ip="203.0.113.7", allocation_id="eipalloc-0abc",
+                           taint_key=PENDING["key"], instance_id="i-0001") is False
+    assert calls == ["_read_node"]
+
+
+def test_mark_ready_on_an_untainted_node_sets_the_marks_and_lifts_nothing(
+        kube: Kube, make_node, kube_emulator: KubeEmulator) -> None:
+    make_node("n1", "i-0001")
+    assert kube.mark_ready("n1", public_ip="203.0.113.7", allocation_id="eipalloc-0abc",
+                           taint_key=PENDING["key"], instance_id="i-0001") is False
+    assert kube.get_node("n1").labels[EIP_LABEL] == "203.0.113.7"
+    with pytest.raises(NotFound):
+        kube.mark_ready("ghost", public_ip="203.0.113.7", allocation_id="eipalloc-0abc", taint_key=PENDING["key"])
+
+
+def test_mark_ready_refuses_a_node_replaced_between_the_read_and_the_write(
+        kube: Kube, make_node, kube_emulator: KubeEmulator, monkeypatch) -> None:
+    """The 409 of the read's resourceVersion, the re-read, then Replaced: the new node keeps its taint and
+    gets no marks."""
+    make_node("ip-10-0-0-9", "i-old", taints=[PENDING])
+    real_read = kube._read_node
+    reads: list[str] = []
+
+    def read_then_replace(name: str):
+        node = real_read(name)
+        reads.append(node["spec"]["providerID"])
+        if len(reads) == 1:
+            kube_emulator.delete("nodes", name)
+            make_node(name, "i-new", taints=[PENDING])
+        return node
+
+    monkeypatch.setattr(kube, "_read_node", read_then_replace)
+    with pytest.raises(Replaced):
+        kube.mark_ready("ip-10-0-0-9", public_ip="203.0.113.7", allocation_id="eipalloc-0abc",
+                        taint_key=PENDING["key"], instance_id="i-old")
+    assert reads == ["aws:///us-east-1a/i-old", "aws:///us-east-1a/i-new"]
+    stored = kube_emulator.get("nodes", "ip-10-0-0-9")
+    assert stored["spec"]["taints"] == [PENDING] and EIP_LABEL not in (stored["metadata"].get("labels") or {})
+    assert ALLOCATION_ANNOTATION not in (stored["metadata"].get("annotations") or {})
+
+
+def test_mark_ready_retries_when_another_writer_adds_a_taint(
+        kube: Kube, make_node, kube_emulator: KubeEmulator, monkeypatch) -> None:
+    make_node("n1", "i-0001", taints=[PENDING])
+    theirs = {"key": "node.kubernetes.io/network-unavailable", "effect": "NoSchedule"}
+    real_read = kube._read_node
+    reads = []
+
+    def read_then_race(name: str):
+        node = real_read(name)
+        reads.append(node["metadata"]["resourceVersion"])
+        if len(reads) == 1:
+            kube_emulator.patch("nodes", name, {"spec": {"taints": [PENDING, theirs]}})
+        return node
+
+    monkeypatch.setattr(kube, "_read_node", read_then_race)
+    assert kube.mark_ready("n1", public_ip="203.0.113.7", allocation_id="eipalloc-0abc",
+                           taint_key=PENDING["key"], instance_id="i-0001") is True
+    stored = kube_emulator.get("nodes", "n1")
+    assert stored["spec"]["taints"] == [theirs] and stored["metadata"]["labels"][EIP_LABEL] == "203.0.113.7"
+    assert len(reads) == 2 and reads[0] != reads[1]
+
+
+def test_the_client_pool_holds_a_connection_per_step_thread(kube: Kube, settings) -> None:
+    assert kube.api_client.configuration.connection_pool_maxsize >= settings.EIPDASH_STEP_CONCURRENCY
+    pool = kube.api_client.rest_client.pool_manager.connection_pool_kw
+    assert pool["maxsize"] >= settings.EIPDASH_STEP_CONCURRENCY

@@ -81,6 +81,11 @@ def test_a_node_replaced_mid_pass_is_served_as_a_new_node(world: World) -> None:
                 replaced.append(replace(world, old))
             super().set_eip_marks(node_name, **kwargs)
 
+        def mark_ready(self, node_name: str, **kwargs: Any) -> bool:  # marks and taint in one patch
+            if not replaced:
+                replaced.append(replace(world, old))
+            return super().mark_ready(node_name, **kwargs)
+
     report = run_pass(spec, ec2=Ec2("us-east-1"), kube=Replacing())
 
     (new,) = replaced
