@@ -318,6 +318,8 @@ class LaunchSpecSyncView(APIView):
         cluster = data.get("cluster")
         if cluster is not None and (problem := cluster_name_problem(cluster)) is not None:
             problems.append(problem)
+        elif cluster is not None and flags["prune"] is not True:
+            problems.append("cluster sets the scope of prune: give prune too")
         unknown = sorted(set(data) - {"launchSpecs", "prune", "dryRun", "cluster"})
         problems += [f"unknown field {_short(key)}" for key in unknown]
         if len(data["launchSpecs"]) > services.SYNC_MAX_DOCUMENTS:

@@ -269,6 +269,8 @@ def test_sync_prune_scope_by_cluster(web_world: WebWorld, operator_api: Api) -> 
     assert scoped.status_code == 200 and scoped.json()["disabled"] == ["egress"], scoped.content
     unknown = operator_api.post(SYNC, {"launchSpecs": [far], "prune": True, "cluster": "nowhere"})
     assert unknown.status_code == 400 and "unknown cluster 'nowhere'" in unknown.json()["problems"][0]
+    alone = operator_api.post(SYNC, {"launchSpecs": [far], "cluster": "prod"})
+    assert alone.status_code == 400 and alone.json()["problems"] == ["cluster sets the scope of prune: give prune too"]
     bad = operator_api.post(SYNC, {"launchSpecs": [far], "prune": True, "cluster": ["prod"]})
     assert bad.status_code == 400 and bad.json()["problems"][0].startswith("cluster must be a name")
     assert sorted(LaunchSpec.objects.values_list("name", flat=True)) == ["egress", "far"]

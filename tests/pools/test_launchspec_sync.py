@@ -320,3 +320,12 @@ def test_applied_is_true_when_the_record_already_matches() -> None:
     result = services.launch_spec_sync(documents=[("a", document("api"))])
     assert (result.changed, result.applied, result.unchanged) == (False, True, ["api"])
     assert services.launch_spec_sync(documents=[("a", document("api"))], dry_run=True).applied is False
+
+
+def test_the_cli_sync_names_its_actor(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The API logs the user who synced; the CLI the OS user ("cli:<user>", or "cli")."""
+    import getpass
+
+    with caplog.at_level("INFO", logger="pools.services"):
+        run(folder(tmp_path, {"api.json": document("api")}))
+    assert f"launch specs synced by cli:{getpass.getuser()}: 1 created" in caplog.text
