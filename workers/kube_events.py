@@ -2,16 +2,27 @@
 tells the story (assign, release, pool exhausted, conflict, errors), as Karpenter does.
 
 Registered as a hook of ``services.event_record`` (workers/apps.py): it runs once the event's transaction
-has committed. Best effort: a failure is logged at debug level and counted in
-``eipdash_kube_calls_total{verb="create"}``, and never fails the step that recorded the event.
+has committed, in the pass's thread, and only resolves there what needs the database (the cluster's
+kubeconfig and context, the node names). The Kubernetes calls (a node read for its uid, an Event create)
+are made by one daemon thread per process from a bounded queue, so that a burst of assignments does not
+wait on them. Best effort: a failure is logged at debug level and counted in
+``eipdash_kube_calls_total{verb="create"}``; when the queue is full the event is dropped and counted as
+``eipdash_kube_calls_total{verb="create",outcome="dropped"}``; neither ever fails nor slows the step that
+recorded the event.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import queue
 import socket
+import threading
+import time
+from dataclasses import dataclass
 
+from pools import metrics
 from pools.models import Assignment, Cluster, Event, Node
 
 from .kube import KubeError, kube_for
@@ -23,6 +34,8 @@ CONTROLLER = "eipdash.io/controller"
 MAX_NODES_PER_EVENT = 20
 # A Kubernetes API that hangs must not hold a pass up for long: the event is not worth it.
 REQUEST_TIMEOUT_SECONDS = 3.0
+# Events waiting for the background thread; over this many, new ones are dropped (and counted).
+QUEUE_SIZE = 1000
 
 # kind: (type, reason, action)
 EMITTED = {
@@ -54,35 +67,136 @@ def _nodes_for(event: Event) -> list[str]:
     return []
 
 
-def emit_for(event: Event) -> int:
-    """Emit the Kubernetes Events of one history event; returns how many were written."""
+@dataclass
+class KubeTarget:
+    """What kube_for needs of a Cluster row, read in the caller's thread (kube.ClusterConfig)."""
+
+    kube_context: str
+    kubeconfig: str
+
+
+@dataclass(frozen=True)
+class Emission:
+    """The Kubernetes Events of one history event, resolved: no database work is left to do."""
+
+    cluster: str
+    target: KubeTarget
+    names: tuple[str, ...]
+    type_: str
+    reason: str
+    action: str
+    note: str
+
+
+def resolve(event: Event) -> Emission | None:
+    """What to emit for one history event (database reads, the caller's thread); None for nothing."""
     if event.kind not in EMITTED:
-        return 0
+        return None
     names = _nodes_for(event)
     if not names:
-        return 0
-    cluster = Cluster.objects.filter(name=event.cluster).first()
+        return None
+    cluster = Cluster.objects.filter(name=event.cluster).values_list("kube_context", "kubeconfig").first()
     if cluster is None:
-        return 0
+        return None
     type_, reason, action = EMITTED[Event.Kind(event.kind)]
     note = event.reason
     if event.public_ip:
         note = f"{event.public_ip} ({event.allocation_id}): {note}"
+    return Emission(event.cluster, KubeTarget(*cluster), tuple(names), type_, reason, action, note)
+
+
+def deliver(emission: Emission) -> int:
+    """Write the Kubernetes Events of one emission (no database work); returns how many were written."""
     try:
-        kube = kube_for(cluster, request_timeout=REQUEST_TIMEOUT_SECONDS)
+        kube = kube_for(emission.target, request_timeout=REQUEST_TIMEOUT_SECONDS)
     except KubeError as exc:
-        log.debug("no Kubernetes client for the events of cluster %s: %s", cluster.name, exc)
+        log.debug("no Kubernetes client for the events of cluster %s: %s", emission.cluster, exc)
         return 0
     written = 0
-    for name in names:
+    for name in emission.names:
         try:
-            if kube.emit_node_event(name, type_=type_, reason=reason, action=action, note=note,
-                                    controller=CONTROLLER, instance=reporting_instance()):
+            if kube.emit_node_event(name, type_=emission.type_, reason=emission.reason, action=emission.action,
+                                    note=emission.note, controller=CONTROLLER, instance=reporting_instance()):
                 written += 1
         except KubeError as exc:
             log.debug("Kubernetes event on node %s not written: %s", name, exc)
     return written
 
 
+def emit_for(event: Event) -> int:
+    """Emit the Kubernetes Events of one history event now, in this thread; returns how many were written."""
+    emission = resolve(event)
+    return deliver(emission) if emission is not None else 0
+
+
+class Emitter:
+    """A bounded queue and one daemon thread that delivers its emissions, started on first use in each
+    process (a forked Celery child starts its own)."""
+
+    def __init__(self, size: int = QUEUE_SIZE) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._pid = 0
+        self._queue: queue.Queue[Emission] = queue.Queue(size)
+
+    def submit(self, emission: Emission) -> bool:
+        """Queue an emission; False (dropped and counted) when the queue is full. Never blocks."""
+        q = self._started()
+        try:
+            q.put_nowait(emission)
+        except queue.Full:
+            metrics.KUBE_CALLS.labels("create", "dropped").inc()
+            log.debug("Kubernetes events queue full: the %s event of %s dropped", emission.reason,
+                      ", ".join(emission.names))
+            return False
+        return True
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued emission is delivered (tests, process exit); False on timeout."""
+        if self._pid != os.getpid():
+            return True  # nothing submitted in this process (a forked child's copy is not its own)
+        q = self._queue
+        deadline = time.monotonic() + timeout
+        with q.all_tasks_done:
+            while q.unfinished_tasks:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                q.all_tasks_done.wait(remaining)
+        return True
+
+    def _started(self) -> queue.Queue[Emission]:
+        with self._lock:
+            if self._pid != os.getpid():  # first use, or a forked child whose parent's thread is not here
+                self._pid = os.getpid()
+                self._queue = queue.Queue(self.size)
+                threading.Thread(target=self._run, args=(self._queue,), name="eipdash-kube-events",
+                                 daemon=True).start()
+            return self._queue
+
+    @staticmethod
+    def _run(q: queue.Queue[Emission]) -> None:
+        while True:
+            emission = q.get()
+            try:
+                deliver(emission)
+            except Exception:  # noqa: BLE001 - best effort by design: the thread must outlive any event
+                log.debug("Kubernetes events of %s not written", emission.cluster, exc_info=True)
+            finally:
+                q.task_done()
+
+
+emitter = Emitter()
+# Give the events still queued a moment to go out when the process ends (daemon threads are cut short).
+atexit.register(emitter.wait_idle, 2.0)
+
+
 def hook(event: Event) -> None:
-    emit_for(event)
+    emission = resolve(event)
+    if emission is not None:
+        emitter.submit(emission)
+
+
+def wait_idle(timeout: float = 10.0) -> bool:
+    """Wait until the events handed to the background thread are written (or failed)."""
+    return emitter.wait_idle(timeout)

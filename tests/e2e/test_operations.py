@@ -8,6 +8,7 @@ import re
 import signal
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.test import Client
@@ -92,9 +93,13 @@ def test_metrics_events_and_health_after_real_passes(
     # Kubernetes events on the nodes, read back with the official client.
     api = k8s.EventsV1Api(k8s_config.new_client_from_config(config_file=str(kube_env)))
     for node in ("n1", "n2"):
-        events = api.list_namespaced_event("default", field_selector=f"regarding.name={node}").items
-        assigned = [e for e in events if e.reason == "EIPAssigned"]
-        assert len(assigned) == 1 and assigned[0].reporting_controller == "eipdash.io/controller"
+        # Written by the worker's background events thread: eventually, not with the pass.
+        def assigned(node: str = node) -> list[Any]:
+            events = api.list_namespaced_event("default", field_selector=f"regarding.name={node}").items
+            return [e for e in events if e.reason == "EIPAssigned"]
+
+        found = eventually(assigned, timeout=20, stack=stack, what=f"the EIPAssigned event of {node}")
+        assert len(found) == 1 and found[0].reporting_controller == "eipdash.io/controller"
 
     # Health: 200 while passes succeed; 503 with the reason once they stop for more than 3 intervals.
     health = Client().get("/healthz")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,9 @@ from prometheus_client import REGISTRY
 
 from pools.models import Event
 from tests.fixtures.world import TAINT, World
-from workers import executor
+from workers import executor, kube_events
 from workers.kube import Kube
-from workers.kube_events import CONTROLLER
+from workers.kube_events import CONTROLLER, Emitter
 
 
 def node_events(kubeconfig: Path, node: str) -> list[Any]:
@@ -29,6 +30,7 @@ def test_an_assignment_is_told_on_the_node(world: World, kube_env: Path,
     with django_capture_on_commit_callbacks(execute=True):
         report = executor.reconcile_spec(spec.pk)
     assert not report.errors and world.eip_on("a")
+    assert kube_events.wait_idle()
 
     events = node_events(kube_env, "a")
     assigned = [e for e in events if e.reason == "EIPAssigned"]
@@ -50,6 +52,7 @@ def test_pool_exhausted_is_told_on_the_waiting_node(world: World, kube_env: Path
     world.node("b")
     with django_capture_on_commit_callbacks(execute=True):
         executor.reconcile_spec(spec.pk)
+    assert kube_events.wait_idle()
     (waiting,) = [n for n in ("a", "b") if world.eip_on(n) is None]
     assert TAINT in world.taints(waiting)
     reasons = [(e.type, e.reason) for e in node_events(kube_env, waiting)]
@@ -75,8 +78,63 @@ def test_a_kubernetes_api_that_refuses_events_never_fails_the_step(
     with django_capture_on_commit_callbacks(execute=True):
         report = executor.reconcile_spec(spec.pk, kube=working)
     assert not report.errors
+    assert kube_events.wait_idle(timeout=30)
     assert world.eip_on("a") and TAINT not in world.taints("a")
     assert not Event.objects.filter(kind="error").exists()
     assert node_events(kube_env, "a") == []
     after = REGISTRY.get_sample_value("eipdash_kube_calls_total", {"verb": "get", "outcome": "transient"})
     assert after is not None and after > before
+
+
+def gate_deliveries(monkeypatch: pytest.MonkeyPatch, size: int) -> threading.Event:
+    """A fresh emitter of `size` whose thread waits for the returned gate before each delivery."""
+    gate = threading.Event()
+    real = kube_events.deliver
+
+    def gated(emission: kube_events.Emission) -> int:
+        gate.wait(timeout=60)
+        return real(emission)
+
+    monkeypatch.setattr(kube_events, "emitter", Emitter(size))
+    monkeypatch.setattr(kube_events, "deliver", gated)
+    return gate
+
+
+def test_the_events_are_written_off_the_pass_thread(world: World, kube_env: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    django_capture_on_commit_callbacks: Any) -> None:
+    """The pass ends (EIP on, taint lifted) while its event waits for the background thread; it lands after."""
+    gate = gate_deliveries(monkeypatch, size=10)
+    spec = world.spec()
+    world.eips(1)
+    world.node("a")
+    with django_capture_on_commit_callbacks(execute=True):
+        report = executor.reconcile_spec(spec.pk)
+    assert not report.errors and world.eip_on("a") and TAINT not in world.taints("a")
+    assert node_events(kube_env, "a") == []
+    gate.set()
+    assert kube_events.wait_idle()
+    assert [e.reason for e in node_events(kube_env, "a")] == ["EIPAssigned"]
+
+
+def test_a_full_queue_drops_events_without_holding_the_pass(world: World, kube_env: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            django_capture_on_commit_callbacks: Any) -> None:
+    """One event in the thread, one queued: of three assignments' events at least one is dropped and counted,
+    and the pass still serves every node."""
+    gate = gate_deliveries(monkeypatch, size=1)
+    spec = world.spec()
+    world.eips(3)
+    for name in ("a", "b", "c"):
+        world.node(name)
+    dropped = {"verb": "create", "outcome": "dropped"}
+    before = REGISTRY.get_sample_value("eipdash_kube_calls_total", dropped) or 0.0
+    with django_capture_on_commit_callbacks(execute=True):
+        report = executor.reconcile_spec(spec.pk)
+    assert not report.errors
+    assert all(world.eip_on(n) and TAINT not in world.taints(n) for n in ("a", "b", "c"))
+    lost = (REGISTRY.get_sample_value("eipdash_kube_calls_total", dropped) or 0.0) - before
+    assert lost >= 1
+    gate.set()
+    assert kube_events.wait_idle()
+    written = sum(1 for n in ("a", "b", "c") for e in node_events(kube_env, n) if e.reason == "EIPAssigned")
+    assert written == 3 - lost
