@@ -185,3 +185,15 @@ def test_a_bad_cursor_or_limit_is_refused(db: None, viewer_api: Api) -> None:
     assert viewer_api.get("/api/v1/events/", cursor="nonsense").status_code == 400
     assert viewer_api.get("/api/v1/nodes/", limit="0").status_code == 400
     assert viewer_api.get("/api/v1/eips/", limit="5000").status_code == 400
+
+
+def test_nodes_of_one_name_in_several_clusters_page_by_id(db: None, viewer_api: Api) -> None:
+    from pools.models import Cluster
+
+    for index, region in enumerate(["us-east-1", "eu-west-1", "eu-central-1", "us-west-2"], start=1):
+        cluster = Cluster.objects.create(name=f"c{index}", region=region, kube_context=f"c{index}")
+        now = timezone.now()
+        Node.objects.create(cluster=cluster, name="ip-10-0-0-1", instance_id=f"i-{index}", first_seen_at=now,
+                            last_seen_at=now)
+    rows, pages = _all_pages(viewer_api, "/api/v1/nodes/", limit=1)
+    assert pages == 4 and sorted(row["cluster"] for row in rows) == ["c1", "c2", "c3", "c4"]
