@@ -443,9 +443,16 @@ def test_mark_ready_sets_the_marks_and_lifts_the_taint_in_one_read_and_one_patch
     theirs = {"key": "example.com/other", "effect": "NoSchedule"}
     make_node("n1", "i-0001", labels={"keep": "me"}, taints=[PENDING, theirs])
     calls: list[str] = []
-    for name in ("_read_node", "_patch_node"):
+    def counted(name: str):
         real = getattr(kube, name)
-        monkeypatch.setattr(kube, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+
+        def call(*args):
+            calls.append(name)
+            return real(*args)
+        return call
+
+    for name in ("_read_node", "_patch_node"):
+        monkeypatch.setattr(kube, name, counted(name))
 
     assert kube.mark_ready("n1", public_ip="203.0.113.7", allocation_id="eipalloc-0abc",
                            taint_key=PENDING["key"], instance_id="i-0001") is True
