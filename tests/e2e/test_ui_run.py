@@ -55,7 +55,8 @@ def test_cli_console_and_ctrl_c_against_the_running_stack(
     run.wait_for("taint_lifted", timeout=60)
     output = run.output()
     assert ": nothing to do" not in output
-    assert "] received" not in output and '"GET /healthz' not in output
+    # A routine probe stays off the console; a 503 (a pass late on a loaded machine) is logged, as it should be.
+    assert "] received" not in output and '"GET /healthz HTTP/1.1" 200' not in output
 
     # Ctrl-C: a warm shutdown of the worker, and no WorkerLostError.
     pids = run.child_pids()
