@@ -357,6 +357,13 @@ def test_engine_a_node_replaced_during_a_pass_keeps_its_startup_taint(world: Wor
                 replaced.append(world.node(old.name).instance_id)  # same name, new instance, tainted
             return super().lift_startup_taint(node_name, *args, **kwargs)
 
+        def mark_ready(self, node_name: str, **kwargs: Any) -> bool:  # marks and the taint lift in one patch
+            if not replaced:
+                world.ec2.terminate(old.instance_id, drop_associations=False)
+                world.kube.delete("nodes", old.name)
+                replaced.append(world.node(old.name).instance_id)
+            return super().mark_ready(node_name, **kwargs)
+
     run_pass(spec, ec2=Ec2("us-east-1"), kube=Replacing())
 
     assert replaced
