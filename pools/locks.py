@@ -154,6 +154,35 @@ def spec_lease(spec_id: int, *, wait_seconds: float = 0.0) -> Iterator[Lease | N
         lease.release()
 
 
+def _rerun_key(spec_id: int) -> str:
+    return f"eipdash:spec:{spec_id}:rerun"
+
+
+def ask_rerun(spec_id: int) -> None:
+    """A pass found the spec's lease taken and did nothing: ask the holder for one more pass when it ends.
+
+    The change that sent this pass (a node the watch just saw) may have come after the holder read the
+    world; without this, it would wait for the next beat tick. Best effort: without Redis there is no lease
+    to find taken, and a Redis error only costs that wait."""
+    if not settings.REDIS_URL:
+        return
+    try:
+        _client(settings.REDIS_URL).set(_rerun_key(spec_id), 1, ex=max(60, settings.EIPDASH_RECONCILE_SECONDS * 12))
+    except RedisError as exc:
+        log.debug("spec %s: rerun request not recorded: %s", spec_id, exc)
+
+
+def take_rerun(spec_id: int) -> bool:
+    """True once after ask_rerun (consumed): the caller, whose pass just ended, runs one more."""
+    if not settings.REDIS_URL:
+        return False
+    try:
+        return bool(_client(settings.REDIS_URL).delete(_rerun_key(spec_id)))
+    except RedisError as exc:
+        log.debug("spec %s: rerun request not read: %s", spec_id, exc)
+        return False
+
+
 @contextmanager
 def spec_lock(spec_id: int, *, wait_seconds: float = 0.0) -> Iterator[bool]:
     """The same lease for callers that only need to know whether they got it (spec edits and deletes)."""

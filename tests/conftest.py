@@ -43,6 +43,18 @@ def _full_ec2_budget(_redis_for_locks: None) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _no_rerun_requests(redis_url: str) -> None:
+    """Spec ids start over with each test's database: a rerun request another test left in a shared Redis
+    (workers/tasks.py) must not send this test's spec an extra pass."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter("eipdash:spec:*:rerun"))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture(autouse=True)
 def _fresh_cache() -> None:
     """Each test's database starts over (ids included), so a cache entry keyed on the record's version
     (the overview's pool-use spans) must not outlive the test that wrote it."""

@@ -13,7 +13,7 @@ from django.db import DatabaseError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from pools import metrics
+from pools import locks, metrics
 from pools.logs import log_fields
 from pools.models import LaunchSpec
 from pools.retention import prune_history as prune
@@ -69,7 +69,14 @@ def reconcile_spec(spec_id: int, follow_ups: int = 0) -> list[str]:
     routine = report.skipped or (not report.done and not report.errors)
     for line in report.lines():
         log.log(logging.DEBUG if routine else logging.INFO, "%s", line, extra=log_fields(spec=report.spec))
-    if report.left and follow_ups < MAX_FOLLOW_UPS:
+    if report.skipped:
+        # Another pass holds the spec; it may have read the world before what sent this one (a new node).
+        locks.ask_rerun(spec_id)
+        return report.lines()
+    asked = locks.take_rerun(spec_id)
+    if asked:
+        follow_ups = 0  # a new change, not more of this pass's work: it gets its own budget of follow-ups
+    if (report.left or asked) and follow_ups < MAX_FOLLOW_UPS:
         # Its lease is released by now: the next pass (this worker or another) starts from the world as it is.
         reconcile_spec.delay(spec_id, follow_ups + 1)
     return report.lines()

@@ -1,0 +1,49 @@
+"""A pass sent while another holds the spec (the watch saw a new node mid-pass) is not lost: the holder's
+task runs one more pass when it ends, instead of leaving the node to the next beat tick."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.fixtures.world import TAINT, World
+from workers import executor, tasks
+
+
+def test_a_node_seen_while_its_spec_is_busy_is_served_as_soon_as_the_busy_pass_ends(
+    world: World, eager_tasks: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = world.spec()
+    world.eips(2)
+    world.node("a")
+    real_observe = executor.observe
+    skipped: list[str] = []
+
+    def observe_then_a_node_arrives(*args: Any, **kwargs: Any) -> Any:
+        observed = real_observe(*args, **kwargs)
+        if not skipped:
+            # b registers after this pass read the world; the watch sends its pass, which finds the spec busy.
+            world.node("b")
+            skipped.extend(tasks.reconcile_spec(spec.pk))
+        return observed
+
+    monkeypatch.setattr(executor, "observe", observe_then_a_node_arrives)
+    tasks.reconcile_spec(spec.pk)  # a's pass: it never saw b
+    assert skipped and "skipped" in skipped[0]
+    # No beat tick ran: b holds its EIP because a's task ran one more pass when it ended.
+    assert world.eip_on("a") and world.eip_on("b") and world.eip_on("a") != world.eip_on("b")
+    assert TAINT not in world.taints("b")
+
+
+def test_without_a_skipped_pass_no_extra_pass_runs(world: World, eager_tasks: None,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = world.spec()
+    world.eips(1)
+    world.node("a")
+    passes: list[int] = []
+    real_reconcile = executor.reconcile_spec
+    monkeypatch.setattr(executor, "reconcile_spec", lambda spec_id, **kw: passes.append(spec_id)
+                        or real_reconcile(spec_id, **kw))
+    tasks.reconcile_spec(spec.pk)
+    assert passes == [spec.pk] and world.eip_on("a")
