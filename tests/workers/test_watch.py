@@ -188,10 +188,12 @@ def test_each_cluster_has_its_own_stream_and_one_failing_does_not_stop_the_other
 
 
 def test_a_cluster_pointed_at_another_api_server_is_watched_there_within_a_round(
-    transactional_db: None, kube_emulator: KubeEmulator, second_emulator: KubeEmulator, tmp_path: Path,
+    transactional_db: None, second_emulator: KubeEmulator, tmp_path: Path,
 ) -> None:
+    # Its own old server (never the session's shared emulator): the test stops it.
+    old_server = KubeEmulator().start()
     cluster = Cluster.objects.create(name="one", region="us-east-1",
-                                     kubeconfig=str(kube_emulator.write_kubeconfig(tmp_path / "old")))
+                                     kubeconfig=str(old_server.write_kubeconfig(tmp_path / "old")))
     web = spec_in("one", "web", WEB)
     enqueued: list[int] = []
     stop = threading.Event()
@@ -200,16 +202,17 @@ def test_a_cluster_pointed_at_another_api_server_is_watched_there_within_a_round
                                           min_interval=0.0))
     runner.start()
     try:
-        node(kube_emulator, "w1", WEB)
+        node(old_server, "w1", WEB)
         eventually(lambda: web.pk in enqueued, "the first API server's node enqueued its spec")
         # The operator moves the cluster to its new API server (a new kubeconfig): the watch follows.
         Cluster.objects.filter(pk=cluster.pk).update(
             kubeconfig=str(second_emulator.write_kubeconfig(tmp_path / "new")))
-        kube_emulator.stop()  # the old server is gone; only the new one can report the next node
+        old_server.stop()  # the old server is gone; only the new one can report the next node
         enqueued.clear()
         node(second_emulator, "w9", WEB, "i-0009")
         eventually(lambda: web.pk in enqueued, "the new API server's node enqueued its spec")
     finally:
         stop.set()
         runner.join(timeout=20)
+        old_server.stop()
     assert not runner.is_alive()
