@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -396,3 +397,22 @@ def test_a_pass_rewrites_every_column_it_observes(world: World) -> None:
     reconcile(spec)
     assert Node.objects.filter(name="a").values(*node_columns).get() == node_before
     assert ElasticIP.objects.filter(allocation_id=allocation_id).values(*eip_columns).get() == eip_before
+
+
+def test_warm_clients_builds_each_regions_ec2_client_and_each_clusters_kube_client(
+    db: None, kubeconfig_path: Path
+) -> None:
+    """The worker's main process builds them before its pool forks (workers/apps.py), so that no pool
+    process pays the SDK's start-up cost on its first pass."""
+    from pools.models import Cluster
+    from workers import ec2 as ec2_module
+    from workers import kube as kube_module
+    from workers.executor import warm_clients
+
+    Cluster.objects.create(name="warm-eu", region="eu-west-3", kubeconfig=str(kubeconfig_path))
+    Cluster.objects.create(name="broken", region="ap-south-2", kubeconfig="/nonexistent/kubeconfig")
+    ec2_module._clients.clear()
+    kube_module._clients.clear()
+    assert warm_clients() == 1  # the broken cluster's kubeconfig cannot load: skipped, not fatal
+    assert {key[0] for key in ec2_module._clients} >= {"eu-west-3", "ap-south-2"}
+    assert any(key[1] == str(kubeconfig_path) for key in kube_module._clients)
