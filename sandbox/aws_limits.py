@@ -42,8 +42,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from sandbox.faults import ProxyHandler, error_body, forward
-from sandbox.ports import LoopbackHTTPServer, free_port
+from sandbox.faults import LoopbackProxy, ProxyHandler, error_body, forward
 
 NON_MUTATING_PREFIXES = ("Describe", "Get", "List", "Search")
 _REGION_IN_CREDENTIAL = re.compile(r"Credential=[^/,\s]+/\d{8}/([a-z0-9-]+)/ec2/")
@@ -93,16 +92,15 @@ class TokenBucket:
         return False
 
 
-class LimitsProxy:
-    """The proxy, in daemon threads of this process (one thread per connection: calls run concurrently)."""
+class LimitsProxy(LoopbackProxy):
+    """The limits proxy (one thread per connection: calls run concurrently)."""
+
+    thread_name = "ec2-limits-proxy"
 
     def __init__(self, upstream: str, *, latency_ms: float = 0, throttle: bool = False,
                  sizes: BucketSizes | None = None, port: int | None = None) -> None:
-        parts = urlsplit(upstream)
-        self.upstream = upstream
-        self.upstream_host = parts.hostname or "127.0.0.1"
-        self.upstream_port = parts.port or 80
-        self.port = port or free_port()
+        super().__init__(upstream, port=port)
+        self.handler = _Handler
         self.latency_s = latency_ms / 1000
         self.throttle = throttle
         self.sizes = sizes or BucketSizes()
@@ -112,37 +110,6 @@ class LimitsProxy:
         self._throttled: collections.Counter[str] = collections.Counter()
         self._in_flight = 0
         self._max_in_flight = 0
-        self._stopping = threading.Event()
-        self._server: LoopbackHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> LimitsProxy:
-        handler = type("Handler", (_Handler,), {"proxy": self})
-        server = LoopbackHTTPServer(("127.0.0.1", self.port), handler)
-        self._server = server
-        self._stopping.clear()
-        self._thread = threading.Thread(target=server.serve_forever, name="ec2-limits-proxy", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopping.set()  # calls waiting out their latency answer at once
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> LimitsProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # --- counting and the buckets -----------------------------------------------------------------
 

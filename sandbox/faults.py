@@ -26,7 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 from sandbox.ports import LoopbackHTTPServer, free_port
@@ -88,22 +88,21 @@ class Dice:
         return None
 
 
-class FaultProxy:
-    """The proxy server, in daemon threads of this process. ``enabled`` pauses the faults (not the proxy)."""
+class LoopbackProxy:
+    """A proxy on 127.0.0.1 in front of `upstream`, served by daemon threads of this process (one per
+    connection: calls run concurrently). Subclasses name their request handler class (`handler`), which
+    finds the proxy as `self.proxy`."""
 
-    def __init__(self, upstream: str, *, seed: int = 1, rates: FaultRates | None = None,
-                 port: int | None = None) -> None:
+    handler: type[BaseHTTPRequestHandler]
+    thread_name = "loopback-proxy"
+
+    def __init__(self, upstream: str, *, port: int | None = None) -> None:
         parts = urlsplit(upstream)
+        self.upstream = upstream
         self.upstream_host = parts.hostname or "127.0.0.1"
         self.upstream_port = parts.port or 80
         self.port = port or free_port()
-        self.dice = Dice(seed, rates or FaultRates())
-        self.enabled = True
-        self.counts: collections.Counter[str] = collections.Counter()
-        self.by_action: collections.Counter[str] = collections.Counter()
-        self.requests = 0
-        self._count_lock = threading.Lock()
-        self._stopping = threading.Event()
+        self._stopping = threading.Event()  # set on stop: calls held or waiting out a latency answer at once
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -111,22 +110,16 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    @property
-    def injected(self) -> int:
-        with self._count_lock:
-            return sum(self.counts.values())
-
-    def start(self) -> FaultProxy:
-        handler = type("Handler", (_Handler,), {"proxy": self})
-        server = LoopbackHTTPServer(("127.0.0.1", self.port), handler)
+    def start(self) -> Self:
+        server = LoopbackHTTPServer(("127.0.0.1", self.port), type("Handler", (self.handler,), {"proxy": self}))
         self._server = server
         self._stopping.clear()
-        self._thread = threading.Thread(target=server.serve_forever, name="ec2-fault-proxy", daemon=True)
+        self._thread = threading.Thread(target=server.serve_forever, name=self.thread_name, daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        self._stopping.set()  # held connections let go at once
+        self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -134,11 +127,33 @@ class FaultProxy:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def __enter__(self) -> FaultProxy:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class FaultProxy(LoopbackProxy):
+    """The fault proxy. ``enabled`` pauses the faults (not the proxy)."""
+
+    thread_name = "ec2-fault-proxy"
+
+    def __init__(self, upstream: str, *, seed: int = 1, rates: FaultRates | None = None,
+                 port: int | None = None) -> None:
+        super().__init__(upstream, port=port)
+        self.handler = _Handler
+        self.dice = Dice(seed, rates or FaultRates())
+        self.enabled = True
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.by_action: collections.Counter[str] = collections.Counter()
+        self.requests = 0
+        self._count_lock = threading.Lock()
+
+    @property
+    def injected(self) -> int:
+        with self._count_lock:
+            return sum(self.counts.values())
 
     def _decide(self, action: str) -> str | None:
         kind = self.dice.roll(action) if self.enabled else None
