@@ -515,7 +515,9 @@ class Executor:
                 return
             self.started_a_step = True
             size = self.slice_size(len(pending))
-            self.assign_slice(pending[:size])
+            # In allocation id order: the slice's transactions then lock ElasticIP rows in the order every
+            # pass's snapshot write takes them (workers/observe.py), so concurrent passes never deadlock.
+            self.assign_slice(sorted(pending[:size], key=lambda s: s.allocation_id))
             pending = pending[size:]
 
     def assign_slice(self, steps: Sequence[Assign]) -> None:

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db import OperationalError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -32,6 +33,8 @@ from .kube import NotFound as KubeNotFound
 log = logging.getLogger(__name__)
 # The alert key of a pass that could not read AWS or Kubernetes: one `error` event per episode.
 READ_ALERT = "read-failed"
+# PostgreSQL's deadlock_detected and serialization_failure: the database aborted a write to break a cycle.
+RETRYABLE_SQLSTATES = ("40P01", "40001")
 # How stale a listed, unchanged node's last_seen_at may get before a pass writes it.
 LAST_SEEN_SECONDS = 60
 
@@ -181,6 +184,7 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, read_errors: lis
     # A tied node keeps the launch spec it belongs to by its labels; only matching nodes join this one.
     for is_matching, batch in rows.items():
         if batch:
+            batch.sort(key=lambda row: row.name)  # one lock order for every pass that writes these rows
             Node.objects.bulk_create(batch, update_conflicts=True, unique_fields=["cluster", "name"],
                                      update_fields=fields + (["launch_spec"] if is_matching else []))
     for chunk in _chunks(unchanged, 2000):
@@ -238,6 +242,21 @@ def _save_addresses(region: str, addresses: list[Address], now: datetime, region
     """The region's reading into ElasticIP (the addresses some spec of the region selects) and
     UnmanagedAddress (the others). Only the rows that changed are written; last_seen_at moves for all of
     them in one UPDATE per table. No query lists every address of the region: the rows are read by region."""
+    with transaction.atomic():
+        # The passes of a region's specs run at once and write the same rows. Taking the region's rows in
+        # allocation id order first (as a pass's slices write them, workers/apply.py) makes a second pass
+        # wait for the first; without it, one pass's upsert and another's region-wide UPDATE or records
+        # lock rows in opposite orders, and PostgreSQL kills one of them as a deadlock (SQLite serialises
+        # writers anyway, and ignores FOR UPDATE).
+        for model in (ElasticIP, UnmanagedAddress):
+            # NO KEY UPDATE: a claim's foreign-key check (KEY SHARE) on these rows is not held up.
+            list(model.objects.filter(region=region).order_by("allocation_id").select_for_update(no_key=True)
+                 .values_list("pk", flat=True))
+        _save_region_rows(region, addresses, now, region_specs)
+
+
+def _save_region_rows(region: str, addresses: list[Address], now: datetime,
+                      region_specs: list[LaunchSpec]) -> None:
     selected = {a.allocation_id: _address_observed(region, a) for a in addresses
                 if any(selects(s, a.tags) for s in region_specs)}
     live = _stored(ElasticIP.objects.filter(region=region, gone=False), _ADDRESS_COLUMNS)
@@ -280,7 +299,7 @@ def _upsert_changed(model: Any, stored: dict[str, tuple[object, ...]], observed:
     """Write the rows whose observed columns differ from `stored` (or that are not there yet). An
     allocation id is unique across regions: a row found under another region is replaced, not duplicated."""
     changed = [model(allocation_id=allocation_id, last_seen_at=now, **values)
-               for allocation_id, values in observed.items()
+               for allocation_id, values in sorted(observed.items())  # one lock order for every pass
                if stored.get(allocation_id) != tuple(values.values())]
     if changed:
         columns = list(next(iter(observed.values())))
@@ -313,6 +332,15 @@ def observe(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, record: bool = True) -> O
         log.warning("%s: %s", spec.name, read_errors[-1], extra=log_fields(spec=spec.name))
         if record:
             _record_read_failure(spec, read_errors, pass_ended=True)
+        return Observation(None, read_errors)
+    except OperationalError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) not in RETRYABLE_SQLSTATES:
+            raise
+        # Another pass wrote the same snapshot rows at the same moment and PostgreSQL aborted this write
+        # (a deadlock or a serialisation failure). Nothing outside has been touched yet: this pass ends,
+        # and the next one starts over from the world as it is.
+        read_errors.append(error_text("write the snapshot", exc))
+        log.warning("%s: %s", spec.name, read_errors[-1], extra=log_fields(spec=spec.name))
         return Observation(None, read_errors)
     if read_errors and record:
         _record_read_failure(spec, read_errors, pass_ended=False)
