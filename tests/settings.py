@@ -6,6 +6,12 @@ import os
 
 os.environ.setdefault("DJANGO_DEBUG", "true")
 os.environ.setdefault("DJANGO_SECRET_KEY", "test-only-secret")
+if os.environ.get("REDIS_URL"):
+    # This xdist worker's own database of the shared Redis (tests/fixtures/namespace.py), set before the
+    # settings derive the broker, the throttle cache and the leases from it; child processes inherit it.
+    from tests.fixtures.namespace import worker_redis_url
+
+    os.environ["REDIS_URL"] = worker_redis_url(os.environ["REDIS_URL"])
 
 from eipdash.settings import *  # noqa: E402,F403
 from eipdash.settings import DATABASES, INSTALLED_APPS, VAR_DIR  # noqa: E402

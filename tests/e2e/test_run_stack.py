@@ -22,6 +22,7 @@ from typing import Any
 
 import boto3
 import pytest
+import redis
 import requests
 
 from sandbox.ports import free_port, wait_for_port
@@ -86,19 +87,15 @@ def _killpg(process: subprocess.Popen[bytes], signum: int) -> None:
         pass
 
 
-def _own_redis_db(url: str) -> str:
-    # Another database index than the rest of the suite: no stray task of another test reaches this worker.
-    return re.sub(r"/\d+$", "", url.rstrip("/")) + "/11"
-
-
 @pytest.fixture
 def stack(tmp_path: Path, redis_url: str) -> Iterator[Stack]:
+    redis.Redis.from_url(redis_url).flushdb()  # this worker's own database: no stray task of an earlier test
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "KUBECONFIG", "PYTEST_"))}
     env.update(
         DJANGO_SETTINGS_MODULE="eipdash.settings",
         DJANGO_DEBUG="true",
         DATABASE_URL=f"sqlite:///{tmp_path / 'e2e.sqlite3'}",
-        REDIS_URL=_own_redis_db(redis_url),
+        REDIS_URL=redis_url,
         EIPDASH_RECONCILE_SECONDS="1",
         EIPDASH_ADMIN_PASSWORD=ADMIN_PASSWORD,
         PYTHONUNBUFFERED="1",
