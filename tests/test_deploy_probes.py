@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from sandbox.ports import free_port
-from tests.e2e.stack import Stack, eventually
+from tests.e2e.stack import Stack
+from tests.fixtures.polling import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBE_DIR = ROOT / "deploy" / "kubernetes"

@@ -8,7 +8,8 @@ from django.contrib.auth.models import User
 
 from pools.models import ElasticIP, Event, ReassignRequest
 from tests.api.conftest import Api, api_for
-from tests.e2e.stack import Stack, eventually
+from tests.e2e.stack import Stack
+from tests.fixtures.polling import eventually
 from tests.fixtures.web import WebWorld
 from tests.fixtures.world import TAINT, World
 from workers import executor

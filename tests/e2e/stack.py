@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,20 +93,3 @@ class Stack:
                 process.wait()
             log.close()
 
-
-def eventually(check: Callable[[], Any], *, timeout: float, stack: Stack | None = None, what: str = "") -> Any:
-    """Poll `check` until it returns a truthy value; fail with the processes' logs after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except AssertionError as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        if stack is not None:
-            stack.assert_alive()
-        time.sleep(0.2)
-    raise AssertionError(f"not within {timeout}s: {what} (last: {last!r})\n{stack.logs() if stack else ''}")

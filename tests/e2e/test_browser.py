@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import random
-import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from django.utils import timezone
 
 from pools.models import Assignment, Cluster, ElasticIP, Event, LaunchSpec, Node, ReassignRequest
 from pools.services import reassign_request_finish
+from tests.fixtures.polling import eventually
 from tests.fixtures.web import PASSWORD, assign, make_eip, make_node, record
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -186,10 +186,9 @@ def test_csv_export_downloads_the_filtered_set(page, live_server, viewer, transa
 def _act_as_worker(*, state: str, message: str, move_to: Node | None = None) -> ReassignRequest:
     """What a worker does with the pending request the page just made: for a move, the records the
     executor writes once AWS confirmed; then the outcome on the request, which the page is polling."""
-    deadline = time.monotonic() + 10
-    while (request := ReassignRequest.objects.filter(state=ReassignRequest.State.PENDING).first()) is None:
-        assert time.monotonic() < deadline, "the page recorded no reassign request"
-        time.sleep(0.05)
+    request: ReassignRequest = eventually(
+        lambda: ReassignRequest.objects.filter(state=ReassignRequest.State.PENDING).first(), timeout=10,
+        what="the page records a reassign request")
     if move_to is not None:
         eip = request.eip
         old = Assignment.objects.filter(eip=eip, closed_at__isnull=True).first()

@@ -9,7 +9,8 @@ import pytest
 from django.db import connection
 
 from pools.models import Assignment, LaunchSpec
-from tests.e2e.stack import Stack, eventually
+from tests.e2e.stack import Stack
+from tests.fixtures.polling import eventually
 from tests.fixtures.world import TAINT, World
 from workers import executor
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.stack import ROOT, Stack, eventually
+from tests.e2e.stack import ROOT, Stack
+from tests.fixtures.polling import eventually
 from tests.fixtures.world import TAINT, World
 
 pytestmark = pytest.mark.e2e

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pools.models import Event
-from tests.e2e.stack import Stack, eventually
+from tests.e2e.stack import Stack
+from tests.fixtures.polling import eventually
 from tests.fixtures.world import TAINT, World
 
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,8 @@ from django.test import Client
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from tests.e2e.stack import Stack, eventually
+from tests.e2e.stack import Stack
+from tests.fixtures.polling import eventually
 from tests.fixtures.world import TAINT, World
 
 pytestmark = pytest.mark.e2e

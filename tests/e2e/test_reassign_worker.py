@@ -9,7 +9,8 @@ from django.test import Client
 from django.urls import reverse
 
 from pools.models import Event, ReassignRequest
-from tests.e2e.stack import Stack, eventually
+from tests.e2e.stack import Stack
+from tests.fixtures.polling import eventually
 from tests.fixtures.world import TAINT, World
 from workers import executor
 

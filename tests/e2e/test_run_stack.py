@@ -26,6 +26,7 @@ import redis
 import requests
 
 from sandbox.ports import free_port, wait_for_port
+from tests.fixtures.polling import OneProcess, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +53,7 @@ class Stack:
         self.processes[name] = process
         return process
 
-    def check_alive(self) -> None:
+    def assert_alive(self) -> None:
         for name, process in self.processes.items():
             if process.poll() is not None:
                 pytest.fail(f"{name} exited with {process.returncode}\n{self.logs()}")
@@ -106,7 +107,7 @@ def stack(tmp_path: Path, redis_url: str) -> Iterator[Stack]:
                                                             "--password-file", str(tmp_path / "pw")]):
             subprocess.run([PYTHON, "manage.py", *command], cwd=ROOT, env=env, check=True, timeout=120)
         state_dir = tmp_path / "sandbox"
-        sandbox = stack.start("sandbox", [
+        stack.start("sandbox", [
             PYTHON, "manage.py", "sandbox", "--simulate", "--seed", "5", "--state-dir", str(state_dir),
             "--ec2-port", str(free_port()), "--kube-port", str(free_port()),
             # A fast cluster: decisions every 2.5 s, quick drains, and every third decision past the pool.
@@ -114,11 +115,7 @@ def stack(tmp_path: Path, redis_url: str) -> Iterator[Stack]:
             "--pods-per-node", "2", "--overscale-every", "3",
         ])
         env_file = state_dir / "env"
-        deadline = time.monotonic() + 60
-        while not env_file.exists():
-            if sandbox.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the sandbox never wrote {env_file}\n{stack.logs()}")
-            time.sleep(0.1)
+        eventually(env_file.exists, timeout=60, what=f"the sandbox writes {env_file}", stack=stack)
         stack.sandbox_env = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if line)
         assert set(stack.sandbox_env) == {"AWS_ENDPOINT_URL_EC2", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID",
                                           "AWS_SECRET_ACCESS_KEY", "KUBECONFIG"}
@@ -188,7 +185,7 @@ def test_the_live_stack_assigns_and_releases_without_ever_doubling_up(stack: Sta
     session: requests.Session | None = None
 
     while time.monotonic() - started < DEADLINE_SECONDS:
-        stack.check_alive()
+        stack.assert_alive()
         samples += 1
         addresses = ec2.describe_addresses()["Addresses"]
         pool_eni_count: dict[str, list[str]] = {}
@@ -260,20 +257,9 @@ def test_the_live_stack_assigns_and_releases_without_ever_doubling_up(stack: Sta
 # --- `make run` itself: the supervisor -----------------------------------------------------------------
 
 
-@dataclass
-class RunProcess:
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
+class RunProcess(OneProcess):
     def wait_for(self, text: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.output():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"{text!r} never appeared (rc={self.process.poll()}):\n{self.output()[-4000:]}")
-            time.sleep(0.1)
+        eventually(lambda: text in self.output(), timeout=timeout, what=f"{text!r} in the output", stack=self)
 
     def child_pids(self) -> dict[str, int]:
         return {m[1]: int(m[2]) for m in re.finditer(r"started (\w+) \(pid (\d+)\)", self.output())}
@@ -304,7 +290,7 @@ def make_run(tmp_path: Path) -> Iterator[tuple[RunProcess, int]]:
             cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    run = RunProcess(process=process, log=log)
+    run = RunProcess(process, log, "make run")
     try:
         yield run, port
     finally:

@@ -12,10 +12,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import boto3
 import pytest
@@ -23,6 +21,7 @@ import requests
 
 from sandbox.ports import free_port
 from sandbox.run import read_env_file
+from tests.fixtures.polling import OneProcess, eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -48,21 +47,6 @@ def _associated(env: dict[str, str], region: str, tag: tuple[str, str]) -> list[
                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
     found = ec2.describe_addresses(Filters=[{"Name": f"tag:{tag[0]}", "Values": [tag[1]]}])["Addresses"]
     return [a["AllocationId"] for a in found if a.get("AssociationId")]
-
-
-def _wait(check: Callable[[], Any], timeout: float, what: str, process: subprocess.Popen[bytes], log: Path) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"make run exited ({process.returncode}) before {what}:\n{log.read_text()[-4000:]}")
-        try:
-            result = check()
-        except (OSError, requests.RequestException, KeyError):
-            result = None
-        if result:
-            return result
-        time.sleep(0.5)
-    pytest.fail(f"not within {timeout}s: {what}\n{log.read_text(errors='replace')[-4000:]}")
 
 
 @pytest.fixture
@@ -92,7 +76,8 @@ def run_two(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, Pat
 
 def test_make_run_with_two_clusters_serves_both(run_two: tuple[subprocess.Popen[bytes], Path, Path]) -> None:
     process, log, state = run_two
-    _wait(lambda: "eipdash is live" in log.read_text(errors="replace"), 120, "the banner", process, log)
+    run = OneProcess(process, log, "make run")
+    eventually(lambda: "eipdash is live" in run.output(), timeout=120, what="the banner", stack=run)
     output = log.read_text(errors="replace")
     assert "second cluster: sandbox-eu (eu-west-1), kubeconfig " in output
     env = read_env_file(state / "env")
@@ -100,10 +85,13 @@ def test_make_run_with_two_clusters_serves_both(run_two: tuple[subprocess.Popen[
     assert env["SANDBOX_SECOND_CLUSTER"] == "sandbox-eu:eu-west-1" and _server(first) != _server(second)
 
     # Both clusters' nodes are served, each from its own region's pool.
-    _wait(lambda: _served_nodes(second) and _associated(env, "eu-west-1", ("eipdash.io/pool", "egress-eu")),
-          90, "a node of sandbox-eu served from the eu-west-1 pool", process, log)
-    _wait(lambda: _served_nodes(first) and _associated(env, "us-east-1", ("eipdash.io/pool", "egress-web")),
-          90, "a node of the first cluster served from the us-east-1 pool", process, log)
+    unanswered = (AssertionError, OSError, requests.RequestException, KeyError)
+    eventually(lambda: _served_nodes(second) and _associated(env, "eu-west-1", ("eipdash.io/pool", "egress-eu")),
+               timeout=90, what="a node of sandbox-eu served from the eu-west-1 pool", stack=run, ignoring=unanswered,
+               interval=0.5)
+    eventually(lambda: _served_nodes(first) and _associated(env, "us-east-1", ("eipdash.io/pool", "egress-web")),
+               timeout=90, what="a node of the first cluster served from the us-east-1 pool", stack=run,
+               ignoring=unanswered, interval=0.5)
     assert not _associated(env, "us-east-1", ("eipdash.io/pool", "egress-eu"))
     # EC2's private DNS names of each region.
     assert all(name.endswith(".eu-west-1.compute.internal") for name in _served_nodes(second))

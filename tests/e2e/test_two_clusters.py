@@ -22,7 +22,8 @@ from pools.models import Assignment, LaunchSpec, Node
 from pools.specfile import parse_launch_spec
 from sandbox.ec2_emulator import Ec2Emulator, Ec2World
 from sandbox.kube_emulator import KubeEmulator, node_manifest
-from tests.e2e.stack import Stack, eventually
+from tests.e2e.stack import Stack
+from tests.fixtures.polling import eventually
 from workers import executor, invariants
 
 pytestmark = pytest.mark.e2e

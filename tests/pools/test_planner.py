@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 from pools.planner import (
@@ -416,3 +417,19 @@ def test_an_eip_pulled_from_a_replaced_nodes_old_eni_leaves_the_new_nodes_marks_
     result = plan(SPEC, [old_place], [node("a", 2, startup_tainted=False)], claims)
     assert [(r.association_id, r.replaced, r.retaint) for r in result.release] == [("eipassoc-1", True, True)]
     assert result.deferred == ("a",)
+
+
+def test_planner_taints_a_node_whose_eip_left_the_pool() -> None:
+    a = NodeView(name="a", instance_id="i-1", instance_state="running", eni_id="eni-1", private_ip="10.0.0.1")
+    free = EipView(allocation_id="eipalloc-2", public_ip="203.0.113.2")
+    result = plan(SpecView("ingress", "pool", "ingress"), [free], [a], {"eipalloc-9": Claim(node="a")})
+    (release,) = result.release
+    assert release.allocation_id == "eipalloc-9" and release.retaint
+    assert result.deferred == ("a",)
+    # Still on the node but untagged: it now shows as a foreign EIP, which serves it; no taint.
+    foreign = plan(SpecView("ingress", "pool", "ingress"), [free], [dataclasses.replace(a, foreign_eip=True)],
+                   {"eipalloc-9": Claim(node="a")})
+    assert not foreign.release[0].retaint
+    # A disabled spec taints nothing.
+    off = plan(SpecView("ingress", "pool", "ingress", enabled=False), [free], [a], {"eipalloc-9": Claim(node="a")})
+    assert not off.release[0].retaint

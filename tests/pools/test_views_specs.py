@@ -14,6 +14,7 @@ from django.urls import reverse
 from pools.models import LaunchSpec
 from pools.specfile import launch_spec_to_ocean
 from tests.fixtures.web import WebWorld, make_eip
+from tests.fixtures.world import World, reconcile
 
 pytestmark = pytest.mark.django_db
 
@@ -301,3 +302,18 @@ def test_deleting_needs_the_delete_permission_not_only_change(operator: object, 
     assert client.post(reverse("launch-spec-delete", args=[spec.name])).status_code == 403
     assert LaunchSpec.objects.filter(pk=spec.pk).exists()
     assert Group.objects.get(name="operators").permissions.filter(codename="delete_launchspec").exists()
+
+
+def test_the_spec_page_says_a_disabled_spec_is_draining(world: World, viewer_client: Client) -> None:
+    spec = world.spec()
+    world.eips(1)
+    world.node("a")
+    reconcile(spec)
+    LaunchSpec.objects.filter(pk=spec.pk).update(enabled=False)
+    url = reverse("launch-spec-detail", args=[spec.name])
+    page = viewer_client.get(url).content.decode()
+    assert "Draining." in page and "assigns no new EIP" in page
+    world.cordon("a")
+    reconcile(spec)
+    page = viewer_client.get(url).content.decode()
+    assert "Drained." in page

@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 
 from sandbox.ec2_emulator import Ec2Emulator, Ec2World
 from sandbox.ports import free_port
+from tests.fixtures.polling import eventually
 from tests.fixtures.processes import wait_for_line
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,16 +31,16 @@ def _answers(url: str) -> bool:
         return False
 
 
+def _refused(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return False
+    except OSError:
+        return True
+
+
 def _port_closed(port: int, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                pass
-        except OSError:
-            return True
-        time.sleep(0.05)
-    return False
+    return bool(eventually(lambda: _refused(port), timeout=timeout, what=f"port {port} closed"))
 
 
 # --- the server ----------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from sandbox.kube_emulator import (
     node_manifest,
     pod_manifest,
 )
+from tests.fixtures.polling import eventually
 
 KUBECTL = Path(sys.executable).with_name("kubectl")
 
@@ -231,9 +232,7 @@ def test_watch_streams_events(api: client.CoreV1Api, kube_emulator: KubeEmulator
     events: list[tuple[str, str]] = []
 
     def writer() -> None:
-        deadline = time.monotonic() + 5
-        while not events and time.monotonic() < deadline:
-            time.sleep(0.01)
+        eventually(lambda: events, timeout=5, what="the watch is live", interval=0.01)
         kube_emulator.create("nodes", node_manifest("new", "i-0002", labels={"pool": "web"}))
         kube_emulator.patch("nodes", "unrelated", {"metadata": {"labels": {"pool": "web"}}})  # enters
         kube_emulator.patch("nodes", "new", {"spec": {"unschedulable": True}})

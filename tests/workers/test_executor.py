@@ -8,18 +8,10 @@ from typing import Any
 import pytest
 
 from pools.models import Assignment, ElasticIP, Event, Node
-from tests.fixtures.world import TAINT, World
+from tests.fixtures.world import TAINT, World, kinds, reconcile
 from workers import executor
 from workers.ec2 import Ec2, Permanent, Throttled
 from workers.kube import Kube
-
-
-def reconcile(spec: Any, ec2: Ec2 | None = None) -> executor.PassReport:
-    return executor.reconcile_spec(spec.pk, ec2=ec2)
-
-
-def kinds(kind: str) -> list[Event]:
-    return list(Event.objects.filter(kind=kind).order_by("id"))
 
 
 def test_new_nodes_get_eips_on_their_primary_eni_then_lose_the_taint(world: World) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from sandbox.kube_emulator import KubeEmulator
 from sandbox.ports import free_port
+from tests.fixtures.polling import eventually
 from workers import kube as kube_module
 from workers.kube import (
     ALLOCATION_ANNOTATION,
@@ -334,9 +335,7 @@ def test_watch_nodes_reports_adds_changes_and_deletes(kube: Kube, make_node, kub
     started = time.monotonic()
 
     def writer() -> None:
-        deadline = time.monotonic() + 5
-        while not seen and time.monotonic() < deadline:  # wait for the watch to be live
-            time.sleep(0.01)
+        eventually(lambda: seen, timeout=5, what="the watch is live", interval=0.01)
         make_node("new", "i-0002", taints=[PENDING])
         kube_emulator.patch("nodes", "new", {"spec": {"taints": None}})
         kube_emulator.delete("nodes", "old")

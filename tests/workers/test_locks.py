@@ -14,16 +14,10 @@ from pytest_django.fixtures import Settings
 
 from pools.locks import Lease, LeaseLost, lease_key, spec_lease
 from pools.models import Assignment
+from tests.fixtures.polling import eventually
 from tests.fixtures.world import World
 from workers import executor
 from workers.ec2 import Ec2
-
-
-def wait_until(check, *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
-        time.sleep(0.05)
 
 
 def steal_lease(redis_url: str, spec_id: int) -> None:
@@ -50,7 +44,7 @@ def test_a_renewed_lease_outlives_its_time_and_is_free_on_release(redis_url: str
             assert other is None
         # Past two lease times, renewed by its thread, it is still ours.
         renewed_until = time.monotonic() + 2 * 3
-        wait_until(lambda: time.monotonic() > renewed_until, timeout=10, what="two lease times")
+        eventually(lambda: time.monotonic() > renewed_until, timeout=10, what="two lease times")
         lease.check()
         assert client.pttl(key) > 0
     assert client.get(key) is None
@@ -63,7 +57,7 @@ def test_a_lease_nobody_renews_expires_and_its_holder_is_fenced(redis_url: str) 
     assert first.acquire()
     first._stop.set()  # the holder freezes: its renewal thread stops, as under SIGSTOP or a long pause
     second = Lease(lease_key(910002), seconds=3, url=redis_url)
-    wait_until(lambda: second.acquire(), timeout=10, what="the expired lease taken by another holder")
+    eventually(lambda: second.acquire(), timeout=10, what="the expired lease taken by another holder")
     with pytest.raises(LeaseLost):
         first.check()
     second.check()

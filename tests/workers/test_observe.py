@@ -6,9 +6,11 @@ AWS (the EC2 emulator), Kubernetes (the API emulator) and the database."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import threading
 import time
+from collections.abc import Iterable
 
 import pytest
 from django.db import connection
@@ -18,9 +20,13 @@ from prometheus_client import REGISTRY
 from pytest_django.fixtures import Settings
 
 from pools.models import ElasticIP, LaunchSpec, Node, UnmanagedAddress
-from tests.fixtures.world import World
-from workers import executor, readings
-from workers.ec2 import Address, Ec2
+from tests.fixtures.world import TAINT, World, kinds, reconcile
+from workers import executor, observe, readings
+from workers.ec2 import Address, Ec2, Instance, Permanent
+from workers.kube import Kube
+from workers.kube import Permanent as KubePermanent
+
+REGION = "us-east-1"
 
 
 def calls(action: str) -> float:
@@ -273,3 +279,106 @@ def test_passes_running_at_once_wait_for_one_reading(world: World, monkeypatch: 
     assert len(taken) == 3 and calls("DescribeAddresses") == reads + 1
     assert sum(r.own for r in taken) == 1 and len({r.taken_at for r in taken}) == 1
 
+
+class NoEniFor(Ec2):
+    """DescribeInstances lists these instances without their network interfaces (yet)."""
+
+    def __init__(self, instance_ids: set[str]) -> None:
+        super().__init__(REGION)
+        self.instance_ids = instance_ids
+
+    def describe_instances(self, instance_ids: Iterable[str]) -> dict[str, Instance]:
+        found = super().describe_instances(instance_ids)
+        return {i: dataclasses.replace(inst, eni_id=None, private_ip=None) if i in self.instance_ids else inst
+                for i, inst in found.items()}
+
+
+def test_a_node_without_a_primary_ipv4_does_not_starve_a_servable_node(world: World) -> None:
+    spec = world.spec()
+    (only,) = world.eips(1)
+    blind = world.node("blind")  # first by name, seen in the same pass
+    world.node("ok")
+    reconcile(spec, ec2=NoEniFor({blind.instance_id}))
+    assert world.eip_on("ok") == only and TAINT in world.taints("blind")
+    assert not kinds("pool_exhausted")  # the pool is not to blame
+    (condition,) = kinds("error")
+    assert condition.node == "blind" and "no primary private IPv4" in condition.reason
+    reconcile(spec, ec2=NoEniFor({blind.instance_id}))
+    assert len(kinds("error")) == 1  # one event per episode
+
+
+class Unauthorized(Ec2):
+    def list_all_addresses(self) -> list[Address]:
+        raise Permanent("DescribeAddresses: UnauthorizedOperation: You are not authorized",
+                        code="UnauthorizedOperation", operation="DescribeAddresses")
+
+
+def test_a_failing_read_is_one_error_event_per_episode_and_keeps_the_last_successful_pass(world: World) -> None:
+    spec = world.spec()
+    world.eips(1)
+    world.node("a")
+    reconcile(spec)
+    spec.refresh_from_db()
+    good = spec.last_successful_pass_at
+    assert good is not None
+    for _ in range(3):
+        report = reconcile(spec, ec2=Unauthorized(REGION))
+        assert report.errors and "UnauthorizedOperation" in report.errors[0]
+    (failure,) = kinds("error")
+    assert failure.launch_spec == "ingress" and "UnauthorizedOperation" in failure.reason
+    spec.refresh_from_db()
+    assert spec.last_successful_pass_at == good and spec.last_reconciled_at is not None
+    assert spec.last_reconciled_at > good and observe.READ_ALERT in spec.active_alerts
+    reconcile(spec)  # the episode ends
+    spec.refresh_from_db()
+    assert spec.last_successful_pass_at is not None and spec.last_successful_pass_at > good
+    assert observe.READ_ALERT not in spec.active_alerts
+    reconcile(spec, ec2=Unauthorized(REGION))
+    assert len(kinds("error")) == 2  # a new episode
+
+
+class PodsForbidden(Kube):
+    def workload_pod_count(self, node_name: str) -> int:
+        raise KubePermanent('403: pods is forbidden: User "eipdash" cannot list resource "pods"')
+
+
+def test_a_403_on_pods_keeps_the_eip_is_recorded_once_and_other_nodes_are_served(world: World) -> None:
+    spec = world.spec()
+    world.eips(2)
+    world.node("a")
+    reconcile(spec)
+    held = world.eip_on("a")
+    world.pod("web", "a")
+    world.cordon("a")
+    world.kube.delete("pods", "web", "default")  # drained, but the count cannot be read
+    world.node("b")
+    forbidden = PodsForbidden()
+    for _ in range(2):
+        report = reconcile(spec, kube=forbidden)
+        assert any("403" in e for e in report.errors), report.lines()
+    assert world.eip_on("a") == held  # not counted: kept (I2)
+    assert world.eip_on("b") is not None
+    (failure,) = kinds("error")
+    assert "pods is forbidden" in failure.reason
+    spec.refresh_from_db()
+    assert spec.last_successful_pass_at is not None and spec.last_reconciled_at is not None
+    assert spec.last_reconciled_at > spec.last_successful_pass_at
+
+
+def test_a_reused_node_name_never_inherits_the_old_instances_eni(world: World) -> None:
+    spec = world.spec()
+    world.eips(2)
+    old = world.node("ip-10-0-0-1")
+    reconcile(spec)
+    world.ec2.terminate(old.instance_id)  # AWS drops the association; the ENI lingers a moment
+    world.kube.delete("nodes", "ip-10-0-0-1")
+    new = world.node("ip-10-0-0-1")  # same name, new instance, before any pass saw the old one go
+    lagging = NoEniFor({new.instance_id})
+    reconcile(spec, ec2=lagging)
+    reconcile(spec, ec2=lagging)
+    assert old.eni_id not in world.all_associations().values()
+    row = Node.objects.get(name="ip-10-0-0-1")
+    assert row.instance_id == new.instance_id and row.eni_id == "" and row.private_ip == ""
+    assert TAINT in world.taints("ip-10-0-0-1")
+    reconcile(spec)  # DescribeInstances catches up
+    assert world.eip_on("ip-10-0-0-1") is not None

@@ -13,18 +13,12 @@ from django.utils import timezone
 
 from pools.models import Assignment, ElasticIP, Event, ReassignRequest
 from pools.services import reassign_request_create
-from tests.fixtures.world import TAINT, World
+from tests.fixtures.world import TAINT, World, kinds, reconcile
 from workers import executor
 from workers.ec2 import Address, Ec2, Permanent, Transient
 from workers.reassign import ReassignFailed, ReassignRefused, expire_stale_requests, reassign_eip, run_request
 
-
-def reconcile(spec: object) -> executor.PassReport:
-    return executor.reconcile_spec(spec.pk)  # type: ignore[attr-defined]
-
-
-def kinds(kind: str) -> list[Event]:
-    return list(Event.objects.filter(kind=kind).order_by("id"))
+REGION = "us-east-1"
 
 
 def test_moves_the_eip_retaints_the_old_node_and_serves_it_from_the_pool(world: World) -> None:
@@ -291,3 +285,49 @@ def test_a_failing_follow_up_pass_is_told_and_the_move_stands(world: World) -> N
     assert "The pass that serves the old node" in request.message and "UnauthorizedOperation" in request.message
     assert world.eip_on("b") == eip_id and TAINT in world.taints("a")
     assert Event.objects.filter(kind="error", reason__contains="UnauthorizedOperation").exists()
+
+
+class DisassociatesThenFails(Ec2):
+    """The real adapter; DisassociateAddress reaches AWS, then the client sees a 5xx (retries exhausted)."""
+
+    def disassociate(self, association_id: str) -> None:
+        super().disassociate(association_id)
+        raise Transient("internal error", code="InternalError", operation="DisassociateAddress")
+
+
+class RefusesToDisassociate(Ec2):
+    """The real adapter; AWS refuses DisassociateAddress outright (nothing changes)."""
+
+    def disassociate(self, association_id: str) -> None:
+        raise Permanent("not authorized", code="UnauthorizedOperation", operation="DisassociateAddress")
+
+
+def test_a_reassign_whose_disassociation_may_have_happened_keeps_the_old_node_tainted(world: World) -> None:
+    spec = world.spec()
+    (eip_id,) = world.eips(1)
+    world.node("a")
+    executor.reconcile_spec(spec.pk)
+    world.node("b")
+    executor.reconcile_spec(spec.pk)  # b waits: the pool is exhausted
+    assert TAINT not in world.taints("a")
+    with pytest.raises(ReassignFailed, match="may have been moved"):
+        reassign_eip(allocation_id=eip_id, node_name="b", actor="alice", ec2=DisassociatesThenFails(REGION))
+    assert world.eip_on("a") is None
+    assert TAINT in world.taints("a")  # I1: not schedulable without its EIP
+    executor.reconcile_spec(spec.pk)  # the next pass settles it: the free EIP goes to the oldest waiting node
+    served = [n for n in ("a", "b") if world.eip_on(n) == eip_id]
+    assert len(served) == 1
+    for name in ("a", "b"):
+        assert (TAINT in world.taints(name)) == (world.eip_on(name) is None)
+
+
+def test_a_refused_reassign_lifts_the_taint_again_when_aws_still_shows_the_eip(world: World) -> None:
+    spec = world.spec()
+    (eip_id,) = world.eips(1)
+    world.node("a")
+    executor.reconcile_spec(spec.pk)
+    world.node("b")
+    executor.reconcile_spec(spec.pk)
+    with pytest.raises(ReassignRefused, match="nothing was moved"):
+        reassign_eip(allocation_id=eip_id, node_name="b", actor="alice", ec2=RefusesToDisassociate(REGION))
+    assert world.eip_on("a") == eip_id and TAINT not in world.taints("a")

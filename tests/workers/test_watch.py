@@ -7,7 +7,6 @@ covered by test_watch_outage.py and test_watch_backoff.py)."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,20 +16,12 @@ from pools import services
 from pools.models import Cluster, LaunchSpec
 from pools.specfile import parse_launch_spec
 from sandbox.kube_emulator import KubeEmulator, node_manifest
+from tests.fixtures.polling import eventually
 from workers.kube import Kube
 from workers.watch import NodeWatch, watch_clusters
 
 WEB = {"eipdash.io/pool": "web"}
 API = {"eipdash.io/pool": "api"}
-
-
-def eventually(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def spec_in(cluster: str, name: str, labels: dict[str, str]) -> LaunchSpec:
@@ -162,7 +153,7 @@ def test_each_cluster_has_its_own_stream_and_one_failing_does_not_stop_the_other
     runner.start()
     try:
         node(kube_emulator, "w1", WEB)
-        eventually(lambda: sent(web), "cluster one's node enqueued its spec")
+        eventually(lambda: sent(web), timeout=20, what="cluster one's node enqueued its spec")
 
         # A second cluster added while the watch runs: it gets its own stream.
         Cluster.objects.create(name="two", region="us-east-1",
@@ -170,14 +161,14 @@ def test_each_cluster_has_its_own_stream_and_one_failing_does_not_stop_the_other
         api = spec_in("two", "api", API)
         # The same node name in both clusters, each with its own cluster's labels.
         node(second_emulator, "w1", API)
-        eventually(lambda: sent(api), "cluster two's node enqueued its spec")
+        eventually(lambda: sent(api), timeout=20, what="cluster two's node enqueued its spec")
         with lock:
             enqueued.clear()
 
         # Cluster two's API server goes away: cluster one's watch goes on.
         second_emulator.stop()
         node(kube_emulator, "w2", WEB, "i-0002")
-        eventually(lambda: sent(web), "cluster one still enqueues with cluster two down")
+        eventually(lambda: sent(web), timeout=20, what="cluster one still enqueues with cluster two down")
         with lock:
             assert api.pk not in enqueued
         assert heartbeat.exists()
@@ -203,14 +194,14 @@ def test_a_cluster_pointed_at_another_api_server_is_watched_there_within_a_round
     runner.start()
     try:
         node(old_server, "w1", WEB)
-        eventually(lambda: web.pk in enqueued, "the first API server's node enqueued its spec")
+        eventually(lambda: web.pk in enqueued, timeout=20, what="the first API server's node enqueued its spec")
         # The operator moves the cluster to its new API server (a new kubeconfig): the watch follows.
         Cluster.objects.filter(pk=cluster.pk).update(
             kubeconfig=str(second_emulator.write_kubeconfig(tmp_path / "new")))
         old_server.stop()  # the old server is gone; only the new one can report the next node
         enqueued.clear()
         node(second_emulator, "w9", WEB, "i-0009")
-        eventually(lambda: web.pk in enqueued, "the new API server's node enqueued its spec")
+        eventually(lambda: web.pk in enqueued, timeout=20, what="the new API server's node enqueued its spec")
     finally:
         stop.set()
         runner.join(timeout=20)

@@ -16,7 +16,8 @@ from pools import services
 from pools.specfile import parse_launch_spec
 from sandbox.embedded_redis import EmbeddedRedis
 from sandbox.kube_emulator import KubeEmulator, node_manifest
-from tests.e2e.stack import Stack, eventually
+from tests.e2e.stack import Stack
+from tests.fixtures.polling import eventually
 from tests.fixtures.world import LABELS
 
 pytestmark = pytest.mark.e2e
