@@ -346,6 +346,45 @@ def _note(kind: NoteKind, key: str, reason: str, **where: str) -> Note:
 # --- the plan -------------------------------------------------------------------------------------
 
 
+@dataclass
+class _Draft:
+    """What one pass decides, gathered rule by rule (the planner's own scratch pad, never returned)."""
+
+    spec: SpecView
+    nodes: Sequence[NodeView]
+    claims: Mapping[str, Claim]
+    by_eni: dict[str, NodeView] = field(default_factory=dict)
+    by_name: dict[str, NodeView] = field(default_factory=dict)
+    alerts: set[str] = field(default_factory=set)
+    notes: list[Note] = field(default_factory=list)
+    release: list[Release] = field(default_factory=list)
+    adopt: list[Adopt] = field(default_factory=list)
+    ready: list[MarkReady] = field(default_factory=list)
+    free: list[EipView] = field(default_factory=list)
+    # EIPs whose confirmed assignment this pass closes while AWS shows them free: the most recent release.
+    released_now: set[str] = field(default_factory=set)
+    # Which node holds which EIP after the releases and adoptions of this pass.
+    held_by_node: dict[str, EipView] = field(default_factory=dict)
+    # The pool EIP each node counts as its own when AWS shows more than one on it.
+    own: dict[str, str] = field(default_factory=dict)
+
+    def alert(self, note: Note) -> None:
+        """An alert true after this pass; recorded as an event only when it starts."""
+        self.alerts.add(note.key)
+        if note.key not in self.spec.active_alerts:
+            self.notes.append(note)
+
+    def retaint(self, node: NodeView | None) -> bool:
+        return self.spec.enabled and should_retaint(node)
+
+    def close_claim(self, eip: EipView, claim: Claim, reason: str, kind: CloseKind, if_still_there: str,
+                    *, replaced: bool = False, drained: bool = False) -> None:
+        """Close a record whose EIP AWS does not show on the claimed node; nothing to disassociate."""
+        self.release.append(Release(eip.allocation_id, eip.public_ip, claim.node, reason, association_id=None,
+                                    kind=kind, retaint=self.retaint(self.by_name.get(claim.node)),
+                                    if_still_there=if_still_there, replaced=replaced, drained=drained))
+
+
 def plan(
     spec: SpecView,
     eips: Sequence[EipView],
@@ -357,229 +396,274 @@ def plan(
     eips: the spec's pool (EIPs its selector matches). nodes: the nodes whose labels match, plus the
     nodes the DB still ties to a pool EIP. claims: open assignments by allocation id.
     """
-    by_eni = {n.eni_id: n for n in nodes if n.eni_id}
-    by_name = {n.name: n for n in nodes}
-    alerts: set[str] = set()
-    notes: list[Note] = []
-    release: list[Release] = []
-    adopt: list[Adopt] = []
-    ready: list[MarkReady] = []
-    free: list[EipView] = []
-    # EIPs whose confirmed assignment this pass closes while AWS shows them free: the most recent release.
-    released_now: set[str] = set()
-    # Which node holds which EIP after the releases and adoptions of this pass.
-    held_by_node: dict[str, EipView] = {}
+    draft = _Draft(spec, nodes, claims, by_eni={n.eni_id: n for n in nodes if n.eni_id},
+                   by_name={n.name: n for n in nodes})
+    alert_node_conflicts(draft)
+    draft.own = own_eips(eips, claims, draft.by_eni)
+    for eip in sorted(eips, key=lambda e: e.allocation_id):
+        place_eip(draft, eip)
+    close_claims_outside_pool(draft, {e.allocation_id for e in eips})
+    serving = serve_waiting_nodes(draft)
+    assigned_nodes = {a.node for a in serving.assign}
+    if len(serving.needing) > len(draft.free):
+        draft.alert(_note(NoteKind.POOL_EXHAUSTED, ALERT_POOL_EXHAUSTED,
+                          f"{len(serving.needing)} {'node needs' if len(serving.needing) == 1 else 'nodes need'} an "
+                          f"EIP and the pool has {len(draft.free)} free ({len(eips)} in the pool); waiting: "
+                          f"{', '.join(serving.waiting)}"))
+    return Plan(
+        assign=serving.assign,
+        release=tuple(draft.release),
+        adopt=tuple(draft.adopt),
+        ready=tuple(draft.ready),
+        notes=tuple(draft.notes),
+        alerts=frozenset(draft.alerts),
+        waiting=serving.waiting,
+        unmark=stale_labels(draft, assigned_nodes),
+        taint=serving.taint,
+        deferred=serving.deferred,
+        node_states=node_states(nodes, draft.held_by_node.keys(), assigned_nodes, draft.release),
+    )
 
-    def alert(note: Note) -> None:
-        alerts.add(note.key)
-        if note.key not in spec.active_alerts:
-            notes.append(note)
 
-    def close_claim(eip: EipView, claim: Claim, reason: str, kind: CloseKind, if_still_there: str,
-                    *, replaced: bool = False, drained: bool = False) -> None:
-        """Close a record whose EIP AWS does not show on the claimed node; nothing to disassociate."""
-        release.append(Release(eip.allocation_id, eip.public_ip, claim.node, reason, association_id=None,
-                               kind=kind, retaint=spec.enabled and should_retaint(by_name.get(claim.node)),
-                               if_still_there=if_still_there, replaced=replaced, drained=drained))
-
-    for node in nodes:
+def alert_node_conflicts(draft: _Draft) -> None:
+    """Nodes eipdash must not take over: a non-pool EIP on their own address, or two specs matching them."""
+    for node in draft.nodes:
         if node.foreign_eip and node.matches_spec and node_is_alive(node):
-            alert(_note(NoteKind.CONFLICT, f"node-foreign-eip:{node.name}",
-                        f"node {node.name} already carries an EIP outside the pool on its primary ENI; "
-                        "left alone (associating would knock that EIP off)", node=node.name))
+            draft.alert(_note(NoteKind.CONFLICT, f"node-foreign-eip:{node.name}",
+                              f"node {node.name} already carries an EIP outside the pool on its primary ENI; "
+                              "left alone (associating would knock that EIP off)", node=node.name))
         if node.also_matched_by and node.matches_spec:
-            alert(_note(NoteKind.CONFLICT, f"node-two-specs:{node.name}",
-                        f"node {node.name} also matches launch spec(s) {', '.join(node.also_matched_by)}; "
-                        "no EIP is assigned to it", node=node.name))
+            draft.alert(_note(NoteKind.CONFLICT, f"node-two-specs:{node.name}",
+                              f"node {node.name} also matches launch spec(s) {', '.join(node.also_matched_by)}; "
+                              "no EIP is assigned to it", node=node.name))
 
-    # AWS allows one EIP per private IP, but a record or an emulator may show two pool EIPs on one node:
-    # the node keeps the one its claim names (else the first), the others are a conflict, left alone.
+
+def own_eips(eips: Sequence[EipView], claims: Mapping[str, Claim], by_eni: Mapping[str, NodeView]) -> dict[str, str]:
+    """AWS allows one EIP per private IP, but a record or an emulator may show two pool EIPs on one node:
+    the node keeps the one its claim names (else the first), the others are a conflict, left alone."""
     own: dict[str, str] = {}
     for eip in sorted(eips, key=lambda e: (claims.get(e.allocation_id) is None, e.allocation_id)):
         holder = by_eni.get(eip.eni_id) if eip.eni_id else None
         if holder is not None and eip.private_ip in (None, holder.private_ip):
             own.setdefault(holder.name, eip.allocation_id)
+    return own
 
-    for eip in sorted(eips, key=lambda e: e.allocation_id):
-        claim = claims.get(eip.allocation_id)
-        where = {"allocation_id": eip.allocation_id, "public_ip": eip.public_ip}
-        on_node = by_eni.get(eip.eni_id) if eip.eni_id else None
-        on_secondary_ip = on_node is not None and eip.private_ip not in (None, on_node.private_ip)
-        if on_secondary_ip:
-            # A secondary IP of the node's primary ENI (the VPC CNI gives those to pods): that is not the
-            # node's own address, so it neither serves the node nor is ours to move.
-            on_node = None
-        # Selected by another spec of the region too: never assigned, never adopted. The release and
-        # close rules below still apply, or the EIP would be held forever and the spec never deletable.
-        contested = bool(eip.also_selected_by)
-        if contested:
-            alert(_note(NoteKind.CONFLICT, f"eip-two-specs:{eip.allocation_id}",
-                        f"{eip.public_ip} is also selected by launch spec(s) {', '.join(eip.also_selected_by)}; "
-                        "neither assigns it", **where))
 
-        if on_node is not None and own.get(on_node.name) != eip.allocation_id:
-            alert(_note(NoteKind.CONFLICT, f"eip-second-on-node:{eip.allocation_id}",
-                        f"{eip.public_ip} is a second pool EIP on {on_node.name}, which already holds "
-                        f"{own[on_node.name]}; left alone", **where))
-            if claim is not None and claim.node != on_node.name and not claim.in_flight:
-                close_claim(eip, claim, "moved outside eipdash", CloseKind.MOVED, IF_THERE_KEEP)
-            continue
+def place_eip(draft: _Draft, eip: EipView) -> None:
+    """Where AWS shows one pool EIP decides what becomes of it and of its record."""
+    claim = draft.claims.get(eip.allocation_id)
+    on_node = draft.by_eni.get(eip.eni_id) if eip.eni_id else None
+    on_secondary_ip = on_node is not None and eip.private_ip not in (None, on_node.private_ip)
+    if on_secondary_ip:
+        # A secondary IP of the node's primary ENI (the VPC CNI gives those to pods): that is not the
+        # node's own address, so it neither serves the node nor is ours to move.
+        on_node = None
+    # Selected by another spec of the region too: never assigned, never adopted. The release and close
+    # rules below still apply, or the EIP would be held forever and the spec never deletable.
+    contested = bool(eip.also_selected_by)
+    if contested:
+        draft.alert(_note(NoteKind.CONFLICT, f"eip-two-specs:{eip.allocation_id}",
+                          f"{eip.public_ip} is also selected by launch spec(s) {', '.join(eip.also_selected_by)}; "
+                          "neither assigns it", **_where(eip)))
+    if on_node is not None and draft.own.get(on_node.name) != eip.allocation_id:
+        second_eip_on_node(draft, eip, claim, on_node)
+    elif eip.association_id and on_node is None and claim_left_on_a_replaced_node(draft, eip, claim):
+        release_from_replaced_node(draft, eip, claim)
+    elif eip.association_id and on_node is None:
+        eip_on_something_else(draft, eip, claim, on_secondary_ip)
+    elif claim is not None and claim.in_flight:
+        if on_node is not None or not eip.association_id:
+            draft.held_by_node[claim.node] = eip
+    elif on_node is not None:
+        eip_on_a_node(draft, eip, claim, on_node, contested)
+    else:
+        eip_free(draft, eip, claim, contested)
 
-        if (eip.association_id and on_node is None and claim is not None and not claim.in_flight
-                and claim.eni_id and eip.eni_id == claim.eni_id and eip.private_ip in (None, claim.private_ip)
-                and (by_name.get(claim.node) is None or by_name[claim.node].eni_id != claim.eni_id)):
-            # Exactly where we put it, but no node of the view has that ENI any more: the node we served
-            # is gone (its name now belongs to another instance, e.g. a reused EKS ip-… name). Pull it
-            # back (I4); the disassociation is idempotent if AWS already dropped it. The name's new node
-            # holds no EIP: it gets the startup taint first if it lacks it (I1), and is served next pass.
-            release.append(Release(eip.allocation_id, eip.public_ip, claim.node,
-                                   "node gone: its name now belongs to another instance",
-                                   association_id=eip.association_id,
-                                   retaint=spec.enabled and should_retaint(by_name.get(claim.node)),
-                                   replaced=True))
-            continue
 
-        if eip.association_id and on_node is None:
-            # On an instance that is not a node of this spec, or on a pod's secondary IP: never touch it.
-            where_text = (f"a secondary IP ({eip.private_ip}) of a node's ENI" if on_secondary_ip
-                          else f"{eip.instance_id or eip.eni_id}, which is not a node of this launch spec")
-            alert(_note(NoteKind.CONFLICT, f"eip-foreign:{eip.allocation_id}",
-                        f"{eip.public_ip} is associated with {where_text}; left alone", **where))
-            if claim is not None and not claim.in_flight:
-                # Our record says ours, AWS says elsewhere: close the record, do not pull the EIP.
-                close_claim(eip, claim, "moved outside eipdash", CloseKind.MOVED, IF_THERE_KEEP)
-            continue
+def _where(eip: EipView) -> dict[str, str]:
+    return {"allocation_id": eip.allocation_id, "public_ip": eip.public_ip}
 
-        if claim is not None and claim.in_flight:
-            if on_node is not None or not eip.association_id:
-                held_by_node[claim.node] = eip
-            continue
 
-        if on_node is not None:
-            reason = release_reason(on_node)
-            if reason is not None:
-                # The release closes whatever record there is; nothing to adopt first.
-                release.append(Release(eip.allocation_id, eip.public_ip, on_node.name, reason,
-                                       association_id=eip.association_id,
-                                       retaint=spec.enabled and should_retaint(on_node),
-                                       drained=released_for_drain(on_node)))
-                continue
-            held_by_node[on_node.name] = eip
-            ours = claim is not None and claim.node == on_node.name and claim.confirmed
-            if not ours and contested:
-                continue  # it stays on the node (a second EIP would knock it off), but is not recorded
-            if not ours:
-                if claim is None:
-                    why = "found on the node without a record (recovery)"
-                elif claim.node != on_node.name:
-                    why = f"moved from {claim.node} outside this pass"
-                else:
-                    why = "association confirmed after an interrupted pass"
-                superseded = claim.node if claim and claim.node != on_node.name else None
-                adopt.append(Adopt(eip.allocation_id, eip.public_ip, on_node.name, eip.association_id or "",
-                                   why, supersedes=superseded,
-                                   retaint_superseded=bool(superseded) and spec.enabled
-                                   and should_retaint(by_name.get(superseded or ""))))
-            if on_node.matches_spec and node_is_alive(on_node) and not on_node.draining:
-                lift = on_node.startup_tainted
-                marks = on_node.eip_label != eip.public_ip
-                if lift or marks:
-                    ready.append(MarkReady(on_node.name, eip.allocation_id, eip.public_ip, lift, marks))
-            continue
+def second_eip_on_node(draft: _Draft, eip: EipView, claim: Claim | None, on_node: NodeView) -> None:
+    draft.alert(_note(NoteKind.CONFLICT, f"eip-second-on-node:{eip.allocation_id}",
+                      f"{eip.public_ip} is a second pool EIP on {on_node.name}, which already holds "
+                      f"{draft.own[on_node.name]}; left alone", **_where(eip)))
+    if claim is not None and claim.node != on_node.name and not claim.in_flight:
+        draft.close_claim(eip, claim, "moved outside eipdash", CloseKind.MOVED, IF_THERE_KEEP)
 
-        # AWS shows the EIP free.
-        if claim is not None:
-            claimed = by_name.get(claim.node)
-            gone_reason = release_reason(claimed) if claimed is not None else "node gone"
-            if claim_outlived_its_node(claim, claimed):
-                # Made for the name's previous instance: not kept on any reading, stale or not. If a fresh
-                # read still shows it on that instance's ENI, it is pulled from there.
-                close_claim(eip, claim, "node replaced: its name now belongs to another instance",
-                            CloseKind.RELEASED if claim.confirmed else CloseKind.INTERRUPTED,
-                            IF_THERE_DISASSOCIATE, replaced=True)
-                if claim.confirmed:
-                    released_now.add(eip.allocation_id)
-            elif not claim.confirmed:
-                # Re-read first: the association of a pass that died may just have landed.
-                close_claim(eip, claim, "claim without association (interrupted pass)", CloseKind.INTERRUPTED,
-                            IF_THERE_KEEP)
-            elif gone_reason is not None:
-                # The node is going anyway: if a fresh read still shows the EIP there, pull it.
-                close_claim(eip, claim, gone_reason, CloseKind.RELEASED, IF_THERE_DISASSOCIATE,
-                            drained=claimed is not None and released_for_drain(claimed))
-                released_now.add(eip.allocation_id)
-            else:
-                # One reading is not enough to take a busy node's EIP for lost: the executor re-reads.
-                close_claim(eip, claim, "association lost", CloseKind.MOVED, IF_THERE_KEEP)
-        if not contested:
-            free.append(eip)
 
-    pool_ids = {e.allocation_id for e in eips}
-    for allocation_id, claim in sorted(claims.items()):
+def claim_left_on_a_replaced_node(draft: _Draft, eip: EipView, claim: Claim | None) -> bool:
+    """Exactly where we put it, but no node of the view has that ENI any more: the node we served is gone
+    (its name now belongs to another instance, e.g. a reused EKS ip-… name)."""
+    if claim is None or claim.in_flight or not claim.eni_id:
+        return False
+    here = eip.eni_id == claim.eni_id and eip.private_ip in (None, claim.private_ip)
+    named = draft.by_name.get(claim.node)
+    return here and (named is None or named.eni_id != claim.eni_id)
+
+
+def release_from_replaced_node(draft: _Draft, eip: EipView, claim: Claim | None) -> None:
+    """Pull it back (I4); the disassociation is idempotent if AWS already dropped it. The name's new node
+    holds no EIP: it gets the startup taint first if it lacks it (I1), and is served next pass."""
+    assert claim is not None
+    draft.release.append(Release(eip.allocation_id, eip.public_ip, claim.node,
+                                 "node gone: its name now belongs to another instance",
+                                 association_id=eip.association_id,
+                                 retaint=draft.retaint(draft.by_name.get(claim.node)), replaced=True))
+
+
+def eip_on_something_else(draft: _Draft, eip: EipView, claim: Claim | None, on_secondary_ip: bool) -> None:
+    """On an instance that is not a node of this spec, or on a pod's secondary IP: never touch it."""
+    where_text = (f"a secondary IP ({eip.private_ip}) of a node's ENI" if on_secondary_ip
+                  else f"{eip.instance_id or eip.eni_id}, which is not a node of this launch spec")
+    draft.alert(_note(NoteKind.CONFLICT, f"eip-foreign:{eip.allocation_id}",
+                      f"{eip.public_ip} is associated with {where_text}; left alone", **_where(eip)))
+    if claim is not None and not claim.in_flight:
+        # Our record says ours, AWS says elsewhere: close the record, do not pull the EIP.
+        draft.close_claim(eip, claim, "moved outside eipdash", CloseKind.MOVED, IF_THERE_KEEP)
+
+
+def eip_on_a_node(draft: _Draft, eip: EipView, claim: Claim | None, on_node: NodeView, contested: bool) -> None:
+    """On the primary address of a node of the view: released if the node is going, else held (adopted when
+    the record does not say so), and the node made ready."""
+    reason = release_reason(on_node)
+    if reason is not None:
+        # The release closes whatever record there is; nothing to adopt first.
+        draft.release.append(Release(eip.allocation_id, eip.public_ip, on_node.name, reason,
+                                     association_id=eip.association_id, retaint=draft.retaint(on_node),
+                                     drained=released_for_drain(on_node)))
+        return
+    draft.held_by_node[on_node.name] = eip
+    ours = claim is not None and claim.node == on_node.name and claim.confirmed
+    if contested and not ours:
+        return  # it stays on the node (a second EIP would knock it off), but is not recorded
+    if not ours:
+        draft.adopt.append(adoption(draft, eip, claim, on_node))
+    if on_node.matches_spec and node_is_alive(on_node) and not on_node.draining:
+        lift = on_node.startup_tainted
+        marks = on_node.eip_label != eip.public_ip
+        if lift or marks:
+            draft.ready.append(MarkReady(on_node.name, eip.allocation_id, eip.public_ip, lift, marks))
+
+
+def adoption(draft: _Draft, eip: EipView, claim: Claim | None, on_node: NodeView) -> Adopt:
+    """AWS has the EIP on the node and the record does not say so (a crash, or a move outside eipdash)."""
+    if claim is None:
+        why = "found on the node without a record (recovery)"
+    elif claim.node != on_node.name:
+        why = f"moved from {claim.node} outside this pass"
+    else:
+        why = "association confirmed after an interrupted pass"
+    superseded = claim.node if claim and claim.node != on_node.name else None
+    return Adopt(eip.allocation_id, eip.public_ip, on_node.name, eip.association_id or "", why,
+                 supersedes=superseded,
+                 retaint_superseded=bool(superseded) and draft.retaint(draft.by_name.get(superseded or "")))
+
+
+def eip_free(draft: _Draft, eip: EipView, claim: Claim | None, contested: bool) -> None:
+    """AWS shows the EIP free: its record (if any) closes, and it is free for a waiting node."""
+    if claim is not None:
+        close_free_claim(draft, eip, claim)
+    if not contested:
+        draft.free.append(eip)
+
+
+def close_free_claim(draft: _Draft, eip: EipView, claim: Claim) -> None:
+    claimed = draft.by_name.get(claim.node)
+    gone_reason = release_reason(claimed) if claimed is not None else "node gone"
+    if claim_outlived_its_node(claim, claimed):
+        # Made for the name's previous instance: not kept on any reading, stale or not. If a fresh read still
+        # shows it on that instance's ENI, it is pulled from there.
+        draft.close_claim(eip, claim, "node replaced: its name now belongs to another instance",
+                          CloseKind.RELEASED if claim.confirmed else CloseKind.INTERRUPTED,
+                          IF_THERE_DISASSOCIATE, replaced=True)
+        if claim.confirmed:
+            draft.released_now.add(eip.allocation_id)
+    elif not claim.confirmed:
+        # Re-read first: the association of a pass that died may just have landed.
+        draft.close_claim(eip, claim, "claim without association (interrupted pass)", CloseKind.INTERRUPTED,
+                          IF_THERE_KEEP)
+    elif gone_reason is not None:
+        # The node is going anyway: if a fresh read still shows the EIP there, pull it.
+        draft.close_claim(eip, claim, gone_reason, CloseKind.RELEASED, IF_THERE_DISASSOCIATE,
+                          drained=claimed is not None and released_for_drain(claimed))
+        draft.released_now.add(eip.allocation_id)
+    else:
+        # One reading is not enough to take a busy node's EIP for lost: the executor re-reads.
+        draft.close_claim(eip, claim, "association lost", CloseKind.MOVED, IF_THERE_KEEP)
+
+
+def close_claims_outside_pool(draft: _Draft, pool_ids: set[str]) -> None:
+    """Untagged or released from the account. Close the record; never pull an EIP that is not the pool's any
+    more (if it is still on the node, the node now shows a foreign EIP). The node is in `closing`, so neither
+    tainted nor served by this pass: the release itself re-taints it (I1), unless the EIP is still on it
+    (foreign now: it serves the node)."""
+    for allocation_id, claim in sorted(draft.claims.items()):
         if allocation_id not in pool_ids:
-            # Untagged or released from the account. Close the record; never pull an EIP that is not
-            # the pool's any more (if it is still on the node, the node now shows a foreign EIP).
-            # The node is in `closing` below, so neither tainted nor served by this pass: the release itself
-            # re-taints it (I1), unless the EIP is still on it (foreign now: it serves the node).
-            left = by_name.get(claim.node)
-            release.append(Release(allocation_id, "", claim.node, "EIP left the pool (untagged or released)",
-                                   association_id=None, kind=CloseKind.MOVED,
-                                   retaint=spec.enabled and should_retaint(left)
-                                   and left is not None and not left.foreign_eip))
+            left = draft.by_name.get(claim.node)
+            draft.release.append(Release(allocation_id, "", claim.node, "EIP left the pool (untagged or released)",
+                                         association_id=None, kind=CloseKind.MOVED,
+                                         retaint=draft.retaint(left) and left is not None and not left.foreign_eip))
 
-    # A node whose claim this pass closes gets nothing before the next pass: if the reading that
-    # closed it was stale, a second EIP would knock the first off the node in AWS.
-    closing = ({r.node for r in release} | {a.supersedes for a in adopt if a.supersedes}
-               | {claims[r.allocation_id].node for r in release if r.allocation_id in claims})
-    candidates = [n for n in nodes if node_needs_eip(n) and n.name not in held_by_node]
-    # Every node that should hold an EIP and holds none carries the startup taint (I1), whatever this
-    # pass then manages to assign. A node whose claim this pass closes is re-tainted by that release,
-    # once the executor has made sure the EIP is really gone (a stale read must not taint a busy node).
-    taint = tuple(n.name for n in candidates if not n.startup_tainted and n.name not in closing) if spec.enabled else ()
+
+@dataclass(frozen=True)
+class _Serving:
+    assign: tuple[Assign, ...]
+    needing: tuple[NodeView, ...]
+    waiting: tuple[str, ...]
+    taint: tuple[str, ...]
+    deferred: tuple[str, ...]
+
+
+def serve_waiting_nodes(draft: _Draft) -> _Serving:
+    """Every node that should hold an EIP and holds none: tainted (I1), then served in order."""
+    closing = closing_nodes(draft)
+    candidates = [n for n in draft.nodes if node_needs_eip(n) and n.name not in draft.held_by_node]
     deferred = tuple(n.name for n in candidates if n.name in closing)
-    # Filter first: a node without a primary private IPv4 cannot take an EIP, so it must not take a free
-    # EIP's turn either. It is its own condition, not a pool shortage.
-    for n in candidates:
-        if not node_is_servable(n) and spec.enabled:
-            alert(_note(NoteKind.ERROR, f"node-no-ipv4:{n.name}",
-                        f"node {n.name} has no primary private IPv4 on a primary ENI (yet); it stays tainted",
-                        node=n.name))
-    needing = sorted(
-        (n for n in candidates if n.name not in closing and node_is_servable(n)), key=waiting_order_key
-    ) if spec.enabled else []
-    free.sort(key=lambda e: free_order_key(e, e.allocation_id in released_now))
-    assign = [
-        Assign(eip.allocation_id, eip.public_ip, node.name, node.eni_id or "", node.private_ip or "")
-        for eip, node in zip(free, needing, strict=False)
-    ]
-    assigned_nodes = {a.node for a in assign}
-    waiting = tuple(n.name for n in needing if n.name not in assigned_nodes)
-    released_nodes = {r.node for r in release}
-    # A label that says an EIP the node no longer holds (a crash between release and unlabel) is wrong.
-    unmark = tuple(
-        n.name for n in nodes
-        if n.eip_label and n.in_cluster and n.name not in held_by_node
-        and n.name not in assigned_nodes and n.name not in released_nodes
-    )
-    if len(needing) > len(free):
-        alert(_note(NoteKind.POOL_EXHAUSTED, ALERT_POOL_EXHAUSTED,
-                    f"{len(needing)} {'node needs' if len(needing) == 1 else 'nodes need'} an EIP and the pool has "
-                    f"{len(free)} free "
-                    f"({len(eips)} in the pool); waiting: {', '.join(waiting)}"))
+    if not draft.spec.enabled:
+        return _Serving((), (), (), (), deferred)  # a disabled spec taints and serves nothing new
+    # Every node that should hold an EIP and holds none carries the startup taint (I1), whatever this pass
+    # then manages to assign. A node whose claim this pass closes is re-tainted by that release, once the
+    # executor has made sure the EIP is really gone (a stale read must not taint a busy node).
+    taint = tuple(n.name for n in candidates if not n.startup_tainted and n.name not in closing)
+    alert_unservable(draft, candidates)
+    needing = tuple(sorted((n for n in candidates if n.name not in closing and node_is_servable(n)),
+                           key=waiting_order_key))
+    assign = assign_free_eips(draft, needing)
+    assigned = {a.node for a in assign}
+    return _Serving(assign, needing, tuple(n.name for n in needing if n.name not in assigned), taint, deferred)
 
-    return Plan(
-        assign=tuple(assign),
-        release=tuple(release),
-        adopt=tuple(adopt),
-        ready=tuple(ready),
-        notes=tuple(notes),
-        alerts=frozenset(alerts),
-        waiting=waiting,
-        unmark=unmark,
-        taint=taint,
-        deferred=deferred,
-        node_states=node_states(nodes, held_by_node.keys(), assigned_nodes, release),
-    )
+
+def closing_nodes(draft: _Draft) -> set[str]:
+    """A node whose claim this pass closes gets nothing before the next pass: if the reading that closed it
+    was stale, a second EIP would knock the first off the node in AWS."""
+    return ({r.node for r in draft.release} | {a.supersedes for a in draft.adopt if a.supersedes}
+            | {draft.claims[r.allocation_id].node for r in draft.release if r.allocation_id in draft.claims})
+
+
+def alert_unservable(draft: _Draft, candidates: Sequence[NodeView]) -> None:
+    """A node without a primary private IPv4 cannot take an EIP, so it must not take a free EIP's turn
+    either. It is its own condition, not a pool shortage."""
+    for n in candidates:
+        if not node_is_servable(n):
+            draft.alert(_note(NoteKind.ERROR, f"node-no-ipv4:{n.name}",
+                              f"node {n.name} has no primary private IPv4 on a primary ENI (yet); it stays tainted",
+                              node=n.name))
+
+
+def assign_free_eips(draft: _Draft, needing: Sequence[NodeView]) -> tuple[Assign, ...]:
+    """The free EIPs in their order (the sticky rule) to the waiting nodes in theirs (oldest first)."""
+    draft.free.sort(key=lambda e: free_order_key(e, e.allocation_id in draft.released_now))
+    return tuple(Assign(eip.allocation_id, eip.public_ip, node.name, node.eni_id or "", node.private_ip or "")
+                 for eip, node in zip(draft.free, needing, strict=False))
+
+
+def stale_labels(draft: _Draft, assigned_nodes: set[str]) -> tuple[str, ...]:
+    """A label that says an EIP the node no longer holds (a crash between release and unlabel) is wrong."""
+    released = {r.node for r in draft.release}
+    return tuple(n.name for n in draft.nodes
+                 if n.eip_label and n.in_cluster and n.name not in draft.held_by_node
+                 and n.name not in assigned_nodes and n.name not in released)
 
 
 def node_states(
