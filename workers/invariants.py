@@ -93,13 +93,56 @@ class _NodeFacts:
     stable: bool  # schedulable and unchanged across both Kubernetes readings
 
 
+@dataclass
+class _World:
+    """One reading of AWS, Kubernetes and the record, in the order the module docstring explains."""
+
+    specs: list[LaunchSpec]
+    kubes: dict[int, Kube]
+    ec2s: dict[str, Ec2]
+    first: dict[int, dict[str, KubeNode]]
+    second: dict[int, dict[str, KubeNode]]
+    addresses: dict[str, list[Address]]
+    instances: dict[str, dict[str, Instance]]
+    open_claims: list[Assignment]
+    recorded: list[Node]  # rows that may still hold a pool EIP or a claim although Kubernetes no longer lists them
+    pool: dict[str, Address]  # allocation id -> address, for every EIP some spec of its region selects
+    facts: list[_NodeFacts] = field(default_factory=list)
+    by_eni: dict[str, _NodeFacts] = field(default_factory=dict)
+    by_name: dict[tuple[int, str], _NodeFacts] = field(default_factory=dict)
+    pool_on: dict[str, list[Address]] = field(default_factory=dict)
+    claims_by_eip: dict[str, list[Assignment]] = field(default_factory=dict)
+    claims_by_node: dict[int, list[Assignment]] = field(default_factory=dict)
+
+    def own_pool_eips(self, instance: Instance | None) -> list[Address]:
+        """The pool EIPs on the primary private IP of the instance's primary ENI."""
+        if instance is None:
+            return []
+        return [a for a in self.pool_on.get(instance.eni_id or "", []) if a.private_ip == instance.private_ip]
+
+
 def observe(
     *,
     ec2_for: Callable[[str], Ec2] = _ec2_default,
     kube_for: Callable[[Cluster], Kube] = _kube_default,
 ) -> Observation:
     """Read AWS, Kubernetes and the record once and list what breaks I1–I4 (I4 ungraced)."""
-    startup_taint = settings.EIPDASH_STARTUP_TAINT
+    world = read_world(ec2_for, kube_for)
+    observation = Observation(nodes=sum(len(listed) for listed in world.second.values()), addresses=len(world.pool))
+    out = observation.violations
+    out += two_pool_eips_on_one_eni(world)
+    out += one_eip_recorded_twice(world)
+    for f in world.facts:
+        out += schedulable_without_eip(world, f, observation)
+        out += released_while_busy(world, f)
+    observation.free = free_pool_eips(world)
+    out += records_that_disagree_with_aws(world)
+    out += pool_eips_without_their_record(world)
+    out += labels_that_lie(world)
+    return observation
+
+
+def read_world(ec2_for: Callable[[str], Ec2], kube_for: Callable[[Cluster], Kube]) -> _World:
     specs = list(LaunchSpec.objects.select_related("cluster"))
     clusters = {spec.cluster_id: spec.cluster for spec in specs}
     kubes = {pk: kube_for(cluster) for pk, cluster in clusters.items()}
@@ -111,12 +154,8 @@ def observe(
     open_claims = list(
         Assignment.objects.filter(closed_at__isnull=True).select_related("eip", "node", "node__cluster", "launch_spec")
     )
-    pool: dict[str, Address] = {}  # allocation id -> address, for every EIP some spec of its region selects
-    for region, found in addresses.items():
-        region_specs = [s for s in specs if s.cluster.region == region]
-        for address in found:
-            if any(selects(s, address.tags) for s in region_specs):
-                pool[address.allocation_id] = address
+    pool = {address.allocation_id: address for region, found in addresses.items() for address in found
+            if any(selects(s, address.tags) for s in specs if s.cluster.region == region)}
     held_enis = {a.eni_id for a in pool.values() if a.eni_id}
     # Nodes of the record that may still hold a pool EIP, or an open claim, although Kubernetes no longer
     # lists them: their instances are described too, to tell a dead instance from a live one.
@@ -130,177 +169,233 @@ def observe(
             wanted[row.cluster.region].add(row.instance_id)
     instances = {region: ec2s[region].describe_instances(wanted.get(region, set())) for region in regions}
     second = {pk: {n.name: n for n in kube.list_all_nodes()} for pk, kube in kubes.items()}
+    world = _World(specs, kubes, ec2s, first, second, addresses, instances, open_claims, recorded, pool)
+    _index(world, clusters)
+    return world
 
-    observation = Observation(nodes=sum(len(listed) for listed in second.values()), addresses=len(pool))
-    out = observation.violations
 
-    # The nodes Kubernetes lists in both readings, with their instances and their specs.
-    facts: list[_NodeFacts] = []
-    for pk, listed in second.items():
+def _index(world: _World, clusters: Mapping[int, Cluster]) -> None:
+    """The nodes Kubernetes lists in both readings, with their instances and their specs; who holds what."""
+    startup_taint = settings.EIPDASH_STARTUP_TAINT
+    for pk, listed in world.second.items():
         cluster = clusters[pk]
         for name, node in listed.items():
-            before = first[pk].get(name)
-            instance = instances[cluster.region].get(node.instance_id) if node.instance_id else None
-            own_specs = [s for s in specs if s.cluster_id == pk and labels_match(s.labels, node.labels)]
+            before = world.first[pk].get(name)
+            instance = world.instances[cluster.region].get(node.instance_id) if node.instance_id else None
+            own_specs = [s for s in world.specs if s.cluster_id == pk and labels_match(s.labels, node.labels)]
             stable = (before is not None and before.resource_version == node.resource_version
                       and schedulable(node, startup_taint))
-            facts.append(_NodeFacts(node, cluster, instance, own_specs, stable))
-
-    # Which node (or recorded node) each primary ENI belongs to.
-    by_eni: dict[str, _NodeFacts] = {f.instance.eni_id: f for f in facts if f.instance and f.instance.eni_id}
-    by_name: dict[tuple[int, str], _NodeFacts] = {(f.cluster.pk, f.node.name): f for f in facts}
+            world.facts.append(_NodeFacts(node, cluster, instance, own_specs, stable))
+    # Which node each primary ENI belongs to.
+    world.by_eni = {f.instance.eni_id: f for f in world.facts if f.instance and f.instance.eni_id}
+    world.by_name = {(f.cluster.pk, f.node.name): f for f in world.facts}
     pool_on: dict[str, list[Address]] = defaultdict(list)
-    for address in pool.values():
+    for address in world.pool.values():
         if address.eni_id:
             pool_on[address.eni_id].append(address)
-
-    # --- I3: two pool EIPs on one node (AWS itself never puts one EIP on two ENIs).
-    for eni_id, on_eni in sorted(pool_on.items()):
-        if len(on_eni) > 1:
-            owner = by_eni.get(eni_id)
-            where = f"node {owner.node.name}" if owner else f"ENI {eni_id}"
-            ips = ", ".join(sorted(a.public_ip for a in on_eni))
-            out.append(Violation("I3", f"I3:two:{eni_id}", f"{where} holds {len(on_eni)} pool EIPs: {ips}"))
-    labelled: dict[str, list[str]] = defaultdict(list)
-    for f in facts:
-        if f.specs and f.node.labels.get(EIP_LABEL) and f.instance and f.instance.state in LIVE_STATES:
-            labelled[f.node.labels[EIP_LABEL]].append(f.node.name)
+    world.pool_on = dict(pool_on)
     claims_by_eip: dict[str, list[Assignment]] = defaultdict(list)
     claims_by_node: dict[int, list[Assignment]] = defaultdict(list)
-    for claim in open_claims:
+    for claim in world.open_claims:
         claims_by_eip[claim.eip.allocation_id].append(claim)
         claims_by_node[claim.node_id].append(claim)
-    for allocation_id, claims in sorted(claims_by_eip.items()):
+    world.claims_by_eip, world.claims_by_node = dict(claims_by_eip), dict(claims_by_node)
+
+
+# --- I3 ------------------------------------------------------------------------------------------------
+
+
+def two_pool_eips_on_one_eni(world: _World) -> list[Violation]:
+    """I3: two pool EIPs on one node (AWS itself never puts one EIP on two ENIs)."""
+    found = []
+    for eni_id, on_eni in sorted(world.pool_on.items()):
+        if len(on_eni) > 1:
+            owner = world.by_eni.get(eni_id)
+            where = f"node {owner.node.name}" if owner else f"ENI {eni_id}"
+            ips = ", ".join(sorted(a.public_ip for a in on_eni))
+            found.append(Violation("I3", f"I3:two:{eni_id}", f"{where} holds {len(on_eni)} pool EIPs: {ips}"))
+    return found
+
+
+def one_eip_recorded_twice(world: _World) -> list[Violation]:
+    """I3 in the record: an EIP open on two nodes, or a node holding two EIPs."""
+    found = []
+    for allocation_id, claims in sorted(world.claims_by_eip.items()):
         if len(claims) > 1:
             names = ", ".join(sorted(c.node.name for c in claims))
-            out.append(Violation("I3", f"I3:record:{allocation_id}",
-                                 f"the record has {claims[0].eip.public_ip} open on {len(claims)} nodes: {names}"))
-    for claims in claims_by_node.values():
+            found.append(Violation("I3", f"I3:record:{allocation_id}",
+                                   f"the record has {claims[0].eip.public_ip} open on {len(claims)} nodes: {names}"))
+    for claims in world.claims_by_node.values():
         if len(claims) > 1:
             ips = ", ".join(sorted(c.eip.public_ip for c in claims))
-            out.append(Violation("I3", f"I3:record-node:{claims[0].node_id}",
-                                 f"the record has node {claims[0].node.name} holding {len(claims)} EIPs: {ips}"))
+            found.append(Violation("I3", f"I3:record-node:{claims[0].node_id}",
+                                   f"the record has node {claims[0].node.name} holding {len(claims)} EIPs: {ips}"))
+    return found
 
-    # --- I1 and I2, node by node; and who waits while an EIP is free (the campaign's latency figure).
-    for f in facts:
-        instance, node = f.instance, f.node
-        if not f.specs or node.instance_id is None:
-            continue
-        live = instance is not None and instance.state in LIVE_STATES
-        own = [a for a in pool_on.get(instance.eni_id or "", []) if a.private_ip == instance.private_ip] if (
-            instance is not None) else []
-        enabled = [s for s in f.specs if s.enabled]
-        if live and not own and enabled and not node.draining:
-            for spec in enabled:
-                observation.waiting.setdefault(spec.name, []).append(node.name)
-        if enabled and f.stable and live and not own:
-            assert instance is not None
-            if not instance.eni_id or not instance.private_ip:
-                why = "its instance has no primary private IPv4"
-            elif any(a.eni_id == instance.eni_id for a in pool.values()):
-                why = "a pool EIP sits on another private IP of its primary ENI"
-            elif any(a.eni_id == instance.eni_id and a.private_ip == instance.private_ip
-                     for a in addresses[f.cluster.region]):
-                why = "a non-pool EIP sits on its primary IP"
-            else:
-                why = "no EIP on its primary IP"
-            out.append(Violation("I1", f"I1:{f.cluster.name}:{node.name}:{node.instance_id}",
-                                 f"node {node.name} ({node.instance_id}) is schedulable without a pool EIP: {why}"))
-        # A schedulable node without its EIP is I1's case (pods may have come after the release); I2 is the
-        # node that cannot take new pods, so its workload pods were there before its EIP went.
-        if live and not own and not schedulable(node, startup_taint):
-            released = Event.objects.filter(kind=Event.Kind.RELEASED, cluster=f.cluster.name, node=node.name,
-                                            instance_id=node.instance_id).order_by("-timestamp").first()
-            if released is not None:
-                pods = kubes[f.cluster.pk].workload_pod_count(node.name)
-                if pods:
-                    out.append(Violation(
-                        "I2", f"I2:{f.cluster.name}:{node.name}:{node.instance_id}:{released.allocation_id}",
-                        f"node {node.name} ({node.instance_id}) runs {pods} workload pod(s) but "
-                        f"{released.public_ip or released.allocation_id} was released from it "
-                        f"at {released.timestamp:%H:%M:%S} ({released.reason})",
-                    ))
 
-    for spec in specs:
-        if spec.enabled:
-            observation.free[spec.name] = sorted(
-                a.allocation_id for a in pool.values()
-                if not a.association_id and selects(spec, a.tags)
-                and a.allocation_id not in claims_by_eip
-            )
+# --- I1 and I2, node by node ---------------------------------------------------------------------------
 
-    # --- I4: the record against AWS.
-    for claim in open_claims:
+
+def schedulable_without_eip(world: _World, f: _NodeFacts, observation: Observation) -> list[Violation]:
+    """I1; and who waits while an EIP is free (the campaign's latency figure)."""
+    instance, node = f.instance, f.node
+    if not f.specs or node.instance_id is None or instance is None or instance.state not in LIVE_STATES:
+        return []
+    if world.own_pool_eips(instance):
+        return []
+    enabled = [s for s in f.specs if s.enabled]
+    if not node.draining:
+        for spec in enabled:
+            observation.waiting.setdefault(spec.name, []).append(node.name)
+    if not (enabled and f.stable):
+        return []
+    return [Violation("I1", f"I1:{f.cluster.name}:{node.name}:{node.instance_id}",
+                      f"node {node.name} ({node.instance_id}) is schedulable without a pool EIP: "
+                      f"{why_no_eip(world, f)}")]
+
+
+def why_no_eip(world: _World, f: _NodeFacts) -> str:
+    instance = f.instance
+    assert instance is not None
+    if not instance.eni_id or not instance.private_ip:
+        return "its instance has no primary private IPv4"
+    if any(a.eni_id == instance.eni_id for a in world.pool.values()):
+        return "a pool EIP sits on another private IP of its primary ENI"
+    if any(a.eni_id == instance.eni_id and a.private_ip == instance.private_ip
+           for a in world.addresses[f.cluster.region]):
+        return "a non-pool EIP sits on its primary IP"
+    return "no EIP on its primary IP"
+
+
+def released_while_busy(world: _World, f: _NodeFacts) -> list[Violation]:
+    """I2. A schedulable node without its EIP is I1's case (pods may have come after the release); I2 is the
+    node that cannot take new pods, so its workload pods were there before its EIP went."""
+    instance, node = f.instance, f.node
+    if not f.specs or node.instance_id is None or instance is None or instance.state not in LIVE_STATES:
+        return []
+    if world.own_pool_eips(instance) or schedulable(node, settings.EIPDASH_STARTUP_TAINT):
+        return []
+    released = Event.objects.filter(kind=Event.Kind.RELEASED, cluster=f.cluster.name, node=node.name,
+                                    instance_id=node.instance_id).order_by("-timestamp").first()
+    if released is None:
+        return []
+    pods = world.kubes[f.cluster.pk].workload_pod_count(node.name)
+    if not pods:
+        return []
+    return [Violation("I2", f"I2:{f.cluster.name}:{node.name}:{node.instance_id}:{released.allocation_id}",
+                      f"node {node.name} ({node.instance_id}) runs {pods} workload pod(s) but "
+                      f"{released.public_ip or released.allocation_id} was released from it "
+                      f"at {released.timestamp:%H:%M:%S} ({released.reason})")]
+
+
+def free_pool_eips(world: _World) -> dict[str, list[str]]:
+    """spec name -> its pool EIPs that AWS shows free and no record claims."""
+    return {spec.name: sorted(a.allocation_id for a in world.pool.values()
+                              if not a.association_id and selects(spec, a.tags)
+                              and a.allocation_id not in world.claims_by_eip)
+            for spec in world.specs if spec.enabled}
+
+
+# --- I4: the record against AWS ------------------------------------------------------------------------
+
+
+def records_that_disagree_with_aws(world: _World) -> list[Violation]:
+    found = []
+    for claim in world.open_claims:
         eip, row = claim.eip, claim.node
-        shown_by_aws = pool.get(eip.allocation_id)
+        shown_by_aws = world.pool.get(eip.allocation_id)
         key = f"I4:claim:{eip.allocation_id}:{row.name}"
         eni_id, private_ip = claim.eni_id or row.eni_id, claim.private_ip or row.private_ip
         if shown_by_aws is None:
-            out.append(Violation("I4", key, f"open record of {eip.public_ip} on {row.name}, but AWS no longer "
-                                            "lists that EIP in any pool"))
+            found.append(Violation("I4", key, f"open record of {eip.public_ip} on {row.name}, but AWS no longer "
+                                              "lists that EIP in any pool"))
         elif shown_by_aws.eni_id != eni_id or (private_ip and shown_by_aws.private_ip != private_ip):
             where = f"on {shown_by_aws.eni_id} ({shown_by_aws.private_ip})" if shown_by_aws.eni_id else "free"
-            out.append(Violation("I4", key, f"open record of {eip.public_ip} on {row.name} ({eni_id} {private_ip}), "
-                                            f"but AWS shows it {where}"))
+            found.append(Violation("I4", key, f"open record of {eip.public_ip} on {row.name} ({eni_id} "
+                                              f"{private_ip}), but AWS shows it {where}"))
         elif claim.confirmed_at is None:
-            out.append(Violation("I4", key + ":unconfirmed",
-                                 f"{eip.public_ip} is on {row.name} but its claim was never confirmed"))
-        current = by_name.get((row.cluster_id, row.name))
+            found.append(Violation("I4", key + ":unconfirmed",
+                                   f"{eip.public_ip} is on {row.name} but its claim was never confirmed"))
+        current = world.by_name.get((row.cluster_id, row.name))
         now_on = current.instance if current is not None else None
         if eni_id and now_on is not None and now_on.eni_id and now_on.eni_id != eni_id:
             # The name came back on another instance (EKS reuses ip-… names): the record holds the old one's.
-            out.append(Violation("I4", key + f":reused:{now_on.instance_id}",
-                                 f"open record of {eip.public_ip} on {row.name} is for ENI {eni_id}, but {row.name} "
-                                 f"is now instance {now_on.instance_id} (ENI {now_on.eni_id})"))
-    recorded_by_eni = {row.eni_id: row for row in recorded if row.eni_id}
-    for address in sorted(pool.values(), key=lambda a: a.public_ip):
+            found.append(Violation("I4", key + f":reused:{now_on.instance_id}",
+                                   f"open record of {eip.public_ip} on {row.name} is for ENI {eni_id}, but "
+                                   f"{row.name} is now instance {now_on.instance_id} (ENI {now_on.eni_id})"))
+    return found
+
+
+def pool_eips_without_their_record(world: _World) -> list[Violation]:
+    """Every pool EIP AWS shows on a node has its open record; none stays on a gone node or dead instance."""
+    recorded_by_eni = {row.eni_id: row for row in world.recorded if row.eni_id}
+    found: list[Violation] = []
+    for address in sorted(world.pool.values(), key=lambda a: a.public_ip):
         if not address.eni_id:
             continue
-        owner = by_eni.get(address.eni_id)
+        owner = world.by_eni.get(address.eni_id)
         if owner is not None:
-            instance = owner.instance
-            assert instance is not None
-            if instance.state in DEAD_STATES:
-                out.append(Violation("I4", f"I4:dead:{address.allocation_id}:{instance.instance_id}",
-                                     f"{address.public_ip} is still on node {owner.node.name}, whose instance "
-                                     f"{instance.instance_id} is {instance.state}"))
-            elif any(selects(s, address.tags) for s in owner.specs) and not any(
-                    c.node.name == owner.node.name and c.node.cluster_id == owner.cluster.pk
-                    for c in claims_by_eip.get(address.allocation_id, [])):
-                out.append(Violation("I4", f"I4:unrecorded:{address.allocation_id}:{owner.node.name}",
-                                     f"AWS shows {address.public_ip} on node {owner.node.name} without an open "
-                                     "record"))
-            continue
-        known = recorded_by_eni.get(address.eni_id)
-        if known is None:
-            # No listed node and no node of the record has this ENI now: whose is it? A running instance that
-            # is no node is a conflict eipdash reports and leaves alone; no instance, or a dead one, is a leak.
-            region = _region_of(address, addresses)
-            owner_id = ec2s[region].owner_of_eni(address.eni_id)
-            owner_state = ec2s[region].describe_instances([owner_id]).get(owner_id) if owner_id else None
-            if owner_state is None or owner_state.state in DEAD_STATES:
-                held_by = f"instance {owner_id} {owner_state.state if owner_state else 'gone'}" if owner_id else (
-                    "no instance")
-                out.append(Violation("I4", f"I4:orphan:{address.allocation_id}:{address.eni_id}",
-                                     f"{address.public_ip} is still on ENI {address.eni_id} ({held_by})"))
-            continue
-        last = instances[known.cluster.region].get(known.instance_id)
-        state = last.state if last else "gone"
-        if last is None or state in DEAD_STATES or known.name not in second.get(known.cluster_id, {}):
-            out.append(Violation("I4", f"I4:gone:{address.allocation_id}:{known.name}:{known.instance_id}",
-                                 f"{address.public_ip} is still on gone node {known.name} "
-                                 f"(instance {known.instance_id} {state})"))
-    for f in facts:
+            found += on_a_listed_node(world, address, owner)
+        elif (known := recorded_by_eni.get(address.eni_id)) is not None:
+            found += on_a_recorded_node(world, address, known)
+        else:
+            found += on_an_unknown_eni(world, address)
+    return found
+
+
+def on_a_listed_node(world: _World, address: Address, owner: _NodeFacts) -> list[Violation]:
+    instance = owner.instance
+    assert instance is not None
+    if instance.state in DEAD_STATES:
+        return [Violation("I4", f"I4:dead:{address.allocation_id}:{instance.instance_id}",
+                          f"{address.public_ip} is still on node {owner.node.name}, whose instance "
+                          f"{instance.instance_id} is {instance.state}")]
+    recorded = any(c.node.name == owner.node.name and c.node.cluster_id == owner.cluster.pk
+                   for c in world.claims_by_eip.get(address.allocation_id, []))
+    if any(selects(s, address.tags) for s in owner.specs) and not recorded:
+        return [Violation("I4", f"I4:unrecorded:{address.allocation_id}:{owner.node.name}",
+                          f"AWS shows {address.public_ip} on node {owner.node.name} without an open record")]
+    return []
+
+
+def on_a_recorded_node(world: _World, address: Address, known: Node) -> list[Violation]:
+    last = world.instances[known.cluster.region].get(known.instance_id)
+    state = last.state if last else "gone"
+    if last is None or state in DEAD_STATES or known.name not in world.second.get(known.cluster_id, {}):
+        return [Violation("I4", f"I4:gone:{address.allocation_id}:{known.name}:{known.instance_id}",
+                          f"{address.public_ip} is still on gone node {known.name} "
+                          f"(instance {known.instance_id} {state})")]
+    return []
+
+
+def on_an_unknown_eni(world: _World, address: Address) -> list[Violation]:
+    """No listed node and no node of the record has this ENI now: whose is it? A running instance that is no
+    node is a conflict eipdash reports and leaves alone; no instance, or a dead one, is a leak."""
+    assert address.eni_id is not None
+    ec2 = world.ec2s[_region_of(address, world.addresses)]
+    owner_id = ec2.owner_of_eni(address.eni_id)
+    owner_state = ec2.describe_instances([owner_id]).get(owner_id) if owner_id else None
+    if owner_state is not None and owner_state.state not in DEAD_STATES:
+        return []
+    held_by = f"instance {owner_id} {owner_state.state if owner_state else 'gone'}" if owner_id else "no instance"
+    return [Violation("I4", f"I4:orphan:{address.allocation_id}:{address.eni_id}",
+                      f"{address.public_ip} is still on ENI {address.eni_id} ({held_by})")]
+
+
+def labels_that_lie(world: _World) -> list[Violation]:
+    """The `eipdash.io/eip` label tells the truth."""
+    found = []
+    for f in world.facts:
         label = f.node.labels.get(EIP_LABEL, "")
         instance = f.instance
         if not f.specs or not label or instance is None or instance.state not in LIVE_STATES:
             continue
-        own_ips = {a.public_ip for a in pool_on.get(instance.eni_id or "", []) if a.private_ip == instance.private_ip}
+        own_ips = {a.public_ip for a in world.own_pool_eips(instance)}
         if label not in own_ips:
-            out.append(Violation("I4", f"I4:label:{f.cluster.name}:{f.node.name}:{label}",
-                                 f"node {f.node.name} is labelled {EIP_LABEL}={label}, but AWS shows "
-                                 f"{', '.join(sorted(own_ips)) or 'no pool EIP'} on its primary IP"))
-    return observation
+            found.append(Violation("I4", f"I4:label:{f.cluster.name}:{f.node.name}:{label}",
+                                   f"node {f.node.name} is labelled {EIP_LABEL}={label}, but AWS shows "
+                                   f"{', '.join(sorted(own_ips)) or 'no pool EIP'} on its primary IP"))
+    return found
 
 
 def _region_of(address: Address, addresses: Mapping[str, list[Address]]) -> str:
