@@ -1,16 +1,23 @@
-"""Single flight per launch spec: a short lease in Redis that the running pass keeps renewing.
+"""Single flight per launch spec, and the fencing number that keeps a stale holder's writes out.
 
-The lease lasts EIPDASH_LEASE_SECONDS (10 s by default). A thread of the holder renews it every third of
-that, so a pass may take as long as it needs, but a worker that dies mid-pass (SIGKILL, OOM, node loss)
-frees its spec within the lease time, and the next pass starts then instead of minutes later.
+The lease (Redis) gives liveness: one pass per spec at a time, and a worker that dies mid-pass (SIGKILL, OOM,
+node loss) frees its spec within EIPDASH_LEASE_SECONDS (10 s by default). A thread of the holder renews it
+every third of that, so a pass may take as long as it needs.
 
-Fencing: a pass that was frozen (GC pause, SIGSTOP, a stalled Redis) may come back after its lease
-expired and another pass took the spec. The holder calls `Lease.check()` before each step that writes
-to AWS, Kubernetes or the claims, and stops at the first `LeaseLost`. The step already under way when
-the lease expired is covered by the database claims and AllowReassociation=False.
+The fencing number (the database) gives safety. A holder can stop for longer than its lease (a GC pause,
+SIGSTOP, a migrated VM) and then go on exactly where it was; a Redis failover can drop a lease while its
+holder still counts on it. So every acquisition takes a number from the database that only grows
+(`SpecFence.number`), and the holder carries it:
+- every database write of a pass runs in `Lease.fenced()`: one transaction that first proves the spec's number
+  is still this holder's, so a newer holder's number refuses it, whatever the stale holder read or believes;
+- every Kubernetes write carries it in the node's `eipdash.io/fence` annotation, compared and set in the same
+  resourceVersion-conditioned patch (workers/kube.py), so the API server refuses a stale holder's write;
+- AWS has no conditional write: every attempt to change it calls `Lease.check(needed)` right before it is sent
+  (after its wait for an EC2 budget token), which proves the lease is still ours and holds for the longest the
+  attempt can take, renewing it on the spot if need be (workers/ec2.py). docs/reliability.md gives the argument.
 
-The Redis key is the one the earlier long lock used (`eipdash:spec:<id>`), so that workers of both
-versions exclude each other during a rolling update.
+Without a Redis URL (a one-off command on a laptop) there is no lease to take, but the fencing number still
+orders the holders: a second pass that starts fences out the first one's writes.
 """
 
 from __future__ import annotations
@@ -18,13 +25,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 
 import redis
 from django.conf import settings
-from redis.exceptions import LockError, LockNotOwnedError, RedisError
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from redis.exceptions import RedisError
+
+from . import redis_keys
 
 log = logging.getLogger(__name__)
 
@@ -39,91 +51,145 @@ def _client(url: str) -> redis.Redis:
 
 
 def lease_key(spec_id: int) -> str:
-    return f"eipdash:spec:{spec_id}"
+    return redis_keys.lease(spec_id)
+
+
+# Atomic on Redis: take the key if free; push its expiry back only while it holds our token; delete it only
+# while it holds our token (a lease that expired and was taken by another holder is never touched).
+_ACQUIRE = "return redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0"
+_RENEW = ("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) "
+          "else return 0 end")
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+# How often a holder that waits for a busy lease tries again.
+_WAIT_POLL_SECONDS = 0.1
+
+
+def fence_take(spec_id: int) -> int:
+    """The next fencing number of the spec (1, 2, ...): every later holder's number is higher."""
+    from .models import SpecFence
+
+    try:
+        SpecFence.objects.get_or_create(spec_id=spec_id)
+    except IntegrityError:
+        pass  # created at the same moment by another holder
+    with transaction.atomic():
+        SpecFence.objects.filter(spec_id=spec_id).update(number=F("number") + 1)
+        return int(SpecFence.objects.filter(spec_id=spec_id).values_list("number", flat=True).get())
 
 
 class Lease:
-    """One holder's lease on one key. Without a Redis URL it is always held (a one-off command on a
-    laptop): the database claims and AllowReassociation=False still keep one EIP on one node."""
+    """One holder's lease on one key, and its fencing number (when it is a spec's lease)."""
 
-    def __init__(self, key: str, *, seconds: float, url: str | None) -> None:
+    def __init__(self, key: str, *, seconds: float, url: str | None, spec_id: int | None = None) -> None:
         self.key = key
         self.seconds = float(seconds)
-        # thread_local=False: the renewal thread must see the token the acquiring thread got.
-        self._lock = _client(url).lock(key, timeout=self.seconds, thread_local=False) if url else None
+        self.spec_id = spec_id
+        self.fence = 0  # the fencing number, once acquired (0: not a spec's lease)
+        self._redis = _client(url) if url else None
+        self._token = uuid.uuid4().hex
         self._lost = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._valid_lock = threading.Lock()
         self._valid_until = 0.0  # monotonic time until which the last acquire/renewal holds for sure
         self.held = False
 
     @property
     def redis_backed(self) -> bool:
-        return self._lock is not None
+        return self._redis is not None
 
     def acquire(self, wait_seconds: float = 0.0) -> bool:
-        if self._lock is None:
-            self.held = True
-            return True
-        started = time.monotonic()
-        if not self._lock.acquire(blocking=wait_seconds > 0, blocking_timeout=wait_seconds or None):
+        if self._redis is not None and not self._take(wait_seconds):
             return False
-        self._valid_until = started + self.seconds
         self.held = True
-        self._thread = threading.Thread(target=self._renew_loop, name=f"lease {self.key}", daemon=True)
-        self._thread.start()
+        if self.spec_id is not None:
+            self.fence = fence_take(self.spec_id)
+        if self._redis is not None:
+            self._thread = threading.Thread(target=self._renew_loop, name=f"lease {self.key}", daemon=True)
+            self._thread.start()
         return True
+
+    def _take(self, wait_seconds: float) -> bool:
+        assert self._redis is not None
+        give_up = time.monotonic() + wait_seconds
+        while True:
+            started = time.monotonic()
+            if self._redis.eval(_ACQUIRE, 1, self.key, self._token, int(self.seconds * 1000)):
+                self._valid_until = started + self.seconds
+                return True
+            if time.monotonic() >= give_up:
+                return False
+            time.sleep(_WAIT_POLL_SECONDS)
 
     def renew(self) -> bool:
         """Push the expiry back to a full lease; False (and lost for good) when it is not ours any more."""
-        if self._lock is None:
+        if self._redis is None:
             return True
         if self._lost.is_set():
             return False
         started = time.monotonic()
         try:
-            self._lock.reacquire()
-        except (LockNotOwnedError, LockError):
-            self._lose("it expired or another holder took it")
-            return False
+            renewed = self._redis.eval(_RENEW, 1, self.key, self._token, int(self.seconds * 1000))
         except RedisError as exc:
             # Redis may be back before the lease runs out; until then the lease is still ours.
-            if time.monotonic() >= self._valid_until:
+            if time.monotonic() >= self.valid_until:
                 self._lose(f"Redis did not answer the renewal in time ({exc})")
                 return False
             return True
-        self._valid_until = started + self.seconds
+        if not renewed:
+            self._lose("it expired or another holder took it")
+            return False
+        with self._valid_lock:
+            self._valid_until = max(self._valid_until, started + self.seconds)
         return True
 
-    def check(self) -> None:
-        """Raise LeaseLost unless this process provably still holds the lease. Call before each write."""
-        if self._lock is None:
+    @property
+    def valid_until(self) -> float:
+        with self._valid_lock:
+            return self._valid_until
+
+    def check(self, needed: float = 0.0) -> None:
+        """Raise LeaseLost unless this process provably holds the lease, and will for `needed` more seconds
+        (renewing it now if it would not): right before each write, `needed` being the longest the write can
+        take."""
+        if self._redis is None:
             return
         if not self.held or self._lost.is_set():
             raise LeaseLost(f"lease {self.key} lost")
-        if time.monotonic() >= self._valid_until:
+        if time.monotonic() >= self.valid_until:
             self._lose("not renewed within its time")
             raise LeaseLost(f"lease {self.key} lost: not renewed within {self.seconds:g}s")
-        try:
-            owned = self._lock.owned()
-        except RedisError as exc:
-            raise LeaseLost(f"lease {self.key}: Redis does not answer ({exc}); cannot prove it is still ours") from exc
-        if not owned:
-            self._lose("another holder has it")
+        # A renewal proves that the key still holds our token, and starts a full lease from now.
+        if not self.renew():
             raise LeaseLost(f"lease {self.key} lost: it expired and may be held by another pass")
+        if self.valid_until - time.monotonic() < needed:
+            raise LeaseLost(f"lease {self.key}: a write of up to {needed:g}s would outlast it")
+
+    @contextmanager
+    def fenced(self) -> Iterator[None]:
+        """One transaction whose writes land only while this holder's fencing number is the spec's latest:
+        a newer holder has taken a higher one, and this holder's writes are refused (LeaseLost)."""
+        from .models import SpecFence
+
+        with transaction.atomic():
+            if self.spec_id is not None and self.fence:
+                # An UPDATE, not a SELECT: it holds the row until the commit, so a newer holder's number waits
+                # for these writes instead of slipping in between the check and them.
+                if not SpecFence.objects.filter(spec_id=self.spec_id, number=self.fence).update(number=self.fence):
+                    self._lose("a newer holder took the spec (its fencing number is past ours)")
+                    raise LeaseLost(f"lease {self.key}: fencing number {self.fence} is no longer the spec's latest")
+            yield
 
     def release(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.seconds)
-        if self._lock is None or not self.held:
-            self.held = False
+        was_held, self.held = self.held, False
+        if self._redis is None or not was_held:
             return
-        self.held = False
         try:
-            self._lock.release()
-        except LockError:
-            log.warning("%s: the lease was lost before the holder released it", self.key)
+            if not self._redis.eval(_RELEASE, 1, self.key, self._token):
+                log.warning("%s: the lease was lost before the holder released it", self.key)
         except RedisError as exc:
             # It expires on its own within the lease time.
             log.warning("%s: could not release the lease (%s)", self.key, exc)
@@ -140,11 +206,16 @@ class Lease:
                 return
 
 
+def spec_lease_for(spec_id: int) -> Lease:
+    return Lease(lease_key(spec_id), seconds=settings.EIPDASH_LEASE_SECONDS, url=settings.REDIS_URL or None,
+                 spec_id=spec_id)
+
+
 @contextmanager
 def spec_lease(spec_id: int, *, wait_seconds: float = 0.0) -> Iterator[Lease | None]:
     """The spec's lease while the block runs, or None when another process holds it (after waiting up
     to `wait_seconds`). Released on exit, whatever happens inside."""
-    lease = Lease(lease_key(spec_id), seconds=settings.EIPDASH_LEASE_SECONDS, url=settings.REDIS_URL or None)
+    lease = spec_lease_for(spec_id)
     if not lease.acquire(wait_seconds):
         yield None
         return
@@ -154,8 +225,14 @@ def spec_lease(spec_id: int, *, wait_seconds: float = 0.0) -> Iterator[Lease | N
         lease.release()
 
 
-def _rerun_key(spec_id: int) -> str:
-    return f"eipdash:spec:{spec_id}:rerun"
+def lease_taken(spec_id: int) -> bool:
+    """Whether some holder has the spec's lease right now (False without Redis, or when it does not answer)."""
+    if not settings.REDIS_URL:
+        return False
+    try:
+        return bool(_client(settings.REDIS_URL).exists(lease_key(spec_id)))
+    except RedisError:
+        return False
 
 
 def ask_rerun(spec_id: int) -> None:
@@ -167,17 +244,18 @@ def ask_rerun(spec_id: int) -> None:
     if not settings.REDIS_URL:
         return
     try:
-        _client(settings.REDIS_URL).set(_rerun_key(spec_id), 1, ex=max(60, settings.EIPDASH_RECONCILE_SECONDS * 12))
+        _client(settings.REDIS_URL).set(redis_keys.rerun(spec_id), 1,
+                                        ex=max(60, settings.EIPDASH_RECONCILE_SECONDS * 12))
     except RedisError as exc:
         log.debug("spec %s: rerun request not recorded: %s", spec_id, exc)
 
 
 def take_rerun(spec_id: int) -> bool:
-    """True once after ask_rerun (consumed): the caller, whose pass just ended, runs one more."""
+    """True once after ask_rerun (consumed): the caller, whose lease just ended, has one more pass run."""
     if not settings.REDIS_URL:
         return False
     try:
-        return bool(_client(settings.REDIS_URL).delete(_rerun_key(spec_id)))
+        return bool(_client(settings.REDIS_URL).delete(redis_keys.rerun(spec_id)))
     except RedisError as exc:
         log.debug("spec %s: rerun request not read: %s", spec_id, exc)
         return False

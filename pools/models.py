@@ -10,7 +10,7 @@ from enum import StrEnum
 from django.db import models
 from django.db.models import Q
 
-from .planner import CloseKind, EventKind, NodeState
+from .vocabulary import CloseKind, EventKind, NodeState
 
 SYSTEM_ACTOR = "system"  # the actor of everything the workers do on their own (events, claims)
 
@@ -71,6 +71,38 @@ class LaunchSpec(models.Model):
 
     def selector_text(self) -> str:
         return self.tag_key if self.tag_value is None else f"{self.tag_key}={self.tag_value}"
+
+
+class SpecFence(models.Model):
+    """The engine's own bookkeeping of one launch spec, written only by the holder of the spec's lease.
+
+    - number: the fencing number of the latest lease holder (pools/locks.py). It only grows, so a holder that
+      finds a higher one here has lost the spec and writes nothing more.
+    - fresh_from_seq: the region's sequence number (RegionSequence) a shared DescribeAddresses reading must have
+      been taken at (or later) to serve this spec (workers/readings.py): set right after each of its changes
+      to AWS and at the end of each of its passes, so that the reading shows its last change and is no older
+      than its last pass. Readings are ordered by the region's own sequence, never by host clocks.
+
+    Keyed by the spec's id without a foreign key: the lease of a spec being deleted still fences.
+    """
+
+    spec_id = models.BigIntegerField(primary_key=True)
+    number = models.BigIntegerField(default=0)
+    fresh_from_seq = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"spec {self.spec_id}: fence {self.number}, readings from {self.fresh_from_seq}"
+
+
+class RegionSequence(models.Model):
+    """A counter per region, bumped right before and right after every change eipdash makes to AWS there
+    (an association, a disassociation, a manual move). Each shared reading stores the value it was taken at."""
+
+    region = models.CharField(max_length=32, primary_key=True)
+    value = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.region}: {self.value}"
 
 
 class AddressColumns(models.Model):
@@ -215,6 +247,12 @@ class Assignment(models.Model):
     close_reason = models.CharField(max_length=200, blank=True, default="")
     close_kind = models.CharField(max_length=16, choices=CloseKind.choices, blank=True, default="")
     actor = models.CharField(max_length=150, default=SYSTEM_ACTOR)
+    # The fencing number of the pass that opened the claim (pools/locks.py). An unconfirmed claim of an
+    # older holder may still have its AssociateAddress on the way: a newer holder leaves it alone until the
+    # longest such call is over, counted from `stale_since`: when a newer holder first saw it unconfirmed,
+    # on the database's clock (one clock for every worker).
+    fence = models.BigIntegerField(default=0)
+    stale_since = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-opened_at"]

@@ -10,67 +10,9 @@ import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 
-# Instance states in which the node can run pods and so should hold an EIP.
-LIVE_STATES = frozenset({"pending", "running"})
-# A stopped instance keeps its EIP, as in AWS: it may start again.
-RESTING_STATES = frozenset({"stopping", "stopped"})
-# The instance is going or gone: its EIP goes back to the pool. "gone" = DescribeInstances has no trace.
-DEAD_STATES = frozenset({"shutting-down", "terminated", "gone"})
-
-
-
-# The planner's vocabularies. pools/models.py builds its choices from these enums, so that the planner and
-# the record cannot drift apart; the values are stored in the database and shown in exports.
-
-
-class NodeState(StrEnum):
-    """The state a node shows on the dashboard (Node.state)."""
-
-    WAITING = "waiting"
-    READY = "ready"
-    DRAINING = "draining"
-    STOPPED = "stopped"
-    RELEASED = "released"
-    GONE = "gone"
-    CONFLICT = "conflict"
-
-
-class NoteKind(StrEnum):
-    """The kinds of alert a pass records once per episode (a subset of the event kinds)."""
-
-    POOL_EXHAUSTED = "pool_exhausted"
-    CONFLICT = "conflict"
-    ERROR = "error"
-
-
-class EventKind(StrEnum):
-    """The kinds of history event (Event.kind, the `event` column of the exports)."""
-
-    ASSIGNED = "assigned"
-    RELEASED = "released"
-    REASSIGNED = "reassigned"
-    ADOPTED = "adopted"
-    TAINT_LIFTED = "taint_lifted"
-    POOL_EXHAUSTED = NoteKind.POOL_EXHAUSTED.value
-    CONFLICT = NoteKind.CONFLICT.value
-    ERROR = NoteKind.ERROR.value
-
-
-class CloseKind(StrEnum):
-    """Why an assignment was closed (Assignment.close_kind). Only REFUSED demotes the EIP in the free order:
-    a throttle or a crash says nothing about the EIP."""
-
-    RELEASED = "released"
-    REFUSED = "refused"
-    TRANSIENT = "transient"
-    INTERRUPTED = "interrupted"
-    MOVED = "moved"
-
-
-# The alert key of an exhausted pool: one per spec, so it is the note kind itself.
-ALERT_POOL_EXHAUSTED = NoteKind.POOL_EXHAUSTED.value
+from .alerts import Alert, alert_key
+from .vocabulary import DEAD_STATES, LIVE_STATES, RESTING_STATES, CloseKind, NodeState, NoteKind
 
 # What the executor does when its fresh DescribeAddresses shows the EIP still on the claim's ENI after
 # the pass's snapshot said otherwise (a stale read): keep the claim, or disassociate it after all.
@@ -278,15 +220,25 @@ def should_retaint(node: NodeView | None) -> bool:
             and node.instance_state not in DEAD_STATES)
 
 
+def unserved_reason(node: NodeView) -> str | None:
+    """Why a node of the view must not get an EIP now, in words; None when it should hold one."""
+    if not node.matches_spec:
+        return "no longer matches the launch spec"
+    if not node_is_alive(node):
+        return "is not running any more"
+    if node.draining:
+        return "is draining"
+    if node.foreign_eip:
+        return "carries an EIP outside the pool"
+    if node.also_matched_by:
+        return (f"is matched by launch spec(s) {', '.join(node.also_matched_by)} too: a conflict that eipdash leaves "
+                "alone until the labels are fixed")
+    return None
+
+
 def node_needs_eip(node: NodeView) -> bool:
     """Whether or not it carries the startup taint: a node set up without it gets its EIP later."""
-    return (
-        node.matches_spec
-        and node_is_alive(node)
-        and not node.draining
-        and not node.foreign_eip
-        and not node.also_matched_by
-    )
+    return unserved_reason(node) is None
 
 
 def claim_outlived_its_node(claim: Claim, node: NodeView | None) -> bool:
@@ -406,7 +358,7 @@ def plan(
     serving = serve_waiting_nodes(draft)
     assigned_nodes = {a.node for a in serving.assign}
     if len(serving.needing) > len(draft.free):
-        draft.alert(_note(NoteKind.POOL_EXHAUSTED, ALERT_POOL_EXHAUSTED,
+        draft.alert(_note(NoteKind.POOL_EXHAUSTED, alert_key(Alert.POOL_EXHAUSTED),
                           f"{len(serving.needing)} {'node needs' if len(serving.needing) == 1 else 'nodes need'} an "
                           f"EIP and the pool has {len(draft.free)} free ({len(eips)} in the pool); waiting: "
                           f"{', '.join(serving.waiting)}"))
@@ -429,11 +381,11 @@ def alert_node_conflicts(draft: _Draft) -> None:
     """Nodes eipdash must not take over: a non-pool EIP on their own address, or two specs matching them."""
     for node in draft.nodes:
         if node.foreign_eip and node.matches_spec and node_is_alive(node):
-            draft.alert(_note(NoteKind.CONFLICT, f"node-foreign-eip:{node.name}",
+            draft.alert(_note(NoteKind.CONFLICT, alert_key(Alert.NODE_FOREIGN_EIP, node.name),
                               f"node {node.name} already carries an EIP outside the pool on its primary ENI; "
                               "left alone (associating would knock that EIP off)", node=node.name))
         if node.also_matched_by and node.matches_spec:
-            draft.alert(_note(NoteKind.CONFLICT, f"node-two-specs:{node.name}",
+            draft.alert(_note(NoteKind.CONFLICT, alert_key(Alert.NODE_TWO_SPECS, node.name),
                               f"node {node.name} also matches launch spec(s) {', '.join(node.also_matched_by)}; "
                               "no EIP is assigned to it", node=node.name))
 
@@ -462,7 +414,7 @@ def place_eip(draft: _Draft, eip: EipView) -> None:
     # rules below still apply, or the EIP would be held forever and the spec never deletable.
     contested = bool(eip.also_selected_by)
     if contested:
-        draft.alert(_note(NoteKind.CONFLICT, f"eip-two-specs:{eip.allocation_id}",
+        draft.alert(_note(NoteKind.CONFLICT, alert_key(Alert.EIP_TWO_SPECS, eip.allocation_id),
                           f"{eip.public_ip} is also selected by launch spec(s) {', '.join(eip.also_selected_by)}; "
                           "neither assigns it", **_where(eip)))
     if on_node is not None and draft.own.get(on_node.name) != eip.allocation_id:
@@ -471,7 +423,9 @@ def place_eip(draft: _Draft, eip: EipView) -> None:
         release_from_replaced_node(draft, eip, claim)
     elif eip.association_id and on_node is None:
         eip_on_something_else(draft, eip, claim, on_secondary_ip)
-    elif claim is not None and claim.in_flight:
+    elif claim is not None and claim.in_flight and not (on_node is not None and on_node.name == claim.node):
+        # Its AssociateAddress may still land: the EIP stays the claimed node's, nobody else's, until then.
+        # (Shown on the claimed node already, it landed: it is confirmed below like any other.)
         if on_node is not None or not eip.association_id:
             draft.held_by_node[claim.node] = eip
     elif on_node is not None:
@@ -485,7 +439,7 @@ def _where(eip: EipView) -> dict[str, str]:
 
 
 def second_eip_on_node(draft: _Draft, eip: EipView, claim: Claim | None, on_node: NodeView) -> None:
-    draft.alert(_note(NoteKind.CONFLICT, f"eip-second-on-node:{eip.allocation_id}",
+    draft.alert(_note(NoteKind.CONFLICT, alert_key(Alert.EIP_SECOND_ON_NODE, eip.allocation_id),
                       f"{eip.public_ip} is a second pool EIP on {on_node.name}, which already holds "
                       f"{draft.own[on_node.name]}; left alone", **_where(eip)))
     if claim is not None and claim.node != on_node.name and not claim.in_flight:
@@ -516,7 +470,7 @@ def eip_on_something_else(draft: _Draft, eip: EipView, claim: Claim | None, on_s
     """On an instance that is not a node of this spec, or on a pod's secondary IP: never touch it."""
     where_text = (f"a secondary IP ({eip.private_ip}) of a node's ENI" if on_secondary_ip
                   else f"{eip.instance_id or eip.eni_id}, which is not a node of this launch spec")
-    draft.alert(_note(NoteKind.CONFLICT, f"eip-foreign:{eip.allocation_id}",
+    draft.alert(_note(NoteKind.CONFLICT, alert_key(Alert.EIP_FOREIGN, eip.allocation_id),
                       f"{eip.public_ip} is associated with {where_text}; left alone", **_where(eip)))
     if claim is not None and not claim.in_flight:
         # Our record says ours, AWS says elsewhere: close the record, do not pull the EIP.
@@ -646,7 +600,7 @@ def alert_unservable(draft: _Draft, candidates: Sequence[NodeView]) -> None:
     either. It is its own condition, not a pool shortage."""
     for n in candidates:
         if not node_is_servable(n):
-            draft.alert(_note(NoteKind.ERROR, f"node-no-ipv4:{n.name}",
+            draft.alert(_note(NoteKind.ERROR, alert_key(Alert.NODE_NO_IPV4, n.name),
                               f"node {n.name} has no primary private IPv4 on a primary ENI (yet); it stays tainted",
                               node=n.name))
 

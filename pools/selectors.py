@@ -42,6 +42,7 @@ from django.db.models.expressions import OrderBy, RawSQL
 from django.utils import timezone
 
 from . import dbfunctions
+from .alerts import Alert, alert_key
 from .models import (
     Assignment,
     Cluster,
@@ -51,11 +52,13 @@ from .models import (
     LaunchSpec,
     Node,
     ReassignRequest,
+    RegionSequence,
+    SpecFence,
     UnmanagedAddress,
 )
-from .planner import LIVE_STATES
 from .pool_rule import in_pool, pool_filter, specs_selecting
 from .snapshot import preview_plan
+from .vocabulary import LIVE_STATES
 
 logger = logging.getLogger(__name__)
 
@@ -293,9 +296,6 @@ def alert_group_list(*, since: dt.datetime | None = None) -> list[AlertGroup]:
     ]
 
 
-# The key the workers store in LaunchSpec.active_alerts while reading AWS or Kubernetes fails
-# (workers/executor.py READ_ALERT; the web never imports worker code).
-READ_FAILED_ALERT = "read-failed"
 # A spec is stale when its last successful pass is older than this many reconcile intervals.
 STALE_PASS_INTERVALS = 3
 
@@ -349,7 +349,7 @@ def spec_problem_list(*, stats: Sequence[PoolStats], now: dt.datetime | None = N
                 "No successful pass yet" if last is None else "Last successful pass is too old",
                 f"Passes run every {settings.EIPDASH_RECONCILE_SECONDS} s: check that the Celery worker and "
                 "Celery beat are running and can reach Redis (manage.py worker_alive)."))
-        if READ_FAILED_ALERT in (spec.active_alerts or []):
+        if alert_key(Alert.READ_FAILED) in (spec.active_alerts or []):
             problems.append(SpecProblem(
                 spec, "read_failing", "Reading AWS or Kubernetes fails",
                 "Nothing is assigned or released until it reads again. See the latest error in the history "
@@ -822,3 +822,29 @@ def plan_preview(*, spec: LaunchSpec) -> PlanPreview:
     except Exception as exc:  # shown to the user and logged, never swallowed silently
         logger.exception("plan preview failed for launch spec %s", spec.name)
         return PlanPreview(lines=[], error=f"The plan preview failed: {exc}")
+
+
+def region_seq_current(*, region: str) -> int:
+    """The region's sequence number now (0 before the first change): a reading taken from here on reflects
+    every change whose closing bump came before (services.region_seq_bump)."""
+    value = RegionSequence.objects.filter(region=region).values_list("value", flat=True).first()
+    return int(value or 0)
+
+
+def spec_fresh_from_seq(*, spec_id: int) -> int | None:
+    """The region sequence number a shared reading must carry to serve the spec (SpecFence.fresh_from_seq);
+    None before the spec's first pass ended: that pass takes a reading of its own."""
+    value = SpecFence.objects.filter(spec_id=spec_id).values_list("fresh_from_seq", flat=True).first()
+    return int(value) if value else None
+
+
+def spec_ids_to_reconcile() -> list[int]:
+    """The specs the beat sends a pass to: the enabled ones, and every disabled one with anything left, which
+    drains (its passes release and close by the usual rules, and assign and taint nothing): an open claim, a
+    pool EIP on one of its nodes, or a node of its waiting under the startup taint."""
+    live_nodes = Node.objects.filter(deleted_at__isnull=True, launch_spec__isnull=False)
+    held_enis = ElasticIP.objects.filter(gone=False).exclude(eni_id="").values("eni_id")
+    left = (Q(pk__in=Assignment.objects.filter(closed_at__isnull=True).values("launch_spec"))
+            | Q(pk__in=live_nodes.filter(startup_tainted=True).values("launch_spec"))
+            | Q(pk__in=live_nodes.filter(eni_id__in=held_enis).values("launch_spec")))
+    return list(LaunchSpec.objects.filter(Q(enabled=True) | left).order_by("pk").values_list("pk", flat=True))

@@ -12,13 +12,25 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from . import metrics
 from .locks import spec_lock
 from .logs import log_fields
-from .models import SYSTEM_ACTOR, Assignment, Cluster, ElasticIP, Event, LaunchSpec, Node, ReassignRequest
+from .models import (
+    SYSTEM_ACTOR,
+    Assignment,
+    Cluster,
+    ElasticIP,
+    Event,
+    LaunchSpec,
+    Node,
+    ReassignRequest,
+    RegionSequence,
+)
 from .pool_rule import labels_text
 from .regions import KNOWN_REGIONS
 from .specfile import (
@@ -542,9 +554,10 @@ def _event_create(
 
 def assignment_open(
     *, eip: ElasticIP, node: Node, spec: LaunchSpec, actor: str, association_id: str = "",
-    confirmed: bool = False,
+    confirmed: bool = False, fence: int = 0,
 ) -> Assignment:
-    """The claim. Raises IntegrityError when the EIP or the node already has an open assignment."""
+    """The claim. Raises IntegrityError when the EIP or the node already has an open assignment.
+    fence: the fencing number of the pass that opens it (pools/locks.py)."""
     now = timezone.now()
     with transaction.atomic():
         return Assignment.objects.create(
@@ -557,6 +570,7 @@ def assignment_open(
             opened_at=now,
             confirmed_at=now if confirmed else None,
             actor=actor,
+            fence=fence,
         )
 
 
@@ -568,6 +582,20 @@ def assignment_confirm(*, assignment: Assignment, association_id: str) -> bool:
     return updated == 1
 
 
+def assignment_close_all(*, eip: ElasticIP, reason: str, kind: str) -> int:
+    """Close every open assignment of the EIP (its record said another node; AWS shows it elsewhere)."""
+    return Assignment.objects.filter(eip=eip, closed_at__isnull=True).update(
+        closed_at=timezone.now(), close_reason=reason[:200], close_kind=kind)
+
+
+def claims_seen_stale(*, spec: LaunchSpec, fence: int) -> int:
+    """Unconfirmed claims of the spec opened by an earlier holder (a lower fencing number): stamp when a newer
+    holder first saw them, on the database's clock. Their AssociateAddress may still be on its way until the
+    longest call of that holder is over, counted from there (pools/snapshot.py)."""
+    return Assignment.objects.filter(launch_spec=spec, closed_at__isnull=True, confirmed_at__isnull=True,
+                                     fence__lt=fence, stale_since__isnull=True).update(stale_since=Now())
+
+
 def assignment_close(*, assignment: Assignment, reason: str, kind: str = "") -> bool:
     """Close an open assignment. False when it was already closed: the caller lost a race.
 
@@ -577,6 +605,21 @@ def assignment_close(*, assignment: Assignment, reason: str, kind: str = "") -> 
         closed_at=timezone.now(), close_reason=reason[:200], close_kind=kind
     )
     return updated == 1
+
+
+# --- the region's sequence: readings ordered without wall clocks ------------------------------------
+
+
+def region_seq_bump(*, region: str) -> int:
+    """The region's next sequence number, committed before this returns: a reading that starts after this
+    call sees at least this number. Call it outside any transaction (a savepoint would hide the bump)."""
+    try:
+        RegionSequence.objects.get_or_create(region=region)
+    except IntegrityError:
+        pass  # created at the same moment by another pass
+    with transaction.atomic():
+        RegionSequence.objects.filter(region=region).update(value=F("value") + 1)
+        return int(RegionSequence.objects.filter(region=region).values_list("value", flat=True).get())
 
 
 # --- manual reassign requests ----------------------------------------------------------------------

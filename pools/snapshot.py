@@ -6,15 +6,20 @@ the dashboard's plan preview plans from the same rows. One path, so they cannot 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping, Sequence
-from datetime import datetime
-from typing import Protocol
+from datetime import timedelta
+from functools import reduce
+from typing import Any, Protocol
 
-from django.db.models import Max, Q
+from django.conf import settings
+from django.db.models import BooleanField, DateTimeField, ExpressionWrapper, Max, Q, Value
+from django.db.models.functions import Now
 
 from .models import Assignment, ElasticIP, LaunchSpec, Node
 from .planner import Claim, EipView, NodeView, Plan, SpecView, plan
 from .pool_rule import labels_match, pool_filter, specs_selecting
+from .vocabulary import GONE_STATE
 
 
 def spec_view(spec: LaunchSpec) -> SpecView:
@@ -57,12 +62,16 @@ class PoolEntry(Protocol):
 
 
 def planner_inputs(
-    spec: LaunchSpec, *, pool: Sequence[PoolEntry] | None = None, in_flight_since: datetime | None = None
+    spec: LaunchSpec, *, pool: Sequence[PoolEntry] | None = None, fence: int = 0, exclusive: bool = True,
 ) -> tuple[SpecView, list[EipView], list[NodeView], dict[str, Claim]]:
     """pool: what DescribeAddresses said in this pass; None for the preview, which reads the snapshot.
 
-    in_flight_since: unconfirmed claims opened after this moment may still be in another process's
-    hands (None: the caller holds the spec's lock, so no other pass is running).
+    fence: the pass's fencing number (pools/locks.py). An unconfirmed claim of an earlier holder (a lower
+    number) may still have its AssociateAddress on the way: it is in flight until EIPDASH_LEASE_SECONDS (the
+    longest any call of that holder can outlive its lease, a Redis failover included) after a newer holder
+    first saw it (`Assignment.stale_since`), on the database's clock.
+    exclusive: False when the pass cannot prove it runs alone (no Redis): a recent unconfirmed claim may then
+    be another process's call in flight, for as long as that process may still run.
     """
     neighbours = neighbour_specs(spec)
     same_cluster = [s for s in neighbours if s.cluster_id == spec.cluster_id]
@@ -94,19 +103,20 @@ def planner_inputs(
     # Tuples, not model instances: the spec page polls this preview, and building a few hundred
     # Assignment, ElasticIP and Node instances was most of its time.
     open_claims = list(
-        Assignment.objects.filter(closed_at__isnull=True, launch_spec=spec).values_list(
-            "eip__allocation_id", "node__name", "node_id", "confirmed_at", "opened_at", "eni_id", "private_ip"
-        )
+        Assignment.objects.filter(closed_at__isnull=True, launch_spec=spec)
+        .annotate(in_flight=in_flight_claim(fence=fence, exclusive=exclusive))
+        .values_list("eip__allocation_id", "node__name", "node_id", "confirmed_at", "in_flight", "eni_id",
+                     "private_ip")
     )
     claims = {
         allocation_id: Claim(
             node=node_name,
             confirmed=confirmed_at is not None,
-            in_flight=confirmed_at is None and in_flight_since is not None and opened_at > in_flight_since,
+            in_flight=bool(in_flight),
             eni_id=eni_id or None,
             private_ip=private_ip or None,
         )
-        for allocation_id, node_name, _node_id, confirmed_at, opened_at, eni_id, private_ip in open_claims
+        for allocation_id, node_name, _node_id, confirmed_at, in_flight, eni_id, private_ip in open_claims
     }
     claimed_node_ids = {node_id for _a, _n, node_id, *_rest in open_claims}
 
@@ -117,31 +127,60 @@ def planner_inputs(
         | Q(eni_id__in=[e.eni_id for e in eips if e.eni_id])
     )
     # Only the columns the planner reads, as tuples (see above); the id keeps DISTINCT per row as before.
-    columns = ("id", "name", "instance_id", "instance_state", "eni_id", "private_ip", "startup_tainted", "draining",
-               "drain_reason", "workload_pods", "foreign_eip", "deleted_at", "labels", "eip_label", "first_seen_at")
-    nodes = [
-        NodeView(
-            name=name,
-            instance_id=instance_id,
-            instance_state=instance_state or "gone",
-            eni_id=eni_id or None,
-            private_ip=private_ip or None,
-            startup_tainted=startup_tainted,
-            draining=draining,
-            drain_reason=drain_reason,
-            workload_pods=workload_pods,
-            foreign_eip=foreign_eip,
-            in_cluster=deleted_at is None,
-            matches_spec=labels_match(spec.labels, labels),
-            also_matched_by=tuple(s.name for s in same_cluster if labels_match(s.labels, labels)),
-            eip_label=eip_label,
-            first_seen_at=first_seen_at,
-        )
-        for (_id, name, instance_id, instance_state, eni_id, private_ip, startup_tainted, draining, drain_reason,
-             workload_pods, foreign_eip, deleted_at, labels, eip_label, first_seen_at)
-        in node_rows.distinct().order_by("name").values_list(*columns)
-    ]  # fmt: skip
+    nodes = [node_view(dict(zip(NODE_COLUMNS, row, strict=True)), spec, same_cluster)
+             for row in node_rows.distinct().order_by("name").values_list(*NODE_COLUMNS)]
     return spec_view(spec), eips, nodes, claims
+
+
+def in_flight_claim(*, fence: int, exclusive: bool) -> ExpressionWrapper | Value:
+    """Whether an open claim may still have its AssociateAddress on the way, computed by the database on its
+    own clock (never a host's): unconfirmed, and opened by an earlier holder that a newer one first saw less
+    than a lease ago; or, for a pass that cannot prove it runs alone, opened less than a pass's time ago."""
+    def since(seconds: float) -> ExpressionWrapper:
+        return ExpressionWrapper(Now() - timedelta(seconds=seconds), output_field=DateTimeField())
+
+    conditions = []
+    if fence:
+        conditions.append(Q(fence__lt=fence) & (Q(stale_since__isnull=True)
+                                                | Q(stale_since__gt=since(settings.EIPDASH_LEASE_SECONDS))))
+    if not exclusive:
+        conditions.append(Q(opened_at__gt=since(settings.EIPDASH_SPEC_LOCK_SECONDS)))
+    if not conditions:
+        return Value(False)
+    return ExpressionWrapper(Q(confirmed_at__isnull=True) & reduce(operator.or_, conditions),
+                             output_field=BooleanField())
+
+
+NODE_COLUMNS = ("id", "name", "instance_id", "instance_state", "eni_id", "private_ip", "startup_tainted", "draining",
+                "drain_reason", "workload_pods", "foreign_eip", "deleted_at", "labels", "eip_label", "first_seen_at")
+
+
+def node_view(row: Mapping[str, Any], spec: LaunchSpec, same_cluster: Sequence[LaunchSpec]) -> NodeView:
+    """A Node row (its NODE_COLUMNS) as the planner sees it: one mapping for the passes, the preview and the
+    manual reassign, so that they judge a node by the same rules."""
+    return NodeView(
+        name=row["name"],
+        instance_id=row["instance_id"],
+        instance_state=row["instance_state"] or GONE_STATE,
+        eni_id=row["eni_id"] or None,
+        private_ip=row["private_ip"] or None,
+        startup_tainted=row["startup_tainted"],
+        draining=row["draining"],
+        drain_reason=row["drain_reason"],
+        workload_pods=row["workload_pods"],
+        foreign_eip=row["foreign_eip"],
+        in_cluster=row["deleted_at"] is None,
+        matches_spec=labels_match(spec.labels, row["labels"]),
+        also_matched_by=tuple(s.name for s in same_cluster if labels_match(s.labels, row["labels"])),
+        eip_label=row["eip_label"],
+        first_seen_at=row["first_seen_at"],
+    )
+
+
+def node_view_of(node: Node, spec: LaunchSpec) -> NodeView:
+    """One node row, with its neighbours in the cluster, as the planner sees it."""
+    same_cluster = [s for s in neighbour_specs(spec) if s.cluster_id == spec.cluster_id]
+    return node_view({column: getattr(node, column) for column in NODE_COLUMNS}, spec, same_cluster)
 
 
 def preview_plan(*, spec: LaunchSpec) -> Plan:

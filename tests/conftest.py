@@ -35,23 +35,17 @@ def _redis_for_locks(redis_url: str, settings: Settings) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _full_ec2_budget(_redis_for_locks: None) -> None:
-    """Each test starts with the EC2 budget full (workers/budget.py), as if no test had spent it before."""
-    from workers import budget
-
-    budget.reset()
-
-
-@pytest.fixture(autouse=True)
-def _no_rerun_requests(redis_url: str) -> None:
-    """Spec ids start over with each test's database: a rerun request another test left in a shared Redis
-    (workers/tasks.py) must not send this test's spec an extra pass."""
+def _clean_redis_namespace(_redis_for_locks: None, redis_url: str) -> None:
+    """Each test starts with this worker's own Redis database empty (tests/fixtures/namespace.py): ids start
+    over with each test's database, so a lease, a rerun request, a shared reading (ordered by a sequence that
+    starts over too) or a spent EC2 budget that another test left must not reach this one."""
     import redis
 
-    client = redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter("eipdash:spec:*:rerun"))
-    if keys:
-        client.delete(*keys)
+    from workers import budget, readings
+
+    redis.Redis.from_url(redis_url).flushdb()
+    budget.reset()
+    readings.forget()
 
 
 @pytest.fixture(autouse=True)

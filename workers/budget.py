@@ -39,13 +39,14 @@ import redis
 from django.conf import settings
 from redis.exceptions import RedisError
 
+from pools import redis_keys
+
 log = logging.getLogger(__name__)
 
 MUTATE = "mutate"
 READ = "read"
 # EC2's non-mutating actions (the rest mutate), as its throttling documentation groups them.
 _READ_PREFIXES = ("Describe", "Get", "List", "Search")
-KEY_PREFIX = "eipdash:ec2-budget:"
 
 
 class OutOfTime(Exception):
@@ -75,7 +76,7 @@ def kind_of(operation: str) -> str:
 
 
 def bucket_key(region: str, kind: str) -> str:
-    return f"{KEY_PREFIX}{region}:{kind}"
+    return redis_keys.budget(region, kind)
 
 
 @dataclass(frozen=True)
@@ -239,6 +240,6 @@ def reset() -> None:
     url = settings.REDIS_URL or None
     if url:
         client = _client(url)
-        keys = list(client.scan_iter(match=f"{KEY_PREFIX}*"))
+        keys = list(client.scan_iter(match=f"{redis_keys.BUDGET_PREFIX}*"))
         if keys:
             client.delete(*keys)

@@ -9,14 +9,21 @@ takes a token from the account's shared EC2 budget (workers/budget.py): Describe
 the rest from the mutate bucket. A RequestLimitExceeded answer empties the shared bucket, so the retry (and
 every other worker's next call) waits for the refill instead of spending more of AWS's. A wait that would
 pass the running pass's deadline gives up before sending: OutOfTime.
+
+Fencing (pools/locks.py): every attempt to change AWS calls the running pass's send guard (`guarded()`) right
+before it is sent, after its token: the guard proves the pass still holds its spec's lease, and will for the
+longest the attempt can take (WRITE_ATTEMPT_SECONDS: the writing client's connect and read timeouts), or
+stops it unsent. An error that came after an attempt may have reached AWS (a timeout, a 5xx, a guard or
+deadline stop on a retry) says so: `maybe_landed`, and the caller must not take the change for undone.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -27,6 +34,7 @@ from botocore.config import Config
 from django.conf import settings
 
 from pools import metrics
+from pools.locks import LeaseLost
 
 from . import budget
 
@@ -34,6 +42,17 @@ _CLIENT_CONFIG = Config(
     retries={"mode": "standard", "max_attempts": 3},
     connect_timeout=5,
     read_timeout=10,
+)
+# The client that changes AWS answers in seconds, or the attempt is over: a pass sends an attempt only while
+# its lease holds for at least WRITE_ATTEMPT_SECONDS more (its timeouts, plus a second for the rest), so that
+# no attempt of a pass can still be on its way once another pass holds the spec.
+WRITE_CONNECT_SECONDS = 2
+WRITE_READ_SECONDS = 4
+WRITE_ATTEMPT_SECONDS = WRITE_CONNECT_SECONDS + WRITE_READ_SECONDS + 1
+_WRITE_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 3},
+    connect_timeout=WRITE_CONNECT_SECONDS,
+    read_timeout=WRITE_READ_SECONDS,
 )
 
 # AWS refuses more than 200 values across the filters of one call (FilterLimitExceeded).
@@ -59,12 +78,16 @@ _TRANSIENT_CODES = frozenset(
 
 
 class Ec2Error(Exception):
-    """An EC2 call failed; ``code`` is the AWS error code (or the botocore exception name)."""
+    """An EC2 call failed; ``code`` is the AWS error code (or the botocore exception name).
 
-    def __init__(self, message: str, *, code: str = "", operation: str = "") -> None:
+    maybe_landed: a change (AssociateAddress, DisassociateAddress) whose attempt may have reached AWS and
+    been carried out although the answer was an error (a timeout, a 5xx): the change is not known undone."""
+
+    def __init__(self, message: str, *, code: str = "", operation: str = "", maybe_landed: bool = False) -> None:
         super().__init__(message)
         self.code = code
         self.operation = operation
+        self.maybe_landed = maybe_landed
 
 
 class Throttled(Ec2Error):
@@ -89,6 +112,11 @@ class Permanent(Ec2Error):
 
 class OutOfTime(Transient):
     """The EC2 budget had no token before the pass deadline: the call was never sent (the next pass does it)."""
+
+
+class Unsure(Transient):
+    """A change stopped before a retry (its deadline, or its lease), after an earlier attempt that may have
+    landed: nobody knows whether AWS carried it out."""
 
 
 def error_class_for(code: str, http_status: int | None = None) -> type[Ec2Error]:
@@ -120,35 +148,89 @@ def to_domain_error(exc: Exception, operation: str = "") -> Ec2Error:
     return cls(f"{operation}: {exc}", code=type(exc).__name__, operation=operation)
 
 
+# The running pass's send guard: called right before each attempt to change AWS with the longest that attempt
+# can take; it raises (LeaseLost) to stop the attempt unsent. Threads started with copy_context() inherit it.
+_send_guard: ContextVar[Callable[[float], None] | None] = ContextVar("eipdash_ec2_send_guard", default=None)
+
+
+@contextmanager
+def guarded(check: Callable[[float], None] | None) -> Iterator[None]:
+    token = _send_guard.set(check)
+    try:
+        yield
+    finally:
+        _send_guard.reset(token)
+
+
+@dataclass
+class _Call:
+    """One API call in this thread: whether one of its attempts may have reached AWS and been carried out."""
+
+    maybe_landed: bool = False
+
+
+_call: ContextVar[_Call | None] = ContextVar("eipdash_ec2_call", default=None)
+# Errors that prove the attempt never reached AWS.
+_NOT_SENT = (budget.OutOfTime, LeaseLost, botocore.exceptions.ConnectTimeoutError,
+             botocore.exceptions.EndpointConnectionError)
+
+
 @contextmanager
 def _mapped(operation: str) -> Iterator[None]:
     """Map SDK errors to the domain's, and count the call (eipdash_aws_calls_total) by its outcome."""
+    call = _Call()
+    token = _call.set(call)
     try:
         yield
     except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
         error = to_domain_error(exc, operation)
+        error.maybe_landed = call.maybe_landed
         metrics.AWS_CALLS.labels(operation, type(error).__name__.lower()).inc()
         raise error from exc
-    except budget.OutOfTime as exc:
+    except (budget.OutOfTime, LeaseLost) as exc:
+        # Stopped before an attempt was sent. If an earlier attempt may have landed, the change is unsure.
+        if call.maybe_landed:
+            raise Unsure(f"{operation}: stopped before a retry, after an attempt that may have landed: {exc}",
+                         code="Unsure", operation=operation, maybe_landed=True) from exc
+        if isinstance(exc, LeaseLost):
+            raise
         # Not a call: nothing reached AWS, so it is not counted either.
         raise OutOfTime(f"{operation}: not sent: {exc}", code="OutOfTime", operation=operation) from exc
+    finally:
+        _call.reset(token)
     metrics.AWS_CALLS.labels(operation, "ok").inc()
 
 
 def _pace(event_name: str = "", region: str = "", **_: Any) -> None:
-    """before-send (each attempt): take a token of the call's bucket, waiting up to the pass deadline."""
+    """before-send (each attempt): take a token of the call's bucket, waiting up to the pass deadline; then,
+    for a change, the pass's send guard, last, right before the attempt goes out."""
     operation = event_name.rsplit(".", 1)[-1]
-    budget.acquire(region, budget.kind_of(operation))
+    kind = budget.kind_of(operation)
+    budget.acquire(region, kind)
+    guard = _send_guard.get()
+    if kind == budget.MUTATE and guard is not None:
+        guard(WRITE_ATTEMPT_SECONDS)
 
 
-def _note_throttle(region: str, response: Any = None, operation: Any = None, **_: Any) -> None:
-    """needs-retry (each answer): AWS's bucket is empty, so ours is too. Returns None: botocore decides
-    whether to retry, and its retry takes a token like any call."""
-    if not response or operation is None:
+def _note_answer(region: str, response: Any = None, operation: Any = None, caught_exception: Any = None,
+                 **_: Any) -> None:
+    """needs-retry (each answer): AWS's bucket is empty, so ours is too; and whether a change may have landed.
+    Returns None: botocore decides whether to retry, and its retry takes a token like any call."""
+    if operation is None:
+        return
+    kind = budget.kind_of(operation.name)
+    call = _call.get()
+    if caught_exception is not None:
+        if call is not None and kind == budget.MUTATE and not isinstance(caught_exception, _NOT_SENT):
+            call.maybe_landed = True  # a read timeout, a reset connection: AWS may have carried it out
+        return
+    if not response:
         return
     code = str((response[1] or {}).get("Error", {}).get("Code", ""))
     if code in _THROTTLING_CODES:
-        budget.throttled(region, budget.kind_of(operation.name))
+        budget.throttled(region, kind)
+    elif call is not None and kind == budget.MUTATE and int(response[0].status_code) >= 500:
+        call.maybe_landed = True  # a 5xx may come after the change was made
 
 
 def paced(client: Any) -> Any:
@@ -156,7 +238,7 @@ def paced(client: Any) -> Any:
     region = client.meta.region_name or ""
     events = client.meta.events
     events.register("before-send.ec2", partial(_pace, region=region), unique_id="eipdash-ec2-budget")
-    events.register("needs-retry.ec2", partial(_note_throttle, region), unique_id="eipdash-ec2-throttle")
+    events.register("needs-retry.ec2", partial(_note_answer, region), unique_id="eipdash-ec2-throttle")
     return client
 
 
@@ -224,19 +306,20 @@ def _is_primary(eni: dict[str, Any]) -> bool:
 
 # boto3 client creation costs tens of milliseconds and clients are thread-safe: share one per region.
 # The key also holds the endpoint variables so a process that changes them (tests) gets a fresh client.
-_clients: dict[tuple[str, str | None, str | None], Any] = {}
+_clients: dict[tuple[str, str | None, str | None, bool], Any] = {}
 _clients_lock = threading.Lock()
 
 
-def _client_for(region: str) -> Any:
-    key = (region, os.environ.get("AWS_ENDPOINT_URL_EC2"), os.environ.get("AWS_ENDPOINT_URL"))
+def _client_for(region: str, *, write: bool = False) -> Any:
+    key = (region, os.environ.get("AWS_ENDPOINT_URL_EC2"), os.environ.get("AWS_ENDPOINT_URL"), write)
     with _clients_lock:
         client = _clients.get(key)
         if client is None:
             # A private Session: boto3's default session is not safe to create clients from concurrently.
             # One connection per concurrent step (apply.py), or botocore opens and drops extra ones.
             pool = Config(max_pool_connections=max(10, settings.EIPDASH_STEP_CONCURRENCY + 2))
-            client = boto3.session.Session().client("ec2", region_name=region, config=_CLIENT_CONFIG.merge(pool))
+            config = (_WRITE_CONFIG if write else _CLIENT_CONFIG).merge(pool)
+            client = boto3.session.Session().client("ec2", region_name=region, config=config)
             _clients[key] = client
         return client
 
@@ -262,6 +345,8 @@ class Ec2:
     def __init__(self, region: str, *, client: Any = None) -> None:
         self.region = region
         self.client = paced(client if client is not None else _client_for(region))
+        # Changes go through a client with short timeouts (WRITE_ATTEMPT_SECONDS), reads through the other.
+        self.writer = self.client if client is not None else paced(_client_for(region, write=True))
 
     def list_all_addresses(self) -> list[Address]:
         """Every VPC EIP of the region in one call: the pools, and the non-pool EIPs that may already
@@ -300,7 +385,7 @@ class Ec2:
     def associate(self, *, allocation_id: str, eni_id: str, private_ip: str, allow_reassociation: bool = False) -> str:
         """Associate by ENI + private IP (InstanceId fails on multi-ENI nodes); returns the AssociationId."""
         with _mapped("AssociateAddress"):
-            response = self.client.associate_address(
+            response = self.writer.associate_address(
                 AllocationId=allocation_id,
                 NetworkInterfaceId=eni_id,
                 PrivateIpAddress=private_ip,
@@ -312,7 +397,7 @@ class Ec2:
         """Idempotent: an association that is already gone is what we wanted."""
         try:
             with _mapped("DisassociateAddress"):
-                self.client.disassociate_address(AssociationId=association_id)
+                self.writer.disassociate_address(AssociationId=association_id)
         except NotFound:
             return
 

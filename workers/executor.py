@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.conf import settings
-from django.utils import timezone
+from django.db import transaction
 
+from pools import locks, services
 from pools.locks import Lease, LeaseLost, spec_lease
 from pools.logs import log_fields
 from pools.models import SYSTEM_ACTOR, Cluster, LaunchSpec
@@ -59,10 +61,11 @@ def run_pass(spec: LaunchSpec, *, ec2: Ec2 | None = None, kube: Kube | None = No
              actor: str = SYSTEM_ACTOR, exclusive: bool = True, lease: Lease | None = None) -> PassReport:
     """Refresh, plan and (unless dry_run) apply, for one spec.
 
-    exclusive: the caller holds the spec's lease. Without it, a recent unconfirmed claim may be another
-    process's AWS call in flight, and is left alone for as long as that process may still run.
-    lease: checked before the snapshot is written and before every step; once lost, the pass stops and
-    says so in its report (the pass that took the lease over carries on from the world as it is).
+    exclusive: the caller holds the spec's lease in Redis. Without it, a recent unconfirmed claim may be
+    another process's AWS call in flight, and is left alone for as long as that process may still run.
+    lease: its fencing number fences every write of the pass (pools/locks.py); once lost, the pass stops and
+    says so in its report (the pass that took the spec over carries on from the world as it is). An unconfirmed
+    claim of an earlier holder is left alone until the longest call that holder could still make is over.
     Deadline: no step (or slice of assignments) starts after EIPDASH_PASS_SECONDS from here (taints and the
     first step excepted), and no EC2 call waits for a budget token past it (workers/budget.py): the steps left
     are in the report, and the next pass does them from the world as it is then (the Celery task enqueues it
@@ -73,17 +76,19 @@ def run_pass(spec: LaunchSpec, *, ec2: Ec2 | None = None, kube: Kube | None = No
         default_ec2, default_kube = clients_for(spec)
         ec2, kube = ec2 or default_ec2, kube or default_kube
     report = PassReport(spec=spec.name)
+    fenced = lease.fenced if lease is not None and not dry_run else transaction.atomic
     try:
         if lease is not None and not dry_run:
             lease.check()
         with budget.deadline(deadline):  # a read that cannot get a token in time is a read that failed
-            observed = observe(spec, ec2, kube, record=not dry_run)
+            observed = observe(spec, ec2, kube, record=not dry_run, fenced=fenced)
         if observed.pool is None:
             return PassReport(spec=spec.name, errors=list(observed.read_errors), read_failed=True)
-        pool = observed.pool
-        in_flight_since = (None if exclusive
-                           else timezone.now() - timedelta(seconds=settings.EIPDASH_SPEC_LOCK_SECONDS))
-        plan = make_plan(*planner_inputs(spec, pool=pool, in_flight_since=in_flight_since))
+        fence = lease.fence if lease is not None else 0
+        if fence and not dry_run:
+            with fenced():
+                services.claims_seen_stale(spec=spec, fence=fence)
+        plan = make_plan(*planner_inputs(spec, pool=observed.pool, fence=fence, exclusive=exclusive))
         if dry_run:
             # An empty plan is "nothing to do" (PassReport.lines), never "would nothing to do".
             steps = [line for line in plan.describe() if line != "nothing to do"]
@@ -99,14 +104,49 @@ def run_pass(spec: LaunchSpec, *, ec2: Ec2 | None = None, kube: Kube | None = No
         return report
 
 
+@contextmanager
+def holding(spec_id: int, *, wait_seconds: float = 0.0) -> Iterator[Lease | None]:
+    """The spec's lease (pools/locks.py) for any holder: a worker's pass, `manage.py reconcile`, a manual
+    reassign. After it is released, a rerun request left meanwhile by a pass that found the spec busy is
+    taken and sent as a new pass: whoever held the lease, the change that request stands for is served now,
+    not at the next beat tick."""
+    try:
+        with spec_lease(spec_id, wait_seconds=wait_seconds) as lease:
+            yield lease
+    finally:
+        if locks.take_rerun(spec_id):
+            _enqueue(spec_id)
+
+
+def ask_again(spec_id: int) -> None:
+    """A pass found the spec busy: it leaves a rerun request for the holder. The holder may have released the
+    lease (and looked for requests) just before the request was left: then nobody would take it, so look once
+    more: a lease that is free now means the request is this caller's to send."""
+    locks.ask_rerun(spec_id)
+    if not locks.lease_taken(spec_id) and locks.take_rerun(spec_id):
+        _enqueue(spec_id)
+
+
+def _enqueue(spec_id: int) -> None:
+    from .tasks import reconcile_spec as task
+
+    try:
+        task.delay(spec_id)
+    except Exception as exc:  # the broker's errors have no common base worth naming; the beat's tick retries
+        log.warning("launch spec %s: the rerun could not be enqueued (%s); the next beat tick runs it", spec_id, exc)
+
+
 def reconcile_spec(
     spec_id: int, *, dry_run: bool = False, ec2: Ec2 | None = None, kube: Kube | None = None
 ) -> PassReport:
     spec = LaunchSpec.objects.select_related("cluster").get(pk=spec_id)
     # A dry run changes nothing outside, but it refreshes the snapshot: it waits its turn like a pass.
-    with spec_lease(spec.pk, wait_seconds=10 if dry_run else 0) as lease:
+    with holding(spec.pk, wait_seconds=10 if dry_run else 0) as lease:
         if lease is None:
-            return PassReport(spec=spec.name, skipped="another worker is running this spec's pass")
-        # Without Redis there is no lease to prove that this pass runs alone.
-        return run_pass(spec, ec2=ec2, kube=kube, dry_run=dry_run, exclusive=lease.redis_backed, lease=lease)
-
+            report = PassReport(spec=spec.name, skipped="another worker is running this spec's pass")
+        else:
+            # Without Redis there is no lease to prove that this pass runs alone.
+            return run_pass(spec, ec2=ec2, kube=kube, dry_run=dry_run, exclusive=lease.redis_backed, lease=lease)
+    if not dry_run:
+        ask_again(spec.pk)
+    return report

@@ -32,13 +32,12 @@ from django.db.models import Q
 
 from pools.keys import EIP_LABEL
 from pools.models import Assignment, Cluster, Event, LaunchSpec, Node
-from pools.planner import LIVE_STATES
 from pools.pool_rule import labels_match, selects
+from pools.vocabulary import DEAD_STATES, GONE_STATE, LIVE_STATES
 
 from .ec2 import Address, Ec2, Instance
 from .kube import Kube, KubeNode, kube_for
 
-DEAD_STATES = frozenset({"shutting-down", "terminated"})
 BLOCKING_EFFECTS = frozenset({"NoSchedule", "NoExecute"})
 # Findings that may be true for the length of one pass (the record catching up with AWS): they need grace.
 GRACED = frozenset({"I4"})
@@ -360,7 +359,7 @@ def on_a_listed_node(world: _World, address: Address, owner: _NodeFacts) -> list
 
 def on_a_recorded_node(world: _World, address: Address, known: Node) -> list[Violation]:
     last = world.instances[known.cluster.region].get(known.instance_id)
-    state = last.state if last else "gone"
+    state = last.state if last else GONE_STATE
     if last is None or state in DEAD_STATES or known.name not in world.second.get(known.cluster_id, {}):
         return [Violation("I4", f"I4:gone:{address.allocation_id}:{known.name}:{known.instance_id}",
                           f"{address.public_ip} is still on gone node {known.name} "
@@ -377,7 +376,7 @@ def on_an_unknown_eni(world: _World, address: Address) -> list[Violation]:
     owner_state = ec2.describe_instances([owner_id]).get(owner_id) if owner_id else None
     if owner_state is not None and owner_state.state not in DEAD_STATES:
         return []
-    held_by = f"instance {owner_id} {owner_state.state if owner_state else 'gone'}" if owner_id else "no instance"
+    held_by = f"instance {owner_id} {owner_state.state if owner_state else GONE_STATE}" if owner_id else "no instance"
     return [Violation("I4", f"I4:orphan:{address.allocation_id}:{address.eni_id}",
                       f"{address.public_ip} is still on ENI {address.eni_id} ({held_by})")]
 

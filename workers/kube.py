@@ -25,7 +25,8 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from pools import metrics
-from pools.keys import ALLOCATION_ANNOTATION, EIP_LABEL
+from pools.keys import ALLOCATION_ANNOTATION, EIP_LABEL, FENCE_ANNOTATION
+from pools.locks import LeaseLost
 from pools.pool_rule import labels_text
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
@@ -36,6 +37,8 @@ DRAIN_KARPENTER = "karpenter"
 DRAIN_CORDONED = "cordoned"
 CLUSTER_AUTOSCALER_TAINTS = frozenset({"ToBeDeletedByClusterAutoscaler"})
 KARPENTER_TAINTS = frozenset({"karpenter.sh/disrupted", "karpenter.sh/disruption"})
+# The node controller's taints of a node whose kubelet stopped answering (a spot interruption, a lost host).
+NOT_READY_TAINTS = frozenset({"node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready"})
 MERGE_PATCH = "application/merge-patch+json"
 TAINT_RETRIES = 5
 
@@ -54,6 +57,19 @@ class NotFound(KubeError):
 
 class Conflict(KubeError):
     """409: a resourceVersion precondition failed (or, for creates, the object exists)."""
+
+
+class Fenced(KubeError, LeaseLost):
+    """A newer holder of the spec's lease has written this node (its fencing number is past this pass's):
+    this pass lost the spec and must write nothing more (a LeaseLost too)."""
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The fencing number a pass writes under (pools/locks.py), for the spec it holds."""
+
+    spec_id: int
+    number: int
 
 
 class Replaced(NotFound):
@@ -97,6 +113,9 @@ class KubeNode:
     unschedulable: bool
     deleting: bool
     resource_version: str
+    # The kubelet's Ready condition is True. A node whose kubelet went silent (its instance terminated by a
+    # spot interruption) stays listed, NotReady, until the cloud controller or Karpenter deletes it.
+    ready: bool = True
 
     @classmethod
     def from_api(cls, obj: Mapping[str, Any]) -> KubeNode:
@@ -116,10 +135,16 @@ class KubeNode:
             unschedulable=bool(spec.get("unschedulable")),
             deleting=bool(meta.get("deletionTimestamp")),
             resource_version=str(meta.get("resourceVersion") or ""),
+            ready=_is_ready(obj),
         )
 
     def has_taint(self, key: str) -> bool:
         return any(t.get("key") == key for t in self.taints)
+
+    @property
+    def unreachable(self) -> bool:
+        """NotReady, or tainted so by the node controller: its instance may be gone, whatever EC2 said before."""
+        return not self.ready or any(t.get("key") in NOT_READY_TAINTS for t in self.taints)
 
     @property
     def drain_reason(self) -> str:
@@ -141,6 +166,21 @@ class KubeNode:
     @property
     def draining(self) -> bool:
         return bool(self.drain_reason)
+
+
+def _is_ready(obj: Mapping[str, Any]) -> bool:
+    conditions = (obj.get("status") or {}).get("conditions") or ()
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def fence_map(node: Mapping[str, Any]) -> dict[str, int]:
+    """The node's fence annotation: spec id (as text) -> the fencing number of that spec's last writer."""
+    raw = ((node.get("metadata") or {}).get("annotations") or {}).get(FENCE_ANNOTATION) or "{}"
+    try:
+        found = json.loads(raw)
+    except ValueError:
+        return {}
+    return {str(k): int(v) for k, v in found.items() if isinstance(v, int)} if isinstance(found, dict) else {}
 
 
 # Which pods a drain waits for, as Karpenter decides it: named rules on the raw pod JSON.
@@ -336,7 +376,8 @@ class Kube:
     # Adding the startup taint goes by name: whichever node has the name then, the taint only keeps pods
     # away until the node holds an EIP of its own, which is the safe side of I1.
 
-    def lift_startup_taint(self, node_name: str, taint_key: str, *, instance_id: str | None = None) -> bool:
+    def lift_startup_taint(self, node_name: str, taint_key: str, *, instance_id: str | None = None,
+                           fence: Fence | None = None) -> bool:
         """Remove every taint with this key. The taints list is replaced whole by a patch, so it goes out
         with a resourceVersion precondition: a taint another controller added after our read makes the
         write fail with 409 instead of being silently dropped, and we re-read and try again."""
@@ -344,9 +385,10 @@ class Kube:
             kept = [t for t in taints if t.get("key") != taint_key]
             return kept if len(kept) != len(taints) else None
 
-        return self._change_taints(node_name, without, instance_id)
+        return self._change_taints(node_name, without, instance_id, fence)
 
-    def add_startup_taint(self, node_name: str, taint_key: str, *, effect: str = "NoSchedule") -> bool:
+    def add_startup_taint(self, node_name: str, taint_key: str, *, effect: str = "NoSchedule",
+                          fence: Fence | None = None) -> bool:
         """Put the startup taint back (the mirror of lift_startup_taint): False when the node already has
         a taint with this key. The whole taints list goes out with a resourceVersion precondition, so a
         taint another controller changes meanwhile is never dropped: on 409 we re-read and try again."""
@@ -355,28 +397,28 @@ class Kube:
                 return None
             return [*taints, {"key": taint_key, "value": "true", "effect": effect}]
 
-        return self._change_taints(node_name, with_it)
+        return self._change_taints(node_name, with_it, fence=fence)
 
     def _change_taints(self, node_name: str,
                        change: Callable[[list[dict[str, Any]]], list[dict[str, Any]] | None],
-                       instance_id: str | None = None) -> bool:
+                       instance_id: str | None = None, fence: Fence | None = None) -> bool:
         """Replace the node's taints with change(taints); False when change says there is nothing to do."""
         def patch(node: dict[str, Any]) -> dict[str, Any] | None:
             changed = change((node.get("spec") or {}).get("taints") or [])
             return None if changed is None else {"spec": {"taints": changed or None}}
 
-        return self._patch_checked(node_name, patch, instance_id, what="taints")
+        return self._patch_checked(node_name, patch, instance_id, fence, what="taints")
 
     def set_eip_marks(self, node_name: str, *, public_ip: str, allocation_id: str,
-                      instance_id: str | None = None) -> None:
+                      instance_id: str | None = None, fence: Fence | None = None) -> None:
         marks = {"metadata": {"labels": {EIP_LABEL: public_ip}, "annotations": {ALLOCATION_ANNOTATION: allocation_id}}}
-        if instance_id is None:
+        if instance_id is None and fence is None:
             self._patch_node(node_name, marks)
         else:
-            self._patch_checked(node_name, lambda node: marks, instance_id, what="labels")
+            self._patch_checked(node_name, lambda node: marks, instance_id, fence, what="labels")
 
     def mark_ready(self, node_name: str, *, public_ip: str, allocation_id: str, taint_key: str | None,
-                   instance_id: str | None = None) -> bool:
+                   instance_id: str | None = None, fence: Fence | None = None) -> bool:
         """set_eip_marks and lift_startup_taint (when taint_key is given) in one read and one merge patch,
         under the read's resourceVersion and the same instance check (Replaced) and 409 retry as each of
         them. True when the taint was there and is lifted; a node already marked and untainted is not
@@ -399,37 +441,47 @@ class Kube:
                 body["spec"] = {"taints": kept or None}
             return body
 
-        self._patch_checked(node_name, patch, instance_id, what="labels and taints")
+        self._patch_checked(node_name, patch, instance_id, fence, what="labels and taints")
         return lifted
 
-    def clear_eip_marks(self, node_name: str, *, instance_id: str | None = None) -> None:
+    def clear_eip_marks(self, node_name: str, *, instance_id: str | None = None, fence: Fence | None = None) -> None:
         """Remove the label and annotation; a node that is already gone (or replaced: the marks of the
         node we meant went with it) has nothing left to clear."""
         marks = {"metadata": {"labels": {EIP_LABEL: None}, "annotations": {ALLOCATION_ANNOTATION: None}}}
         try:
-            if instance_id is None:
+            if instance_id is None and fence is None:
                 self._patch_node(node_name, marks)
             else:
-                self._patch_checked(node_name, lambda node: marks, instance_id, what="labels")
+                self._patch_checked(node_name, lambda node: marks, instance_id, fence, what="labels")
         except NotFound:
             pass
 
     def _patch_checked(self, node_name: str, build: Callable[[dict[str, Any]], dict[str, Any] | None],
-                       instance_id: str | None, *, what: str) -> bool:
-        """Read the node, check it is still `instance_id` (when given), and merge-patch it with build(node)
-        under the read's resourceVersion; False when build says there is nothing to do. A node changed
-        meanwhile (another controller's taint, or a new node under the same name) makes the write fail
-        with 409 instead of overwriting what we did not see, and the node is read again."""
+                       instance_id: str | None, fence: Fence | None = None, *, what: str) -> bool:
+        """Read the node, check it is still `instance_id` (when given) and that no newer holder of the spec
+        wrote it (`fence`: Fenced), and merge-patch it with build(node) under the read's resourceVersion, the
+        fence annotation set to this pass's number in the same patch; False when build says there is nothing
+        to do. A node changed meanwhile (another controller's taint, a new node under the same name, a newer
+        holder's write) makes the write fail with 409 instead of overwriting what we did not see, and the node
+        is read again: so the API server itself refuses a stale holder's write, whatever that holder read."""
         for _ in range(TAINT_RETRIES):
             node = self._read_node(node_name)
             if instance_id is not None:
                 now = KubeNode.from_api(node).instance_id
                 if now != instance_id:
                     raise Replaced(f"node {node_name} is now instance {now or '(none)'}, not {instance_id}")
+            fences = fence_map(node)
+            if fence is not None and fences.get(str(fence.spec_id), 0) > fence.number:
+                raise Fenced(f"node {node_name}: a newer pass of launch spec {fence.spec_id} wrote it (fence "
+                             f"{fences[str(fence.spec_id)]}, this pass {fence.number})")
             patch = build(node)
             if patch is None:
                 return False
             meta = {**patch.get("metadata", {}), "resourceVersion": node["metadata"]["resourceVersion"]}
+            if fence is not None:
+                fences[str(fence.spec_id)] = fence.number
+                meta["annotations"] = {**meta.get("annotations", {}),
+                                       FENCE_ANNOTATION: json.dumps(fences, sort_keys=True, separators=(",", ":"))}
             try:
                 self._patch_node(node_name, {**patch, "metadata": meta})
                 return True

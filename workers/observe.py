@@ -10,7 +10,9 @@ A read that fails ends the pass before anything is written outside, and is recor
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -19,27 +21,30 @@ from django.db import OperationalError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from pools import services
+from pools import selectors, services
+from pools.alerts import Alert, alert_key
 from pools.keys import EIP_LABEL
 from pools.logs import log_fields
 from pools.models import Assignment, ElasticIP, Event, LaunchSpec, Node, UnmanagedAddress
 from pools.pool_rule import selects
+from pools.vocabulary import GONE_STATE, UNKNOWN_STATE
 
 from . import readings
-from .ec2 import Address, Ec2, Ec2Error
+from .ec2 import Address, Ec2, Ec2Error, Instance
 from .kube import Kube, KubeError, KubeNode
 from .kube import NotFound as KubeNotFound
 
 log = logging.getLogger(__name__)
 # The alert key of a pass that could not read AWS or Kubernetes: one `error` event per episode.
-READ_ALERT = "read-failed"
+READ_ALERT = alert_key(Alert.READ_FAILED)
 # PostgreSQL's deadlock_detected and serialization_failure: the database aborted a write to break a cycle.
 RETRYABLE_SQLSTATES = ("40P01", "40001")
 # How stale a listed, unchanged node's last_seen_at may get before a pass writes it.
 LAST_SEEN_SECONDS = 60
 
 
-def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, read_errors: list[str] | None = None) -> list[Address]:
+def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, read_errors: list[str] | None = None,
+                     fenced: Callable[[], AbstractContextManager[None]] = transaction.atomic) -> list[Address]:
     """Write what AWS and Kubernetes say now into ElasticIP and Node rows; return this pass's pool.
 
     The planner takes the pool from the returned list, not from the ElasticIP rows: another spec's pass
@@ -47,75 +52,17 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, read_errors: lis
 
     read_errors: when given, a node whose pods cannot be listed (a 403, a timeout) is recorded there with
     an unknown pod count, which keeps its EIP, and the rest of the pass goes on. Without it, that raises.
+    fenced: the transaction the writes go in (the pass's fenced one: a stale holder writes no snapshot).
 
     A steady pass is cheap: the region's DescribeAddresses is shared by the passes of its specs
     (workers/readings.py), DescribeInstances is asked only about instances whose facts are not known or
     may have changed (`_needs_describe`), and only the rows that changed are written.
     """
-    now = timezone.now()
-    cluster = spec.cluster
-    region = cluster.region
-    region_specs = list(LaunchSpec.objects.filter(cluster__region=region))
-    # One DescribeAddresses for the region, unfiltered: it covers every spec's tag key, and it shows the
-    # non-pool EIPs that already sit on a node (associating over them would knock them off).
-    selection = readings.selection_key([(s.pk, s.tag_key, s.tag_value) for s in region_specs])
-
-    def save(found: list[Address], taken_at: datetime) -> None:
-        _save_addresses(region, found, taken_at, region_specs)
-
-    # A shared reading must show this spec's own last work: its last pass (read from the database: the
-    # caller's spec object may be older), and any change made for it outside a pass since, such as a move by
-    # hand, which records an event (one row by the (launch_spec, timestamp) index).
-    after = LaunchSpec.objects.filter(pk=spec.pk).values_list("last_reconciled_at", flat=True).first()
-    last_event = Event.objects.filter(launch_spec=spec.name).order_by("-timestamp").values_list(
-        "timestamp", flat=True).first()
-    if after is not None and last_event is not None:
-        after = max(after, last_event)
-    reading = readings.region_addresses(ec2, after=after, selection=selection, save=save)
-    addresses = reading.addresses
-    if not reading.own and reading.saved_for != selection:
-        save(addresses, reading.taken_at)  # written for another set of specs: this one's pool may lack rows
-    pool = [a for a in addresses if selects(spec, a.tags)]
-
-    pool_on = {(a.eni_id, a.private_ip) for a in pool if a.eni_id}
-    others_on = {(a.eni_id, a.private_ip) for a in addresses
-                 if a.eni_id and not selects(spec, a.tags)}
-
-    listed = {n.name: n for n in kube.list_nodes(spec.labels) if n.instance_id}
-    matching = set(listed)
-    # Nodes tied to the pool although their labels do not (or no longer) match: an open claim, or a pool
-    # EIP on their ENI. They must be followed until they give the EIP back.
-    tied = set(
-        Assignment.objects.filter(closed_at__isnull=True, launch_spec=spec).values_list("node__name", flat=True)
-    ) | set(
-        Node.objects.filter(cluster=cluster, eni_id__in={eni for eni, _ in pool_on}).values_list("name", flat=True)
-    )
-    for name in sorted(tied - listed.keys()):
-        try:
-            found = kube.get_node(name)
-        except KubeNotFound:
-            continue
-        if found.instance_id:
-            listed[name] = found
-
-    # The spec's live rows in one query, then by name only the few others (new nodes, tied ones): no
-    # query lists every node name.
-    wanted = listed.keys() | tied
-    own = {row.name: row for row in Node.objects.filter(cluster=cluster, launch_spec=spec, deleted_at__isnull=True)}
-    missing = wanted - own.keys()
-    others = {row.name: row for row in Node.objects.filter(cluster=cluster, name__in=missing)} if missing else {}
-    known = {name: row for name, row in own.items() if name in wanted} | others
-    # Nodes that Kubernetes no longer lists: deleted (their instance state still matters).
-    gone = [row for name, row in own.items() if name not in listed] + [
-        row for name, row in others.items() if name in tied and name not in listed and row.deleted_at is None]
-    recheck_before = now - timedelta(seconds=settings.EIPDASH_INSTANCE_RECHECK_SECONDS)
-    reuse = {name: row for name, kn in listed.items()
-             if (row := known.get(name)) is not None and not _needs_describe(row, kn, name in matching, recheck_before)}
-    instance_ids = {kn.instance_id for name, kn in listed.items() if name not in reuse and kn.instance_id} | {
-        known[name].instance_id for name in tied - listed.keys() if name in known
-    } | {row.instance_id for row in gone}
-    instance_ids.discard("")
-    instances = ec2.describe_instances(instance_ids) if instance_ids else {}
+    snap = _Snapshot(spec=spec, now=timezone.now(), fenced=fenced)
+    pool = _read_region(snap, ec2)
+    _read_nodes(snap, kube)
+    _load_rows(snap)
+    instances = _describe(snap, ec2)
 
     def pods_on(name: str) -> int | None:
         try:
@@ -126,61 +73,119 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, read_errors: lis
             read_errors.append(f"list the pods of {name}: {type(exc).__name__}: {exc}")
             return None  # not counted: the node keeps its EIP (I2)
 
+    with fenced():
+        _write_nodes(snap, instances, pods_on)
+        _write_gone(snap, instances)
+    return pool
+
+
+@dataclass
+class _Snapshot:
+    """One pass's observation, filled part by part by the functions below."""
+
+    spec: LaunchSpec
+    now: datetime
+    fenced: Callable[[], AbstractContextManager[None]]
+    pool_on: set[tuple[str | None, str | None]] = field(default_factory=set)  # (ENI, private IP) with a pool EIP
+    others_on: set[tuple[str | None, str | None]] = field(default_factory=set)  # ... with a non-pool EIP
+    listed: dict[str, KubeNode] = field(default_factory=dict)  # name -> the node, matching or tied
+    matching: set[str] = field(default_factory=set)  # names whose labels are the spec's
+    tied: set[str] = field(default_factory=set)  # names tied to the pool: an open claim, a pool EIP on the ENI
+    known: dict[str, Node] = field(default_factory=dict)  # the rows of the listed and tied nodes
+    gone: list[Node] = field(default_factory=list)  # rows Kubernetes no longer lists
+    reuse: dict[str, Node] = field(default_factory=dict)  # rows whose instance facts stand without a describe
+
+
+def _read_region(snap: _Snapshot, ec2: Ec2) -> list[Address]:
+    """One DescribeAddresses for the region, unfiltered: it covers every spec's tag key, and it shows the
+    non-pool EIPs that already sit on a node (associating over them would knock them off). A shared reading
+    serves only if it was taken after this spec's last change to AWS (workers/readings.py)."""
+    spec = snap.spec
+    region = spec.cluster.region
+    region_specs = list(LaunchSpec.objects.filter(cluster__region=region))
+    selection = readings.selection_key([(s.pk, s.tag_key, s.tag_value) for s in region_specs])
+
+    def save(found: list[Address]) -> None:
+        with snap.fenced():
+            _save_addresses(region, found, timezone.now(), region_specs)
+
+    reading = readings.region_addresses(ec2, at_least=selectors.spec_fresh_from_seq(spec_id=spec.pk),
+                                        selection=selection, save=save)
+    if not reading.own and reading.saved_for != selection:
+        save(reading.addresses)  # written for another set of specs: this one's pool may lack rows
+    pool = [a for a in reading.addresses if selects(spec, a.tags)]
+    snap.pool_on = {(a.eni_id, a.private_ip) for a in pool if a.eni_id}
+    snap.others_on = {(a.eni_id, a.private_ip) for a in reading.addresses if a.eni_id and not selects(spec, a.tags)}
+    return pool
+
+
+def _read_nodes(snap: _Snapshot, kube: Kube) -> None:
+    """The spec's nodes by label, and the nodes tied to the pool although their labels do not (or no longer)
+    match: an open claim, or a pool EIP on their ENI. They must be followed until they give the EIP back."""
+    spec = snap.spec
+    snap.listed = {n.name: n for n in kube.list_nodes(spec.labels) if n.instance_id}
+    snap.matching = set(snap.listed)
+    snap.tied = set(
+        Assignment.objects.filter(closed_at__isnull=True, launch_spec=spec).values_list("node__name", flat=True)
+    ) | set(Node.objects.filter(cluster=spec.cluster, eni_id__in={eni for eni, _ in snap.pool_on})
+            .values_list("name", flat=True))
+    for name in sorted(snap.tied - snap.listed.keys()):
+        try:
+            found = kube.get_node(name)
+        except KubeNotFound:
+            continue
+        if found.instance_id:
+            snap.listed[name] = found
+
+
+def _load_rows(snap: _Snapshot) -> None:
+    """The spec's live rows in one query, then by name only the few others (new nodes, tied ones): no query
+    lists every node name."""
+    spec, listed, tied = snap.spec, snap.listed, snap.tied
+    wanted = listed.keys() | tied
+    own = {row.name: row for row in Node.objects.filter(cluster=spec.cluster, launch_spec=spec,
+                                                        deleted_at__isnull=True)}
+    missing = wanted - own.keys()
+    others = {row.name: row for row in Node.objects.filter(cluster=spec.cluster, name__in=missing)} if missing else {}
+    snap.known = {name: row for name, row in own.items() if name in wanted} | others
+    # Nodes that Kubernetes no longer lists: deleted (their instance state still matters).
+    snap.gone = [row for name, row in own.items() if name not in listed] + [
+        row for name, row in others.items() if name in tied and name not in listed and row.deleted_at is None]
+    recheck_before = snap.now - timedelta(seconds=settings.EIPDASH_INSTANCE_RECHECK_SECONDS)
+    snap.reuse = {name: row for name, kn in listed.items()
+                  if (row := snap.known.get(name)) is not None
+                  and not _needs_describe(row, kn, name in snap.matching, recheck_before)}
+
+
+def _describe(snap: _Snapshot, ec2: Ec2) -> dict[str, Instance]:
+    listed, known = snap.listed, snap.known
+    instance_ids = {kn.instance_id for name, kn in listed.items() if name not in snap.reuse and kn.instance_id} | {
+        known[name].instance_id for name in snap.tied - listed.keys() if name in known
+    } | {row.instance_id for row in snap.gone}
+    instance_ids.discard("")
+    return ec2.describe_instances(instance_ids) if instance_ids else {}
+
+
+def _write_nodes(snap: _Snapshot, instances: dict[str, Instance], pods_on: Callable[[str], int | None]) -> None:
+    """The listed nodes' rows: only those whose observed columns changed are written."""
     rows: dict[bool, list[Node]] = {True: [], False: []}
     fields: list[str] = []
     unchanged: list[int] = []
-    seen_before = now - timedelta(seconds=LAST_SEEN_SECONDS)
-    for name, kn in listed.items():
-        previous = known.get(name)
-        cached = reuse.get(name)
-        if cached is not None:
-            # The row's facts, confirmed by DescribeInstances less than EIPDASH_INSTANCE_RECHECK_SECONDS ago.
-            state, eni_id, private_ip = cached.instance_state, cached.eni_id, cached.private_ip
-            checked_at = cached.instance_checked_at
-        else:
-            instance = instances.get(kn.instance_id or "")
-            # DescribeInstances may not show a new instance's ENI yet. The last known ENI is only a fallback
-            # for the same instance: a reused node name (EKS ip-… names) must never inherit the ENI and
-            # private IP of the instance that had the name before.
-            fallback = previous if previous is not None and previous.instance_id == kn.instance_id else None
-            eni_id = instance.eni_id if instance and instance.eni_id else (fallback.eni_id if fallback else "")
-            private_ip = instance.private_ip if instance and instance.private_ip else (
-                fallback.private_ip if fallback else "")
-            # The node is still there but EC2 does not list its instance (eventual consistency right after
-            # a launch): unknown, which neither gets an EIP nor gives one back.
-            state = instance.state if instance else "unknown"
-            checked_at = now if instance else None
-        holds = (eni_id, private_ip) in pool_on or name in tied
-        # Every column this pass observes: the same mapping builds the new row and names the columns an
-        # existing row gets updated, so that a column added here can never be left stale.
-        observed = dict(
-            instance_id=kn.instance_id or "",
-            az=kn.az,
-            labels=kn.labels,
-            instance_state=state,
-            eni_id=eni_id or "",
-            private_ip=private_ip or "",
-            instance_checked_at=checked_at,
-            startup_tainted=kn.has_taint(settings.EIPDASH_STARTUP_TAINT),
-            draining=kn.draining,
-            drain_reason=kn.drain_reason,
-            foreign_eip=(eni_id, private_ip) in others_on,
-            eip_label=kn.labels.get(EIP_LABEL, ""),
-            # Pods are counted only where the answer decides something: a draining node holding an EIP.
-            workload_pods=pods_on(name) if kn.draining and holds else None,
-            deleted_at=None,
-        )
+    seen_before = snap.now - timedelta(seconds=LAST_SEEN_SECONDS)
+    for name, kn in snap.listed.items():
+        previous = snap.known.get(name)
+        observed = _observed_node(snap, kn, previous, instances, pods_on)
         fields = [*observed, "last_seen_at"]
-        is_matching = name in matching
-        if (previous is not None and (not is_matching or previous.launch_spec_id == spec.pk)
+        is_matching = name in snap.matching
+        if (previous is not None and (not is_matching or previous.launch_spec_id == snap.spec.pk)
                 and all(getattr(previous, column) == value for column, value in observed.items())):
-            # Nothing changed. last_seen_at only serves the retention of deleted nodes (days): it moves
-            # once a minute, not on every pass.
+            # Nothing changed. last_seen_at only serves the retention of deleted nodes (days): it moves once a
+            # minute, not on every pass.
             if previous.last_seen_at < seen_before:
                 unchanged.append(previous.pk)
             continue
-        rows[is_matching].append(Node(cluster=cluster, name=name, launch_spec=spec, first_seen_at=now,
-                                      last_seen_at=now, **observed))
+        rows[is_matching].append(Node(cluster=snap.spec.cluster, name=name, launch_spec=snap.spec,
+                                      first_seen_at=snap.now, last_seen_at=snap.now, **observed))
     # A tied node keeps the launch spec it belongs to by its labels; only matching nodes join this one.
     for is_matching, batch in rows.items():
         if batch:
@@ -188,34 +193,81 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, read_errors: lis
             Node.objects.bulk_create(batch, update_conflicts=True, unique_fields=["cluster", "name"],
                                      update_fields=fields + (["launch_spec"] if is_matching else []))
     for chunk in _chunks(unchanged, 2000):
-        Node.objects.filter(pk__in=chunk).update(last_seen_at=now)
+        Node.objects.filter(pk__in=chunk).update(last_seen_at=snap.now)
     # A name that came back on another instance (EKS ip-… names are reused) is a new node.
-    reborn = [name for name, kn in listed.items() if name in known and known[name].instance_id != kn.instance_id]
+    reborn = [name for name, kn in snap.listed.items()
+              if name in snap.known and snap.known[name].instance_id != kn.instance_id]
     if reborn:
-        Node.objects.filter(cluster=cluster, name__in=reborn).update(first_seen_at=now, eip_ready_at=None)
-    for row in gone:
-        row.deleted_at = now
+        Node.objects.filter(cluster=snap.spec.cluster, name__in=reborn).update(first_seen_at=snap.now,
+                                                                               eip_ready_at=None)
+
+
+def _observed_node(snap: _Snapshot, kn: KubeNode, previous: Node | None, instances: dict[str, Instance],
+                   pods_on: Callable[[str], int | None]) -> dict[str, Any]:
+    """Every column this pass observes of one node: the same mapping builds the new row and names the columns
+    an existing row gets updated, so that a column added here can never be left stale."""
+    cached = snap.reuse.get(kn.name)
+    if cached is not None:
+        # The row's facts, confirmed by DescribeInstances less than EIPDASH_INSTANCE_RECHECK_SECONDS ago.
+        state, eni_id, private_ip = cached.instance_state, cached.eni_id, cached.private_ip
+        checked_at = cached.instance_checked_at
+    else:
+        instance = instances.get(kn.instance_id or "")
+        # DescribeInstances may not show a new instance's ENI yet. The last known ENI is only a fallback for the
+        # same instance: a reused node name (EKS ip-… names) must never inherit the ENI and private IP of the
+        # instance that had the name before.
+        fallback = previous if previous is not None and previous.instance_id == kn.instance_id else None
+        eni_id = instance.eni_id if instance and instance.eni_id else (fallback.eni_id if fallback else "")
+        private_ip = instance.private_ip if instance and instance.private_ip else (
+            fallback.private_ip if fallback else "")
+        # The node is still there but EC2 does not list its instance (eventual consistency right after a
+        # launch): unknown, which neither gets an EIP nor gives one back.
+        state = instance.state if instance else UNKNOWN_STATE
+        checked_at = snap.now if instance else None
+    holds = (eni_id, private_ip) in snap.pool_on or kn.name in snap.tied
+    return dict(
+        instance_id=kn.instance_id or "",
+        az=kn.az,
+        labels=kn.labels,
+        instance_state=state,
+        eni_id=eni_id or "",
+        private_ip=private_ip or "",
+        instance_checked_at=checked_at,
+        startup_tainted=kn.has_taint(settings.EIPDASH_STARTUP_TAINT),
+        draining=kn.draining,
+        drain_reason=kn.drain_reason,
+        foreign_eip=(eni_id, private_ip) in snap.others_on,
+        eip_label=kn.labels.get(EIP_LABEL, ""),
+        # Pods are counted only where the answer decides something: a draining node holding an EIP.
+        workload_pods=pods_on(kn.name) if kn.draining and holds else None,
+        deleted_at=None,
+    )
+
+
+def _write_gone(snap: _Snapshot, instances: dict[str, Instance]) -> None:
+    for row in snap.gone:
+        row.deleted_at = snap.now
         instance = instances.get(row.instance_id)
-        row.instance_state = instance.state if instance else "gone"
-        row.instance_checked_at = now if instance else row.instance_checked_at
+        row.instance_state = instance.state if instance else GONE_STATE
+        row.instance_checked_at = snap.now if instance else row.instance_checked_at
         row.save(update_fields=["deleted_at", "instance_state", "instance_checked_at"])
-    for name in tied - listed.keys():
-        deleted = known.get(name)
-        if deleted is not None and deleted.deleted_at is not None and deleted not in gone:
+    for name in snap.tied - snap.listed.keys():
+        deleted = snap.known.get(name)
+        if deleted is not None and deleted.deleted_at is not None and deleted not in snap.gone:
             instance = instances.get(deleted.instance_id)
-            Node.objects.filter(pk=deleted.pk).update(instance_state=instance.state if instance else "gone",
-                                                      instance_checked_at=now if instance else None)
-    return pool
+            Node.objects.filter(pk=deleted.pk).update(instance_state=instance.state if instance else GONE_STATE,
+                                                      instance_checked_at=snap.now if instance else None)
 
 
 def _needs_describe(row: Node, kn: KubeNode, matching: bool, recheck_before: datetime) -> bool:
     """Whether this pass must ask DescribeInstances about the node's instance, rather than reuse the facts
     of its row: a new instance (or a name reused by another one), facts not yet complete, an instance that
-    is not plainly running, a node on its way out or tied to the pool without matching, or facts older than
+    is not plainly running, a node on its way out, NotReady or unreachable (a spot interruption leaves the
+    node listed while its instance is gone), tied to the pool without matching, or facts older than
     EIPDASH_INSTANCE_RECHECK_SECONDS."""
     return (row.instance_id != (kn.instance_id or "") or row.deleted_at is not None
             or not row.eni_id or not row.private_ip or row.instance_state != "running"
-            or kn.draining or not matching
+            or kn.draining or kn.unreachable or not matching
             or row.instance_checked_at is None or row.instance_checked_at < recheck_before)
 
 
@@ -320,18 +372,21 @@ class Observation:
     read_errors: list[str]
 
 
-def observe(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, record: bool = True) -> Observation:
+def observe(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, record: bool = True,
+            fenced: Callable[[], AbstractContextManager[None]] = transaction.atomic) -> Observation:
     """refresh_snapshot for a pass. A read that fails (UnauthorizedOperation, throttling, a 403 on nodes)
     ends the pass; it is recorded as one `error` event per episode (like pool_exhausted), the pass time
-    is kept in last_reconciled_at, and last_successful_pass_at stays where it was."""
+    is kept in last_reconciled_at, and last_successful_pass_at stays where it was. Every write goes in a
+    `fenced` transaction (the pass's: a holder that lost its spec writes nothing)."""
     read_errors: list[str] = []
     try:
-        pool = refresh_snapshot(spec, ec2, kube, read_errors=read_errors)
+        pool = refresh_snapshot(spec, ec2, kube, read_errors=read_errors, fenced=fenced)
     except (Ec2Error, KubeError) as exc:
         read_errors.append(error_text("read AWS and Kubernetes", exc))
         log.warning("%s: %s", spec.name, read_errors[-1], extra=log_fields(spec=spec.name))
         if record:
-            _record_read_failure(spec, read_errors, pass_ended=True)
+            with fenced():
+                _record_read_failure(spec, read_errors, pass_ended=True)
         return Observation(None, read_errors)
     except OperationalError as exc:
         if getattr(exc.__cause__, "sqlstate", None) not in RETRYABLE_SQLSTATES:
@@ -343,7 +398,8 @@ def observe(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, record: bool = True) -> O
         log.warning("%s: %s", spec.name, read_errors[-1], extra=log_fields(spec=spec.name))
         return Observation(None, read_errors)
     if read_errors and record:
-        _record_read_failure(spec, read_errors, pass_ended=False)
+        with fenced():
+            _record_read_failure(spec, read_errors, pass_ended=False)
     return Observation(pool, read_errors)
 
 

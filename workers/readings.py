@@ -3,15 +3,19 @@
 Every pass needs the region's whole address list (its pool, and the non-pool EIPs already on a node). With
 20 specs in one region, 20 passes a tick used to make 20 identical calls. Now the first pass of a tick
 reads, writes the ElasticIP and UnmanagedAddress rows, and then publishes the reading (in Redis, or in this
-process without REDIS_URL) with the time the call started. Another pass uses a published reading only if
-that time is after its own spec's previous pass ended (`LaunchSpec.last_reconciled_at`): the reading then
-shows everything that pass did, so a spec never plans on a picture older than its own last work. While one
-pass reads, the others of the region wait briefly for its reading instead of reading too (single flight).
+process without REDIS_URL) with the region's sequence number (RegionSequence) read right before the call.
+
+Readings are ordered by that sequence, never by clocks: the clocks of two hosts disagree, and a reader whose
+clock runs ahead would make an old reading look new. Every change eipdash makes to AWS bumps the sequence
+right before and right after it (workers/pass_context.py), and the spec keeps the number of its last bump
+(`SpecFence.fresh_from_seq`). A reading taken at that number or later was taken after the spec's last change
+had returned, so it shows it: only such a reading is fresh for the spec. While one pass reads, the others of
+the region wait briefly for its reading instead of reading too (single flight).
 
 Why a reading shared this way is safe, although it can be up to one tick old for the other specs' EIPs:
-- nothing is done on the reading alone: before the executor associates, it reads the target private IP
-  again (`addresses_on`), and before it closes a claim or releases, it reads the allocation again
-  (`get_address`); a stale picture only costs a skipped or deferred step, re-planned next pass;
+- nothing is done on the reading alone: before the executor associates, it reads the target private IPs
+  again, and before it closes a claim or releases, it reads the allocation again; a step that makes a node
+  schedulable (a taint lift) rests on a targeted look taken after the reading (workers/steps/ready.py);
 - the database claims (one open Assignment per EIP and per node) stop two passes from handing out the
   same EIP or giving one node two, whatever each of them read;
 - associations go out with AllowReassociation=False, so EC2 itself refuses to move an EIP that is on
@@ -30,13 +34,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from functools import cache
 from typing import Any
 
 import redis
 from django.conf import settings
 from redis.exceptions import RedisError
+
+from pools import redis_keys, selectors
 
 from .ec2 import Address, Ec2
 
@@ -54,9 +59,10 @@ FLIGHT_SECONDS = 15
 
 @dataclass(frozen=True)
 class Reading:
-    """The region's addresses as one DescribeAddresses showed them, and when the call started."""
+    """The region's addresses as one DescribeAddresses showed them, and the region's sequence number right
+    before the call: every change whose closing bump came before that number shows in it."""
 
-    taken_at: datetime
+    seq: int
     addresses: list[Address]
     # The region's pool selection (`selection_key`) its ElasticIP and UnmanagedAddress rows were written for.
     saved_for: str
@@ -70,16 +76,16 @@ def selection_key(selectors: list[tuple[int, str, str | None]]) -> str:
     return hashlib.sha1(repr(sorted(selectors, key=repr)).encode()).hexdigest()[:16]
 
 
-def region_addresses(ec2: Ec2, *, after: datetime | None, selection: str,
-                     save: Callable[[list[Address], datetime], None]) -> Reading:
-    """The region's addresses: a reading taken after `after` (this spec's previous pass ended) if one
-    is published, else a new one, which `save(addresses, taken_at)` writes to the DB before it is shared.
+def region_addresses(ec2: Ec2, *, at_least: int | None, selection: str,
+                     save: Callable[[list[Address]], None]) -> Reading:
+    """The region's addresses: a published reading taken at sequence number `at_least` or later (this spec's
+    last change to AWS), else a new one, which `save(addresses)` writes to the DB before it is shared.
 
-    `after` None (a spec's first pass): always a new reading."""
+    `at_least` None: always a new reading (a pass that needs its own)."""
     store = _store()
     key = _key(ec2)
-    if after is not None:
-        shared = store.get(key, newer_than=after)
+    if at_least is not None:
+        shared = store.get(key, at_least=at_least)
         if shared is None:
             if store.begin(key):
                 try:
@@ -87,29 +93,26 @@ def region_addresses(ec2: Ec2, *, after: datetime | None, selection: str,
                 finally:
                     store.end(key)
             # Another pass of the region is reading right now: wait for its reading.
-            shared = _wait_for(store, key, after)
+            shared = _wait_for(store, key, at_least)
         if shared is not None:
-            return Reading(shared.taken_at, shared.addresses, shared.saved_for, own=False)
+            return Reading(shared.seq, shared.addresses, shared.saved_for, own=False)
     return _take(ec2, store, key, selection, save)
 
 
-def _take(ec2: Ec2, store: _Store, key: str, selection: str,
-          save: Callable[[list[Address], datetime], None]) -> Reading:
-    from django.utils import timezone
-
-    # The call's start: whatever AWS answers reflects at least everything done before this moment.
-    taken_at = timezone.now()
+def _take(ec2: Ec2, store: _Store, key: str, selection: str, save: Callable[[list[Address]], None]) -> Reading:
+    # Read before the call: whatever AWS answers reflects at least every change whose bump came before.
+    seq = selectors.region_seq_current(region=ec2.region)
     addresses = ec2.list_all_addresses()
-    save(addresses, taken_at)
-    reading = Reading(taken_at, addresses, selection)
+    save(addresses)
+    reading = Reading(seq, addresses, selection)
     store.put(key, reading)
     return reading
 
 
-def _wait_for(store: _Store, key: str, after: datetime) -> Reading | None:
+def _wait_for(store: _Store, key: str, at_least: int) -> Reading | None:
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
-        shared = store.get(key, newer_than=after)
+        shared = store.get(key, at_least=at_least)
         if shared is not None:
             return shared
         if not store.busy(key):
@@ -130,7 +133,7 @@ def _key(ec2: Ec2) -> str:
 def _encode(reading: Reading) -> str:
     rows = [[a.allocation_id, a.public_ip, a.tags, a.association_id, a.eni_id, a.private_ip, a.instance_id]
             for a in reading.addresses]
-    return json.dumps({"taken_at": reading.taken_at.isoformat(), "saved_for": reading.saved_for, "rows": rows},
+    return json.dumps({"seq": reading.seq, "saved_for": reading.saved_for, "rows": rows},
                       separators=(",", ":"))
 
 
@@ -138,12 +141,12 @@ def _decode(raw: str | bytes) -> Reading:
     data: dict[str, Any] = json.loads(raw)
     addresses = [Address(allocation_id=r[0], public_ip=r[1], tags=r[2], association_id=r[3], eni_id=r[4],
                          private_ip=r[5], instance_id=r[6]) for r in data["rows"]]
-    return Reading(datetime.fromisoformat(data["taken_at"]), addresses, data["saved_for"])
+    return Reading(int(data["seq"]), addresses, data["saved_for"])
 
 
 class _Store:
-    def get(self, key: str, newer_than: datetime | None = None) -> Reading | None:
-        """The published reading, if there is one (taken after `newer_than`, when given)."""
+    def get(self, key: str, at_least: int | None = None) -> Reading | None:
+        """The published reading, if there is one (taken at sequence number `at_least` or later, when given)."""
         raise NotImplementedError
 
     def put(self, key: str, reading: Reading) -> None:
@@ -163,26 +166,24 @@ class _Store:
 class _RedisStore(_Store):
     """Shared by every worker. Redis trouble never fails a pass: it reads EC2 itself instead.
 
-    The time a reading was taken is kept beside it, so that a pass that needs a newer one, and a publisher
-    that must not replace a newer one, look at a few bytes rather than the whole region's addresses."""
+    The sequence number a reading was taken at is kept beside it, so that a pass that needs a newer one, and a
+    publisher that must not replace a newer one, look at a few bytes rather than the whole region's addresses."""
 
     def __init__(self, url: str) -> None:
         self.client = _redis(url)
         self.token = f"{id(self)}:{threading.get_ident()}:{time.monotonic_ns()}"
 
-    def stamp(self, key: str) -> datetime | None:
-        raw = self.client.get(f"eipdash:addresses-at:{key}")
-        if not raw:
-            return None
-        return datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else str(raw))
+    def stamp(self, key: str) -> int | None:
+        raw = self.client.get(redis_keys.reading_seq(key))
+        return int(raw) if raw else None
 
-    def get(self, key: str, newer_than: datetime | None = None) -> Reading | None:
+    def get(self, key: str, at_least: int | None = None) -> Reading | None:
         try:
-            if newer_than is not None:
+            if at_least is not None:
                 stamp = self.stamp(key)
-                if stamp is None or stamp <= newer_than:
+                if stamp is None or stamp < at_least:
                     return None
-            raw = self.client.get(f"eipdash:addresses:{key}")
+            raw = self.client.get(redis_keys.reading(key))
         except RedisError as exc:
             log.warning("shared address reading not available (%s): reading EC2", exc)
             return None
@@ -192,30 +193,30 @@ class _RedisStore(_Store):
         try:
             current = self.stamp(key)
             # Never replace a newer reading by an older one (two passes read at once after a wait ran out).
-            if current is None or current < reading.taken_at:
+            if current is None or current <= reading.seq:
                 with self.client.pipeline() as pipe:  # MULTI/EXEC: the stamp and its reading together
-                    pipe.set(f"eipdash:addresses:{key}", _encode(reading), ex=READING_TTL_SECONDS)
-                    pipe.set(f"eipdash:addresses-at:{key}", reading.taken_at.isoformat(), ex=READING_TTL_SECONDS)
+                    pipe.set(redis_keys.reading(key), _encode(reading), ex=READING_TTL_SECONDS)
+                    pipe.set(redis_keys.reading_seq(key), reading.seq, ex=READING_TTL_SECONDS)
                     pipe.execute()
         except RedisError as exc:
             log.warning("shared address reading not published (%s)", exc)
 
     def begin(self, key: str) -> bool:
         try:
-            return bool(self.client.set(f"eipdash:addresses-reading:{key}", self.token, nx=True,
+            return bool(self.client.set(redis_keys.reading_flight(key), self.token, nx=True,
                                         ex=FLIGHT_SECONDS))
         except RedisError:
             return True
 
     def busy(self, key: str) -> bool:
         try:
-            return bool(self.client.exists(f"eipdash:addresses-reading:{key}"))
+            return bool(self.client.exists(redis_keys.reading_flight(key)))
         except RedisError:
             return False
 
     def end(self, key: str) -> None:
         try:
-            flight = f"eipdash:addresses-reading:{key}"
+            flight = redis_keys.reading_flight(key)
             if self.client.get(flight) == self.token.encode():
                 self.client.delete(flight)
         except RedisError:
@@ -230,15 +231,15 @@ class _LocalStore(_Store):
         self.readings: dict[str, Reading] = {}
         self.reading: set[str] = set()
 
-    def get(self, key: str, newer_than: datetime | None = None) -> Reading | None:
+    def get(self, key: str, at_least: int | None = None) -> Reading | None:
         with self.lock:
             reading = self.readings.get(key)
-        return None if reading is None or (newer_than is not None and reading.taken_at <= newer_than) else reading
+        return None if reading is None or (at_least is not None and reading.seq < at_least) else reading
 
     def put(self, key: str, reading: Reading) -> None:
         with self.lock:
             current = self.readings.get(key)
-            if current is None or current.taken_at < reading.taken_at:
+            if current is None or current.seq <= reading.seq:
                 self.readings[key] = reading
 
     def begin(self, key: str) -> bool:

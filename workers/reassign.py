@@ -15,11 +15,13 @@ The move, under the spec's lease (the one the passes take), each write preceded 
    schedulable without an EIP (I1);
 4. DisassociateAddress from the old node explicitly (AllowReassociation stays False: a racing
    association is refused by AWS instead of silently knocked off), close its record;
-5. the executor's own assign onto the target: claim, AssociateAddress, targeted DescribeAddresses to
-   confirm, record, label, lift the target's taint;
+5. the passes' own assign path onto the target (workers/steps/assign.py, a slice of one): claim, a look at
+   the target, AssociateAddress, a targeted DescribeAddresses to confirm, record, label, lift its taint;
 6. a pass of the spec under the same lease: the old node gets another free EIP if there is one.
 
-No database transaction is open across an AWS or Kubernetes call; each record write is its own.
+No database transaction is open across an AWS or Kubernetes call; every write is fenced by the lease's
+number, every Kubernetes write carries it, and every change to AWS is guarded and bumps the region's
+sequence, as in a pass (workers/pass_context.py).
 """
 
 from __future__ import annotations
@@ -33,19 +35,20 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from pools import services
-from pools.locks import Lease, LeaseLost, spec_lease
+from pools.locks import Lease, LeaseLost
 from pools.logs import log_fields
 from pools.models import Assignment, ElasticIP, Event, LaunchSpec, Node, ReassignRequest
-from pools.planner import LIVE_STATES, Assign
-from pools.pool_rule import labels_match, selects, specs_selecting
-from pools.snapshot import neighbour_specs
+from pools.planner import Assign, node_is_servable, unserved_reason
+from pools.pool_rule import selects, specs_selecting
+from pools.snapshot import neighbour_specs, node_view_of
 
-from .apply import Executor
-from .ec2 import AlreadyAssociated, Ec2, Ec2Error, Permanent
-from .executor import clients_for, run_pass
+from .ec2 import AlreadyAssociated, Ec2, Ec2Error, Permanent, guarded
+from .executor import clients_for, holding, run_pass
 from .kube import Kube, KubeError
 from .kube import NotFound as KubeNotFound
 from .observe import refresh_snapshot
+from .pass_context import PassContext
+from .steps.assign import assign_slice
 
 log = logging.getLogger(__name__)
 
@@ -107,48 +110,53 @@ def _check(spec: LaunchSpec, eip: ElasticIP, target: Node, asked_at: datetime | 
     asked_at: when the operator asked. An EIP that went to another node since then is not moved: the
     operator confirmed taking it off the node the page showed, not off whichever holds it now.
     """
-    name, ip = target.name, eip.public_ip
+    _check_eip(spec, eip, target)
+    _check_target(spec, eip, target)
+    return _Move(spec, eip, target, _where_it_is(spec, eip, asked_at))
+
+
+def _check_eip(spec: LaunchSpec, eip: ElasticIP, target: Node) -> None:
+    ip = eip.public_ip
     if eip.gone:
         raise ReassignRefused(f"{ip} left the pool meanwhile (untagged or released in AWS).")
     if not selects(spec, eip.tags):
-        raise ReassignRefused(f"{ip} is not in the pool of {spec.name}, the launch spec of {name}.")
+        raise ReassignRefused(f"{ip} is not in the pool of {spec.name}, the launch spec of {target.name}.")
     if not spec.enabled:
         raise ReassignRefused(f"Launch spec {spec.name} is disabled: it drains and takes no new EIP.")
-    neighbours = neighbour_specs(spec)
-    if rivals := [s.name for s in specs_selecting(eip.tags, neighbours)]:
+    if rivals := [s.name for s in specs_selecting(eip.tags, neighbour_specs(spec))]:
         raise ReassignRefused(f"{ip} is also selected by launch spec(s) {', '.join(rivals)}: a conflict that "
                               "eipdash leaves alone until the selectors are fixed.")
 
-    # The target, as the planner would serve it.
-    if target.deleted_at is not None or target.instance_state not in LIVE_STATES:
-        raise ReassignRefused(f"{name} is not running any more.")
-    if target.launch_spec_id != spec.pk or not labels_match(spec.labels, target.labels):
+
+def _check_target(spec: LaunchSpec, eip: ElasticIP, target: Node) -> None:
+    """The target, judged by the planner's own rules: it must be a node the planner would serve."""
+    name = target.name
+    view = node_view_of(target, spec)
+    if target.launch_spec_id != spec.pk:
         raise ReassignRefused(f"{name} no longer matches launch spec {spec.name}.")
-    if rivals := [s.name for s in neighbours
-                  if s.cluster_id == spec.cluster_id and labels_match(s.labels, target.labels)]:
-        raise ReassignRefused(f"{name} is matched by launch spec(s) {', '.join(rivals)} too: a conflict that "
-                              "eipdash leaves alone until the labels are fixed.")
-    if target.draining:
-        raise ReassignRefused(f"{name} is draining.")
-    if target.foreign_eip:
-        raise ReassignRefused(f"{name} carries an EIP outside the pool.")
-    if not target.eni_id or not target.private_ip:
+    if (reason := unserved_reason(view)) is not None:
+        raise ReassignRefused(f"{name} {reason}.")
+    if not node_is_servable(view):
         raise ReassignRefused(f"{name} has no primary private IPv4 on a primary ENI yet.")
     if eip.eni_id and eip.eni_id == target.eni_id:
-        raise ReassignRefused(f"{ip} is already on {name}.")
+        raise ReassignRefused(f"{eip.public_ip} is already on {name}.")
     held = Assignment.objects.filter(node=target, closed_at__isnull=True).select_related("eip").first()
     on_target = ElasticIP.objects.filter(eni_id=target.eni_id, gone=False).exclude(eni_id="").first()
     if held is not None or on_target is not None:
         other = held.eip.public_ip if held else on_target.public_ip if on_target else ""
         raise ReassignRefused(f"{name} already has an EIP ({other}).")
 
-    # Where the EIP is now: free, or on the primary address of a node of this spec that we recorded.
+
+def _where_it_is(spec: LaunchSpec, eip: ElasticIP, asked_at: datetime | None) -> Assignment | None:
+    """Where the EIP is now: free (None), or on the primary address of a node of this spec that we recorded
+    (its confirmed record)."""
+    ip = eip.public_ip
     old = Assignment.objects.filter(eip=eip, closed_at__isnull=True).select_related("node", "node__cluster").first()
     if not eip.association_id:
         if old is not None:
             raise ReassignRefused(f"The record has {ip} on {old.node.name} but AWS shows it free; the next pass "
                                   "repairs the record. Try again then.")
-        return _Move(spec, eip, target, None)
+        return None
     holder = Node.objects.filter(cluster=spec.cluster, eni_id=eip.eni_id, private_ip=eip.private_ip).first()
     where = f"{eip.eni_id or '?'} {eip.private_ip}{f' ({eip.instance_id})' if eip.instance_id else ''}"
     if holder is None:
@@ -165,7 +173,7 @@ def _check(spec: LaunchSpec, eip: ElasticIP, target: Node, asked_at: datetime | 
     if asked_at is not None and old.opened_at > asked_at:
         raise ReassignRefused(f"{ip} went to {holder.name} after you asked ({old.actor}); nothing was changed. "
                               "Look at the EIP again and ask anew.")
-    return _Move(spec, eip, target, old)
+    return old
 
 
 # --- the move -------------------------------------------------------------------------------------
@@ -184,23 +192,27 @@ def reassign_eip(*, allocation_id: str, node_name: str, actor: str, ec2: Ec2 | N
         default_ec2, default_kube = clients_for(spec)
         ec2, kube = ec2 or default_ec2, kube or default_kube
 
-    with spec_lease(spec.pk, wait_seconds=lease_wait) as lease:
+    with holding(spec.pk, wait_seconds=lease_wait) as lease:
         if lease is None:
             raise ReassignRefused("A reconcile pass of this launch spec is running; try again in a few seconds.")
         try:
-            refresh_snapshot(spec, ec2, kube)
+            refresh_snapshot(spec, ec2, kube, fenced=lease.fenced)
         except (Ec2Error, KubeError) as exc:
             _error(spec, target, eip, actor, f"manual reassign: reading AWS and Kubernetes failed: {_say(exc)}")
             raise ReassignRefused(f"Could not read AWS and Kubernetes ({_say(exc)}); nothing was changed.") from exc
         eip.refresh_from_db()
         target.refresh_from_db()
         move = _check(spec, eip, target, asked_at)
+        ctx = PassContext(spec, ec2, kube, actor=actor, lease=lease)
         try:
-            outcome = _move(move, ec2=ec2, kube=kube, actor=actor, lease=lease)
+            with guarded(ctx.send_guard):
+                outcome = _move(ctx, move)
         except LeaseLost as exc:
             _error(spec, target, eip, actor, f"manual reassign stopped: {exc}")
             raise ReassignFailed(f"The move stopped halfway: {exc}. The next pass repairs the record from AWS "
                                  "and serves any node left without an EIP.") from exc
+        finally:
+            ctx.close()
         return ReassignOutcome(outcome.message + _follow_up(spec, ec2=ec2, kube=kube, lease=lease),
                                outcome.confirmed)
 
@@ -214,86 +226,104 @@ def _still_on(ec2: Ec2, allocation_id: str, eni_id: str) -> bool:
     return bool(eni_id and fresh is not None and fresh.association_id and fresh.eni_id == eni_id)
 
 
-def _move(move: _Move, *, ec2: Ec2, kube: Kube, actor: str, lease: Lease) -> ReassignOutcome:
-    spec, eip, target, old = move.spec, move.eip, move.target, move.old
-    taint = settings.EIPDASH_STARTUP_TAINT
-    old_node = old.node if old is not None else None
-    if old is not None and old_node is not None:
-        tainted_now = False
-        # 3. The old node is never schedulable without an EIP: the taint goes back on before the EIP leaves.
-        if old_node.deleted_at is None:
-            lease.check()
-            try:
-                tainted_now = kube.add_startup_taint(old_node.name, taint)
-            except KubeNotFound:
-                pass  # deleted meanwhile: nothing can be scheduled on it
-            except KubeError as exc:
-                _error(spec, old_node, eip, actor, f"manual reassign: could not taint {old_node.name}: {_say(exc)}")
-                raise ReassignRefused(f"Could not put the startup taint back on {old_node.name} ({_say(exc)}); "
-                                      "nothing was moved.") from exc
-            Node.objects.filter(pk=old_node.pk).update(startup_tainted=True)
-        # 4. Off the old node, explicitly.
-        lease.check()
+def _move(ctx: PassContext, move: _Move) -> ReassignOutcome:
+    if move.old is not None:
+        _take_off_old_node(ctx, move, move.old)
+    return _put_on_target(ctx, move)
+
+
+def _take_off_old_node(ctx: PassContext, move: _Move, old: Assignment) -> None:
+    """3. The old node is never schedulable without an EIP: the taint goes back on before the EIP leaves.
+    4. Off the old node, explicitly; its record closes."""
+    eip, target, old_node = move.eip, move.target, old.node
+    tainted_now = False
+    if old_node.deleted_at is None:
+        ctx.check()
         try:
-            ec2.disassociate(eip.association_id)
-        except Ec2Error as exc:
-            # Only a refusal proves nothing changed: a throttle or a timeout (retries exhausted, a 500 after
-            # AWS did it) may hide a disassociation, and lifting the taint then would leave the old node
-            # schedulable without an EIP (I1). Even a refusal is checked against AWS before the lift.
-            still_there = _still_on(ec2, eip.allocation_id, old.eni_id or old_node.eni_id) if isinstance(
-                exc, Permanent | AlreadyAssociated) else False
-            if not still_there:
-                _error(spec, old_node, eip, actor,
-                       f"manual reassign: disassociating failed, the EIP may have been moved: {_say(exc)}")
-                raise ReassignFailed(f"Taking {eip.public_ip} off {old_node.name} failed ({_say(exc)}); it may "
-                                     f"have been moved. {old_node.name} stays tainted; the next pass settles it "
-                                     "(it lifts the taint if AWS still shows the EIP there).") from exc
-            _error(spec, old_node, eip, actor, f"manual reassign: AWS refused to disassociate: {_say(exc)}")
-            if tainted_now:
-                try:
-                    kube.lift_startup_taint(old_node.name, taint, instance_id=old_node.instance_id or None)
-                except KubeError:
-                    pass  # the next pass lifts it: the node holds its confirmed EIP
-            raise ReassignRefused(f"AWS refused to take {eip.public_ip} off {old_node.name} ({_say(exc)}); "
+            tainted_now = ctx.kube.add_startup_taint(old_node.name, settings.EIPDASH_STARTUP_TAINT, fence=ctx.fence)
+        except KubeNotFound:
+            pass  # deleted meanwhile: nothing can be scheduled on it
+        except KubeError as exc:
+            if isinstance(exc, LeaseLost):
+                raise
+            ctx.record(Event.Kind.ERROR, f"manual reassign: could not taint {old_node.name}: {_say(exc)}",
+                       node=old_node, eip=eip)
+            raise ReassignRefused(f"Could not put the startup taint back on {old_node.name} ({_say(exc)}); "
                                   "nothing was moved.") from exc
-        services.assignment_close(assignment=old, reason=f"moved by hand to {target.name} by {actor}")
+        ctx.tainted(old_node.name)
+    ctx.check()
+    try:
+        with ctx.aws_change():
+            ctx.ec2.disassociate(eip.association_id)
+    except Ec2Error as exc:
+        _disassociation_failed(ctx, move, old, exc, tainted_now)
+    with ctx.fenced():
+        services.assignment_close(assignment=old, reason=f"moved by hand to {target.name} by {ctx.actor}")
         ElasticIP.objects.filter(pk=eip.pk).update(association_id="", eni_id="", instance_id="", private_ip="")
         Node.objects.filter(pk=old_node.pk).update(state=Node.State.WAITING, eip_label="")
-        _record(Event.Kind.RELEASED, spec, old_node, eip, actor, f"taken off by hand for {target.name}")
-        if old_node.deleted_at is None:
-            try:
-                kube.clear_eip_marks(old_node.name, instance_id=old_node.instance_id or None)
-            except KubeError as exc:
-                _error(spec, old_node, eip, actor, f"manual reassign: could not clear the EIP label: {_say(exc)}")
+    ctx.record(Event.Kind.RELEASED, f"taken off by hand for {target.name}", node=old_node, eip=eip)
+    if old_node.deleted_at is None:
+        try:
+            ctx.kube.clear_eip_marks(old_node.name, instance_id=old_node.instance_id or None, fence=ctx.fence)
+        except KubeError as exc:
+            if isinstance(exc, LeaseLost):
+                raise
+            ctx.record(Event.Kind.ERROR, f"manual reassign: could not clear the EIP label: {_say(exc)}",
+                       node=old_node, eip=eip)
 
-    # 5. Onto the target: the executor's own step (claim, associate, confirm, record, label, lift taint).
-    lease.check()
-    executor = Executor(spec, ec2, kube, actor=actor, lease=lease)
-    step = Assign(eip.allocation_id, eip.public_ip, target.name, target.eni_id, target.private_ip)
+
+def _disassociation_failed(ctx: PassContext, move: _Move, old: Assignment, exc: Ec2Error, tainted_now: bool) -> None:
+    """Only a refusal proves nothing changed: a throttle or a timeout (retries exhausted, a 500 after AWS did
+    it) may hide a disassociation, and lifting the taint then would leave the old node schedulable without an
+    EIP (I1). Even a refusal is checked against AWS before the lift. Always raises."""
+    eip, old_node = move.eip, old.node
+    still_there = isinstance(exc, Permanent | AlreadyAssociated) and _still_on(
+        ctx.ec2, eip.allocation_id, old.eni_id or old_node.eni_id)
+    if not still_there:
+        ctx.record(Event.Kind.ERROR, f"manual reassign: disassociating failed, the EIP may have been moved: "
+                                     f"{_say(exc)}", node=old_node, eip=eip)
+        raise ReassignFailed(f"Taking {eip.public_ip} off {old_node.name} failed ({_say(exc)}); it may have been "
+                             f"moved. {old_node.name} stays tainted; the next pass settles it (it lifts the taint "
+                             "if AWS still shows the EIP there).") from exc
+    ctx.record(Event.Kind.ERROR, f"manual reassign: AWS refused to disassociate: {_say(exc)}", node=old_node, eip=eip)
+    if tainted_now:
+        try:
+            ctx.kube.lift_startup_taint(old_node.name, settings.EIPDASH_STARTUP_TAINT,
+                                        instance_id=old_node.instance_id or None, fence=ctx.fence)
+        except KubeError:
+            pass  # the next pass lifts it: the node holds its confirmed EIP
+    raise ReassignRefused(f"AWS refused to take {eip.public_ip} off {old_node.name} ({_say(exc)}); nothing was "
+                          "moved.") from exc
+
+
+def _put_on_target(ctx: PassContext, move: _Move) -> ReassignOutcome:
+    """5. Onto the target: the passes' own assign path (a slice of one)."""
+    eip, target = move.eip, move.target
+    old_node = move.old.node if move.old is not None else None
     lost = f"{old_node.name} lost it and gets a free EIP on the next pass, if any." if old_node else ""
-    try:
-        line = executor.assign(step) or ""
-    except Ec2Error as exc:
-        if Assignment.objects.filter(eip=eip, node=target, closed_at__isnull=True).exists():
-            # The claim is still open: AWS accepted the association and reading it back failed.
-            _error(spec, target, eip, actor, f"manual reassign: confirming the association failed: {_say(exc)}")
-            raise ReassignFailed(f"AWS accepted the move of {eip.public_ip} to {target.name}, but reading it "
-                                 f"back failed ({_say(exc)}); the next pass confirms it and records it in your "
-                                 "name.") from exc
-        _error(spec, target, eip, actor, f"manual reassign: AWS refused to associate: {_say(exc)}")
-        raise ReassignFailed(f"AWS refused to put {eip.public_ip} on {target.name} ({_say(exc)}). {lost}") from exc
-    except (KubeError, DatabaseError) as exc:
-        # AWS has the association; the label or the taint is left to the next pass, which sees it there.
-        _error(spec, target, eip, actor, f"manual reassign: after the association: {_say(exc)}")
-        line = f"moved; the node's label and taint follow on the next pass ({_say(exc)})"
+    ctx.check()
+    step = Assign(eip.allocation_id, eip.public_ip, target.name, target.eni_id, target.private_ip)
+    (result,) = assign_slice(ctx, [step])
     claim = Assignment.objects.filter(eip=eip, node=target, closed_at__isnull=True).first()
+    error = result.error
+    if isinstance(error, Ec2Error):
+        if claim is not None:
+            # The claim is still open: AWS may have accepted the association, and reading it back failed.
+            raise ReassignFailed(f"AWS accepted the move of {eip.public_ip} to {target.name}, but reading it back "
+                                 f"failed ({_say(error)}); the next pass confirms it and records it in your "
+                                 "name.") from error
+        raise ReassignFailed(f"AWS refused to put {eip.public_ip} on {target.name} ({_say(error)}). {lost}") from error
     if claim is None:
-        raise ReassignFailed(f"{eip.public_ip} was not put on {target.name}: {line}. {lost}")
+        raise ReassignFailed(f"{eip.public_ip} was not put on {target.name}: {result.line or result.state}. {lost}")
     reason = f"moved by hand from {old_node.name if old_node else 'no node'} to {target.name}"
-    _record(Event.Kind.REASSIGNED, spec, target, eip, actor, reason)
+    ctx.record(Event.Kind.REASSIGNED, reason, node=target, eip=eip)
     if claim.confirmed_at is None:
         return ReassignOutcome(f"{eip.public_ip} is on its way to {target.name}; AWS has not confirmed it yet, "
                                "the next pass records it.", confirmed=False)
+    if error is not None:
+        # AWS has the association; the label or the taint is left to the next pass, which sees it there.
+        return ReassignOutcome(f"{eip.public_ip} moved to {target.name}; the node's label and taint follow on the "
+                               f"next pass ({_say(error)}).", confirmed=True)
     return ReassignOutcome(f"{eip.public_ip} moved to {target.name}.", confirmed=True)
 
 

@@ -10,10 +10,9 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import DatabaseError, transaction
-from django.db.models import Q
 from django.utils import timezone
 
-from pools import locks, metrics
+from pools import metrics, selectors
 from pools.logs import log_fields
 from pools.models import LaunchSpec
 from pools.retention import prune_history as prune
@@ -35,10 +34,7 @@ def reconcile_all() -> int:
             expire_stale_requests()
     except DatabaseError:
         log.exception("could not expire stale reassign requests; the passes go on")
-    spec_ids = list(
-        LaunchSpec.objects.filter(Q(enabled=True) | Q(assignments__closed_at__isnull=True))
-        .distinct().values_list("pk", flat=True)
-    )
+    spec_ids = selectors.spec_ids_to_reconcile()
     for spec_id in spec_ids:
         reconcile_spec.delay(spec_id)
     return len(spec_ids)
@@ -69,14 +65,9 @@ def reconcile_spec(spec_id: int, follow_ups: int = 0) -> list[str]:
     routine = report.skipped or (not report.done and not report.errors)
     for line in report.lines():
         log.log(logging.DEBUG if routine else logging.INFO, "%s", line, extra=log_fields(spec=report.spec))
-    if report.skipped:
-        # Another pass holds the spec; it may have read the world before what sent this one (a new node).
-        locks.ask_rerun(spec_id)
-        return report.lines()
-    asked = locks.take_rerun(spec_id)
-    if asked:
-        follow_ups = 0  # a new change, not more of this pass's work: it gets its own budget of follow-ups
-    if (report.left or asked) and follow_ups < MAX_FOLLOW_UPS:
+    # A pass skipped as busy has left a rerun request for the holder (executor.holding sends it once the lease is
+    # released, whoever held it). A pass that reached its deadline with work left is followed at once.
+    if report.left and follow_ups < MAX_FOLLOW_UPS:
         # Its lease is released by now: the next pass (this worker or another) starts from the world as it is.
         reconcile_spec.delay(spec_id, follow_ups + 1)
     return report.lines()

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from django import template
 from django.utils import timezone
 
-from pools import selectors
+from pools import alerts, selectors
 from pools.models import ElasticIP, LaunchSpec, Node
 from pools.pool_rule import labels_text as _labels_text
 
@@ -83,16 +83,6 @@ KIND_LABELS = {
     "conflict": "conflict",
     "error": "error",
 }
-ALERT_KEY_LABELS = {
-    "pool_exhausted": "pool exhausted",
-    "read-failed": "reading AWS or Kubernetes fails",
-    "node-foreign-eip": "conflict: node {} carries an EIP from outside the pool",
-    "node-two-specs": "conflict: node {} is matched by two launch specs",
-    "eip-two-specs": "conflict: EIP {} is selected by two launch specs",
-    "eip-second-on-node": "conflict: EIP {} is a second pool EIP on one node",
-    "eip-foreign": "conflict: EIP {} is on an instance that is not a node of this spec",
-    "node-no-ipv4": "error: node {} has no primary private IPv4",
-}
 
 
 @register.filter
@@ -104,20 +94,13 @@ def kind_label(kind: str) -> str:
 @register.filter
 def alert_label(key: str) -> str:
     """An active alert key of the workers ('node-foreign-eip:ip-10-0-1-1') as a sentence."""
-    name, _, subject = str(key).partition(":")
-    label = ALERT_KEY_LABELS.get(name)
-    if label is None:
-        return str(key).replace("_", " ").replace("-", " ")
-    return label.format(subject) if "{}" in label else label
+    return alerts.alert_label(key)
 
 
 @register.filter
 def alert_kind(key: str) -> str:
     """The event kind an active alert key belongs to (for its badge colour)."""
-    name = str(key).partition(":")[0]
-    if name == "pool_exhausted":
-        return "pool_exhausted"
-    return "error" if name in ("read-failed", "node-no-ipv4") else "conflict"
+    return alerts.alert_kind(key)
 
 
 @register.filter

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime, timedelta
 
+from pools.alerts import Alert, alert_key
 from pools.planner import (
-    ALERT_POOL_EXHAUSTED,
     Claim,
     EipView,
     NodeView,
@@ -112,14 +112,14 @@ def test_pool_eip_on_an_instance_that_is_not_a_node_of_the_spec_is_a_conflict_le
     stranger = node("stranger", 7)
     result = plan(SPEC, [eip(1, on=stranger, instance_id="i-0007")], [node("a", 1)], {})
     assert not result.assign and not result.release and not result.adopt
-    assert [n.key for n in result.notes] == ["eip-foreign:eipalloc-1", ALERT_POOL_EXHAUSTED]
-    assert ALERT_POOL_EXHAUSTED in result.alerts  # the one node waits: the only EIP is taken
+    assert [n.key for n in result.notes] == ["eip-foreign:eipalloc-1", alert_key(Alert.POOL_EXHAUSTED)]
+    assert alert_key(Alert.POOL_EXHAUSTED) in result.alerts  # the one node waits: the only EIP is taken
 
 
 def test_eip_selected_by_two_specs_is_assigned_by_neither() -> None:
     result = plan(SPEC, [eip(1, also_selected_by=("egress",))], [node("a", 1)], {})
     assert not result.assign
-    assert {n.key for n in result.notes} == {"eip-two-specs:eipalloc-1", ALERT_POOL_EXHAUSTED}
+    assert {n.key for n in result.notes} == {"eip-two-specs:eipalloc-1", alert_key(Alert.POOL_EXHAUSTED)}
 
 
 def test_node_matched_by_two_specs_gets_nothing() -> None:
@@ -178,10 +178,10 @@ def test_exhaustion_keeps_nodes_waiting_and_alerts_once_per_episode() -> None:
     assert [n.kind for n in first.notes] == ["pool_exhausted"]
     # The next pass, still exhausted: no new note, the alert stays active.
     again = plan(SpecView("ingress", "pool", "ingress", active_alerts=first.alerts), [], nodes[3:], {})
-    assert not again.notes and ALERT_POOL_EXHAUSTED in again.alerts
+    assert not again.notes and alert_key(Alert.POOL_EXHAUSTED) in again.alerts
     # Capacity back: the alert clears, so a later shortage is a new episode.
     cleared = plan(SpecView("ingress", "pool", "ingress", active_alerts=first.alerts), [eip(4)], nodes[3:], {})
-    assert ALERT_POOL_EXHAUSTED not in cleared.alerts and len(cleared.assign) == 1
+    assert alert_key(Alert.POOL_EXHAUSTED) not in cleared.alerts and len(cleared.assign) == 1
 
 
 def test_claim_for_eip_now_on_another_node_of_the_spec_is_superseded() -> None:
@@ -259,12 +259,20 @@ def test_an_eip_refused_since_its_release_goes_last() -> None:
 
 
 def test_a_claim_in_flight_is_left_to_the_process_that_holds_it() -> None:
-    a = node("a", 1)
+    a, b = node("a", 1), node("b", 2)
     in_flight = {"eipalloc-1": Claim("a", confirmed=False, in_flight=True)}
     free = plan(SPEC, [eip(1), eip(2)], [a], in_flight)
     assert free.is_empty  # neither closed as a crash nor a second EIP for the node
-    on = plan(SPEC, [eip(1, on=a)], [a], in_flight)
-    assert on.is_empty
+    # Nor given to another node: its AssociateAddress may still land on a.
+    assert [(s.node, s.allocation_id) for s in plan(SPEC, [eip(1)], [a, b], in_flight).assign] == []
+
+
+def test_a_claim_in_flight_that_landed_on_its_node_is_confirmed() -> None:
+    """Once AWS shows the EIP on the claimed node, the call has landed: nothing of it is left in flight."""
+    a = node("a", 1)
+    on = plan(SPEC, [eip(1, on=a)], [a], {"eipalloc-1": Claim("a", confirmed=False, in_flight=True)})
+    assert [(x.node, x.reason) for x in on.adopt] == [("a", "association confirmed after an interrupted pass")]
+    assert not on.assign and not on.release and on.ready[0].lift_taint
 
 
 # --- issue 8: the promise under real AWS and Kubernetes behaviour ------------------------------------
@@ -315,7 +323,7 @@ def test_nodes_without_a_primary_ipv4_do_not_take_a_free_eips_turn() -> None:
     servable = node("ok", 3, first_seen_at=T0 + timedelta(seconds=5))
     result = plan(SPEC, [eip(1)], [blind, no_ip, servable], {})
     assert [(a.node, a.allocation_id) for a in result.assign] == [("ok", "eipalloc-1")]
-    assert ALERT_POOL_EXHAUSTED not in result.alerts
+    assert alert_key(Alert.POOL_EXHAUSTED) not in result.alerts
     assert {n.key for n in result.notes} == {"node-no-ipv4:blind", "node-no-ipv4:no-ip"}
     assert all("no primary private IPv4" in n.reason for n in result.notes)
 
@@ -349,7 +357,7 @@ def test_a_disabled_spec_drains_assigns_nothing_and_taints_nothing() -> None:
     new = node("b", 2, startup_tainted=False)
     result = plan(off, [eip(1, on=drained), eip(2)], [drained, new], {"eipalloc-1": Claim("a")})
     assert [(r.node, r.retaint) for r in result.release] == [("a", False)]
-    assert not result.assign and not result.taint and ALERT_POOL_EXHAUSTED not in result.alerts
+    assert not result.assign and not result.taint and alert_key(Alert.POOL_EXHAUSTED) not in result.alerts
     gone = node("c", 3, in_cluster=False)
     assert [r.node for r in plan(off, [eip(3)], [gone], {"eipalloc-3": Claim("c")}).release] == ["c"]
 

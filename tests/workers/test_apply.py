@@ -360,7 +360,7 @@ def test_a_disabled_spec_assigns_nothing_new_but_drains_and_can_then_be_deleted(
 def observe_and_plan(spec: LaunchSpec, ec2: Ec2, kube: Kube) -> Plan:
     observed = observe(spec, ec2, kube)
     assert observed.pool is not None
-    return plan(*planner_inputs(spec, pool=observed.pool, in_flight_since=None))
+    return plan(*planner_inputs(spec, pool=observed.pool))
 
 
 def test_nodes_whose_eips_were_released_from_the_account_are_tainted_even_past_the_deadline(world: World) -> None:

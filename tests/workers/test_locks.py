@@ -34,7 +34,8 @@ def _no_stolen_lease_left(redis_url: str) -> Iterator[None]:
             client.delete(key)
 
 
-def test_a_renewed_lease_outlives_its_time_and_is_free_on_release(redis_url: str, settings: Settings) -> None:
+def test_a_renewed_lease_outlives_its_time_and_is_free_on_release(redis_url: str, settings: Settings,
+                                                                  db: None) -> None:
     settings.EIPDASH_LEASE_SECONDS = 3
     key = lease_key(910001)
     client = redis.Redis.from_url(redis_url)

@@ -4,6 +4,7 @@ task on a real Celery worker in tests/e2e/test_reassign_worker.py."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 
 import boto3
@@ -230,11 +231,11 @@ class ReadBackFails(Ec2):
         return super().associate(allocation_id=allocation_id, eni_id=eni_id, private_ip=private_ip,
                                  allow_reassociation=allow_reassociation)
 
-    def get_address(self, allocation_id: str) -> Address | None:
+    def get_addresses(self, allocation_ids: Iterable[str]) -> dict[str, Address]:
         if self.associated:
             self.associated = False
             raise Transient("read timed out", code="RequestTimeout", operation="DescribeAddresses")
-        return super().get_address(allocation_id)
+        return super().get_addresses(allocation_ids)
 
 
 def test_a_move_aws_accepted_but_not_confirmed_is_finished_by_the_next_pass_in_the_operators_name(

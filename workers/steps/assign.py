@@ -1,0 +1,327 @@
+"""Assigning free EIPs to waiting nodes, in slices: the one assign path of a pass and of a manual reassign.
+
+A slice: claims in the database (one commit), one DescribeInstances of the targets (a terminated instance
+whose node is still listed gets nothing), one DescribeAddresses of what is already on the target ENIs,
+AssociateAddress concurrently, one DescribeAddresses to confirm them all, the records, then the labels and
+taint lifts concurrently. Every item keeps the invariants:
+- I3: one open claim per EIP and per node (the database), AllowReassociation=False, no association onto a
+  private IP that already carries an EIP (AWS would silently knock it off), never the same target twice in a
+  slice (two Node objects of one instance), and each attempt guarded by the lease right before it is sent;
+- an AssociateAddress whose outcome is unknown (a timeout, a 5xx, a stop before a retry) leaves its claim
+  open: the next pass finds the EIP on the node and adopts it, or, once no call of this pass can still land,
+  closes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import DatabaseError, IntegrityError, transaction
+
+from pools import services
+from pools.locks import LeaseLost
+from pools.models import Assignment, ElasticIP, Event, Node
+from pools.planner import Assign, MarkReady
+from pools.vocabulary import LIVE_STATES
+
+from .. import budget
+from ..ec2 import FILTER_VALUES_LIMIT, Address, Ec2Error, Instance, NotFound, OutOfTime, Throttled, Transient
+from ..pass_context import PassContext
+from .ready import mark_many
+
+# AWS's error codes that say the target node is gone, not that the EIP was refused.
+NODE_GONE_CODES = frozenset({"InvalidNetworkInterfaceID.NotFound", "InvalidInstanceID.NotFound"})
+
+
+@dataclass(frozen=True)
+class Result:
+    """How one assignment of a slice ended: assigned (confirmed, marked), unconfirmed (the claim stays open),
+    skipped (not sent: the target or the EIP was taken), failed (`error`), or left (the deadline)."""
+
+    step: Assign
+    state: str
+    line: str = ""
+    error: Exception | None = None
+
+
+def what(s: Assign) -> str:
+    return f"assign {s.public_ip} to {s.node}"
+
+
+def assign_all(ctx: PassContext, steps: Sequence[Assign]) -> None:
+    pending = list(steps)
+    while pending:
+        ctx.check()
+        if ctx.out_of_time():
+            for s in pending:
+                ctx.leave(what(s), node=s.node, failed_state=Node.State.WAITING)
+            return
+        ctx.started_a_step = True
+        size = slice_size(ctx, len(pending))
+        # In allocation id order: the slice's transactions then lock ElasticIP rows in the order every pass's
+        # snapshot write takes them (workers/observe.py), so concurrent passes never deadlock.
+        for result in assign_slice(ctx, sorted(pending[:size], key=lambda s: s.allocation_id)):
+            if result.line:
+                ctx.report.done.append(result.line)
+        pending = pending[size:]
+
+
+def slice_size(ctx: PassContext, pending: int) -> int:
+    """Roughly what the EC2 budget can serve soon: the tokens there now, or else a second of refill (at least
+    a few, at most one batched read's worth). Small slices in a long burst confirm and untaint each node soon
+    after its association, instead of after the whole burst."""
+    tokens = budget.available(ctx.ec2.region, budget.MUTATE)
+    return max(1, min(pending, FILTER_VALUES_LIMIT, max(4, int(tokens), int(settings.EIPDASH_EC2_MUTATE_RATE))))
+
+
+def assign_slice(ctx: PassContext, steps: Sequence[Assign]) -> list[Result]:
+    """Claims, a look at the targets, AssociateAddress concurrently, one confirmation, the records, the marks."""
+    results: dict[Assign, Result] = {}
+    ctx.load_eips(s.allocation_id for s in steps)
+    claimed = open_claims(ctx, distinct_targets(steps, results), results)
+    try:
+        free = look_at_targets(ctx, claimed, results)
+        associated = associate(ctx, free, results)
+        confirm(ctx, associated, results)
+    except LeaseLost:
+        unsent = [(s, claim) for s, claim in claimed if s not in results]
+        give_back_unsent(ctx, unsent)
+        raise
+    return [results.get(s) or Result(s, "skipped") for s in steps]
+
+
+def distinct_targets(steps: Sequence[Assign], results: dict[Assign, Result]) -> list[Assign]:
+    """Never the same (ENI, private IP) twice in a slice: two Node objects of one instance (a kubelet that
+    registered again under a new name, the old object left NotReady) must not both get an EIP."""
+    seen: set[tuple[str, str]] = set()
+    kept = []
+    for s in steps:
+        target = (s.eni_id, s.private_ip)
+        if target in seen:
+            results[s] = Result(s, "skipped", f"skipped {s.public_ip} → {s.node}: another node of the slice has "
+                                              f"the same address ({s.eni_id} {s.private_ip})")
+            continue
+        seen.add(target)
+        kept.append(s)
+    return kept
+
+
+def open_claims(ctx: PassContext, steps: Sequence[Assign],
+                results: dict[Assign, Result]) -> list[tuple[Assign, Assignment]]:
+    """One commit for the slice's claims (each in its own savepoint: a claim another worker holds is skipped
+    alone), committed before any AssociateAddress is sent."""
+    claimed: list[tuple[Assign, Assignment]] = []
+    with ctx.fenced():
+        for s in steps:
+            try:
+                claim = services.assignment_open(eip=ctx.eip(s.allocation_id), node=ctx.node(s.node), spec=ctx.spec,
+                                                 actor=ctx.actor, fence=ctx.lease.fence if ctx.lease else 0)
+            except IntegrityError:
+                results[s] = Result(s, "skipped", f"skipped {s.public_ip} → {s.node}: claimed by another worker")
+            except DatabaseError as exc:
+                fail(ctx, results, s, exc)
+            else:
+                claimed.append((s, claim))
+    return claimed
+
+
+def look_at_targets(ctx: PassContext, claimed: list[tuple[Assign, Assignment]],
+                    results: dict[Assign, Result]) -> list[tuple[Assign, Assignment]]:
+    """Right before associating: the targets' instances still run with that primary address (a terminated
+    instance's node may stay listed for minutes), and their private IPs carry no EIP yet."""
+    if not claimed:
+        return []
+    ctx.check()
+    try:
+        instances = ctx.ec2.describe_instances({ctx.node(s.node).instance_id for s, _ in claimed} - {""})
+        present = ctx.ec2.addresses_on_enis(s.eni_id for s, _ in claimed)
+    except Ec2Error as exc:
+        give_back(ctx, claimed, exc, results)
+        return []
+    free = []
+    for s, claim in claimed:
+        gone = gone_reason(s, instances.get(ctx.node(s.node).instance_id))
+        if gone:
+            node_gone(ctx, s, claim, gone, results)
+        elif taken := [a for a in present.get(s.eni_id, []) if a.private_ip in (None, s.private_ip)]:
+            occupied(ctx, s, claim, taken, results)
+        else:
+            free.append((s, claim))
+    return free
+
+
+def gone_reason(s: Assign, instance: Instance | None) -> str:
+    """Why the target cannot take the EIP now ("" when it can)."""
+    if instance is None:
+        return "its instance is not listed by EC2 any more"
+    if instance.state not in LIVE_STATES:
+        return f"its instance is {instance.state}"
+    if (instance.eni_id, instance.private_ip) != (s.eni_id, s.private_ip):
+        return f"its instance's primary address is now {instance.eni_id} {instance.private_ip}"
+    return ""
+
+
+def node_gone(ctx: PassContext, s: Assign, claim: Assignment, why: str, results: dict[Assign, Result]) -> None:
+    """A fault of the node, never of the EIP: the claim closes without demoting the EIP, and the node's facts
+    are read again by the next pass."""
+    with ctx.fenced():
+        services.assignment_close(assignment=claim, reason=f"not sent: {why}", kind=Assignment.CloseKind.TRANSIENT)
+        Node.objects.filter(pk=ctx.node(s.node).pk).update(instance_checked_at=None)
+    ctx.outcomes[s.node] = Node.State.WAITING
+    results[s] = Result(s, "skipped", f"skipped {s.public_ip} → {s.node}: {why}")
+
+
+def occupied(ctx: PassContext, s: Assign, claim: Assignment, present: list[Address],
+             results: dict[Assign, Result]) -> None:
+    """AssociateAddress onto a private IP that already carries an EIP silently knocks that one off
+    (AllowReassociation guards only the EIP being moved): the claim closes, the node waits."""
+    with ctx.fenced():
+        services.assignment_close(assignment=claim, reason="the node's private IP already carries an EIP",
+                                  kind=Assignment.CloseKind.TRANSIENT)
+    ctx.outcomes[s.node] = Node.State.WAITING
+    results[s] = Result(s, "skipped", f"skipped {s.public_ip} → {s.node}: its private IP already carries "
+                                      f"{', '.join(a.public_ip for a in present)}")
+
+
+def associate(ctx: PassContext, free: list[tuple[Assign, Assignment]],
+              results: dict[Assign, Result]) -> list[tuple[Assign, Assignment, str]]:
+    """AssociateAddress concurrently; each attempt is guarded by the lease right before it is sent."""
+    if not free:
+        return []
+    claims = dict(free)
+
+    def call(s: Assign) -> str:
+        return ctx.ec2.associate(allocation_id=s.allocation_id, eni_id=s.eni_id, private_ip=s.private_ip,
+                                 allow_reassociation=False)
+
+    associated: list[tuple[Assign, Assignment, str]] = []
+    lost: LeaseLost | None = None
+    with ctx.aws_change():
+        outcomes = ctx.concurrently(call, [s for s, _ in free])
+    for outcome in outcomes:
+        s = outcome.item
+        if isinstance(outcome.error, LeaseLost):
+            lost = outcome.error  # never sent: its claim goes below, unless a newer holder has the spec
+        elif isinstance(outcome.error, Ec2Error):
+            not_associated(ctx, s, claims[s], outcome.error, results)
+        elif outcome.value is not None:
+            associated.append((s, claims[s], outcome.value))
+    if lost is not None:
+        # Those AWS accepted stay open, unconfirmed: the pass that holds the lease now adopts them.
+        for s, _, _ in associated:
+            results[s] = Result(s, "unconfirmed", f"assigned {s.public_ip} → {s.node}, not yet confirmed by AWS")
+        raise lost
+    return associated
+
+
+def not_associated(ctx: PassContext, s: Assign, claim: Assignment, exc: Ec2Error,
+                   results: dict[Assign, Result]) -> None:
+    """AssociateAddress failed. An attempt that may have landed keeps the claim open; a node that is gone is the
+    node's fault; only a real refusal says something about the EIP (it goes last in the free order); a throttle
+    or a call never sent says nothing, and the EIP keeps its turn."""
+    if exc.maybe_landed:
+        ctx.outcomes[s.node] = Node.State.WAITING
+        ctx.failed(what(s), exc, node=s.node, allocation_id=s.allocation_id, kind="assign",
+                   failed_state=Node.State.WAITING)
+        results[s] = Result(s, "unconfirmed", error=exc)
+        return
+    if isinstance(exc, NotFound) and exc.code in NODE_GONE_CODES:
+        node_gone(ctx, s, claim, f"AWS no longer knows its {'ENI' if 'Interface' in exc.code else 'instance'}",
+                  results)
+        return
+    transient = isinstance(exc, Throttled | Transient)
+    reason = ("not sent: the pass reached its deadline" if isinstance(exc, OutOfTime)
+              else f"AWS {'call failed' if transient else 'refused'}: {exc.code or type(exc).__name__}")
+    with ctx.fenced():
+        services.assignment_close(assignment=claim, reason=reason, kind=Assignment.CloseKind.TRANSIENT if transient
+                                  else Assignment.CloseKind.REFUSED)
+    if isinstance(exc, OutOfTime):
+        ctx.leave(what(s), node=s.node, failed_state=Node.State.WAITING)
+        results[s] = Result(s, "left", error=exc)
+    else:
+        fail(ctx, results, s, exc)
+
+
+def give_back(ctx: PassContext, items: Iterable[tuple[Assign, Assignment]], exc: Ec2Error,
+              results: dict[Assign, Result]) -> None:
+    """The look at the targets failed: nothing was sent, the claims close."""
+    for s, claim in items:
+        not_associated(ctx, s, claim, exc, results)
+
+
+def give_back_unsent(ctx: PassContext, unsent: list[tuple[Assign, Assignment]]) -> None:
+    """The lease was lost before these were sent: their claims close, if this pass may still write (a newer
+    holder's fencing number refuses it; that holder then closes them, once no call of this pass can land)."""
+    if not unsent:
+        return
+    try:
+        with ctx.fenced():
+            for _, claim in unsent:
+                services.assignment_close(assignment=claim, reason="not sent: the pass lost its lease",
+                                          kind=Assignment.CloseKind.TRANSIENT)
+    except LeaseLost:
+        pass
+
+
+def confirm(ctx: PassContext, associated: list[tuple[Assign, Assignment, str]], results: dict[Assign, Result]) -> None:
+    """One DescribeAddresses for the slice, the records, then the marks and taint lifts concurrently."""
+    if not associated:
+        return
+    # The associations are made: finishing them (confirm, label, lift) may wait a little past the deadline.
+    try:
+        with budget.deadline(ctx.grace_deadline()):
+            seen = ctx.ec2.get_addresses(s.allocation_id for s, _, _ in associated)
+    except Ec2Error as exc:
+        # The claims stay open: the next pass sees where AWS put each EIP and adopts or closes it.
+        for s, _, _ in associated:
+            fail(ctx, results, s, exc)
+        return
+    marks: list[tuple[Assign, MarkReady]] = []
+    with ctx.fenced():  # one commit for the slice's records, one savepoint each
+        for s, claim, association_id in associated:
+            try:
+                with transaction.atomic():
+                    line = record_association(ctx, s, claim, association_id, seen.get(s.allocation_id))
+            except DatabaseError as exc:
+                fail(ctx, results, s, exc)
+                continue
+            if line:
+                results[s] = Result(s, "unconfirmed", line)
+            else:
+                marks.append((s, MarkReady(s.node, s.allocation_id, s.public_ip,
+                                           lift_taint=ctx.node(s.node).startup_tainted, set_marks=True)))
+    for (s, _), marked in zip(marks, mark_many(ctx, [m for _, m in marks]), strict=True):
+        if marked.error is not None:
+            fail(ctx, results, s, marked.error)
+        else:
+            results[s] = Result(s, "assigned", f"assigned {s.public_ip} → {s.node}")
+
+
+def record_association(ctx: PassContext, s: Assign, claim: Assignment, association_id: str,
+                       confirmed: Address | None) -> str | None:
+    """AWS answered AssociateAddress; `confirmed` is what DescribeAddresses shows now. Records it and returns
+    None when confirmed, else the line for the report (the node keeps waiting, the claim stays open)."""
+    if confirmed is None or confirmed.eni_id != s.eni_id:
+        ctx.outcomes[s.node] = Node.State.WAITING
+        return f"assigned {s.public_ip} → {s.node}, not yet confirmed by AWS"
+    with ctx.fenced():
+        if not services.assignment_confirm(assignment=claim, association_id=association_id):
+            # The claim was closed meanwhile (a racing pass took it for stale): AWS has the association, and
+            # the next pass adopts it from there.
+            ctx.outcomes[s.node] = Node.State.WAITING
+            return f"assigned {s.public_ip} → {s.node}; the record is repaired by the next pass"
+        node, eip = ctx.node(s.node), ctx.eip(s.allocation_id)
+        ElasticIP.objects.filter(pk=eip.pk).update(
+            association_id=association_id, eni_id=s.eni_id, private_ip=s.private_ip,
+            instance_id=confirmed.instance_id or node.instance_id,
+        )
+    ctx.record(Event.Kind.ASSIGNED, f"associated with {s.eni_id} ({s.private_ip})", node=node, eip=eip)
+    return None
+
+
+def fail(ctx: PassContext, results: dict[Assign, Result], s: Assign, exc: Exception) -> None:
+    ctx.failed(what(s), exc, node=s.node, allocation_id=s.allocation_id, kind="assign",
+               failed_state=Node.State.WAITING)
+    results[s] = Result(s, "failed", error=exc)
