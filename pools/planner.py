@@ -572,7 +572,8 @@ class _Serving:
 def serve_waiting_nodes(draft: _Draft) -> _Serving:
     """Every node that should hold an EIP and holds none: tainted (I1), then served in order."""
     closing = closing_nodes(draft)
-    candidates = [n for n in draft.nodes if node_needs_eip(n) and n.name not in draft.held_by_node]
+    candidates = one_node_per_address(draft, [n for n in draft.nodes
+                                              if node_needs_eip(n) and n.name not in draft.held_by_node])
     deferred = tuple(n.name for n in candidates if n.name in closing)
     if not draft.spec.enabled:
         return _Serving((), (), (), (), deferred)  # a disabled spec taints and serves nothing new
@@ -586,6 +587,21 @@ def serve_waiting_nodes(draft: _Draft) -> _Serving:
     assign = assign_free_eips(draft, needing)
     assigned = {a.node for a in assign}
     return _Serving(assign, needing, tuple(n.name for n in needing if n.name not in assigned), taint, deferred)
+
+
+def one_node_per_address(draft: _Draft, candidates: list[NodeView]) -> list[NodeView]:
+    """Two Node objects of one instance (a kubelet that registered again under a new name, the old object left
+    listed) share one primary address, which takes one EIP: a candidate whose address already holds an EIP, or
+    whose address an earlier candidate has (the most recently seen first), is not one."""
+    held = {(n.eni_id, n.private_ip) for n in draft.nodes if n.name in draft.held_by_node and n.eni_id}
+    kept: list[NodeView] = []
+    for n in sorted(candidates, key=lambda n: (-(n.first_seen_at.timestamp() if n.first_seen_at else 0), n.name)):
+        address = (n.eni_id, n.private_ip)
+        if n.eni_id and address in held:
+            continue
+        held.add(address)
+        kept.append(n)
+    return sorted(kept, key=lambda n: n.name)
 
 
 def closing_nodes(draft: _Draft) -> set[str]:

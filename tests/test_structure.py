@@ -44,3 +44,21 @@ def test_the_adapters_are_the_only_importers_of_their_sdks() -> None:
         importers = {path for path, names in imported_modules("workers").items()
                      if any(n.split(".")[0] == sdk for n in names)}
         assert importers <= {home}, sdk
+
+
+# Decisions are named rules: a function past this many paths is several rules that should say their names.
+MAX_COMPLEXITY = 25
+
+
+def test_no_function_of_the_product_hides_more_than_25_paths() -> None:
+    from radon.complexity import cc_visit
+
+    heavy = []
+    for package in ("pools", "workers"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if "migrations" in path.parts:
+                continue
+            for block in cc_visit(path.read_text()):
+                if block.complexity > MAX_COMPLEXITY:
+                    heavy.append(f"{path.relative_to(ROOT)}:{block.lineno} {block.name} ({block.complexity})")
+    assert heavy == []

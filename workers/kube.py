@@ -397,17 +397,19 @@ class Kube:
                 return None
             return [*taints, {"key": taint_key, "value": "true", "effect": effect}]
 
-        return self._change_taints(node_name, with_it, fence=fence)
+        # Stamped even when the taint is already there: a pass that re-taints a node before taking its EIP must
+        # fence out an older pass's pending lift of that taint, whoever put the taint there.
+        return self._change_taints(node_name, with_it, fence=fence, stamp=True)
 
     def _change_taints(self, node_name: str,
                        change: Callable[[list[dict[str, Any]]], list[dict[str, Any]] | None],
-                       instance_id: str | None = None, fence: Fence | None = None) -> bool:
+                       instance_id: str | None = None, fence: Fence | None = None, stamp: bool = False) -> bool:
         """Replace the node's taints with change(taints); False when change says there is nothing to do."""
         def patch(node: dict[str, Any]) -> dict[str, Any] | None:
             changed = change((node.get("spec") or {}).get("taints") or [])
             return None if changed is None else {"spec": {"taints": changed or None}}
 
-        return self._patch_checked(node_name, patch, instance_id, fence, what="taints")
+        return self._patch_checked(node_name, patch, instance_id, fence, what="taints", stamp=stamp)
 
     def set_eip_marks(self, node_name: str, *, public_ip: str, allocation_id: str,
                       instance_id: str | None = None, fence: Fence | None = None) -> None:
@@ -457,13 +459,15 @@ class Kube:
             pass
 
     def _patch_checked(self, node_name: str, build: Callable[[dict[str, Any]], dict[str, Any] | None],
-                       instance_id: str | None, fence: Fence | None = None, *, what: str) -> bool:
+                       instance_id: str | None, fence: Fence | None = None, *, what: str,
+                       stamp: bool = False) -> bool:
         """Read the node, check it is still `instance_id` (when given) and that no newer holder of the spec
         wrote it (`fence`: Fenced), and merge-patch it with build(node) under the read's resourceVersion, the
         fence annotation set to this pass's number in the same patch; False when build says there is nothing
-        to do. A node changed meanwhile (another controller's taint, a new node under the same name, a newer
-        holder's write) makes the write fail with 409 instead of overwriting what we did not see, and the node
-        is read again: so the API server itself refuses a stale holder's write, whatever that holder read."""
+        to do (with `stamp`, the fence annotation is still written when it is behind). A node changed meanwhile
+        (another controller's taint, a new node under the same name, a newer holder's write) makes the write
+        fail with 409 instead of overwriting what we did not see, and the node is read again: so the API server
+        itself refuses a stale holder's write, whatever that holder read."""
         for _ in range(TAINT_RETRIES):
             node = self._read_node(node_name)
             if instance_id is not None:
@@ -475,8 +479,11 @@ class Kube:
                 raise Fenced(f"node {node_name}: a newer pass of launch spec {fence.spec_id} wrote it (fence "
                              f"{fences[str(fence.spec_id)]}, this pass {fence.number})")
             patch = build(node)
+            changed = patch is not None
             if patch is None:
-                return False
+                if not (stamp and fence is not None and fences.get(str(fence.spec_id), 0) < fence.number):
+                    return False
+                patch = {}
             meta = {**patch.get("metadata", {}), "resourceVersion": node["metadata"]["resourceVersion"]}
             if fence is not None:
                 fences[str(fence.spec_id)] = fence.number
@@ -484,7 +491,7 @@ class Kube:
                                        FENCE_ANNOTATION: json.dumps(fences, sort_keys=True, separators=(",", ":"))}
             try:
                 self._patch_node(node_name, {**patch, "metadata": meta})
-                return True
+                return changed
             except Conflict:
                 continue
         raise Conflict(f"node {node_name}: {what} kept changing under us ({TAINT_RETRIES} attempts)")

@@ -191,6 +191,13 @@ emitter = Emitter()
 atexit.register(emitter.wait_idle, 2.0)
 
 
+def taint_added(cluster: Cluster, node: str, why: str) -> None:
+    """A Kubernetes Event for the startup taint put (back) on a node: a change with no history event of its
+    own, which `kubectl describe node` must still tell."""
+    emitter.submit(Emission(cluster.name, KubeTarget(cluster.kube_context, cluster.kubeconfig), (node,),
+                            "Normal", "EIPPending", "Taint", f"startup taint added: {why}"))
+
+
 def hook(event: Event) -> None:
     emission = resolve(event)
     if emission is not None:

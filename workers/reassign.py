@@ -42,6 +42,7 @@ from pools.planner import Assign, node_is_servable, unserved_reason
 from pools.pool_rule import selects, specs_selecting
 from pools.snapshot import neighbour_specs, node_view_of
 
+from . import kube_events
 from .ec2 import AlreadyAssociated, Ec2, Ec2Error, Permanent, guarded
 from .executor import clients_for, holding, run_pass
 from .kube import Kube, KubeError
@@ -251,6 +252,8 @@ def _take_off_old_node(ctx: PassContext, move: _Move, old: Assignment) -> None:
             raise ReassignRefused(f"Could not put the startup taint back on {old_node.name} ({_say(exc)}); "
                                   "nothing was moved.") from exc
         ctx.tainted(old_node.name)
+        if tainted_now:
+            kube_events.taint_added(ctx.spec.cluster, old_node.name, f"its EIP moves by hand to {target.name}")
     ctx.check()
     try:
         with ctx.aws_change():

@@ -14,7 +14,7 @@ from pytest_django.fixtures import Settings
 from pools.api.tokens import token_create
 
 # The e2e fixtures (a real Celery worker, the engine's world on a committed database, chromium).
-from tests.e2e.conftest import browser, page, stack, world_tx  # noqa: F401
+from tests.e2e.conftest import browser, page, stack  # noqa: F401
 
 
 @pytest.fixture(autouse=True)

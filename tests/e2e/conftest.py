@@ -5,10 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox.ec2_emulator import Ec2World
-from sandbox.kube_emulator import KubeEmulator
 from tests.e2e.stack import Stack
-from tests.fixtures.world import World
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -25,12 +22,6 @@ def stack(redis_url: str, tmp_path: Path, transactional_db: None, ec2_emulator: 
         yield running
     finally:
         running.stop()
-
-
-@pytest.fixture
-def world_tx(ec2_world: Ec2World, kube_emulator: KubeEmulator, kube_env: Path, transactional_db: None) -> World:
-    """The engine's test world on a committed database, for tests that start other processes."""
-    return World(ec2=ec2_world, kube=kube_emulator)
 
 
 # The browser tests' fixtures: Debian's chromium driven by Playwright.

@@ -521,3 +521,37 @@ def test_addresses_on_a_private_ip(ec2: Ec2, ec2_world: Ec2World) -> None:
     ec2.associate(allocation_id=foreign, eni_id=eni_id, private_ip=private_ip)
     assert [a.allocation_id for a in ec2.addresses_on(eni_id=eni_id, private_ip=private_ip)] == [foreign]
     assert ec2.addresses_on(eni_id=other_eni, private_ip=other_ip) == []
+
+
+def test_a_change_stopped_before_its_retry_after_a_5xx_may_have_landed(
+    ec2_world: Ec2World, ec2_emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AssociateAddress reaches AWS and is carried out, but the answer is a 500; botocore retries, and the retry
+    is stopped before it is sent (the pass's deadline in the token wait). That is not "not sent": the first
+    attempt landed, and the caller must keep its claim."""
+    from sandbox.faults import FaultProxy, FaultRates
+    from workers import budget
+
+    proxy = FaultProxy(ec2_emulator.endpoint_url, rates=FaultRates(after=1.0, actions=frozenset({"AssociateAddress"})))
+    proxy.start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", proxy.url)
+    real_acquire = budget.acquire
+    mutations: list[str] = []
+
+    def acquire(region: str, kind: str, **kwargs: Any) -> None:
+        if kind == budget.MUTATE:
+            mutations.append(kind)
+            if len(mutations) > 1:
+                raise budget.OutOfTime("no EC2 mutate token before the pass deadline")
+        real_acquire(region, kind, **kwargs)
+
+    monkeypatch.setattr(budget, "acquire", acquire)
+    allocation_id, _ = ec2_world.allocate_eip({"eipdash/pool": "ingress"})
+    _, eni_id, private_ip = ec2_world.launch_instance()
+    try:
+        with pytest.raises(Transient) as failed:
+            Ec2(REGION).associate(allocation_id=allocation_id, eni_id=eni_id, private_ip=private_ip)
+    finally:
+        proxy.stop()
+    assert len(mutations) == 2 and ec2_world.address(allocation_id).get("NetworkInterfaceId") == eni_id  # landed
+    assert failed.value.code != "OutOfTime" and getattr(failed.value, "maybe_landed", False)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from pools.models import Assignment, ElasticIP, Event, Node
 from tests.fixtures.world import TAINT, World, kinds, reconcile
@@ -408,3 +410,48 @@ def test_warm_clients_builds_each_regions_ec2_client_and_each_clusters_kube_clie
     assert warm_clients() == 1  # the broken cluster's kubeconfig cannot load: skipped, not fatal
     assert {key[0] for key in ec2_module._clients} >= {"eu-west-3", "ap-south-2"}
     assert any(key[1] == str(kubeconfig_path) for key in kube_module._clients)
+
+
+def test_a_new_holder_leaves_an_older_holders_unconfirmed_claim_in_flight(world: World) -> None:
+    """An older holder claimed e for a and lost its lease with its AssociateAddress on the way (a freeze, a
+    Redis failover). The next holder must neither close that claim as interrupted (a false `released`) nor
+    give a another EIP: the late call would then land beside it. Once the longest such call is over, the claim
+    is judged as usual."""
+    spec = world.spec()
+    first, _ = sorted(world.eips(2))
+    a = world.node("a")
+    reconcile(spec)  # a gets an EIP; take it back to the start: a waits, with the older holder's claim on first
+    held = world.eip_on("a")
+    assert held is not None
+    world.ec2.client.disassociate_address(AssociationId=world.address(held)["AssociationId"])
+    Assignment.objects.filter(closed_at__isnull=True).delete()
+    Assignment.objects.create(eip=ElasticIP.objects.get(allocation_id=first), node=Node.objects.get(name="a"),
+                              launch_spec=spec, eni_id=a.eni_id, private_ip=a.private_ip, opened_at=timezone.now())
+    reconcile(spec)
+    claim = Assignment.objects.get(eip__allocation_id=first)
+    assert claim.closed_at is None and claim.confirmed_at is None
+    assert not kinds("released") and world.all_associations() == {}
+    # The older holder's call lands now: a holds first, and only first; the next pass adopts it.
+    world.ec2.client.associate_address(AllocationId=first, NetworkInterfaceId=a.eni_id, PrivateIpAddress=a.private_ip)
+    reconcile(spec)
+    assert world.all_associations() == {first: a.eni_id}
+    claim.refresh_from_db()
+    assert claim.confirmed_at is not None and claim.closed_at is None and TAINT not in world.taints("a")
+
+
+def test_an_older_holders_claim_is_judged_once_its_calls_are_over(world: World) -> None:
+    spec = world.spec()
+    (only,) = world.eips(1)
+    a = world.node("a")
+    reconcile(spec)  # creates a's row
+    world.ec2.client.disassociate_address(AssociationId=world.address(only)["AssociationId"])
+    Assignment.objects.all().delete()
+    Assignment.objects.create(eip=ElasticIP.objects.get(allocation_id=only), node=Node.objects.get(name="a"),
+                              launch_spec=spec, eni_id=a.eni_id, private_ip=a.private_ip, opened_at=timezone.now())
+    reconcile(spec)
+    assert Assignment.objects.get().closed_at is None  # in flight
+    # A lease's time later (as the database's clock counts it), no call of the older holder can still land.
+    Assignment.objects.update(stale_since=timezone.now() - timedelta(seconds=60))
+    reconcile(spec)  # closes the claim (AWS shows the EIP free)
+    reconcile(spec)  # serves a
+    assert world.eip_on("a") == only and TAINT not in world.taints("a")

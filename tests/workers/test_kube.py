@@ -530,3 +530,26 @@ def test_the_client_pool_holds_a_connection_per_step_thread(kube: Kube, settings
     assert kube.api_client.configuration.connection_pool_maxsize >= settings.EIPDASH_STEP_CONCURRENCY
     pool = kube.api_client.rest_client.pool_manager.connection_pool_kw
     assert pool["maxsize"] >= settings.EIPDASH_STEP_CONCURRENCY
+
+
+def test_every_write_carries_its_fence_and_an_older_one_is_refused(kube: Kube, make_node,
+                                                                    kube_emulator: KubeEmulator) -> None:
+    """The fencing number of a pass goes into the node's fence annotation in the same conditional patch as the
+    write; a pass of the same spec with an older number is refused by the node itself, whatever it read."""
+    from workers.kube import Fence, Fenced, fence_map
+
+    make_node("n1", "i-0001", taints=[PENDING])
+    assert kube.add_startup_taint("n1", PENDING["key"], fence=Fence(7, 12)) is False  # already there: stamped
+    assert fence_map(kube_emulator.get("nodes", "n1")) == {"7": 12}
+    with pytest.raises(Fenced):
+        kube.lift_startup_taint("n1", PENDING["key"], instance_id="i-0001", fence=Fence(7, 11))
+    with pytest.raises(Fenced):
+        kube.mark_ready("n1", public_ip="203.0.113.1", allocation_id="eipalloc-1", taint_key=PENDING["key"],
+                        fence=Fence(7, 11))
+    assert kube_emulator.get("nodes", "n1")["spec"]["taints"] == [PENDING]
+    # Another spec's numbers are its own; a newer pass of this spec writes and moves the number on.
+    assert kube.mark_ready("n1", public_ip="203.0.113.1", allocation_id="eipalloc-1", taint_key=PENDING["key"],
+                           fence=Fence(7, 13)) is True
+    kube.clear_eip_marks("n1", fence=Fence(9, 1))
+    assert fence_map(kube_emulator.get("nodes", "n1")) == {"7": 13, "9": 1}
+    assert not kube_emulator.get("nodes", "n1")["spec"].get("taints")

@@ -138,3 +138,15 @@ def test_a_full_queue_drops_events_without_holding_the_pass(world: World, kube_e
     assert kube_events.wait_idle()
     written = sum(1 for n in ("a", "b", "c") for e in node_events(kube_env, n) if e.reason == "EIPAssigned")
     assert written == 3 - lost
+
+
+def test_adding_the_startup_taint_is_told_on_the_node(world: World, kube_env: Path) -> None:
+    """A change with no history event of its own (a schedulable node without an EIP is tainted) is still told
+    by `kubectl describe node`."""
+    spec = world.spec()
+    world.node("plain", tainted=False)  # registered without the startup taint, and the pool is empty
+    executor.reconcile_spec(spec.pk)
+    assert TAINT in world.taints("plain")
+    assert kube_events.wait_idle()
+    pending = [e for e in node_events(kube_env, "plain") if e.reason == "EIPPending"]
+    assert len(pending) == 1 and pending[0].type == "Normal" and "startup taint added" in pending[0].note

@@ -19,7 +19,7 @@ from django.utils import timezone
 from prometheus_client import REGISTRY
 from pytest_django.fixtures import Settings
 
-from pools.models import ElasticIP, LaunchSpec, Node, UnmanagedAddress
+from pools.models import Assignment, ElasticIP, LaunchSpec, Node, UnmanagedAddress
 from tests.fixtures.world import TAINT, World, kinds, reconcile
 from workers import executor, observe, readings
 from workers.ec2 import Address, Ec2, Instance, Permanent
@@ -388,3 +388,26 @@ def test_a_reused_node_name_never_inherits_the_old_instances_eni(world: World) -
     assert TAINT in world.taints("ip-10-0-0-1")
     reconcile(spec)  # DescribeInstances catches up
     assert world.eip_on("ip-10-0-0-1") is not None
+
+
+def test_a_node_listed_not_ready_is_described_whatever_its_row_says(world: World) -> None:
+    """A spot interruption: the instance is terminated at once, but its Node object stays listed, NotReady and
+    tainted unreachable by the node controller, until the cloud controller or Karpenter deletes it. Its row
+    still says "running" (facts a few seconds old): the pass asks EC2 again, and the dead node, the oldest
+    waiting, takes no free EIP's turn."""
+    spec = world.spec()
+    dead = world.node("dead")
+    reconcile(spec)
+    world.node("live")
+    reconcile(spec)  # both wait: the pool is empty
+    world.ec2.terminate(dead.instance_id, drop_associations=False)
+    world.kube.patch("nodes", "dead", {"status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}},
+                     subresource="status")
+    world.kube.patch("nodes", "dead", {"spec": {"taints": [
+        {"key": TAINT, "value": "true", "effect": "NoSchedule"},
+        {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]}})
+    (eip,) = world.eips(1)
+    reconcile(spec)
+    assert world.eip_on("live") == eip  # in this very pass
+    assert Node.objects.get(name="dead").instance_state == "terminated"
+    assert not Assignment.objects.filter(node__name="dead").exists()

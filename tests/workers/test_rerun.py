@@ -3,9 +3,11 @@ task runs one more pass when it ends, instead of leaving the node to the next be
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 
 from tests.fixtures.world import TAINT, World
 from workers import executor, tasks
@@ -47,3 +49,27 @@ def test_without_a_skipped_pass_no_extra_pass_runs(world: World, eager_tasks: No
                         or real_reconcile(spec_id, **kw))
     tasks.reconcile_spec(spec.pk)
     assert passes == [spec.pk] and world.eip_on("a")
+
+
+def test_a_node_seen_while_manage_py_reconcile_holds_the_spec_is_served_when_it_ends(
+    world: World, eager_tasks: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whoever holds the lease (a worker's task, `manage.py reconcile`, a manual reassign) takes the rerun
+    requests left meanwhile once it releases it: not only the Celery task."""
+    spec = world.spec()
+    world.eips(2)
+    world.node("a")
+    real_observe = executor.observe
+    skipped: list[str] = []
+
+    def observe_then_a_node_arrives(*args: Any, **kwargs: Any) -> Any:
+        observed = real_observe(*args, **kwargs)
+        if not skipped:
+            world.node("b")
+            skipped.extend(tasks.reconcile_spec(spec.pk))
+        return observed
+
+    monkeypatch.setattr(executor, "observe", observe_then_a_node_arrives)
+    call_command("reconcile", "--spec", spec.name, stdout=io.StringIO())
+    assert skipped and "skipped" in skipped[0]
+    assert world.eip_on("a") and world.eip_on("b") and TAINT not in world.taints("b")

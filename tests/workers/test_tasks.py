@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from django.db import connection
 
+from pools import services
 from pools.models import Assignment, LaunchSpec
-from tests.fixtures.world import World, reconcile
+from tests.fixtures.world import TAINT, World, reconcile
 
 
 def test_a_failing_reassign_cleanup_does_not_stop_the_passes(world: World, eager_tasks: None) -> None:
@@ -35,3 +36,26 @@ def test_the_beat_keeps_running_a_disabled_spec_until_it_holds_nothing(world: Wo
     assert tasks.reconcile_all() == 1
     assert world.eip_on("a") is None and not Assignment.objects.filter(closed_at__isnull=True).exists()
     assert tasks.reconcile_all() == 0  # drained: nothing left to run for
+
+
+def test_the_beat_runs_a_disabled_spec_until_its_waiting_nodes_are_gone(world: World, eager_tasks: None) -> None:
+    """A disabled spec whose claims are all closed still has a node waiting under the startup taint (its pool
+    ran dry, then its EIP left the pool): the beat keeps giving it passes, which see the node go, and only then
+    stops; the spec can be deleted."""
+    from workers import tasks
+
+    spec = world.spec()
+    (eip,) = world.eips(1)
+    world.node("a")
+    reconcile(spec)
+    # Someone takes the EIP off the node and out of the pool.
+    world.ec2.client.disassociate_address(AssociationId=world.address(eip)["AssociationId"])
+    world.ec2.client.delete_tags(Resources=[eip], Tags=[{"Key": "eipdash/pool"}])
+    reconcile(spec)  # a's claim closes; a waits, tainted
+    assert not Assignment.objects.filter(closed_at__isnull=True).exists() and TAINT in world.taints("a")
+    LaunchSpec.objects.filter(pk=spec.pk).update(enabled=False)
+    world.kube.delete("nodes", "a")  # scaled away
+    assert tasks.reconcile_all() == 1  # a pass, which sees a gone
+    assert tasks.reconcile_all() == 0  # nothing left to run for
+    services.launch_spec_delete(name=spec.name)
+    assert not LaunchSpec.objects.filter(pk=spec.pk).exists()

@@ -22,7 +22,7 @@ def adopt(ctx: PassContext, a: Adopt) -> str:
             ctx.keep_holding(a.supersedes)
             return f"left {a.public_ip} to the next pass: AWS no longer shows it on {a.node}"
         if a.retaint_superseded:
-            retaint(ctx, a.supersedes)
+            retaint(ctx, a.supersedes, f"its EIP was found on {a.node}")
     with ctx.fenced():
         if a.supersedes:
             services.assignment_close_all(eip=eip, reason=f"superseded: EIP found on {a.node}",

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from django.conf import settings
 from django.db import DatabaseError
 
+from .. import kube_events
 from ..kube import KubeError
 from ..kube import NotFound as KubeNotFound
 from ..pass_context import PassContext
@@ -31,15 +32,18 @@ def taint_all(ctx: PassContext, names: Sequence[str]) -> None:
             continue
         if outcome.value:
             ctx.report.done.append(f"added the startup taint to {name}: schedulable without an EIP")
+            kube_events.taint_added(ctx.spec.cluster, name, "schedulable without an EIP")
 
 
-def retaint(ctx: PassContext, name: str) -> bool:
+def retaint(ctx: PassContext, name: str, why: str = "its EIP is about to leave it") -> bool:
     """Put the startup taint back on one node before its EIP leaves it (I1): by name, so that if the name
     already belongs to a new node, that one (which holds no EIP either) is tainted too. False when the node
     object is gone: nothing can be scheduled on it."""
     try:
-        ctx.kube.add_startup_taint(name, settings.EIPDASH_STARTUP_TAINT, fence=ctx.fence)
+        added = ctx.kube.add_startup_taint(name, settings.EIPDASH_STARTUP_TAINT, fence=ctx.fence)
     except KubeNotFound:
         return False
     ctx.tainted(name)
+    if added:
+        kube_events.taint_added(ctx.spec.cluster, name, why)
     return True
