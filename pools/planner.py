@@ -593,7 +593,8 @@ def one_node_per_address(draft: _Draft, candidates: list[NodeView]) -> list[Node
     """Two Node objects of one instance (a kubelet that registered again under a new name, the old object left
     listed) share one primary address, which takes one EIP: a candidate whose address already holds an EIP, or
     whose address an earlier candidate has (the most recently seen first), is not one."""
-    held = {(n.eni_id, n.private_ip) for n in draft.nodes if n.name in draft.held_by_node and n.eni_id}
+    held: set[tuple[str | None, str | None]] = {
+        (n.eni_id, n.private_ip) for n in draft.nodes if n.name in draft.held_by_node and n.eni_id}
     kept: list[NodeView] = []
     for n in sorted(candidates, key=lambda n: (-(n.first_seen_at.timestamp() if n.first_seen_at else 0), n.name)):
         address = (n.eni_id, n.private_ip)
