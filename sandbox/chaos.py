@@ -7,24 +7,32 @@ What runs:
                   the call went through. The engine's processes reach EC2 only through it.
     kube          the Kubernetes API emulator with its seeded faults on (409s, 500s, cut watches); this
                   process (the cluster's actors and the checker) uses its fault-free side door.
-    redis         an embedded valkey-server (restarted once), or --redis-url (then not restarted)
-    worker        celery worker, SIGKILLed every 10–20 s and started again
+    redis         an embedded valkey-server, restarted now and then (every lease, budget and reading is lost
+                  with it), or --redis-url (then not restarted)
+    workers       two celery workers, one of them with its clock 30 s ahead (libfaketime); each SIGKILLed now
+                  and then and started again, and frozen now and then (SIGSTOP of its whole process group for
+                  longer than a lease, then SIGCONT: it goes on exactly where it was)
     beat, watch   celery beat and manage.py watch_nodes
 
 The cluster's actors (the sandbox simulation, plus chaos): nodes scale up and down; drains by cordon, by the
 cluster autoscaler's taint or by Karpenter's, some called off again; replacements (an instance terminated
-without a drain and its node name registered again on a new instance); workload pods on draining nodes that
-go away after a while. Everything the actors do is decided by ``--seed``; how fast the engine answers is not.
+without a drain and its node name registered again on a new instance); spot interruptions (an instance
+terminated at once while its Node stays listed, NotReady and tainted unreachable, for a while before it is
+deleted); workload pods on draining nodes that go away after a while. Everything the actors do is decided by
+``--seed``; how fast the engine answers is not.
 
-The checker (workers.invariants) samples the world all along. At the end, after a short quiet period without
-faults, the campaign prints its figures and ``violations: N``, and exits 1 if N > 0. Every process is
-stopped at the end, on Ctrl-C, and if this process dies (PDEATHSIG).
+The faulty phase runs until every asked-for count is reached (faults, kills, freezes, spot interruptions,
+Redis restarts), within a time cap: the counts do not depend on how fast the machine is. The checker
+(workers.invariants) samples the world all along. At the end, after a quiet period without faults, the
+campaign prints its figures and ``violations: N``, and exits 1 if N > 0. Every process is stopped at the end,
+on Ctrl-C, and if this process dies (PDEATHSIG).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import importlib.util
 import json
 import logging
 import os
@@ -34,12 +42,13 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from pools.keys import EIP_LABEL
 from sandbox.ec2_emulator import REGION, Ec2Emulator, Ec2World
 from sandbox.embedded_redis import EmbeddedRedis
 from sandbox.faults import FaultProxy, FaultRates
@@ -48,6 +57,7 @@ from sandbox.ports import wait_for_port
 from sandbox.run import BASE_DIR, PYTHON, Child, Stop, Supervisor, _raise_stop, fresh_sqlite, prepare_database
 from sandbox.simulate import (
     CA_TAINT_KEY,
+    SIMULATED_LABEL,
     WORKLOAD_NAMESPACE,
     KubeConflict,
     KubeHttp,
@@ -61,6 +71,7 @@ log = logging.getLogger("sandbox.chaos")
 STOP_REQUESTED = threading.Event()
 STATE_DIR = BASE_DIR / "var" / "chaos"
 KARPENTER_TAINT_KEY = "karpenter.sh/disrupted"
+UNREACHABLE = "node.kubernetes.io/unreachable"
 # The campaign's launch specs: node labels, the pool's tag selector, the tags its EIPs carry, its size.
 SPECS = {
     "web": ({"eipdash.io/nodegroup": "web"}, ("eipdash.io/pool", "web"), {"eipdash.io/pool": "web"}, 4),
@@ -72,10 +83,25 @@ SPECS = {
 @dataclass(frozen=True)
 class Campaign:
     seed: int = 1
-    duration: float = 600.0
+    # The faulty phase runs until every count below is reached, and at most max_seconds.
+    faults: int = 1000
+    kills: int = 20
+    freezes: int = 20
+    spot_interruptions: int = 10
+    redis_restarts: int = 3
+    max_seconds: float = 1500.0
     # After the campaign: faults off, no more kills or actors, the engine converges while the checker looks.
     quiet: float = 30.0
     kill_every: tuple[float, float] = (10.0, 20.0)
+    # A freeze lasts longer than a lease (10 s); the next one starts a few seconds after it ends.
+    freeze_seconds: tuple[float, float] = (12.0, 25.0)
+    freeze_gap: tuple[float, float] = (2.0, 8.0)
+    spot_every: tuple[float, float] = (15.0, 30.0)
+    # How long a spot-interrupted node stays listed, NotReady, before it is deleted.
+    spot_linger: tuple[float, float] = (30.0, 90.0)
+    redis_every: tuple[float, float] = (40.0, 80.0)
+    # The clock of the second worker, ahead of the others' (0: no skewed worker).
+    skew_seconds: float = 30.0
     # An I4 finding counts once it lasts this long: one pass, even one delayed by a killed worker's lease.
     grace: float = 30.0
     sample_every: float = 0.5
@@ -90,7 +116,11 @@ class Campaign:
     replace: float = 0.03
 
 
-SHORT = Campaign(duration=75.0, quiet=20.0)
+# `make test`'s campaign: a little of each fault, the defects they expose included (a freeze, a spot
+# interruption, a skewed worker).
+SHORT = Campaign(faults=50, kills=3, freezes=1, spot_interruptions=1, redis_restarts=1, max_seconds=120.0, quiet=20.0,
+                 kill_every=(8.0, 12.0), freeze_seconds=(12.0, 14.0), spot_every=(6.0, 10.0),
+                 spot_linger=(15.0, 20.0), redis_every=(12.0, 16.0))
 
 
 # --- the cluster's actors ----------------------------------------------------------------------------
@@ -138,7 +168,16 @@ class ChaosCounters:
     drains: int = 0
     called_off: int = 0
     replacements: int = 0
+    spot_interruptions: int = 0
     terminated_at: dict[str, float] = field(default_factory=dict)  # instance id -> wall clock
+
+
+@dataclass
+class Lingering:
+    """A spot-interrupted node: its instance is gone, its Node object stays listed until `delete_at`."""
+
+    node: SimNode
+    delete_at: float  # the simulation's clock
 
 
 class ChaosSimulation(Simulation):
@@ -150,14 +189,58 @@ class ChaosSimulation(Simulation):
         self.ledger = kube
         self.campaign = campaign
         self.chaos = ChaosCounters()
+        self.lingering: dict[str, Lingering] = {}
         self._rng = random.Random(seed * 7919 + 1)
 
     def step(self) -> None:
         super().step()
         try:
             self._chaos(self.clock())
+            self._delete_lingering(self.clock())
         except Exception:
             self.counters.errors += 1
+
+    def spot_interrupt(self, linger: float) -> str | None:
+        """The instance of the oldest node holding an EIP (else the oldest node) is terminated at once, as a spot
+        interruption does. AWS drops its EIP's association; its Node object stays listed, NotReady and tainted
+        unreachable by the node controller, until `linger` seconds later, when the cloud controller deletes it.
+        The oldest node: were it still counted as live, it would be first in line for the EIP it just lost."""
+        listed = {n["metadata"]["name"]: n for n in self.kube.list_nodes(f"{SIMULATED_LABEL}=true")}
+        candidates = sorted((n for n in self.nodes.values() if n.name in listed), key=lambda n: n.ordinal)
+        holding = [n for n in candidates if EIP_LABEL in (listed[n.name]["metadata"].get("labels") or {})]
+        if not candidates:
+            return None
+        victim = (holding or candidates)[0]
+        self.ec2.terminate(victim.instance_id, drop_associations=True)
+        self.chaos.terminated_at[victim.instance_id] = time.time()
+        del self.nodes[victim.name]
+        self.lingering[victim.name] = Lingering(victim, self.clock() + linger)
+        self.ledger.merge_patch_node_status(victim.name, {"status": {"conditions": [
+            {"type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+             "message": "Kubelet stopped posting node status."}]}})
+
+        def unreachable(current: dict[str, Any]) -> dict[str, Any]:
+            taints = [t for t in (current.get("spec") or {}).get("taints") or [] if t.get("key") != UNREACHABLE]
+            return {"taints": [*taints, {"key": UNREACHABLE, "effect": "NoSchedule"},
+                               {"key": UNREACHABLE, "effect": "NoExecute"}]}
+
+        self._patch_node(victim.name, unreachable)
+        self.chaos.spot_interruptions += 1
+        log.info("spot interruption of %s (%s): listed NotReady for %.0fs", victim.name, victim.instance_id, linger)
+        return victim.name
+
+    def _delete_lingering(self, now: float) -> None:
+        for name, lingering in list(self.lingering.items()):
+            if now < lingering.delete_at:
+                continue
+            for pod_name in lingering.node.workload_pods:
+                self.kube.delete_pod(WORKLOAD_NAMESPACE, pod_name)  # the pod GC
+            for namespace, pod_name in lingering.node.daemon_pods:
+                self.kube.delete_pod(namespace, pod_name)
+            self.kube.delete_node(name)
+            del self.lingering[name]
+            self.counters.terminated += 1
+            log.info("deleted the spot-interrupted node %s", name)
 
     def launch_node(self, spec_name: str, name: str | None = None) -> SimNode:
         """Launch as the simulation does, and remember which instance the name stands for now."""
@@ -357,6 +440,58 @@ def i2_from_history(ledger: LedgerKube, terminated_at: dict[str, float]) -> list
     return found
 
 
+def faketime_library() -> str | None:
+    """libfaketime: Debian's (the `faketime` package, as .ci/run installs it), else the one the `libfaketime`
+    wheel carries (a dev dependency, so that `make chaos` needs no system package)."""
+    for path in (Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"),
+                 Path("/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1")):
+        if path.exists():
+            return str(path)
+    spec = importlib.util.find_spec("libfaketime")
+    if spec is None or spec.origin is None:
+        return None
+    vendored = Path(spec.origin).parent / "vendor" / "libfaketime" / "src" / "libfaketime.so.1"
+    return str(vendored) if vendored.exists() else None
+
+
+@dataclass
+class Worker:
+    """One Celery worker of the campaign, and whether it is frozen (SIGSTOPped) until some time."""
+
+    name: str
+    skewed: bool
+    child: Child
+    frozen_until: float | None = None
+
+
+@dataclass
+class Schedule:
+    """When the next fault of each kind comes, and how many of each have come (the campaign's clock)."""
+
+    campaign: Campaign
+    rng: random.Random
+    start: float
+    next_kill: float = 0.0
+    next_freeze: float = 0.0
+    next_spot: float = 0.0
+    next_redis: float = 0.0
+    kills: int = 0
+    freezes: int = 0
+    redis_restarts: int = 0
+
+    def __post_init__(self) -> None:
+        c = self.campaign
+        self.next_kill = self.start + self.rng.uniform(*c.kill_every)
+        self.next_freeze = self.start + self.rng.uniform(*c.freeze_gap)
+        self.next_spot = self.start + self.rng.uniform(*c.spot_every)
+        self.next_redis = self.start + self.rng.uniform(*c.redis_every)
+
+    def done(self, *, faults: int, spots: int, redis_possible: bool) -> bool:
+        c = self.campaign
+        return (faults >= c.faults and self.kills >= c.kills and self.freezes >= c.freezes
+                and spots >= c.spot_interruptions and (self.redis_restarts >= c.redis_restarts or not redis_possible))
+
+
 def run(campaign: Campaign, *, state_dir: Path, redis_url: str | None, out: Any = sys.stdout) -> int:
     def say(line: str) -> None:
         print(line, file=out, flush=True)
@@ -373,7 +508,6 @@ def run(campaign: Campaign, *, state_dir: Path, redis_url: str | None, out: Any 
     side_door = kube.open_side_door()
     redis: QuietRedis | None = None
     drop_database: Any = lambda: None  # noqa: E731
-    kills = redis_restarts = 0
     crashes: collections.Counter[str] = collections.Counter()
     findings = Findings()
     status = 1
@@ -402,6 +536,14 @@ def run(campaign: Campaign, *, state_dir: Path, redis_url: str | None, out: Any 
             logging.getLogger(name).propagate = False
         os.environ["AWS_ENDPOINT_URL_EC2"] = emulator.endpoint_url  # this process reads moto without faults
         child_env = dict(env, AWS_ENDPOINT_URL_EC2=proxy.url)  # the engine only through the fault proxy
+        skew_env = dict(child_env)
+        library = faketime_library() if campaign.skew_seconds else None
+        if library is not None:
+            # Its wall clock only: a host without NTP. Monotonic clocks (leases, deadlines) are per host anyway.
+            skew_env.update(LD_PRELOAD=library, FAKETIME=f"+{campaign.skew_seconds:g}s",
+                            FAKETIME_DONT_FAKE_MONOTONIC="1", FAKETIME_NO_CACHE="1")
+        elif campaign.skew_seconds:
+            say("chaos: no libfaketime found (pip install libfaketime, or Debian's faketime): no skewed worker")
 
         world = Ec2World(emulator.endpoint_url, REGION)
         sims = seed_world(world)
@@ -422,10 +564,11 @@ def run(campaign: Campaign, *, state_dir: Path, redis_url: str | None, out: Any 
         checker = Checker(grace_seconds=campaign.grace,
                           observe_fn=lambda: observe(ec2_for=lambda _r: checker_ec2, kube_for=lambda _c: checker_kube))
 
-        def worker() -> Child:
-            return supervisor.start("worker", [
+        def start_worker(name: str, skewed: bool) -> Child:
+            return supervisor.start(name, [
                 PYTHON, "-m", "celery", "-A", "eipdash", "worker", "--loglevel", "INFO", "--concurrency", "2",
-                "--hostname", f"chaos-{os.getpid()}@%h", "--without-gossip", "--without-mingle"], child_env)
+                "--hostname", f"{name}-{os.getpid()}@%h", "--without-gossip", "--without-mingle"],
+                skew_env if skewed else child_env)
 
         def beat() -> Child:
             return supervisor.start("beat", [PYTHON, "-m", "celery", "-A", "eipdash", "beat", "--loglevel", "INFO",
@@ -434,18 +577,21 @@ def run(campaign: Campaign, *, state_dir: Path, redis_url: str | None, out: Any 
         def watch() -> Child:
             return supervisor.start("watch", [PYTHON, "manage.py", "watch_nodes"], child_env)
 
-        starters = {"worker": worker, "beat": beat, "watch": watch}
-        current_worker = worker()
+        workers = [Worker("worker", False, start_worker("worker", False))]
+        if library is not None:
+            workers.append(Worker("worker-skewed", True, start_worker("worker-skewed", True)))
+        starters = {"beat": beat, "watch": watch}
         beat()
         watch()
-        say(f"chaos: seed {campaign.seed}, {campaign.duration:.0f}s of faults then {campaign.quiet:.0f}s quiet; "
-            f"logs in {state_dir}")
+        say(f"chaos: seed {campaign.seed}; faults until {campaign.faults} faults, {campaign.kills} kills, "
+            f"{campaign.freezes} freezes, {campaign.spot_interruptions} spot interruptions and "
+            f"{campaign.redis_restarts if redis is not None else 0} Redis restarts (at most "
+            f"{campaign.max_seconds:.0f}s), then {campaign.quiet:.0f}s quiet; logs in {state_dir}")
 
         start = time.monotonic()
-        end_of_faults = start + campaign.duration
-        end = end_of_faults + campaign.quiet
-        next_kill = start + rng.uniform(*campaign.kill_every)
-        redis_restart_at = start + campaign.duration * 0.4 if redis is not None else float("inf")
+        schedule = Schedule(campaign, rng, start)
+        cap = start + campaign.max_seconds
+        end = float("inf")
         next_tick = next_sample = start
         quiet = False
         while time.monotonic() < end:
@@ -453,40 +599,37 @@ def run(campaign: Campaign, *, state_dir: Path, redis_url: str | None, out: Any 
                 # The actors catch every Exception (Stop included) to keep the cluster moving: check here too.
                 raise Stop("SIGINT or SIGTERM")
             now = time.monotonic()
-            for child in list(supervisor.children):
-                if child.process.poll() is not None and not child.expected_exit:
-                    # As a Deployment would: start it again. Counted and printed, never hidden.
-                    crashes[child.name] += 1
-                    say(f"chaos: {child.name} exited on its own ({child.process.returncode}) at "
-                        f"{now - start:.0f}s; started again (see {state_dir / 'processes.log'})")
-                    supervisor.children.remove(child)
-                    restarted = starters[child.name]()
-                    if child is current_worker:
-                        current_worker = restarted
-            if not quiet and now >= end_of_faults:
+            restart_crashed(supervisor, workers, starters, start_worker, crashes, say, now - start, state_dir)
+            thaw(workers, now)
+            if not quiet and (now >= cap or schedule.done(faults=proxy.injected + kube_faults.injected,
+                                                         spots=simulation.chaos.spot_interruptions,
+                                                         redis_possible=redis is not None)):
                 quiet = True
+                end = now + campaign.quiet
                 proxy.enabled = False
                 kube_faults.enabled = False
+                thaw(workers, float("inf"))
                 say(f"chaos: faults off at {now - start:.0f}s; the engine converges")
-            if not quiet and now >= next_kill:
-                os.killpg(current_worker.process.pid, signal.SIGKILL)
-                current_worker.process.wait(timeout=10)
-                current_worker.expected_exit = True
-                supervisor.children.remove(current_worker)  # its group is gone: never signal that id again
-                kills += 1
-                current_worker = worker()
-                next_kill = now + rng.uniform(*campaign.kill_every)
-            if redis is not None and not quiet and now >= redis_restart_at:
-                port = redis.port
-                redis.stop()
-                time.sleep(1.0)  # an outage, not a blip
-                redis = QuietRedis(log, port).start()
-                redis_restarts += 1
-                redis_restart_at = float("inf")
-                say(f"chaos: redis restarted at {now - start:.0f}s")
-            if not quiet and now >= next_tick:
-                simulation.step()
-                next_tick = now + pace.tick_seconds
+            if not quiet:
+                if now >= schedule.next_kill and kill_one(schedule, workers, rng, start_worker):
+                    schedule.next_kill = now + rng.uniform(*campaign.kill_every)
+                if now >= schedule.next_freeze and freeze_one(schedule, workers, rng, now):
+                    frozen_for = max(w.frozen_until or now for w in workers) - now
+                    schedule.next_freeze = now + frozen_for + rng.uniform(*campaign.freeze_gap)
+                if now >= schedule.next_spot:
+                    simulation.spot_interrupt(rng.uniform(*campaign.spot_linger))
+                    schedule.next_spot = now + rng.uniform(*campaign.spot_every)
+                if (redis is not None and now >= schedule.next_redis
+                        and schedule.redis_restarts < campaign.redis_restarts):
+                    redis = restart_redis(redis, log)
+                    schedule.redis_restarts += 1
+                    schedule.next_redis = now + rng.uniform(*campaign.redis_every)
+                    say(f"chaos: redis restarted at {now - start:.0f}s")
+                if now >= next_tick:
+                    simulation.step()
+                    next_tick = now + pace.tick_seconds
+            elif simulation.lingering:
+                simulation._delete_lingering(float("inf"))  # the cloud controller catches up
             if now >= next_sample:
                 sample(checker, findings, now - start, (Ec2Error, KubeError))
                 next_sample = time.monotonic() + campaign.sample_every
@@ -494,44 +637,8 @@ def run(campaign: Campaign, *, state_dir: Path, redis_url: str | None, out: Any 
 
         for key, line in i2_from_history(ledger, simulation.chaos.terminated_at):
             findings.add(time.monotonic() - start, key, line)
-        injected = proxy.injected + kube_faults.injected
-        violations = sorted((first, line, findings.last_seen[key])
-                            for key, (first, line) in findings.first_seen.items())
-        counters, chaos = simulation.counters, simulation.chaos
-        result = {
-            "seed": campaign.seed, "duration": campaign.duration, "quiet": campaign.quiet,
-            "date": datetime.fromtimestamp(started_wall, UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "cpus": os.cpu_count(), "faults": injected,
-            "ec2_faults": dict(proxy.counts), "ec2_requests": proxy.requests,
-            "kube_faults": dict(kube_faults.counts), "kube_requests": kube_faults.requests,
-            "worker_kills": kills, "redis_restarts": redis_restarts, "crashes": dict(crashes),
-            "samples": findings.samples, "samples_skipped": findings.skipped,
-            "longest_wait": round(findings.longest_wait, 1), "nodes_launched": counters.launched,
-            "nodes_terminated": counters.terminated, "drains": chaos.drains, "drains_called_off": chaos.called_off,
-            "replacements": chaos.replacements, "pods_scheduled": counters.pods_scheduled,
-            "pods_evicted": counters.pods_evicted, "actor_errors": counters.errors,
-            "violations": [{"first_seen": round(first, 1), "last_seen": round(last, 1), "line": line}
-                           for first, line, last in violations],
-        }
-        (state_dir / "result.json").write_text(json.dumps(result, indent=2))
-        say(f"faults injected: {injected} (EC2 {sum(proxy.counts.values())} of {proxy.requests} requests: "
-            f"{_kinds(proxy.counts)}; Kubernetes {kube_faults.injected} of {kube_faults.requests} requests: "
-            f"{_kinds(kube_faults.counts)})")
-        say(f"worker kills: {kills}")
-        say(f"redis restarts: {redis_restarts}")
-        say(f"processes that exited on their own (started again): {sum(crashes.values())}"
-            + (f" ({_kinds(crashes)})" if crashes else ""))
-        say(f"cluster: {counters.launched} nodes launched, {counters.terminated} terminated, {chaos.drains} drains "
-            f"({chaos.called_off} called off), {chaos.replacements} replacements, {counters.pods_scheduled} "
-            f"workload pods, {counters.pods_evicted} evicted")
-        say(f"samples: {findings.samples} ({findings.skipped} could not read the world)")
-        say(f"longest wait for a free EIP: {findings.longest_wait:.1f}s"
-            + (f" ({findings.longest_wait_node})" if findings.longest_wait_node else ""))
-        say(f"violations: {len(violations)}")
-        for first, line, last in violations:
-            lasted = f"  (until {last:.1f}s)" if last > first else ""
-            say(f"  at {first:6.1f}s  {line}{lasted}")
-        status = 1 if violations else 0
+        status = report(say, state_dir, campaign, started_wall, proxy, kube_faults, schedule, simulation, findings,
+                        crashes, skewed=sum(w.skewed for w in workers), seconds=time.monotonic() - start)
     except Stop as stop:
         say(f"chaos: {stop} received: stopping every process")
         status = 130
@@ -553,6 +660,117 @@ def run(campaign: Campaign, *, state_dir: Path, redis_url: str | None, out: Any 
             say(f"chaos: could not drop the campaign database: {error!r}")
         log.close()
     return status
+
+
+def restart_crashed(supervisor: Supervisor, workers: list[Worker], starters: dict[str, Any], start_worker: Any,
+                    crashes: collections.Counter[str], say: Any, offset: float, state_dir: Path) -> None:
+    """As a Deployment would: a process that exited on its own is started again. Counted and printed."""
+    for child in list(supervisor.children):
+        if child.process.poll() is None or child.expected_exit:
+            continue
+        crashes[child.name] += 1
+        say(f"chaos: {child.name} exited on its own ({child.process.returncode}) at {offset:.0f}s; started "
+            f"again (see {state_dir / 'processes.log'})")
+        supervisor.children.remove(child)
+        worker = next((w for w in workers if w.child is child), None)
+        if worker is not None:
+            worker.child = start_worker(worker.name, worker.skewed)
+            worker.frozen_until = None
+        else:
+            starters[child.name]()
+
+
+def kill_one(schedule: Schedule, workers: list[Worker], rng: random.Random, start_worker: Any) -> bool:
+    """SIGKILL one worker that is not frozen (its whole process group: the pool's children too), start it again."""
+    candidates = [w for w in workers if w.frozen_until is None]
+    if not candidates:
+        return False
+    worker = rng.choice(candidates)
+    os.killpg(worker.child.process.pid, signal.SIGKILL)
+    worker.child.process.wait(timeout=10)
+    worker.child.expected_exit = True
+    worker.child = start_worker(worker.name, worker.skewed)
+    schedule.kills += 1
+    return True
+
+
+def freeze_one(schedule: Schedule, workers: list[Worker], rng: random.Random, now: float) -> bool:
+    """SIGSTOP one worker's whole process group for longer than a lease; `thaw` sends SIGCONT later, and it
+    goes on exactly where it was, as after a GC pause, CPU starvation or a migrated VM."""
+    candidates = [w for w in workers if w.frozen_until is None]
+    if not candidates:
+        return False
+    worker = rng.choice(candidates)
+    os.killpg(worker.child.process.pid, signal.SIGSTOP)
+    worker.frozen_until = now + rng.uniform(*schedule.campaign.freeze_seconds)
+    schedule.freezes += 1
+    log.info("froze %s until +%.0fs", worker.name, worker.frozen_until - schedule.start)
+    return True
+
+
+def thaw(workers: list[Worker], now: float) -> None:
+    for worker in workers:
+        if worker.frozen_until is not None and now >= worker.frozen_until:
+            try:
+                os.killpg(worker.child.process.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            worker.frozen_until = None
+
+
+def restart_redis(redis: QuietRedis, log: Any) -> QuietRedis:
+    """Redis goes away (and with it every lease, budget, reading and queued task), then comes back empty."""
+    port = redis.port
+    redis.stop()
+    time.sleep(1.0)  # an outage, not a blip
+    return QuietRedis(log, port).start()
+
+
+def report(say: Any, state_dir: Path, campaign: Campaign, started_wall: float, proxy: FaultProxy,
+           kube_faults: KubeFaults, schedule: Schedule, simulation: ChaosSimulation, findings: Findings,
+           crashes: collections.Counter[str], *, skewed: int, seconds: float) -> int:
+    """Print the figures (and write result.json); 1 when the checker found a violation."""
+    injected = proxy.injected + kube_faults.injected
+    violations = sorted((first, line, findings.last_seen[key]) for key, (first, line) in findings.first_seen.items())
+    counters, chaos = simulation.counters, simulation.chaos
+    result = {
+        "seed": campaign.seed, "seconds": round(seconds, 1), "quiet": campaign.quiet,
+        "date": datetime.fromtimestamp(started_wall, UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpus": os.cpu_count(), "faults": injected,
+        "ec2_faults": dict(proxy.counts), "ec2_requests": proxy.requests,
+        "kube_faults": dict(kube_faults.counts), "kube_requests": kube_faults.requests,
+        "worker_kills": schedule.kills, "freezes": schedule.freezes, "spot_interruptions": chaos.spot_interruptions,
+        "skewed_workers": skewed, "redis_restarts": schedule.redis_restarts, "crashes": dict(crashes),
+        "samples": findings.samples, "samples_skipped": findings.skipped,
+        "longest_wait": round(findings.longest_wait, 1), "nodes_launched": counters.launched,
+        "nodes_terminated": counters.terminated, "drains": chaos.drains, "drains_called_off": chaos.called_off,
+        "replacements": chaos.replacements, "pods_scheduled": counters.pods_scheduled,
+        "pods_evicted": counters.pods_evicted, "actor_errors": counters.errors,
+        "violations": [{"first_seen": round(first, 1), "last_seen": round(last, 1), "line": line}
+                       for first, line, last in violations],
+    }
+    (state_dir / "result.json").write_text(json.dumps(result, indent=2))
+    say(f"faults injected: {injected} (EC2 {sum(proxy.counts.values())} of {proxy.requests} requests: "
+        f"{_kinds(proxy.counts)}; Kubernetes {kube_faults.injected} of {kube_faults.requests} requests: "
+        f"{_kinds(kube_faults.counts)})")
+    say(f"worker kills: {schedule.kills}")
+    say(f"freezes: {schedule.freezes}")
+    say(f"spot interruptions: {chaos.spot_interruptions}")
+    say(f"skewed workers: {skewed}")
+    say(f"redis restarts: {schedule.redis_restarts}")
+    say(f"processes that exited on their own (started again): {sum(crashes.values())}"
+        + (f" ({_kinds(crashes)})" if crashes else ""))
+    say(f"cluster: {counters.launched} nodes launched, {counters.terminated} terminated, {chaos.drains} drains "
+        f"({chaos.called_off} called off), {chaos.replacements} replacements, {counters.pods_scheduled} "
+        f"workload pods, {counters.pods_evicted} evicted")
+    say(f"samples: {findings.samples} ({findings.skipped} could not read the world) in {seconds:.0f}s")
+    say(f"longest wait for a free EIP: {findings.longest_wait:.1f}s"
+        + (f" ({findings.longest_wait_node})" if findings.longest_wait_node else ""))
+    say(f"violations: {len(violations)}")
+    for first, line, last in violations:
+        lasted = f"  (until {last:.1f}s)" if last > first else ""
+        say(f"  at {first:6.1f}s  {line}{lasted}")
+    return 1 if violations else 0
 
 
 def _kinds(counts: collections.Counter[str]) -> str:
@@ -590,20 +808,27 @@ def sample(checker: Any, findings: Findings, offset: float, errors: tuple[type[E
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="A seeded fault campaign against eipdash (make chaos).")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--duration", type=float, help="seconds of faults (default 600; --short: 75)")
     parser.add_argument("--short", action="store_true", help="the short campaign of `make test`")
+    full = Campaign()
+    for flag, what in (("faults", "faults injected"), ("kills", "worker kills"), ("freezes", "worker freezes"),
+                       ("spots", "spot interruptions"), ("redis-restarts", "Redis restarts")):
+        parser.add_argument(f"--{flag}", type=int, help=f"at least this many {what} (default "
+                                                         f"{getattr(full, _FIELDS[flag])}; --short: "
+                                                         f"{getattr(SHORT, _FIELDS[flag])})")
+    parser.add_argument("--duration", type=float, help="at most this many seconds of faults, whatever the counts "
+                                                       f"(default {full.max_seconds:.0f}; --short: "
+                                                       f"{SHORT.max_seconds:.0f})")
     parser.add_argument("--quiet", type=float, help="seconds without faults at the end (default 30; --short: 20)")
     parser.add_argument("--grace", type=float, help="seconds an I4 finding may last (default 30)")
     parser.add_argument("--state-dir", type=Path, default=STATE_DIR, help="logs, kubeconfigs, result.json")
     parser.add_argument("--redis-url", help="use this Redis instead of an embedded one (then not restarted)")
     args = parser.parse_args(argv)
-    base = SHORT if args.short else Campaign()
-    campaign = Campaign(
-        seed=args.seed,
-        duration=args.duration if args.duration is not None else base.duration,
-        quiet=args.quiet if args.quiet is not None else base.quiet,
-        grace=args.grace if args.grace is not None else base.grace,
-    )
+    base = SHORT if args.short else full
+    asked = {_FIELDS[flag]: getattr(args, flag.replace("-", "_")) for flag in _FIELDS}
+    campaign = replace(base, seed=args.seed, **{k: v for k, v in asked.items() if v is not None},
+                       **{k: v for k, v in (("max_seconds", args.duration), ("quiet", args.quiet),
+                                            ("grace", args.grace)) if v is not None})
+
     def stop(signum: int, frame: Any) -> None:
         STOP_REQUESTED.set()
         _raise_stop(signum, frame)
@@ -611,6 +836,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     return run(campaign, state_dir=args.state_dir.resolve(), redis_url=args.redis_url)
+
+
+# The count flags and the Campaign fields they set.
+_FIELDS = {"faults": "faults", "kills": "kills", "freezes": "freezes", "spots": "spot_interruptions",
+           "redis-restarts": "redis_restarts"}
 
 
 if __name__ == "__main__":

@@ -142,6 +142,13 @@ class KubeHttp:
         )
         return result
 
+    def merge_patch_node_status(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """What the node controller writes through the status subresource (a NotReady node)."""
+        result: dict[str, Any] = self._call(
+            "PATCH", f"/api/v1/nodes/{name}/status", json=patch, content_type="application/merge-patch+json"
+        )
+        return result
+
     def delete_node(self, name: str) -> None:
         self._call("DELETE", f"/api/v1/nodes/{name}", ok_missing=True)
 

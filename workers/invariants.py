@@ -48,6 +48,12 @@ class Violation:
     invariant: str  # I1 | I2 | I3 | I4
     key: str  # the same finding keeps the same key from one observation to the next
     message: str
+    # An I4 finding that no pass could legitimately leave for a while: it counts at once.
+    immediate: bool = False
+
+    @property
+    def graced(self) -> bool:
+        return self.invariant in GRACED and not self.immediate
 
     def line(self) -> str:
         return f"{self.invariant} {self.message}"
@@ -62,6 +68,10 @@ class Observation:
     waiting: dict[str, list[str]] = field(default_factory=dict)
     # spec name -> pool EIPs of the spec that AWS shows free
     free: dict[str, list[str]] = field(default_factory=dict)
+    # The primary ENIs of the nodes (listed or recorded) whose instance is going or gone.
+    dead_enis: set[str] = field(default_factory=set)
+    # allocation id -> (association id, ENI) of every associated pool EIP.
+    associations: dict[str, tuple[str, str]] = field(default_factory=dict)
     nodes: int = 0
     addresses: int = 0
 
@@ -135,6 +145,9 @@ def observe(
         out += schedulable_without_eip(world, f, observation)
         out += released_while_busy(world, f)
     observation.free = free_pool_eips(world)
+    observation.dead_enis = dead_enis(world)
+    observation.associations = {a.allocation_id: (a.association_id, a.eni_id) for a in world.pool.values()
+                                if a.association_id and a.eni_id}
     out += records_that_disagree_with_aws(world)
     out += pool_eips_without_their_record(world)
     out += labels_that_lie(world)
@@ -287,6 +300,16 @@ def released_while_busy(world: _World, f: _NodeFacts) -> list[Violation]:
                       f"at {released.timestamp:%H:%M:%S} ({released.reason})")]
 
 
+def dead_enis(world: _World) -> set[str]:
+    found = {f.instance.eni_id for f in world.facts
+             if f.instance is not None and f.instance.eni_id and f.instance.state in DEAD_STATES}
+    for row in world.recorded:
+        instance = world.instances[row.cluster.region].get(row.instance_id)
+        if row.eni_id and (instance is None or instance.state in DEAD_STATES):
+            found.add(row.eni_id)
+    return found
+
+
 def free_pool_eips(world: _World) -> dict[str, list[str]]:
     """spec name -> its pool EIPs that AWS shows free and no record claims."""
     return {spec.name: sorted(a.allocation_id for a in world.pool.values()
@@ -401,9 +424,15 @@ def _region_of(address: Address, addresses: Mapping[str, list[Address]]) -> str:
     return next(region for region, found in addresses.items() if address in found)
 
 
+# An association made onto an instance that was already dead this long before is the engine's doing: no pass
+# may ever make one (it looks at its targets' instances right before associating).
+DEAD_BEFORE_SECONDS = 1.0
+
+
 class Checker:
     """Observations over time: I1–I3 count at once; an I4 finding counts once it was seen in consecutive
-    observations spanning at least ``grace_seconds`` (and always in at least two)."""
+    observations spanning at least ``grace_seconds`` (and always in at least two), except an association made
+    onto an instance that was already seen dead, which counts at once."""
 
     def __init__(self, *, grace_seconds: float, clock: Callable[[], float] = time.monotonic,
                  observe_fn: Callable[[], Observation] | None = None) -> None:
@@ -411,19 +440,38 @@ class Checker:
         self.clock = clock
         self.observe_fn = observe_fn or observe
         self._since: dict[str, tuple[float, int]] = {}  # key -> (first seen, consecutive observations)
+        self._dead_since: dict[str, float] = {}  # ENI -> when its instance was first seen dead
+        self._associations: set[tuple[str, str]] | None = None  # (allocation id, association id) last time
         self.last: Observation | None = None
 
     def sample(self) -> list[Violation]:
         observation = self.observe_fn()
         return self.judge(observation)
 
+    def associated_onto_the_dead(self, observation: Observation, now: float) -> list[Violation]:
+        """New associations (not in the last observation) onto an ENI whose instance was already dead."""
+        current = {(allocation_id, association_id)
+                   for allocation_id, (association_id, _) in observation.associations.items()}
+        found = []
+        if self._associations is not None:
+            for allocation_id, (association_id, eni_id) in sorted(observation.associations.items()):
+                dead_since = self._dead_since.get(eni_id)
+                if ((allocation_id, association_id) not in self._associations and dead_since is not None
+                        and now - dead_since >= DEAD_BEFORE_SECONDS):
+                    found.append(Violation("I4", f"I4:onto-dead:{allocation_id}:{association_id}",
+                                           f"{allocation_id} was associated onto {eni_id}, whose instance had been "
+                                           f"dead for {now - dead_since:.1f}s", immediate=True))
+        self._associations = current
+        self._dead_since = {eni: self._dead_since.get(eni, now) for eni in observation.dead_enis}
+        return found
+
     def judge(self, observation: Observation) -> list[Violation]:
         now = self.clock()
         self.last = observation
         seen: dict[str, tuple[float, int]] = {}
-        confirmed: list[Violation] = []
+        confirmed: list[Violation] = self.associated_onto_the_dead(observation, now)
         for violation in observation.violations:
-            if violation.invariant not in GRACED:
+            if not violation.graced:
                 confirmed.append(violation)
                 continue
             first, count = self._since.get(violation.key, (now, 0))

@@ -266,6 +266,25 @@ def test_grace_i4_counts_only_when_it_persists_and_i1_at_once() -> None:
 
 
 
+def test_an_association_made_onto_an_instance_already_seen_dead_counts_at_once() -> None:
+    """No pass may ever associate onto a dead instance (it looks at its targets right before): unlike an EIP
+    left on a node that just died, which the next pass takes back, this needs no grace."""
+    now = [0.0]
+    seen = [
+        Observation(dead_enis={"eni-dead"}, associations={"eipalloc-1": ("eipassoc-1", "eni-dead")}),  # left on it
+        Observation(dead_enis={"eni-dead"}),  # taken back
+        Observation(dead_enis={"eni-dead", "eni-just"}, associations={"eipalloc-1": ("eipassoc-2", "eni-dead"),
+                                                                       "eipalloc-2": ("eipassoc-3", "eni-just")}),
+    ]
+    checker = Checker(grace_seconds=30, clock=lambda: now[0], observe_fn=lambda: seen.pop(0))
+    assert checker.sample() == []  # the EIP was there before anyone knew the instance was dead
+    now[0] = 1.0
+    assert checker.sample() == []
+    now[0] = 2.5
+    (found,) = checker.sample()  # eni-just died in this very sample: its association may predate that
+    assert found.invariant == "I4" and found.immediate and "eipalloc-1" in found.key
+
+
 def test_i2_leaves_a_schedulable_node_to_i1(world: World) -> None:
     """Pods on a schedulable node without its EIP may have come after the release: that is I1's finding."""
     spec = world.spec()
