@@ -273,7 +273,7 @@ EIPDASH_METRICS_TOKEN = env_str("EIPDASH_METRICS_TOKEN")
 EIPDASH_SPEC_LOCK_SECONDS = CELERY_TASK_TIME_LIMIT + 30
 # The per-spec lease: short, renewed by the running pass every third of it, so that a SIGKILLed worker
 # holds its spec for at most this long (the next pass starts within it plus one beat).
-EIPDASH_LEASE_SECONDS = env_int("EIPDASH_LEASE_SECONDS", 10, minimum=3)
+EIPDASH_LEASE_SECONDS = env_int("EIPDASH_LEASE_SECONDS", 10, minimum=8)  # > the longest attempt to change AWS (7 s)
 # EC2's request budget per account and region (workers/budget.py): every worker takes a token before each EC2
 # call, from buckets shared through Redis that mirror EC2's own: mutating calls (AssociateAddress,
 # DisassociateAddress) 50 tokens refilled 5/s, Describe* 100 refilled 20/s. Lower them when other tools of the

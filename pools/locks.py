@@ -28,6 +28,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from functools import cache
 
 import redis
@@ -142,6 +143,17 @@ class Lease:
         with self._valid_lock:
             self._valid_until = max(self._valid_until, started + self.seconds)
         return True
+
+    def server_time(self) -> datetime | None:
+        """Redis's clock (the one the leases expire on, shared by every worker whatever its host's clock says);
+        None without Redis, or when it does not answer."""
+        if self._redis is None:
+            return None
+        try:
+            seconds, micros = self._redis.time()
+        except RedisError:
+            return None
+        return datetime.fromtimestamp(seconds + micros / 1_000_000, UTC)
 
     @property
     def valid_until(self) -> float:

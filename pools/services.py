@@ -588,12 +588,13 @@ def assignment_close_all(*, eip: ElasticIP, reason: str, kind: str) -> int:
         closed_at=timezone.now(), close_reason=reason[:200], close_kind=kind)
 
 
-def claims_seen_stale(*, spec: LaunchSpec, fence: int) -> int:
+def claims_seen_stale(*, spec: LaunchSpec, fence: int, now: datetime | None = None) -> int:
     """Unconfirmed claims of the spec opened by an earlier holder (a lower fencing number): stamp when a newer
-    holder first saw them, on the database's clock. Their AssociateAddress may still be on its way until the
-    longest call of that holder is over, counted from there (pools/snapshot.py)."""
+    holder first saw them, on one clock shared by every worker (`now`: Redis's, the leases' own; else the
+    database's). Their AssociateAddress may still be on its way until the longest call of that holder is over,
+    counted from there (pools/snapshot.py)."""
     return Assignment.objects.filter(launch_spec=spec, closed_at__isnull=True, confirmed_at__isnull=True,
-                                     fence__lt=fence, stale_since__isnull=True).update(stale_since=Now())
+                                     fence__lt=fence, stale_since__isnull=True).update(stale_since=now or Now())
 
 
 def assignment_close(*, assignment: Assignment, reason: str, kind: str = "") -> bool:

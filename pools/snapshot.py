@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import reduce
 from typing import Any, Protocol
 
@@ -63,13 +63,15 @@ class PoolEntry(Protocol):
 
 def planner_inputs(
     spec: LaunchSpec, *, pool: Sequence[PoolEntry] | None = None, fence: int = 0, exclusive: bool = True,
+    now: datetime | None = None,
 ) -> tuple[SpecView, list[EipView], list[NodeView], dict[str, Claim]]:
     """pool: what DescribeAddresses said in this pass; None for the preview, which reads the snapshot.
 
     fence: the pass's fencing number (pools/locks.py). An unconfirmed claim of an earlier holder (a lower
     number) may still have its AssociateAddress on the way: it is in flight until EIPDASH_LEASE_SECONDS (the
     longest any call of that holder can outlive its lease, a Redis failover included) after a newer holder
-    first saw it (`Assignment.stale_since`), on the database's clock.
+    first saw it (`Assignment.stale_since`), on the clock it was stamped with: `now`, Redis's (the leases' own,
+    shared by every worker whatever its host's clock says), else the database's.
     exclusive: False when the pass cannot prove it runs alone (no Redis): a recent unconfirmed claim may then
     be another process's call in flight, for as long as that process may still run.
     """
@@ -104,7 +106,7 @@ def planner_inputs(
     # Assignment, ElasticIP and Node instances was most of its time.
     open_claims = list(
         Assignment.objects.filter(closed_at__isnull=True, launch_spec=spec)
-        .annotate(in_flight=in_flight_claim(fence=fence, exclusive=exclusive))
+        .annotate(in_flight=in_flight_claim(fence=fence, exclusive=exclusive, now=now))
         .values_list("eip__allocation_id", "node__name", "node_id", "confirmed_at", "in_flight", "eni_id",
                      "private_ip")
     )
@@ -132,11 +134,14 @@ def planner_inputs(
     return spec_view(spec), eips, nodes, claims
 
 
-def in_flight_claim(*, fence: int, exclusive: bool) -> ExpressionWrapper | Value:
-    """Whether an open claim may still have its AssociateAddress on the way, computed by the database on its
-    own clock (never a host's): unconfirmed, and opened by an earlier holder that a newer one first saw less
-    than a lease ago; or, for a pass that cannot prove it runs alone, opened less than a pass's time ago."""
-    def since(seconds: float) -> ExpressionWrapper:
+def in_flight_claim(*, fence: int, exclusive: bool, now: datetime | None = None) -> ExpressionWrapper | Value:
+    """Whether an open claim may still have its AssociateAddress on the way: unconfirmed, and opened by an
+    earlier holder that a newer one first saw less than a lease ago (on Redis's clock `now`, else the
+    database's: never a host's); or, for a pass that cannot prove it runs alone, opened less than a pass's
+    time ago."""
+    def since(seconds: float) -> ExpressionWrapper | datetime:
+        if now is not None:
+            return now - timedelta(seconds=seconds)
         return ExpressionWrapper(Now() - timedelta(seconds=seconds), output_field=DateTimeField())
 
     conditions = []

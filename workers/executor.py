@@ -85,10 +85,11 @@ def run_pass(spec: LaunchSpec, *, ec2: Ec2 | None = None, kube: Kube | None = No
         if observed.pool is None:
             return PassReport(spec=spec.name, errors=list(observed.read_errors), read_failed=True)
         fence = lease.fence if lease is not None else 0
+        clock = lease.server_time() if lease is not None else None
         if fence and not dry_run:
             with fenced():
-                services.claims_seen_stale(spec=spec, fence=fence)
-        plan = make_plan(*planner_inputs(spec, pool=observed.pool, fence=fence, exclusive=exclusive))
+                services.claims_seen_stale(spec=spec, fence=fence, now=clock)
+        plan = make_plan(*planner_inputs(spec, pool=observed.pool, fence=fence, exclusive=exclusive, now=clock))
         if dry_run:
             # An empty plan is "nothing to do" (PassReport.lines), never "would nothing to do".
             steps = [line for line in plan.describe() if line != "nothing to do"]
