@@ -541,7 +541,7 @@ def run(campaign: Campaign, *, state_dir: Path, redis_url: str | None, out: Any 
         if library is not None:
             # Its wall clock only: a host without NTP. Monotonic clocks (leases, deadlines) are per host anyway.
             skew_env.update(LD_PRELOAD=library, FAKETIME=f"+{campaign.skew_seconds:g}s",
-                            FAKETIME_DONT_FAKE_MONOTONIC="1", FAKETIME_NO_CACHE="1")
+                            FAKETIME_DONT_FAKE_MONOTONIC="1")
         elif campaign.skew_seconds:
             say("chaos: no libfaketime found (pip install libfaketime, or Debian's faketime): no skewed worker")
 

@@ -5,6 +5,7 @@ Kubernetes and the record back."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from pools.models import Assignment, Node
 from sandbox.kube_emulator import node_manifest
 from tests.fixtures.world import LABELS, TAINT, World, open_claim, reconcile
 from workers import budget
-from workers.ec2 import Ec2, NotFound
+from workers.ec2 import Address, Ec2, NotFound, Permanent, Throttled
 
 REGION = "us-east-1"
 
@@ -131,3 +132,98 @@ def test_an_eni_that_aws_no_longer_knows_is_the_nodes_fault_not_the_eips(world: 
     assert Node.objects.get(name="a").instance_checked_at is None
     reconcile(spec)
     assert world.eip_on("a") == eip and open_claim("a") is not None
+
+
+def ip_key(world: World, allocation_id: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in world.address(allocation_id)["PublicIp"].split("."))
+
+
+class ForeignLandsAfterTheRead(Ec2):
+    """Right after the pass's DescribeAddresses, someone associates a non-pool EIP onto a node's IP."""
+
+    def __init__(self, land: Callable[[], None]) -> None:
+        super().__init__(REGION)
+        self.land: Callable[[], None] | None = land
+
+    def list_all_addresses(self) -> list[Address]:
+        found = super().list_all_addresses()
+        if self.land is not None:
+            self.land()
+            self.land = None
+        return found
+
+
+def test_the_target_private_ip_is_checked_right_before_associate_address(world: World) -> None:
+    spec = world.spec()
+    world.eips(1)
+    n = world.node("a")
+    foreign, _ = world.ec2.allocate_eip({"team": "legacy"})
+
+    def land() -> None:
+        world.ec2.client.associate_address(AllocationId=foreign, NetworkInterfaceId=n.eni_id,
+                                           PrivateIpAddress=n.private_ip)
+
+    report = reconcile(spec, ec2=ForeignLandsAfterTheRead(land))
+    assert any("already carries" in line for line in report.done), report.lines()
+    assert world.all_associations() == {foreign: n.eni_id}  # the pool EIP did not go on beside it
+    closed = Assignment.objects.get()
+    assert closed.closed_at is not None and closed.close_kind == "transient"
+    assert Node.objects.get(name="a").state == "waiting" and TAINT in world.taints("a")
+
+
+def test_an_eip_freed_in_this_pass_goes_to_the_replacement_before_one_released_earlier(world: World) -> None:
+    spec = world.spec()
+    (earlier,) = world.eips(1)
+    p = world.node("p")
+    reconcile(spec)
+    (now,) = world.eips(1)
+    a = world.node("a")
+    reconcile(spec)
+    assert world.eip_on("a") == now
+    world.ec2.terminate(p.instance_id)
+    world.kube.delete("nodes", "p")
+    reconcile(spec)  # earlier goes back to the pool, with a release time
+    world.ec2.terminate(a.instance_id)  # AWS drops the association
+    world.kube.delete("nodes", "a")
+    world.node("b")  # a's replacement, in the very pass that sees a gone
+    reconcile(spec)
+    assert world.eip_on("b") == now
+
+
+def test_a_throttled_attempt_does_not_demote_the_sticky_eip(world: World) -> None:
+    spec = world.spec()
+    (sticky,) = world.eips(1)
+    p = world.node("p")
+    reconcile(spec)
+    world.eips(1)
+    world.ec2.terminate(p.instance_id)
+    world.kube.delete("nodes", "p")
+    reconcile(spec)  # sticky is now the most recently released
+    world.node("b")
+
+    class ThrottledOnce(Ec2):
+        def associate(self, **kwargs: Any) -> str:
+            raise Throttled("Request limit exceeded.", code="RequestLimitExceeded", operation="AssociateAddress")
+
+    reconcile(spec, ec2=ThrottledOnce(REGION))
+    assert world.eip_on("b") is None
+    reconcile(spec)
+    assert world.eip_on("b") == sticky
+
+
+def test_a_real_refusal_still_sends_the_eip_last(world: World) -> None:
+    spec = world.spec()
+    first, second = sorted(world.eips(2), key=lambda a: ip_key(world, a))
+    world.node("n")
+
+    class Refusing(Ec2):
+        def associate(self, **kwargs: Any) -> str:
+            if kwargs["allocation_id"] == first:
+                raise Permanent("InvalidAddress.Mismatch", code="InvalidAddress.Mismatch",
+                                operation="AssociateAddress")
+            return super().associate(**kwargs)
+
+    reconcile(spec, ec2=Refusing(REGION))
+    assert Assignment.objects.get(eip__allocation_id=first).close_kind == "refused"
+    reconcile(spec, ec2=Refusing(REGION))
+    assert world.eip_on("n") == second
