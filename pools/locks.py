@@ -33,11 +33,11 @@ from functools import cache
 
 import redis
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import transaction
 from redis.exceptions import RedisError
 
 from . import redis_keys
+from .counters import next_value
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +69,7 @@ def fence_take(spec_id: int) -> int:
     """The next fencing number of the spec (1, 2, ...): every later holder's number is higher."""
     from .models import SpecFence
 
-    try:
-        SpecFence.objects.get_or_create(spec_id=spec_id)
-    except IntegrityError:
-        pass  # created at the same moment by another holder
-    with transaction.atomic():
-        SpecFence.objects.filter(spec_id=spec_id).update(number=F("number") + 1)
-        return int(SpecFence.objects.filter(spec_id=spec_id).values_list("number", flat=True).get())
+    return next_value(SpecFence, key={"spec_id": spec_id}, field="number")
 
 
 class Lease:

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
 from . import metrics
+from .counters import next_value
 from .locks import spec_lock
 from .logs import log_fields
 from .models import (
@@ -614,13 +614,7 @@ def assignment_close(*, assignment: Assignment, reason: str, kind: str = "") -> 
 def region_seq_bump(*, region: str) -> int:
     """The region's next sequence number, committed before this returns: a reading that starts after this
     call sees at least this number. Call it outside any transaction (a savepoint would hide the bump)."""
-    try:
-        RegionSequence.objects.get_or_create(region=region)
-    except IntegrityError:
-        pass  # created at the same moment by another pass
-    with transaction.atomic():
-        RegionSequence.objects.filter(region=region).update(value=F("value") + 1)
-        return int(RegionSequence.objects.filter(region=region).values_list("value", flat=True).get())
+    return next_value(RegionSequence, key={"region": region}, field="value")
 
 
 # --- manual reassign requests ----------------------------------------------------------------------

@@ -13,24 +13,30 @@ from tests.fixtures.world import TAINT, World
 from workers import executor, tasks
 
 
-def test_a_node_seen_while_its_spec_is_busy_is_served_as_soon_as_the_busy_pass_ends(
-    world: World, eager_tasks: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    spec = world.spec()
-    world.eips(2)
-    world.node("a")
+def a_node_arrives_during_the_pass(world: World, spec_id: int, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """b registers after the running pass read the world; the watch sends its pass, which finds the spec busy.
+    Returns the busy pass's report lines once it ran."""
     real_observe = executor.observe
     skipped: list[str] = []
 
     def observe_then_a_node_arrives(*args: Any, **kwargs: Any) -> Any:
         observed = real_observe(*args, **kwargs)
         if not skipped:
-            # b registers after this pass read the world; the watch sends its pass, which finds the spec busy.
             world.node("b")
-            skipped.extend(tasks.reconcile_spec(spec.pk))
+            skipped.extend(tasks.reconcile_spec(spec_id))
         return observed
 
     monkeypatch.setattr(executor, "observe", observe_then_a_node_arrives)
+    return skipped
+
+
+def test_a_node_seen_while_its_spec_is_busy_is_served_as_soon_as_the_busy_pass_ends(
+    world: World, eager_tasks: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = world.spec()
+    world.eips(2)
+    world.node("a")
+    skipped = a_node_arrives_during_the_pass(world, spec.pk, monkeypatch)
     tasks.reconcile_spec(spec.pk)  # a's pass: it never saw b
     assert skipped and "skipped" in skipped[0]
     # No beat tick ran: b holds its EIP because a's task ran one more pass when it ended.
@@ -59,17 +65,7 @@ def test_a_node_seen_while_manage_py_reconcile_holds_the_spec_is_served_when_it_
     spec = world.spec()
     world.eips(2)
     world.node("a")
-    real_observe = executor.observe
-    skipped: list[str] = []
-
-    def observe_then_a_node_arrives(*args: Any, **kwargs: Any) -> Any:
-        observed = real_observe(*args, **kwargs)
-        if not skipped:
-            world.node("b")
-            skipped.extend(tasks.reconcile_spec(spec.pk))
-        return observed
-
-    monkeypatch.setattr(executor, "observe", observe_then_a_node_arrives)
+    skipped = a_node_arrives_during_the_pass(world, spec.pk, monkeypatch)
     call_command("reconcile", "--spec", spec.name, stdout=io.StringIO())
     assert skipped and "skipped" in skipped[0]
     assert world.eip_on("a") and world.eip_on("b") and TAINT not in world.taints("b")
