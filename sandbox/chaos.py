@@ -440,18 +440,33 @@ def i2_from_history(ledger: LedgerKube, terminated_at: dict[str, float]) -> list
     return found
 
 
+# The skewed worker's clock: its wall clock only, as on a host without NTP (monotonic clocks are per host anyway).
+def faketime_env(library: str, seconds: float) -> dict[str, str]:
+    return {"LD_PRELOAD": library, "FAKETIME": f"+{seconds:g}s", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+
+
 def faketime_library() -> str | None:
-    """libfaketime: Debian's (the `faketime` package, as .ci/run installs it), else the one the `libfaketime`
-    wheel carries (a dev dependency, so that `make chaos` needs no system package)."""
-    for path in (Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"),
-                 Path("/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1")):
-        if path.exists():
-            return str(path)
+    """A libfaketime that works here: the one the `libfaketime` wheel carries (a dev dependency, so that
+    `make chaos` needs no system package), else Debian's (the `faketime` package). Each is tried first: Debian
+    bookworm's 0.9.10 breaks time.sleep (EINVAL) when the monotonic clock is left alone."""
+    candidates = []
     spec = importlib.util.find_spec("libfaketime")
-    if spec is None or spec.origin is None:
-        return None
-    vendored = Path(spec.origin).parent / "vendor" / "libfaketime" / "src" / "libfaketime.so.1"
-    return str(vendored) if vendored.exists() else None
+    if spec is not None and spec.origin is not None:
+        candidates.append(Path(spec.origin).parent / "vendor" / "libfaketime" / "src" / "libfaketime.so.1")
+    candidates += [Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"),
+                   Path("/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1")]
+    probe = "import datetime, time; time.sleep(0.01); print(datetime.datetime.now().timestamp())"
+    for path in candidates:
+        if not path.exists():
+            continue
+        try:
+            ran = subprocess.run([sys.executable, "-c", probe], env={**os.environ, **faketime_env(str(path), 30)},
+                                 capture_output=True, text=True, timeout=20)
+        except subprocess.TimeoutExpired:
+            continue
+        if ran.returncode == 0 and abs(float(ran.stdout) - time.time() - 30) < 10:
+            return str(path)
+    return None
 
 
 @dataclass
@@ -539,9 +554,7 @@ def run(campaign: Campaign, *, state_dir: Path, redis_url: str | None, out: Any 
         skew_env = dict(child_env)
         library = faketime_library() if campaign.skew_seconds else None
         if library is not None:
-            # Its wall clock only: a host without NTP. Monotonic clocks (leases, deadlines) are per host anyway.
-            skew_env.update(LD_PRELOAD=library, FAKETIME=f"+{campaign.skew_seconds:g}s",
-                            FAKETIME_DONT_FAKE_MONOTONIC="1")
+            skew_env.update(faketime_env(library, campaign.skew_seconds))
         elif campaign.skew_seconds:
             say("chaos: no libfaketime found (pip install libfaketime, or Debian's faketime): no skewed worker")
 
