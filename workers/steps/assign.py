@@ -199,11 +199,14 @@ def associate(ctx: PassContext, free: list[tuple[Assign, Assignment]],
     associated: list[tuple[Assign, Assignment, str]] = []
     lost: LeaseLost | None = None
     with ctx.aws_change():
+        for s, _ in free:
+            results[s] = Result(s, "sending")  # from here on, no longer "never sent"
         outcomes = ctx.concurrently(call, [s for s, _ in free])
     for outcome in outcomes:
         s = outcome.item
         if isinstance(outcome.error, LeaseLost):
-            lost = outcome.error  # never sent: its claim goes below, unless a newer holder has the spec
+            del results[s]  # stopped by its guard before it was sent: its claim goes, unless a newer holder has it
+            lost = outcome.error
         elif isinstance(outcome.error, Ec2Error):
             not_associated(ctx, s, claims[s], outcome.error, results)
         elif outcome.value is not None:
@@ -293,6 +296,8 @@ def confirm(ctx: PassContext, associated: list[tuple[Assign, Assignment, str]], 
                 marks.append((s, MarkReady(s.node, s.allocation_id, s.public_ip,
                                            lift_taint=ctx.node(s.node).startup_tainted, set_marks=True)))
     for (s, _), marked in zip(marks, mark_many(ctx, [m for _, m in marks]), strict=True):
+        if isinstance(marked.error, LeaseLost):
+            raise marked.error  # a newer holder wrote the node: this pass writes nothing more
         if marked.error is not None:
             fail(ctx, results, s, marked.error)
         else:

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from django.conf import settings
 from django.db import DatabaseError
 
+from pools.locks import LeaseLost
+
 from .. import kube_events
 from ..kube import KubeError
 from ..kube import NotFound as KubeNotFound
@@ -23,6 +25,8 @@ def taint_all(ctx: PassContext, names: Sequence[str]) -> None:
     for outcome in ctx.concurrently(lambda name: ctx.kube.add_startup_taint(name, taint, fence=ctx.fence),
                                     list(names)):
         name = outcome.item
+        if isinstance(outcome.error, LeaseLost):
+            raise outcome.error  # a newer holder wrote the node: this pass writes nothing more
         try:
             if outcome.error is not None:
                 raise outcome.error
