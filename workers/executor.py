@@ -111,11 +111,14 @@ def holding(spec_id: int, *, wait_seconds: float = 0.0) -> Iterator[Lease | None
     reassign. After it is released, a rerun request left meanwhile by a pass that found the spec busy is
     taken and sent as a new pass: whoever held the lease, the change that request stands for is served now,
     not at the next beat tick."""
+    held = False
     try:
         with spec_lease(spec_id, wait_seconds=wait_seconds) as lease:
+            held = lease is not None
             yield lease
     finally:
-        if locks.take_rerun(spec_id):
+        # Only a holder: a pass that found the spec busy must not send (and so re-send) the requests it leaves.
+        if held and locks.take_rerun(spec_id):
             _enqueue(spec_id)
 
 

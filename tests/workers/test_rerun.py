@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from django.core.management import call_command
 
+from pools import locks
+from pools.locks import spec_lease
 from tests.fixtures.world import TAINT, World
 from workers import executor, tasks
 
@@ -69,3 +71,19 @@ def test_a_node_seen_while_manage_py_reconcile_holds_the_spec_is_served_when_it_
     call_command("reconcile", "--spec", spec.name, stdout=io.StringIO())
     assert skipped and "skipped" in skipped[0]
     assert world.eip_on("a") and world.eip_on("b") and TAINT not in world.taints("b")
+
+
+def test_a_pass_that_finds_its_spec_busy_sends_no_pass_of_its_own(
+    world: World, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the holder sends the rerun, once it has released the lease: a busy pass that sent one too would
+    meet the spec busy again and send another, a loop of skipped passes for as long as the holder holds it."""
+    spec = world.spec()
+    sent: list[int] = []
+    monkeypatch.setattr(executor, "_enqueue", sent.append)
+    with spec_lease(spec.pk) as lease:
+        assert lease is not None
+        for _ in range(3):
+            assert executor.reconcile_spec(spec.pk).skipped
+        assert sent == []  # requests left for the holder, nothing sent
+    assert locks.take_rerun(spec.pk)  # the holder finds one request waiting
