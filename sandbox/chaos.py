@@ -377,6 +377,8 @@ class Findings:
     longest_wait: float = 0.0
     longest_wait_node: str = ""
     waiting_since: dict[tuple[str, str], float] = field(default_factory=dict)
+    # allocation id -> (instance, ENI, when) of every pool EIP on a node at the last sample (I2 over time).
+    held: dict[str, tuple[str, str, float]] = field(default_factory=dict)
 
     def add(self, offset: float, key: str, line: str) -> None:
         self.first_seen.setdefault(key, (offset, line))
@@ -418,29 +420,30 @@ def seed_world(ec2: Ec2World) -> list[SimSpec]:
     return sims
 
 
-def i2_from_history(ledger: LedgerKube, terminated_at: dict[str, float]) -> list[tuple[str, str]]:
-    """I2 from the record: a `released` event while the campaign's ledger has a workload pod on that very
-    instance (created before, not yet deleted), unless the instance was already terminated."""
-    from pools.models import Event
-
-    by_instance: dict[str, list[tuple[str, PodLife]]] = collections.defaultdict(list)
-    for name, life in ledger.pods.items():
-        by_instance[life.instance_id].append((name, life))
+def i2_between_samples(findings: Findings, observation: Any, ledger: LedgerKube, terminated_at: dict[str, float],
+                       started: float, now: float) -> list[tuple[str, str]]:
+    """I2 over time, on the campaign's own clock only (never a worker's, which may run ahead): a pool EIP that
+    was on an instance at the last sample and is not any more, while a workload pod the campaign ran there
+    lived through both samples, unless that instance was terminated meanwhile (AWS drops the association)."""
     found = []
-    for event in Event.objects.filter(kind=Event.Kind.RELEASED).exclude(reason__icontains="reassign"):
-        at = event.timestamp.timestamp()
-        if event.instance_id in terminated_at and terminated_at[event.instance_id] <= at:
+    for allocation_id, (instance_id, eni_id, seen_at) in findings.held.items():
+        now_on = observation.associations.get(allocation_id)
+        if now_on is not None and now_on[1] == eni_id:
             continue
-        busy = [name for name, life in by_instance.get(event.instance_id, [])
-                if life.created < at and (life.deleted is None or life.deleted > at)]
+        if instance_id in terminated_at and terminated_at[instance_id] <= now:
+            continue
+        busy = sorted(name for name, life in ledger.pods.items()
+                      if life.instance_id == instance_id and life.created < seen_at
+                      and (life.deleted is None or life.deleted > now))
         if busy:
-            found.append((f"I2:history:{event.pk}",
-                          f"I2 {event.public_ip} released from {event.node} ({event.instance_id}) at "
-                          f"{event.timestamp:%H:%M:%S.%f} while workload pod(s) ran there: {', '.join(sorted(busy))}"))
+            found.append((f"I2:{allocation_id}:{instance_id}",
+                          f"I2 {allocation_id} left {instance_id} while workload pod(s) ran there: {', '.join(busy)}"))
+    findings.held = {allocation_id: (observation.instance_of_eni[eni_id], eni_id, started)
+                     for allocation_id, (_, eni_id) in observation.associations.items()
+                     if eni_id in observation.instance_of_eni}
     return found
 
 
-# The skewed worker's clock: its wall clock only, as on a host without NTP (monotonic clocks are per host anyway).
 def faketime_env(library: str, seconds: float) -> dict[str, str]:
     return {"LD_PRELOAD": library, "FAKETIME": f"+{seconds:g}s", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
 
@@ -644,12 +647,10 @@ def run(campaign: Campaign, *, state_dir: Path, redis_url: str | None, out: Any 
             elif simulation.lingering:
                 simulation._delete_lingering(float("inf"))  # the cloud controller catches up
             if now >= next_sample:
-                sample(checker, findings, now - start, (Ec2Error, KubeError))
+                sample(checker, findings, now - start, (Ec2Error, KubeError), ledger, simulation.chaos.terminated_at)
                 next_sample = time.monotonic() + campaign.sample_every
             time.sleep(0.05)
 
-        for key, line in i2_from_history(ledger, simulation.chaos.terminated_at):
-            findings.add(time.monotonic() - start, key, line)
         status = report(say, state_dir, campaign, started_wall, proxy, kube_faults, schedule, simulation, findings,
                         crashes, skewed=sum(w.skewed for w in workers), seconds=time.monotonic() - start)
     except Stop as stop:
@@ -790,10 +791,12 @@ def _kinds(counts: collections.Counter[str]) -> str:
     return ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items())) or "none"
 
 
-def sample(checker: Any, findings: Findings, offset: float, errors: tuple[type[Exception], ...]) -> None:
+def sample(checker: Any, findings: Findings, offset: float, errors: tuple[type[Exception], ...],
+           ledger: LedgerKube, terminated_at: dict[str, float]) -> None:
     from django.db import DatabaseError
 
     catch: tuple[type[Exception], ...] = (*errors, DatabaseError)
+    started = time.time()  # the campaign's clock, which the pods' ledger keeps too
     try:
         confirmed = checker.sample()
     except catch:
@@ -803,6 +806,8 @@ def sample(checker: Any, findings: Findings, offset: float, errors: tuple[type[E
     for violation in confirmed:
         findings.add(offset, violation.key, violation.line())
     observation = checker.last
+    for finding, line in i2_between_samples(findings, observation, ledger, terminated_at, started, time.time()):
+        findings.add(offset, finding, line)
     # The longest a node waited while its pool had a free EIP (consecutive samples).
     now = time.monotonic()
     waiting_now = set()

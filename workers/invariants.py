@@ -72,6 +72,8 @@ class Observation:
     dead_enis: set[str] = field(default_factory=set)
     # allocation id -> (association id, ENI) of every associated pool EIP.
     associations: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # ENI -> the instance it is the primary ENI of (listed nodes, and rows of the record).
+    instance_of_eni: dict[str, str] = field(default_factory=dict)
     nodes: int = 0
     addresses: int = 0
 
@@ -146,6 +148,8 @@ def observe(
         out += released_while_busy(world, f)
     observation.free = free_pool_eips(world)
     observation.dead_enis = dead_enis(world)
+    observation.instance_of_eni = {row.eni_id: row.instance_id for row in world.recorded if row.eni_id} | {
+        f.instance.eni_id: f.instance.instance_id for f in world.facts if f.instance and f.instance.eni_id}
     observation.associations = {a.allocation_id: (a.association_id, a.eni_id) for a in world.pool.values()
                                 if a.association_id and a.eni_id}
     out += records_that_disagree_with_aws(world)
