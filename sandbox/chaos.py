@@ -472,14 +472,27 @@ def faketime_library() -> str | None:
     return None
 
 
+# A killed worker is started again at once, but takes this long to serve again (Celery's start, lease expiry).
+RESTART_SECONDS = 15.0
+
+
 @dataclass
 class Worker:
-    """One Celery worker of the campaign, and whether it is frozen (SIGSTOPped) until some time."""
+    """One Celery worker of the campaign, whether it is frozen (SIGSTOPped), and until when it cannot serve."""
 
     name: str
     skewed: bool
     child: Child
     frozen_until: float | None = None
+    disturbed_until: float = 0.0
+
+
+def disturbable(workers: list[Worker], now: float) -> list[Worker]:
+    """The workers that may be killed or frozen now: only while every other one serves. One worker is always
+    able to run passes, as in any deployment with two; otherwise no pass could repair anything, and I4's
+    grace (one pass) would be meaningless."""
+    return [w for w in workers if w.frozen_until is None
+            and all(other.disturbed_until <= now for other in workers if other is not w)]
 
 
 @dataclass
@@ -627,7 +640,7 @@ def run(campaign: Campaign, *, state_dir: Path, redis_url: str | None, out: Any 
                 thaw(workers, float("inf"))
                 say(f"chaos: faults off at {now - start:.0f}s; the engine converges")
             if not quiet:
-                if now >= schedule.next_kill and kill_one(schedule, workers, rng, start_worker):
+                if now >= schedule.next_kill and kill_one(schedule, workers, rng, start_worker, now):
                     schedule.next_kill = now + rng.uniform(*campaign.kill_every)
                 if now >= schedule.next_freeze and freeze_one(schedule, workers, rng, now):
                     frozen_for = max(w.frozen_until or now for w in workers) - now
@@ -690,13 +703,14 @@ def restart_crashed(supervisor: Supervisor, workers: list[Worker], starters: dic
         if worker is not None:
             worker.child = start_worker(worker.name, worker.skewed)
             worker.frozen_until = None
+            worker.disturbed_until = time.monotonic() + RESTART_SECONDS
         else:
             starters[child.name]()
 
 
-def kill_one(schedule: Schedule, workers: list[Worker], rng: random.Random, start_worker: Any) -> bool:
-    """SIGKILL one worker that is not frozen (its whole process group: the pool's children too), start it again."""
-    candidates = [w for w in workers if w.frozen_until is None]
+def kill_one(schedule: Schedule, workers: list[Worker], rng: random.Random, start_worker: Any, now: float) -> bool:
+    """SIGKILL one worker (its whole process group: the pool's children too), and start it again."""
+    candidates = disturbable(workers, now)
     if not candidates:
         return False
     worker = rng.choice(candidates)
@@ -704,6 +718,7 @@ def kill_one(schedule: Schedule, workers: list[Worker], rng: random.Random, star
     worker.child.process.wait(timeout=10)
     worker.child.expected_exit = True
     worker.child = start_worker(worker.name, worker.skewed)
+    worker.disturbed_until = now + RESTART_SECONDS
     schedule.kills += 1
     return True
 
@@ -711,12 +726,13 @@ def kill_one(schedule: Schedule, workers: list[Worker], rng: random.Random, star
 def freeze_one(schedule: Schedule, workers: list[Worker], rng: random.Random, now: float) -> bool:
     """SIGSTOP one worker's whole process group for longer than a lease; `thaw` sends SIGCONT later, and it
     goes on exactly where it was, as after a GC pause, CPU starvation or a migrated VM."""
-    candidates = [w for w in workers if w.frozen_until is None]
+    candidates = disturbable(workers, now)
     if not candidates:
         return False
     worker = rng.choice(candidates)
     os.killpg(worker.child.process.pid, signal.SIGSTOP)
     worker.frozen_until = now + rng.uniform(*schedule.campaign.freeze_seconds)
+    worker.disturbed_until = max(worker.disturbed_until, worker.frozen_until)
     schedule.freezes += 1
     log.info("froze %s until +%.0fs", worker.name, worker.frozen_until - schedule.start)
     return True
