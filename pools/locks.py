@@ -58,8 +58,18 @@ def lease_key(spec_id: int) -> str:
 # Atomic on Redis: take the key if free; push its expiry back only while it holds our token; delete it only
 # while it holds our token (a lease that expired and was taken by another holder is never touched).
 _ACQUIRE = "return redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0"
-_RENEW = ("if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) "
-          "else return 0 end")
+# A renewal also notes, under the holder's fencing number, when Redis renewed it (its own clock, one for every
+# worker): KEYS[2] is the spec's renewals hash, ARGV[3] the fencing number ("" for a lease of no spec).
+_RENEW = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('pexpire', KEYS[1], ARGV[2])
+if ARGV[3] ~= '' then
+  local t = redis.call('TIME')
+  redis.call('hset', KEYS[2], ARGV[3], t[1] .. '.' .. string.format('%06d', t[2]))
+  redis.call('expire', KEYS[2], 3600)
+end
+return 1
+"""
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
 # How often a holder that waits for a busy lease tries again.
 _WAIT_POLL_SECONDS = 0.1
@@ -80,6 +90,7 @@ class Lease:
         self.seconds = float(seconds)
         self.spec_id = spec_id
         self.fence = 0  # the fencing number, once acquired (0: not a spec's lease)
+        self._renewals_key = redis_keys.renewals(spec_id) if spec_id is not None else key + ":renewed"
         self._redis = _client(url) if url else None
         self._token = uuid.uuid4().hex
         self._lost = threading.Event()
@@ -99,6 +110,7 @@ class Lease:
         self.held = True
         if self.spec_id is not None:
             self.fence = fence_take(self.spec_id)
+            self.renew()  # notes this holder's first renewal under its number
         if self._redis is not None:
             self._thread = threading.Thread(target=self._renew_loop, name=f"lease {self.key}", daemon=True)
             self._thread.start()
@@ -124,7 +136,8 @@ class Lease:
             return False
         started = time.monotonic()
         try:
-            renewed = self._redis.eval(_RENEW, 1, self.key, self._token, int(self.seconds * 1000))
+            renewed = self._redis.eval(_RENEW, 2, self.key, self._renewals_key, self._token,
+                                       int(self.seconds * 1000), str(self.fence) if self.fence else "")
         except RedisError as exc:
             # Redis may be back before the lease runs out; until then the lease is still ours.
             if time.monotonic() >= self.valid_until:
@@ -148,6 +161,19 @@ class Lease:
         except RedisError:
             return None
         return datetime.fromtimestamp(seconds + micros / 1_000_000, UTC)
+
+    def last_renewals(self, fences: set[int]) -> dict[int, datetime]:
+        """When (Redis's clock) the holders with these fencing numbers last renewed the spec's lease, where
+        Redis still knows it (a failover or a restart may have lost it)."""
+        if self._redis is None or not fences:
+            return {}
+        ordered = sorted(fences)
+        try:
+            found = self._redis.hmget(self._renewals_key, [str(f) for f in ordered])
+        except RedisError:
+            return {}
+        return {fence: datetime.fromtimestamp(float(raw), UTC) for fence, raw in zip(ordered, found, strict=True)
+                if raw is not None}
 
     @property
     def valid_until(self) -> float:

@@ -249,8 +249,8 @@ class Assignment(models.Model):
     actor = models.CharField(max_length=150, default=SYSTEM_ACTOR)
     # The fencing number of the pass that opened the claim (pools/locks.py). An unconfirmed claim of an
     # older holder may still have its AssociateAddress on the way: a newer holder leaves it alone until the
-    # longest such call is over, counted from `stale_since`: when a newer holder first saw it unconfirmed,
-    # on the database's clock (one clock for every worker).
+    # longest such call is over, one lease time after `stale_since`: when that holder last renewed its lease
+    # (or, if Redis lost that, when a newer holder first saw the claim), on Redis's clock, one for every worker.
     fence = models.BigIntegerField(default=0)
     stale_since = models.DateTimeField(null=True, blank=True)
 

@@ -12,6 +12,12 @@ def lease(spec_id: int) -> str:
     return f"{PREFIX}spec:{spec_id}"
 
 
+def renewals(spec_id: int) -> str:
+    """When (on Redis's clock) each holder of the spec's lease last renewed it, by fencing number: a holder's
+    calls end within one lease time of its last renewal, so a newer holder knows when they are all over."""
+    return f"{PREFIX}spec:{spec_id}:renewed"
+
+
 def rerun(spec_id: int) -> str:
     """A pass that found the spec busy asks its holder for one more pass."""
     return f"{PREFIX}spec:{spec_id}:rerun"

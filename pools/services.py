@@ -588,13 +588,21 @@ def assignment_close_all(*, eip: ElasticIP, reason: str, kind: str) -> int:
         closed_at=timezone.now(), close_reason=reason[:200], close_kind=kind)
 
 
-def claims_seen_stale(*, spec: LaunchSpec, fence: int, now: datetime | None = None) -> int:
-    """Unconfirmed claims of the spec opened by an earlier holder (a lower fencing number): stamp when a newer
-    holder first saw them, on one clock shared by every worker (`now`: Redis's, the leases' own; else the
-    database's). Their AssociateAddress may still be on its way until the longest call of that holder is over,
-    counted from there (pools/snapshot.py)."""
-    return Assignment.objects.filter(launch_spec=spec, closed_at__isnull=True, confirmed_at__isnull=True,
-                                     fence__lt=fence, stale_since__isnull=True).update(stale_since=now or Now())
+def claims_seen_stale(*, spec: LaunchSpec, fence: int, now: datetime | None = None,
+                      renewals: Callable[[set[int]], dict[int, datetime]] | None = None) -> int:
+    """Unconfirmed claims of the spec opened by an earlier holder (a lower fencing number): their AssociateAddress
+    may still be on its way until one lease time after that holder last renewed its lease. Stamp when that was
+    (`renewals`: fencing number -> its last renewal, on Redis's clock), or, where nobody knows any more (a
+    failover lost it), when a newer holder first saw them (`now`: Redis's clock too; else the database's).
+    pools/snapshot.py counts the lease time from the stamp."""
+    stale = Assignment.objects.filter(launch_spec=spec, closed_at__isnull=True, confirmed_at__isnull=True,
+                                      fence__lt=fence, stale_since__isnull=True)
+    fences = set(stale.values_list("fence", flat=True))
+    last = renewals(fences) if renewals is not None and fences else {}
+    stamped = 0
+    for older in sorted(fences):
+        stamped += stale.filter(fence=older).update(stale_since=last.get(older) or now or Now())
+    return stamped
 
 
 def assignment_close(*, assignment: Assignment, reason: str, kind: str = "") -> bool:

@@ -68,10 +68,10 @@ def planner_inputs(
     """pool: what DescribeAddresses said in this pass; None for the preview, which reads the snapshot.
 
     fence: the pass's fencing number (pools/locks.py). An unconfirmed claim of an earlier holder (a lower
-    number) may still have its AssociateAddress on the way: it is in flight until EIPDASH_LEASE_SECONDS (the
-    longest any call of that holder can outlive its lease, a Redis failover included) after a newer holder
-    first saw it (`Assignment.stale_since`), on the clock it was stamped with: `now`, Redis's (the leases' own,
-    shared by every worker whatever its host's clock says), else the database's.
+    number) may still have its AssociateAddress on the way: it is in flight until EIPDASH_LEASE_SECONDS after
+    `Assignment.stale_since` (that holder's last renewal of its lease, or when a newer holder first saw the
+    claim if that is lost: services.claims_seen_stale), on the clock it was stamped with: `now`, Redis's (the
+    leases' own, shared by every worker whatever its host's clock says), else the database's.
     exclusive: False when the pass cannot prove it runs alone (no Redis): a recent unconfirmed claim may then
     be another process's call in flight, for as long as that process may still run.
     """

@@ -86,9 +86,9 @@ def run_pass(spec: LaunchSpec, *, ec2: Ec2 | None = None, kube: Kube | None = No
             return PassReport(spec=spec.name, errors=list(observed.read_errors), read_failed=True)
         fence = lease.fence if lease is not None else 0
         clock = lease.server_time() if lease is not None else None
-        if fence and not dry_run:
+        if lease is not None and fence and not dry_run:
             with fenced():
-                services.claims_seen_stale(spec=spec, fence=fence, now=clock)
+                services.claims_seen_stale(spec=spec, fence=fence, now=clock, renewals=lease.last_renewals)
         plan = make_plan(*planner_inputs(spec, pool=observed.pool, fence=fence, exclusive=exclusive, now=clock))
         if dry_run:
             # An empty plan is "nothing to do" (PassReport.lines), never "would nothing to do".

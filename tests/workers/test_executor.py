@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from django.utils import timezone
 
+from pools import locks, redis_keys, services
 from pools.models import Assignment, ElasticIP, Event, Node
 from tests.fixtures.world import TAINT, World, kinds, reconcile
 from workers import executor
@@ -454,4 +456,32 @@ def test_an_older_holders_claim_is_judged_once_its_calls_are_over(world: World) 
     Assignment.objects.update(stale_since=timezone.now() - timedelta(seconds=60))
     reconcile(spec)  # closes the claim (AWS shows the EIP free)
     reconcile(spec)  # serves a
+    assert world.eip_on("a") == only and TAINT not in world.taints("a")
+
+
+def test_an_older_holders_claim_is_in_flight_only_until_a_lease_time_after_its_last_renewal(
+    world: World, redis_url: str
+) -> None:
+    """The window is counted from the older holder's last renewal, which Redis noted under its fencing number:
+    a holder frozen long ago has no call left on its way, and its claim is judged at once (its node is not kept
+    waiting for another lease time)."""
+    spec = world.spec()
+    (only,) = world.eips(1)
+    world.node("a")
+    reconcile(spec)  # creates a's row
+    world.ec2.client.disassociate_address(AssociationId=world.address(only)["AssociationId"])
+    Assignment.objects.all().delete()
+    frozen = locks.spec_lease_for(spec.pk)
+    assert frozen.acquire()
+    frozen._stop.set()  # frozen: it renews no more
+    services.assignment_open(eip=ElasticIP.objects.get(allocation_id=only), node=Node.objects.get(name="a"),
+                             spec=spec, actor="system", fence=frozen.fence)
+    client = redis.Redis.from_url(redis_url)
+    client.delete(locks.lease_key(spec.pk))  # its lease ran out long ago...
+    long_ago = (timezone.now() - timedelta(seconds=60)).timestamp()
+    client.hset(redis_keys.renewals(spec.pk), str(frozen.fence), f"{long_ago:.6f}")  # ...after its last renewal
+    reconcile(spec)
+    claim = Assignment.objects.get()
+    assert claim.closed_at is not None and claim.close_kind == Assignment.CloseKind.INTERRUPTED
+    reconcile(spec)
     assert world.eip_on("a") == only and TAINT not in world.taints("a")

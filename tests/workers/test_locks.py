@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -24,14 +24,6 @@ def steal_lease(redis_url: str, spec_id: int) -> None:
     """Another holder takes the lease (as after our lease expired during a pause), for a few seconds."""
     redis.Redis.from_url(redis_url).set(lease_key(spec_id), b"another-holder", px=3000)
 
-
-@pytest.fixture(autouse=True)
-def _no_stolen_lease_left(redis_url: str) -> Iterator[None]:
-    yield
-    client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter("eipdash:spec:*"):
-        if client.get(key) == b"another-holder":
-            client.delete(key)
 
 
 def test_a_renewed_lease_outlives_its_time_and_is_free_on_release(redis_url: str, settings: Settings,
