@@ -7,7 +7,6 @@ the checker reads them back through the adapters, as in production.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from io import StringIO
 from typing import Any
 
@@ -329,29 +328,30 @@ def test_a_node_whose_instance_ec2_does_not_list(world: World) -> None:
     assert check() == (0, ["no violations (1 nodes, 1 pool EIPs)"])
 
 
-def test_i2_over_time_release_events_against_the_life_of_pods(db: None) -> None:
-    """The campaign's I2 check: a `released` event while a workload pod of that very instance lived."""
-    from sandbox.chaos import LedgerKube, PodLife, i2_from_history
+def test_i2_over_time_between_two_samples_against_the_life_of_pods() -> None:
+    """The campaign's I2 check, on its own clock only: an EIP that left an instance between two samples while
+    a workload pod of that very instance lived through both. (Never the history's timestamps: a worker's clock
+    may run ahead.)"""
+    from sandbox.chaos import Findings, LedgerKube, PodLife, i2_between_samples
 
     t = time.time()
-    for node, instance in (("busy", "i-1"), ("idle", "i-2"), ("killed", "i-3")):
-        services.event_record(kind="released", reason="drained", at=datetime.fromtimestamp(t, UTC),
-                              context=services.EventContext(node=node, instance_id=instance, public_ip="192.0.2.1"))
+    on = {"eipalloc-busy": ("eipassoc-1", "eni-1"), "eipalloc-idle": ("eipassoc-2", "eni-2"),
+          "eipalloc-killed": ("eipassoc-3", "eni-3"), "eipalloc-stays": ("eipassoc-4", "eni-4")}
+    enis = {"eni-1": "i-1", "eni-2": "i-2", "eni-3": "i-3", "eni-4": "i-4"}
     ledger = LedgerKube("http://127.0.0.1:9", {})
     ledger.pods = {
-        "web-1": PodLife("busy", "i-1", created=t - 10, deleted=t + 5),  # ran through the release
-        "web-2": PodLife("busy", "i-1", created=t + 1),  # came after it
-        "web-3": PodLife("idle", "i-2", created=t - 10, deleted=t - 1),  # gone before it
-        "web-4": PodLife("killed", "i-3", created=t - 10),  # its instance was terminated first
-        "web-5": PodLife("busy", "i-9", created=t - 10),  # an earlier instance of the name
+        "web-1": PodLife("busy", "i-1", created=t - 10, deleted=t + 5),  # ran through both samples
+        "web-2": PodLife("busy", "i-1", created=t + 0.2),  # came after the first sample
+        "web-3": PodLife("idle", "i-2", created=t - 10, deleted=t + 0.3),  # gone before the second
+        "web-4": PodLife("killed", "i-3", created=t - 10),  # its instance was terminated meanwhile
+        "web-5": PodLife("stays", "i-4", created=t - 10),  # its EIP stayed
     }
-
-    found = i2_from_history(ledger, terminated_at={"i-3": t - 2})
-
-    assert [line for _, line in found] == [
-        f"I2 192.0.2.1 released from busy (i-1) at {datetime.fromtimestamp(t, UTC):%H:%M:%S.%f} while workload "
-        "pod(s) ran there: web-1"
-    ]
+    findings = Findings()
+    first = Observation(associations=on, instance_of_eni=enis)
+    assert i2_between_samples(findings, first, ledger, {}, t, t + 0.1) == []
+    second = Observation(associations={"eipalloc-stays": on["eipalloc-stays"]}, instance_of_eni=enis)
+    found = i2_between_samples(findings, second, ledger, {"i-3": t + 0.4}, t + 0.5, t + 0.6)
+    assert [line for _, line in found] == ["I2 eipalloc-busy left i-1 while workload pod(s) ran there: web-1"]
 
 
 def test_engine_a_node_replaced_during_a_pass_keeps_its_startup_taint(world: World) -> None:
