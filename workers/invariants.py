@@ -428,9 +428,12 @@ def _region_of(address: Address, addresses: Mapping[str, list[Address]]) -> str:
     return next(region for region, found in addresses.items() if address in found)
 
 
-# An association made onto an instance that was already dead this long before is the engine's doing: no pass
-# may ever make one (it looks at its targets' instances right before associating).
-DEAD_BEFORE_SECONDS = 1.0
+# An association made onto an instance that had been dead this long before is the engine's doing: a pass
+# looks at its targets' instances right before associating, so only a look that old (a slow machine, a budget
+# wait) could miss the death. The association's own moment is unknown; it is no earlier than the sample
+# before the one that first shows it, and that lower bound is what is compared, so a slow sampler never
+# makes a fresh association look late.
+DEAD_BEFORE_SECONDS = 3.0
 
 
 class Checker:
@@ -446,6 +449,7 @@ class Checker:
         self._since: dict[str, tuple[float, int]] = {}  # key -> (first seen, consecutive observations)
         self._dead_since: dict[str, float] = {}  # ENI -> when its instance was first seen dead
         self._associations: set[tuple[str, str]] | None = None  # (allocation id, association id) last time
+        self._last_sample_at: float | None = None
         self.last: Observation | None = None
 
     def sample(self) -> list[Violation]:
@@ -453,19 +457,22 @@ class Checker:
         return self.judge(observation)
 
     def associated_onto_the_dead(self, observation: Observation, now: float) -> list[Violation]:
-        """New associations (not in the last observation) onto an ENI whose instance was already dead."""
+        """New associations (not in the last observation) onto an ENI whose instance had been dead for
+        DEAD_BEFORE_SECONDS by the last observation, the earliest the association can have been made."""
         current = {(allocation_id, association_id)
                    for allocation_id, (association_id, _) in observation.associations.items()}
         found = []
-        if self._associations is not None:
+        made_after = self._last_sample_at
+        if self._associations is not None and made_after is not None:
             for allocation_id, (association_id, eni_id) in sorted(observation.associations.items()):
                 dead_since = self._dead_since.get(eni_id)
                 if ((allocation_id, association_id) not in self._associations and dead_since is not None
-                        and now - dead_since >= DEAD_BEFORE_SECONDS):
+                        and made_after - dead_since >= DEAD_BEFORE_SECONDS):
                     found.append(Violation("I4", f"I4:onto-dead:{allocation_id}:{association_id}",
                                            f"{allocation_id} was associated onto {eni_id}, whose instance had been "
-                                           f"dead for {now - dead_since:.1f}s", immediate=True))
+                                           f"dead for at least {made_after - dead_since:.1f}s", immediate=True))
         self._associations = current
+        self._last_sample_at = now
         self._dead_since = {eni: self._dead_since.get(eni, now) for eni in observation.dead_enis}
         return found
 

@@ -24,7 +24,7 @@ FREE = FreshLook(None, None, None, None)
 
 def release(node: str = "a", association_id: str | None = None, if_still_there: str = "", **kw: object) -> Release:
     return Release("eipalloc-1", "203.0.113.1", node, "drained", association_id=association_id,
-                   if_still_there=if_still_there, **kw)  # type: ignore[arg-type]
+                   if_still_there=if_still_there, **kw)
 
 
 def test_no_look_without_a_record_or_when_the_reading_and_the_record_agree() -> None:

@@ -266,8 +266,8 @@ def test_grace_i4_counts_only_when_it_persists_and_i1_at_once() -> None:
 
 
 def test_an_association_made_onto_an_instance_already_seen_dead_counts_at_once() -> None:
-    """No pass may ever associate onto a dead instance (it looks at its targets right before): unlike an EIP
-    left on a node that just died, which the next pass takes back, this needs no grace."""
+    """No pass may associate onto an instance dead for long (it looks at its targets right before): unlike an
+    EIP left on a node that just died, which the next pass takes back, this needs no grace."""
     now = [0.0]
     seen = [
         Observation(dead_enis={"eni-dead"}, associations={"eipalloc-1": ("eipassoc-1", "eni-dead")}),  # left on it
@@ -277,11 +277,26 @@ def test_an_association_made_onto_an_instance_already_seen_dead_counts_at_once()
     ]
     checker = Checker(grace_seconds=30, clock=lambda: now[0], observe_fn=lambda: seen.pop(0))
     assert checker.sample() == []  # the EIP was there before anyone knew the instance was dead
-    now[0] = 1.0
+    now[0] = 3.0
     assert checker.sample() == []
-    now[0] = 2.5
+    now[0] = 9.0
     (found,) = checker.sample()  # eni-just died in this very sample: its association may predate that
     assert found.invariant == "I4" and found.immediate and "eipalloc-1" in found.key
+    assert "at least 3.0s" in found.message  # made after the last sample, 3 s after the death: not 9 s
+
+
+def test_an_association_onto_the_dead_is_timed_from_the_last_sample_not_this_one() -> None:
+    """A slow sampler: the association showed up 10 s after the death, but may have been made any time after
+    the sample before, 0.5 s after the death, by a pass that looked while the instance still ran."""
+    now = [0.0]
+    seen = [Observation(), Observation(dead_enis={"eni-dead"}),
+            Observation(dead_enis={"eni-dead"}, associations={"eipalloc-1": ("eipassoc-1", "eni-dead")})]
+    checker = Checker(grace_seconds=30, clock=lambda: now[0], observe_fn=lambda: seen.pop(0))
+    assert checker.sample() == []
+    now[0] = 1.0
+    assert checker.sample() == []  # the instance is first seen dead
+    now[0] = 11.0
+    assert [v for v in checker.sample() if v.immediate] == []
 
 
 def test_i2_leaves_a_schedulable_node_to_i1(world: World) -> None:
