@@ -4,7 +4,6 @@ with botocore's retries off, so that every throttled call shows; and what moto e
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import threading
@@ -22,7 +21,7 @@ from botocore.config import Config
 from sandbox.aws_limits import BucketSizes, LimitsProxy, TokenBucket, is_mutating, read_stats, region_of, reset_stats
 from sandbox.ec2_emulator import Ec2Emulator, Ec2World
 from sandbox.ports import free_port
-from tests.fixtures.processes import wait_for_line
+from tests.fixtures.processes import interrupt, wait_for_line
 
 ROOT = Path(__file__).resolve().parents[2]
 # Buckets too small to refill within a test: 3 mutating and 4 non-mutating calls per action and region.
@@ -230,8 +229,7 @@ def test_main_with_flags_serves_the_counters() -> None:
         client(url).describe_addresses()
         with urllib.request.urlopen(f"{url}/_limits/stats", timeout=10) as response:
             stats = json.loads(response.read())
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=15)
+        interrupt(process)
     finally:
         if process.poll() is None:
             process.kill()

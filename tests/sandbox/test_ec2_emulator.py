@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import pytest
 from sandbox.ec2_emulator import Ec2Emulator, Ec2World
 from sandbox.ports import free_port
 from tests.fixtures.polling import eventually
-from tests.fixtures.processes import wait_for_line
+from tests.fixtures.processes import interrupt, wait_for_line
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -91,8 +90,7 @@ def test_main_runs_in_the_foreground_until_interrupted(tmp_path: Path) -> None:
         # on the port instead raced the print, and a SIGINT sent in between left stdout empty.
         printed = wait_for_line(process, "AWS_ENDPOINT_URL_EC2=", timeout=60)
         assert _answers(f"http://127.0.0.1:{port}")
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=15)
+        interrupt(process)
     finally:
         if process.poll() is None:
             process.kill()

@@ -371,10 +371,9 @@ def test_kubectl(kube_emulator: KubeEmulator, kubeconfig_path: Path, tmp_path: P
 
 
 def test_main_runs_in_the_foreground_until_interrupted(tmp_path: Path) -> None:
-    import signal
 
     from sandbox.ports import free_port
-    from tests.fixtures.processes import wait_for_line
+    from tests.fixtures.processes import interrupt, wait_for_line
 
     port, kubeconfig = free_port(), tmp_path / "sandbox" / "kubeconfig"
     process = subprocess.Popen([sys.executable, "-m", "sandbox.kube_emulator", "--port", str(port),
@@ -386,8 +385,7 @@ def test_main_runs_in_the_foreground_until_interrupted(tmp_path: Path) -> None:
         assert json.loads(kubeconfig.read_text())["clusters"][0]["cluster"]["server"] == f"http://127.0.0.1:{port}"
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/version", timeout=5) as response:
             assert json.loads(response.read())["major"] == "1"
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=10) == 0
+        assert interrupt(process) == 0
     finally:
         if process.poll() is None:
             process.kill()
