@@ -21,7 +21,7 @@ run: $(STAMP)
 # wait on processes and emulators). PYTEST_ARGS comes last, so "-n 0" there runs the suite in this process.
 TEST_WORKERS ?= 4
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=10 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --maxschedchunk 2 --durations=10 $(PYTEST_ARGS)
 
 # BENCH_ARGS="--quick" or "--only burst,steady" (bench/README.md: the groups and how long each takes).
 bench: $(STAMP)

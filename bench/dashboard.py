@@ -45,12 +45,19 @@ PAGES: dict[str, tuple[str, dict[str, str]]] = {
     "overview": ("/", {}),
     "overview_poll": ("/", {"HX-Request": "true"}),
     "spec_detail": ("/launch-specs/egress-00/", {}),
+    # The spec page's Capacity section, as htmx asks for it right after the page and then every 30 seconds; and
+    # with the 30-day demand chart (the range over the most rows), once the reader picked it.
+    "spec_capacity_poll": ("/launch-specs/egress-00/", {"HX-Request": "true", "HX-Target": "spec-capacity"}),
+    "spec_capacity_30d": ("/launch-specs/egress-00/?range=30d", {"HX-Request": "true", "HX-Target": "spec-capacity"}),
     "metrics": ("/metrics", {}),
     "eips": ("/eips/?page=last", {}),
     "nodes": ("/nodes/?page=last", {}),
     "history": ("/history/", {}),
     # An operator's name: what "what did Olivia do" looks like (about 3% of the rows match).
     "history_search": ("/history/?q=olivia", {}),
+    # The API's capacity report (the section's figures) and allowlist, with the page's session.
+    "api_capacity": ("/api/v1/launch-specs/egress-00/capacity", {}),
+    "api_egress_ips": ("/api/v1/launch-specs/egress-00/egress-ips", {}),
 }
 # Measured and reported in dashboard_detail, not in dashboard_p95_ms: the history of one node (about 200 of the
 # million rows match), the search that used to read the whole table.

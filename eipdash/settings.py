@@ -148,6 +148,8 @@ if DEBUG:
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# A CSRF refusal under /api/ answers JSON, as the rest of the API; the dashboard keeps Django's page.
+CSRF_FAILURE_VIEW = "eipdash.csrf.csrf_failure"
 
 # HTTPS, for a deployment behind TLS. Off by default so that the plain-HTTP sandbox and compose demo work.
 SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", False)
@@ -193,16 +195,26 @@ if REDIS_URL is None and not DEBUG:
 EIPDASH_API_RATE: str = env_str("EIPDASH_API_RATE", "600/min") or "600/min"
 if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", EIPDASH_API_RATE):
     raise ImproperlyConfigured(f"EIPDASH_API_RATE={EIPDASH_API_RATE!r}: give requests per period, e.g. 600/min, 20/s")
-# The default cache stays Django's per-process memory. The API's rate counters live in Redis when REDIS_URL
-# is set, so that every gunicorn process counts against one limit; without Redis (DEBUG, tests without
-# REDIS_URL) each process counts alone.
+# API requests without a valid credential (none, or a wrong, expired or revoked token) per client address: 401
+# until this rate is spent, then 429 (pools/api/throttle.py). A valid credential is never refused by it.
+EIPDASH_API_ANON_RATE: str = env_str("EIPDASH_API_ANON_RATE", "60/min") or "60/min"
+if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", EIPDASH_API_ANON_RATE):
+    raise ImproperlyConfigured(
+        f"EIPDASH_API_ANON_RATE={EIPDASH_API_ANON_RATE!r}: give requests per period, e.g. 60/min")
+# The client address of the API's per-address limit is REMOTE_ADDR, as for the login lockout. Behind N proxies
+# that each append to X-Forwarded-For (an ingress controller: 1), set N: the address the outermost one appended
+# counts. Never more than the proxies really there: the entries before theirs are written by the client.
+EIPDASH_NUM_PROXIES = env_int("EIPDASH_NUM_PROXIES", 0, minimum=0)
+# The longest an API token lives, in days (0: no maximum). A token asked for longer, or for "never", is refused
+# at creation; an older token stops authenticating once it is this old, whatever its own expiry says.
+EIPDASH_API_TOKEN_MAX_DAYS = env_int("EIPDASH_API_TOKEN_MAX_DAYS", 90, minimum=0)
+# The default cache stays Django's per-process memory. The API's rate counters are not a cache: they live in
+# Redis at REDIS_URL (pools/api/throttle.py), so that every gunicorn process counts against one limit; without
+# Redis (DEBUG) each process counts alone.
 CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-    "api-throttle": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
-         "KEY_PREFIX": "eipdash-api", "TIMEOUT": 3600}
-        if REDIS_URL else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "api-throttle"}
-    ),
+    # Per process. The capacity figures keep two entries per launch spec, the pool-use series a few: Django's
+    # default of 300 entries would evict them on every request past about 150 specs.
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "OPTIONS": {"MAX_ENTRIES": 10_000}},
 }
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -212,9 +224,14 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["pools.api.auth.IsReader"],
-    "DEFAULT_THROTTLE_CLASSES": ["pools.api.auth.TokenRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["pools.api.throttle.TokenRateThrottle"],
+    # Counts the requests that end before the throttles run (failed authentication): 429 past their rate.
+    "EXCEPTION_HANDLER": "pools.api.throttle.exception_handler",
+    # For DRF's own get_ident, should a view use its throttles: never trust a client-written X-Forwarded-For.
+    "NUM_PROXIES": EIPDASH_NUM_PROXIES,
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # DRF parses a session request's body for its CSRF check: through the views' own decoding (pools/api/parsers.py).
+    "DEFAULT_PARSER_CLASSES": ["pools.api.parsers.SpecJsonParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 SPECTACULAR_SETTINGS = {
@@ -256,8 +273,9 @@ CELERY_BEAT_SCHEDULE = {
     "reconcile-all": {
         "task": "workers.tasks.reconcile_all",
         "schedule": float(EIPDASH_RECONCILE_SECONDS),
-        # A tick that waited longer than one period is stale: the next one is already queued.
-        "options": {"expires": float(EIPDASH_RECONCILE_SECONDS)},
+        # No `expires`: Celery compares it, a time on the beat's host, with the worker's clock, and a worker
+        # seconds ahead dropped every tick. Ticks that queue up while no worker runs are folded into one by
+        # reconcile_all itself, on Redis's clock (pools/locks.py take_tick).
     },
     # Retention (EIPDASH_RETENTION_DAYS, 0: off): once a day, at a quiet time, in small batches.
     "prune-history": {
@@ -287,10 +305,24 @@ EIPDASH_STEP_CONCURRENCY = env_int("EIPDASH_STEP_CONCURRENCY", 16)
 # A steady pass reuses a running node's instance facts (state, primary ENI, private IP) from its Node row;
 # DescribeInstances confirms them again once they are older than this (new and changing instances always).
 EIPDASH_INSTANCE_RECHECK_SECONDS = env_int("EIPDASH_INSTANCE_RECHECK_SECONDS", 300, minimum=0)
+# The region's EIP quota and its subnets' egress paths are read again once they are older than this
+# (workers/region_facts.py), whichever worker's pass comes first.
+EIPDASH_REGION_FACTS_SECONDS = env_int("EIPDASH_REGION_FACTS_SECONDS", 300, minimum=30)
 # The cluster that launch specs join when they name none.
 EIPDASH_CLUSTER_NAME: str = env_str("EIPDASH_CLUSTER_NAME", "default")
 EIPDASH_CLUSTER_REGION: str = env_str("EIPDASH_CLUSTER_REGION", env_str("AWS_DEFAULT_REGION", "us-east-1"))
 EIPDASH_KUBE_CONTEXT: str = env_str("EIPDASH_KUBE_CONTEXT", "")
+# A cluster row's kubeconfig file must be under this directory (empty: no files), and no exec plugin unless allowed.
+EIPDASH_KUBECONFIG_DIR: str = env_str("EIPDASH_KUBECONFIG_DIR", "")
+EIPDASH_KUBECONFIG_ALLOW_EXEC = env_bool("EIPDASH_KUBECONFIG_ALLOW_EXEC", False)
+
+# AWS's price of one public IPv4 address per hour, in US dollars: the cost figures of the capacity report
+# (pools/capacity.py). BYOIP addresses are not billed.
+_ipv4_hourly_usd: str = env_str("EIPDASH_IPV4_HOURLY_USD", "0.005")
+if not re.fullmatch(r"[0-9]+(\.[0-9]*)?|\.[0-9]+", _ipv4_hourly_usd):
+    raise ImproperlyConfigured(
+        f"EIPDASH_IPV4_HOURLY_USD={_ipv4_hourly_usd!r}: give US dollars per address-hour, e.g. 0.005")
+EIPDASH_IPV4_HOURLY_USD = float(_ipv4_hourly_usd)
 
 # History older than this many days is pruned daily (prune_history); 0 keeps everything.
 EIPDASH_RETENTION_DAYS = env_int("EIPDASH_RETENTION_DAYS", 90, minimum=0)
@@ -307,8 +339,11 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "pools.logs.EipdashJsonFormatter"},
     },
+    "filters": {"task_success_without_result": {"()": "pools.logs.TaskSuccessWithoutResult"}},
     "handlers": {"console": {"class": "logging.StreamHandler",
                              "formatter": "json" if EIPDASH_LOG_FORMAT == "json" else "plain"}},
     "root": {"handlers": ["console"], "level": env_str("EIPDASH_LOG_LEVEL", "INFO")},
-    "loggers": {"botocore": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}, "axes": {"level": "WARNING"}},
+    "loggers": {"botocore": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}, "axes": {"level": "WARNING"},
+                # Celery's success line repeated a pass's report, which the task logs itself (pools/logs.py).
+                "celery.app.trace": {"filters": ["task_success_without_result"]}},
 }

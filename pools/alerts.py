@@ -7,6 +7,8 @@ episode), not once per pass. Pure: no Django.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from .vocabulary import NoteKind
@@ -22,6 +24,8 @@ class Alert(StrEnum):
     EIP_SECOND_ON_NODE = "eip-second-on-node"
     EIP_FOREIGN = "eip-foreign"
     NODE_NO_IPV4 = "node-no-ipv4"
+    POOL_LOW = "pool_low"
+    EGRESS_NOT_VIA_EIP = "egress-not-via-eip"
 
 
 # The event kind each alert is recorded as, and so the badge it shows with.
@@ -35,6 +39,8 @@ KIND: dict[Alert, NoteKind] = {
     Alert.EIP_SECOND_ON_NODE: NoteKind.CONFLICT,
     Alert.EIP_FOREIGN: NoteKind.CONFLICT,
     Alert.NODE_NO_IPV4: NoteKind.ERROR,
+    Alert.POOL_LOW: NoteKind.POOL_LOW,
+    Alert.EGRESS_NOT_VIA_EIP: NoteKind.EGRESS_NOT_VIA_EIP,
 }
 
 # As people say them; "{}" is the key's subject.
@@ -48,7 +54,30 @@ LABEL: dict[Alert, str] = {
     Alert.EIP_SECOND_ON_NODE: "conflict: EIP {} is a second pool EIP on one node",
     Alert.EIP_FOREIGN: "conflict: EIP {} is on an instance that is not a node of this spec",
     Alert.NODE_NO_IPV4: "error: node {} has no primary private IPv4",
+    Alert.POOL_LOW: "pool low: fewer free EIPs than its headroom (minFree)",
+    Alert.EGRESS_NOT_VIA_EIP: "egress: node {} does not send its egress through its EIP",
 }
+
+
+# What the operator can do while the alert holds (the overview's "Needs attention" panel). Pool exhausted and
+# read-failed have problems of their own there (pools/selectors.py spec_problem_list), with the pool's figures.
+ACTION: dict[Alert, str] = {
+    Alert.STEP_FAILED: "The step is retried on every pass and fails each time: its error is in the history.",
+    Alert.NODE_FOREIGN_EIP: "eipdash leaves the node alone (associating would knock that EIP off): disassociate "
+                            "the other EIP, or take the node out of the node group.",
+    Alert.NODE_TWO_SPECS: "Change the node labels of one of the launch specs so that one spec matches the node.",
+    Alert.EIP_TWO_SPECS: "Neither spec assigns it: change one spec's tag selector, or the EIP's tags.",
+    Alert.EIP_SECOND_ON_NODE: "AWS shows two pool EIPs on one node: disassociate the second one; eipdash leaves "
+                              "it alone.",
+    Alert.EIP_FOREIGN: "eipdash never pulls it from there: disassociate it in AWS, or untag it from the pool.",
+    Alert.NODE_NO_IPV4: "The node stays tainted until its primary ENI has a private IPv4: check its network setup.",
+    Alert.POOL_LOW: "Tag more EIPs into the pool (or allocate them with its tag) before the next rolling upgrade, "
+                    "or lower the spec's minFree.",
+    Alert.EGRESS_NOT_VIA_EIP: "Its subnet's default route goes through a NAT gateway (or nowhere): partners see the "
+                              "NAT's address, not the EIP. Run the node group in a subnet routed to an internet "
+                              "gateway, or allowlist the NAT's address; the node's page shows the path.",
+}
+UNKNOWN_ACTION = "See the latest events of this launch spec in the history."
 
 
 def alert_key(name: Alert, subject: str = "") -> str:
@@ -75,3 +104,23 @@ def alert_label(key: str) -> str:
         return str(key).replace("_", " ").replace("-", " ")
     label = LABEL[name]
     return label.format(str(key).partition(":")[2]) if "{}" in label else label
+
+
+def alert_action(key: str) -> str:
+    """What to do while the alert holds."""
+    name = alert_name(key)
+    return ACTION.get(name, UNKNOWN_ACTION) if name is not None else UNKNOWN_ACTION
+
+
+# How long the overview can say when a resolved alert ended (its window is the last hour).
+ENDED_KEPT = timedelta(hours=1)
+
+
+def alerts_ended(before: Iterable[str], after: Iterable[str], ended: Mapping[str, str], now: datetime
+                 ) -> dict[str, str]:
+    """Key -> ISO time it ended: the keys true before this pass and not after end now; a key true again is no
+    longer ended; an end older than ENDED_KEPT is forgotten."""
+    still = set(after)
+    kept = {key: when for key, when in ended.items()
+            if key not in still and datetime.fromisoformat(when) >= now - ENDED_KEPT}
+    return kept | {key: now.isoformat() for key in set(before) - still}

@@ -9,6 +9,7 @@ class PoolsConfig(AppConfig):
 
     def ready(self) -> None:
         # Numeric IPv4 order on SQLite too (a function on each new connection); see pools/dbfunctions.py.
-        from . import dbfunctions
+        from . import dbfunctions, signals
 
         dbfunctions.install()
+        signals.connect()

@@ -17,6 +17,7 @@ from .selectors import EIP_SORTS, EIP_STATES, NODE_STATES, UNMANAGED, EventFilte
 from .services import default_region
 from .specfile import (
     CLUSTER_NAME_MAX,
+    MIN_FREE_MAX,
     NAME_MAX,
     TAG_KEY_MAX,
     TAG_VALUE_MAX,
@@ -49,6 +50,11 @@ class LaunchSpecForm(forms.Form):
     tag_value = forms.CharField(
         label="EIP tag value", max_length=TAG_VALUE_MAX, required=False, help_text="Empty: any value of the tag key."
     )
+    min_free = forms.IntegerField(
+        label="Headroom (minFree)", min_value=0, max_value=MIN_FREE_MAX, initial=0, required=False,
+        help_text="Free EIPs to keep: fewer raises the pool_low alert (a rolling upgrade adds a node before it "
+                  "drains one). 0: no such alert. An eipdash extension: Export Ocean JSON leaves it out.",
+    )
     enabled = forms.BooleanField(required=False, initial=True)
 
     def __init__(self, *args: Any, instance: LaunchSpec | None = None, **kwargs: Any) -> None:
@@ -62,6 +68,7 @@ class LaunchSpecForm(forms.Form):
                     "labels": labels_text(instance.labels, "\n"),
                     "tag_key": instance.tag_key,
                     "tag_value": instance.tag_value or "",
+                    "min_free": instance.min_free,
                     "enabled": instance.enabled,
                 },
             )
@@ -109,7 +116,7 @@ class LaunchSpecForm(forms.Form):
         spec: dict[str, Any] = {
             "name": data.get("name", ""),
             "labels": labels,
-            "elasticIpPool": {"tagSelector": selector},
+            "elasticIpPool": {"tagSelector": selector, "minFree": data.get("min_free") or 0},
             "enabled": bool(data.get("enabled")),
         }
         if data.get("cluster"):
@@ -142,6 +149,7 @@ _FIELD_WORDS = {
     "labels": ("label",),
     "tag_key": ("tagKey", "tagSelector is required"),
     "tag_value": ("tagValue",),
+    "min_free": ("minFree",),
     "region": ("region",),
     "cluster": ("cluster",),
 }
@@ -184,15 +192,26 @@ class LaunchSpecImportForm(forms.Form):
         return cleaned
 
 
+# What the history's time inputs let through (the browser checks it): ISO 8601 with "T" or a space, minutes,
+# optional seconds and fraction, optional Z or offset, or a bare date: what DateTimeField reads (parse_datetime
+# first), as the exports and the API read it. Valid in JavaScript's v-mode too (the "-" in a class escaped).
+HISTORY_TIME_PATTERN = r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?(?:Z|[+\-]\d{2}:?\d{2})?"
+
+
+def _utc_time_input() -> forms.DateTimeInput:
+    """A text input, not datetime-local: that one shows the browser's locale (12-hour AM/PM in en-US), while
+    every table shows ISO 24-hour UTC."""
+    return forms.DateTimeInput(
+        format="%Y-%m-%d %H:%M:%S",
+        attrs={"type": "text", "placeholder": "YYYY-MM-DD HH:MM[:SS]", "pattern": HISTORY_TIME_PATTERN,
+               "title": "UTC, 24-hour: YYYY-MM-DD HH:MM or YYYY-MM-DD HH:MM:SS", "autocomplete": "off",
+               "spellcheck": "false", "size": "19"},
+    )
+
+
 class HistoryFilterForm(forms.Form):
-    since = forms.DateTimeField(
-        required=False,
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local", "step": "1"}, format="%Y-%m-%dT%H:%M:%S"),
-    )
-    until = forms.DateTimeField(
-        required=False,
-        widget=forms.DateTimeInput(attrs={"type": "datetime-local", "step": "1"}, format="%Y-%m-%dT%H:%M:%S"),
-    )
+    since = forms.DateTimeField(required=False, widget=_utc_time_input())
+    until = forms.DateTimeField(required=False, widget=_utc_time_input())
     spec = forms.CharField(required=False, max_length=253)
     event = forms.ChoiceField(required=False, choices=[("", "any event")] + list(Event.Kind.choices))
     q = forms.CharField(required=False, max_length=200, label="Search")
@@ -260,3 +279,11 @@ class NodeFilterForm(forms.Form):
 
 class ReassignForm(forms.Form):
     node = forms.CharField(max_length=253)
+
+
+class NodeEventFilterForm(HistoryFilterForm):
+    """The history's filters, and one node's: its exact name, its cluster (the API's events list, which the node
+    objects link to). The history page and its exports keep their own filters."""
+
+    node = forms.CharField(required=False, max_length=253)
+    cluster = forms.CharField(required=False, max_length=CLUSTER_NAME_MAX)

@@ -293,6 +293,23 @@ def take_rerun(spec_id: int) -> bool:
         return False
 
 
+def take_tick() -> bool:
+    """True for the first of the beat's reconcile_all ticks in half a reconcile interval, on Redis's clock.
+
+    The ticks carry no Celery `expires`: that is a time on the beat's host, which a worker compares with its own
+    clock, so a worker running seconds ahead dropped every tick (and one running behind ran stale ones). Ticks
+    that queued up while no worker ran arrive together; the first does the work, the others nothing. Without
+    Redis, or when it does not answer, every tick runs: the safety net matters more than a few extra passes."""
+    if not settings.REDIS_URL:
+        return True
+    try:
+        gate = max(1, int(settings.EIPDASH_RECONCILE_SECONDS * 1000 / 2))
+        return bool(_client(settings.REDIS_URL).set(redis_keys.beat_tick(), 1, nx=True, px=gate))
+    except RedisError as exc:
+        log.debug("beat tick gate not read: %s", exc)
+        return True
+
+
 @contextmanager
 def spec_lock(spec_id: int, *, wait_seconds: float = 0.0) -> Iterator[bool]:
     """The same lease for callers that only need to know whether they got it (spec edits and deletes)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,11 @@ METRIC_NAMES = (
     "eipdash_last_successful_pass_timestamp_seconds",
     "eipdash_launch_spec_created_timestamp_seconds",
     "eipdash_reconcile_interval_seconds",
+    "eipdash_pool_min_free",
+    "eipdash_pool_peak",
+    "eipdash_eip_quota",
+    "eipdash_eips_allocated",
+    "eipdash_pool_cost_usd_per_month",
 )
 
 
@@ -116,18 +121,22 @@ class DatabaseCollector(Collector):
             "1 when a launch spec cannot work as configured (see eipdash_launch_spec_problem), else 0.",
             labels=["launch_spec"],
         )
-        flagged = {problem.spec.pk for problem in problems}
+        # Misconfigured only for what makes the spec unable to work as configured: an exhausted pool or a conflict
+        # is a problem of its own, and a draining spec (disabled on purpose) is neither.
+        flagged = {problem.spec.pk for problem in problems if problem.misconfiguration}
         for row in stats:
             misconfigured.add_metric([row.spec.name], 1.0 if row.spec.pk in flagged else 0.0)
         yield misconfigured
         problem_family = GaugeMetricFamily(
             "eipdash_launch_spec_problem",
-            "A problem of a launch spec: empty_pool, no_kube_context, disabled_holding, stale_pass, read_failing.",
+            f"An ongoing problem of a launch spec: {', '.join(selectors.SPEC_PROBLEM_CODES)}.",
             labels=["launch_spec", "problem"],
         )
-        for problem in problems:
-            problem_family.add_metric([problem.spec.name, problem.code], 1.0)
+        # One series per spec and code: two conflicts of one spec are one "conflict" series.
+        for name, code in dict.fromkeys((problem.spec.name, problem.code) for problem in problems):
+            problem_family.add_metric([name, code], 1.0)
         yield problem_family
+        yield from self.capacity(stats)
 
         # How long the longest-waiting node of each spec has waited: "nodes waiting over 5 minutes".
         now = time.time()
@@ -171,6 +180,55 @@ class DatabaseCollector(Collector):
                                      "The beat period of reconcile_all (EIPDASH_RECONCILE_SECONDS).")
         interval.add_metric([], float(settings.EIPDASH_RECONCILE_SECONDS))
         yield interval
+
+
+    def capacity(self, stats: Sequence[Any]) -> Iterator[Metric]:
+        """The capacity gauges (pools/selectors_capacity.py): headroom, peaks, the region's quota, the cost. The
+        peaks are not swept again on each scrape: every spec's demand profile is kept in the cache, and a scrape
+        reads one query of signals (the last deletion and close of each spec, its live nodes and open assignments)
+        to find them still valid, then looks the 7- and 30-day peaks up (peak_list; a row that only leaves the
+        history, by the retention, shows within selectors_demand.TRUST_SECONDS). The rest from grouped counts.
+        Labelled launch_spec like the other pool gauges, so that a rule can compare eipdash_pool_free with
+        eipdash_pool_min_free as they are."""
+        from pools import selectors_capacity
+
+        specs = [row.spec for row in stats]
+        min_free = GaugeMetricFamily("eipdash_pool_min_free",
+                                     "The headroom of a launch spec: fewer free pool EIPs than this raises pool_low.",
+                                     labels=["launch_spec"])
+        peak = GaugeMetricFamily(
+            "eipdash_pool_peak",
+            "The most nodes of a launch spec that held or waited for an EIP at the same moment in the window.",
+            labels=["launch_spec", "window"],
+        )
+        cost = GaugeMetricFamily(
+            "eipdash_pool_cost_usd_per_month",
+            "What the pool's addresses cost in a month (730 hours) at EIPDASH_IPV4_HOURLY_USD; BYOIP ones are free.",
+            labels=["launch_spec"],
+        )
+        peaks = selectors_capacity.peak_list(specs=specs)
+        costs = selectors_capacity.pool_cost_list(specs=specs)
+        for spec in specs:
+            min_free.add_metric([spec.name], float(spec.min_free))
+            week, month = peaks[spec.pk]
+            peak.add_metric([spec.name, "7d"], float(week.count))
+            peak.add_metric([spec.name, "30d"], float(month.count))
+            cost.add_metric([spec.name], selectors_capacity.monthly_usd(costs[spec.pk][0]))
+        yield min_free
+        yield peak
+        yield cost
+        quota = GaugeMetricFamily("eipdash_eip_quota", "The account's EIP quota in a region, as last read "
+                                  "(absent while unknown).", labels=["region"])
+        allocated = GaugeMetricFamily("eipdash_eips_allocated",
+                                      "Elastic IPs allocated in a region per the last reading (pools and unmanaged).",
+                                      labels=["region"])
+        for region, facts in sorted(selectors_capacity.region_quota_list(
+                regions={spec.cluster.region for spec in specs}).items()):
+            if facts.limit is not None:
+                quota.add_metric([region], float(facts.limit))
+            allocated.add_metric([region], float(facts.allocated))
+        yield quota
+        yield allocated
 
 
 class _Together:

@@ -13,6 +13,8 @@ from django.db.models import Q
 from .vocabulary import CloseKind, EventKind, NodeState
 
 SYSTEM_ACTOR = "system"  # the actor of everything the workers do on their own (events, claims)
+# A username (150) and "(API token eipd_XXXXXXXX)": pools/audit.py.
+ACTOR_MAX = 200
 
 
 def _same_values(choices: type[models.TextChoices], vocabulary: type[StrEnum]) -> None:
@@ -48,9 +50,15 @@ class LaunchSpec(models.Model):
     # None selects every EIP that carries tag_key, whatever its value.
     tag_value = models.CharField(max_length=256, null=True, blank=True)
     enabled = models.BooleanField(default=True)
+    # Headroom: fewer free EIPs than this raises the pool_low alert (an eipdash extension of the Ocean
+    # document, `elasticIpPool.minFree`; 0: no such alert).
+    min_free = models.PositiveIntegerField(default=0)
     # Keys of the alerts (pool exhausted, conflicts) that are currently true. An alert is recorded as
     # an Event when it starts, not again on every pass while it lasts.
     active_alerts = models.JSONField(default=list, blank=True)
+    # Key -> when (ISO 8601, the pass's time) the pass that no longer saw it ended it: the overview's "resolved
+    # at". Kept for an hour (pools/alerts.py `alerts_ended`).
+    alerts_ended = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     # The last pass that ran, whatever came of it (a read failure included).
@@ -94,6 +102,36 @@ class SpecFence(models.Model):
         return f"spec {self.spec_id}: fence {self.number}, readings from {self.fresh_from_seq}"
 
 
+class RegionFacts(models.Model):
+    """What a region's account and network say, read once per region every few minutes (workers/region_facts.py):
+    the EIP quota, and where each subnet's egress leaves. A read that failed stores its error and no value
+    (eip_quota None, egress {}): the page says it could not read and why, never shows a guess or an old figure."""
+
+    region = models.CharField(max_length=32, primary_key=True)
+    # The account's EIP quota of the region; null when it could not be read.
+    eip_quota = models.IntegerField(null=True, blank=True)
+    # Where it came from: "service-quotas" (L-0263D0A3) or "account-attribute" (vpc-max-elastic-ips).
+    eip_quota_source = models.CharField(max_length=32, blank=True, default="")
+    quota_error = models.TextField(blank=True, default="")
+    quota_read_at = models.DateTimeField(null=True, blank=True)
+    # Subnet id -> {"via": "internet-gateway" | "nat" | "none", "target": "igw-…" | "nat-…" | "",
+    # "address": the NAT gateway's public IP or ""} (pools/egress.py).
+    egress = models.JSONField(default=dict, blank=True)
+    egress_error = models.TextField(blank=True, default="")
+    egress_read_at = models.DateTimeField(null=True, blank=True)
+    # The turn of the worker reading the facts now (a random token its claim wrote): its final write lands only
+    # while the row still carries it, so a worker that froze past the window writes nothing over newer facts.
+    facts_claim = models.CharField(max_length=32, blank=True, default="")
+    # DescribeAddresses readings of the region, numbered as they start (addresses_read), and the newest one
+    # saved into ElasticIP and UnmanagedAddress (addresses_saved): a reading saved after a newer one was (two
+    # passes read at once) writes nothing, so the rows and the pool_joined / pool_left trail never step back.
+    addresses_read = models.BigIntegerField(default=0)
+    addresses_saved = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.region}: quota {self.eip_quota}"
+
+
 class RegionSequence(models.Model):
     """A counter per region, bumped right before and right after every change eipdash makes to AWS there
     (an association, a disassociation, a manual move). Each shared reading stores the value it was taken at."""
@@ -116,6 +154,9 @@ class AddressColumns(models.Model):
     instance_id = models.CharField(max_length=32, blank=True, default="")
     eni_id = models.CharField(max_length=32, blank=True, default="")
     private_ip = models.CharField(max_length=45, blank=True, default="")
+    # DescribeAddresses' PublicIpv4Pool: "amazon" for Amazon's addresses; a BYOIP pool's id otherwise (those
+    # cost nothing per hour). Empty where it was not reported.
+    public_ipv4_pool = models.CharField(max_length=64, blank=True, default="")
     last_seen_at = models.DateTimeField()
 
     class Meta:
@@ -127,6 +168,9 @@ class ElasticIP(AddressColumns):
 
     # No longer returned by DescribeAddresses (released from the account) or no longer tagged.
     gone = models.BooleanField(default=False)
+    # When a reading first showed it in a pool (null for rows older than the column): the start of its
+    # address-hours in the idle cost (pools/capacity.py).
+    first_seen_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["public_ip"]
@@ -174,6 +218,8 @@ class Node(models.Model):
     instance_state = models.CharField(max_length=16, blank=True, default="")
     eni_id = models.CharField(max_length=32, blank=True, default="")
     private_ip = models.CharField(max_length=45, blank=True, default="")
+    # The subnet of its instance (DescribeInstances): its route table says where its egress leaves.
+    subnet_id = models.CharField(max_length=32, blank=True, default="")
     startup_tainted = models.BooleanField(default=False)
     draining = models.BooleanField(default=False)
     # Why it drains (cordoned, cluster-autoscaler, karpenter, deleting), "" when it does not: shown on the
@@ -246,7 +292,7 @@ class Assignment(models.Model):
     closed_at = models.DateTimeField(null=True, blank=True)
     close_reason = models.CharField(max_length=200, blank=True, default="")
     close_kind = models.CharField(max_length=16, choices=CloseKind.choices, blank=True, default="")
-    actor = models.CharField(max_length=150, default=SYSTEM_ACTOR)
+    actor = models.CharField(max_length=ACTOR_MAX, default=SYSTEM_ACTOR)
     # The fencing number of the pass that opened the claim (pools/locks.py). An unconfirmed claim of an
     # older holder may still have its AssociateAddress on the way: a newer holder leaves it alone until the
     # longest such call is over, one lease time after `stale_since`: when that holder last renewed its lease
@@ -286,6 +332,21 @@ class Event(models.Model):
         POOL_EXHAUSTED = EventKind.POOL_EXHAUSTED
         CONFLICT = EventKind.CONFLICT
         ERROR = EventKind.ERROR
+        POOL_LOW = EventKind.POOL_LOW
+        EGRESS_NOT_VIA_EIP = EventKind.EGRESS_NOT_VIA_EIP
+        POOL_JOINED = EventKind.POOL_JOINED
+        POOL_LEFT = EventKind.POOL_LEFT
+        SPEC_CREATED = EventKind.SPEC_CREATED
+        SPEC_UPDATED = EventKind.SPEC_UPDATED
+        SPEC_DISABLED = EventKind.SPEC_DISABLED
+        SPEC_ENABLED = EventKind.SPEC_ENABLED
+        SPEC_DELETED = EventKind.SPEC_DELETED
+        CLUSTER_ADDED = EventKind.CLUSTER_ADDED
+        CLUSTER_CHANGED = EventKind.CLUSTER_CHANGED
+        CLUSTER_DELETED = EventKind.CLUSTER_DELETED
+        TOKEN_CREATED = EventKind.TOKEN_CREATED
+        TOKEN_REVOKED = EventKind.TOKEN_REVOKED
+        ROLE_CHANGED = EventKind.ROLE_CHANGED
 
     timestamp = models.DateTimeField(db_index=True)
     kind = models.CharField(max_length=20, choices=Kind.choices)
@@ -296,7 +357,7 @@ class Event(models.Model):
     instance_id = models.CharField(max_length=32, blank=True, default="")
     public_ip = models.CharField(max_length=45, blank=True, default="")
     allocation_id = models.CharField(max_length=64, blank=True, default="")
-    actor = models.CharField(max_length=150, default=SYSTEM_ACTOR)
+    actor = models.CharField(max_length=ACTOR_MAX, default=SYSTEM_ACTOR)
     reason = models.TextField(blank=True, default="")
 
     class Meta:
@@ -306,6 +367,8 @@ class Event(models.Model):
             models.Index(fields=["kind", "-timestamp"], name="event_kind_time"),
             models.Index(fields=["launch_spec", "-timestamp"], name="event_spec_time"),
             models.Index(fields=["allocation_id", "-timestamp"], name="event_eip_time"),
+            # A node's page and the API's ?node= filter: its events, newest first.
+            models.Index(fields=["cluster", "node", "-timestamp"], name="event_node_time"),
         ]
 
     def __str__(self) -> str:
@@ -344,7 +407,7 @@ class ReassignRequest(models.Model):
 
     eip = models.ForeignKey(ElasticIP, on_delete=models.CASCADE, related_name="reassign_requests")
     node_name = models.CharField(max_length=253)
-    actor = models.CharField(max_length=150)
+    actor = models.CharField(max_length=ACTOR_MAX)
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     message = models.TextField(blank=True, default="")
     created_at = models.DateTimeField()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from .alerts import Alert, alert_key
+from .egress import VIA_NAT, VIA_NONE
 from .vocabulary import DEAD_STATES, LIVE_STATES, RESTING_STATES, CloseKind, NodeState, NoteKind
 
 # What the executor does when its fresh DescribeAddresses shows the EIP still on the claim's ENI after
@@ -29,6 +30,8 @@ class SpecView:
     active_alerts: frozenset[str] = frozenset()
     # A disabled spec drains: it assigns and taints nothing new, but releases and closes by the rules.
     enabled: bool = True
+    # Headroom (elasticIpPool.minFree): fewer free EIPs after the pass raises pool_low.
+    min_free: int = 0
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,10 @@ class NodeView:
     also_matched_by: tuple[str, ...] = ()  # other launch specs whose labels match this node too
     eip_label: str = ""  # the current eipdash.io/eip label
     first_seen_at: datetime | None = None
+    # Where its subnet's default route leaves (pools/egress.py: internet-gateway | nat | none; "" not known), and
+    # that in words. Never a reason to hold back an EIP: only an alert for a person to look at.
+    egress_via: str = ""
+    egress_text: str = ""
 
 
 @dataclass(frozen=True)
@@ -362,6 +369,8 @@ def plan(
                           f"{len(serving.needing)} {'node needs' if len(serving.needing) == 1 else 'nodes need'} an "
                           f"EIP and the pool has {len(draft.free)} free ({len(eips)} in the pool); waiting: "
                           f"{', '.join(serving.waiting)}"))
+    alert_pool_low(draft, len(eips), len(draft.free) - len(serving.assign))
+    alert_egress_not_via_eip(draft, serving.needing)
     return Plan(
         assign=serving.assign,
         release=tuple(draft.release),
@@ -587,6 +596,29 @@ def serve_waiting_nodes(draft: _Draft) -> _Serving:
     assign = assign_free_eips(draft, needing)
     assigned = {a.node for a in assign}
     return _Serving(assign, needing, tuple(n.name for n in needing if n.name not in assigned), taint, deferred)
+
+
+def alert_pool_low(draft: _Draft, pool: int, free: int) -> None:
+    """Fewer free EIPs after this pass than the spec's headroom: a rolling upgrade that adds a node before it
+    drains one would find none. A disabled spec hands out nothing more, so it has no headroom to keep."""
+    headroom = draft.spec.min_free
+    if draft.spec.enabled and free < headroom:
+        draft.alert(_note(NoteKind.POOL_LOW, alert_key(Alert.POOL_LOW),
+                          f"{max(free, 0)} free of {pool} in the pool, below its headroom minFree {headroom}"))
+
+
+def alert_egress_not_via_eip(draft: _Draft, needing: Sequence[NodeView]) -> None:
+    """A node of the spec that holds (or is due) an EIP whose egress leaves elsewhere (a NAT gateway, or no
+    internet route): the partner's allowlist of the pool's addresses will not see its traffic. Only an alert:
+    the EIP still carries inbound traffic, so it is never held back for this."""
+    if not draft.spec.enabled:
+        return
+    due = {n.name for n in needing}
+    for n in draft.nodes:
+        if (n.egress_via in (VIA_NAT, VIA_NONE) and n.matches_spec and n.in_cluster
+                and (n.name in draft.held_by_node or n.name in due)):
+            draft.alert(_note(NoteKind.EGRESS_NOT_VIA_EIP, alert_key(Alert.EGRESS_NOT_VIA_EIP, n.name),
+                              f"{n.name}: {n.egress_text or n.egress_via}", node=n.name))
 
 
 def one_node_per_address(draft: _Draft, candidates: list[NodeView]) -> list[NodeView]:

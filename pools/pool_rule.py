@@ -12,7 +12,9 @@ selector with labels_text) and the sandbox can use it without a configured Djang
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 if TYPE_CHECKING:
@@ -79,3 +81,54 @@ def labels_match(required: Mapping[str, str], labels: Mapping[str, str]) -> bool
 def labels_text(labels: Mapping[str, str] | None, separator: str = ",") -> str:
     """`key=value,key=value`, sorted: a Kubernetes label selector, and how pages and commands show labels."""
     return separator.join(f"{key}={value}" for key, value in sorted((labels or {}).items()))
+
+
+@dataclass(frozen=True)
+class PoolSelector:
+    """Where a spec's pool comes from: its cluster's region and its tag selector."""
+
+    region: str
+    tag_key: str
+    tag_value: str | None
+
+    def selects(self, region: str, tags: Mapping[str, str] | None) -> bool:
+        return region == self.region and tag_selects(tags or {}, self.tag_key, self.tag_value)
+
+
+@dataclass(frozen=True)
+class RegionAddress:
+    """One EIP of a region as the last pass saw it, and where it is now in words ("unmanaged", "on node n1")."""
+
+    allocation_id: str
+    public_ip: str
+    region: str
+    tags: Mapping[str, str]
+    now: str
+
+
+POOL_CHANGES_LIMIT = 20
+
+
+def pool_changes(old: PoolSelector | None, new: PoolSelector | None, addresses: Iterable[RegionAddress], *,
+                 limit: int = POOL_CHANGES_LIMIT) -> list[str]:
+    """What a new selector does to a spec's pool, EIP by EIP, said before it is applied (the sync's diff, the
+    import page's, the API's PUT): "+ pool takes IP (allocation), now unmanaged" for each EIP that `new` selects
+    and `old` does not, "- pool lets go of IP (allocation), now on node n1" the other way round. None: no spec
+    (created) or no selector (deleted). In IP order, at most `limit` lines each way, then how many more."""
+    taken: list[RegionAddress] = []
+    let_go: list[RegionAddress] = []
+    for address in addresses:
+        before = old is not None and old.selects(address.region, address.tags)
+        after = new is not None and new.selects(address.region, address.tags)
+        if after and not before:
+            taken.append(address)
+        elif before and not after:
+            let_go.append(address)
+    lines: list[str] = []
+    for verb, chosen in (("takes", taken), ("lets go of", let_go)):
+        sign = "+" if chosen is taken else "-"
+        chosen.sort(key=lambda a: (ipaddress.ip_address(a.public_ip), a.allocation_id))
+        lines += [f"{sign} pool {verb} {a.public_ip} ({a.allocation_id}), now {a.now}" for a in chosen[:limit]]
+        if len(chosen) > limit:
+            lines.append(f"{sign} pool {verb} {len(chosen) - limit} more EIPs")
+    return lines

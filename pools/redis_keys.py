@@ -23,6 +23,11 @@ def rerun(spec_id: int) -> str:
     return f"{PREFIX}spec:{spec_id}:rerun"
 
 
+def beat_tick() -> str:
+    """The beat's last reconcile_all tick that did its work (a gate on Redis's clock)."""
+    return f"{PREFIX}beat:reconcile-all"
+
+
 def rerun_pattern() -> str:
     return f"{PREFIX}spec:*:rerun"
 

@@ -12,7 +12,8 @@ import logging
 from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from django.conf import settings
@@ -41,8 +42,9 @@ from django.db.models import (
 from django.db.models.expressions import OrderBy, RawSQL
 from django.utils import timezone
 
-from . import dbfunctions
-from .alerts import Alert, alert_key
+from . import dbfunctions, node_reason
+from .alerts import Alert, alert_action, alert_key, alert_kind, alert_label
+from .drain import DrainHold, drain_holds
 from .models import (
     Assignment,
     Cluster,
@@ -56,13 +58,16 @@ from .models import (
     SpecFence,
     UnmanagedAddress,
 )
-from .pool_rule import in_pool, pool_filter, specs_selecting
-from .snapshot import preview_plan
+from .planner import NodeView, Plan
+from .planner import plan as plan_pass
+from .pool_rule import in_pool, labels_match, pool_filter, specs_selecting
+from .snapshot import NODE_COLUMNS, neighbour_specs, node_view, planner_inputs
 from .vocabulary import LIVE_STATES
 
 logger = logging.getLogger(__name__)
 
-ALERT_KINDS = (Event.Kind.POOL_EXHAUSTED, Event.Kind.CONFLICT, Event.Kind.ERROR)
+ALERT_KINDS = (Event.Kind.POOL_EXHAUSTED, Event.Kind.POOL_LOW, Event.Kind.CONFLICT, Event.Kind.ERROR,
+               Event.Kind.EGRESS_NOT_VIA_EIP)
 EIP_STATES = ("free", "assigned", "conflict", "gone")
 # Not a state of a pool EIP: the inventory's listing of the region's other EIPs (UnmanagedAddress rows).
 UNMANAGED = "unmanaged"
@@ -106,6 +111,7 @@ def eip_annotated() -> QuerySet[ElasticIP]:
     return ElasticIP.objects.annotate(
         has_open=Exists(current),
         current_node=Subquery(current.values("node__name")[:1]),
+        current_cluster=Subquery(current.values("node__cluster__name")[:1]),
         current_instance=Subquery(current.values("node__instance_id")[:1]),
         current_spec=Subquery(current.values("launch_spec__name")[:1]),
         current_since=Subquery(current.values("opened_at")[:1]),
@@ -159,6 +165,34 @@ class PoolStats:
     @property
     def exhausted(self) -> bool:
         return self.waiting_nodes > 0 and self.free == 0
+
+    @cached_property
+    def problems(self) -> list[SpecProblem]:
+        """This spec's ongoing problems (spec_problem_list on this row: no query)."""
+        return spec_problem_list(stats=[self])
+
+    @property
+    def misconfigurations(self) -> list[SpecProblem]:
+        return [problem for problem in self.problems if problem.misconfiguration]
+
+    @property
+    def status(self) -> str:
+        """The spec's state in one word, the one every page shows (the tiles' and tables' data-status):
+
+        - misconfigured: it cannot work as configured (MISCONFIGURATION_CODES), whatever else is true;
+        - draining: disabled on purpose and still holding EIPs, which go back by the release rule; drained: it
+          holds none (it can be deleted);
+        - exhausted: nodes wait and the pool has no free EIP;
+        - attention: another ongoing problem (a conflict, a failing step);
+        - ok.
+        """
+        if self.misconfigurations:
+            return "misconfigured"
+        if not self.spec.enabled:
+            return "draining" if self.held else "drained"
+        if any(problem.code == "pool_exhausted" for problem in self.problems):
+            return "exhausted"
+        return "attention" if self.problems else "ok"
 
 
 def launch_spec_list() -> list[LaunchSpec]:
@@ -266,19 +300,59 @@ def pool_stats_get(*, spec: LaunchSpec) -> PoolStats:
 
 @dataclass(frozen=True)
 class AlertGroup:
-    """Alert events of one spec and kind in the window: one row on the overview instead of one per event."""
+    """Alert events of one spec and kind in the window: one row on the overview instead of one per event.
+
+    Ongoing while the spec's active_alerts hold a key of that kind (pools/alerts.py), resolved otherwise: at
+    the time of the pass that no longer saw it (resolved_at, LaunchSpec.alerts_ended), or, for an end older than
+    that record keeps, no later than the spec's last pass (resolved_by).
+    """
 
     spec_name: str
     kind: str
     count: int
-    first_seen: dt.datetime
-    last_seen: dt.datetime
+    first_seen: dt.datetime | None
+    last_seen: dt.datetime | None
     last_reason: str
+    last_node: str = ""
+    ongoing: bool = False
+    # The conditions still true: the spec's active alert keys of this kind (empty for a resolved alert).
+    keys: list[str] = field(default_factory=list)
+    resolved_by: dt.datetime | None = None
+    resolved_at: dt.datetime | None = None
+
+    @property
+    def status(self) -> str:
+        return "ongoing" if self.ongoing else "resolved"
+
+    @property
+    def labels(self) -> list[str]:
+        """The conditions still true, in words."""
+        return [alert_label(key) for key in self.keys]
+
+    @property
+    def conditions(self) -> list[str]:
+        """The keys worth naming beside the kind: "pool exhausted" would only say the kind again."""
+        return [key for key in self.keys if key != alert_key(Alert.POOL_EXHAUSTED)]
+
+    @property
+    def reason_words(self) -> list[tuple[str, bool]]:
+        return text_words(self.last_reason)
 
 
-def alert_group_list(*, since: dt.datetime | None = None) -> list[AlertGroup]:
-    """Alert events of the last hour grouped by (spec, kind), newest group first. One query: the latest
-    reason of each group is a correlated subquery, served by the (launch_spec, timestamp) index."""
+def text_words(text: str) -> list[tuple[str, bool]]:
+    """A sentence as (word, is an id) pairs, for a page to keep each id whole: a node name, an instance or
+    allocation id, an IP (a word with "-", "." or ":" in it) must not wrap at its own hyphens or dots
+    (ip-10-0-1-7.eu-west-\\n1.compute.internal); the line breaks between words instead."""
+    return [(word, any(mark in word for mark in "-.:")) for word in text.split()]
+
+
+def alert_group_list(*, since: dt.datetime | None = None, stats: Sequence[PoolStats] | None = None
+                     ) -> list[AlertGroup]:
+    """Alert events of the last hour grouped by (spec, kind), each marked ongoing or resolved by the spec's
+    active alerts (from the rows of pool_stats_list(); without them, one query for the specs). Ongoing first,
+    then the newest. An alert still true whose events are older than the window has a row too (no events in
+    it). One query: the latest reason and node of each group are correlated subqueries, served by the
+    (launch_spec, timestamp) index."""
     since = since or timezone.now() - dt.timedelta(hours=1)
     window = Event.objects.filter(kind__in=ALERT_KINDS, timestamp__gte=since)
     latest = window.filter(launch_spec=OuterRef("launch_spec"), kind=OuterRef("kind")).order_by("-timestamp", "-id")
@@ -286,14 +360,38 @@ def alert_group_list(*, since: dt.datetime | None = None) -> list[AlertGroup]:
         window.order_by()
         .values("launch_spec", "kind")
         .annotate(n=Count("id"), first=Min("timestamp"), last=Max("timestamp"),
-                  reason=Subquery(latest.values("reason")[:1]))
+                  reason=Subquery(latest.values("reason")[:1]), node=Subquery(latest.values("node")[:1]))
         .order_by("-last")[:50]
     )
-    return [
-        AlertGroup(spec_name=group["launch_spec"], kind=group["kind"], count=group["n"], first_seen=group["first"],
-                   last_seen=group["last"], last_reason=group["reason"] or "")
-        for group in groups
-    ]
+    specs = [row.spec for row in stats] if stats is not None else launch_spec_list()
+    # The conditions still true per (spec, kind), and the spec's last pass.
+    active: dict[tuple[str, str], list[str]] = defaultdict(list)
+    last_pass: dict[str, dt.datetime | None] = {}
+    ended: dict[tuple[str, str], dt.datetime] = {}
+    for spec in specs:
+        last_pass[spec.name] = spec.last_reconciled_at
+        for key, when in (spec.alerts_ended or {}).items():
+            try:
+                at = dt.datetime.fromisoformat(str(when))
+            except ValueError:
+                continue  # written by another version, or damaged: that row says "resolved" without a time
+            ended[(spec.name, alert_kind(key))] = max(at, ended.get((spec.name, alert_kind(key)), at))
+        for key in sorted(str(key) for key in spec.active_alerts or []):
+            active[(spec.name, alert_kind(key))].append(key)
+    rows = []
+    for group in groups:
+        keys = active.pop((group["launch_spec"], group["kind"]), [])
+        rows.append(AlertGroup(
+            spec_name=group["launch_spec"], kind=group["kind"], count=group["n"], first_seen=group["first"],
+            last_seen=group["last"], last_reason=group["reason"] or "", last_node=group["node"] or "",
+            ongoing=bool(keys), keys=keys, resolved_by=None if keys else last_pass.get(group["launch_spec"]),
+            resolved_at=None if keys else ended.get((group["launch_spec"], group["kind"]))))
+    # Still true, with no event in the window: the alert started earlier (one event per episode).
+    rows += [AlertGroup(spec_name=name, kind=kind, count=0, first_seen=None, last_seen=None, last_reason="",
+                        ongoing=True, keys=keys)
+             for (name, kind), keys in sorted(active.items())]
+    # Ongoing first; each part newest first (sorted is stable: the query's order stays within a part).
+    return sorted(rows, key=lambda row: not row.ongoing)
 
 
 # A spec is stale when its last successful pass is older than this many reconcile intervals.
@@ -302,58 +400,105 @@ STALE_PASS_INTERVALS = 3
 
 @dataclass(frozen=True)
 class SpecProblem:
-    """A misconfiguration or a broken dependency of one spec, with what the operator should do about it."""
+    """An ongoing problem of one spec (a misconfiguration, a broken dependency, an exhausted pool, an alert
+    that still holds), with what the operator should do about it."""
 
     spec: LaunchSpec
     code: str
     title: str
     action: str
 
+    @property
+    def misconfiguration(self) -> bool:
+        """The spec cannot work as configured: its status says "misconfigured" and its plan is blocked."""
+        return self.code in MISCONFIGURATION_CODES
 
-SPEC_PROBLEM_CODES = ("empty_pool", "no_kube_context", "disabled_holding", "stale_pass", "read_failing")
+    @property
+    def title_words(self) -> list[tuple[str, bool]]:
+        return text_words(self.title)
+
+
+# Every problem code, as /metrics labels them (eipdash_launch_spec_problem). "conflict", "error", "pool_low" and
+# "egress_not_via_eip" are ongoing alerts (pools/alerts.py) other than those with a code of their own
+# (pool_exhausted, read_failing). A disabled spec that still holds EIPs is no problem: it drains on purpose
+# (PoolStats.status says "draining").
+SPEC_PROBLEM_CODES = ("empty_pool", "no_kube_context", "stale_pass", "read_failing", "pool_exhausted", "conflict",
+                      "error", "pool_low", "egress_not_via_eip")
+# The alerts listed one problem per key, in their own words (pools/alerts.py).
+_KEYED_PROBLEM_KINDS = frozenset({"conflict", "error", "pool_low", "egress_not_via_eip"})
+MISCONFIGURATION_CODES = frozenset({"empty_pool", "no_kube_context", "stale_pass", "read_failing"})
 
 
 def spec_problem_list(*, stats: Sequence[PoolStats], now: dt.datetime | None = None) -> list[SpecProblem]:
-    """Everything that makes a spec unhealthy although nothing is "wrong" in its event history.
+    """Every ongoing problem of each spec: what the overview's "Needs attention" panel lists and counts.
 
-    No query: it reads the rows of pool_stats_list(). /metrics can expose it as
-    eipdash_launch_spec_problem{launch_spec, problem} 1 (one series per problem).
+    No query: it reads the rows of pool_stats_list(). /metrics exposes it as
+    eipdash_launch_spec_problem{launch_spec, problem} 1 (one series per spec and code).
     """
     now = now or timezone.now()
     interval = dt.timedelta(seconds=max(1, settings.EIPDASH_RECONCILE_SECONDS))
     problems: list[SpecProblem] = []
     for row in stats:
-        spec = row.spec
-        selector = spec.selector_text()
-        if row.pool_size == 0:
-            problems.append(SpecProblem(
-                spec, "empty_pool", f"No EIP in {spec.cluster.region} matches the selector {selector}",
-                f"Tag the pool's Elastic IPs {selector} in {spec.cluster.region}, or correct the selector: "
-                "until then no node of this spec can get an EIP and new nodes stay tainted."))
-        if (not spec.cluster.kube_context and not spec.cluster.kubeconfig
-                and spec.cluster.name != settings.EIPDASH_CLUSTER_NAME):
-            problems.append(SpecProblem(
-                spec, "no_kube_context", f"Cluster {spec.cluster.name} has no kube context",
-                "eipdash falls back to the current kube context, which may be another cluster. Set the "
-                f"cluster's kube context (Admin → Clusters, or recreate it with manage.py cluster add "
-                f"{spec.cluster.name} --kube-context …)."))
-        if not spec.enabled and row.held:
-            problems.append(SpecProblem(
-                spec, "disabled_holding", f"Disabled but still holds {row.held} EIP{'s' if row.held != 1 else ''}",
-                "It is draining: each node keeps its EIP while it runs workload pods. Re-enable the spec if "
-                "that was a mistake; delete it once it holds none."))
-        if (spec.enabled or row.held) and _pass_is_stale(spec, now=now, interval=interval):
-            last = spec.last_successful_pass_at
-            problems.append(SpecProblem(
-                spec, "stale_pass",
-                "No successful pass yet" if last is None else "Last successful pass is too old",
-                f"Passes run every {settings.EIPDASH_RECONCILE_SECONDS} s: check that the Celery worker and "
-                "Celery beat are running and can reach Redis (manage.py worker_alive)."))
-        if alert_key(Alert.READ_FAILED) in (spec.active_alerts or []):
-            problems.append(SpecProblem(
-                spec, "read_failing", "Reading AWS or Kubernetes fails",
-                "Nothing is assigned or released until it reads again. See the latest error in the history "
-                "(credentials, IAM permissions, kube context, throttling)."))
+        problems += _setup_problems(row, now=now, interval=interval) + _alert_problems(row)
+    return problems
+
+
+def _setup_problems(row: PoolStats, *, now: dt.datetime, interval: dt.timedelta) -> list[SpecProblem]:
+    """What keeps a spec from working as configured: an empty pool, no kube context, no recent pass."""
+    problems: list[SpecProblem] = []
+    spec = row.spec
+    selector = spec.selector_text()
+    # A disabled spec's pool may be emptied on purpose (untagged before the spec is deleted).
+    if row.pool_size == 0 and spec.enabled:
+        problems.append(SpecProblem(
+            spec, "empty_pool", f"No EIP in {spec.cluster.region} matches the selector {selector}",
+            f"Tag the pool's Elastic IPs {selector} in {spec.cluster.region}, or correct the selector: "
+            "until then no node of this spec can get an EIP and new nodes stay tainted."))
+    if (not spec.cluster.kube_context and not spec.cluster.kubeconfig
+            and spec.cluster.name != settings.EIPDASH_CLUSTER_NAME):
+        problems.append(SpecProblem(
+            spec, "no_kube_context", f"Cluster {spec.cluster.name} has no kube context",
+            "eipdash falls back to the current kube context, which may be another cluster. Set the "
+            f"cluster's kube context (Admin → Clusters, or recreate it with manage.py cluster add "
+            f"{spec.cluster.name} --kube-context …)."))
+    if (spec.enabled or row.held) and _pass_is_stale(spec, now=now, interval=interval):
+        last = spec.last_successful_pass_at
+        problems.append(SpecProblem(
+            spec, "stale_pass",
+            "No successful pass yet" if last is None else "Last successful pass is too old",
+            f"Passes run every {settings.EIPDASH_RECONCILE_SECONDS} s: check that the Celery worker and "
+            "Celery beat are running and can reach Redis (manage.py worker_alive)."))
+    return problems
+
+
+def _alert_problems(row: PoolStats) -> list[SpecProblem]:
+    """The spec's alerts still true: a failing read, an exhausted pool, every conflict and error."""
+    spec = row.spec
+    selector = spec.selector_text()
+    active = [str(key) for key in spec.active_alerts or []]
+    problems: list[SpecProblem] = []
+    read_failed = alert_key(Alert.READ_FAILED)
+    # "read-failed", or one of its subjects ("read-failed:kubeconfig": the cluster's file cannot be loaded).
+    if any(key == read_failed or key.startswith(f"{read_failed}:") for key in active):
+        problems.append(SpecProblem(
+            spec, "read_failing", "Reading AWS or Kubernetes fails",
+            "Nothing is assigned or released until it reads again. See the latest error in the history "
+            "(credentials, IAM permissions, kube context, throttling)."))
+    exhausted_key = alert_key(Alert.POOL_EXHAUSTED)
+    if spec.enabled and (row.exhausted or exhausted_key in active):
+        waiting = row.waiting_nodes
+        problems.append(SpecProblem(
+            spec, "pool_exhausted",
+            f"Pool exhausted: {waiting} node{' waits' if waiting == 1 else 's wait'} for an EIP and none is free"
+            if waiting else "Pool exhausted",
+            f"Add EIPs to the pool (allocate them in {spec.cluster.region} and tag them {selector}): waiting "
+            "nodes stay tainted, without workload pods, until an EIP is free. A draining node gives its EIP "
+            "back once its workload pods are gone."))
+    for key in sorted(active):
+        kind = alert_kind(key)
+        if kind in _KEYED_PROBLEM_KINDS and not key.startswith(read_failed):
+            label = alert_label(key)
+            problems.append(SpecProblem(spec, kind, label[:1].upper() + label[1:], alert_action(key)))
     return problems
 
 
@@ -626,26 +771,38 @@ def launch_spec_for_eip(*, eip: ElasticIP, specs: Iterable[LaunchSpec] | None = 
 
 
 def eip_open_assignment(*, eip: ElasticIP) -> Assignment | None:
-    return _open_assignments().select_related("node", "launch_spec").filter(eip=eip).first()
+    # The node's cluster too: the EIP page links the node to its page (/nodes/<cluster>/<name>/).
+    return _open_assignments().select_related("node__cluster", "launch_spec").filter(eip=eip).first()
 
 
 def node_reassign_targets(*, spec: LaunchSpec, exclude_node_id: int | None = None) -> list[Node]:
-    """Nodes of the spec that could take an EIP by hand: no pool EIP, not draining, still alive."""
+    """Nodes of the spec that could take an EIP by hand, on the last snapshot, by the worker's own rules
+    (workers/reassign.py `_check_target`): alive, not draining (cordoned, or tainted for removal by the
+    cluster autoscaler or Karpenter), no EIP outside the pool, a primary private IPv4 to put it on, no pool
+    EIP held or sitting on its ENI, matched by no other spec of the cluster. Never cached: the reassign dialog
+    reads it when it opens and again after a refusal, when the worker's own reading has just been written."""
     holding = _open_assignments().filter(node=OuterRef("pk"))
+    on_its_eni = ElasticIP.objects.filter(gone=False, eni_id=OuterRef("eni_id"))
     qs = (
         Node.objects.filter(
             launch_spec=spec,
             draining=False,
+            drain_reason="",
             foreign_eip=False,
             deleted_at__isnull=True,
             instance_state__in=LIVE_STATES,
         )
         .exclude(state__in=[Node.State.GONE, Node.State.RELEASED, Node.State.DRAINING, Node.State.CONFLICT])
+        .exclude(eni_id="")
+        .exclude(private_ip="")
         .exclude(Exists(holding))
+        .exclude(Exists(on_its_eni))
     )
     if exclude_node_id is not None:
         qs = qs.exclude(pk=exclude_node_id)
-    return list(qs.order_by("name"))
+    rivals = [other for other in neighbour_specs(spec) if other.cluster_id == spec.cluster_id]
+    return [node for node in qs.order_by("name")
+            if not any(labels_match(other.labels, node.labels) for other in rivals)]
 
 
 def reassign_request_get(*, allocation_id: str, request_id: int) -> ReassignRequest | None:
@@ -810,15 +967,27 @@ def event_recent(*, spec_name: str | None = None, allocation_id: str | None = No
 class PlanPreview:
     lines: list[str]
     error: str = ""
+    # A disabled spec: every EIP it still holds, with what holds it back and what will release it (pools/drain.py).
+    drain: list[DrainHold] = field(default_factory=list)
+
+    @property
+    def coming(self) -> list[DrainHold]:
+        """The drain's releases after the next pass (those of the next pass are among its lines)."""
+        return [hold for hold in self.drain if not hold.next_pass]
 
 
 def plan_preview(*, spec: LaunchSpec) -> PlanPreview:
-    """The next pass as the workers would plan it, on the DB snapshot (the same pure planner, dry).
+    """The next pass as the workers would plan it, on the DB snapshot (the same pure planner, dry), and for a
+    disabled spec the drain EIP by EIP, from the same reading.
 
     A failure of the preview must not take the page down with it: the page is for on-call use.
     """
     try:
-        return PlanPreview(lines=list(preview_plan(spec=spec).describe()))
+        inputs = planner_inputs(spec)
+        planned = plan_pass(*inputs)
+        _view, eips, nodes, claims = inputs
+        drain = [] if spec.enabled else drain_holds(planned, eips, nodes, claims)
+        return PlanPreview(lines=list(planned.describe()), drain=drain)
     except Exception as exc:  # shown to the user and logged, never swallowed silently
         logger.exception("plan preview failed for launch spec %s", spec.name)
         return PlanPreview(lines=[], error=f"The plan preview failed: {exc}")
@@ -848,3 +1017,158 @@ def spec_ids_to_reconcile() -> list[int]:
             | Q(pk__in=live_nodes.filter(startup_tainted=True).values("launch_spec"))
             | Q(pk__in=live_nodes.filter(eni_id__in=held_enis).values("launch_spec")))
     return list(LaunchSpec.objects.filter(Q(enabled=True) | left).order_by("pk").values_list("pk", flat=True))
+
+
+# --- One node: its page and the API's waitingReason (pools/node_reason.py decides, from these facts) ----
+
+# The node page's timeline reads at most this many of the node's history events (the newest).
+NODE_EVENTS_SHOWN = 200
+
+
+def node_get(*, cluster: str, name: str) -> Node | None:
+    """The node of that name in that cluster (one row: unique per cluster and name)."""
+    return (Node.objects.select_related("cluster", "launch_spec__cluster")
+            .filter(cluster__name=cluster, name=name).first())
+
+
+def _mentioning(qs: QuerySet[Event], text: str) -> QuerySet[Event]:
+    """On PostgreSQL, the history search's own condition (the pg_trgm index of migration 0007): a node name is a
+    selective search, so the exact filters that follow read a few rows, not the history since a date. Elsewhere
+    the exact filters alone."""
+    if connection.vendor != "postgresql":
+        return qs
+    return qs.filter(RawSQL(f"{EVENT_SEARCH_SQL} LIKE UPPER(%s)", [f"%{_like_escape(text)}%"],
+                            output_field=BooleanField()))
+
+
+def event_list_where(*, filters: EventFilters, node: str = "", cluster: str = "") -> QuerySet[Event]:
+    """event_list, narrowed to the events of one node (its exact name) and/or one cluster (the API's events)."""
+    qs = event_list(filters=filters)
+    if node:
+        qs = _mentioning(qs, node).filter(node=node)
+    if cluster:
+        qs = qs.filter(cluster=cluster)
+    return qs
+
+
+def node_events(*, cluster: str, name: str, since: dt.datetime | None = None, spec: str = "",
+                limit: int = NODE_EVENTS_SHOWN) -> list[Event]:
+    """The node's history, oldest first: the events that name it, and its spec's pool_exhausted events that list
+    it among their waiting nodes (the newest `limit`). `since`: its first sighting, so that a name reused by
+    another instance (EKS ip-… names) does not inherit the last one's history."""
+    mine = Q(node=name, cluster=cluster)
+    if spec:
+        mine |= Q(node="", kind=Event.Kind.POOL_EXHAUSTED, launch_spec=spec, cluster=cluster)
+    rows = list(_mentioning(event_list(filters=EventFilters(since=since)), name).filter(mine)[:limit])
+    rows.reverse()
+    return [event for event in rows if event.node or name in node_reason.waiting_names(event.reason)]
+
+
+def _last_releases(nodes: Sequence[Node]) -> dict[int, node_reason.LastRelease]:
+    """Each node's last confirmed assignment that closed since it was first seen: its last release. One query,
+    a correlated subquery per node by the assignments' node index."""
+    last = (Assignment.objects.filter(node=OuterRef("pk"), closed_at__isnull=False, confirmed_at__isnull=False,
+                                      closed_at__gte=OuterRef("first_seen_at")).order_by("-closed_at", "-pk"))
+    rows = (Node.objects.filter(pk__in=[n.pk for n in nodes]).order_by()
+            .annotate(at=Subquery(last.values("closed_at")[:1]), ip=Subquery(last.values("eip__public_ip")[:1]),
+                      why=Subquery(last.values("close_reason")[:1]))
+            .filter(at__isnull=False).values_list("pk", "at", "ip", "why"))
+    return {pk: node_reason.LastRelease(at=at, public_ip=ip or "", reason=why or "") for pk, at, ip, why in rows}
+
+
+def _next_passes(specs: Iterable[LaunchSpec]) -> dict[int, Plan | None]:
+    """The plan of each spec's next pass (the spec page's preview), None where it fails: the page still answers."""
+    plans: dict[int, Plan | None] = {}
+    for spec in specs:
+        try:
+            plans[spec.pk] = plan_pass(*planner_inputs(spec))
+        except Exception:  # logged; the reason then goes by the pool's counts alone
+            logger.exception("plan preview failed for launch spec %s", spec.name)
+            plans[spec.pk] = None
+    return plans
+
+
+def _pool_facts(row: PoolStats) -> node_reason.PoolFacts:
+    spec = row.spec
+    return node_reason.PoolFacts(spec=spec.name, enabled=spec.enabled, size=row.pool_size, free=row.free,
+                                 selector=spec.selector_text(), alerts=frozenset(spec.active_alerts or []))
+
+
+def _unclaimed_view(node: Node) -> NodeView:
+    """A node no spec claims, as the planner would see it under none (no spec's labels to match)."""
+    row = {column: getattr(node, column) for column in NODE_COLUMNS}
+    return replace(node_view(row, LaunchSpec(labels={}), []), matches_spec=False)
+
+
+def node_facts_and_stats(nodes: Sequence[Node]) -> tuple[dict[int, node_reason.NodeFacts], dict[int, PoolStats]]:
+    """The facts node_reason judges, for a page of nodes (their cluster and launch_spec loaded), and their specs'
+    pool counts: a fixed number of queries per launch spec among them (its counts, its plan preview, its
+    neighbours), none per node."""
+    if not nodes:
+        return {}, {}
+    specs = {node.launch_spec_id: node.launch_spec for node in nodes if node.launch_spec is not None}
+    stats = {row.spec.pk: row for row in pool_stats_list(specs=list(specs.values()))} if specs else {}
+    rivals = {pk: [s for s in neighbour_specs(spec) if s.cluster_id == spec.cluster_id] for pk, spec in specs.items()}
+    plans = _next_passes(specs.values())
+    held = {a.node_id: a for a in _open_assignments().filter(node_id__in=[n.pk for n in nodes]).select_related("eip")}
+    releases = _last_releases(nodes)
+    facts = {}
+    for node in nodes:
+        spec = specs.get(node.launch_spec_id) if node.launch_spec_id else None
+        if spec is not None:
+            view = node_view({column: getattr(node, column) for column in NODE_COLUMNS}, spec, rivals[spec.pk])
+        else:
+            view = _unclaimed_view(node)
+        plan = plans.get(spec.pk) if spec is not None else None
+        claim, release = held.get(node.pk), releases.get(node.pk)
+        facts[node.pk] = node_reason.NodeFacts(
+            view=view, cluster=node.cluster.name, state=node.state, first_seen_at=node.first_seen_at,
+            deleted_at=node.deleted_at, eip_ready_at=node.eip_ready_at,
+            pool=_pool_facts(stats[spec.pk]) if spec is not None else None,
+            holding=node_reason.Holding(public_ip=claim.eip.public_ip, allocation_id=claim.eip.allocation_id,
+                                        since=claim.opened_at, confirmed=claim.confirmed_at is not None)
+            if claim is not None else None,
+            next_pass=node_reason.next_pass_of(plan, node.name) if plan is not None else None,
+            waiting_since=max(node.first_seen_at, release.at) if release is not None else node.first_seen_at,
+            last_release=release,
+        )
+    return facts, stats
+
+
+def node_reasons(nodes: Sequence[Node], *, now: dt.datetime | None = None) -> dict[int, node_reason.NodeReason]:
+    """Why each node is where it is (the API's waitingReason), by node id."""
+    now = now or timezone.now()
+    facts, _stats = node_facts_and_stats(nodes)
+    return {pk: node_reason.node_reason(one, now) for pk, one in facts.items()}
+
+
+@dataclass(frozen=True)
+class NodePage:
+    """What the node page shows. `node` None: its row is gone (retention), only its history names it."""
+
+    cluster: str
+    name: str
+    node: Node | None
+    facts: node_reason.NodeFacts | None
+    events: list[Event]  # oldest first
+    stats: PoolStats | None
+    kube_context: str
+    kubeconfig: str = ""
+
+
+def node_page(*, cluster: str, name: str) -> NodePage | None:
+    """One node's page, from its row and its history; None when the record knows neither."""
+    node = node_get(cluster=cluster, name=name)
+    if node is None:
+        events = node_events(cluster=cluster, name=name)
+        if not events:
+            return None
+        row = Cluster.objects.filter(name=cluster).values_list("kube_context", "kubeconfig").first()
+        return NodePage(cluster=cluster, name=name, node=None, facts=None, events=events, stats=None,
+                        kube_context=row[0] if row else "", kubeconfig=row[1] if row else "")
+    facts, stats = node_facts_and_stats([node])
+    spec = node.launch_spec
+    events = node_events(cluster=cluster, name=name, since=node.first_seen_at, spec=spec.name if spec else "")
+    return NodePage(cluster=cluster, name=name, node=node, facts=facts[node.pk], events=events,
+                    stats=stats.get(spec.pk) if spec is not None else None, kube_context=node.cluster.kube_context,
+                    kubeconfig=node.cluster.kubeconfig)

@@ -5,19 +5,21 @@ that the database constraints behind I3 and the append-only history hold for eve
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from . import metrics
+from . import audit, metrics
 from .counters import next_value
+from .kubeconfigs import kubeconfig_identity, kubeconfig_problem  # the kubeconfig rules live there
 from .locks import spec_lock
 from .logs import log_fields
 from .models import (
@@ -29,16 +31,16 @@ from .models import (
     LaunchSpec,
     Node,
     ReassignRequest,
+    RegionFacts,
     RegionSequence,
+    UnmanagedAddress,
 )
-from .pool_rule import labels_text
+from .pool_rule import PoolSelector, RegionAddress, in_pool, labels_text, pool_changes
 from .regions import KNOWN_REGIONS
 from .specfile import (
-    KUBECONFIG_MAX,
     LaunchSpecInput,
     SpecFileError,
     cluster_name_problem,
-    control_problem,
     kube_context_problem,
     parse_launch_spec,
 )
@@ -48,18 +50,24 @@ def default_region() -> str:
     return str(settings.EIPDASH_CLUSTER_REGION)
 
 
-def cluster_default() -> Cluster:
-    cluster, _ = Cluster.objects.get_or_create(
-        name=settings.EIPDASH_CLUSTER_NAME,
-        defaults={"region": default_region(), "kube_context": settings.EIPDASH_KUBE_CONTEXT},
-    )
+def cluster_default(*, actor: str = SYSTEM_ACTOR) -> Cluster:
+    """The cluster specs join when they name none, made on first use: its making is a `cluster_added` event
+    with the actor whose change made it (it points the workers at EIPDASH_KUBE_CONTEXT)."""
+    with transaction.atomic():
+        cluster, created = Cluster.objects.get_or_create(
+            name=settings.EIPDASH_CLUSTER_NAME,
+            defaults={"region": default_region(), "kube_context": settings.EIPDASH_KUBE_CONTEXT},
+        )
+        if created:
+            cluster_audit(name=cluster.name, before=None, after=cluster, actor=actor)
     return cluster
 
 
-def _cluster_for(data: LaunchSpecInput, clusters: ClusterCache | None = None) -> Cluster:
+def _cluster_for(data: LaunchSpecInput, clusters: ClusterCache | None = None, *,
+                 actor: str = SYSTEM_ACTOR) -> Cluster:
     """The spec's cluster. Only the configured default cluster is created on demand: a mistyped name
     would otherwise make a second row on the same kubeconfig, and two specs would fight over one node."""
-    return (clusters.check(data) if clusters is not None else _cluster_check(data)) or cluster_default()
+    return (clusters.check(data) if clusters is not None else _cluster_check(data)) or cluster_default(actor=actor)
 
 
 class ClusterCache:
@@ -153,53 +161,105 @@ def cluster_problems(
     return problems
 
 
-def kubeconfig_identity(path: str) -> str:
-    """The file a kubeconfig path names, for overlap checks: its resolved real path ("" for none)."""
-    return os.path.realpath(path) if path else ""
-
-
-def kubeconfig_problem(path: str) -> str | None:
-    """A kubeconfig path must be absolute (the workers do not share the admin's working directory) and exist."""
-    if not path:
-        return None
-    if problem := control_problem("kubeconfig", path):
-        return problem
-    if len(path) > KUBECONFIG_MAX:
-        return f"kubeconfig must be a path of at most {KUBECONFIG_MAX} characters"
-    if not os.path.isabs(path):
-        return f"kubeconfig {path!r} must be an absolute path"
-    if not os.path.isfile(path):
-        return f"kubeconfig {path!r} does not exist (or is not a file)"
-    return None
-
-
-def cluster_create(*, name: str, region: str, kube_context: str = "", kubeconfig: str = "") -> Cluster:
+def cluster_create(*, name: str, region: str, kube_context: str = "", kubeconfig: str = "",
+                   actor: str = SYSTEM_ACTOR) -> Cluster:
     with transaction.atomic():
         if Cluster.objects.filter(name=name).exists():
             raise ClusterError(f"cluster {name!r} exists")
         problems = cluster_problems(name=name, region=region, kube_context=kube_context, kubeconfig=kubeconfig)
         if problems:
             raise ClusterError("; ".join(problems))
-        return Cluster.objects.create(name=name, region=region, kube_context=kube_context, kubeconfig=kubeconfig)
+        cluster = Cluster.objects.create(name=name, region=region, kube_context=kube_context, kubeconfig=kubeconfig)
+        cluster_audit(name=name, before=None, after=cluster, actor=actor)
+        return cluster
 
 
-def launch_spec_apply(*, data: LaunchSpecInput) -> tuple[LaunchSpec, bool]:
-    """Create or update a launch spec by name. All or nothing: a refused input changes no row.
+def cluster_state(cluster: Cluster | None) -> audit.ClusterState | None:
+    if cluster is None:
+        return None
+    return audit.ClusterState(cluster.region, cluster.kube_context, cluster.kubeconfig, cluster.name)
+
+
+def cluster_audit(*, name: str, before: Cluster | audit.ClusterState | None, after: Cluster | None, actor: str) -> None:
+    """The history event of a cluster row added, changed or deleted (the admin, `manage.py cluster add`)."""
+    was = before if isinstance(before, audit.ClusterState) or before is None else cluster_state(before)
+    region = (after.region if after is not None else was.region if was is not None else "")
+    for kind, reason in audit.cluster_events(name, was, cluster_state(after)):
+        event_record(kind=kind, context=EventContext(cluster=name, region=region), reason=reason, actor=actor)
+
+
+def user_role(user: AbstractBaseUser | None) -> str:
+    """The user's role as it is in the database now (pools/audit.py's words); "(new)" for no user yet."""
+    if user is None or user.pk is None:
+        return "(new)"
+    fresh = User.objects.filter(pk=user.pk).first()  # a new instance: no permission cache of an earlier read
+    if fresh is None:
+        return "(new)"
+    groups = fresh.groups.values_list("name", flat=True)
+    return audit.role_of(active=fresh.is_active, superuser=fresh.is_superuser, groups=groups,
+                         permissions=fresh.get_all_permissions() if fresh.is_active else ())
+
+
+def user_role_audit(*, user: AbstractBaseUser, before: str, actor: str, after: str | None = None) -> None:
+    """The history event of a role change (the admin's user form, `manage.py ensure_admin`), if it changed;
+    `after` "deleted" for an account the admin deleted."""
+    found = audit.role_event(user.get_username(), before, after or user_role(user))
+    if found is not None:
+        event_record(kind=found[0], context=EventContext(), reason=found[1], actor=actor)
+
+
+def group_audit(*, name: str, before: tuple[str, frozenset[str]] | None, after: tuple[str, frozenset[str]] | None,
+                actor: str) -> None:
+    """A group renamed, deleted, or given or denied permissions: every member's role changes with it."""
+    if before == after:
+        return
+    if after is None:
+        reason = f"group {name!r} deleted: its members lose what it gave them"
+    elif before is None:
+        reason = f"group {after[0]!r} added" + (f" with {', '.join(sorted(after[1]))}" if after[1] else "")
+    else:
+        changes = [f"renamed {before[0]!r} -> {after[0]!r}"] if before[0] != after[0] else []
+        changes += [f"+ {p}" for p in sorted(after[1] - before[1])] + [f"- {p}" for p in sorted(before[1] - after[1])]
+        reason = f"group {after[0]!r}: " + ", ".join(changes)
+    event_record(kind=Event.Kind.ROLE_CHANGED, context=EventContext(), reason=reason, actor=actor)
+
+
+def launch_spec_apply(*, data: LaunchSpecInput, actor: str = SYSTEM_ACTOR) -> tuple[LaunchSpec, bool]:
+    """Create or update a launch spec by name. All or nothing: a refused input changes no row. What changed
+    is an event of the history, with `actor` (pools/audit.py), in the same transaction.
 
     An update waits for the spec's running pass, so that no pass plans on half of an old selector.
     """
     existing = LaunchSpec.objects.filter(name=data.name).values_list("pk", flat=True).first()
     if existing is None:
-        return _launch_spec_apply(data)
+        return _launch_spec_apply(data, actor=actor)
     with spec_lock(existing, wait_seconds=30) as acquired:
         if not acquired:
             raise SpecFileError([f"launch spec {data.name!r} is busy with a long pass; try again"])
-        return _launch_spec_apply(data)
+        return _launch_spec_apply(data, actor=actor)
+
+
+def spec_state(spec: LaunchSpec) -> audit.SpecState:
+    return audit.SpecState(spec.cluster.name, labels_text(spec.labels), spec.tag_key, spec.tag_value, spec.enabled,
+                           spec.min_free)
+
+
+def _input_state(data: LaunchSpecInput, cluster_name: str) -> audit.SpecState:
+    return audit.SpecState(cluster_name, labels_text(data.labels), data.tag_key, data.tag_value, data.enabled,
+                           data.min_free)
+
+
+def _spec_audit(spec: LaunchSpec, before: audit.SpecState | None, after: audit.SpecState | None, *, actor: str,
+                why: str = "") -> None:
+    context = event_context(spec=spec)
+    for kind, reason in audit.spec_events(before, after, why=why):
+        event_record(kind=kind, context=context, reason=reason, actor=actor)
 
 
 @transaction.atomic
-def _launch_spec_apply(data: LaunchSpecInput, clusters: ClusterCache | None = None) -> tuple[LaunchSpec, bool]:
-    cluster = _cluster_for(data, clusters)
+def _launch_spec_apply(data: LaunchSpecInput, clusters: ClusterCache | None = None, *,
+                       actor: str = SYSTEM_ACTOR) -> tuple[LaunchSpec, bool]:
+    cluster = _cluster_for(data, clusters, actor=actor)
     spec, created = LaunchSpec.objects.select_for_update().get_or_create(
         name=data.name,
         defaults={
@@ -208,8 +268,10 @@ def _launch_spec_apply(data: LaunchSpecInput, clusters: ClusterCache | None = No
             "tag_key": data.tag_key,
             "tag_value": data.tag_value,
             "enabled": data.enabled,
+            "min_free": data.min_free,
         },
     )
+    before = None if created else spec_state(spec)
     if not created:
         if spec.cluster_id != cluster.pk and spec.assignments.filter(closed_at__isnull=True).exists():
             raise SpecFileError([f"launch spec {spec.name!r} holds EIPs in cluster {spec.cluster.name!r}; "
@@ -219,9 +281,11 @@ def _launch_spec_apply(data: LaunchSpecInput, clusters: ClusterCache | None = No
         spec.tag_key = data.tag_key
         spec.tag_value = data.tag_value
         spec.enabled = data.enabled
+        spec.min_free = data.min_free
         # The alerts were true of the old selector; the next pass works them out anew.
         spec.active_alerts = []
         spec.save()
+    _spec_audit(spec, before, spec_state(spec), actor=actor)
     return spec, created
 
 
@@ -248,7 +312,28 @@ def launch_spec_delete_refusal(spec: LaunchSpec) -> str | None:
     return None
 
 
-def launch_spec_delete(*, name: str) -> None:
+def launch_spec_disable(*, name: str, actor: str = SYSTEM_ACTOR) -> bool:
+    """Disable and drain: the switch only, under the spec's lock, with its `spec_disabled` event. None of the
+    other fields is validated again: an on-call engineer must be able to stop a spec whose old row holds a value
+    today's rules refuse (Edit would refuse it). False when it was disabled already."""
+    spec = LaunchSpec.objects.filter(name=name).first()
+    if spec is None:
+        raise LaunchSpec.DoesNotExist(f"no launch spec named {name!r}")
+    with spec_lock(spec.pk, wait_seconds=30) as acquired:
+        if not acquired:
+            raise SpecFileError([f"launch spec {name!r} is busy with a long pass; try again"])
+        with transaction.atomic():
+            spec = LaunchSpec.objects.select_for_update().select_related("cluster").get(pk=spec.pk)
+            if not spec.enabled:
+                return False
+            before = spec_state(spec)
+            LaunchSpec.objects.filter(pk=spec.pk).update(enabled=False, active_alerts=[], updated_at=timezone.now())
+            spec.enabled = False
+            _spec_audit(spec, before, spec_state(spec), actor=actor)
+    return True
+
+
+def launch_spec_delete(*, name: str, actor: str = SYSTEM_ACTOR) -> None:
     """Delete a spec. Refused while it holds EIPs (deleting would orphan live associations) or while any of
     its live nodes waits under the startup taint (nothing would ever lift it).
 
@@ -260,14 +345,19 @@ def launch_spec_delete(*, name: str) -> None:
     with spec_lock(spec.pk, wait_seconds=30) as acquired:
         if not acquired:
             raise SpecFileError([f"launch spec {name!r} is busy with a long pass; try again"])
-        _launch_spec_delete(spec)
+        _launch_spec_delete(spec, actor=actor)
 
 
 @transaction.atomic
-def _launch_spec_delete(spec: LaunchSpec) -> None:
+def _launch_spec_delete(spec: LaunchSpec, *, actor: str, why: str = "") -> None:
     if (refusal := launch_spec_delete_refusal(spec)) is not None:
         raise SpecFileError([refusal])
+    _spec_audit(spec, spec_state(spec), None, actor=actor, why=why)
     spec.delete()
+
+
+# The path of a change the sync's prune makes, in its events' reasons.
+PRUNED = "pruned by a sync: no document names it"
 
 
 # The most documents one sync takes: a GitOps folder holds tens of specs; thousands are a mistake or an abuse
@@ -277,6 +367,16 @@ SYNC_MAX_DOCUMENTS = 500
 # The refusal of a prune with no document, for every caller (CLI, API): it would disable or delete every spec.
 SYNC_EMPTY_PRUNE = ("no launch spec in the input: with prune that would disable or delete every launch spec, "
                     "never what a pipeline meant; nothing changed")
+
+
+# The refusal of a prune whose scope is a cluster no document names: like an empty prune, it would disable or
+# delete every spec of that cluster (a pipeline that pointed the wrong folder at it).
+SYNC_FOREIGN_PRUNE = ("no document names cluster {cluster!r}, the scope of prune: that would disable or delete "
+                      "every launch spec of {cluster!r}, never what a pipeline meant; nothing changed")
+
+
+def _named_cluster(data: LaunchSpecInput) -> str:
+    return data.cluster if data.cluster is not None else str(settings.EIPDASH_CLUSTER_NAME)
 
 
 @dataclass
@@ -312,14 +412,66 @@ class SyncResult:
 
 def _spec_changes(spec: LaunchSpec, data: LaunchSpecInput, cluster_name: str) -> list[str]:
     """The fields of `spec` that `data` changes, as "field old -> new" in the document's own terms."""
-    pairs: list[tuple[str, object, object]] = [
-        ("cluster", spec.cluster.name, cluster_name),
-        ("labels", labels_text(spec.labels), labels_text(data.labels)),
-        ("tagKey", spec.tag_key, data.tag_key),
-        ("tagValue", spec.tag_value, data.tag_value),
-        ("enabled", spec.enabled, data.enabled),
-    ]
-    return [f"{what} {old!r} -> {new!r}" for what, old, new in pairs if old != new]
+    return audit.spec_changes(spec_state(spec), _input_state(data, cluster_name))
+
+
+def pool_change_lines(data: LaunchSpecInput, current: LaunchSpec | None, clusters: ClusterCache | None = None,
+                      seen: RegionAddresses | None = None) -> list[str]:
+    """What applying `data` would do to the pool of `current` (None: a new spec), EIP by EIP, from the region's
+    EIPs as the last passes saw them (pool_rule.pool_changes: the sync's diff, the import page's, the API's PUT).
+    [] when its cluster is refused: that problem is said on its own."""
+    try:
+        cluster = clusters.check(data) if clusters is not None else _cluster_check(data)
+    except SpecFileError:
+        return []
+    new = PoolSelector(cluster.region if cluster is not None else default_region(), data.tag_key, data.tag_value)
+    old = PoolSelector(current.cluster.region, current.tag_key, current.tag_value) if current is not None else None
+    if new == old:
+        return []
+    seen = seen or RegionAddresses()
+    regions = sorted({new.region} | ({old.region} if old is not None else set()))
+    return pool_changes(old, new, [a for region in regions for a in seen.of(region, current)])
+
+
+class RegionAddresses:
+    """The EIPs of a region as the last passes saw them, pool and unmanaged, with where each is now; read once
+    per region (a sync of many documents asks for few regions)."""
+
+    def __init__(self) -> None:
+        # Per region: (address with "now" for an unmanaged one, its node, the specs whose pool selects it).
+        self._found: dict[str, list[tuple[RegionAddress, str, list[LaunchSpec]]]] = {}
+
+    def of(self, region: str, current: LaunchSpec | None) -> list[RegionAddress]:
+        if region not in self._found:
+            self._found[region] = self._read(region)
+        addresses = []
+        for address, node, owners in self._found[region]:
+            if address.now:  # unmanaged
+                addresses.append(address)
+                continue
+            others = [spec.name for spec in owners if current is None or spec.pk != current.pk]
+            where = [f"in the pool of {', '.join(others)}"] if others else []
+            where += [f"on node {node}"] if node else []
+            addresses.append(replace(address, now=", ".join(where) or "free"))
+        return addresses
+
+    @staticmethod
+    def _read(region: str) -> list[tuple[RegionAddress, str, list[LaunchSpec]]]:
+        found: list[tuple[RegionAddress, str, list[LaunchSpec]]] = []
+        for row in UnmanagedAddress.objects.filter(region=region):
+            attached = row.instance_id or row.eni_id
+            now = f"unmanaged, attached to {attached}" if attached else "unmanaged"
+            found.append((RegionAddress(row.allocation_id, row.public_ip, region, row.tags, now), "", []))
+        pool = list(ElasticIP.objects.filter(region=region, gone=False))
+        if pool:
+            nodes = dict(Assignment.objects.filter(closed_at__isnull=True, eip__region=region, eip__gone=False)
+                         .values_list("eip_id", "node__name"))
+            specs = list(LaunchSpec.objects.select_related("cluster").filter(cluster__region=region))
+            for eip in pool:
+                owners = [spec for spec in specs if in_pool(spec, region=region, tags=eip.tags)]
+                found.append((RegionAddress(eip.allocation_id, eip.public_ip, region, eip.tags, ""),
+                              nodes.get(eip.pk, ""), owners))
+        return found
 
 
 def _sync_plan(
@@ -334,19 +486,21 @@ def _sync_plan(
     writes: list[tuple[str, LaunchSpecInput, LaunchSpec | None]] = []
     existing = {spec.name: spec for spec in LaunchSpec.objects.select_related("cluster")}
     named_clusters: set[str] = set()
+    seen = RegionAddresses()
     for source, data in inputs:
         try:
             cluster = clusters.check(data)
         except SpecFileError as exc:
             result.problems.extend(f"{source}: {message}" for message in exc.messages)
             continue
-        cluster_name = cluster.name if cluster is not None else settings.EIPDASH_CLUSTER_NAME
+        cluster_name = cluster.name if cluster is not None else _named_cluster(data)
         named_clusters.add(cluster_name)
         spec = existing.get(data.name)
         if spec is None:
             result.created.append(data.name)
             result.diff.append(f"+ spec {data.name} (cluster {cluster_name}, pool "
                                f"{data.tag_key if data.tag_value is None else f'{data.tag_key}={data.tag_value}'})")
+            result.diff.extend(f"  {line}" for line in pool_change_lines(data, None, clusters, seen))
             writes.append((source, data, None))
             continue
         changes = _spec_changes(spec, data, cluster_name)
@@ -359,29 +513,35 @@ def _sync_plan(
             continue
         result.updated.append(data.name)
         result.diff.append(f"~ spec {data.name}: " + ", ".join(changes))
+        result.diff.extend(f"  {line}" for line in pool_change_lines(data, spec, clusters, seen))
         writes.append((source, data, spec))
     if prune:
-        in_scope = {scope} if scope is not None else named_clusters
-        result.prune_clusters = sorted(in_scope)
-        named = {data.name for _, data in inputs}
-        for name, spec in sorted(existing.items()):
-            if name in named or spec.cluster.name not in in_scope:
-                continue
-            held = spec.assignments.filter(closed_at__isnull=True).count()
-            waiting = 0 if held else tainted_waiting_count(spec)
-            if not held and not waiting:
-                result.deleted.append(name)
-                result.diff.append(f"- spec {name}: deleted (holds no EIP)")
-            elif spec.enabled:
-                result.disabled.append(name)
-                why = (f"it drains its {held} EIP(s)" if held else
-                       f"not deleted: {waiting} node(s) still wait under the startup taint, which only this spec "
-                       "lifts")
-                result.diff.append(f"- spec {name}: disabled, {why}; a later --prune deletes it once it holds "
-                                   "nothing")
-            else:
-                result.draining.append(name)
+        _plan_prune(inputs, existing, {scope} if scope is not None else named_clusters, result)
     return writes
+
+
+def _plan_prune(inputs: list[tuple[str, LaunchSpecInput]], existing: dict[str, LaunchSpec], in_scope: set[str],
+                result: SyncResult) -> None:
+    """What a prune would do to the specs of `in_scope` that no document names: delete, disable or wait."""
+    result.prune_clusters = sorted(in_scope)
+    named = {data.name for _, data in inputs}
+    for name, spec in sorted(existing.items()):
+        if name in named or spec.cluster.name not in in_scope:
+            continue
+        held = spec.assignments.filter(closed_at__isnull=True).count()
+        waiting = 0 if held else tainted_waiting_count(spec)
+        if not held and not waiting:
+            result.deleted.append(name)
+            result.diff.append(f"- spec {name}: deleted (holds no EIP)")
+        elif spec.enabled:
+            result.disabled.append(name)
+            why = (f"it drains its {held} EIP(s)" if held else
+                   f"not deleted: {waiting} node(s) still wait under the startup taint, which only this spec "
+                   "lifts")
+            result.diff.append(f"- spec {name}: disabled, {why}; a later --prune deletes it once it holds "
+                               "nothing")
+        else:
+            result.draining.append(name)
 
 
 def _prune_scope_problem(cluster: str | None) -> str | None:
@@ -410,29 +570,13 @@ def launch_spec_sync(
     is checked again under its lock.
     """
     result = SyncResult()
-    if len(documents) > SYNC_MAX_DOCUMENTS:
-        result.problems.append(f"{len(documents)} launch specs in one sync: at most {SYNC_MAX_DOCUMENTS}; "
-                               "nothing changed")
+    if (refusal := _sync_refusal(documents, prune=prune, cluster=cluster)) is not None:
+        result.problems.append(refusal)
         return result
-    if prune and not documents:
-        result.problems.append(SYNC_EMPTY_PRUNE)
+    inputs = _sync_inputs(documents, result)
+    if prune and cluster is not None and inputs and cluster not in {_named_cluster(data) for _, data in inputs}:
+        result.problems.append(SYNC_FOREIGN_PRUNE.format(cluster=cluster))
         return result
-    if prune and (problem := _prune_scope_problem(cluster)) is not None:
-        result.problems.append(problem)
-        return result
-    inputs: list[tuple[str, LaunchSpecInput]] = []
-    named: dict[str, str] = {}
-    for source, document in documents:
-        try:
-            data = parse_launch_spec(document)
-        except SpecFileError as exc:
-            result.problems.extend(f"{source}: {message}" for message in exc.messages)
-            continue
-        if (first := named.get(data.name)) is not None:
-            result.problems.append(f"{source}: launch spec {data.name!r} is also in {first}")
-            continue
-        named[data.name] = source
-        inputs.append((source, data))
     clusters = ClusterCache()
     # On with the valid documents even after a problem: every problem shows at once.
     _sync_plan(inputs, prune=prune, result=result, clusters=clusters, scope=cluster)
@@ -457,14 +601,18 @@ def launch_spec_sync(
                 if again.problems:
                     raise SpecFileError(again.problems)
                 for _source, data, _spec in writes:
-                    _launch_spec_apply(data, clusters)
+                    _launch_spec_apply(data, clusters, actor=actor)
                 for name in again.disabled:
-                    LaunchSpec.objects.filter(name=name).update(
+                    spec = LaunchSpec.objects.select_for_update().select_related("cluster").get(name=name)
+                    before = spec_state(spec)
+                    LaunchSpec.objects.filter(pk=spec.pk).update(
                         enabled=False, active_alerts=[], updated_at=timezone.now()
                     )
+                    spec.enabled = False
+                    _spec_audit(spec, before, spec_state(spec), actor=actor, why=PRUNED)
                 for name in again.deleted:
-                    spec = LaunchSpec.objects.select_for_update().get(name=name)
-                    _launch_spec_delete(spec)
+                    spec = LaunchSpec.objects.select_for_update().select_related("cluster").get(name=name)
+                    _launch_spec_delete(spec, actor=actor, why=PRUNED)
         except SpecFileError as exc:
             return SyncResult(problems=list(exc.messages))
     again.applied = True
@@ -472,6 +620,33 @@ def launch_spec_sync(
     _log.info("launch specs synced by %s: %d created, %d updated, %d disabled, %d deleted", actor,
               len(again.created), len(again.updated), len(again.disabled), len(again.deleted))
     return again
+
+
+def _sync_refusal(documents: list[tuple[str, object]], *, prune: bool, cluster: str | None) -> str | None:
+    """Why the whole sync is refused before any document is read, if it is."""
+    if len(documents) > SYNC_MAX_DOCUMENTS:
+        return f"{len(documents)} launch specs in one sync: at most {SYNC_MAX_DOCUMENTS}; nothing changed"
+    if prune and not documents:
+        return SYNC_EMPTY_PRUNE
+    return _prune_scope_problem(cluster) if prune else None
+
+
+def _sync_inputs(documents: list[tuple[str, object]], result: SyncResult) -> list[tuple[str, LaunchSpecInput]]:
+    """The documents that parse, each spec named once; the others' problems go to result.problems."""
+    inputs: list[tuple[str, LaunchSpecInput]] = []
+    named: dict[str, str] = {}
+    for source, document in documents:
+        try:
+            data = parse_launch_spec(document)
+        except SpecFileError as exc:
+            result.problems.extend(f"{source}: {message}" for message in exc.messages)
+            continue
+        if (first := named.get(data.name)) is not None:
+            result.problems.append(f"{source}: launch spec {data.name!r} is also in {first}")
+            continue
+        named[data.name] = source
+        inputs.append((source, data))
+    return inputs
 
 
 def _sort(result: SyncResult) -> None:
@@ -623,6 +798,12 @@ def region_seq_bump(*, region: str) -> int:
     """The region's next sequence number, committed before this returns: a reading that starts after this
     call sees at least this number. Call it outside any transaction (a savepoint would hide the bump)."""
     return next_value(RegionSequence, key={"region": region}, field="value")
+
+
+def region_reading_number(*, region: str) -> int:
+    """The number of a DescribeAddresses reading of the region about to start, one more than the last one's, by
+    the database whatever host asks (RegionFacts.addresses_read): saves are ordered by it (workers/observe.py)."""
+    return next_value(RegionFacts, key={"region": region}, field="addresses_read")
 
 
 # --- manual reassign requests ----------------------------------------------------------------------

@@ -16,7 +16,8 @@ from django.conf import settings
 from django.db.models import BooleanField, DateTimeField, ExpressionWrapper, Max, Q, Value
 from django.db.models.functions import Now
 
-from .models import Assignment, ElasticIP, LaunchSpec, Node
+from .egress import egress_of
+from .models import Assignment, ElasticIP, LaunchSpec, Node, RegionFacts
 from .planner import Claim, EipView, NodeView, Plan, SpecView, plan
 from .pool_rule import labels_match, pool_filter, specs_selecting
 from .vocabulary import GONE_STATE
@@ -25,8 +26,14 @@ from .vocabulary import GONE_STATE
 def spec_view(spec: LaunchSpec) -> SpecView:
     return SpecView(
         name=spec.name, tag_key=spec.tag_key, tag_value=spec.tag_value, active_alerts=frozenset(spec.active_alerts),
-        enabled=spec.enabled,
+        enabled=spec.enabled, min_free=spec.min_free,
     )
+
+
+def egress_map(region: str) -> dict[str, Any]:
+    """Subnet id -> where its egress leaves, as the region's last read of its route tables said (RegionFacts)."""
+    found = RegionFacts.objects.filter(region=region).values_list("egress", flat=True).first()
+    return dict(found or {})
 
 
 def neighbour_specs(spec: LaunchSpec) -> list[LaunchSpec]:
@@ -129,7 +136,8 @@ def planner_inputs(
         | Q(eni_id__in=[e.eni_id for e in eips if e.eni_id])
     )
     # Only the columns the planner reads, as tuples (see above); the id keeps DISTINCT per row as before.
-    nodes = [node_view(dict(zip(NODE_COLUMNS, row, strict=True)), spec, same_cluster)
+    by_subnet = egress_map(spec.cluster.region)
+    nodes = [node_view(dict(zip(NODE_COLUMNS, row, strict=True)), spec, same_cluster, by_subnet)
              for row in node_rows.distinct().order_by("name").values_list(*NODE_COLUMNS)]
     return spec_view(spec), eips, nodes, claims
 
@@ -157,12 +165,15 @@ def in_flight_claim(*, fence: int, exclusive: bool, now: datetime | None = None)
 
 
 NODE_COLUMNS = ("id", "name", "instance_id", "instance_state", "eni_id", "private_ip", "startup_tainted", "draining",
-                "drain_reason", "workload_pods", "foreign_eip", "deleted_at", "labels", "eip_label", "first_seen_at")
+                "drain_reason", "workload_pods", "foreign_eip", "deleted_at", "labels", "eip_label", "first_seen_at",
+                "subnet_id")
 
 
-def node_view(row: Mapping[str, Any], spec: LaunchSpec, same_cluster: Sequence[LaunchSpec]) -> NodeView:
+def node_view(row: Mapping[str, Any], spec: LaunchSpec, same_cluster: Sequence[LaunchSpec],
+              by_subnet: Mapping[str, Any] | None = None) -> NodeView:
     """A Node row (its NODE_COLUMNS) as the planner sees it: one mapping for the passes, the preview and the
-    manual reassign, so that they judge a node by the same rules."""
+    manual reassign, so that they judge a node by the same rules. by_subnet: the region's egress map (egress_map)."""
+    egress = egress_of(by_subnet or {}, row["subnet_id"])
     return NodeView(
         name=row["name"],
         instance_id=row["instance_id"],
@@ -179,13 +190,16 @@ def node_view(row: Mapping[str, Any], spec: LaunchSpec, same_cluster: Sequence[L
         also_matched_by=tuple(s.name for s in same_cluster if labels_match(s.labels, row["labels"])),
         eip_label=row["eip_label"],
         first_seen_at=row["first_seen_at"],
+        egress_via=egress.via,
+        egress_text=egress.text(),
     )
 
 
 def node_view_of(node: Node, spec: LaunchSpec) -> NodeView:
     """One node row, with its neighbours in the cluster, as the planner sees it."""
     same_cluster = [s for s in neighbour_specs(spec) if s.cluster_id == spec.cluster_id]
-    return node_view({column: getattr(node, column) for column in NODE_COLUMNS}, spec, same_cluster)
+    return node_view({column: getattr(node, column) for column in NODE_COLUMNS}, spec, same_cluster,
+                     egress_map(spec.cluster.region))
 
 
 def preview_plan(*, spec: LaunchSpec) -> Plan:

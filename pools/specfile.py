@@ -25,6 +25,8 @@ KUBE_CONTEXT_MAX = 200
 KUBECONFIG_MAX = 500
 TAG_KEY_MAX = 128
 TAG_VALUE_MAX = 256
+# elasticIpPool.minFree: more headroom than any region's EIP quota allows is a typo, not a plan.
+MIN_FREE_MAX = 10_000
 # Names that are routes under /launch-specs/: a spec called "new" would be unreachable.
 RESERVED_NAMES = frozenset({"new", "import"})
 # Characters that must never reach a page, a shell script or a log line from user input: C0 controls
@@ -86,6 +88,8 @@ class LaunchSpecInput:
     cluster: str | None = None
     region: str | None = None
     enabled: bool = True
+    # elasticIpPool.minFree: the headroom (free EIPs) below which the pool_low alert is raised.
+    min_free: int = 0
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
@@ -133,6 +137,14 @@ def tag_problems(tag_key: object, tag_value: object) -> list[str]:
     elif problem := control_problem("elasticIpPool.tagSelector.tagValue", tag_value):
         problems.append(problem)
     return problems
+
+
+def min_free_problem(value: object) -> str | None:
+    # bool is an int in Python: `true` is not a number of EIPs.
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MIN_FREE_MAX:
+        return (f"elasticIpPool.minFree must be a whole number from 0 to {MIN_FREE_MAX} (the free EIPs to keep as "
+                f"headroom), not {_short(value)}")
+    return None
 
 
 def _labels_from(raw: object, problems: list[str]) -> dict[str, str]:
@@ -219,6 +231,9 @@ def parse_launch_spec(data: object, *, default_cluster: str | None = None) -> La
 
     pool = data.get("elasticIpPool")
     selector = pool.get("tagSelector") if isinstance(pool, dict) else None
+    min_free = pool.get("minFree", 0) if isinstance(pool, dict) else 0
+    if problem := min_free_problem(min_free):
+        problems.append(problem)
     if not isinstance(selector, dict):
         problems.append("elasticIpPool.tagSelector is required, with tagKey and optionally tagValue")
         tag_key: Any = None
@@ -252,20 +267,29 @@ def parse_launch_spec(data: object, *, default_cluster: str | None = None) -> La
         cluster=cluster,
         region=region,
         enabled=enabled,
+        min_free=min_free,
         extra={k: v for k, v in data.items() if k not in known},
     )
 
 
-def launch_spec_to_ocean(spec: Any) -> dict[str, Any]:
-    """The spec as Ocean launch-spec JSON, with eipdash's own fields (region, cluster) beside."""
+def launch_spec_to_ocean(spec: Any, *, min_free: bool = True) -> dict[str, Any]:
+    """The spec as Ocean launch-spec JSON, with eipdash's own fields (region, cluster) beside.
+
+    min_free=False leaves out `elasticIpPool.minFree`, an eipdash extension inside Ocean's own object: the
+    "Export Ocean JSON" download is meant for Ocean, which does not know it. The API and the import's diff keep it,
+    so that a GET then PUT changes nothing; they show it only when it is set (0 is the default), so a document
+    without headroom reads as it did before minFree existed."""
     selector: dict[str, str] = {"tagKey": spec.tag_key}
     if spec.tag_value is not None:
         selector["tagValue"] = spec.tag_value
+    pool: dict[str, Any] = {"tagSelector": selector}
+    if min_free and spec.min_free:
+        pool["minFree"] = spec.min_free
     return {
         "launchSpec": {
             "name": spec.name,
             "labels": [{"key": k, "value": v} for k, v in sorted(spec.labels.items())],
-            "elasticIpPool": {"tagSelector": selector},
+            "elasticIpPool": pool,
             "region": spec.cluster.region,
             "cluster": spec.cluster.name,
             "enabled": spec.enabled,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from . import views
+from . import views, views_node
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
@@ -17,6 +17,7 @@ urlpatterns = [
     path("launch-specs/<str:name>/delete/", views.launch_spec_delete, name="launch-spec-delete"),
     path("launch-specs/<str:name>/export.json", views.launch_spec_export, name="launch-spec-export"),
     path("launch-specs/<str:name>/user-data.sh", views.launch_spec_user_data, name="launch-spec-user-data"),
+    path("launch-specs/<str:name>/egress-ips.txt", views.launch_spec_egress_ips, name="launch-spec-egress-ips"),
     path("eips/", views.eip_list, name="eip-list"),
     path("eips/<str:allocation_id>/", views.eip_detail, name="eip-detail"),
     path("eips/<str:allocation_id>/reassign/", views.eip_reassign, name="eip-reassign"),
@@ -24,6 +25,7 @@ urlpatterns = [
     path("eips/<str:allocation_id>/reassign/<int:request_id>/", views.eip_reassign_status,
          name="eip-reassign-status"),
     path("nodes/", views.node_list, name="node-list"),
+    path("nodes/<str:cluster>/<str:name>/", views_node.node_detail, name="node-detail"),
     path("history/", views.history, name="history"),
     path("history/export.csv", views.history_export, {"fmt": "csv"}, name="history-export-csv"),
     path("history/export.jsonl", views.history_export, {"fmt": "jsonl"}, name="history-export-jsonl"),

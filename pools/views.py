@@ -36,11 +36,13 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.http import HttpResponseClientRedirect, reswap, retarget
 from django_htmx.middleware import HtmxDetails
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from . import charts, exports, health, selectors
+from eipdash.middleware import is_reader
+
+from . import charts, charts_capacity, exports, health, selectors, selectors_egress, services
 from .forms import (
     EipFilterForm,
     HistoryFilterForm,
@@ -52,9 +54,16 @@ from .forms import (
 from .metrics import exposition as metrics_exposition
 from .models import ElasticIP, LaunchSpec, ReassignRequest
 from .pool_rule import labels_text
-from .services import launch_spec_apply, launch_spec_delete_refusal, reassign_refusal, reassign_request_submit
+from .selectors_capacity import capacity_report, demand_series
+from .services import (
+    launch_spec_apply,
+    launch_spec_delete_refusal,
+    pool_change_lines,
+    reassign_refusal,
+    reassign_request_submit,
+)
 from .services import launch_spec_delete as launch_spec_delete_service
-from .specfile import CONTROL_RE, LaunchSpecInput, SpecFileError, launch_spec_to_ocean, parse_launch_spec
+from .specfile import CONTROL_RE, LaunchSpecInput, SpecFileError, launch_spec_to_ocean
 
 logger = logging.getLogger(__name__)
 
@@ -67,13 +76,29 @@ class HtmxHttpRequest(HttpRequest):
 PAGE_SIZE = 50
 SPEC_NODES_SHOWN = 50  # the launch spec page's node and pool tables; /nodes/ and /eips/?spec=… page through all
 REFRESH_SECONDS = 5
+# The spec page's Capacity section loads on its own right after the page, then polls on its own, less often:
+# its peaks, cost and chart stand on 30 days of nodes and assignments, and move over hours, not seconds.
+CAPACITY_REFRESH_SECONDS = 30
+CAPACITY_PART = "spec-capacity"  # the id of its live part: htmx names it in HX-Target when it loads and polls
+
+
+def _bearer_is_metrics_token(request: HttpRequest) -> bool:
+    """`Authorization: Bearer <EIPDASH_METRICS_TOKEN>`, compared in constant time; never while no token is set."""
+    token = settings.EIPDASH_METRICS_TOKEN
+    if not token:
+        return False
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 def healthz(request: HttpRequest) -> JsonResponse:
     """No login. 503 with the reasons when the database or Redis fails, or an enabled spec's last successful
-    pass is older than 3 reconcile intervals. ``?scope=web`` checks the database only (the web pods' probes)."""
+    pass is older than 3 reconcile intervals. ``?scope=web`` checks the database only (the web pods' probes).
+    The launch specs' names and pass ages only for a reader's session or the metrics token; anyone else (the
+    probes) gets the status, the checks and counts, with the same status code."""
     report = health.check(timezone.now(), scope="web" if request.GET.get("scope") == "web" else "all")
-    return JsonResponse(report.as_json(), status=200 if report.ok else 503)
+    names = _bearer_is_metrics_token(request) or is_reader(request.user)
+    return JsonResponse(report.as_json(names=names), status=200 if report.ok else 503)
 
 
 def _page(request: HtmxHttpRequest, template: str, partial: str, context: dict[str, Any], status: int = 200):
@@ -130,9 +155,9 @@ def overview(request: HtmxHttpRequest) -> HttpResponse:
     histogram = selectors.time_to_eip_histogram(since=now - dt.timedelta(hours=hours))
     context = {
         "stats": stats,
-        "alert_groups": selectors.alert_group_list(),
+        # Each alert ongoing or resolved by the specs' active alerts (the rows above: no query of its own).
+        "alert_groups": selectors.alert_group_list(stats=stats),
         "problems": selectors.spec_problem_list(stats=stats),
-        "active_alerts": [(row.spec, alert) for row in stats for alert in row.alerts],
         "use_chart": charts.pool_use_chart(series, range_key=range_key, data_start=data_start),
         "legend": charts.chart_legend(series),
         "histogram": histogram,
@@ -187,10 +212,42 @@ def _user_data(spec: LaunchSpec, pool_ips: list[str]) -> str:
     return str.__str__(render_to_string("pools/user_data.sh", {"sh": words}))
 
 
+def _capacity_context(request: HtmxHttpRequest, spec: LaunchSpec) -> dict[str, Any]:
+    """The spec page's Capacity section: the report, the demand chart over the chosen range (?range=24h|7d|30d),
+    the allowlist (the API's egress-ips, the same rows and order) and the nodes whose egress bypasses their EIP."""
+    range_key = charts_capacity.range_of(request.GET.get("range", ""))
+    hours, range_label = charts_capacity.RANGES[range_key]
+    now = timezone.now()
+    report = capacity_report(spec, now=now)
+    addresses = selectors_egress.allowlist_of(spec)
+    bypassing = selectors_egress.nodes_bypassing_eip(spec)
+    # The chart's demand and pool size from the report's own (every range is within its 30 days): nothing is
+    # read twice.
+    series = demand_series(spec, now - dt.timedelta(hours=hours), now, report=report)
+    return {
+        "spec": spec,
+        "capacity": report,
+        "below_min_free": report.free < report.min_free,
+        "demand_chart": charts_capacity.demand_chart(series, range_key=range_key),
+        "demand_legend": charts_capacity.LEGEND,
+        "capacity_range": range_key,
+        "capacity_range_label": range_label,
+        "capacity_ranges": [(key, label) for key, (_hours, label) in charts_capacity.RANGES.items()],
+        "allowlist": addresses,
+        "allowlist_text": addresses.text(),
+        "bypassing": bypassing[:SPEC_NODES_SHOWN],
+        "bypassing_total": len(bypassing),
+        "capacity_refresh_seconds": CAPACITY_REFRESH_SECONDS,
+    }
+
+
 @require_GET
 @login_required
 def launch_spec_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
     spec = _get_spec_or_404(name)
+    if request.htmx and request.htmx.target == CAPACITY_PART:
+        # The Capacity section's first load and its polls: only its part, none of the rest of the page is read.
+        return render(request, "pools/partials/_spec_capacity.html", _capacity_context(request, spec))
     # Like the nodes below: the first rows, with the count and a link to /eips/?spec=… (the whole pool made
     # this polled page hundreds of KB at a few hundred EIPs).
     pool = selectors.eip_list(spec=spec)
@@ -211,12 +268,27 @@ def launch_spec_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
         "node_total": nodes.count() if show_ended else stats.nodes,
         "events": selectors.event_recent(spec_name=spec.name, limit=15),
         "plan": selectors.plan_preview(spec=spec),
-        "user_data": _user_data(spec, selectors.pool_public_ips(spec=spec)),
         "taint_key": settings.EIPDASH_STARTUP_TAINT,
         "can_edit": request.user.has_perm("pools.change_launchspec"),
         "can_delete": request.user.has_perm("pools.delete_launchspec"),
     }
+    if not request.htmx:
+        # The whole page. The Capacity section is not read here: the page shows its frame, which htmx fills
+        # right away from the section's own request (HX-Target above), so the page's first paint never waits for
+        # 30 days of history. The 5-second poll of its live part reads neither that nor the user data (outside the
+        # live part). The snippet's IPs: the pool's, in numeric order, as the allowlist and the download list them.
+        context["user_data"] = _user_data(spec, selectors.pool_public_ips(spec=spec))
     return _page(request, "pools/launch_spec_detail.html", "pools/partials/_spec_live.html", context)
+
+
+@require_GET
+@login_required
+def launch_spec_egress_ips(request: HtmxHttpRequest, name: str) -> HttpResponse:
+    """The allowlist as a file: the API's `?format=txt`, one IP a line (the spec page's Download)."""
+    spec = _get_spec_or_404(name)
+    response = HttpResponse(selectors_egress.allowlist_of(spec).text(), content_type="text/plain; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{_file_stem(spec.name)}-egress-ips.txt"'
+    return response
 
 
 @require_GET
@@ -233,7 +305,7 @@ def launch_spec_user_data(request: HtmxHttpRequest, name: str) -> HttpResponse:
 @login_required
 def launch_spec_export(request: HtmxHttpRequest, name: str) -> HttpResponse:
     spec = _get_spec_or_404(name)
-    body = json.dumps(launch_spec_to_ocean(spec), indent=2) + "\n"
+    body = json.dumps(launch_spec_to_ocean(spec, min_free=False), indent=2) + "\n"
     response = HttpResponse(body, content_type="application/json")
     response["Content-Disposition"] = f'attachment; filename="{_file_stem(spec.name)}.json"'
     return response
@@ -254,7 +326,7 @@ def _apply(request: HtmxHttpRequest, form: LaunchSpecForm | LaunchSpecImportForm
     """One service call; a refusal from the service (e.g. region ≠ cluster's) lands on the form."""
     assert form.spec_input is not None
     try:
-        spec, created = launch_spec_apply(data=form.spec_input)
+        spec, created = launch_spec_apply(data=form.spec_input, actor=request.user.get_username())
     except SpecFileError as exc:
         for message in exc.messages:
             form.add_error(None, message)
@@ -291,12 +363,10 @@ def launch_spec_edit(request: HtmxHttpRequest, name: str) -> HttpResponse:
 @login_required
 @permission_required("pools.change_launchspec", raise_exception=True)
 def launch_spec_disable(request: HtmxHttpRequest, name: str) -> HttpResponse:
-    """Disable and drain: the spec's own Ocean JSON with enabled=false, through the same service as Edit."""
+    """Disable and drain: only the switch flips, so that a row whose old fields no longer validate still stops."""
     spec = _get_spec_or_404(name)
-    document = launch_spec_to_ocean(spec)
-    document["launchSpec"]["enabled"] = False
     try:
-        launch_spec_apply(data=parse_launch_spec(document))
+        services.launch_spec_disable(name=spec.name, actor=request.user.get_username())
     except SpecFileError as exc:
         messages.error(request, "Not disabled: " + "; ".join(exc.messages))
     else:
@@ -314,7 +384,7 @@ def launch_spec_delete(request: HtmxHttpRequest, name: str) -> HttpResponse:
     error = ""
     if request.method == "POST":
         try:
-            launch_spec_delete_service(name=spec.name)
+            launch_spec_delete_service(name=spec.name, actor=request.user.get_username())
         except (SpecFileError, LaunchSpec.DoesNotExist) as exc:
             error = "; ".join(exc.messages) if isinstance(exc, SpecFileError) else str(exc)
         else:
@@ -325,15 +395,17 @@ def launch_spec_delete(request: HtmxHttpRequest, name: str) -> HttpResponse:
 
 
 def _import_diff(form: LaunchSpecImportForm) -> str:
-    """The change an import would make to an existing spec, as a unified diff of its Ocean JSON; "" if the
-    spec is new or would not change."""
+    """The change an import would make to an existing spec, as a unified diff of its Ocean JSON; for a new spec,
+    the EIPs its pool would take (unmanaged ones, or another pool's); "" when there is nothing to confirm."""
     assert form.spec_input is not None
     current = selectors.launch_spec_get(name=form.spec_input.name)
     if current is None:
-        return ""
+        return "\n".join(pool_change_lines(form.spec_input, None))
     before = json.dumps(launch_spec_to_ocean(current), indent=2, sort_keys=True).splitlines()
     after = json.dumps(_ocean_of_input(form.spec_input, current), indent=2, sort_keys=True).splitlines()
     diff = list(difflib.unified_diff(before, after, "current", "imported", lineterm="", n=2))
+    # Then the EIPs the new selector takes into the pool or lets go, as the sync's diff says them.
+    diff += pool_change_lines(form.spec_input, current) if diff else []
     return "\n".join(diff)  # "" when nothing would change: no confirmation needed
 
 
@@ -361,10 +433,12 @@ def launch_spec_import(request: HtmxHttpRequest) -> HttpResponse:
     diff = ""
     if request.method == "POST" and form.is_valid():
         diff = _import_diff(form)
-        # An import that would overwrite a spec shows what changes first; the operator confirms it.
+        # An import that would overwrite a spec, or whose new pool would take EIPs, shows that first; the operator
+        # confirms it.
         if (not diff or request.POST.get("confirm") == "overwrite") and (spec := _apply(request, form)) is not None:
             return redirect("launch-spec-detail", name=spec.name)
-    context = {"form": form, "diff": diff}
+    new = form.spec_input is not None and selectors.launch_spec_get(name=form.spec_input.name) is None
+    context = {"form": form, "diff": diff, "new": new}
     return render(request, "pools/launch_spec_import.html", context, status=_form_status(form))
 
 
@@ -425,24 +499,55 @@ def _reassign_consequence(eip: ElasticIP, spec: LaunchSpec | None) -> dict[str, 
     return {"assignment": assignment, "free": free}
 
 
+def _not_offered(eip: ElasticIP, node_name: str) -> str:
+    return (f"{node_name} cannot take {eip.public_ip} now: as the last pass saw it, it drains, holds an EIP, has no "
+            "primary private IPv4 yet or is not running. Choose another node.")
+
+
+def _reassign_dialog(request: HtmxHttpRequest, eip: ElasticIP, *, target: str = "", notice: str = "",
+                     reassign: ReassignRequest | None = None) -> HttpResponse:
+    """The reassign dialog, read anew at each step: its targets come from the last snapshot, never from the
+    list the page showed when it loaded. One of three steps:
+
+    - choose: the fresh targets (focus on the list), with why when the one asked for is not among them or a
+      worker refused it;
+    - confirm: what the move to `target` will do; focus on Cancel, so Enter, Enter never moves an IP;
+    - follow: the request's status while a worker moves it; no Move button, so it cannot be sent twice.
+
+    As a modal fragment under htmx, as a page without JavaScript."""
+    context = _eip_context(request, eip)
+    context.update(_reassign_consequence(eip, context["spec"]))
+    blocked = reassign_refusal(eip=eip, state=selectors.eip_state(eip))
+    offered = {node.name for node in context["targets"]}
+    if reassign is not None:
+        step = "follow"
+        context.update(_reassign_status_context(reassign))
+    elif target and target in offered and blocked is None:
+        step = "confirm"
+    else:
+        step = "choose"
+        # The same refusal as the worker's: say it before the operator confirms anything.
+        notice = blocked or notice or (_not_offered(eip, target) if target else "")
+    context.update({"step": step, "target": target, "notice": notice, "blocked": blocked})
+    if request.htmx:
+        return render(request, "pools/partials/_reassign_dialog.html", context)
+    return render(request, "pools/eip_reassign_confirm.html", context)
+
+
+def _in_dialog(response: HttpResponse) -> HttpResponse:
+    """An answer to something inside the open dialog replaces the whole dialog (its buttons change with it)."""
+    return reswap(retarget(response, "#reassign-dialog"), "outerHTML")
+
+
 @require_GET
 @login_required
 @permission_required("pools.reassign_elasticip", raise_exception=True)
 def eip_reassign_confirm(request: HtmxHttpRequest, allocation_id: str) -> HttpResponse:
-    """What will happen, before anything happens. As a dialog under htmx, as a page without JS."""
+    """What will happen, before anything happens. Without a node (the inventory's row action, a refusal),
+    or with one that can no longer take it, the choice of targets first."""
     eip = _get_eip_or_404(allocation_id)
     form = ReassignForm(request.GET)
-    if not form.is_valid():
-        return HttpResponseBadRequest("choose a target node")
-    context = _eip_context(request, eip)
-    context.update(_reassign_consequence(eip, context["spec"]))
-    context["target"] = form.cleaned_data["node"]
-    if selectors.eip_state(eip) == "conflict":
-        # The same refusal as the worker's: say it before the operator confirms anything.
-        context["blocked"] = reassign_refusal(eip=eip, state="conflict")
-    if request.htmx:
-        return render(request, "pools/partials/_reassign_dialog.html", context)
-    return render(request, "pools/eip_reassign_confirm.html", context)
+    return _reassign_dialog(request, eip, target=form.cleaned_data["node"] if form.is_valid() else "")
 
 
 @require_POST
@@ -454,17 +559,20 @@ def eip_reassign(request: HtmxHttpRequest, allocation_id: str) -> HttpResponse:
     form = ReassignForm(request.POST)
     error = "Choose a target node." if not form.is_valid() else reassign_refusal(eip=eip,
                                                                                  state=selectors.eip_state(eip))
+    context = _eip_context(request, eip)
+    if error is None and form.cleaned_data["node"] not in {node.name for node in context["targets"]}:
+        # The dialog was read a while ago: a target the last pass saw draining is not worth a worker's trip.
+        error = _not_offered(eip, form.cleaned_data["node"])
     if error is not None:
         if request.htmx:
-            # 200 so that htmx swaps the message in; the dialog shows it where the user clicked.
-            return render(request, "pools/partials/_reassign_result.html", {"error": error, "eip": eip})
-        context = _eip_context(request, eip)
+            # 200 so that htmx swaps it in: the dialog says why, with the targets as they are now.
+            return _in_dialog(_reassign_dialog(request, eip, notice=error))
         context["reassign_error"] = error
         return render(request, "pools/eip_detail.html", context, status=409)
     reassign = reassign_request_submit(eip=eip, node_name=form.cleaned_data["node"],
                                        actor=request.user.get_username())
     if request.htmx:
-        return render(request, "pools/partials/_reassign_status.html", _reassign_status_context(reassign))
+        return _in_dialog(_reassign_dialog(request, eip, reassign=reassign))
     return redirect("eip-reassign-status", allocation_id=eip.allocation_id, request_id=reassign.pk)
 
 
@@ -492,6 +600,11 @@ def eip_reassign_status(request: HtmxHttpRequest, allocation_id: str, request_id
         if reassign.state == ReassignRequest.State.DONE:
             messages.success(request, reassign.message or f"{reassign.eip.public_ip} moved to {reassign.node_name}.")
             return HttpResponseClientRedirect(detail_url)
+        if reassign.state == ReassignRequest.State.REFUSED:
+            # Nothing changed: no Move for the refused node, the reason, and the targets as they are now
+            # (the worker's own reading was just written, so a node it found draining is gone from them).
+            return _in_dialog(_reassign_dialog(request, _get_eip_or_404(allocation_id),
+                                               notice=f"Refused, nothing was changed: {reassign.message}"))
         return render(request, "pools/partials/_reassign_status.html", context)
     page = _eip_context(request, _get_eip_or_404(allocation_id))
     page.update(context)
@@ -597,9 +710,45 @@ def history_export(request: HtmxHttpRequest, fmt: str) -> HttpResponseBase:
     # never a 200 with a cut body. A failure midway raises out of the stream, so the server drops the
     # connection without the last chunk, and the file lacks its trailer (see pools/exports.py).
     response = StreamingHttpResponse(exports.open_export(events, fmt), content_type=content_type)
-    stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
-    response["Content-Disposition"] = f'attachment; filename="eipdash-history-{stamp}.{fmt}"'
+    response["Content-Disposition"] = f'attachment; filename="{_history_file_stem(form)}.{fmt}"'
     return response
+
+
+def _history_file_stem(form: HistoryFilterForm) -> str:
+    """What the export holds, in its file name: eipdash-history-egress-web-released-2026-12-01-to-2026-12-07.
+
+    The spec, the event kind, the search text and the time range when given; without a range, the day of the
+    export (the file holds the history as of then). Only [A-Za-z0-9._-], whatever the filter held, so the
+    Content-Disposition header stays intact."""
+    data = form.cleaned_data
+    parts = ["eipdash-history"]
+    for key, prefix in (("spec", ""), ("event", ""), ("q", "search-")):
+        text = _file_name_part(data.get(key) or "")
+        if text:
+            parts.append(prefix + text)
+    since, until = data.get("since"), data.get("until")
+    if since is not None and until is not None:
+        parts.append(f"{_file_moment(since)}-to-{_file_moment(until)}")
+    elif since is not None:
+        parts.append(f"from-{_file_moment(since)}")
+    elif until is not None:
+        parts.append(f"to-{_file_moment(until)}")
+    else:
+        parts.append(timezone.now().astimezone(dt.UTC).strftime("%Y-%m-%d"))
+    return "-".join(parts)[:200]
+
+
+def _file_name_part(text: str) -> str:
+    """A filter value fit for a file name: runs of other characters become one '_', 40 characters at most."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_.")[:40].strip("_.")
+
+
+def _file_moment(moment: dt.datetime) -> str:
+    """A UTC instant to the second, as short as it stays so: 2026-12-07, 2026-12-07T0206, 2026-12-07T020615."""
+    utc = moment.astimezone(dt.UTC)
+    if (utc.hour, utc.minute, utc.second) == (0, 0, 0):
+        return utc.strftime("%Y-%m-%d")
+    return utc.strftime("%Y-%m-%dT%H%M" if utc.second == 0 else "%Y-%m-%dT%H%M%S")
 
 
 # --- Metrics ---------------------------------------------------------------------------------------
@@ -607,10 +756,8 @@ def history_export(request: HtmxHttpRequest, fmt: str) -> HttpResponseBase:
 
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
-    token = settings.EIPDASH_METRICS_TOKEN
-    if token:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+    if settings.EIPDASH_METRICS_TOKEN:
+        if not _bearer_is_metrics_token(request):
             response = HttpResponse("unauthorized\n", status=401, content_type="text/plain")
             response["WWW-Authenticate"] = 'Bearer realm="eipdash metrics"'
             return response

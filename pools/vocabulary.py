@@ -39,6 +39,10 @@ class NoteKind(StrEnum):
     POOL_EXHAUSTED = "pool_exhausted"
     CONFLICT = "conflict"
     ERROR = "error"
+    # Fewer free EIPs than the spec's minFree (its headroom): not yet a node waiting.
+    POOL_LOW = "pool_low"
+    # A node whose egress leaves through a NAT gateway (or has no internet route): its EIP only carries inbound.
+    EGRESS_NOT_VIA_EIP = "egress_not_via_eip"
 
 
 class EventKind(StrEnum):
@@ -52,6 +56,31 @@ class EventKind(StrEnum):
     POOL_EXHAUSTED = NoteKind.POOL_EXHAUSTED.value
     CONFLICT = NoteKind.CONFLICT.value
     ERROR = NoteKind.ERROR.value
+    POOL_LOW = NoteKind.POOL_LOW.value
+    EGRESS_NOT_VIA_EIP = NoteKind.EGRESS_NOT_VIA_EIP.value
+    # The allowlist changes in EC2: an EIP tagged into a pool (or allocated with its tag), or untagged out of
+    # it (or released from the account). A change of the spec's selector is a spec_updated event instead.
+    POOL_JOINED = "pool_joined"
+    POOL_LEFT = "pool_left"
+    # Changes of the configuration (pools/audit.py), each with the actor who made it.
+    SPEC_CREATED = "spec_created"
+    SPEC_UPDATED = "spec_updated"
+    SPEC_DISABLED = "spec_disabled"
+    SPEC_ENABLED = "spec_enabled"
+    SPEC_DELETED = "spec_deleted"
+    CLUSTER_ADDED = "cluster_added"
+    CLUSTER_CHANGED = "cluster_changed"
+    CLUSTER_DELETED = "cluster_deleted"
+    TOKEN_CREATED = "token_created"
+    TOKEN_REVOKED = "token_revoked"
+    ROLE_CHANGED = "role_changed"
+
+
+CONFIG_KINDS = frozenset({
+    EventKind.SPEC_CREATED, EventKind.SPEC_UPDATED, EventKind.SPEC_DISABLED, EventKind.SPEC_ENABLED,
+    EventKind.SPEC_DELETED, EventKind.CLUSTER_ADDED, EventKind.CLUSTER_CHANGED, EventKind.CLUSTER_DELETED,
+    EventKind.TOKEN_CREATED, EventKind.TOKEN_REVOKED, EventKind.ROLE_CHANGED,
+})
 
 
 class CloseKind(StrEnum):

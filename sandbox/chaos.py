@@ -37,6 +37,7 @@ import json
 import logging
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -55,6 +56,7 @@ from sandbox.faults import FaultProxy, FaultRates
 from sandbox.kube_emulator import KubeEmulator, KubeFaultRates, KubeFaults
 from sandbox.ports import wait_for_port
 from sandbox.run import BASE_DIR, PYTHON, Child, Stop, Supervisor, _raise_stop, fresh_sqlite, prepare_database
+from sandbox.signals import on_stop_signals
 from sandbox.simulate import (
     CA_TAINT_KEY,
     SIMULATED_LABEL,
@@ -474,6 +476,8 @@ def faketime_library() -> str | None:
 
 # A killed worker is started again at once, but takes this long to serve again (Celery's start, lease expiry).
 RESTART_SECONDS = 15.0
+# Celery's worker logs "<hostname> ready." once it consumes tasks.
+CELERY_READY = re.compile(r"@\S+ ready\.$")
 
 
 @dataclass
@@ -487,12 +491,18 @@ class Worker:
     disturbed_until: float = 0.0
 
 
+def serves(worker: Worker, now: float) -> bool:
+    """Neither frozen nor restarting: a restarted worker serves once Celery says it is ready (on a loaded
+    machine that takes longer than RESTART_SECONDS), and not before RESTART_SECONDS have passed."""
+    return worker.frozen_until is None and worker.disturbed_until <= now and worker.child.ready.is_set()
+
+
 def disturbable(workers: list[Worker], now: float) -> list[Worker]:
     """The workers that may be killed or frozen now: only while every other one serves. One worker is always
     able to run passes, as in any deployment with two; otherwise no pass could repair anything, and I4's
     grace (one pass) would be meaningless."""
     return [w for w in workers if w.frozen_until is None
-            and all(other.disturbed_until <= now for other in workers if other is not w)]
+            and all(serves(other, now) for other in workers if other is not w)]
 
 
 @dataclass
@@ -597,7 +607,7 @@ def run(campaign: Campaign, *, state_dir: Path, redis_url: str | None, out: Any 
             return supervisor.start(name, [
                 PYTHON, "-m", "celery", "-A", "eipdash", "worker", "--loglevel", "INFO", "--concurrency", "2",
                 "--hostname", f"{name}-{os.getpid()}@%h", "--without-gossip", "--without-mingle"],
-                skew_env if skewed else child_env)
+                skew_env if skewed else child_env, ready_when=CELERY_READY)
 
         def beat() -> Child:
             return supervisor.start("beat", [PYTHON, "-m", "celery", "-A", "eipdash", "beat", "--loglevel", "INFO",
@@ -800,7 +810,27 @@ def report(say: Any, state_dir: Path, campaign: Campaign, started_wall: float, p
     for first, line, last in violations:
         lasted = f"  (until {last:.1f}s)" if last > first else ""
         say(f"  at {first:6.1f}s  {line}{lasted}")
+    for line in history_of(line for _first, line, _last in violations):
+        say(line)
     return 1 if violations else 0
+
+
+def history_of(lines: Any, limit: int = 20) -> list[str]:
+    """The recorded events of the EIPs and nodes a violation names, so that a failed run (in CI too, where
+    the state directory is gone) says what the engine did. Timestamps are the writing worker's clock."""
+    from django.db.models import Q
+
+    from pools.models import Event
+
+    text = " ".join(lines)
+    ips = set(re.findall(r"\b\d{1,3}(?:\.\d{1,3}){3}\b", text))
+    names = set(re.findall(r"\bi-[0-9a-f]+\.ec2\.internal\b", text))
+    if not ips and not names:
+        return []
+    events = list(Event.objects.filter(Q(public_ip__in=ips) | Q(node__in=names)).order_by("-id")[:limit])
+    return ["history of what they name (newest last):"] + [
+        f"  {e.timestamp:%H:%M:%S.%f} {e.kind:<14} {e.launch_spec} {e.public_ip or '-'} {e.node or '-'} "
+        f"{e.instance_id or '-'}: {e.reason}" for e in reversed(events)]
 
 
 def _kinds(counts: collections.Counter[str]) -> str:
@@ -867,8 +897,7 @@ def main(argv: list[str] | None = None) -> int:
         STOP_REQUESTED.set()
         _raise_stop(signum, frame)
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    on_stop_signals(stop)
     return run(campaign, state_dir=args.state_dir.resolve(), redis_url=args.redis_url)
 
 

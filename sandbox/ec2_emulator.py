@@ -33,15 +33,22 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
+import socket
+import sys
+import threading
 import time
 import urllib.request
 from typing import Any
 
 import boto3
-from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from sandbox.aws_limits import BucketSizes, LimitsProxy
-from sandbox.ports import free_port, wait_for_port
+from sandbox.ports import SERVE_POLL, free_port, wait_for_port
+from sandbox.signals import on_stop_signals
 
 REGION = "us-east-1"
 _FAKE_KEY = "testing"
@@ -68,6 +75,27 @@ def fast_tag_lookup() -> None:
     TaggedEC2Resource.get_tags = get_tags  # type: ignore[method-assign]
 
 
+def account_eip_quota(limit: int) -> None:
+    """This process's moto answers DescribeAccountAttributes with `limit` as the account's EIP quota
+    (`vpc-max-elastic-ips`; moto says 5, AWS's default). The sandbox's pools and decoys hold more than 5
+    addresses, as an account whose quota was raised does: with 5, its Capacity section would show the
+    region over its quota."""
+    from moto.core.responses import ActionResult
+    from moto.ec2.responses.account_attributes import AccountAttributes
+
+    original = AccountAttributes.describe_account_attributes
+
+    def describe_account_attributes(self: Any) -> ActionResult:
+        result = original(self)
+        answer: dict[str, list[dict[str, Any]]] = result.result  # type: ignore[assignment]
+        for attribute in answer["AccountAttributes"]:
+            if attribute["AttributeName"] in ("vpc-max-elastic-ips", "max-elastic-ips"):
+                attribute["AttributeValues"] = [{"AttributeValue": str(limit)}]
+        return result
+
+    AccountAttributes.describe_account_attributes = describe_account_attributes  # type: ignore[method-assign]
+
+
 class Ec2Emulator:
     """A moto server on 127.0.0.1, in a daemon thread of this process.
 
@@ -86,7 +114,8 @@ class Ec2Emulator:
         limited = bool(latency_ms) or throttle
         self._moto_port = free_port() if limited else self.port
         self.limits: LimitsProxy | None = None
-        self._server: ThreadedMotoServer | None = None
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
 
     @property
     def endpoint_url(self) -> str:
@@ -98,18 +127,39 @@ class Ec2Emulator:
         return f"http://127.0.0.1:{self._moto_port}"
 
     def start(self) -> Ec2Emulator:
+        """Listen and answer; OSError (EADDRINUSE: another program has the port) at once, nothing left running."""
         # werkzeug logs every request at INFO: noisy in tests, and the foreground command turns it back on.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         fast_tag_lookup()
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self._moto_port, verbose=False)
-        self._server.start()
-        wait_for_port(self._moto_port)
-        self._wait_until_answering()
-        if self._moto_port != self.port:
-            self.limits = LimitsProxy(self.direct_url, latency_ms=self._latency_ms, throttle=self._throttle,
-                                      sizes=self._sizes, port=self.port).start()
-            wait_for_port(self.port)
+        try:
+            self._serve_moto()
+            self._wait_until_answering()
+            # moto keeps its resources in module globals, shared by every server in this process: without
+            # this, a new emulator would start with what an earlier one (a test's session emulator) left.
+            self._reset_moto()
+            if self._moto_port != self.port:
+                self.limits = LimitsProxy(self.direct_url, latency_ms=self._latency_ms, throttle=self._throttle,
+                                          sizes=self._sizes, port=self.port).start()
+                wait_for_port(self.port)
+        except BaseException:
+            self.stop()
+            raise
         return self
+
+    def _serve_moto(self) -> None:
+        # The socket is bound here, in the caller's thread, and handed to werkzeug. moto's ThreadedMotoServer
+        # binds in its server thread instead: a taken port ended that thread (werkzeug prints "Address already
+        # in use" and calls sys.exit there) while start() waited forever for a server that never came, or,
+        # behind a port another moto held, reset and seeded that other stack's emulator.
+        sock = socket.create_server(("127.0.0.1", self._moto_port))
+        try:
+            self._server = make_server("127.0.0.1", self._moto_port, DomainDispatcherApplication(create_backend_app),
+                                       threaded=True, request_handler=MotoRequestHandler, fd=sock.fileno())
+        finally:
+            sock.close()  # werkzeug serves a duplicate of it
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": SERVE_POLL},
+                                        name="ec2-emulator", daemon=True)
+        self._thread.start()
 
     def _wait_until_answering(self, timeout: float = 15.0) -> None:
         # The socket can accept before the WSGI app answers; ask a real question, a cheap one: data.json
@@ -131,17 +181,24 @@ class Ec2Emulator:
             self.limits.stop()
             self.limits = None
         if self._server is not None:
-            self._server.stop()
+            self._server.shutdown()
+            self._server.server_close()
             self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
 
     def reset(self) -> None:
         """Forget every resource (all regions): much cheaper than a new server per test. With the limits
         proxy, also zero its counters and fill its buckets."""
+        self._reset_moto()
+        if self.limits is not None:
+            self.limits.reset()
+
+    def _reset_moto(self) -> None:
         request = urllib.request.Request(f"{self.direct_url}/moto-api/reset", method="POST", data=b"")
         with urllib.request.urlopen(request, timeout=10) as response:
             response.read()
-        if self.limits is not None:
-            self.limits.reset()
 
     def env(self) -> dict[str, str]:
         """What a process needs to reach this emulator through boto3's standard resolution."""
@@ -182,20 +239,38 @@ class Ec2World:
         )["Vpcs"]
         if vpcs:
             vpc_id = vpcs[0]["VpcId"]
-            subnets = self.client.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc_id]}])["Subnets"]
+            # Only the subnets made here (tagged): the seed adds a private one in a zone of its own.
+            subnets = self.client.describe_subnets(Filters=[
+                {"Name": "vpc-id", "Values": [vpc_id]},
+                {"Name": f"tag:{_SANDBOX_TAG['Key']}", "Values": [_SANDBOX_TAG["Value"]]},
+            ])["Subnets"]
             self._subnets = {s["AvailabilityZone"]: s["SubnetId"] for s in subnets}
             return self._subnets
         vpc_id = self.client.create_vpc(
             CidrBlock=_VPC_CIDR, TagSpecifications=[{"ResourceType": "vpc", "Tags": [_SANDBOX_TAG]}]
         )["Vpc"]["VpcId"]
+        self._route_main_table_to_internet(vpc_id)
         zones = self.client.describe_availability_zones()["AvailabilityZones"]
         names = sorted(z["ZoneName"] for z in zones)[:3]
         self._subnets = {}
         for index, az in enumerate(names):
             # /20 per AZ: room for thousands of node IPs in a scale simulation.
-            subnet = self.client.create_subnet(VpcId=vpc_id, CidrBlock=f"10.0.{index * 16}.0/20", AvailabilityZone=az)
+            subnet = self.client.create_subnet(
+                VpcId=vpc_id, CidrBlock=f"10.0.{index * 16}.0/20", AvailabilityZone=az,
+                TagSpecifications=[{"ResourceType": "subnet", "Tags": [_SANDBOX_TAG]}],
+            )
             self._subnets[az] = subnet["Subnet"]["SubnetId"]
         return self._subnets
+
+    def _route_main_table_to_internet(self, vpc_id: str) -> None:
+        """An internet gateway as the main route table's default route, as in an account's default VPC: its
+        subnets are public, so a node's EIP carries its egress (eipdash reads the route: pools/egress.py)."""
+        gateway = self.client.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+        self.client.attach_internet_gateway(InternetGatewayId=gateway, VpcId=vpc_id)
+        main = self.client.describe_route_tables(Filters=[
+            {"Name": "vpc-id", "Values": [vpc_id]}, {"Name": "association.main", "Values": ["true"]},
+        ])["RouteTables"][0]["RouteTableId"]
+        self.client.create_route(RouteTableId=main, DestinationCidrBlock="0.0.0.0/0", GatewayId=gateway)
 
     def launch_instance(self, az: str | None = None, extra_enis: int = 0) -> tuple[str, str, str]:
         """One running instance: (instance_id, primary_eni_id, private_ip).
@@ -260,10 +335,18 @@ def main(argv: list[str] | None = None) -> None:
                         help="enforce EC2's request token buckets: RequestLimitExceeded when one is empty")
     args = parser.parse_args(argv)
     emulator = Ec2Emulator(port=args.port, latency_ms=args.latency_ms, throttle=args.throttle)
+    # Ctrl-C (SIGINT) stops it even when its parent ignored or blocked SIGINT (sandbox/signals.py).
+    on_stop_signals(signal.default_int_handler, (signal.SIGINT,))
     # Everything after the server starts sits inside the try: a Ctrl-C that lands while it is still
     # starting or printing must stop it cleanly (exit 0), not leave a traceback and a listening thread.
     try:
-        emulator.start()
+        try:
+            emulator.start()
+        except OSError as error:
+            # A taken port: the reason and a non-zero exit at once (a supervisor sees it die).
+            print(f"EC2 emulator: cannot listen on 127.0.0.1:{args.port}: {os.strerror(error.errno or 0)}",
+                  file=sys.stderr)
+            raise SystemExit(1) from None
         logging.basicConfig(level=logging.INFO)
         logging.getLogger("werkzeug").setLevel(logging.INFO)
         # These lines are the "ready" signal: they come only once the server answers.

@@ -15,11 +15,14 @@ import base64
 import collections
 import copy
 import json
+import os
 import random
 import re
 import secrets
 import select
+import signal
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -31,7 +34,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from sandbox.ports import LoopbackHTTPServer
+from sandbox.ports import SERVE_POLL, LoopbackHTTPServer
+from sandbox.signals import on_stop_signals
 
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
@@ -466,7 +470,8 @@ class KubeEmulator:
         self.port = self._server.server_address[1]
         self._stopping = False
         # The socket listens already, so requests queue from here on even before the loop spins.
-        self._thread = threading.Thread(target=self._server.serve_forever, name="kube-emulator", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": SERVE_POLL},
+                                        name="kube-emulator", daemon=True)
         self._thread.start()
         return self
 
@@ -475,7 +480,8 @@ class KubeEmulator:
         invariant checker that must see the world, not the weather); returns its URL."""
         handler = type("Handler", (_Handler,), {"emulator": self, "faulty": False})
         server = LoopbackHTTPServer(("127.0.0.1", 0), handler)
-        thread = threading.Thread(target=server.serve_forever, name="kube-emulator-side-door", daemon=True)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": SERVE_POLL},
+                                  name="kube-emulator-side-door", daemon=True)
         thread.start()
         self._side_doors.append((server, thread))
         return f"http://127.0.0.1:{server.server_address[1]}"
@@ -992,9 +998,17 @@ def main() -> None:
                            watch_drop=args.watch_drop)
     faulty = any((args.conflict, args.write_error, args.read_error, args.watch_drop))
     emulator = KubeEmulator(args.port, faults=KubeFaults(rates, args.fault_seed) if faulty else None)
+    # Ctrl-C (SIGINT) stops it even when its parent ignored or blocked SIGINT (sandbox/signals.py).
+    on_stop_signals(signal.default_int_handler, (signal.SIGINT,))
     # As in the EC2 emulator: a Ctrl-C at any point after this stops the server cleanly and exits 0.
     try:
-        emulator.start()
+        try:
+            emulator.start()
+        except OSError as error:
+            # A taken port: the reason and a non-zero exit at once, not a traceback.
+            print(f"Kubernetes API emulator: cannot listen on 127.0.0.1:{args.port}: {os.strerror(error.errno or 0)}",
+                  file=sys.stderr)
+            raise SystemExit(1) from None
         if args.kubeconfig:
             emulator.write_kubeconfig(args.kubeconfig)
         # The "ready" signal: printed once the server answers and the kubeconfig is whole.

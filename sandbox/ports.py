@@ -1,9 +1,20 @@
 from __future__ import annotations
 
+import errno
 import socket
 import sys
+from collections.abc import Callable
 from http.server import ThreadingHTTPServer
-from typing import Any
+from typing import Any, TypeVar
+
+# The ports the sandbox's emulators take when they are free (a kubectl pointed at var/sandbox/kubeconfig
+# keeps working from one run to the next); when another program has one, any free port.
+EC2_PORT = 5055
+KUBE_PORT = 6443
+# serve_forever's poll: shutdown() waits up to this long, and a stopping sandbox shuts several servers down.
+SERVE_POLL = 0.1
+
+_Server = TypeVar("_Server")
 
 
 def free_port() -> int:
@@ -25,6 +36,18 @@ def wait_for_port(port: int, timeout: float = 15.0) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s") from None
             time.sleep(0.05)
+
+
+def start_preferring(start: Callable[[int | None], _Server], preferred: int) -> tuple[_Server, bool]:
+    """``start(preferred)``, or ``start(None)`` (any free port) when another program listens on ``preferred``;
+    and whether it got ``preferred``. ``start`` binds before it returns, so no other process can take the port
+    between a check and the bind: the answer is the bind itself."""
+    try:
+        return start(preferred), True
+    except OSError as error:
+        if error.errno != errno.EADDRINUSE:
+            raise
+    return start(None), False
 
 
 class LoopbackHTTPServer(ThreadingHTTPServer):

@@ -13,7 +13,8 @@ Steps: migrate, ensure the admin user, then start and watch the children:
 Ctrl-C (or SIGTERM) stops every child. The Celery worker gets a warm shutdown (SIGTERM to its main process
 only: it finishes the pass it runs, then stops its pool); the others get SIGTERM to their process group. A
 child that exits on its own is reported loudly with its last lines, and the whole run stops: a half-running
-demo would only mislead.
+demo would only mislead. Every wait while the stack starts (Redis, the sandbox's env file, the web's first
+answer) watches all the children, so a child that dies early ends the run at once, not at the wait's timeout.
 
 The console shows what changes: routine lines (no-op passes, Celery's task received/succeeded lines, the
 beat's ticks, successful page loads and polls) are hidden, and the "eipdash is live" line with the login is
@@ -44,11 +45,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .ports import free_port, wait_for_port
+from .ports import EC2_PORT, KUBE_PORT, free_port
+from .signals import on_stop_signals
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -99,6 +101,11 @@ class Child:
     warm_shutdown: bool = False
     quiet: tuple[re.Pattern[str], ...] = ()
     hidden: int = 0
+    # Set once a line of its output matches `ready_when` (e.g. Celery's "… ready."): started is not serving.
+    ready_when: re.Pattern[str] | None = None
+    ready: threading.Event = field(default_factory=threading.Event)
+    # Reads its output until the pipe closes: joined before a crash report, so that the report is last.
+    pump: threading.Thread | None = None
 
 
 class Supervisor:
@@ -120,7 +127,8 @@ class Supervisor:
             self.out.flush()
 
     def start(self, name: str, argv: Sequence[str], env: Mapping[str, str], *,
-              infrastructure: bool = False, warm_shutdown: bool = False) -> Child:
+              infrastructure: bool = False, warm_shutdown: bool = False,
+              ready_when: re.Pattern[str] | None = None) -> Child:
         self.width = max(self.width, len(name))
         process = subprocess.Popen(
             list(argv),
@@ -136,9 +144,11 @@ class Supervisor:
         )
         quiet = () if os.environ.get("EIPDASH_RUN_VERBOSE") == "1" else QUIET.get(name, ())
         child = Child(name=name, argv=list(argv), process=process, colour=_COLOURS[len(self.children) % 7],
-                      infrastructure=infrastructure, warm_shutdown=warm_shutdown, quiet=quiet)
+                      infrastructure=infrastructure, warm_shutdown=warm_shutdown, quiet=quiet,
+                      ready_when=ready_when)
         self.children.append(child)
-        threading.Thread(target=self._pump, args=(child,), daemon=True, name=f"pump-{name}").start()
+        child.pump = threading.Thread(target=self._pump, args=(child,), daemon=True, name=f"pump-{name}")
+        child.pump.start()
         self.say("run", f"started {name} (pid {process.pid})")
         return child
 
@@ -147,6 +157,8 @@ class Supervisor:
         for raw in child.process.stdout:
             line = raw.decode("utf-8", "replace").rstrip("\n")
             child.last_lines.append(line)
+            if child.ready_when is not None and child.ready_when.search(line):
+                child.ready.set()
             if any(pattern.search(line) for pattern in child.quiet):
                 child.hidden += 1
                 continue
@@ -205,8 +217,21 @@ class Stop(Exception):
     """SIGINT or SIGTERM reached the supervisor."""
 
 
+# The stop signal that reached the supervisor, "" while none has. A handler's raise can be swallowed: a signal
+# handled inside an at-fork hook (logging registers one, and the supervisor forks each child) or a __del__ is
+# printed as "Exception ignored" and the code carries on. Every wait checks this too (stop_if_asked).
+_stop_asked: list[str] = []
+
+
 def _raise_stop(signum: int, _frame: object) -> None:
-    raise Stop(signal.Signals(signum).name)
+    _stop_asked.append(signal.Signals(signum).name)
+    raise Stop(_stop_asked[-1])
+
+
+def stop_if_asked() -> None:
+    """Raise the Stop of a signal whose own raise went astray (see _stop_asked)."""
+    if _stop_asked:
+        raise Stop(_stop_asked[-1])
 
 
 def port_is_free(port: int) -> bool:
@@ -232,8 +257,9 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 # What a shell needs besides the sandbox's endpoints to run manage.py against this stack (the README's
 # `set -a; . var/sandbox/env; .venv/bin/python manage.py launchspec list`): without DATABASE_URL it would
-# create an empty var/eipdash.sqlite3, without DJANGO_DEBUG it would refuse to start without a secret key.
-SHELL_ENV_KEYS = ("DATABASE_URL", "REDIS_URL", "DJANGO_DEBUG", "DJANGO_SETTINGS_MODULE")
+# create an empty var/eipdash.sqlite3, without DJANGO_DEBUG it would refuse to start without a secret key,
+# without EIPDASH_KUBECONFIG_DIR `cluster add --kubeconfig var/sandbox/…` would be refused.
+SHELL_ENV_KEYS = ("DATABASE_URL", "REDIS_URL", "DJANGO_DEBUG", "DJANGO_SETTINGS_MODULE", "EIPDASH_KUBECONFIG_DIR")
 
 
 def complete_env_file(path: Path, env: Mapping[str, str]) -> None:
@@ -271,32 +297,44 @@ def second_cluster_lines(env: Mapping[str, str]) -> list[str]:
     return [f"  second cluster: {name} ({region}), kubeconfig {env.get('SANDBOX_SECOND_KUBECONFIG', '?')}"]
 
 
-def wait_for_env_file(path: Path, sandbox: Child, supervisor: Supervisor) -> dict[str, str]:
-    deadline = time.monotonic() + SANDBOX_READY_SECONDS
-    while not path.exists():
-        if sandbox.process.poll() is not None:
-            raise ChildFailed(sandbox)
+def watch_until(ready: Callable[[], bool], supervisor: Supervisor, timeout: float, what: str) -> None:
+    """Wait for `ready` while watching every child: one that dies meanwhile ends the wait at once (ChildFailed),
+    whichever child it is, rather than after the timeout or once the stack is up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stop_if_asked()
+        crashed = supervisor.exited()
+        if crashed is not None:
+            raise ChildFailed(crashed)
+        if ready():
+            return
         if time.monotonic() > deadline:
-            raise RuntimeError(f"the sandbox did not write {path} within {SANDBOX_READY_SECONDS:.0f}s")
+            raise RuntimeError(f"not within {timeout:.0f}s: {what}")
         time.sleep(0.1)
+
+
+def listens(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_env_file(path: Path, supervisor: Supervisor) -> dict[str, str]:
+    watch_until(path.exists, supervisor, SANDBOX_READY_SECONDS, f"the sandbox wrote {path}")
     return read_env_file(path)
 
 
 def wait_for_http(url: str, supervisor: Supervisor, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        crashed = supervisor.exited()
-        if crashed is not None:
-            raise ChildFailed(crashed)
+    def answers() -> bool:
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
+                return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{url} did not answer 200 within {timeout:.0f}s")
-        time.sleep(0.2)
+            return False
+
+    watch_until(answers, supervisor, timeout, f"{url} answered 200")
 
 
 class ChildFailed(Exception):
@@ -331,6 +369,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=int(os.environ.get("EIPDASH_SANDBOX_SEED", "1")))
     parser.add_argument("--clusters", type=int, choices=(1, 2), default=1,
                         help="2: a second sandbox cluster (sandbox-eu, eu-west-1) on a second Kubernetes emulator")
+    parser.add_argument("--ec2-port", type=int, default=None,
+                        help="the EC2 emulator's port (default: 5055 when free, else any free port)")
+    parser.add_argument("--kube-port", type=int, default=None,
+                        help="the Kubernetes emulator's port (default: 6443 when free, else any free port)")
     parser.add_argument("--state-dir", type=Path, default=STATE_DIR,
                         help="the sandbox's env file, kubeconfig, SQLite file and beat schedule (var/sandbox)")
     args = parser.parse_args(argv)
@@ -341,9 +383,19 @@ def main(argv: list[str] | None = None) -> int:
     if not port_is_free(args.port):
         supervisor.say("run", f"port {args.port} is taken: stop what listens there, or set EIPDASH_RUN_PORT")
         return 2
+    # A port asked for is that port or nothing: refused here at once (the sandbox refuses it too, should
+    # another program take it in between). Without the flag the sandbox takes the usual one or any free one.
+    for flag, asked, usual in (("--ec2-port", args.ec2_port, EC2_PORT), ("--kube-port", args.kube_port, KUBE_PORT)):
+        if asked is not None and not port_is_free(asked):
+            supervisor.say("run", f"port {asked} ({flag}) is taken: stop what listens there, or leave {flag} out "
+                                  f"({usual} when it is free, else any free port)")
+            return 2
 
     env = dict(os.environ)
     env.update({"DJANGO_DEBUG": "true", "DJANGO_SETTINGS_MODULE": "eipdash.settings", "PYTHONUNBUFFERED": "1"})
+    # The sandbox writes its kubeconfigs in its state directory: the second cluster's row (--clusters 2) names
+    # one, and a cluster row may only name a file under EIPDASH_KUBECONFIG_DIR.
+    env["EIPDASH_KUBECONFIG_DIR"] = str(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     if not env.get("DATABASE_URL"):
         database = state_dir / "eipdash.sqlite3"
@@ -357,8 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics_dir.mkdir()
     env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
 
-    signal.signal(signal.SIGINT, _raise_stop)
-    signal.signal(signal.SIGTERM, _raise_stop)
+    on_stop_signals(_raise_stop)
     status = 0
     try:
         login, has_watch = prepare_database(env)
@@ -368,23 +419,24 @@ def main(argv: list[str] | None = None) -> int:
             redis_port = free_port()
             supervisor.start("redis", [PYTHON, "-m", "sandbox.embedded_redis", "--port", str(redis_port)], env,
                              infrastructure=True)
-            wait_for_port(redis_port)
+            watch_until(lambda: listens(redis_port), supervisor, 15, f"Redis listened on {redis_port}")
             env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
 
-        # The usual ports when they are free, so a kubectl pointed at var/sandbox/kubeconfig keeps working.
-        ec2_port = 5055 if port_is_free(5055) else free_port()
-        kube_port = 6443 if port_is_free(6443) else free_port()
+        # Without --ec2-port/--kube-port the sandbox binds the usual ports itself when they are free (a kubectl
+        # pointed at var/sandbox/kubeconfig keeps working), else any free port, and says which: a check here
+        # would race with another stack starting at the same time.
+        ports = [f"--{name}-port={port}" for name, port in (("ec2", args.ec2_port), ("kube", args.kube_port))
+                 if port is not None]
         env_path = state_dir / "env"
         env_path.unlink(missing_ok=True)
-        sandbox = supervisor.start(
+        supervisor.start(
             "sandbox",
-            [PYTHON, "manage.py", "sandbox", "--simulate", "--seed", str(args.seed),
-             "--ec2-port", str(ec2_port), "--kube-port", str(kube_port), "--state-dir", str(state_dir),
-             "--clusters", str(args.clusters)],
+            [PYTHON, "manage.py", "sandbox", "--simulate", "--seed", str(args.seed), *ports,
+             "--state-dir", str(state_dir), "--clusters", str(args.clusters)],
             env,
             infrastructure=True,
         )
-        env.update(wait_for_env_file(env_path, sandbox, supervisor))
+        env.update(wait_for_env_file(env_path, supervisor))
         complete_env_file(env_path, env)
 
         supervisor.start(
@@ -424,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
             supervisor.say("run", line)
 
         while True:
+            stop_if_asked()
             crashed = supervisor.exited()
             if crashed is not None:
                 raise ChildFailed(crashed)
@@ -435,8 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     except Stop as stop:
         supervisor.say("run", f"{stop} received: stopping every process")
     except ChildFailed as failed:
-        # Let the pump print what the child said last before the report.
-        time.sleep(0.3)
+        # What the child said last comes before the report (a grandchild may hold the pipe open: bounded).
+        if failed.child.pump is not None:
+            failed.child.pump.join(timeout=2)
         report_crash(supervisor, failed.child)
         status = 1
     except Exception as error:  # anything else must still stop the children

@@ -273,6 +273,10 @@ class Ec2Side(Protocol):
     def terminate(self, instance_id: str, drop_associations: bool = True) -> None: ...
 
 
+# Starts one instance: (instance_id, primary_eni_id, private_ip), like Ec2Side.launch_instance.
+Launch = Callable[[], tuple[str, str, str]]
+
+
 # --- The simulation ----------------------------------------------------------------------------------
 
 
@@ -316,7 +320,16 @@ class Simulation:
         self._ordinals = itertools.count()
         self._pod_numbers = itertools.count(1)
         self._zones: list[str] = []
+        # Launch specs pinned to one subnet: spec name -> (its zone, how to start an instance there).
+        self._subnets: dict[str, tuple[str, Launch]] = {}
         self._next_scale_at = clock() + self.pace.scale_every_seconds
+
+    def place_in_subnet(self, spec_name: str, az: str, launch: Launch) -> None:
+        """Start every node of ``spec_name`` from now on with ``launch``, in one subnet of zone ``az``.
+
+        A node group tied to one subnet (the sandbox's private one, behind a NAT gateway) is how a cluster
+        sends a group's egress another way; the other groups spread over the zones of ``ensure_network``."""
+        self._subnets[spec_name] = (az, launch)
 
     # -- autoscaler: scale up ------------------------------------------------------------------------
 
@@ -329,8 +342,8 @@ class Simulation:
             self._zones = sorted(self.ec2.ensure_network())
             self.kube.ensure_namespace(WORKLOAD_NAMESPACE)
         ordinal = next(self._ordinals)
-        az = self._zones[ordinal % len(self._zones)]
-        instance_id, _eni_id, private_ip = self.ec2.launch_instance(az=az)
+        az, launch = self._placement(spec_name, ordinal)
+        instance_id, _eni_id, private_ip = launch()
         name = name or f"{instance_id}{node_name_suffix(self.ec2.region)}"
         self.kube.create_node(
             node_manifest(name=name, instance_id=instance_id, az=az, private_ip=private_ip,
@@ -349,6 +362,14 @@ class Simulation:
         self.counters.launched += 1
         log.info("launched %s for %s (%s, %s)", name, spec_name, az, self._summary(spec_name))
         return node
+
+    def _placement(self, spec_name: str, ordinal: int) -> tuple[str, Launch]:
+        """The zone of the next node of ``spec_name`` and how to start its instance."""
+        pinned = self._subnets.get(spec_name)
+        if pinned is not None:
+            return pinned
+        az = self._zones[ordinal % len(self._zones)]
+        return az, lambda: self.ec2.launch_instance(az=az)
 
     # -- one tick ------------------------------------------------------------------------------------
 

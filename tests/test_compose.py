@@ -419,6 +419,12 @@ def test_iam_policy_grants_only_the_ec2_calls_eipdash_makes() -> None:
         "ec2:DescribeNetworkInterfaces",
         "ec2:AssociateAddress",
         "ec2:DisassociateAddress",
+        # The capacity figures: the region's EIP quota and where each subnet's egress leaves.
+        "ec2:DescribeAccountAttributes",
+        "ec2:DescribeSubnets",
+        "ec2:DescribeRouteTables",
+        "ec2:DescribeNatGateways",
+        "servicequotas:GetServiceQuota",
     }
     assert all(statement["Effect"] == "Allow" for statement in policy["Statement"])
 

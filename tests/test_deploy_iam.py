@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,11 @@ POLICY: dict[str, Any] = json.loads((ROOT / "deploy" / "iam-policy.json").read_t
 POOL_TAG_KEY = "eipdash.io/pool"  # the sandbox seed's pool tag key (sandbox/specs/egress-web.json)
 REGION = "us-east-1"  # deploy/kubernetes/config.yaml's EIPDASH_CLUSTER_REGION
 MOVES = {"ec2:AssociateAddress", "ec2:DisassociateAddress"}
-READS = {"ec2:DescribeAddresses", "ec2:DescribeInstances", "ec2:DescribeNetworkInterfaces"}
+READS = {"ec2:DescribeAddresses", "ec2:DescribeInstances", "ec2:DescribeNetworkInterfaces",
+         # The region's facts (workers/region_facts.py): the EIP quota, and the subnets' egress paths.
+         "ec2:DescribeAccountAttributes", "ec2:DescribeSubnets", "ec2:DescribeRouteTables", "ec2:DescribeNatGateways",
+         "servicequotas:GetServiceQuota"}
+EIP_QUOTA = "arn:aws:servicequotas:us-east-1:111122223333:ec2/L-0263D0A3"
 
 
 def as_list(value: Any) -> list[Any]:
@@ -120,6 +125,8 @@ def test_the_placeholder_tag_key_is_the_sandbox_seeds() -> None:
     ("ec2:DisassociateAddress", [eip(REGION, {POOL_TAG_KEY: "egress-web"}), eni(REGION)], REGION, True),
     ("ec2:DescribeAddresses", [("*", {})], REGION, True),
     ("ec2:DescribeInstances", [("*", {})], REGION, True),
+    ("ec2:DescribeRouteTables", [("*", {})], REGION, True),
+    ("servicequotas:GetServiceQuota", [(EIP_QUOTA, {})], REGION, True),
     # What it must not be able to do: move an EIP outside the pool (a bastion's, an untagged one) ...
     ("ec2:AssociateAddress", [eip(REGION, {}), eni(REGION)], REGION, False),
     ("ec2:AssociateAddress", [eip(REGION, {"eipdash.io/legacy": "x"}), eni(REGION)], REGION, False),
@@ -127,6 +134,9 @@ def test_the_placeholder_tag_key_is_the_sandbox_seeds() -> None:
     # ... or act in another region, even on a pool EIP.
     ("ec2:AssociateAddress", [eip("eu-west-1", {POOL_TAG_KEY: "x"}), eni("eu-west-1")], "eu-west-1", False),
     ("ec2:DescribeAddresses", [("*", {})], "eu-west-1", False),
+    # ... or read any quota but the EIPs'.
+    ("servicequotas:GetServiceQuota", [("arn:aws:servicequotas:us-east-1:111122223333:ec2/L-1216C47A", {})],
+     REGION, False),
     # And nothing else at all.
     ("ec2:ReleaseAddress", [eip(REGION, {POOL_TAG_KEY: "x"})], REGION, False),
     ("ec2:AllocateAddress", [eip(REGION, {})], REGION, False),
@@ -134,3 +144,23 @@ def test_the_placeholder_tag_key_is_the_sandbox_seeds() -> None:
 def test_what_the_policy_allows(action: str, resources: list[tuple[str, dict[str, str]]], region: str,
                                 expected: bool) -> None:
     assert request_allowed(action, resources, region) is expected
+
+
+def adapter_actions() -> set[str]:
+    """The IAM actions of every call the EC2 adapter sends: the operations it names to _mapped, and the paginated
+    reads it names to _every by their method."""
+    source = (ROOT / "workers" / "ec2.py").read_text()
+    operations = set(re.findall(r'_mapped\("(\w+)"\)', source))
+    operations |= {"".join(part.title() for part in method.split("_"))
+                   for method in re.findall(r'_every\("(\w+)"', source)}
+    service = {"GetServiceQuota": "servicequotas"}
+    return {f"{service.get(op, 'ec2')}:{op}" for op in operations}
+
+
+def test_the_policy_allows_every_call_the_adapter_makes() -> None:
+    actions = adapter_actions()
+    assert "ec2:DescribeRouteTables" in actions and "servicequotas:GetServiceQuota" in actions  # the parse works
+    assert actions == READS | MOVES
+    for action in READS:
+        resource = EIP_QUOTA if action.startswith("servicequotas:") else "*"
+        assert request_allowed(action, [(resource, {})], REGION), action

@@ -21,7 +21,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from pools import services
-from pools.alerts import Alert, alert_key
+from pools.alerts import Alert, alert_key, alerts_ended
 from pools.locks import Lease, LeaseLost
 from pools.models import SYSTEM_ACTOR, LaunchSpec, Node
 from pools.planner import Plan
@@ -152,9 +152,10 @@ class Executor:
         by_state: dict[str, list[str]] = defaultdict(list)
         for name, state in {**plan.node_states, **ctx.outcomes}.items():
             by_state[state].append(name)
+        ended = alerts_ended(ctx.spec.active_alerts or [], alerts, ctx.spec.alerts_ended or {}, now)
         with ctx.fenced():
             LaunchSpec.objects.filter(pk=ctx.spec.pk).update(
-                active_alerts=sorted(alerts), last_reconciled_at=now,
+                active_alerts=sorted(alerts), alerts_ended=ended, last_reconciled_at=now,
                 **({} if ctx.report.errors else {"last_successful_pass_at": now}),
             )
             for state, names in by_state.items():

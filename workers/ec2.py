@@ -19,6 +19,7 @@ deadline stop on a retry) says so: `maybe_landed`, and the caller must not take 
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -26,7 +27,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import boto3
 import botocore.exceptions
@@ -252,6 +253,8 @@ class Address:
     private_ip: str | None
     # As AWS reports it; moto leaves it empty after an association by ENI, so never key on it.
     instance_id: str | None
+    # "amazon", or the id of a BYOIP pool (which costs nothing per hour); "" where AWS did not say.
+    public_ipv4_pool: str = ""
 
     @classmethod
     def from_aws(cls, raw: dict[str, Any]) -> Address | None:
@@ -267,6 +270,7 @@ class Address:
             eni_id=raw.get("NetworkInterfaceId") or None,
             private_ip=raw.get("PrivateIpAddress") or None,
             instance_id=raw.get("InstanceId") or None,
+            public_ipv4_pool=raw.get("PublicIpv4Pool") or "",
         )
 
 
@@ -279,6 +283,8 @@ class Instance:
     # have a DeviceIndex 0 on each card; only card 0's is the instance's own address.
     eni_id: str | None
     private_ip: str | None  # that ENI's primary private IP
+    # Its subnet: the route table of that subnet says where its egress leaves (pools/egress.py).
+    subnet_id: str = ""
 
     @classmethod
     def from_aws(cls, raw: dict[str, Any]) -> Instance:
@@ -295,6 +301,7 @@ class Instance:
             az=raw.get("Placement", {}).get("AvailabilityZone", ""),
             eni_id=primary["NetworkInterfaceId"] if primary else None,
             private_ip=private_ip,
+            subnet_id=raw.get("SubnetId") or "",
         )
 
 
@@ -460,3 +467,118 @@ class Ec2:
             if instance_id:
                 return str(instance_id)
         return None
+
+    # --- The region's facts (workers/region_facts.py): the EIP quota and the subnets' egress ---------------
+
+    def eip_quota(self) -> EipQuota:
+        """The account's Elastic IP quota in this region, and where it was read.
+
+        Service Quotas (EC2's L-0263D0A3, "EC2-VPC Elastic IPs") is the authority: it holds an increase AWS
+        granted. Where it cannot answer (no permission, not reachable, no such quota served), EC2's account
+        attribute vpc-max-elastic-ips says the same limit. Both failing is an Ec2Error: a quota is never
+        guessed."""
+        try:
+            return EipQuota(self._service_quota(), QUOTA_FROM_SERVICE_QUOTAS)
+        except Ec2Error as exc:
+            first = exc
+        log.debug("%s: Service Quotas did not give the EIP quota (%s); asking EC2's account attribute",
+                  self.region, first)
+        try:
+            return EipQuota(self._account_attribute_quota(), QUOTA_FROM_ACCOUNT_ATTRIBUTE)
+        except Ec2Error as exc:
+            raise type(exc)(f"EIP quota: {first}; {exc}", code=exc.code, operation=exc.operation) from exc
+
+    def describe_subnets(self) -> list[dict[str, Any]]:
+        """Every subnet of the region, as EC2 describes it (paginated; each page takes a read token)."""
+        return self._every("describe_subnets", "Subnets", SUBNETS_PAGE_SIZE)
+
+    def describe_route_tables(self) -> list[dict[str, Any]]:
+        """Every route table of the region, with its routes and associations."""
+        return self._every("describe_route_tables", "RouteTables", ROUTE_TABLES_PAGE_SIZE)
+
+    def describe_nat_gateways(self) -> list[dict[str, Any]]:
+        """Every NAT gateway of the region, with its addresses."""
+        return self._every("describe_nat_gateways", "NatGateways", NAT_GATEWAYS_PAGE_SIZE)
+
+    def _every(self, method: str, key: str, page_size: int) -> list[dict[str, Any]]:
+        operation = "".join(part.title() for part in method.split("_"))  # describe_subnets -> DescribeSubnets
+        found: list[dict[str, Any]] = []
+        pages = self.client.get_paginator(method).paginate(PaginationConfig={"PageSize": page_size})
+        with _mapped(operation):
+            for page in pages:
+                found.extend(page.get(key, []))
+        return found
+
+    def _service_quota(self) -> int:
+        if not _asks_service_quotas():
+            raise Permanent("GetServiceQuota: not asked: EC2 has an endpoint of its own and Service Quotas none",
+                            code="NoEndpoint", operation="GetServiceQuota")
+        with _mapped("GetServiceQuota"):
+            response = _quotas_client_for(self.region).get_service_quota(ServiceCode="ec2",
+                                                                         QuotaCode=EIP_QUOTA_CODE)
+        value = (response.get("Quota") or {}).get("Value")
+        if value is None:
+            raise Permanent(f"GetServiceQuota: {EIP_QUOTA_CODE} came without a value", code="NoValue",
+                            operation="GetServiceQuota")
+        return int(value)
+
+    def _account_attribute_quota(self) -> int:
+        with _mapped("DescribeAccountAttributes"):
+            response = self.client.describe_account_attributes(AttributeNames=[EIP_QUOTA_ATTRIBUTE])
+        # Matched by name: an emulator may answer every attribute whatever was asked for.
+        for attribute in response.get("AccountAttributes", []):
+            if attribute.get("AttributeName") != EIP_QUOTA_ATTRIBUTE:
+                continue
+            for value in attribute.get("AttributeValues", []):
+                try:
+                    return int(value.get("AttributeValue", ""))
+                except ValueError:
+                    break
+        raise Permanent(f"DescribeAccountAttributes: no number for {EIP_QUOTA_ATTRIBUTE}", code="NoValue",
+                        operation="DescribeAccountAttributes")
+
+
+log = logging.getLogger(__name__)
+
+# Service Quotas' code of "EC2-VPC Elastic IPs", and EC2's account attribute that says the same limit.
+EIP_QUOTA_CODE = "L-0263D0A3"
+EIP_QUOTA_ATTRIBUTE = "vpc-max-elastic-ips"
+QUOTA_FROM_SERVICE_QUOTAS = "service-quotas"
+QUOTA_FROM_ACCOUNT_ATTRIBUTE = "account-attribute"
+# The largest pages these Describe calls serve.
+SUBNETS_PAGE_SIZE = 1000
+ROUTE_TABLES_PAGE_SIZE = 100
+NAT_GATEWAYS_PAGE_SIZE = 1000
+
+
+class EipQuota(NamedTuple):
+    limit: int
+    source: str  # QUOTA_FROM_SERVICE_QUOTAS | QUOTA_FROM_ACCOUNT_ATTRIBUTE
+
+
+# Service Quotas is read once per region every few minutes, outside any pass's steps: short timeouts and one
+# retry, so that an endpoint that does not answer costs seconds before the account attribute is asked. It is
+# not EC2, so its calls take no token of EC2's budget (its own rate limit is far above one call per minutes).
+_QUOTAS_CONFIG = Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=2, read_timeout=4)
+_quotas_clients: dict[tuple[str, str | None, str | None], Any] = {}
+
+
+def _asks_service_quotas() -> bool:
+    """Whether Service Quotas is asked at all. Its endpoint resolves the standard boto3 way
+    (AWS_ENDPOINT_URL_SERVICE_QUOTAS, else AWS_ENDPOINT_URL, else AWS's). When EC2 alone was pointed elsewhere
+    (AWS_ENDPOINT_URL_EC2: an emulator, a private endpoint), AWS's public Service Quotas would be asked with
+    credentials meant for that endpoint, and about another account if anything: EC2's account attribute,
+    read from the endpoint EC2 was given, says the quota instead."""
+    if os.environ.get("AWS_ENDPOINT_URL_SERVICE_QUOTAS") or os.environ.get("AWS_ENDPOINT_URL"):
+        return True
+    return not os.environ.get("AWS_ENDPOINT_URL_EC2")
+
+
+def _quotas_client_for(region: str) -> Any:
+    key = (region, os.environ.get("AWS_ENDPOINT_URL_SERVICE_QUOTAS"), os.environ.get("AWS_ENDPOINT_URL"))
+    with _clients_lock:
+        client = _quotas_clients.get(key)
+        if client is None:
+            client = boto3.session.Session().client("service-quotas", region_name=region, config=_QUOTAS_CONFIG)
+            _quotas_clients[key] = client
+        return client

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from pools import locks, services
+from pools.alerts import Alert, alert_key
 from pools.locks import Lease, LeaseLost, spec_lease
 from pools.logs import log_fields
-from pools.models import SYSTEM_ACTOR, Cluster, LaunchSpec
+from pools.models import SYSTEM_ACTOR, Cluster, Event, LaunchSpec
 from pools.planner import plan as make_plan
 from pools.snapshot import planner_inputs
 
@@ -26,9 +28,13 @@ from . import budget
 from .apply import Executor, PassReport
 from .ec2 import Ec2
 from .kube import Kube, KubeError, kube_for
-from .observe import observe
+from .observe import error_text, observe
+from .region_facts import refresh_region_facts
 
 log = logging.getLogger(__name__)
+# A spec whose cluster's kubeconfig cannot be loaded (workers/kube.py KubeconfigError): one `error` event per
+# episode, which ends at the first pass that loads it again. A subject of read-failed: nothing can be read.
+KUBECONFIG_ALERT = alert_key(Alert.READ_FAILED, "kubeconfig")
 
 __all__ = ["PassReport", "clients_for", "reconcile_spec", "run_pass"]
 
@@ -72,12 +78,13 @@ def run_pass(spec: LaunchSpec, *, ec2: Ec2 | None = None, kube: Kube | None = No
     at once).
     """
     deadline = time.monotonic() + settings.EIPDASH_PASS_SECONDS
-    if ec2 is None or kube is None:
-        default_ec2, default_kube = clients_for(spec)
-        ec2, kube = ec2 or default_ec2, kube or default_kube
     report = PassReport(spec=spec.name)
     fenced = lease.fenced if lease is not None and not dry_run else transaction.atomic
     try:
+        clients = _pass_clients(spec, ec2, kube, dry_run=dry_run, fenced=fenced)
+        if isinstance(clients, PassReport):
+            return clients
+        ec2, kube = clients
         if lease is not None and not dry_run:
             lease.check()
         with budget.deadline(deadline):  # a read that cannot get a token in time is a read that failed
@@ -97,12 +104,57 @@ def run_pass(spec: LaunchSpec, *, ec2: Ec2 | None = None, kube: Kube | None = No
         # Built after the refresh: the executor reads the node rows the refresh just wrote.
         executor = Executor(spec, ec2, kube, actor=actor, lease=lease, deadline=deadline)
         report = executor.report
-        return executor.apply(plan, read_errors=observed.read_errors)
+        report = executor.apply(plan, read_errors=observed.read_errors)
+        return report
     except LeaseLost as exc:
         message = f"stopped: {exc}; another pass carries on"
         log.warning("%s: %s", spec.name, message, extra=log_fields(spec=spec.name))
         report.errors.append(message)
         return report
+
+
+def _pass_clients(spec: LaunchSpec, ec2: Ec2 | None, kube: Kube | None, *, dry_run: bool,
+                  fenced: Callable[[], AbstractContextManager[None]]) -> tuple[Ec2, Kube] | PassReport:
+    """The pass's clients (the caller's, else its cluster's); the report of a pass that has none."""
+    if ec2 is not None and kube is not None:
+        return ec2, kube
+    try:
+        default_ec2, default_kube = clients_for(spec)
+    except KubeError as exc:  # its cluster's kubeconfig is gone, broken or refused (KubeconfigError)
+        return _no_client(spec, exc, record=not dry_run, fenced=fenced)
+    if not dry_run:
+        _client_loads(spec, fenced)
+    return ec2 or default_ec2, kube or default_kube
+
+
+def _no_client(spec: LaunchSpec, exc: KubeError, *, record: bool,
+               fenced: Callable[[], AbstractContextManager[None]]) -> PassReport:
+    """The spec's cluster has no Kubernetes client: nothing is read or written outside, and the pass ends as
+    one that could not read. Recorded as one `error` event per episode (KUBECONFIG_ALERT), not one per pass."""
+    message = error_text(f"load the kubeconfig of cluster {spec.cluster.name}", exc)
+    log.warning("%s: %s", spec.name, message, extra=log_fields(spec=spec.name))
+    if record:
+        with fenced():
+            active = set(LaunchSpec.objects.filter(pk=spec.pk).values_list("active_alerts", flat=True).first() or [])
+            if KUBECONFIG_ALERT not in active:
+                services.event_record(kind=Event.Kind.ERROR, context=services.event_context(spec=spec),
+                                      reason=message[:2000])
+            # The other alerts stay as the last pass that could read left them: nothing is known anew.
+            LaunchSpec.objects.filter(pk=spec.pk).update(
+                active_alerts=sorted(active | {KUBECONFIG_ALERT}), last_reconciled_at=timezone.now())
+    return PassReport(spec=spec.name, errors=[message], read_failed=True)
+
+
+def _client_loads(spec: LaunchSpec, fenced: Callable[[], AbstractContextManager[None]]) -> None:
+    """The cluster's kubeconfig loads again: its episode ends here, whatever the rest of the pass meets, so that
+    the next failure to load is recorded again."""
+    if KUBECONFIG_ALERT not in (spec.active_alerts or []):  # read with the spec at the start of this pass
+        return
+    with fenced():
+        active = set(LaunchSpec.objects.filter(pk=spec.pk).values_list("active_alerts", flat=True).first() or [])
+        LaunchSpec.objects.filter(pk=spec.pk).update(active_alerts=sorted(active - {KUBECONFIG_ALERT}))
+    log.info("%s: the kubeconfig of cluster %s loads again", spec.name, spec.cluster.name,
+             extra=log_fields(spec=spec.name))
 
 
 @contextmanager
@@ -150,7 +202,14 @@ def reconcile_spec(
             report = PassReport(spec=spec.name, skipped="another worker is running this spec's pass")
         else:
             # Without Redis there is no lease to prove that this pass runs alone.
-            return run_pass(spec, ec2=ec2, kube=kube, dry_run=dry_run, exclusive=lease.redis_backed, lease=lease)
-    if not dry_run:
+            report = run_pass(spec, ec2=ec2, kube=kube, dry_run=dry_run, exclusive=lease.redis_backed, lease=lease)
+    if dry_run:
+        return report
+    if lease is None:
         ask_again(spec.pk)
+    elif not (report.left or report.read_failed):
+        # After the lease is let go: the spec's next pass (a new node) must not wait for these reads. A pass cut
+        # short by its deadline is followed at once, so the facts wait for a later one. Never raises; at most
+        # once per region every EIPDASH_REGION_FACTS_SECONDS, by the database's clock.
+        refresh_region_facts(spec.cluster.region, ec2 or Ec2(spec.cluster.region))
     return report

@@ -10,7 +10,9 @@
 - I4: every open assignment matches AWS, every pool EIP AWS shows on a node of a spec has its open record,
   no pool EIP stays on a gone node or a dead instance, and the `eipdash.io/eip` label tells the truth.
   These may legitimately be false for the length of one pass, so an I4 finding only counts once it has
-  persisted across consecutive observations spanning the grace period (:class:`Checker`).
+  persisted across consecutive observations spanning the grace period and two passes of every enabled spec
+  have ended since it was first seen, or once it has lasted the stall period whatever the passes did
+  (:class:`Checker`).
 
 Reads only, and only through the adapters (``workers.ec2``, ``workers.kube``) and the ORM.
 
@@ -74,6 +76,9 @@ class Observation:
     associations: dict[str, tuple[str, str]] = field(default_factory=dict)
     # ENI -> the instance it is the primary ENI of (listed nodes, and rows of the record).
     instance_of_eni: dict[str, str] = field(default_factory=dict)
+    # spec pk -> when its last pass ended, as that pass wrote it: a mark compared only with the same spec's
+    # earlier mark, to count passes; never with another clock (the worker's host may be off by seconds).
+    passes: dict[int, object] = field(default_factory=dict)
     nodes: int = 0
     addresses: int = 0
 
@@ -139,7 +144,8 @@ def observe(
 ) -> Observation:
     """Read AWS, Kubernetes and the record once and list what breaks I1–I4 (I4 ungraced)."""
     world = read_world(ec2_for, kube_for)
-    observation = Observation(nodes=sum(len(listed) for listed in world.second.values()), addresses=len(world.pool))
+    observation = Observation(nodes=sum(len(listed) for listed in world.second.values()), addresses=len(world.pool),
+                              passes={spec.pk: spec.last_reconciled_at for spec in world.specs if spec.enabled})
     out = observation.violations
     out += two_pool_eips_on_one_eni(world)
     out += one_eip_recorded_twice(world)
@@ -170,24 +176,40 @@ def read_world(ec2_for: Callable[[str], Ec2], kube_for: Callable[[Cluster], Kube
     open_claims = list(
         Assignment.objects.filter(closed_at__isnull=True).select_related("eip", "node", "node__cluster", "launch_spec")
     )
-    pool = {address.allocation_id: address for region, found in addresses.items() for address in found
+    pool = _pool_addresses(addresses, specs)
+    recorded = _recorded_holders(pool, open_claims)
+    wanted = _instances_to_describe(first, clusters, recorded)
+    instances = {region: ec2s[region].describe_instances(wanted.get(region, set())) for region in regions}
+    second = {pk: {n.name: n for n in kube.list_all_nodes()} for pk, kube in kubes.items()}
+    world = _World(specs, kubes, ec2s, first, second, addresses, instances, open_claims, recorded, pool)
+    _index(world, clusters)
+    return world
+
+
+def _pool_addresses(addresses: Mapping[str, list[Address]], specs: list[LaunchSpec]) -> dict[str, Address]:
+    """The addresses some spec of their region selects, by allocation id."""
+    return {address.allocation_id: address for region, found in addresses.items() for address in found
             if any(selects(s, address.tags) for s in specs if s.cluster.region == region)}
+
+
+def _recorded_holders(pool: Mapping[str, Address], open_claims: list[Assignment]) -> list[Node]:
+    """Nodes of the record that may still hold a pool EIP, or an open claim, although Kubernetes may no longer
+    list them: their instances are described too, to tell a dead instance from a live one."""
     held_enis = {a.eni_id for a in pool.values() if a.eni_id}
-    # Nodes of the record that may still hold a pool EIP, or an open claim, although Kubernetes no longer
-    # lists them: their instances are described too, to tell a dead instance from a live one.
-    recorded = list(Node.objects.filter(Q(eni_id__in=held_enis) | Q(pk__in=[c.node_id for c in open_claims]))
-                    .exclude(eni_id="", instance_id="").select_related("cluster"))
+    return list(Node.objects.filter(Q(eni_id__in=held_enis) | Q(pk__in=[c.node_id for c in open_claims]))
+                .exclude(eni_id="", instance_id="").select_related("cluster"))
+
+
+def _instances_to_describe(first: Mapping[int, Mapping[str, KubeNode]], clusters: Mapping[int, Cluster],
+                           recorded: list[Node]) -> dict[str, set[str]]:
+    """By region: the instances of the listed nodes and of the recorded holders."""
     wanted: dict[str, set[str]] = defaultdict(set)
     for pk, listed in first.items():
         wanted[clusters[pk].region].update(n.instance_id for n in listed.values() if n.instance_id)
     for row in recorded:
         if row.instance_id:
             wanted[row.cluster.region].add(row.instance_id)
-    instances = {region: ec2s[region].describe_instances(wanted.get(region, set())) for region in regions}
-    second = {pk: {n.name: n for n in kube.list_all_nodes()} for pk, kube in kubes.items()}
-    world = _World(specs, kubes, ec2s, first, second, addresses, instances, open_claims, recorded, pool)
-    _index(world, clusters)
-    return world
+    return wanted
 
 
 def _index(world: _World, clusters: Mapping[int, Cluster]) -> None:
@@ -437,16 +459,24 @@ DEAD_BEFORE_SECONDS = 3.0
 
 
 class Checker:
-    """Observations over time: I1–I3 count at once; an I4 finding counts once it was seen in consecutive
-    observations spanning at least ``grace_seconds`` (and always in at least two), except an association made
-    onto an instance that was already seen dead, which counts at once."""
+    """Observations over time: I1–I3 count at once. An I4 finding counts once it was seen in consecutive
+    observations (always at least two) spanning at least ``grace_seconds``, and two passes of every enabled
+    spec have ended since it was first seen: "within one pass" is counted in passes, because a frozen or
+    restarting worker delays every pass on a slow machine, and no pass can set the record right before it
+    runs. A finding that lasts ``stall_seconds`` (default: twice the grace) counts whatever the passes did:
+    passes that stop are a fault too. An association made onto an instance that was already seen dead
+    counts at once."""
 
     def __init__(self, *, grace_seconds: float, clock: Callable[[], float] = time.monotonic,
-                 observe_fn: Callable[[], Observation] | None = None) -> None:
+                 observe_fn: Callable[[], Observation] | None = None, stall_seconds: float | None = None) -> None:
         self.grace_seconds = grace_seconds
+        self.stall_seconds = 2 * grace_seconds if stall_seconds is None else stall_seconds
         self.clock = clock
         self.observe_fn = observe_fn or observe
-        self._since: dict[str, tuple[float, int]] = {}  # key -> (first seen, consecutive observations)
+        # key -> (first seen, consecutive observations, the pass counts when first seen)
+        self._since: dict[str, tuple[float, int, dict[int, int]]] = {}
+        self._passes: dict[int, int] = {}  # spec pk -> pass ends observed (a change of its mark)
+        self._marks: dict[int, object] = {}  # spec pk -> its mark at the last observation
         self._dead_since: dict[str, float] = {}  # ENI -> when its instance was first seen dead
         self._associations: set[tuple[str, str]] | None = None  # (allocation id, association id) last time
         self._last_sample_at: float | None = None
@@ -476,18 +506,33 @@ class Checker:
         self._dead_since = {eni: self._dead_since.get(eni, now) for eni in observation.dead_enis}
         return found
 
+    def count_passes(self, observation: Observation) -> None:
+        """Two samples that see another mark: at least one pass of the spec ended between them (several
+        passes between two samples count as one, which only ever delays a finding)."""
+        for spec, mark in observation.passes.items():
+            ended = spec in self._marks and self._marks[spec] != mark
+            self._passes[spec] = self._passes.get(spec, 0) + ended
+        self._marks = dict(observation.passes)
+
+    def passes_since(self, observation: Observation, counts_then: Mapping[int, int]) -> int:
+        """The fewest passes any enabled spec ended since then (2 when no spec reports its passes)."""
+        return min((self._passes[spec] - counts_then.get(spec, 0) for spec in observation.passes), default=2)
+
     def judge(self, observation: Observation) -> list[Violation]:
         now = self.clock()
         self.last = observation
-        seen: dict[str, tuple[float, int]] = {}
+        self.count_passes(observation)
+        seen: dict[str, tuple[float, int, dict[int, int]]] = {}
         confirmed: list[Violation] = self.associated_onto_the_dead(observation, now)
         for violation in observation.violations:
             if not violation.graced:
                 confirmed.append(violation)
                 continue
-            first, count = self._since.get(violation.key, (now, 0))
-            seen[violation.key] = (first, count + 1)
-            if count + 1 >= 2 and now - first >= self.grace_seconds:
+            first, count, counts_then = self._since.get(violation.key, (now, 0, dict(self._passes)))
+            seen[violation.key] = (first, count + 1, counts_then)
+            lasted = now - first
+            passed = self.passes_since(observation, counts_then) >= 2 or lasted >= self.stall_seconds
+            if count + 1 >= 2 and lasted >= self.grace_seconds and passed:
                 confirmed.append(violation)
         self._since = seen
         return confirmed

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import urllib3
+import yaml
 from django.conf import settings
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from pools import metrics
+from pools import kubeconfigs, metrics
 from pools.keys import ALLOCATION_ANNOTATION, EIP_LABEL, FENCE_ANNOTATION
 from pools.locks import LeaseLost
 from pools.pool_rule import labels_text
@@ -89,6 +90,11 @@ class Transient(KubeError):
 
 class Permanent(KubeError):
     """Any other 4xx: retrying the same request will not help."""
+
+
+class KubeconfigError(Permanent):
+    """No client: the kubeconfig is missing, unreadable or broken, or holds credentials that are refused
+    (pools/kubeconfigs.py). Nothing was sent to any API server."""
 
 
 @dataclass(frozen=True)
@@ -272,27 +278,97 @@ def _json(response: Any) -> dict[str, Any]:
 
 # Loading a kubeconfig and building an ApiClient takes about half a second; a pass runs every few
 # seconds. Share one per (context, config) for a few minutes, then load afresh so that rotated
-# credentials (exec plugins, projected service-account tokens) are picked up.
+# credentials (exec plugins, projected service-account tokens) are picked up. A file that changed is
+# loaded again at once: one that broke, or now holds an exec plugin, must not hide behind a cached client.
 _CLIENT_TTL_SECONDS = 300.0
-_clients: dict[tuple[str | None, str | None, str | None], tuple[float, Any]] = {}
+_clients: dict[tuple[str | None, str | None, str | None], tuple[float, object, Any]] = {}
 _clients_lock = threading.Lock()
 
 
 def _cached_client(context: str | None, config_file: str | None) -> Any:
     key = (context, config_file, os.environ.get("KUBECONFIG"))
+    signature = _files_signature(config_file)
     with _clients_lock:
         cached = _clients.get(key)
-        if cached is not None and time.monotonic() - cached[0] < _CLIENT_TTL_SECONDS:
-            return cached[1]
+        if (cached is not None and time.monotonic() - cached[0] < _CLIENT_TTL_SECONDS
+                and cached[1] == signature):
+            return cached[2]
+        _clients.pop(key, None)
         api_client = Kube._load_client(context, config_file)
-        _clients[key] = (time.monotonic(), api_client)
+        _clients[key] = (time.monotonic(), signature, api_client)
         return api_client
+
+
+def _files_signature(config_file: str | None) -> tuple[tuple[int, int, int, int] | None, ...]:
+    """What tells that the kubeconfig file(s) changed: each one's device, inode, size and mtime (None: absent)."""
+    paths = [config_file] if config_file else _default_path().split(os.pathsep)
+    found: list[tuple[int, int, int, int] | None] = []
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            found.append(None)
+        else:
+            found.append((stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns))
+    return tuple(found)
+
+
+def _default_path() -> str:
+    # Read $KUBECONFIG now: the SDK's own default was frozen when `kubernetes` was imported.
+    return os.environ.get("KUBECONFIG") or str(Path("~/.kube/config").expanduser())
 
 
 def pool_size() -> int:
     """Connections the client keeps per API server: the step pool's threads, the node watch, the events'
     thread and a spare."""
     return settings.EIPDASH_STEP_CONCURRENCY + 4
+
+
+# What the SDK's loader raises on a file it cannot use, besides its ConfigException: a list where it wants
+# a mapping (TypeError, AttributeError, KeyError, IndexError), bad base64 (ValueError), a missing file (OSError).
+_LOAD_ERRORS = (ConfigException, yaml.YAMLError, OSError, ValueError, TypeError, KeyError, AttributeError,
+                IndexError)
+
+
+def _load_cluster_file(path: str, context: str | None, configuration: Any) -> None:
+    """A cluster row's own kubeconfig, under the rules it was saved with (pools/kubeconfigs.py), checked again
+    at every load: the file can change after it was saved, and an exec plugin must never run unless allowed.
+    The file is read once, so what is checked is what is loaded."""
+    try:
+        parsed = kubeconfigs.read(path)
+    except kubeconfigs.KubeconfigUnreadable as error:
+        raise KubeconfigError(str(error)) from None
+    problems = kubeconfigs.file_problems(parsed, shown=path)
+    if not problems and (problem := kubeconfigs.selection_problem(parsed, context or "", shown=path)):
+        problems.append(problem)
+    if problems:
+        raise KubeconfigError("; ".join(problems))
+    try:
+        # As load_kube_config loads a file, minus the write-back (no config_persister): the nodes carry the
+        # file's path, so that relative certificate paths resolve next to it (config_base_path None).
+        loader = config.kube_config.KubeConfigLoader(
+            config_dict=config.kube_config.ConfigNode("kube-config", parsed, path), active_context=context,
+            config_base_path=None)
+        loader.load_and_set(configuration)
+    except _LOAD_ERRORS as error:
+        raise KubeconfigError(f"kubeconfig {path!r} cannot be loaded: {type(error).__name__}: {error}") from error
+
+
+def _load_default(context: str | None, configuration: Any) -> None:
+    """The workers' own kubeconfig ($KUBECONFIG, else ~/.kube/config), else the in-cluster service account. The
+    operator who deploys the workers wrote it: its exec plugins run (an EKS `aws eks get-token`), as kubectl's."""
+    path = _default_path()
+    first = path.split(os.pathsep)[0]
+    if os.environ.get("KUBECONFIG") or Path(first).exists():
+        try:
+            config.load_kube_config(config_file=path, context=context, client_configuration=configuration)
+        except _LOAD_ERRORS as error:
+            raise KubeconfigError(f"kubeconfig {path}: {type(error).__name__}: {error}") from error
+    else:
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except _LOAD_ERRORS as error:
+            raise KubeconfigError(f"no kubeconfig at {path} and not running in a cluster: {error}") from error
 
 
 class ClusterConfig(Protocol):
@@ -311,27 +387,20 @@ class Kube:
     def __init__(self, *, context: str | None = None, config_file: str | None = None, api_client: Any = None,
                  request_timeout: float = 10.0) -> None:
         """Standard resolution: `config_file`, else $KUBECONFIG, else ~/.kube/config (with `context`, or
-        the current one), else the in-cluster service account."""
+        the current one), else the in-cluster service account. A `config_file` is held to the rules of a
+        cluster row's file (pools/kubeconfigs.py) at every load. Raises KubeconfigError when no client can be
+        built."""
         self.request_timeout = request_timeout
         self.api_client = api_client or _cached_client(context, config_file)
         self.core = client.CoreV1Api(self.api_client)
 
     @staticmethod
     def _load_client(context: str | None, config_file: str | None) -> Any:
-        # Read $KUBECONFIG now: the SDK's own default was frozen when `kubernetes` was imported.
-        path = config_file or os.environ.get("KUBECONFIG") or str(Path("~/.kube/config").expanduser())
-        first = path.split(os.pathsep)[0]
         configuration = client.Configuration()
-        if config_file or os.environ.get("KUBECONFIG") or Path(first).exists():
-            try:
-                config.load_kube_config(config_file=path, context=context, client_configuration=configuration)
-            except ConfigException as error:
-                raise Permanent(f"kubeconfig {path}: {error}") from error
+        if config_file:
+            _load_cluster_file(config_file, context, configuration)
         else:
-            try:
-                config.load_incluster_config(client_configuration=configuration)
-            except ConfigException as error:
-                raise Permanent(f"no kubeconfig at {path} and not running in a cluster: {error}") from error
+            _load_default(context, configuration)
         # The SDK's urllib3 pool holds cpu_count×5 connections; a pass runs EIPDASH_STEP_CONCURRENCY node
         # writes at once, and a smaller pool discards (and reopens) a connection per write over its size.
         configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, pool_size())

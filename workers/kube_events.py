@@ -45,6 +45,7 @@ EMITTED = {
     Event.Kind.POOL_EXHAUSTED: ("Warning", "EIPPoolExhausted", "Assign"),
     Event.Kind.CONFLICT: ("Warning", "EIPConflict", "Reconcile"),
     Event.Kind.ERROR: ("Warning", "EIPError", "Reconcile"),
+    Event.Kind.EGRESS_NOT_VIA_EIP: ("Warning", "EIPEgressNotViaEIP", "Reconcile"),
 }
 
 

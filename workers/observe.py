@@ -9,12 +9,13 @@ A read that fails ends the pass before anything is written outside, and is recor
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import OperationalError, transaction
@@ -25,8 +26,8 @@ from pools import selectors, services
 from pools.alerts import Alert, alert_key
 from pools.keys import EIP_LABEL
 from pools.logs import log_fields
-from pools.models import Assignment, ElasticIP, Event, LaunchSpec, Node, UnmanagedAddress
-from pools.pool_rule import selects
+from pools.models import Assignment, ElasticIP, Event, LaunchSpec, Node, RegionFacts, UnmanagedAddress
+from pools.pool_rule import S, selects
 from pools.vocabulary import GONE_STATE, UNKNOWN_STATE
 
 from . import readings
@@ -102,17 +103,18 @@ def _read_region(snap: _Snapshot, ec2: Ec2) -> list[Address]:
     serves only if it was taken after this spec's last change to AWS (workers/readings.py)."""
     spec = snap.spec
     region = spec.cluster.region
-    region_specs = list(LaunchSpec.objects.filter(cluster__region=region))
+    # Every spec of the region, disabled ones too: a draining spec's pool still selects its EIPs.
+    region_specs = list(LaunchSpec.objects.filter(cluster__region=region).select_related("cluster"))
     selection = readings.selection_key([(s.pk, s.tag_key, s.tag_value) for s in region_specs])
 
-    def save(found: list[Address]) -> None:
+    def save(found: list[Address], number: int) -> None:
         with snap.fenced():
-            _save_addresses(region, found, timezone.now(), region_specs)
+            _save_addresses(region, found, timezone.now(), region_specs, number=number)
 
     reading = readings.region_addresses(ec2, at_least=selectors.spec_fresh_from_seq(spec_id=spec.pk),
                                         selection=selection, save=save)
     if not reading.own and reading.saved_for != selection:
-        save(reading.addresses)  # written for another set of specs: this one's pool may lack rows
+        save(reading.addresses, reading.number)  # written for another set of specs: this one's pool may lack rows
     pool = [a for a in reading.addresses if selects(spec, a.tags)]
     snap.pool_on = {(a.eni_id, a.private_ip) for a in pool if a.eni_id}
     snap.others_on = {(a.eni_id, a.private_ip) for a in reading.addresses if a.eni_id and not selects(spec, a.tags)}
@@ -202,28 +204,36 @@ def _write_nodes(snap: _Snapshot, instances: dict[str, Instance], pods_on: Calla
                                                                                eip_ready_at=None)
 
 
+def _instance_facts(snap: _Snapshot, kn: KubeNode, previous: Node | None, instances: dict[str, Instance]
+                    ) -> tuple[str, str, str, str, datetime | None]:
+    """The node's instance state, primary ENI, private IP, subnet, and when DescribeInstances said so."""
+    cached = snap.reuse.get(kn.name)
+    if cached is not None:
+        # The row's facts, confirmed by DescribeInstances less than EIPDASH_INSTANCE_RECHECK_SECONDS ago.
+        return (cached.instance_state, cached.eni_id, cached.private_ip, cached.subnet_id,
+                cached.instance_checked_at)
+    instance = instances.get(kn.instance_id or "")
+    # DescribeInstances may not show a new instance's ENI yet. The last known ENI is only a fallback for the
+    # same instance: a reused node name (EKS ip-… names) must never inherit the ENI and private IP of the
+    # instance that had the name before.
+    fallback = previous if previous is not None and previous.instance_id == kn.instance_id else None
+    if instance is None:
+        # The node is still there but EC2 does not list its instance (eventual consistency right after a
+        # launch): unknown, which neither gets an EIP nor gives one back.
+        return (UNKNOWN_STATE, fallback.eni_id if fallback else "", fallback.private_ip if fallback else "",
+                fallback.subnet_id if fallback else "", None)
+    return (instance.state,
+            instance.eni_id or (fallback.eni_id if fallback else ""),
+            instance.private_ip or (fallback.private_ip if fallback else ""),
+            instance.subnet_id or (fallback.subnet_id if fallback else ""),
+            snap.now)
+
+
 def _observed_node(snap: _Snapshot, kn: KubeNode, previous: Node | None, instances: dict[str, Instance],
                    pods_on: Callable[[str], int | None]) -> dict[str, Any]:
     """Every column this pass observes of one node: the same mapping builds the new row and names the columns
     an existing row gets updated, so that a column added here can never be left stale."""
-    cached = snap.reuse.get(kn.name)
-    if cached is not None:
-        # The row's facts, confirmed by DescribeInstances less than EIPDASH_INSTANCE_RECHECK_SECONDS ago.
-        state, eni_id, private_ip = cached.instance_state, cached.eni_id, cached.private_ip
-        checked_at = cached.instance_checked_at
-    else:
-        instance = instances.get(kn.instance_id or "")
-        # DescribeInstances may not show a new instance's ENI yet. The last known ENI is only a fallback for the
-        # same instance: a reused node name (EKS ip-… names) must never inherit the ENI and private IP of the
-        # instance that had the name before.
-        fallback = previous if previous is not None and previous.instance_id == kn.instance_id else None
-        eni_id = instance.eni_id if instance and instance.eni_id else (fallback.eni_id if fallback else "")
-        private_ip = instance.private_ip if instance and instance.private_ip else (
-            fallback.private_ip if fallback else "")
-        # The node is still there but EC2 does not list its instance (eventual consistency right after a
-        # launch): unknown, which neither gets an EIP nor gives one back.
-        state = instance.state if instance else UNKNOWN_STATE
-        checked_at = snap.now if instance else None
+    state, eni_id, private_ip, subnet_id, checked_at = _instance_facts(snap, kn, previous, instances)
     holds = (eni_id, private_ip) in snap.pool_on or kn.name in snap.tied
     return dict(
         instance_id=kn.instance_id or "",
@@ -232,6 +242,7 @@ def _observed_node(snap: _Snapshot, kn: KubeNode, previous: Node | None, instanc
         instance_state=state,
         eni_id=eni_id or "",
         private_ip=private_ip or "",
+        subnet_id=subnet_id or "",
         instance_checked_at=checked_at,
         startup_tainted=kn.has_taint(settings.EIPDASH_STARTUP_TAINT),
         draining=kn.draining,
@@ -286,15 +297,30 @@ def _address_observed(region: str, a: Address) -> dict[str, object]:
         instance_id=a.instance_id or "",
         eni_id=a.eni_id or "",
         private_ip=a.private_ip or "",
+        public_ipv4_pool=a.public_ipv4_pool,
         gone=False,
     )
 
 
-def _save_addresses(region: str, addresses: list[Address], now: datetime, region_specs: list[LaunchSpec]) -> None:
+def _save_addresses(region: str, addresses: list[Address], now: datetime, region_specs: list[LaunchSpec], *,
+                    number: int) -> None:
     """The region's reading into ElasticIP (the addresses some spec of the region selects) and
     UnmanagedAddress (the others). Only the rows that changed are written; last_seen_at moves for all of
-    them in one UPDATE per table. No query lists every address of the region: the rows are read by region."""
+    them in one UPDATE per table. No query lists every address of the region: the rows are read by region.
+
+    number: the reading's (workers/readings.py). Two passes of a region can read at once and save in either
+    order; a reading older than one already saved writes nothing, or the rows would step back and the next
+    save would record EIPs leaving and joining their pools that never did. The region's first saved reading
+    is the pools' baseline: it records no pool_joined (installing eipdash is not every address joining)."""
     with transaction.atomic():
+        # The region's facts row first (created with the reading's number): every save of the region locks it
+        # before its address rows, so saves are serialised, in one lock order, even where no row exists yet.
+        RegionFacts.objects.get_or_create(region=region)
+        saved = (RegionFacts.objects.select_for_update().filter(region=region)
+                 .values_list("addresses_saved", flat=True).get())
+        if number < saved:
+            log.info("%s: reading %d not saved: reading %d, newer, already was", region, number, saved)
+            return
         # The passes of a region's specs run at once and write the same rows. Taking the region's rows in
         # allocation id order first (as a pass's slices write them, workers/apply.py) makes a second pass
         # wait for the first; without it, one pass's upsert and another's region-wide UPDATE or records
@@ -304,29 +330,107 @@ def _save_addresses(region: str, addresses: list[Address], now: datetime, region
             # NO KEY UPDATE: a claim's foreign-key check (KEY SHARE) on these rows is not held up.
             list(model.objects.filter(region=region).order_by("allocation_id").select_for_update(no_key=True)
                  .values_list("pk", flat=True))
-        _save_region_rows(region, addresses, now, region_specs)
+        _save_region_rows(region, addresses, now, region_specs, record_moves=saved > 0)
+        if number > saved:
+            RegionFacts.objects.filter(region=region).update(addresses_saved=number)
 
 
 def _save_region_rows(region: str, addresses: list[Address], now: datetime,
-                      region_specs: list[LaunchSpec]) -> None:
+                      region_specs: list[LaunchSpec], *, record_moves: bool) -> None:
     selected = {a.allocation_id: _address_observed(region, a) for a in addresses
                 if any(selects(s, a.tags) for s in region_specs)}
     live = _stored(ElasticIP.objects.filter(region=region, gone=False), _ADDRESS_COLUMNS)
+    kept = _stored(UnmanagedAddress.objects.filter(region=region), _UNMANAGED_COLUMNS)
+    # What the last reading saw, before this one overwrites it: the pools' audit trail compares the two.
+    before = _seen_before(live, kept) if record_moves else None
     if returning := selected.keys() - live.keys():  # new to the pool, or back in it
         live |= _stored(ElasticIP.objects.filter(allocation_id__in=returning), _ADDRESS_COLUMNS)
-    _upsert_changed(ElasticIP, live, selected, now)
+    # first_seen_at only on insert: a row that comes back (retagged) keeps the time it was first seen.
+    _upsert_changed(ElasticIP, live, selected, now, on_insert={"first_seen_at": now})
     if left := [allocation_id for allocation_id in live if allocation_id not in selected]:
         ElasticIP.objects.filter(allocation_id__in=left, gone=False).update(gone=True)
     ElasticIP.objects.filter(region=region, gone=False).update(last_seen_at=now)
     # Addresses no spec of the region selects: only for the inventory (never read by a pass or a claim).
     unmanaged = {a.allocation_id: _unmanaged_observed(region, a) for a in addresses
                  if a.allocation_id not in selected}
-    kept = _stored(UnmanagedAddress.objects.filter(region=region), _UNMANAGED_COLUMNS)
     if stale := kept.keys() - unmanaged.keys():
         UnmanagedAddress.objects.filter(allocation_id__in=stale).delete()
     _upsert_changed(UnmanagedAddress, kept, unmanaged, now)
     if unmanaged:
         UnmanagedAddress.objects.filter(region=region).update(last_seen_at=now)
+    if before is not None:
+        after = {a.allocation_id: Seen(a.public_ip, a.tags) for a in addresses}
+        _record_pool_moves(region, pool_moves(region_specs, before, after), now)
+
+
+# ---- the pools' audit trail: which EIPs EC2 put into a pool or took out of it
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One address as a reading showed it, as far as pool membership goes."""
+
+    public_ip: str
+    tags: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class PoolMove:
+    """An EIP that entered (joined) or left a spec's pool between two readings of its region."""
+
+    joined: bool
+    allocation_id: str
+    public_ip: str
+    reason: str
+
+
+LEFT_UNTAGGED = "untagged: its tags no longer select the pool"
+LEFT_RELEASED = "released from the account"
+JOINED_ALLOCATED = "allocated with the pool's tag"
+
+
+def pool_moves(specs: Sequence[S], before: Mapping[str, Seen],
+               after: Mapping[str, Seen]) -> list[tuple[S, PoolMove]]:
+    """Pure: the EIPs each spec's pool gained and lost from the `before` reading to the `after` one. Both
+    sides are judged by the same (current) selectors, so a selector edit moves nothing here: only tags
+    changed in EC2, allocations and releases do. An EIP retagged from one pool to another leaves the first
+    and joins the second; every leave comes before every join."""
+    left: list[tuple[S, PoolMove]] = []
+    joined: list[tuple[S, PoolMove]] = []
+    for spec in specs:
+        was = {aid for aid, seen in before.items() if selects(spec, seen.tags)}
+        now = {aid for aid, seen in after.items() if selects(spec, seen.tags)}
+        left += [(spec, PoolMove(False, aid, before[aid].public_ip, LEFT_UNTAGGED if aid in after else LEFT_RELEASED))
+                 for aid in sorted(was - now)]
+        joined += [(spec, PoolMove(True, aid, after[aid].public_ip,
+                                   _tagged(spec.tag_key, after[aid].tags) if aid in before else JOINED_ALLOCATED))
+                   for aid in sorted(now - was)]
+    return left + joined
+
+
+def _tagged(tag_key: str, tags: Mapping[str, str]) -> str:
+    value = tags.get(tag_key, "")
+    return f"tagged {tag_key}={value}" if value else f"tagged {tag_key}"
+
+
+def _seen_before(live: dict[str, tuple[object, ...]], kept: dict[str, tuple[object, ...]]) -> dict[str, Seen]:
+    """The region's addresses as the stored rows have them: the live pool rows and the unmanaged ones (a gone
+    pool row's tags are those it had when it left, not what EC2 says now)."""
+    seen: dict[str, Seen] = {}
+    for stored, columns in ((kept, _UNMANAGED_COLUMNS), (live, _ADDRESS_COLUMNS)):
+        ip, tags = columns.index("public_ip"), columns.index("tags")
+        seen |= {aid: Seen(str(row[ip]), cast("Mapping[str, str]", row[tags] or {})) for aid, row in stored.items()}
+    return seen
+
+
+def _record_pool_moves(region: str, moves: list[tuple[LaunchSpec, PoolMove]], now: datetime) -> None:
+    # In the reading's transaction, under the region's row locks: two passes saving the same reading
+    # never both record a move (the second one finds the rows already written).
+    for spec, move in moves:
+        context = dataclasses.replace(services.event_context(spec=spec), region=region,
+                                      public_ip=move.public_ip, allocation_id=move.allocation_id)
+        services.event_record(kind=Event.Kind.POOL_JOINED if move.joined else Event.Kind.POOL_LEFT,
+                              context=context, reason=move.reason, at=now)
 
 
 def _unmanaged_observed(region: str, a: Address) -> dict[str, object]:
@@ -347,10 +451,11 @@ def _stored(rows: QuerySet[Any], columns: tuple[str, ...]) -> dict[str, tuple[ob
 
 
 def _upsert_changed(model: Any, stored: dict[str, tuple[object, ...]], observed: dict[str, dict[str, object]],
-                    now: datetime) -> None:
+                    now: datetime, *, on_insert: dict[str, object] | None = None) -> None:
     """Write the rows whose observed columns differ from `stored` (or that are not there yet). An
-    allocation id is unique across regions: a row found under another region is replaced, not duplicated."""
-    changed = [model(allocation_id=allocation_id, last_seen_at=now, **values)
+    allocation id is unique across regions: a row found under another region is replaced, not duplicated.
+    on_insert: columns a new row gets and an existing one keeps (they are not updated on conflict)."""
+    changed = [model(allocation_id=allocation_id, last_seen_at=now, **values, **(on_insert or {}))
                for allocation_id, values in sorted(observed.items())  # one lock order for every pass
                if stored.get(allocation_id) != tuple(values.values())]
     if changed:

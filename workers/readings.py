@@ -41,7 +41,7 @@ import redis
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from pools import redis_keys, selectors
+from pools import redis_keys, selectors, services
 
 from .ec2 import Address, Ec2
 
@@ -68,6 +68,9 @@ class Reading:
     saved_for: str
     # True: this pass made the call (and wrote the rows); False: another pass's reading, reused.
     own: bool = True
+    # The reading's number among the region's DescribeAddresses calls, taken as it started
+    # (services.region_reading_number): a save of an older reading after a newer one writes nothing.
+    number: int = 0
 
 
 def selection_key(selectors: list[tuple[int, str, str | None]]) -> str:
@@ -77,9 +80,9 @@ def selection_key(selectors: list[tuple[int, str, str | None]]) -> str:
 
 
 def region_addresses(ec2: Ec2, *, at_least: int | None, selection: str,
-                     save: Callable[[list[Address]], None]) -> Reading:
+                     save: Callable[[list[Address], int], None]) -> Reading:
     """The region's addresses: a published reading taken at sequence number `at_least` or later (this spec's
-    last change to AWS), else a new one, which `save(addresses)` writes to the DB before it is shared.
+    last change to AWS), else a new one, which `save(addresses, number)` writes to the DB before it is shared.
 
     `at_least` None: always a new reading (a pass that needs its own)."""
     store = _store()
@@ -95,16 +98,18 @@ def region_addresses(ec2: Ec2, *, at_least: int | None, selection: str,
             # Another pass of the region is reading right now: wait for its reading.
             shared = _wait_for(store, key, at_least)
         if shared is not None:
-            return Reading(shared.seq, shared.addresses, shared.saved_for, own=False)
+            return Reading(shared.seq, shared.addresses, shared.saved_for, own=False, number=shared.number)
     return _take(ec2, store, key, selection, save)
 
 
-def _take(ec2: Ec2, store: _Store, key: str, selection: str, save: Callable[[list[Address]], None]) -> Reading:
+def _take(ec2: Ec2, store: _Store, key: str, selection: str,
+          save: Callable[[list[Address], int], None]) -> Reading:
     # Read before the call: whatever AWS answers reflects at least every change whose bump came before.
     seq = selectors.region_seq_current(region=ec2.region)
+    number = services.region_reading_number(region=ec2.region)
     addresses = ec2.list_all_addresses()
-    save(addresses)
-    reading = Reading(seq, addresses, selection)
+    save(addresses, number)
+    reading = Reading(seq, addresses, selection, number=number)
     store.put(key, reading)
     return reading
 
@@ -131,17 +136,19 @@ def _key(ec2: Ec2) -> str:
 
 
 def _encode(reading: Reading) -> str:
-    rows = [[a.allocation_id, a.public_ip, a.tags, a.association_id, a.eni_id, a.private_ip, a.instance_id]
-            for a in reading.addresses]
-    return json.dumps({"seq": reading.seq, "saved_for": reading.saved_for, "rows": rows},
+    rows = [[a.allocation_id, a.public_ip, a.tags, a.association_id, a.eni_id, a.private_ip, a.instance_id,
+             a.public_ipv4_pool] for a in reading.addresses]
+    return json.dumps({"seq": reading.seq, "saved_for": reading.saved_for, "number": reading.number, "rows": rows},
                       separators=(",", ":"))
 
 
 def _decode(raw: str | bytes) -> Reading:
     data: dict[str, Any] = json.loads(raw)
+    # A reading published by an older version has no eighth column (PublicIpv4Pool).
     addresses = [Address(allocation_id=r[0], public_ip=r[1], tags=r[2], association_id=r[3], eni_id=r[4],
-                         private_ip=r[5], instance_id=r[6]) for r in data["rows"]]
-    return Reading(int(data["seq"]), addresses, data["saved_for"])
+                         private_ip=r[5], instance_id=r[6], public_ipv4_pool=r[7] if len(r) > 7 else "")
+                 for r in data["rows"]]
+    return Reading(int(data["seq"]), addresses, data["saved_for"], number=int(data.get("number", 0)))
 
 
 class _Store:

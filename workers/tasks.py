@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
-from pools import metrics, selectors
+from pools import locks, metrics, selectors
 from pools.logs import log_fields
 from pools.models import LaunchSpec
 from pools.retention import prune_history as prune
@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 def reconcile_all() -> int:
     """The beat's safety net: one reconcile_spec per enabled launch spec, and per disabled one that still
     holds EIPs (it drains: its passes release and close by the usual rules, and assign nothing)."""
+    if not locks.take_tick():
+        return 0  # a tick queued behind another one (no worker ran for a while): that one did the work
     # A manual reassign whose worker died must not stay "moving" on the operator's screen for ever.
     # Housekeeping: its failure is logged and must never stop this tick's passes.
     try:

@@ -38,6 +38,11 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# A cluster whose client cannot be built (its kubeconfig gone, broken or refused) is tried again after the
+# watch's retry_seconds, then twice as long each time up to this: about the heartbeat's period (30 s).
+LOAD_BACKOFF_MAX_SECONDS = 30.0
+
+
 def specs_for(labels: dict[str, str], specs: list[LaunchSpec]) -> list[int]:
     return [s.pk for s in specs if labels_match(s.labels, labels)]
 
@@ -111,6 +116,39 @@ class Enqueuer:
                         self._clock() - self.outage_started)
             self.outage_started = None
         return True
+
+
+class ClientLoader:
+    """A cluster's client, asked for before every watch round: the same cached client while its kubeconfig is
+    unchanged (workers/kube.py), a new one once the file changed. A kubeconfig that cannot be loaded is one
+    warning when that starts and one line when it loads again, with quiet retries and backoff in between:
+    never a traceback per retry, nor a dead watch thread."""
+
+    def __init__(self, cluster: Cluster, *, retry_seconds: float,
+                 max_backoff: float = LOAD_BACKOFF_MAX_SECONDS) -> None:
+        self.cluster = cluster
+        self.retry_seconds = retry_seconds
+        self.max_backoff = max(max_backoff, retry_seconds)
+        self.wait = retry_seconds  # before the next try, after a failed one
+        self.failing = False
+
+    def load(self) -> Kube | None:
+        try:
+            kube = kube_for(self.cluster)
+        except KubeError as exc:
+            if not self.failing:
+                self.failing, self.wait = True, self.retry_seconds
+                log.warning("cluster %s: no Kubernetes client (%s); its node watch tries again with backoff "
+                            "(at most every %.0f s)", self.cluster.name, exc, self.max_backoff)
+            else:
+                self.wait = min(self.wait * 2, self.max_backoff)
+                log.debug("cluster %s: still no Kubernetes client (%s); next try in %.1f s", self.cluster.name, exc,
+                          self.wait)
+            return None
+        if self.failing:
+            self.failing = False
+            log.warning("cluster %s: its kubeconfig loads again; its node watch resumes", self.cluster.name)
+        return kube
 
 
 class NodeWatch:
@@ -201,16 +239,13 @@ def watch_cluster(
 
     A spec is enqueued at most once per `min_interval`: a node that changes ten times in a second
     needs one pass, and the pass itself is single-flight anyway. `heartbeat_file` is touched at least once
-    per watch round (`round_seconds`) and during a broker outage, for a liveness probe. Returns once
+    per watch round (`round_seconds`) and during a broker outage, for a liveness probe. A client that cannot
+    be built (its kubeconfig gone, broken or refused) is tried again with backoff (ClientLoader). Returns once
     `stop_after` seconds have passed, `stop` is set, or the cluster is no longer configured.
     """
     stop = stop or threading.Event()
     deadline = None if stop_after is None else time.monotonic() + stop_after
-    try:
-        kube = kube or kube_for(cluster)
-    except KubeError as exc:
-        log.warning("cluster %s: no Kubernetes client (%s)", cluster.name, exc)
-        return None
+    loader = None if kube is not None else ClientLoader(cluster, retry_seconds=retry_seconds)
     enqueuer = Enqueuer(enqueue, max_backoff=max_backoff, heartbeat=lambda: touch(heartbeat_file))
     last_enqueued: dict[int, float] = {}
 
@@ -228,7 +263,10 @@ def watch_cluster(
             last_enqueued[spec_id] = time.monotonic()
         return not over()
 
-    node_watch = NodeWatch(cluster, kube, send, round_seconds=round_seconds)
+    def start(client: Kube) -> NodeWatch:
+        return NodeWatch(cluster, client, send, round_seconds=round_seconds)
+
+    node_watch: NodeWatch | None = None
     while not over():
         touch(heartbeat_file)
         configured = Cluster.objects.filter(pk=cluster.pk).values_list("kube_context", "kubeconfig").first()
@@ -241,6 +279,12 @@ def watch_cluster(
             log.info("cluster %s: its kube context or kubeconfig changed; its node watch starts again with them",
                      cluster.name)
             break
+        current = kube if loader is None else loader.load()
+        if current is None:  # only a loader answers None
+            wait = loader.wait if loader is not None else retry_seconds
+            stop.wait(wait if deadline is None else max(0.0, min(wait, deadline - time.monotonic())))
+            continue
+        node_watch = _follow(node_watch, current, start)
         if deadline is not None:  # a round ends with the server's timeout: never past our own
             node_watch.round_seconds = max(1, min(round_seconds, int(deadline - time.monotonic()) + 1))
         try:
@@ -250,6 +294,19 @@ def watch_cluster(
             log.warning("cluster %s: node watch interrupted (%s); resuming in %.0f s", cluster.name, exc,
                         retry_seconds)
             stop.wait(retry_seconds)
+    return node_watch
+
+
+def _follow(node_watch: NodeWatch | None, kube: Kube, start: Callable[[Kube], NodeWatch]) -> NodeWatch:
+    """The watch on this client: the same watch while the client is the same; on a new client (its kubeconfig
+    changed, or its credentials were reloaded) the watch goes on from its version, or lists again when the
+    client talks to another API server, whose versions mean nothing here."""
+    if node_watch is None:
+        return start(kube)
+    if node_watch.kube.api_client is not kube.api_client:  # each kube_for is a new Kube on the cached client
+        if node_watch.kube.api_client.configuration.host != kube.api_client.configuration.host:
+            node_watch.resource_version = ""
+        node_watch.kube = kube
     return node_watch
 
 

@@ -1,17 +1,14 @@
-"""Who may call the API: bearer tokens or the dashboard's session; the dashboard's roles; rate limits."""
+"""Who may call the API: bearer tokens or the dashboard's session; the dashboard's roles. Rate limits: throttle.py."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.conf import settings
-from django.core.cache import caches
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
-from rest_framework.throttling import SimpleRateThrottle
 
 from eipdash.middleware import is_reader
 from pools.models import ApiToken
@@ -75,24 +72,3 @@ def require_permissions(request: Request, *perms: str) -> None:
         raise exceptions.PermissionDenied(f"your account lacks the permission {', '.join(missing)} "
                                           "(the operators group has it)")
 
-
-class TokenRateThrottle(SimpleRateThrottle):
-    """EIPDASH_API_RATE per user, all their tokens and their session together. The counters live in the
-    `api-throttle` cache: Redis when REDIS_URL is set, so that every web process counts against the same limit."""
-
-    scope = "api"
-
-    def __init__(self) -> None:
-        self.cache = caches["api-throttle"]
-        super().__init__()
-
-    def get_rate(self) -> str:
-        return str(settings.EIPDASH_API_RATE)
-
-    def get_cache_key(self, request: Request, view: Any) -> str:
-        # Per user, whatever the token: N tokens of one user must not give N times the rate.
-        if request.user is not None and request.user.is_authenticated:
-            ident = f"user-{request.user.pk}"
-        else:
-            ident = f"addr-{self.get_ident(request)}"
-        return self.cache_format % {"scope": self.scope, "ident": ident}

@@ -4,13 +4,17 @@ and writer of that shape); these serializers render the other rows and describe 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from pools import selectors
 from pools.models import ElasticIP, Event, Node, ReassignRequest, UnmanagedAddress
 from pools.services import SYNC_MAX_DOCUMENTS
+from pools.specfile import MIN_FREE_MAX
 
 # --- launch specs (described for the schema; validated by pools.specfile.parse_launch_spec) ---------------
 
@@ -27,6 +31,10 @@ class TagSelectorSerializer(serializers.Serializer):
 
 class ElasticIpPoolSerializer(serializers.Serializer):
     tagSelector = TagSelectorSerializer()
+    minFree = serializers.IntegerField(
+        required=False, default=0, min_value=0, max_value=MIN_FREE_MAX,
+        help_text="eipdash extension: the free EIPs to keep as headroom; fewer raises the pool_low alert (0: none)",
+    )
 
 
 class LaunchSpecBodySerializer(serializers.Serializer):
@@ -163,12 +171,39 @@ class NodeSerializer(serializers.ModelSerializer):
     lastSeenAt = serializers.DateTimeField(source="last_seen_at")
     eipReadyAt = serializers.DateTimeField(source="eip_ready_at", allow_null=True)
     deletedAt = serializers.DateTimeField(source="deleted_at", allow_null=True)
+    waitingReason = serializers.SerializerMethodField(
+        help_text="why the node holds no EIP it should hold, or keeps a startup taint nothing lifts, in the words "
+                  "at the top of its page (\"waiting: the pool of egress-web has 0 free of 4 (since 02:06:15, 3 "
+                  "min)\"); empty when it does not wait")
+    events = serializers.SerializerMethodField(help_text="its history: /api/v1/events/?node=…&cluster=…")
+    page = serializers.SerializerMethodField(help_text="its dashboard page")
 
     class Meta:
         model = Node
         fields = ["name", "cluster", "launchSpec", "state", "instanceId", "instanceState", "az", "privateIp",
                   "publicIp", "allocationId", "startupTainted", "draining", "drainReason", "workloadPods",
-                  "firstSeenAt", "lastSeenAt", "eipReadyAt", "deletedAt"]
+                  "firstSeenAt", "lastSeenAt", "eipReadyAt", "deletedAt", "waitingReason", "events", "page"]
+
+    def get_waitingReason(self, node: Node) -> str:
+        # The list view decides every row's reason at once (pools.selectors.node_reasons): no query per node.
+        reasons = self.context.get("reasons")
+        if reasons is None:
+            reasons = selectors.node_reasons([node])
+        reason = reasons.get(node.pk)
+        return reason.text if reason is not None and reason.waiting else ""
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_events(self, node: Node) -> str:
+        query = urlencode({"node": node.name, "cluster": node.cluster.name})
+        return _absolute(self.context.get("request"), f"{reverse('api-event-list')}?{query}")
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_page(self, node: Node) -> str:
+        return _absolute(self.context.get("request"), reverse("node-detail", args=[node.cluster.name, node.name]))
+
+
+def _absolute(request: Any, path: str) -> str:
+    return str(request.build_absolute_uri(path)) if request is not None else path
 
 
 class EventSerializer(serializers.ModelSerializer):

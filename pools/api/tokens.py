@@ -13,11 +13,14 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib.auth.models import User
+from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from pools.models import ApiToken
+from pools import services
+from pools.models import SYSTEM_ACTOR, ApiToken, Event
 
 SECRET_PREFIX = "eipd_"
 # The clear part kept for listings: the marker and 8 characters of the secret.
@@ -54,28 +57,71 @@ class NewToken:
     secret: str  # shown once; never stored
 
 
-def token_create(*, user: User, name: str = "", expires_in: dt.timedelta | None = None) -> NewToken:
+def max_lifetime() -> dt.timedelta | None:
+    """EIPDASH_API_TOKEN_MAX_DAYS as a lifetime; None when there is no maximum (0)."""
+    days = int(settings.EIPDASH_API_TOKEN_MAX_DAYS)
+    return dt.timedelta(days=days) if days else None
+
+
+def expiry(token: ApiToken) -> dt.datetime | None:
+    """When the token stops authenticating: its own expiry, or the maximum lifetime from its creation if that
+    comes first (a token made before the maximum was set, or made to never expire)."""
+    longest = max_lifetime()
+    capped = token.created_at + longest if longest is not None else None
+    if token.expires_at is None or capped is None:
+        return token.expires_at or capped
+    return min(token.expires_at, capped)
+
+
+def lifetime(expires_in: dt.timedelta | None) -> dt.timedelta | None:
+    """The lifetime a new token gets: the one asked for, within the maximum; none asked: the maximum."""
+    longest = max_lifetime()
+    if longest is None:
+        return expires_in
+    if expires_in is None:
+        return longest
+    if expires_in > longest:
+        raise TokenError(f"a token lives at most {longest.days} days here (EIPDASH_API_TOKEN_MAX_DAYS); "
+                         "ask for less, and make a new one before it expires")
+    return expires_in
+
+
+def token_create(*, user: User, name: str = "", expires_in: dt.timedelta | None = None,
+                 actor: str = SYSTEM_ACTOR) -> NewToken:
+    """A new token (its creation an event of the history, with `actor`; never its secret)."""
     name = name.strip()
     if len(name) > NAME_MAX:
         raise TokenError(f"a token name has at most {NAME_MAX} characters")
     if not user.is_active:
         raise TokenError(f"user {user.get_username()!r} is inactive")
+    expires_in = lifetime(expires_in)
     now = timezone.now()
-    live = ApiToken.objects.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now), user=user,
-                                   revoked_at__isnull=True).count()
+    live = live_tokens(user, now).count()
     if live >= TOKENS_PER_USER_MAX:
         raise TokenError(f"user {user.get_username()!r} has {live} live API tokens, the most allowed "
                          f"({TOKENS_PER_USER_MAX}): revoke one first")
     secret = SECRET_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken.objects.create(
-        user=user,
-        name=name,
-        prefix=secret[:PREFIX_LENGTH],
-        key_hash=hash_secret(secret),
-        created_at=now,
-        expires_at=now + expires_in if expires_in is not None else None,
-    )
+    with transaction.atomic():
+        token = ApiToken.objects.create(
+            user=user,
+            name=name,
+            prefix=secret[:PREFIX_LENGTH],
+            key_hash=hash_secret(secret),
+            created_at=now,
+            expires_at=now + expires_in if expires_in is not None else None,
+        )
+        until = f"expires {token.expires_at:%Y-%m-%dT%H:%M:%SZ}" if token.expires_at else "never expires"
+        _record(Event.Kind.TOKEN_CREATED, f"{_named(token)} created for {user.get_username()!r}, {until}",
+                actor)
     return NewToken(token=token, secret=secret)
+
+
+def _named(token: ApiToken) -> str:
+    return f"API token {token.prefix}…" + (f" ({token.name!r})" if token.name else "")
+
+
+def _record(kind: str, reason: str, actor: str) -> None:
+    services.event_record(kind=kind, context=services.EventContext(), reason=reason, actor=actor)
 
 
 def token_list(*, user: User | None = None) -> QuerySet[ApiToken]:
@@ -83,9 +129,29 @@ def token_list(*, user: User | None = None) -> QuerySet[ApiToken]:
     return tokens.filter(user=user) if user is not None else tokens
 
 
-def token_revoke(*, token: ApiToken) -> bool:
-    """Revoke now. False when it was revoked already."""
-    return ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now()) == 1
+def token_revoke(*, token: ApiToken, actor: str = SYSTEM_ACTOR, why: str = "") -> bool:
+    """Revoke now, an event of the history with `actor`. False when it was revoked already."""
+    with transaction.atomic():
+        if ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now()) != 1:
+            return False
+        owner = token.user.get_username()
+        _record(Event.Kind.TOKEN_REVOKED, f"{_named(token)} of {owner!r} revoked" + (f": {why}" if why else ""),
+                actor)
+    return True
+
+
+def token_revoke_all(*, user: User, why: str, actor: str = SYSTEM_ACTOR) -> int:
+    """Revoke every live token of `user` (their password changed, or the account was deactivated)."""
+    live = live_tokens(user, timezone.now()).select_related("user")
+    return sum(token_revoke(token=token, actor=actor, why=why) for token in live)
+
+
+def live_tokens(user: User, now: dt.datetime) -> QuerySet[ApiToken]:
+    """The user's tokens that still authenticate: not revoked, not past their expiry nor the maximum lifetime."""
+    tokens = ApiToken.objects.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now), user=user,
+                                     revoked_at__isnull=True)
+    longest = max_lifetime()
+    return tokens.filter(created_at__gt=now - longest) if longest is not None else tokens
 
 
 def token_find(ref: str, *, user: User | None = None) -> ApiToken:
@@ -116,8 +182,8 @@ def token_authenticate(secret: str) -> ApiToken:
     now = timezone.now()
     if token.revoked_at is not None:
         raise TokenError(f"API token {token.prefix}… was revoked at {token.revoked_at:%Y-%m-%dT%H:%M:%SZ}")
-    if token.expires_at is not None and token.expires_at <= now:
-        raise TokenError(f"API token {token.prefix}… expired at {token.expires_at:%Y-%m-%dT%H:%M:%SZ}")
+    if (ends := expiry(token)) is not None and ends <= now:
+        raise TokenError(f"API token {token.prefix}… expired at {ends:%Y-%m-%dT%H:%M:%SZ}")
     if not token.user.is_active:
         raise TokenError("the API token's user is inactive")
     if token.last_used_at is None or token.last_used_at < now - LAST_USED_GRAIN:
@@ -132,6 +198,6 @@ def token_state(token: ApiToken, now: dt.datetime | None = None) -> str:
     now = now or timezone.now()
     if token.revoked_at is not None:
         return "revoked"
-    if token.expires_at is not None and token.expires_at <= now:
+    if (ends := expiry(token)) is not None and ends <= now:
         return "expired"
     return "active"

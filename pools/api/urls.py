@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from django.urls import include, path, re_path
-from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiYamlRenderer
+from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiJsonRenderer2, OpenApiYamlRenderer
 from drf_spectacular.views import SpectacularAPIView
 
-from . import views
+from . import capacity, views
 
 v1 = [
     path("launch-specs/", views.LaunchSpecListView.as_view(), name="api-launch-spec-list"),
     path("launch-specs:sync", views.LaunchSpecSyncView.as_view(), name="api-launch-spec-sync"),
     path("launch-specs/<str:name>", views.LaunchSpecDetailView.as_view(), name="api-launch-spec-detail"),
     path("launch-specs/<str:name>/plan", views.LaunchSpecPlanView.as_view(), name="api-launch-spec-plan"),
+    path("launch-specs/<str:name>/capacity", capacity.LaunchSpecCapacityView.as_view(),
+         name="api-launch-spec-capacity"),
+    path("launch-specs/<str:name>/egress-ips", capacity.LaunchSpecEgressIpsView.as_view(),
+         name="api-launch-spec-egress-ips"),
     path("eips/", views.EipListView.as_view(), name="api-eip-list"),
     path("eips/<str:allocation_id>", views.EipDetailView.as_view(), name="api-eip-detail"),
     path("eips/<str:allocation_id>/reassign", views.ReassignView.as_view(), name="api-reassign"),
@@ -24,9 +28,10 @@ v1 = [
 
 urlpatterns = [
     path("v1/", include(v1)),
-    # JSON by default (and for errors); ?format=yaml for YAML.
-    path("schema/", SpectacularAPIView.as_view(renderer_classes=[OpenApiJsonRenderer, OpenApiYamlRenderer]),
-         name="api-schema"),
+    # JSON by default (and for errors), as its OpenAPI type or as application/json, the Accept of JSON clients
+    # (only the OpenAPI type answered them 406); ?format=yaml for YAML.
+    path("schema/", SpectacularAPIView.as_view(
+        renderer_classes=[OpenApiJsonRenderer, OpenApiJsonRenderer2, OpenApiYamlRenderer]), name="api-schema"),
     # The split view: the page loads its script from a URL of its own (no inline script, as the CSP wants).
     path("docs/", views.DocsView.as_view(url_name="api-schema", template_name="api/swagger_ui.html"),
          name="api-docs"),

@@ -4,23 +4,30 @@ accept, refuse and answer alike (the same problem texts)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import datetime as dt
-import json
+import re
 from typing import Any
 
 from django.conf import settings
+from django.core import signing
 from django.core.exceptions import RequestDataTooBig
+from django.db import connections, models
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+    inline_serializer,
+)
 from drf_spectacular.views import SpectacularSwaggerSplitView
-from rest_framework import exceptions, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.generics import ListAPIView
 from rest_framework.pagination import BasePagination
 from rest_framework.renderers import JSONRenderer
@@ -29,9 +36,9 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
-from pools import selectors, services
-from pools.forms import EipFilterForm, HistoryFilterForm, NodeFilterForm
-from pools.models import LaunchSpec
+from pools import audit, selectors, services
+from pools.forms import EipFilterForm, NodeEventFilterForm, NodeFilterForm
+from pools.models import ApiToken, LaunchSpec
 from pools.specfile import (
     DNS_SUBDOMAIN_RE,
     NAME_MAX,
@@ -76,8 +83,10 @@ class ApiSchema(AutoSchema):
         return responses
 
 
+@csrf_exempt
 def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
-    """Any other path under /api/: a JSON 404, never the dashboard's HTML page."""
+    """Any other path under /api/: a JSON 404, never the dashboard's HTML page. Exempt from CSRF: it changes
+    nothing, and checked, an unsafe method on it got Django's HTML CSRF page (403) instead of the 404."""
     return JsonResponse({"detail": f"no API endpoint at {request.path}; the reference is at /api/docs/"},
                         status=404)
 
@@ -101,6 +110,12 @@ def node_name_problem(value: object) -> str | None:
         return ("not a Kubernetes node name: at most 253 lowercase letters, digits, '-' and '.', "
                 "alphanumeric at both ends")
     return None
+
+
+def request_actor(request: Request) -> str:
+    """The history's actor of an API call: the user, and the token's clear prefix when a token was used."""
+    username = request.user.get_username()
+    return audit.token_actor(username, request.auth.prefix) if isinstance(request.auth, ApiToken) else username
 
 
 def _problems(detail: str, problems: list[str], code: int) -> Response:
@@ -132,11 +147,19 @@ class Pagination(BasePagination):
     """Keyset pages on (a field, id), in a fixed order: a page never skips or repeats a row when rows are added
     meanwhile, and ties on the field (1,000s of events of one timestamp, a node name in two clusters) are
     ordered by id, so that following `next` always ends. `next` is the URL of the next page, null on the last.
-    The history page pages the same way (`selectors.event_page`)."""
+    The history page pages the same way (`selectors.event_page`).
+
+    A cursor is signed (an HMAC with SECRET_KEY, salted with the list's model and key field): a list takes back
+    only the cursors it wrote, never a forged one or another list's. Its values are checked against their fields
+    all the same, so that a cursor of an older format or signed with a leaked key never reaches the database."""
 
     page_size = 100
     max_page_size = 1000
     key = "id"  # the first ordering field, "-field" for descending; id breaks ties
+    # The longest cursor this API writes is about 430 characters (a 253-character node name): anything much
+    # longer is refused before its HMAC is computed.
+    max_cursor_length = 1000
+    CURSOR_REFUSED = "cursor: not one of this list's cursors; take it from a page's `next`"
 
     def paginate_queryset(self, queryset: QuerySet[Any], request: Request, view: Any = None) -> list[Any]:
         self.request = request
@@ -145,41 +168,78 @@ class Pagination(BasePagination):
         name, op = self.key.lstrip("-"), "lt" if descending else "gt"
         rows = queryset.order_by(self.key, "-id" if descending else "id")
         if raw := request.query_params.get("cursor"):
-            value, pk = self._decode(raw)
+            value, pk = self.decode(queryset.model, raw, using=queryset.db)
             # `field <= v AND (field < v OR id < n)`, as event_page: the database still range-scans the index.
             rows = rows.filter(**{f"{name}__{op}e": value}).filter(
                 Q(**{f"{name}__{op}": value}) | Q(**{f"id__{op}": pk}))
         page = list(rows[: limit + 1])
-        self.next_cursor = self._encode(getattr(page[limit - 1], name), page[limit - 1].pk) if len(page) > limit \
-            else None
+        self.next_cursor = (self.encode(queryset.model, getattr(page[limit - 1], name), page[limit - 1].pk)
+                            if len(page) > limit else None)
         return page[:limit]
 
     def _limit(self, request: Request) -> int:
         raw = request.query_params.get("limit")
         if raw is None:
             return self.page_size
-        if not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
+        # ASCII digits only: str.isdigit() also takes '²' (int() then fails) and other scripts' digits.
+        if not re.fullmatch(r"[0-9]{1,9}", raw) or not 1 <= int(raw) <= self.max_page_size:
             raise exceptions.ValidationError({"detail": "bad filter",
                                               "problems": [f"limit: a number from 1 to {self.max_page_size}"]})
         return int(raw)
 
-    @staticmethod
-    def _encode(value: Any, pk: int) -> str:
-        kind = "t" if isinstance(value, dt.datetime) else "s"
-        text = value.isoformat() if isinstance(value, dt.datetime) else str(value)
-        return base64.urlsafe_b64encode(json.dumps([kind, text, pk]).encode()).decode().rstrip("=")
+    @classmethod
+    def _signer(cls, model: type[models.Model]) -> signing.Signer:
+        # One list refuses another's cursors: the salt names the model (the EIPs and the unmanaged EIPs are
+        # both keyed on allocation_id) and the key field (one model's rows in another order).
+        return signing.Signer(salt=f"pools.api.cursor:{model._meta.label_lower}:{cls.key}")
+
+    @classmethod
+    def encode(cls, model: type[models.Model], value: object, pk: object) -> str:
+        """The cursor of a row of this list: its key field's value and its id, signed."""
+        text = value.isoformat() if isinstance(value, dt.datetime) else value
+        return cls._signer(model).sign_object([text, pk])
+
+    @classmethod
+    def decode(cls, model: type[models.Model], raw: str, *, using: str = "default") -> tuple[Any, int]:
+        """A cursor's (value, id), each fit for its column; anything else is a 400 that names the cursor."""
+        field = model._meta.get_field(cls.key.lstrip("-"))
+        try:
+            if len(raw) > cls.max_cursor_length:
+                raise ValueError("too long")
+            loaded = cls._signer(model).unsign_object(raw)
+            if not isinstance(loaded, list) or len(loaded) != 2:
+                raise ValueError("not [value, id]")
+            value = cls._column_value(field, loaded[0], using=using)
+            pk = cls._column_value(model._meta.pk, loaded[1], using=using)
+            if pk < 1:
+                raise ValueError("ids start at 1")
+        except (signing.BadSignature, ValueError, TypeError, OverflowError):
+            raise exceptions.ValidationError({"detail": "bad filter", "problems": [cls.CURSOR_REFUSED]}) from None
+        return value, pk
 
     @staticmethod
-    def _decode(raw: str) -> tuple[Any, int]:
-        try:
-            kind, text, pk = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-            if not isinstance(text, str) or not isinstance(pk, int) or kind not in ("t", "s"):
-                raise ValueError(raw)
-            value: Any = dt.datetime.fromisoformat(text) if kind == "t" else text
-        except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-            raise exceptions.ValidationError({"detail": "bad filter", "problems": [
-                "cursor: not one of this list's cursors; take it from a page's `next`"]}) from None
-        return value, pk
+    def _column_value(field: Any, value: object, *, using: str) -> Any:
+        """A cursor's value as its column compares it, else ValueError, TypeError or OverflowError: a timestamp is
+        an ISO 8601 time with an offset and a UTC instant; text fits the column, without NUL or a lone surrogate
+        (PostgreSQL and UTF-8 refuse them); an integer is within the column's range."""
+        if isinstance(field, models.DateTimeField):
+            if not isinstance(value, str):
+                raise TypeError("a timestamp is a string")
+            moment = dt.datetime.fromisoformat(value)
+            if moment.utcoffset() is None:
+                raise ValueError("a timestamp has an offset")
+            return moment.astimezone(dt.UTC)  # OverflowError at the calendar's edges (0001-01-01T00:00+14:00)
+        if isinstance(field, models.CharField | models.TextField):
+            if not isinstance(value, str) or "\x00" in value or len(value) > (field.max_length or len(value)):
+                raise ValueError("not text of this column")
+            value.encode()  # UnicodeEncodeError (a ValueError) on a lone surrogate
+            return value
+        if isinstance(field, models.IntegerField):
+            low, high = connections[using].ops.integer_field_range(field.get_internal_type())
+            if type(value) is not int or not (low is None or low <= value) or not (high is None or value <= high):
+                raise ValueError("not an integer of this column")
+            return value
+        raise TypeError(f"no cursor on a {type(field).__name__}")
 
     def get_paginated_response(self, data: Any) -> Response:
         url = None
@@ -219,6 +279,17 @@ class LaunchSpecListView(APIView):
         return Response({"launchSpecs": [launch_spec_to_ocean(spec) for spec in selectors.launch_spec_list()]})
 
 
+# The PUT's answer: the spec's document, and what its selector did to the pool when it took or let go of EIPs.
+PUT_RESULT = inline_serializer("LaunchSpecPutResult", fields={
+    "launchSpec": s.LaunchSpecBodySerializer(),
+    "poolChanges": serializers.ListField(
+        child=serializers.CharField(), required=False,
+        help_text="only when the new selector moved EIPs, as the sync's diff says them: \"+ pool takes IP "
+                  "(allocation), now unmanaged\" for each EIP of the region it now selects, \"- pool lets go of IP "
+                  "(allocation), now on node N\" for each it no longer selects (as the last pass saw them)"),
+})
+
+
 class LaunchSpecDetailView(APIView):
     schema = ApiSchema()
 
@@ -230,11 +301,13 @@ class LaunchSpecDetailView(APIView):
         request=PolymorphicProxySerializer(
             component_name="LaunchSpecPut", resource_type_field_name=None,
             serializers=[s.LaunchSpecPutDocumentSerializer, s.LaunchSpecPutBodySerializer]),
-        responses={200: s.LaunchSpecDocumentSerializer, 201: s.LaunchSpecDocumentSerializer, 400: PROBLEMS},
+        responses={200: PUT_RESULT, 201: PUT_RESULT, 400: PROBLEMS},
         summary="Create or update (idempotent apply, like `launchspec apply -f`)",
         description="201 when created, 200 when updated (or unchanged). The body's name must be the URL's "
                     "(absent, it is taken from the URL). The body is the export's `{\"launchSpec\": {...}}` document "
-                    "or the bare spec. Invalid input: 400 with every problem, nothing changed.",
+                    "or the bare spec. Invalid input: 400 with every problem, nothing changed. The answer is the "
+                    "spec's document, with `poolChanges` when the selector took EIPs into the pool or let some go "
+                    "(a `dryRun` sync says the same before anything changes).",
     )
     def put(self, request: Request, name: str) -> Response:
         exists = LaunchSpec.objects.filter(name=name).exists()
@@ -256,11 +329,15 @@ class LaunchSpecDetailView(APIView):
             problems.extend(exc.messages)
         if problems:
             return _problems("refused, nothing changed", problems, 400)
+        # Read before the write: the old selector is what the new one is compared with.
+        pool_changes = services.pool_change_lines(spec_input, selectors.launch_spec_get(name=spec_input.name))
         try:
-            spec, created = services.launch_spec_apply(data=spec_input)
+            spec, created = services.launch_spec_apply(data=spec_input, actor=request_actor(request))
         except SpecFileError as exc:
             return _problems("refused, nothing changed", exc.messages, 400)
-        document = launch_spec_to_ocean(_spec_or_404(spec.name))
+        document: dict[str, Any] = launch_spec_to_ocean(_spec_or_404(spec.name))
+        if pool_changes:
+            document["poolChanges"] = pool_changes
         response = Response(document, status=201 if created else 200)
         if created:
             response["Location"] = reverse("api-launch-spec-detail", args=[spec.name])
@@ -271,7 +348,7 @@ class LaunchSpecDetailView(APIView):
     def delete(self, request: Request, name: str) -> Response:
         require_permissions(request, "pools.delete_launchspec")
         try:
-            services.launch_spec_delete(name=name)
+            services.launch_spec_delete(name=name, actor=request_actor(request))
         except LaunchSpec.DoesNotExist as exc:
             raise exceptions.NotFound(str(exc)) from None
         except SpecFileError as exc:
@@ -331,7 +408,7 @@ class LaunchSpecSyncView(APIView):
             require_permissions(request, *SPEC_WRITE, *(("pools.delete_launchspec",) if flags["prune"] else ()))
         documents = [(_source(index, document), document) for index, document in enumerate(data["launchSpecs"])]
         result = services.launch_spec_sync(documents=documents, prune=flags["prune"], dry_run=flags["dryRun"],
-                                           actor=request.user.get_username(), cluster=cluster)
+                                           actor=request_actor(request), cluster=cluster)
         body = dataclasses.asdict(result) | {"changed": result.changed}
         body["pruneClusters"] = body.pop("prune_clusters")
         if result.problems:
@@ -426,6 +503,13 @@ class NodeListView(ListAPIView):
         return selectors.node_list(q=form.cleaned_data.get("q") or "", spec=_filtered_spec(form),
                                    state=form.cleaned_data.get("state") or "", hide_ended=True)
 
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        assert page is not None  # the list always pages
+        # Every row's waitingReason at once: a few queries per launch spec on the page, none per node.
+        context = {**self.get_serializer_context(), "reasons": selectors.node_reasons(page)}
+        return self.get_paginated_response(s.NodeSerializer(page, many=True, context=context).data)
+
 
 class EventListView(ListAPIView):
     schema = ApiSchema()
@@ -439,17 +523,20 @@ class EventListView(ListAPIView):
         OpenApiParameter("spec", str, description="a launch spec's name (deleted specs' history too)"),
         OpenApiParameter("event", str, description="an event kind, e.g. assigned, released, reassigned"),
         SEARCH_Q,
+        OpenApiParameter("node", str, description="one node's events: its exact name (a node object's `events`)"),
+        OpenApiParameter("cluster", str, description="one cluster's events (with `node`: that cluster's node)"),
     ])
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self) -> QuerySet[Any]:
-        form = HistoryFilterForm(self.request.query_params)
+        form = NodeEventFilterForm(self.request.query_params)
         if not form.is_valid():
             # The history export's refusal, word for word.
             detail = "bad filter: " + "; ".join(f"{k}: {' '.join(str(e) for e in v)}" for k, v in form.errors.items())
             raise exceptions.ValidationError({"detail": detail, "problems": _form_problems(form)})
-        return selectors.event_list(filters=form.filters())
+        return selectors.event_list_where(filters=form.filters(), node=form.cleaned_data.get("node") or "",
+                                          cluster=form.cleaned_data.get("cluster") or "")
 
 
 # --- manual reassign -----------------------------------------------------------------------------------
@@ -480,8 +567,7 @@ class ReassignView(APIView):
         # The dashboard's up-front refusals, in its words; then its own submit (the enqueue on commit).
         if (error := services.reassign_refusal(eip=eip, state=selectors.eip_state(eip))) is not None:
             return _problems(error, [error], 409)
-        reassign = services.reassign_request_submit(eip=eip, node_name=str(node),
-                                                    actor=request.user.get_username())
+        reassign = services.reassign_request_submit(eip=eip, node_name=str(node), actor=request_actor(request))
         data = s.ReassignStatusSerializer(reassign, context={"request": request}).data
         return Response(data, status=status.HTTP_202_ACCEPTED, headers={"Location": data["status"]})
 

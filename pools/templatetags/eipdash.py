@@ -7,7 +7,9 @@ import shlex
 from collections.abc import Iterable
 
 from django import template
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import conditional_escape, format_html
 
 from pools import alerts, selectors
 from pools.models import ElasticIP, LaunchSpec, Node
@@ -80,6 +82,10 @@ KIND_LABELS = {
     "adopted": "adopted",
     "taint_lifted": "taint lifted",
     "pool_exhausted": "pool exhausted",
+    "pool_low": "pool low",
+    "pool_joined": "joined the pool",
+    "pool_left": "left the pool",
+    "egress_not_via_eip": "egress not via EIP",
     "conflict": "conflict",
     "error": "error",
 }
@@ -121,3 +127,37 @@ def plural(count: int, singular: str, plural_form: str = "") -> str:
 def problems_of(problems: Iterable[selectors.SpecProblem], spec: LaunchSpec) -> list[selectors.SpecProblem]:
     """The problems of one spec, from the overview's list (no query)."""
     return [problem for problem in problems if problem.spec.pk == spec.pk]
+
+
+# --- links to the node page ----------------------------------------------------------------------
+
+
+@register.simple_tag
+def node_link(cluster: str, name: str) -> str:
+    """A node's name as a link to its page (/nodes/<cluster>/<name>/); "—" without a name, the bare name when the
+    cluster is not known (an event older than clusters)."""
+    if not name:
+        return "—"
+    if not cluster:
+        return conditional_escape(name)
+    return format_html('<a class="mono" href="{}">{}</a>', reverse("node-detail", args=[cluster, name]), name)
+
+
+# The alerts whose subject is a node name (alerts.alert_key(<alert>, node.name)).
+NODE_ALERTS = frozenset({alerts.Alert.NODE_FOREIGN_EIP, alerts.Alert.NODE_TWO_SPECS, alerts.Alert.NODE_NO_IPV4})
+
+
+@register.simple_tag
+def alert_label_linked(cluster: str, key: str) -> str:
+    """alert_label, with the node it names as a link to the node's page."""
+    name, node = alerts.alert_name(key), str(key).partition(":")[2]
+    if name not in NODE_ALERTS or not node:
+        return conditional_escape(alerts.alert_label(key))
+    before, _subject, after = alerts.LABEL[name].partition("{}")
+    return format_html("{}{}{}", before, node_link(cluster, node), after)
+
+
+@register.filter
+def spec_cluster(spec_name: str, stats: Iterable[selectors.PoolStats]) -> str:
+    """The cluster of the launch spec of that name, from the page's pool rows (no query); "" when none is."""
+    return next((row.spec.cluster.name for row in stats if row.spec.name == spec_name), "")

@@ -85,12 +85,39 @@
     }
   });
 
-  // --- Copy buttons: an IP or an allocation id to the clipboard, with a word of feedback. -------------
+  // --- Copy buttons: an IP, an allocation id or a new token's secret to the clipboard. -------------------
+  // The word of feedback is also said in a status line outside every live part (a refresh never wipes it, a
+  // screen reader announces it), and a button that has copied no longer holds the live refresh, although a
+  // click leaves focus on it (see actionDone).
+  var copyStatusTimer = 0;
+
+  function copyStatus() {
+    var status = document.getElementById("copy-status");
+    if (!status) {
+      status = document.createElement("p");
+      status.id = "copy-status";
+      status.className = "copy-status";
+      status.setAttribute("role", "status");
+      document.body.appendChild(status);
+    }
+    return status;
+  }
+
+  function sayCopied(text) {
+    var status = copyStatus();
+    status.textContent = text;
+    window.clearTimeout(copyStatusTimer);
+    copyStatusTimer = window.setTimeout(function () { status.textContent = ""; }, 2500);
+  }
+
   function copyText(text, button) {
     function done(ok) {
       var before = button.getAttribute("data-label") || button.textContent;
       button.setAttribute("data-label", before);
       button.textContent = ok ? "Copied" : "Copy failed";
+      actionDone(button);
+      sayCopied(ok ? "Copied " + (button.getAttribute("data-copy-name") || text) + "."
+        : "Could not copy: select the text and copy it by hand.");
       window.setTimeout(function () { button.textContent = before; }, 1500);
     }
     if (navigator.clipboard && window.isSecureContext) {
@@ -120,7 +147,7 @@
       return "the tab is hidden";
     }
     var active = document.activeElement;
-    if (active && active !== document.body && element.contains(active)) {
+    if (active && active !== document.body && element.contains(active) && !active.hasAttribute("data-action-done")) {
       return "focus is inside";
     }
     var selection = window.getSelection ? window.getSelection() : null;
@@ -130,6 +157,21 @@
     }
     return "";
   }
+
+  // A button whose action is over (it copied; the dialog it opened closed and gave focus back) keeps focus,
+  // so that the keyboard keeps its place, but holds no refresh: there is nothing on it a swap could lose.
+  // Focus that moves elsewhere ends that; coming back to it by keyboard holds again.
+  function actionDone(button) {
+    button.setAttribute("data-action-done", "");
+  }
+
+  document.addEventListener("focusin", function (event) {
+    document.querySelectorAll("[data-action-done]").forEach(function (done) {
+      if (done !== event.target) {
+        done.removeAttribute("data-action-done");
+      }
+    });
+  });
 
   function markHeld(element, reason) {
     var line = element.querySelector(".refresh");
@@ -190,6 +232,18 @@
     }
   });
 
+  // --- Disclosures: a <details> the reader opened (an overview alert row) stays open across live refreshes. --
+  // The server renders them closed; without this, the morph of the next poll would take the reader's `open` away.
+  if (window.Idiomorph && window.Idiomorph.defaults) {
+    var beforeAttribute = window.Idiomorph.defaults.callbacks.beforeAttributeUpdated;
+    window.Idiomorph.defaults.callbacks.beforeAttributeUpdated = function (name, node, mutation) {
+      if (name === "open" && node instanceof HTMLDetailsElement) {
+        return false;
+      }
+      return beforeAttribute ? beforeAttribute(name, node, mutation) : undefined;
+    };
+  }
+
   // --- Modal dialogs: <dialog data-modal> arriving in a swap opens with showModal(). ----------------------
   // showModal() moves focus in, makes the page behind inert and closes on Escape; Tab is kept inside here.
   var FOCUSABLE = "a[href], button:not([disabled]), input:not([disabled]):not([type=hidden]), select:not([disabled]), " +
@@ -205,22 +259,78 @@
       if (dialog.open || !dialog.isConnected) {
         return;
       }
-      dialog.addEventListener("close", function () {
-        dialog.remove();
-      });
-      dialog.showModal();
-      var first = dialog.querySelector("[autofocus]") || dialog.querySelector(FOCUSABLE);
-      if (first) {
-        first.focus();
+      // A step of a dialog arrives as a new dialog that replaces the last one (the reassign dialog's steps):
+      // focus goes back, in the end, to what opened the first step.
+      var active = document.activeElement;
+      if (active instanceof HTMLElement && active !== document.body && !active.closest("dialog")) {
+        openers[dialog.id] = active;
       }
+      showAsModal(dialog, true);
     });
+  }
+
+  var openers = {};  // dialog id -> the element that opened it
+
+  function showAsModal(dialog, removeOnClose) {
+    dialog.addEventListener("close", function () {
+      var opener = openers[dialog.id];
+      delete openers[dialog.id];
+      if (removeOnClose) {
+        dialog.remove();
+      }
+      if (opener && opener.isConnected) {
+        opener.focus();
+        actionDone(opener);
+      }
+    }, { once: true });
+    dialog.showModal();
+    // autofocus marks the safe first stop (Cancel, a choice), never the destructive button.
+    var first = dialog.querySelector("[autofocus]") || dialog.querySelector(FOCUSABLE);
+    if (first) {
+      first.focus();
+    }
+  }
+
+  // --- Confirmations: a button [data-opens=ID] shows <dialog id=ID data-confirm> of its page as a modal. ----
+  // The button submits a GET form: without JavaScript the page comes back with that dialog open in it. Only
+  // the dialog's own form posts the action.
+  document.addEventListener("click", function (event) {
+    var opener = event.target instanceof Element ? event.target.closest("[data-opens]") : null;
+    var dialog = opener ? document.getElementById(opener.getAttribute("data-opens") || "") : null;
+    if (!(dialog instanceof HTMLDialogElement)) {
+      return;
+    }
+    event.preventDefault();
+    if (dialog.open) {
+      // Shown open in the page (the GET's answer): a modal now. Not close(): its close event, which comes
+      // later, would end the modal about to open.
+      dialog.removeAttribute("open");
+    }
+    openers[dialog.id] = opener;
+    showAsModal(dialog, false);
+  });
+
+  function modalDialog() {
+    var open = document.querySelectorAll("dialog[open]");
+    for (var i = 0; i < open.length; i++) {
+      var modal;
+      try {
+        modal = open[i].matches(":modal");
+      } catch (err) {
+        modal = open[i].hasAttribute("data-modal");  // a browser without :modal
+      }
+      if (modal) {
+        return open[i];
+      }
+    }
+    return null;
   }
 
   document.addEventListener("keydown", function (event) {
     if (event.key !== "Tab") {
       return;
     }
-    var dialog = document.querySelector("dialog[data-modal][open]");
+    var dialog = modalDialog();
     if (!dialog) {
       return;
     }
@@ -249,5 +359,8 @@
   document.addEventListener("DOMContentLoaded", function () {
     renderToggle();
     openModals(document);
+    if (document.querySelector("[data-copy]")) {
+      copyStatus();  // in the page before its first words: a status region added and filled at once is not always read
+    }
   });
 })();

@@ -3,31 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
-from pytest_django.fixtures import Settings
 
 from pools.api.tokens import token_create
 
 # The e2e fixtures (a real Celery worker, the engine's world on a committed database, chromium).
 from tests.e2e.conftest import browser, page, stack  # noqa: F401
-
-
-@pytest.fixture(autouse=True)
-def _own_throttle_cache(settings: Settings) -> Iterator[None]:
-    """Each test counts its own requests: the rate counters in a memory cache of their own, emptied."""
-    from django.core.cache import caches
-
-    settings.CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
-        "api-throttle": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "api-test"},
-    }
-    caches["api-throttle"].clear()
-    yield
 
 
 class Api:

@@ -43,8 +43,8 @@ def test_the_docs_load_under_the_csp_and_try_it_out_works(page, live_server, vie
     page.wait_for_url(f"{live_server.url}/api/docs/")
     assert "content-security-policy" in page.request.get(f"{live_server.url}/api/docs/").headers
     # Swagger UI has fetched the schema and drawn every operation.
-    page.locator(".opblock").nth(11).wait_for()
-    assert page.locator(".opblock").count() == 12
+    page.locator(".opblock").nth(13).wait_for()
+    assert page.locator(".opblock").count() == 14
     operation = page.locator("#operations-v1-launch_specs_list")
     operation.locator(".opblock-summary").click()
     page.click("button.try-out__btn")
@@ -77,6 +77,7 @@ def test_the_tokens_page_creates_and_revokes_under_the_csp(page, live_server, vi
     page.goto(f"{live_server.url}/account/api-tokens/")
     assert secret not in page.content() and "laptop" in page.inner_text("#token-table")
     page.click("#token-table button:has-text('Revoke')")
+    page.click("dialog[open] button:has-text('Revoke')")  # Revoke asks first
     page.locator("#token-table [data-state=revoked]").wait_for()
     revoked = page.request.get(f"{live_server.url}/api/v1/launch-specs/", headers={"Authorization": f"Bearer {secret}"})
     assert revoked.status == 401

@@ -14,10 +14,11 @@ from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from pools import selectors, services
 from pools.api.serializers import SyncResultSerializer
-from pools.models import Assignment, Cluster, LaunchSpec, Node
+from pools.models import ApiToken, Assignment, Cluster, Event, LaunchSpec, Node, UnmanagedAddress
 from pools.specfile import launch_spec_to_ocean
 from tests.api.conftest import Api
 from tests.fixtures.web import WebWorld
@@ -264,9 +265,13 @@ def test_sync_prune_scope_by_cluster(web_world: WebWorld, operator_api: Api) -> 
     assert done.status_code == 200, done.content
     assert done.json()["pruneClusters"] == ["eu"] and done.json()["disabled"] == done.json()["deleted"] == []
     assert LaunchSpec.objects.get(name="egress").enabled is True
-    # Asked for prod explicitly: egress is absent there and holds an EIP, so it is disabled.
-    scoped = operator_api.post(SYNC, {"launchSpecs": [far], "prune": True, "cluster": "prod", "dryRun": True})
-    assert scoped.status_code == 200 and scoped.json()["disabled"] == ["egress"], scoped.content
+    # Asked for eu explicitly: the scope the documents name, nothing else of eu to prune.
+    scoped = operator_api.post(SYNC, {"launchSpecs": [far], "prune": True, "cluster": "eu", "dryRun": True})
+    assert scoped.status_code == 200 and scoped.json()["pruneClusters"] == ["eu"], scoped.content
+    # Asked for prod, which no document names: that would disable every spec of prod; refused, as an empty prune.
+    foreign = operator_api.post(SYNC, {"launchSpecs": [far], "prune": True, "cluster": "prod", "dryRun": True})
+    assert foreign.status_code == 400 and foreign.json()["disabled"] == [], foreign.content
+    assert foreign.json()["problems"] == [services.SYNC_FOREIGN_PRUNE.format(cluster="prod")]
     unknown = operator_api.post(SYNC, {"launchSpecs": [far], "prune": True, "cluster": "nowhere"})
     assert unknown.status_code == 400 and "unknown cluster 'nowhere'" in unknown.json()["problems"][0]
     alone = operator_api.post(SYNC, {"launchSpecs": [far], "cluster": "prod"})
@@ -314,3 +319,70 @@ def test_a_busy_spec_lists_no_change_that_did_not_happen(web_world: WebWorld, op
     assert body["problems"] == ["launch spec 'egress' is busy with a long pass; try again"]
     assert body["created"] == body["updated"] == [] and body["applied"] is False
     assert sorted(LaunchSpec.objects.values_list("name", flat=True)) == ["egress"]
+
+
+def test_api_changes_are_events_with_the_token_that_made_them(
+    web_world: WebWorld, operator_api: Api, operator: User
+) -> None:
+    """PUT, DELETE and a sync's prune each leave their events; the actor names the user and which token."""
+    actor = f"{operator.username} (API token {ApiToken.objects.get(user=operator).prefix})"
+    assert operator_api.put(spec_url("ingress"), NEW).status_code == 201
+    changed = copy.deepcopy(NEW)
+    changed["launchSpec"]["elasticIpPool"]["tagSelector"].pop("tagValue")
+    assert operator_api.put(spec_url("ingress"), changed).status_code == 200
+    assert operator_api.put(spec_url("ingress"), changed).status_code == 200  # unchanged: no event
+    assert operator_api.delete(spec_url("ingress")).status_code == 204
+    # A sync that names only a new spec of prod prunes egress, which holds an EIP: disabled, it drains.
+    other = copy.deepcopy(NEW)
+    other["launchSpec"]["name"] = "other"
+    assert operator_api.post(SYNC, {"launchSpecs": [other], "prune": True}).status_code == 200
+
+    events = Event.objects.filter(kind__startswith="spec_").order_by("id")
+    assert [(e.kind, e.launch_spec, e.actor) for e in events] == [
+        ("spec_created", "ingress", actor), ("spec_updated", "ingress", actor), ("spec_deleted", "ingress", actor),
+        ("spec_created", "other", actor), ("spec_disabled", "egress", actor)]
+    assert events.get(kind="spec_updated").reason == "tagValue 'ingress' -> None"
+    assert events.get(kind="spec_disabled").reason.endswith("(pruned by a sync: no document names it)")
+
+
+def test_put_says_which_eips_its_selector_takes_into_the_pool_and_lets_go(web_world: WebWorld,
+                                                                          operator_api: Api) -> None:
+    UnmanagedAddress.objects.create(allocation_id="eipalloc-bastion", region="us-east-1", public_ip="198.51.100.9",
+                                    tags={"eipdash/pool": "egress-2"}, association_id="eipassoc-b",
+                                    instance_id="i-0bastion", last_seen_at=timezone.now())
+    document = operator_api.get(spec_url("egress")).json()
+    document["launchSpec"]["elasticIpPool"]["tagSelector"]["tagValue"] = "egress-2"
+    one, two = web_world.eips[0], web_world.eips[1]
+    expected = [
+        "+ pool takes 198.51.100.9 (eipalloc-bastion), now unmanaged, attached to i-0bastion",
+        f"- pool lets go of {one.public_ip} ({one.allocation_id}), now on node node-a",
+        f"- pool lets go of {two.public_ip} ({two.allocation_id}), now free",  # the gone one is not in it
+    ]
+    # Asked first (dry run): the sync's diff says it under the spec's line.
+    dry = operator_api.post(SYNC, {"launchSpecs": [document], "dryRun": True})
+    assert dry.status_code == 200 and dry.json()["diff"] == [
+        "~ spec egress: tagValue 'egress' -> 'egress-2'", *[f"  {line}" for line in expected]]
+
+    response = operator_api.put(spec_url("egress"), document)
+    assert response.status_code == 200, response.content
+    assert response.json() == {**document, "poolChanges": expected}
+    assert LaunchSpec.objects.get(name="egress").tag_value == "egress-2"
+    # A PUT that moves no EIP answers the document alone, as before.
+    again = operator_api.put(spec_url("egress"), document)
+    assert again.status_code == 200 and again.json() == document
+
+
+def test_put_takes_min_free_and_get_shows_it_while_the_ocean_export_leaves_it_out(
+        web_world: WebWorld, operator_api: Api, viewer_client: Client) -> None:
+    headroom = copy.deepcopy(NEW)
+    headroom["launchSpec"]["elasticIpPool"]["minFree"] = 2
+    created = operator_api.put(spec_url("ingress"), headroom)
+    assert created.status_code == 201 and created.json() == headroom
+    assert LaunchSpec.objects.get(name="ingress").min_free == 2
+    assert operator_api.get(spec_url("ingress")).json()["launchSpec"]["elasticIpPool"]["minFree"] == 2
+    exported = viewer_client.get(reverse("launch-spec-export", args=["ingress"])).json()
+    assert exported["launchSpec"]["elasticIpPool"] == {"tagSelector": {"tagKey": "eipdash/pool", "tagValue": "ingress"}}
+    headroom["launchSpec"]["elasticIpPool"]["minFree"] = -1
+    refused = operator_api.put(spec_url("ingress"), headroom)
+    assert refused.status_code == 400 and "elasticIpPool.minFree must be a whole number" in refused.content.decode()
+    assert LaunchSpec.objects.get(name="ingress").min_free == 2

@@ -113,10 +113,11 @@ def test_events_with_the_history_exports_filters(web_world: WebWorld, viewer_api
     old = timezone.now() - dt.timedelta(days=3)
     record(Event.Kind.RELEASED, spec=web_world.spec, at=old, reason="long ago")
     everything = viewer_api.get("/api/v1/events/").json()["results"]
-    assert [row["event"] for row in everything] == ["taint_lifted", "assigned", "released"]
+    # The viewer's token was made for this test: its creation is the newest event.
+    assert [row["event"] for row in everything] == ["token_created", "taint_lifted", "assigned", "released"]
     since = (timezone.now() - dt.timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%S")
     recent = viewer_api.get("/api/v1/events/", since=since).json()["results"]
-    assert [row["event"] for row in recent] == ["taint_lifted", "assigned"]
+    assert [row["event"] for row in recent] == ["token_created", "taint_lifted", "assigned"]
     assert [r["reason"] for r in viewer_api.get("/api/v1/events/", event="released").json()["results"]] == ["long ago"]
     assert [r["event"] for r in viewer_api.get("/api/v1/events/", spec="egress").json()["results"]] == [
         "taint_lifted", "assigned", "released"]
@@ -141,7 +142,7 @@ def test_event_pages_keep_their_order_through_equal_timestamps(web_world: WebWor
         record(Event.Kind.ASSIGNED, spec=web_world.spec, at=moment, reason=f"same instant {index}")
     expected = list(selectors.event_list(filters=selectors.EventFilters()).values_list("id", flat=True))
     rows, pages = _all_pages(viewer_api, "/api/v1/events/", limit=5)
-    assert [row["id"] for row in rows] == expected and pages == 5
+    assert [row["id"] for row in rows] == expected and pages == -(-len(expected) // 5)
 
 
 def test_a_page_costs_the_same_queries_for_many_rows(
@@ -177,8 +178,11 @@ def test_events_of_one_timestamp_page_by_id_every_event_once(db: None, viewer_ap
             break
         response = viewer_api.client.get(link, headers=viewer_api.headers)
     assert response.json()["next"] is None
-    assert len(seen) == 1500 and set(seen) == set(Event.objects.values_list("id", flat=True))
-    assert seen == sorted(seen, reverse=True)
+    # The viewer token's creation (the newest), then the 1,500 ties by id.
+    assert seen[0] == Event.objects.get(kind="token_created").pk
+    ties = seen[1:]
+    assert len(ties) == 1500 and set(seen) == set(Event.objects.values_list("id", flat=True))
+    assert ties == sorted(ties, reverse=True)
 
 
 def test_a_bad_cursor_or_limit_is_refused(db: None, viewer_api: Api) -> None:
@@ -197,3 +201,16 @@ def test_nodes_of_one_name_in_several_clusters_page_by_id(db: None, viewer_api: 
                             last_seen_at=now)
     rows, pages = _all_pages(viewer_api, "/api/v1/nodes/", limit=1)
     assert pages == 4 and sorted(row["cluster"] for row in rows) == ["c1", "c2", "c3", "c4"]
+
+
+def test_the_allowlists_changes_are_events_with_their_ip_in_the_api_and_the_export(
+        web_world: WebWorld, viewer_api: Api, viewer_client: Client) -> None:
+    eip = make_eip(77, tags={"eipdash/pool": "egress"})
+    record(Event.Kind.POOL_JOINED, spec=web_world.spec, eip=eip, reason="tagged eipdash/pool=egress")
+    record(Event.Kind.POOL_LEFT, spec=web_world.spec, eip=eip, reason="released from the account")
+    for kind, reason in (("pool_joined", "tagged eipdash/pool=egress"), ("pool_left", "released from the account")):
+        (row,) = viewer_api.get("/api/v1/events/", event=kind).json()["results"]
+        assert (row["publicIp"], row["reason"], row["launchSpec"]) == (eip.public_ip, reason, "egress")
+        response = viewer_client.get(reverse("history-export-csv"), {"event": kind})
+        exported = b"".join(response.streaming_content).decode()  # type: ignore[attr-defined]
+        assert exported.count(eip.public_ip) == 1 and kind in exported

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.contrib.auth.models import User
 
-from pools.models import ElasticIP, Event, ReassignRequest
+from pools.models import ApiToken, ElasticIP, Event, ReassignRequest
 from tests.api.conftest import Api, api_for
 from tests.e2e.stack import Stack
 from tests.fixtures.polling import eventually
@@ -26,7 +26,9 @@ def test_a_request_is_202_with_a_status_url_that_shows_it(web_world: WebWorld, o
     assert response.status_code == 202, response.content
     request = ReassignRequest.objects.get()
     body = response.json()
-    assert (request.node_name, request.actor, body["state"]) == ("node-b", operator.username, "pending")
+    token = ApiToken.objects.get(user=operator)
+    assert (request.node_name, request.actor, body["state"]) == (
+        "node-b", f"{operator.username} (API token {token.prefix})", "pending")
     assert body["status"] == f"http://testserver/api/v1/eips/{eip.allocation_id}/reassign/{request.pk}"
     assert response["Location"] == body["status"]
     status = operator_api.client.get(body["status"], headers=operator_api.headers)
@@ -89,7 +91,9 @@ def test_the_worker_makes_the_move_and_the_status_url_follows_it(stack: Stack, w
     # AWS and Kubernetes: the EIP on the target, which lost its taint; the old node tainted (I1).
     assert world.eip_on("waiting") == allocation_id and world.eip_on("holder") is None
     assert TAINT not in world.taints("waiting") and TAINT in world.taints("holder")
-    assert Event.objects.get(kind="reassigned").actor == operator.username
+    # The actor says which of the operator's tokens asked (its clear prefix, never the secret).
+    prefix = ApiToken.objects.get(user=operator, name="e2e").prefix
+    assert Event.objects.get(kind="reassigned").actor == f"{operator.username} (API token {prefix})"
     eip = api.get(f"/api/v1/eips/{allocation_id}").json()
     assert (eip["node"], eip["state"]) == ("waiting", "assigned")
 

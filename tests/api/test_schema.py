@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
 import yaml
 from django.core.management import call_command
 from openapi_spec_validator import validate
@@ -15,6 +16,8 @@ ENDPOINTS = {
     "/api/v1/launch-specs/": {"get"},
     "/api/v1/launch-specs/{name}": {"get", "put", "delete"},
     "/api/v1/launch-specs/{name}/plan": {"get"},
+    "/api/v1/launch-specs/{name}/capacity": {"get"},
+    "/api/v1/launch-specs/{name}/egress-ips": {"get"},
     "/api/v1/launch-specs:sync": {"post"},
     "/api/v1/eips/": {"get"},
     "/api/v1/eips/{allocation_id}": {"get"},
@@ -45,6 +48,21 @@ def test_the_schema_is_served_to_readers(viewer_api: Api) -> None:
     assert as_yaml.status_code == 200 and yaml.safe_load(as_yaml.content)["paths"].keys() == ENDPOINTS.keys()
     docs = viewer_api.get("/api/docs/")
     assert docs.status_code == 200 and b"swagger-ui" in docs.content and b"<script>" not in docs.content
+
+
+@pytest.mark.parametrize("accept, content_type", [
+    ("application/json", "application/json"),
+    ("application/vnd.oai.openapi+json", "application/vnd.oai.openapi+json"),
+    ("*/*", "application/vnd.oai.openapi+json"),
+])
+def test_the_schema_is_served_to_json_clients(viewer_api: Api, accept: str, content_type: str) -> None:
+    """JSON clients send `Accept: application/json`: the schema answered them 406 (only its OpenAPI type)."""
+    response = viewer_api.client.get("/api/schema/", headers={**viewer_api.headers, "Accept": accept})
+    assert response.status_code == 200 and response["Content-Type"] == content_type
+    assert response.json()["paths"].keys() == ENDPOINTS.keys()
+    as_yaml = viewer_api.client.get("/api/schema/", {"format": "yaml"}, headers=viewer_api.headers)
+    assert as_yaml["Content-Type"].startswith("application/vnd.oai.openapi;")
+    assert yaml.safe_load(as_yaml.content)["paths"].keys() == ENDPOINTS.keys()
 
 
 def test_the_schema_documents_the_refusals_and_the_bodies(tmp_path: Path, db: None) -> None:

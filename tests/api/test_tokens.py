@@ -4,10 +4,14 @@ user's tokens page."""
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import hashlib
 import io
+import re
+from typing import Any
 
 import pytest
+from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.test import Client
@@ -15,7 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from pools.api.tokens import token_create
-from pools.models import ApiToken
+from pools.models import ApiToken, Event
 from tests.api.conftest import Api
 from tests.fixtures.web import WebWorld
 
@@ -213,3 +217,125 @@ def test_a_user_has_at_most_so_many_live_tokens(viewer: User) -> None:
     with pytest.raises(CommandError) as refused:
         call_command("api_token", "create", viewer.username, stdout=out, stderr=err)
     assert "revoke one first" in str(refused.value)
+
+
+# --- the audit, and the lifetime -----------------------------------------------------------------------
+
+
+def test_creating_and_revoking_a_token_are_events_without_its_secret(viewer_client: Client, viewer: User) -> None:
+    """Who created that API token: the page's user, or the OS user of the command; never the secret."""
+    page = viewer_client.post(reverse("api-tokens"), {"name": "laptop", "expires": "30d"})
+    assert page.status_code == 200
+    mine = ApiToken.objects.get(name="laptop")
+    assert viewer_client.post(reverse("api-token-revoke", args=[mine.pk])).status_code == 302
+    secret, _ = _run("create", viewer.username, "--name", "ci")
+    ci = ApiToken.objects.get(name="ci")
+    _run("revoke", ci.prefix)
+
+    cli = f"cli:{getpass.getuser()}"
+    events = list(Event.objects.order_by("id"))
+    assert [(e.kind, e.actor) for e in events] == [
+        ("token_created", viewer.username), ("token_revoked", viewer.username), ("token_created", cli),
+        ("token_revoked", cli)]
+    assert events[0].reason.startswith(f"API token {mine.prefix}… ('laptop') created for '{viewer.username}', expires ")
+    assert events[3].reason == f"API token {ci.prefix}… ('ci') of '{viewer.username}' revoked"
+    assert not any(secret.strip() in f"{e.reason} {e.actor}" for e in events)
+
+
+def test_a_new_password_or_a_deactivated_account_revokes_the_users_tokens(viewer: User, operator: User) -> None:
+    first, second, others = token_create(user=viewer), token_create(user=viewer), token_create(user=operator)
+    viewer.save(update_fields=["last_login"])  # a login
+    viewer.first_name = "Vera"
+    viewer.save()  # no new password
+    assert Api(first.secret).get(SPECS).status_code == 200
+    viewer.set_password("a brand new passphrase 42")
+    viewer.save()
+    assert Api(first.secret).get(SPECS).status_code == Api(second.secret).get(SPECS).status_code == 401
+    assert Api(others.secret).get(SPECS).status_code == 200
+    revoked = Event.objects.filter(kind="token_revoked")
+    assert revoked.count() == 2
+    assert all(e.reason.endswith(f"the password of '{viewer.username}' changed") for e in revoked)
+
+    third = token_create(user=operator)
+    operator.is_active = False
+    operator.save()
+    assert not ApiToken.objects.filter(user=operator, revoked_at__isnull=True).exists()
+    deactivated = f"the account '{operator.username}' was deactivated"
+    assert Event.objects.filter(kind="token_revoked", reason__endswith=deactivated).count() == 2
+    assert Api(third.secret).get(SPECS).status_code == 401
+
+
+def test_a_re_hash_of_the_same_password_at_login_revokes_nothing(viewer: User, settings: Any) -> None:
+    """Django re-hashes a password at login when its hasher's cost changed: that is no new password."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher",
+                                 "django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+    viewer.password = make_password("the same passphrase 42", hasher="pbkdf2_sha256")
+    viewer.save()
+    new = token_create(user=viewer)
+    before = viewer.password
+    assert viewer.check_password("the same passphrase 42")
+    assert User.objects.get(pk=viewer.pk).password != before  # re-hashed with the preferred hasher
+    assert Api(new.secret).get(SPECS).status_code == 200
+
+
+def test_a_token_lives_at_most_the_maximum(viewer: User, viewer_client: Client, settings: Any) -> None:
+    settings.EIPDASH_API_TOKEN_MAX_DAYS = 30
+    with pytest.raises(CommandError, match="at most 30 days"):
+        _run("create", viewer.username, "--expires", "90d")
+    _run("create", viewer.username)  # no lifetime asked: the maximum
+    token = ApiToken.objects.get()
+    assert token.expires_at - token.created_at == dt.timedelta(days=30)
+    page = viewer_client.get(reverse("api-tokens")).content.decode()
+    select = re.search(r'<select name="expires".*?</select>', page, re.S)
+    assert select is not None and re.findall(r'value="([^"]*)"', select.group(0)) == ["30d"]
+    assert viewer_client.post(reverse("api-tokens"), {"name": "long", "expires": "365d"}).status_code == 400
+    # A token made before the maximum, to never expire: it ends 30 days after its creation.
+    settings.EIPDASH_API_TOKEN_MAX_DAYS = 0
+    old = token_create(user=viewer, name="old")
+    assert old.token.expires_at is None
+    ApiToken.objects.filter(pk=old.token.pk).update(created_at=timezone.now() - dt.timedelta(days=31))
+    assert Api(old.secret).get(SPECS).status_code == 200  # no maximum
+    settings.EIPDASH_API_TOKEN_MAX_DAYS = 30
+    refused = Api(old.secret).get(SPECS)
+    assert refused.status_code == 401 and "expired at" in refused.json()["detail"]
+
+
+def test_api_tokens_revoke_asks_first(viewer_client: Client, viewer: User) -> None:
+    new = token_create(user=viewer, name="laptop")
+    token = new.token
+    revoke = reverse("api-token-revoke", args=[token.pk])
+    page = viewer_client.get(reverse("api-tokens")).content.decode()
+    row = page.split(f'id="token-{token.pk}"')[1].split("</tr>")[0]
+    assert "Revoke…" in row and 'method="get"' in row and revoke not in row
+    dialog = page.split(f'id="revoke-{token.pk}"')[1].split("</dialog>")[0]
+    assert page.count(f'action="{revoke}"') == 1 and f'action="{revoke}"' in dialog
+    assert f"Revoke {token.prefix}…" in dialog and "401" in dialog
+    assert "autofocus" in dialog.split(f'id="revoke-{token.pk}-cancel"')[1].split(">")[0]
+    # Without JavaScript, the row's GET shows the confirmation open in the page.
+    asked = viewer_client.get(reverse("api-tokens"), {"revoke": token.pk}).content.decode()
+    assert f'<dialog open id="revoke-{token.pk}"' in asked
+    assert viewer_client.get(revoke).status_code == 405
+    assert Api(new.secret).get(SPECS).status_code == 200  # still valid: nothing was revoked
+
+
+def test_api_tokens_new_secret_has_a_copy_button(viewer_client: Client) -> None:
+    html = viewer_client.post(reverse("api-tokens"), {"name": "laptop", "expires": "30d"}).content.decode()
+    secret = html.split('id="token-secret">')[1].split("<")[0]
+    assert f'data-copy="{secret}"' in html
+
+
+def test_api_tokens_page_ignores_a_revoke_id_of_thousands_of_digits(viewer_client: Client) -> None:
+    """int() of 5,000 digits raised: a 500 any reader could cause."""
+    assert viewer_client.get(reverse("api-tokens"), {"revoke": "9" * 5000}).status_code == 200
+
+
+def test_tokens_past_the_maximum_lifetime_do_not_count_as_live(viewer: User, settings: Any) -> None:
+    """"Never" tokens made before a maximum was set are expired by it: they must not block a new token."""
+    settings.EIPDASH_API_TOKEN_MAX_DAYS = 0
+    from pools.api.tokens import TOKENS_PER_USER_MAX
+
+    for _ in range(TOKENS_PER_USER_MAX):
+        token_create(user=viewer)
+    ApiToken.objects.update(created_at=timezone.now() - dt.timedelta(days=200))
+    settings.EIPDASH_API_TOKEN_MAX_DAYS = 90
+    assert token_create(user=viewer, expires_in=dt.timedelta(days=30)).token.pk

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,3 +49,12 @@ def page(browser, live_server) -> Iterator[object]:
     context.close()
 
 
+
+
+@pytest.fixture
+def fast_refresh(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
+    """Live parts poll every second (instead of 5 s), and no spec goes stale while a browser test runs."""
+    from pools import views
+
+    monkeypatch.setattr(views, "REFRESH_SECONDS", 1)
+    settings.EIPDASH_RECONCILE_SECONDS = 3600

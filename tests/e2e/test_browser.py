@@ -226,7 +226,9 @@ def test_reassign_through_the_button_and_its_confirmation(page, live_server, ope
     assert refused.actor == operator.username and refused.node_name == target.name
     assert Assignment.objects.get(eip=eip, closed_at__isnull=True).node_id == holder.pk
 
-    # Then the move: once the worker says done, the page goes back to the EIP, which shows its new node.
+    # Then the move: the refusal offers the targets again (Move is hidden until one is chosen and confirmed);
+    # once the worker says done, the page goes back to the EIP, which shows its new node.
+    page.click("#reassign-review")
     page.click("#reassign-confirm")
     page.wait_for_selector("#reassign-pending")
     _act_as_worker(state="done", message=f"{eip.public_ip} moved to {target.name}.", move_to=target)

@@ -14,7 +14,7 @@ import pytest
 
 from tests.e2e.stack import ROOT
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.campaign]
 
 CAMPAIGN_TIMEOUT = 420  # about 40 s of faults (120 s at most), 20 s quiet, start-up and shutdown, on a loaded machine
 

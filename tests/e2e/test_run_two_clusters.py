@@ -22,6 +22,7 @@ import requests
 from sandbox.ports import free_port
 from sandbox.run import read_env_file
 from tests.fixtures.polling import OneProcess, eventually
+from tests.fixtures.processes import own_emulator_ports
 
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +59,7 @@ def run_two(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, Pat
     with log.open("wb") as handle:
         process = subprocess.Popen(
             [sys.executable, "-m", "sandbox.run", "--port", str(free_port()), "--state-dir", str(state),
-             "--clusters", "2"],
+             "--clusters", "2", *own_emulator_ports()],
             cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )

@@ -43,7 +43,7 @@ def test_cli_console_and_ctrl_c_against_the_running_stack(
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
     assert lines[0] == "NAME\tCLUSTER\tREGION\tLABELS\tSELECTOR\tSTATE"
-    assert {line.split("\t")[0] for line in lines[1:]} == {"egress-web", "egress-batch"}
+    assert {line.split("\t")[0] for line in lines[1:]} == {"egress-web", "egress-batch", "egress-private"}
     assert "Traceback" not in listed.stderr
     # The run's database, not a fresh empty var/eipdash.sqlite3.
     assert env["DATABASE_URL"] == f"sqlite:///{tmp_path / 'state' / 'eipdash.sqlite3'}"

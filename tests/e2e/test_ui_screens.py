@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from pools.models import Event, LaunchSpec
+from pools.models import Event, LaunchSpec, Node
 from tests.e2e.test_browser import CHROMIUM, SHOTS, _login, demo_world
 from tests.fixtures.web import record
 
@@ -27,7 +27,8 @@ pytestmark = [
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-README_SHOTS = {"overview", "launch-spec-detail", "eips", "nodes", "reassign-dialog"}
+WAITING_NODE = "ip-10-0-9-7.eu-west-1.compute.internal"
+README_SHOTS = {"overview", "launch-spec-detail", "eips", "nodes", "node", "reassign-dialog"}
 
 
 @pytest.mark.parametrize("width,height", [(1440, 1000), (390, 844)])
@@ -44,6 +45,8 @@ def test_every_page_at_desktop_and_phone_width(browser, live_server, operator, t
                at=timezone.now() - dt.timedelta(minutes=minutes),
                reason="1 node needs an EIP and the pool has 0 free (2 in the pool)")
     eip = demo["eips"]["egress-nat"][1]
+    # The node page's shot: partner-sftp's node waiting on its empty pool, labelled as the workers write it.
+    Node.objects.filter(name=WAITING_NODE).update(labels={"eks.amazonaws.com/nodegroup": "partner-sftp"})
     context = browser.new_context(viewport={"width": width, "height": height},
                                   device_scale_factor=1 if width > 800 else 2, is_mobile=width < 800)
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -57,6 +60,7 @@ def test_every_page_at_desktop_and_phone_width(browser, live_server, operator, t
             ("eips", "/eips/"),
             ("eip-detail", f"/eips/{eip.allocation_id}/"),
             ("nodes", "/nodes/"),
+            ("node", f"/nodes/prod-eu/{WAITING_NODE}/"),
             ("history", "/history/"),
             ("launch-spec-new", "/launch-specs/new/"),
             ("launch-spec-import", "/launch-specs/import/"),

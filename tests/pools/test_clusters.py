@@ -3,6 +3,7 @@ launch specs that name a cluster."""
 
 from __future__ import annotations
 
+import getpass
 import json
 from io import StringIO
 from pathlib import Path
@@ -14,7 +15,7 @@ from django.utils import timezone
 
 from pools import selectors, services
 from pools.admin import ClusterForm
-from pools.models import Assignment, Cluster, LaunchSpec, Node
+from pools.models import Assignment, Cluster, Event, LaunchSpec, Node
 from pools.specfile import SpecFileError, parse_launch_spec
 from tests.fixtures.world import World
 from workers import executor
@@ -43,8 +44,16 @@ def listed() -> list[str]:
 
 
 def kubeconfig(tmp_path: Path, name: str = "kubeconfig") -> Path:
+    """A kubeconfig the client can load (under tmp_path, which the suite's EIPDASH_KUBECONFIG_DIR holds), with
+    the contexts these tests name and a current one."""
     path = tmp_path / name
-    path.write_text(json.dumps({"apiVersion": "v1", "kind": "Config", "clusters": [], "contexts": [], "users": []}))
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "main",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": context, "context": {"cluster": "c", "user": "u"}}
+                     for context in ("main", "prod", "prod-eu", "staging")],
+    }))
     return path
 
 
@@ -59,6 +68,11 @@ def test_add_with_a_kubeconfig_and_a_context(tmp_path: Path) -> None:
     assert lines[0] == "NAME\tREGION\tCONTEXT\tKUBECONFIG"
     assert lines[1] == f"eu\teu-west-1\tprod-eu\t{path}"
     assert lines[2] == "us\tus-east-1\tprod-us\t(default)"
+    # Each is an event of the history, with the OS user who ran the command.
+    added = Event.objects.filter(kind="cluster_added").order_by("id")
+    assert [(e.cluster, e.region, e.actor) for e in added] == [("eu", "eu-west-1", f"cli:{getpass.getuser()}"),
+                                                               ("us", "us-east-1", f"cli:{getpass.getuser()}")]
+    assert added[0].reason == f"cluster 'eu' added: region 'eu-west-1', kube context 'prod-eu', kubeconfig '{path}'"
 
 
 def test_a_relative_kubeconfig_is_stored_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -133,7 +133,8 @@ def test_spec_page_shows_the_first_nodes_the_count_and_a_link_to_all(
         make_node(f"node-gone-{i:02d}", spec=spec, index=200 + i, state=Node.State.GONE, deleted_at=timezone.now())
     html = viewer_client.get(f"/launch-specs/{spec.name}/").content.decode()
     live = 62  # web_world's two nodes and these sixty
-    assert html.count("node-live-") == 48 and "node-gone-" not in html  # 50 rows: node-a, node-b and 48 more
+    # 50 rows: node-a, node-b and 48 more (each name is the text of its link to the node's page)
+    assert html.count(">node-live-") == 48 and "node-gone-" not in html
     assert f"The first 50 of {live}:" in html
     assert f'href="/nodes/?spec={spec.name}"' in html
     assert selectors.pool_stats_get(spec=spec).nodes == live

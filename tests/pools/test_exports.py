@@ -131,9 +131,22 @@ def test_jsonl_escapes_line_separators_and_keeps_values_raw(viewer_client: Clien
     assert b"a\\u2028b\\u2029c" in body  # a JavaScript parser sees the escape, not a line end
     [line] = _jsonl(body)
     assert line["reason"] == reason and line["node"] == " =1+1"
-    # Byte for byte what json.dumps writes, U+2028/U+2029 aside.
+    # Byte for byte what json.dumps writes, U+0085, U+2028 and U+2029 aside.
     expected = json.dumps(line, ensure_ascii=False).replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
-    assert body.decode().split("\n")[0] == expected
+    assert body.decode().split("\n")[0] == expected.replace("\u0085", "\\u0085")
+
+
+def test_jsonl_escapes_every_character_splitlines_breaks_on(viewer_client: Client, db: None) -> None:
+    """A reader that splits with str.splitlines() read one record as two: U+0085 (NEL) went out raw. JSON escapes
+    the C0 controls itself; the others (U+0085, U+2028, U+2029) are the export's to escape."""
+    breaks = "".join(chr(code) for code in range(0x110000) if len(f"a{chr(code)}b".splitlines()) == 2)
+    assert set(breaks) >= set("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+    reason = "a" + "b".join(breaks) + "\r\nz"
+    Event.objects.create(timestamp=T0, kind=Event.Kind.ERROR, reason=reason, node=breaks)
+    body = _stream(viewer_client.get(reverse("history-export-jsonl"))).decode()
+    record_line, trailer = body.splitlines()
+    assert json.loads(record_line)["reason"] == reason and json.loads(record_line)["node"] == breaks
+    assert json.loads(trailer) == {"_export": {"rows": 1, "complete": True}}
 
 
 def test_csv_columns_order_and_neutralisation(viewer_client: Client, night: WebWorld) -> None:
@@ -354,3 +367,55 @@ def test_the_fast_csv_lines_are_byte_for_byte_what_csv_writer_writes() -> None:
     expected = io.StringIO()
     csv.writer(expected, lineterminator="\r\n").writerows(batch)
     assert exports._csv_text(batch, csv.writer(exports._Echo(), lineterminator="\r\n")) == expected.getvalue()
+
+
+# --- The download's file name says what was filtered ------------------------------------------------
+
+
+def _download_name(response) -> str:
+    header = response["Content-Disposition"]
+    match = re.fullmatch(r'attachment; filename="([A-Za-z0-9._-]+)"', header)
+    assert match, header  # only safe characters, whatever the filter held
+    return match.group(1)
+
+
+@pytest.mark.parametrize(
+    "params,stem",
+    [
+        ({"spec": "egress", "event": "released", "since": "2026-03-01T00:00", "until": "2026-03-02 00:00:00"},
+         "eipdash-history-egress-released-2026-03-01-to-2026-03-02"),
+        ({"since": "2026-03-01T03:10", "until": "2026-03-01 03:15:30"},
+         "eipdash-history-2026-03-01T0310-to-2026-03-01T031530"),
+        ({"spec": "egress", "since": "2026-03-01"}, "eipdash-history-egress-from-2026-03-01"),
+        ({"event": "error", "until": "2026-03-02T00:00:00Z"}, "eipdash-history-error-to-2026-03-02"),
+        ({"q": "by hand, 'ok'", "since": "2026-03-01T00:00:00+01:00"},
+         "eipdash-history-search-by_hand_ok-from-2026-02-28T2300"),
+    ],
+)
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_history_export_file_name_says_what_was_filtered(
+    viewer_client: Client, night: WebWorld, params: dict[str, str], stem: str, fmt: str
+) -> None:
+    response = viewer_client.get(reverse(f"history-export-{fmt}"), params)
+    assert response.status_code == 200
+    assert _download_name(response) == f"{stem}.{fmt}"
+
+
+def test_history_export_file_name_without_dates_carries_the_export_date(viewer_client: Client, night: WebWorld) -> None:
+    before = dt.datetime.now(dt.UTC).date()
+    name = _download_name(viewer_client.get(reverse("history-export-csv"), {"spec": "egress"}))
+    after = dt.datetime.now(dt.UTC).date()
+    assert name in {f"eipdash-history-egress-{day:%Y-%m-%d}.csv" for day in (before, after)}
+    assert _download_name(viewer_client.get(reverse("history-export-jsonl"))) in {
+        f"eipdash-history-{day:%Y-%m-%d}.jsonl" for day in (before, after)
+    }
+
+
+def test_history_export_file_name_is_safe_for_a_hostile_spec_name(viewer_client: Client, db: None) -> None:
+    hostile = 'eg"ress\r\nX-Evil: 1;/../x-' + "é" * 3 + "y" * 100
+    Event.objects.create(timestamp=T0, kind=Event.Kind.ERROR, launch_spec=hostile, reason="old row")
+    response = viewer_client.get(reverse("history-export-csv"), {"spec": hostile, "since": "2026-03-01"})
+    assert response.status_code == 200 and not response.has_header("X-Evil")
+    name = _download_name(response)
+    # Runs of unsafe characters become one "_", and a filter value is 40 characters at most.
+    assert name == "eipdash-history-eg_ress_X-Evil_1_.._x-_" + "y" * 17 + "-from-2026-03-01.csv"

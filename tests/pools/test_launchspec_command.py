@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 from io import StringIO
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from pools.models import Cluster, LaunchSpec
+from pools.models import Cluster, Event, LaunchSpec
 from pools.specfile import SpecFileError, launch_spec_to_ocean, parse_launch_spec
 
 pytestmark = pytest.mark.django_db
@@ -120,3 +121,44 @@ def test_list_and_delete(tmp_path: Path) -> None:
     assert not LaunchSpec.objects.exists()
     with pytest.raises(CommandError, match="no launch spec named"):
         call_command("launchspec", "delete", "ingress")
+
+
+def test_apply_and_delete_are_events_with_the_os_user_as_actor(tmp_path: Path) -> None:
+    """The CLI has no login: its actor is the OS account that ran manage.py (cli:<user>)."""
+    actor = f"cli:{getpass.getuser()}"
+    apply(tmp_path, OCEAN)
+    disabled = json.loads(json.dumps(OCEAN))
+    disabled["launchSpec"]["enabled"] = False
+    apply(tmp_path, disabled)
+    apply(tmp_path, disabled)  # unchanged: no event
+    refused(tmp_path, {"launchSpec": {**OCEAN["launchSpec"], "region": "mars-1"}})  # refused: no event
+    call_command("launchspec", "delete", "ingress", stdout=StringIO())
+    events = Event.objects.order_by("id")
+    # The default cluster, made for the first spec that names none: it points the workers at a kube context.
+    assert [(e.kind, e.launch_spec, e.cluster, e.actor) for e in events] == [
+        ("cluster_added", "", "default", actor), ("spec_created", "ingress", "default", actor),
+        ("spec_disabled", "ingress", "default", actor), ("spec_deleted", "ingress", "default", actor)]
+
+
+def test_min_free_is_applied_audited_and_kept_in_the_document(tmp_path: Path) -> None:
+    headroom = {"launchSpec": dict(OCEAN["launchSpec"], elasticIpPool={
+        "tagSelector": {"tagKey": "pool", "tagValue": "ingress"}, "minFree": 3})}
+    apply(tmp_path, headroom)
+    spec = LaunchSpec.objects.get(name="ingress")
+    assert spec.min_free == 3
+    assert launch_spec_to_ocean(spec)["launchSpec"]["elasticIpPool"]["minFree"] == 3
+    headroom["launchSpec"]["elasticIpPool"]["minFree"] = 1
+    assert "updated" in apply(tmp_path, headroom)
+    update = Event.objects.get(kind=Event.Kind.SPEC_UPDATED)
+    assert "minFree 3 -> 1" in update.reason
+    # Left out: 0, no headroom alert.
+    apply(tmp_path, {"launchSpec": dict(OCEAN["launchSpec"], elasticIpPool={"tagSelector": {"tagKey": "pool"}})})
+    assert LaunchSpec.objects.get(name="ingress").min_free == 0
+
+
+@pytest.mark.parametrize("bad", [-1, True, "2", 2.5, 10_001, None])
+def test_min_free_must_be_a_whole_number_from_zero(tmp_path: Path, bad: object) -> None:
+    document = {"launchSpec": dict(OCEAN["launchSpec"], elasticIpPool={
+        "tagSelector": {"tagKey": "pool"}, "minFree": bad})}
+    assert "elasticIpPool.minFree must be a whole number from 0 to 10000" in refused(tmp_path, document)
+    assert not LaunchSpec.objects.exists()

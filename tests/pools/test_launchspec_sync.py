@@ -14,7 +14,7 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 
 from pools import services
-from pools.models import Assignment, Cluster, ElasticIP, LaunchSpec, Node
+from pools.models import Assignment, Cluster, ElasticIP, LaunchSpec, Node, UnmanagedAddress
 
 pytestmark = pytest.mark.django_db
 
@@ -252,12 +252,28 @@ def test_cluster_sets_the_prune_scope_and_an_unknown_one_is_refused(tmp_path: Pa
     code, out = exit_code(path, "--cluster", "eu")
     assert code == 2 and "--cluster sets the scope of --prune" in out
     assert snapshot() == before
-    # The default cluster's folder, scoped explicitly to eu: eu's specs it does not name go.
-    code, out = exit_code(path, "--diff", "--prune", "--cluster", "eu")
+    # eu's folder, scoped explicitly to eu: eu's specs it does not name go.
+    eu = folder(tmp_path, {"far.json": document("far", cluster="eu")})
+    code, out = exit_code(eu, "--diff", "--prune", "--cluster", "eu")
     assert code == 1 and "prune scope: cluster eu (as asked)" in out
-    assert "- spec far: deleted" in out and "- spec near: deleted" in out and "spec api" not in out
-    result = services.launch_spec_sync(documents=[("a", document("api"))], prune=True, cluster="eu", dry_run=True)
-    assert (result.deleted, result.prune_clusters) == (["far", "near"], ["eu"])
+    assert "- spec near: deleted" in out and "spec far" not in out and "spec api" not in out
+    result = services.launch_spec_sync(documents=[("a", document("far", cluster="eu"))], prune=True, cluster="eu",
+                                       dry_run=True)
+    assert (result.deleted, result.prune_clusters) == (["near"], ["eu"])
+
+
+def test_a_prune_scoped_to_a_cluster_that_no_document_names_is_refused(tmp_path: Path) -> None:
+    """The default cluster's folder pointed at eu by mistake would delete every spec of eu: refused, as an empty
+    prune is, on the CLI and the API alike (both go through launch_spec_sync)."""
+    _two_clusters(tmp_path)
+    before = snapshot()
+    path = folder(tmp_path, {"api.json": document("api")})
+    code, out = exit_code(path, "--prune", "--cluster", "eu")
+    assert code == 2 and "no document names cluster 'eu', the scope of prune" in out
+    assert snapshot() == before
+    result = services.launch_spec_sync(documents=[("a", document("api"))], prune=True, cluster="eu")
+    assert result.problems == [services.SYNC_FOREIGN_PRUNE.format(cluster="eu")] and not result.deleted
+    assert snapshot() == before
 
 
 def waiting_node(spec_name: str) -> Node:
@@ -329,3 +345,35 @@ def test_the_cli_sync_names_its_actor(tmp_path: Path, caplog: pytest.LogCaptureF
     with caplog.at_level("INFO", logger="pools.services"):
         run(folder(tmp_path, {"api.json": document("api")}))
     assert f"launch specs synced by cli:{getpass.getuser()}: 1 created" in caplog.text
+
+
+def test_diff_says_which_unmanaged_eips_a_selector_takes_into_its_pool_and_which_it_lets_go(tmp_path: Path) -> None:
+    path = folder(tmp_path, {"api.json": document("api")})
+    run(path)
+    now = timezone.now()
+    UnmanagedAddress.objects.create(allocation_id="eipalloc-bastion", region="us-east-1", public_ip="127.0.0.9",
+                                    tags={"pool": "w"}, association_id="eipassoc-1", instance_id="i-0bastion",
+                                    last_seen_at=now)
+    UnmanagedAddress.objects.create(allocation_id="eipalloc-spare", region="us-east-1", public_ip="127.0.0.12",
+                                    tags={"pool": "z"}, last_seen_at=now)
+    UnmanagedAddress.objects.create(allocation_id="eipalloc-far", region="eu-west-1", public_ip="127.0.0.10",
+                                    tags={"pool": "w"}, last_seen_at=now)  # another region's: no spec here takes it
+    ElasticIP.objects.create(allocation_id="eipalloc-api", region="us-east-1", public_ip="127.0.0.5",
+                             tags={"pool": "v"}, last_seen_at=now)
+    folder(tmp_path, {"api.json": document("api", tag_value="w"), "fresh.json": document("fresh", tag_value="z")})
+
+    code, out = exit_code(path, "--diff")
+    assert code == 1, out
+    assert out.splitlines()[:5] == [
+        "~ spec api: tagValue 'v' -> 'w'",
+        "  + pool takes 127.0.0.9 (eipalloc-bastion), now unmanaged, attached to i-0bastion",
+        "  - pool lets go of 127.0.0.5 (eipalloc-api), now free",
+        "+ spec fresh (cluster default, pool pool=z)",
+        "  + pool takes 127.0.0.12 (eipalloc-spare), now unmanaged",
+    ]
+    # The same lines in the service's result (the API's `diff`), and the sync that applies says them too.
+    dry = services.launch_spec_sync(documents=[("a", document("api", tag_value="w"))], dry_run=True)
+    assert dry.diff[1:] == ["  + pool takes 127.0.0.9 (eipalloc-bastion), now unmanaged, attached to i-0bastion",
+                            "  - pool lets go of 127.0.0.5 (eipalloc-api), now free"]
+    assert "  + pool takes 127.0.0.12 (eipalloc-spare), now unmanaged" in run(path)
+    assert exit_code(path, "--diff") == (0, "no changes\n")

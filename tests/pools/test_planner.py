@@ -441,3 +441,47 @@ def test_planner_taints_a_node_whose_eip_left_the_pool() -> None:
     # A disabled spec taints nothing.
     off = plan(SpecView("ingress", "pool", "ingress", enabled=False), [free], [a], {"eipalloc-9": Claim(node="a")})
     assert not off.release[0].retaint
+
+
+def test_pool_low_alerts_once_per_episode_when_free_after_the_pass_falls_below_min_free() -> None:
+    headroom = dataclasses.replace(SPEC, min_free=2)
+    a = node("a", 1)
+    # Three EIPs, one goes to "a": two free after the pass, as many as the headroom asks: no alert.
+    enough = plan(headroom, [eip(1), eip(2), eip(3)], [a], {})
+    assert len(enough.assign) == 1 and alert_key(Alert.POOL_LOW) not in enough.alerts
+    # Two EIPs: one free after the pass, below minFree 2: one note, with the figures.
+    low = plan(headroom, [eip(1), eip(2)], [a], {})
+    assert [n.kind for n in low.notes] == ["pool_low"] and len(low.assign) == 1
+    assert "1 free of 2 in the pool, below its headroom minFree 2" in low.notes[0].reason
+    # Still low on the next pass: the alert holds, no new note; capacity back: it ends.
+    again = plan(dataclasses.replace(headroom, active_alerts=low.alerts), [eip(1, on=a), eip(2)], [a],
+                 {"eipalloc-1": Claim("a")})
+    assert not again.notes and alert_key(Alert.POOL_LOW) in again.alerts
+    back = plan(dataclasses.replace(headroom, active_alerts=low.alerts), [eip(1, on=a), eip(2), eip(3)], [a],
+                {"eipalloc-1": Claim("a")})
+    assert alert_key(Alert.POOL_LOW) not in back.alerts
+
+
+def test_pool_low_needs_a_headroom_and_an_enabled_spec() -> None:
+    a = node("a", 1)
+    assert alert_key(Alert.POOL_LOW) not in plan(SPEC, [eip(1)], [a], {}).alerts  # minFree 0: never low
+    off = dataclasses.replace(SPEC, min_free=5, enabled=False)
+    assert alert_key(Alert.POOL_LOW) not in plan(off, [eip(1)], [a], {}).alerts  # draining: nothing to keep
+
+
+def test_egress_not_via_eip_alerts_for_a_nat_routed_node_and_never_holds_its_eip_back() -> None:
+    nat = node("nat", 1, egress_via="nat", egress_text="egress leaves through nat-1 (198.51.100.7)")
+    public = node("public", 2, egress_via="internet-gateway")
+    unknown = node("unknown", 3)
+    result = plan(SPEC, [eip(1), eip(2), eip(3)], [nat, public, unknown], {})
+    assert {a.node for a in result.assign} == {"nat", "public", "unknown"}  # every node still gets its EIP
+    egress = [n for n in result.notes if n.kind == "egress_not_via_eip"]
+    assert [(n.node, n.key) for n in egress] == [("nat", alert_key(Alert.EGRESS_NOT_VIA_EIP, "nat"))]
+    assert "nat-1 (198.51.100.7)" in egress[0].reason
+    # A node that holds its EIP keeps the alert while its route stays; a gone node does not.
+    held = plan(dataclasses.replace(SPEC, active_alerts=result.alerts),
+                [eip(1, on=dataclasses.replace(nat, startup_tainted=False))],
+                [dataclasses.replace(nat, startup_tainted=False)], {"eipalloc-1": Claim("nat")})
+    assert alert_key(Alert.EGRESS_NOT_VIA_EIP, "nat") in held.alerts and not held.notes
+    no_route = node("dark", 4, egress_via="none", in_cluster=False, instance_state="terminated")
+    assert not plan(SPEC, [], [no_route], {}).alerts

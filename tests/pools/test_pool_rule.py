@@ -8,7 +8,17 @@ import pytest
 from django.utils import timezone
 
 from pools.models import Cluster, ElasticIP, LaunchSpec
-from pools.pool_rule import in_pool, labels_match, labels_text, pool_filter, specs_selecting, tag_selects
+from pools.pool_rule import (
+    PoolSelector,
+    RegionAddress,
+    in_pool,
+    labels_match,
+    labels_text,
+    pool_changes,
+    pool_filter,
+    specs_selecting,
+    tag_selects,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -78,3 +88,56 @@ def test_node_labels_rule_and_its_text() -> None:
     assert labels_text({"b": "2", "a": "1"}) == "a=1,b=2"
     assert labels_text({"b": "2", "a": "1"}, "\n") == "a=1\nb=2"
     assert labels_text(None) == ""
+
+
+# --- what a new selector does to a pool, EIP by EIP (pool_changes) ----------------------------------------
+
+
+def _address(ip: str, tags: dict[str, str], now: str = "unmanaged", region: str = "us-east-1") -> RegionAddress:
+    return RegionAddress(allocation_id=f"eipalloc-{ip.rsplit('.', 1)[1]}", public_ip=ip, region=region, tags=tags,
+                         now=now)
+
+
+def test_pool_changes_says_which_eips_a_new_selector_takes_and_lets_go() -> None:
+    old = PoolSelector("us-east-1", "pool", "web")
+    new = PoolSelector("us-east-1", "pool", None)
+    addresses = [
+        _address("127.0.0.10", {"pool": "batch"}),                     # taken: selected now, not before
+        _address("127.0.0.9", {"pool": "api"}, "unmanaged, attached to i-0bastion"),
+        _address("127.0.0.5", {"pool": "web"}, "on node n1"),            # stays: both select it
+        _address("127.0.0.7", {"other": "x"}),                          # neither
+        _address("127.0.0.8", {"pool": "x"}, region="eu-west-1"),       # another region's
+    ]
+    assert pool_changes(old, new, addresses) == [
+        "+ pool takes 127.0.0.9 (eipalloc-9), now unmanaged, attached to i-0bastion",
+        "+ pool takes 127.0.0.10 (eipalloc-10), now unmanaged",          # in IP order, not text order
+    ]
+    # The way back: the narrower selector lets them go.
+    assert pool_changes(new, old, addresses) == [
+        "- pool lets go of 127.0.0.9 (eipalloc-9), now unmanaged, attached to i-0bastion",
+        "- pool lets go of 127.0.0.10 (eipalloc-10), now unmanaged",
+    ]
+
+
+def test_pool_changes_of_a_new_spec_and_of_a_move_to_another_region() -> None:
+    east = PoolSelector("us-east-1", "pool", "web")
+    west = PoolSelector("eu-west-1", "pool", "web")
+    here, there = _address("127.0.0.1", {"pool": "web"}, "free"), _address("127.0.0.2", {"pool": "web"},
+                                                                          region="eu-west-1")
+    assert pool_changes(None, east, [here, there]) == ["+ pool takes 127.0.0.1 (eipalloc-1), now free"]
+    assert pool_changes(east, west, [here, there]) == [
+        "+ pool takes 127.0.0.2 (eipalloc-2), now unmanaged",
+        "- pool lets go of 127.0.0.1 (eipalloc-1), now free",
+    ]
+    assert pool_changes(east, east, [here, there]) == []
+
+
+def test_pool_changes_are_cut_short_after_a_limit_with_the_count_of_the_rest() -> None:
+    new = PoolSelector("us-east-1", "pool", None)
+    addresses = [_address(f"127.0.1.{n}", {"pool": "x"}) for n in range(1, 8)]
+    assert pool_changes(None, new, addresses, limit=3) == [
+        "+ pool takes 127.0.1.1 (eipalloc-1), now unmanaged",
+        "+ pool takes 127.0.1.2 (eipalloc-2), now unmanaged",
+        "+ pool takes 127.0.1.3 (eipalloc-3), now unmanaged",
+        "+ pool takes 4 more EIPs",
+    ]

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from pools.models import Assignment, Event, Node
 from pools.retention import parse_age, prune_history
+from pools.vocabulary import CONFIG_KINDS
 from tests.fixtures.web import WebWorld, assign, make_eip, make_node, record
 
 OLD = dt.timedelta(days=120)
@@ -110,3 +111,16 @@ def test_prune_keeps_everything_newer_than_the_cutoff(web_world: WebWorld) -> No
     counts = prune_history(cutoff=timezone.now() - dt.timedelta(days=1))
     assert (counts.events, counts.assignments, counts.nodes) == (0, 0, 0)
     assert parse_age("90d") == dt.timedelta(days=90)
+
+
+@pytest.mark.django_db
+def test_configuration_events_are_kept_as_long_as_assignment_events() -> None:
+    """An auditor's "who changed this" outlives no assignment event, and is not kept past the same cutoff."""
+    now = timezone.now()
+    cutoff = now - dt.timedelta(days=90)
+    for kind in (Event.Kind.ASSIGNED, *sorted(CONFIG_KINDS)):
+        record(kind, at=cutoff - dt.timedelta(seconds=1), reason="older")
+        record(kind, at=cutoff + dt.timedelta(seconds=1), reason="newer")
+    prune_history(cutoff=cutoff)
+    assert set(Event.objects.values_list("kind", "reason")) == {
+        (kind, "newer") for kind in (Event.Kind.ASSIGNED, *CONFIG_KINDS)}

@@ -94,8 +94,12 @@ def _grow(w: WebWorld, n: int) -> None:
         ("overview", 11),
         ("spec-list", 8),
         # Includes the plan preview's own snapshot reads (pools/snapshot.py).
-        ("spec-detail", 19),  # + the pool's row count and its live IPs (the table shows the first rows only)
-        ("eip-list", 7),  # + the count of the unmanaged EIPs (one query, whatever their number)
+        # + the pool's row count and its live IPs (the table shows the first rows only). Not the Capacity section:
+        # the page shows its frame, which loads it with a request of its own (test_views_capacity.py).
+        ("spec-detail", 20),
+        # + the count of the unmanaged EIPs (one query, whatever their number), and the user's and their
+        # groups' permissions (two: may they reassign, the rows' action?)
+        ("eip-list", 9),
         ("eip-detail", 9),
         ("node-list", 6),
         ("history", 5),
@@ -219,7 +223,7 @@ def test_pool_use_chart_range_is_fitted_to_the_data_and_picked(viewer_client: Cl
     assert min(float(point.split(",")[0]) for point in points) >= marker - 0.1
     # A spec's colour comes from its name, not from its position among the specs.
     assert charts.spec_colour("egress") == charts.spec_colour("egress")
-    legend = dict((name, colour) for colour, name in response.context["legend"])
+    legend = {entry.name: entry.colour for entry in response.context["legend"]}
     assert legend[web_world.spec.name] == charts.spec_colour(web_world.spec.name)
 
 

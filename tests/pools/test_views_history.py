@@ -5,14 +5,18 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from django.contrib.auth.models import User
 from django.db import connection
 from django.test import Client, override_settings
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import escape
 
-from pools.models import Event, LaunchSpec
+from pools import services
+from pools.models import Event, LaunchSpec, Node
 from pools.selectors import EventFilters, event_list, event_page
-from tests.fixtures.web import WebWorld, record
+from pools.specfile import launch_spec_to_ocean, parse_launch_spec
+from tests.fixtures.web import WebWorld, make_node, record
 
 pytestmark = pytest.mark.django_db
 
@@ -123,7 +127,7 @@ def test_overview_shows_pool_figures_alerts_and_charts(viewer_client: Client, we
     assert 'data-field="pool_size">2<' in html and 'data-field="waiting">1<' in html
     assert "on a foreign instance" in html and ">old<" not in html
     assert "pool_exhausted" in html
-    assert html.count("<svg") == 2
+    assert html.count('<svg class="chart"') == 2
     assert "1 node" in html  # in the time-to-EIP histogram (node-a: 12 s)
 
 
@@ -176,8 +180,67 @@ def test_metrics_flag_a_misconfigured_spec(viewer_client: Client, web_world: Web
     assert 'eipdash_launch_spec_misconfigured{launch_spec="egress"} 0.0' in body
 
 
+@override_settings(EIPDASH_IPV4_HOURLY_USD=0.005)
+def test_metrics_capacity_gauges(viewer_client: Client, web_world: WebWorld) -> None:
+    from pools.models import Cluster, ElasticIP, RegionFacts
+
+    LaunchSpec.objects.filter(pk=web_world.spec.pk).update(min_free=3)
+    # One of the two pool EIPs is BYOIP: only the other is billed, 0.005 USD an hour for 730 hours.
+    ElasticIP.objects.filter(pk=web_world.eips[1].pk).update(public_ipv4_pool="ipv4pool-ec2-0123456789abcdef0")
+    RegionFacts.objects.create(region="us-east-1", eip_quota=7, eip_quota_source="service-quotas")
+    dublin = Cluster.objects.create(name="dublin", region="eu-west-1")
+    LaunchSpec.objects.create(name="far", cluster=dublin, tag_key="eipdash/pool", tag_value="far")
+    body = viewer_client.get("/metrics").content.decode()
+    assert 'eipdash_pool_min_free{launch_spec="egress"} 3.0' in body
+    # node-a holds, node-b waits, both since 10 minutes ago.
+    assert 'eipdash_pool_peak{launch_spec="egress",window="7d"} 2.0' in body
+    assert 'eipdash_pool_peak{launch_spec="egress",window="30d"} 2.0' in body
+    assert 'eipdash_pool_peak{launch_spec="far",window="30d"} 0.0' in body
+    assert 'eipdash_pool_cost_usd_per_month{launch_spec="egress"} 3.65' in body
+    assert 'eipdash_eip_quota{region="us-east-1"} 7.0' in body
+    assert 'eipdash_eips_allocated{region="us-east-1"} 2.0' in body
+    # The quota of a region not read yet is absent, never a guess.
+    assert 'eipdash_eip_quota{region="eu-west-1"}' not in body
+    assert 'eipdash_eips_allocated{region="eu-west-1"} 0.0' in body
+
+
+def test_metrics_peaks_show_a_new_node_at_the_next_scrape(viewer_client: Client, web_world: WebWorld) -> None:
+    peak = 'eipdash_pool_peak{launch_spec="egress",window="7d"}'
+    assert f"{peak} 2.0" in viewer_client.get("/metrics").content.decode()
+    assert f"{peak} 2.0" in viewer_client.get("/metrics").content.decode()  # from the cache
+    make_node("node-c", spec=web_world.spec, index=3, state=Node.State.WAITING)
+    assert f"{peak} 3.0" in viewer_client.get("/metrics").content.decode()
+
+
 @pytest.mark.parametrize("cursor", ["9999-12-31T23:59:59-23:00_1", "0001-01-01T00:00:00+14:00_1", "garbage"])
 def test_a_broken_newer_cursor_is_ignored_not_a_500(viewer_client: Client, many_events: list[Event],
                                                     cursor: str) -> None:
     response = viewer_client.get(reverse("history"), {"newer": cursor}, HTTP_HX_REQUEST="true")
     assert response.status_code == 200
+
+
+def test_configuration_events_show_on_the_page_in_both_exports_and_in_the_api(
+    viewer_client: Client, web_world: WebWorld, viewer: User
+) -> None:
+    """An auditor asks "who widened this pool's selector, and when": the page, the CSV, the JSONL and the API's
+    events list answer alike, filtered by the event kind."""
+    from tests.api.conftest import api_for
+    from tests.pools.test_exports import _csv, _jsonl, _stream
+
+    spec = web_world.spec
+    document = launch_spec_to_ocean(spec)
+    document["launchSpec"]["elasticIpPool"]["tagSelector"].pop("tagValue")
+    services.launch_spec_apply(data=parse_launch_spec(document), actor="olivia-operator")
+    wanted = {"event": "spec_updated"}
+    reason = f"tagValue {spec.tag_value!r} -> None"
+
+    page = viewer_client.get(reverse("history"), wanted).content.decode()
+    assert "spec updated" in page and "olivia-operator" in page and escape(reason) in page
+    rows = _csv(_stream(viewer_client.get(reverse("history-export-csv"), wanted)))
+    assert [(r["event"], r["launch_spec"], r["actor"], r["reason"]) for r in rows] == [
+        ("spec_updated", "egress", "olivia-operator", reason)]
+    lines = _jsonl(_stream(viewer_client.get(reverse("history-export-jsonl"), wanted)))
+    assert [(line["event"], line["actor"], line["reason"]) for line in lines] == [
+        ("spec_updated", "olivia-operator", reason)]
+    api = api_for(viewer).get("/api/v1/events/", **wanted).json()["results"]
+    assert [(r["event"], r["actor"], r["reason"]) for r in api] == [("spec_updated", "olivia-operator", reason)]

@@ -223,3 +223,133 @@ def test_csrf_is_enforced(operator: User, web_world: WebWorld, target: Node) -> 
     _, post_url, _ = _urls(web_world)
     assert client.post(post_url, {"node": "node-c"}).status_code == 403
     assert not ReassignRequest.objects.exists()
+
+
+# --- A reassign that cannot be fumbled (issue 20, item 4) ------------------------------------------
+
+
+def _options(html: str) -> list[str]:
+    """The target nodes a select offers, by value."""
+    return [part.split('"')[0] for part in html.split('<option value="')[1:] if part.split('"')[0]]
+
+
+def test_eip_detail_puts_the_reassign_action_above_the_history(operator_client: Client, web_world: WebWorld,
+                                                                target: Node) -> None:
+    detail, _, _ = _urls(web_world)
+    html = operator_client.get(detail).content.decode()
+    # On a phone the form was 24 Tab stops and 4,600 px down, below the whole history.
+    assert html.index('id="reassign"') < html.index("History of this EIP")
+
+
+def test_eip_reassign_targets_leave_out_nodes_a_worker_would_refuse(operator_client: Client, web_world: WebWorld,
+                                                                    target: Node) -> None:
+    from pools.models import LaunchSpec
+    from tests.fixtures.web import make_eip
+
+    spec = web_world.spec
+    make_node("node-no-ip", spec=spec, index=6, private_ip="")  # no primary private IPv4 yet: nothing to put it on
+    make_node("node-autoscaled", spec=spec, index=7, draining=True, drain_reason="cluster-autoscaler")
+    eni_taken = make_node("node-eni-taken", spec=spec, index=8)
+    make_eip(9, association_id="eipassoc-raw", eni_id=eni_taken.eni_id, private_ip=eni_taken.private_ip)
+    LaunchSpec.objects.create(name="egress-b", cluster=web_world.cluster, labels={"team": "b"}, tag_key="other")
+    make_node("node-two-specs", spec=spec, index=9, labels={"team": "b"})
+    detail, _, confirm = _urls(web_world)
+    page = operator_client.get(detail).content.decode()
+    dialog = operator_client.get(confirm, headers={"HX-Request": "true"}).content.decode()
+    assert _options(page) == _options(dialog) == ["node-b", "node-c"]
+
+
+def test_eip_reassign_confirm_opens_on_the_target_field_or_cancel(operator_client: Client, web_world: WebWorld,
+                                                                  target: Node) -> None:
+    _, _, confirm = _urls(web_world)
+    htmx = {"HX-Request": "true"}
+    # Opened without a target (the inventory's row action): a choice of fresh targets, no Move yet.
+    choose = operator_client.get(confirm, headers=htmx)
+    html = choose.content.decode()
+    assert choose.status_code == 200 and "<dialog data-modal" in html
+    assert '<select name="node" id="reassign-node" required autofocus>' in html
+    assert 'id="reassign-confirm"' not in html and _options(html) == ["node-b", "node-c"]
+    # With a target: Move is there, but focus starts on Cancel, so Enter, Enter moves nothing.
+    html = operator_client.get(confirm, {"node": "node-c"}, headers=htmx).content.decode()
+    move = html.split('id="reassign-confirm"')[1].split(">")[0]
+    cancel = html.split('id="reassign-cancel"')[1].split(">")[0]
+    assert "autofocus" in cancel and "autofocus" not in move
+
+
+def test_eip_reassign_confirm_offers_fresh_targets_when_the_chosen_one_drains(
+    operator_client: Client, web_world: WebWorld, target: Node
+) -> None:
+    _, _, confirm = _urls(web_world)
+    # The page listed node-c; it was cordoned since (what the last pass wrote).
+    Node.objects.filter(pk=target.pk).update(draining=True, drain_reason="cordoned", state=Node.State.DRAINING)
+    html = operator_client.get(confirm, {"node": "node-c"}, headers={"HX-Request": "true"}).content.decode()
+    assert 'id="reassign-confirm"' not in html and 'id="reassign-error"' in html
+    assert "node-c cannot take 203.0.113.1 now" in html
+    assert _options(html) == ["node-b"]
+
+
+def test_eip_reassign_refuses_a_target_no_longer_offered_without_a_request(
+    operator_client: Client, web_world: WebWorld, target: Node, django_capture_on_commit_callbacks
+) -> None:
+    _, post_url, _ = _urls(web_world)
+    Node.objects.filter(pk=target.pk).update(draining=True, drain_reason="cordoned", state=Node.State.DRAINING)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        page = operator_client.post(post_url, {"node": "node-c"})
+        fragment = operator_client.post(post_url, {"node": "node-c"}, headers={"HX-Request": "true"})
+    assert page.status_code == 409 and "node-c cannot take 203.0.113.1 now" in page.content.decode()
+    html = fragment.content.decode()
+    assert fragment["HX-Retarget"] == "#reassign-dialog" and 'id="reassign-confirm"' not in html
+    assert _options(html) == ["node-b"]
+    assert not ReassignRequest.objects.exists() and not callbacks
+
+
+def test_eip_reassign_status_after_a_refusal_hides_move_and_offers_fresh_targets(
+    operator_client: Client, web_world: WebWorld, target: Node, redis_url: str, django_capture_on_commit_callbacks,
+) -> None:
+    _, post_url, _ = _urls(web_world)
+    htmx = {"HX-Request": "true"}
+    with django_capture_on_commit_callbacks(execute=True):
+        following = operator_client.post(post_url, {"node": "node-c"}, headers=htmx)
+    request = ReassignRequest.objects.get()
+    _take_queued(redis_url, request.pk)
+    # While the worker moves it, the dialog follows the request: Move is gone, it cannot be sent twice.
+    assert following["HX-Retarget"] == "#reassign-dialog"
+    assert 'id="reassign-status"' in following.content.decode()
+    assert 'id="reassign-confirm"' not in following.content.decode()
+    # The worker's fresh reading finds node-c draining (its refresh writes the row), and refuses.
+    Node.objects.filter(pk=target.pk).update(draining=True, drain_reason="cordoned", state=Node.State.DRAINING)
+    reassign_request_finish(request_id=request.pk, state="refused", message="node-c is draining.")
+    refused = operator_client.get(_status_url(request), headers=htmx)
+    html = refused.content.decode()
+    assert refused["HX-Retarget"] == "#reassign-dialog" and refused["HX-Reswap"] == "outerHTML"
+    assert "Refused, nothing was changed: node-c is draining." in html and 'id="reassign-confirm"' not in html
+    assert _options(html) == ["node-b"] and "autofocus" in html.split('id="reassign-node"')[1].split(">")[0]
+
+
+def test_eip_reassign_confirm_works_without_javascript(operator_client: Client, web_world: WebWorld,
+                                                       target: Node) -> None:
+    _, _, confirm = _urls(web_world)
+    html = operator_client.get(confirm).content.decode()
+    assert '<dialog open id="reassign-dialog"' in html and _options(html) == ["node-b", "node-c"]
+    # The choice goes to the confirmation, which the operator then sends.
+    assert f'action="{confirm}"' in html and 'method="get"' in html.split('id="reassign-dialog"')[1]
+
+
+def test_eip_list_offers_reassign_per_assignable_row_to_operators(
+    operator_client: Client, viewer_client: Client, web_world: WebWorld, target: Node
+) -> None:
+    conflicted = make_node("node-x", spec=None, index=10)
+    from tests.fixtures.web import make_eip
+
+    make_eip(4, association_id="eipassoc-y", eni_id=conflicted.eni_id, private_ip=conflicted.private_ip)
+    html = operator_client.get(reverse("eip-list")).content.decode()
+
+    def row(index: int) -> str:
+        return html.split(f'id="eip-eipalloc-{index:017x}"')[1].split("</tr>")[0]
+
+    for index in (1, 2):  # assigned, free
+        url = reverse("eip-reassign-confirm", args=[f"eipalloc-{index:017x}"])
+        assert f'href="{url}"' in row(index) and "Reassign…" in row(index), index
+    for index in (3, 4):  # gone, in conflict: nothing to move by hand
+        assert "Reassign…" not in row(index), index
+    assert "Reassign…" not in viewer_client.get(reverse("eip-list")).content.decode()

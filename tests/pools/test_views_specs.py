@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
-from pools.models import LaunchSpec
+from pools.models import Event, LaunchSpec
 from pools.specfile import launch_spec_to_ocean
 from tests.fixtures.web import WebWorld, make_eip
 from tests.fixtures.world import World, reconcile
@@ -133,9 +135,14 @@ def test_export_round_trips_through_import(operator_client: Client, web_world: W
     assert response["Content-Type"] == "application/json"
     assert "attachment" in response["Content-Disposition"]
     exported = json.loads(response.content)
-    assert exported == launch_spec_to_ocean(web_world.spec)
+    # For Ocean: eipdash's own headroom (elasticIpPool.minFree, inside Ocean's object) is left out.
+    assert exported == launch_spec_to_ocean(web_world.spec, min_free=False)
+    assert "minFree" not in exported["launchSpec"]["elasticIpPool"]
     LaunchSpec.objects.all().delete()
-    operator_client.post(reverse("launch-spec-import"), {"document": json.dumps(exported)})
+    # Its pool's EIPs belong to no spec now: the import says it takes them, and the operator confirms.
+    asked = operator_client.post(reverse("launch-spec-import"), {"document": json.dumps(exported)})
+    assert "egress is new: its pool would take these EIPs." in asked.content.decode()
+    operator_client.post(reverse("launch-spec-import"), {"document": json.dumps(exported), "confirm": "overwrite"})
     spec = LaunchSpec.objects.get(name="egress")
     assert (spec.labels, spec.tag_key, spec.tag_value) == (web_world.spec.labels, "eipdash/pool", "egress")
 
@@ -304,6 +311,28 @@ def test_deleting_needs_the_delete_permission_not_only_change(operator: object, 
     assert Group.objects.get(name="operators").permissions.filter(codename="delete_launchspec").exists()
 
 
+@pytest.mark.django_db
+def test_the_groups_put_back_after_a_flush_have_every_permission_the_migrations_grant() -> None:
+    """A transactional test flushes the migrations' groups; the persona fixtures put them back, and a later
+    test on the same worker must find every permission the migrations granted (0010's delete included)."""
+    from django.contrib.auth.models import Group
+
+    import pools.migrations
+    from tests.fixtures.web import GROUP_MIGRATIONS, _user
+
+    # The fixtures' list names every migration that touches the groups, so a later one is not forgotten.
+    migrations = Path(pools.migrations.__file__).parent
+    touching = {path.stem for path in migrations.glob("0*.py") if '"auth", "Group"' in path.read_text()}
+    assert touching == {module.rsplit(".", 1)[1] for module, _ in GROUP_MIGRATIONS}
+
+    Group.objects.all().delete()  # what a flush leaves
+    _user("someone", "operators")
+    operators = set(Group.objects.get(name="operators").permissions.values_list("codename", flat=True))
+    viewers = set(Group.objects.get(name="viewers").permissions.values_list("codename", flat=True))
+    assert {"change_launchspec", "delete_launchspec"} <= operators
+    assert viewers < operators and "delete_launchspec" not in viewers
+
+
 def test_the_spec_page_says_a_disabled_spec_is_draining(world: World, viewer_client: Client) -> None:
     spec = world.spec()
     world.eips(1)
@@ -317,3 +346,109 @@ def test_the_spec_page_says_a_disabled_spec_is_draining(world: World, viewer_cli
     reconcile(spec)
     page = viewer_client.get(url).content.decode()
     assert "Drained." in page
+
+
+def test_every_change_through_the_pages_is_an_event_with_its_user(
+    operator_client: Client, operator: User, web_world: WebWorld
+) -> None:
+    """Who widened this pool's selector, and when: the form, Disable and drain, the import and Delete each leave
+    their event, with the operator as actor; a refused change leaves none."""
+    assert operator_client.post(reverse("launch-spec-create"), _form()).status_code == 302
+    assert operator_client.post(reverse("launch-spec-edit", args=["ingress"]), _form(tag_value="")).status_code == 302
+    refused = operator_client.post(reverse("launch-spec-edit", args=["ingress"]), _form(region="eu-west-1"))
+    assert refused.status_code == 400
+    assert operator_client.post(reverse("launch-spec-disable", args=["ingress"])).status_code == 302
+    imported = {"document": json.dumps(OCEAN), "confirm": "overwrite"}
+    assert operator_client.post(reverse("launch-spec-import"), imported).status_code == 302
+    assert operator_client.post(reverse("launch-spec-delete", args=["ingress"])).status_code == 302
+
+    events = list(Event.objects.filter(launch_spec="ingress").order_by("id"))
+    assert {event.actor for event in events} == {operator.username}
+    assert {(event.cluster, event.region) for event in events} == {("prod", "us-east-1")}
+    assert [(event.kind, event.reason) for event in events] == [
+        ("spec_created", "created: cluster 'prod', labels 'eks.amazonaws.com/nodegroup=ingress,team=edge', pool "
+                         "'eipdash/pool=ingress', enabled"),
+        ("spec_updated", "tagValue 'ingress' -> None"),
+        ("spec_disabled", "disabled: its nodes drain, no new EIP"),
+        ("spec_updated", "labels 'eks.amazonaws.com/nodegroup=ingress,team=edge' -> "
+                         "'eks.amazonaws.com/nodegroup=ingress', tagValue None -> 'ingress'"),
+        ("spec_enabled", "enabled: its nodes get EIPs again"),
+        ("spec_deleted", "deleted: it held no EIP"),
+    ]
+
+
+def test_launch_spec_disable_asks_first(operator_client: Client, web_world: WebWorld) -> None:
+    spec = web_world.spec
+    detail, disable = reverse("launch-spec-detail", args=[spec.name]), reverse("launch-spec-disable", args=[spec.name])
+    page = operator_client.get(detail).content.decode()
+    # The button on the page only asks: the one form that posts to the action is inside the confirmation.
+    trigger = page.split('id="disable-spec"')[0].rsplit("<form", 1)[1]
+    assert 'method="get"' in trigger and disable not in trigger
+    dialog = page.split('id="confirm-disable"')[1].split("</dialog>")[0]
+    assert page.count(f'action="{disable}"') == 1 and f'action="{disable}"' in dialog
+    assert "Disable egress and drain it?" in dialog and "1 EIP" in dialog and 'id="disable-spec-confirm"' in dialog
+    assert "autofocus" in dialog.split('id="disable-cancel"')[1].split(">")[0]
+    # Without JavaScript the button's GET shows the same confirmation, open in the page.
+    asked = operator_client.get(detail, {"confirm": "disable"}).content.decode()
+    assert '<dialog open id="confirm-disable"' in asked
+    # The action itself still refuses a GET: only the confirmation's POST disables.
+    assert operator_client.get(disable).status_code == 405
+    assert LaunchSpec.objects.get(pk=spec.pk).enabled is True
+
+
+def test_import_diff_says_which_eips_the_new_selector_takes_and_lets_go(operator_client: Client,
+                                                                        web_world: WebWorld) -> None:
+    from django.utils import timezone
+
+    from pools.models import UnmanagedAddress
+
+    UnmanagedAddress.objects.create(allocation_id="eipalloc-bastion", region="us-east-1", public_ip="198.51.100.9",
+                                    tags={"eipdash/pool": "egress-2"}, association_id="eipassoc-b",
+                                    instance_id="i-0bastion", last_seen_at=timezone.now())
+    document = launch_spec_to_ocean(web_world.spec)
+    document["launchSpec"]["elasticIpPool"]["tagSelector"]["tagValue"] = "egress-2"
+    response = operator_client.post(reverse("launch-spec-import"), {"document": json.dumps(document)})
+    html = response.content.decode()
+    assert response.status_code == 200 and 'id="import-diff"' in html
+    diff = html.split('<pre class="code diff">')[1].split("</pre>")[0]
+    one, two = web_world.eips[0], web_world.eips[1]
+    assert diff.splitlines()[-3:] == [
+        "+ pool takes 198.51.100.9 (eipalloc-bastion), now unmanaged, attached to i-0bastion",
+        f"- pool lets go of {one.public_ip} ({one.allocation_id}), now on node node-a",
+        f"- pool lets go of {two.public_ip} ({two.allocation_id}), now free",
+    ]
+    assert LaunchSpec.objects.get(name="egress").tag_value == "egress"  # said before it is applied
+
+
+def test_disable_and_drain_stops_a_spec_whose_old_row_no_longer_validates(
+    operator_client: Client, operator: User, web_world: WebWorld
+) -> None:
+    """Re-validating the whole row refused to disable a spec holding a value today's rules refuse (an old row with
+    a bidi mark): on call, the switch must flip whatever else the row holds."""
+    LaunchSpec.objects.filter(name="egress").update(tag_value="egress\u202e")
+    assert operator_client.post(reverse("launch-spec-disable", args=["egress"])).status_code == 302
+    spec = LaunchSpec.objects.get(name="egress")
+    assert spec.enabled is False and spec.tag_value == "egress\u202e"
+    (event,) = Event.objects.filter(kind="spec_disabled")
+    assert event.actor == operator.username
+
+
+def test_import_of_a_new_spec_says_which_eips_its_pool_would_take_before_it_is_made(
+    operator_client: Client, web_world: WebWorld
+) -> None:
+    """A new spec was created at once: its pool took an unmanaged EIP (a bastion's) without a word first."""
+    from django.utils import timezone
+
+    from pools.models import UnmanagedAddress
+
+    UnmanagedAddress.objects.create(allocation_id="eipalloc-bastion", region="us-east-1", public_ip="198.51.100.9",
+                                    tags={"eipdash/pool": "ingress"}, association_id="eipassoc-b",
+                                    instance_id="i-0bastion", last_seen_at=timezone.now())
+    response = operator_client.post(reverse("launch-spec-import"), {"document": json.dumps(OCEAN)})
+    html = response.content.decode()
+    assert response.status_code == 200 and "ingress is new: its pool would take these EIPs." in html
+    assert "+ pool takes 198.51.100.9 (eipalloc-bastion), now unmanaged, attached to i-0bastion" in html
+    assert not LaunchSpec.objects.filter(name="ingress").exists()  # said before it is made
+    confirmed = operator_client.post(reverse("launch-spec-import"),
+                                     {"document": json.dumps(OCEAN), "confirm": "overwrite"})
+    assert confirmed.status_code == 302 and LaunchSpec.objects.filter(name="ingress").exists()

@@ -21,7 +21,7 @@ from botocore.config import Config
 from sandbox.aws_limits import BucketSizes, LimitsProxy, TokenBucket, is_mutating, read_stats, region_of, reset_stats
 from sandbox.ec2_emulator import Ec2Emulator, Ec2World
 from sandbox.ports import free_port
-from tests.fixtures.processes import interrupt, wait_for_line
+from tests.fixtures.processes import as_a_background_job, interrupt, wait_for_line
 
 ROOT = Path(__file__).resolve().parents[2]
 # Buckets too small to refill within a test: 3 mutating and 4 non-mutating calls per action and region.
@@ -222,6 +222,7 @@ def test_main_with_flags_serves_the_counters() -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "sandbox.ec2_emulator", "--port", str(port), "--latency-ms", "5", "--throttle"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        preexec_fn=as_a_background_job,  # SIGINT must stop it even there
     )
     try:
         printed = wait_for_line(process, "AWS_ENDPOINT_URL_EC2=", timeout=60)

@@ -16,7 +16,7 @@ import pytest
 from sandbox.ec2_emulator import Ec2Emulator, Ec2World
 from sandbox.ports import free_port
 from tests.fixtures.polling import eventually
-from tests.fixtures.processes import interrupt, wait_for_line
+from tests.fixtures.processes import as_a_background_job, interrupt, wait_for_line
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,6 +84,7 @@ def test_main_runs_in_the_foreground_until_interrupted(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        preexec_fn=as_a_background_job,  # SIGINT must stop it even there
     )
     try:
         # The env lines are the emulator's "ready" signal: it prints them only once it answers. Waiting
@@ -240,3 +241,25 @@ def test_fast_tag_lookup_answers_what_moto_answers(ec2_world: Ec2World) -> None:
         assert resource.get_tags() == backend.describe_tags(filters={"resource-id": [resource.id]})
     tags = ec2_world.client.describe_addresses(AllocationIds=[allocation_id])["Addresses"][0]["Tags"]
     assert sorted((t["Key"], t["Value"]) for t in tags) == [("Name", "x"), ("pool", "a")]
+
+
+def test_account_eip_quota_is_what_describe_account_attributes_says() -> None:
+    """The sandbox's account has a raised EIP quota (its pools and decoys hold 13 addresses); the EC2 adapter reads
+    it as eipdash reads AWS's."""
+    import boto3
+    from moto.ec2.responses.account_attributes import AccountAttributes
+
+    from sandbox.ec2_emulator import Ec2Emulator, account_eip_quota
+
+    original = AccountAttributes.describe_account_attributes
+    emulator = Ec2Emulator(None).start()
+    try:
+        account_eip_quota(20)
+        client = boto3.client("ec2", region_name="us-east-1", endpoint_url=emulator.endpoint_url,
+                              aws_access_key_id="testing", aws_secret_access_key="testing")
+        attributes = client.describe_account_attributes(AttributeNames=["vpc-max-elastic-ips"])["AccountAttributes"]
+        values = {a["AttributeName"]: [v["AttributeValue"] for v in a["AttributeValues"]] for a in attributes}
+        assert values["vpc-max-elastic-ips"] == ["20"]
+    finally:
+        AccountAttributes.describe_account_attributes = original  # type: ignore[method-assign]
+        emulator.stop()

@@ -373,12 +373,13 @@ def test_kubectl(kube_emulator: KubeEmulator, kubeconfig_path: Path, tmp_path: P
 def test_main_runs_in_the_foreground_until_interrupted(tmp_path: Path) -> None:
 
     from sandbox.ports import free_port
-    from tests.fixtures.processes import interrupt, wait_for_line
+    from tests.fixtures.processes import as_a_background_job, interrupt, wait_for_line
 
     port, kubeconfig = free_port(), tmp_path / "sandbox" / "kubeconfig"
     process = subprocess.Popen([sys.executable, "-m", "sandbox.kube_emulator", "--port", str(port),
                                 "--kubeconfig", str(kubeconfig)], cwd=Path(__file__).resolve().parents[2],
-                               stdout=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, text=True,
+                               preexec_fn=as_a_background_job)  # SIGINT must stop it even there
     try:
         # Wait for the printed "ready" line, not for the file: the SIGINT below must come after startup.
         wait_for_line(process, "Kubernetes API emulator on", timeout=60)

@@ -3,14 +3,12 @@ and checks what the simulated autoscaler, scheduler and kubelets did to EC2 and 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sandbox.ec2_emulator import Ec2Emulator, Ec2World
 from sandbox.kube_emulator import KubeEmulator
-from sandbox.seed import POOLS, SPECS_DIR, seed_world
 from sandbox.simulate import (
     CA_TAINT_KEY,
     STARTUP_TAINT_KEY,
@@ -172,32 +170,6 @@ def test_the_autoscaler_scales_past_the_pool(
 
     nodes = kube_emulator.list_objects("nodes", label_selector="eipdash.io/node-group=egress-web")
     assert len(nodes) > WEB.pool_size
-    assert all(STARTUP_TAINT_KEY in [t["key"] for t in n["spec"]["taints"]] for n in nodes)
-
-
-def test_seed_builds_pools_decoys_and_tainted_nodes(
-    ec2_emulator: Ec2Emulator, kube_emulator: KubeEmulator, clock: FakeClock
-) -> None:
-    world = Ec2World(ec2_emulator.endpoint_url)
-    simulation = Simulation(ec2=world, kube=KubeHttp(kube_emulator.url), specs=[], clock=clock)
-    applied: list[Path] = []
-    from sandbox.seed import read_spec, spec_files
-
-    simulation.specs = {spec.name: spec for spec in (read_spec(p) for p in spec_files())}
-    result = seed_world(simulation=simulation, apply_spec=applied.append)
-
-    assert applied == sorted(SPECS_DIR.glob("*.json"))
-    assert {spec.name for spec in result.specs} == set(POOLS)
-    addresses = world.client.describe_addresses()["Addresses"]
-    web_pool = [a for a in addresses if {"Key": "eipdash.io/pool", "Value": "egress-web"} in a.get("Tags", [])]
-    batch_pool = [a for a in addresses if any(t["Key"] == "eipdash.io/batch-pool" for t in a.get("Tags", []))]
-    assert len(web_pool) == POOLS["egress-web"][0] and len(batch_pool) == POOLS["egress-batch"][0]
-    assert len(addresses) == len(web_pool) + len(batch_pool) + len(result.decoys)
-    bastion = [d for d in result.decoys.values() if d.get("AssociationId")]
-    assert len(bastion) == 1, "one decoy sits on a non-node instance"
-
-    nodes = kube_emulator.list_objects("nodes")
-    assert len(nodes) == len(result.nodes) == 3
     assert all(STARTUP_TAINT_KEY in [t["key"] for t in n["spec"]["taints"]] for n in nodes)
 
 

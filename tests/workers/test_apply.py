@@ -105,3 +105,22 @@ def test_nodes_whose_eips_were_released_from_the_account_are_tainted_even_past_t
     assert world.eip_on("a") is None and world.eip_on("b") is None
 
 
+
+
+def test_the_pass_that_no_longer_sees_an_alert_records_when_it_ended(world: World) -> None:
+    """The overview marks a resolved alert with when it ended: the record kept only when alerts start."""
+    from pools import selectors
+
+    spec = world.spec()
+    world.eips(1)
+    world.node("a")
+    world.node("b")
+    reconcile(spec)  # b waits: the pool is exhausted
+    spec.refresh_from_db()
+    assert "pool_exhausted" in spec.active_alerts and spec.alerts_ended == {}
+    world.eips(1)
+    reconcile(spec)  # b gets the new EIP: the alert ends with this pass
+    spec.refresh_from_db()
+    assert spec.active_alerts == [] and set(spec.alerts_ended) == {"pool_exhausted"}
+    (row,) = [row for row in selectors.alert_group_list() if row.kind == "pool_exhausted"]
+    assert not row.ongoing and row.resolved_at == spec.last_reconciled_at

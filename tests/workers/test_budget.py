@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from pytest_django.fixtures import Settings
 
-from tests.workers.test_ec2 import ErrorServer
+from tests.fixtures.ec2 import ErrorServer
 from workers import budget
 from workers.ec2 import Ec2, OutOfTime
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import botocore.exceptions
 import pytest
 
 from sandbox.ec2_emulator import Ec2World
+from tests.fixtures.ec2 import CannedServer, ErrorServer
 from workers import ec2 as ec2_module
 from workers.ec2 import (
     Address,
@@ -362,44 +361,6 @@ def test_sdk_exceptions_map_to_domain_errors() -> None:
     assert isinstance(to_domain_error(botocore.exceptions.NoCredentialsError()), Permanent)
 
 
-class ErrorServer:
-    """A loopback HTTP server answering every EC2 call with one XML error, counting the attempts."""
-
-    def __init__(self, status: int, code: str) -> None:
-        body = (
-            '<?xml version="1.0" encoding="UTF-8"?>\n'
-            f"<Response><Errors><Error><Code>{code}</Code><Message>emulated {code}</Message></Error></Errors>"
-            "<RequestID>00000000-0000-0000-0000-000000000000</RequestID></Response>"
-        ).encode()
-        self.attempts = 0
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.attempts += 1
-                self.send_response(status)
-                self.send_header("Content-Type", "text/xml")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> ErrorServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.mark.parametrize(
     ("status", "code", "expected", "attempts"),
     [
@@ -476,35 +437,6 @@ _CARRIER_IP_RESPONSE = b"""<?xml version="1.0" encoding="UTF-8"?>
 </DescribeAddressesResponse>"""
 
 
-class CannedServer:
-    """An EC2 endpoint on loopback that answers every request with one canned response."""
-
-    def __init__(self, body: bytes) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                self.send_response(200)
-                self.send_header("Content-Type", "text/xml")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> CannedServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 def test_an_address_without_a_public_ip_is_skipped(ec2_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     with CannedServer(_CARRIER_IP_RESPONSE) as server:
         monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", server.url)
@@ -555,3 +487,66 @@ def test_a_change_stopped_before_its_retry_after_a_5xx_may_have_landed(
         proxy.stop()
     assert len(mutations) == 2 and ec2_world.address(allocation_id).get("NetworkInterfaceId") == eni_id  # landed
     assert failed.value.code != "OutOfTime" and getattr(failed.value, "maybe_landed", False)
+
+
+# --- The region's facts: the EIP quota and the reads behind the egress paths -------------------------------
+
+
+def aws_calls(action: str, outcome: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("eipdash_aws_calls_total", {"action": action, "outcome": outcome}) or 0.0
+
+
+def test_the_eip_quota_comes_from_the_account_attribute_where_ec2_alone_has_an_endpoint(ec2: Ec2) -> None:
+    # AWS_ENDPOINT_URL_EC2 points at the emulator and nothing at Service Quotas: AWS's would be asked with the
+    # emulator's credentials, so it is not asked at all.
+    asked = aws_calls("GetServiceQuota", "permanent") + aws_calls("GetServiceQuota", "ok")
+    assert ec2.eip_quota() == (5, ec2_module.QUOTA_FROM_ACCOUNT_ATTRIBUTE)  # moto's vpc-max-elastic-ips
+    assert aws_calls("GetServiceQuota", "permanent") + aws_calls("GetServiceQuota", "ok") == asked
+
+
+def test_the_eip_quota_falls_back_to_the_account_attribute_when_service_quotas_has_none(
+    ec2_emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # moto serves Service Quotas on the same server, but only VPC's quotas: EC2's L-0263D0A3 is
+    # NoSuchResourceException there, as it is in a region where AWS does not serve it.
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SERVICE_QUOTAS", ec2_emulator.endpoint_url)
+    refused = aws_calls("GetServiceQuota", "permanent")
+    limit, source = Ec2(REGION).eip_quota()
+    assert (limit, source) == (5, ec2_module.QUOTA_FROM_ACCOUNT_ATTRIBUTE)
+    assert aws_calls("GetServiceQuota", "permanent") == refused + 1
+
+
+def test_the_eip_quota_comes_from_service_quotas_when_it_answers(ec2: Ec2, monkeypatch: pytest.MonkeyPatch) -> None:
+    answer = b'{"Quota": {"ServiceCode": "ec2", "QuotaCode": "L-0263D0A3", "QuotaName": "EC2-VPC Elastic IPs", ' \
+             b'"Value": 120.0, "Adjustable": true}}'
+    with CannedServer(answer) as server:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SERVICE_QUOTAS", server.url)
+        assert ec2.eip_quota() == (120, ec2_module.QUOTA_FROM_SERVICE_QUOTAS)
+
+
+def test_no_eip_quota_is_guessed(ec2_emulator: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SERVICE_QUOTAS", ec2_emulator.endpoint_url)  # no such quota
+    with ErrorServer(403, "UnauthorizedOperation") as server:  # nor DescribeAccountAttributes
+        monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", server.url)
+        with pytest.raises(Permanent) as failed:
+            Ec2(REGION).eip_quota()
+    assert "NoSuchResourceException" in str(failed.value) and "UnauthorizedOperation" in str(failed.value)
+
+
+def test_the_egress_reads_see_the_whole_region_through_the_read_budget(
+    ec2: Ec2, ec2_world: Ec2World, requests_sent: RequestCounter
+) -> None:
+    from workers import budget
+
+    subnets = ec2_world.ensure_network()
+    vpc_id = ec2_world.client.describe_subnets(SubnetIds=[next(iter(subnets.values()))])["Subnets"][0]["VpcId"]
+    nat_id = ec2_world.client.create_nat_gateway(SubnetId=next(iter(subnets.values())))["NatGateway"]["NatGatewayId"]
+    assert set(subnets.values()) <= {s["SubnetId"] for s in ec2.describe_subnets()}
+    assert vpc_id in {t["VpcId"] for t in ec2.describe_route_tables()}
+    assert nat_id in {n["NatGatewayId"] for n in ec2.describe_nat_gateways()}
+    # One request each (moto serves one page), each taking a token of the read bucket first.
+    assert requests_sent.by_operation == {"DescribeSubnets": 1, "DescribeRouteTables": 1, "DescribeNatGateways": 1}
+    assert {budget.kind_of(op) for op in requests_sent.by_operation} == {budget.READ}
+    assert budget.kind_of("DescribeAccountAttributes") == budget.READ

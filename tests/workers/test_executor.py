@@ -10,8 +10,8 @@ import pytest
 import redis
 from django.utils import timezone
 
-from pools import locks, redis_keys, services
-from pools.models import Assignment, ElasticIP, Event, Node
+from pools import locks, redis_keys, selectors, services
+from pools.models import Assignment, ElasticIP, Event, LaunchSpec, Node
 from tests.fixtures.world import TAINT, World, kinds, reconcile
 from workers import executor
 from workers.ec2 import Ec2, Permanent, Throttled
@@ -80,6 +80,33 @@ def test_exhaustion_is_one_event_per_episode(world: World) -> None:
     world.node("c")
     reconcile(spec)
     assert len(kinds("pool_exhausted")) == 2
+
+
+def test_pool_low_is_one_event_per_episode_and_an_ongoing_problem(world: World) -> None:
+    spec = world.spec()
+    LaunchSpec.objects.filter(pk=spec.pk).update(min_free=2)
+    spec.refresh_from_db()
+    world.eips(3)
+    world.node("a")
+    reconcile(spec)
+    reconcile(spec)
+    assert world.eip_on("a") is not None and not kinds("pool_low")  # 2 free: the headroom holds
+    world.node("b")
+    reconcile(spec)
+    reconcile(spec)
+    assert world.eip_on("b") is not None  # the headroom never holds an EIP back
+    (low,) = kinds("pool_low")
+    assert low.launch_spec == spec.name and "1 free of 3 in the pool, below its headroom minFree 2" in low.reason
+    stats = selectors.pool_stats_get(spec=LaunchSpec.objects.get(pk=spec.pk))
+    assert [p.code for p in selectors.spec_problem_list(stats=[stats])] == ["pool_low"]
+    # Two more EIPs end the episode; a node more starts a new one.
+    world.eips(2)
+    reconcile(spec)
+    assert "pool_low" not in LaunchSpec.objects.get(pk=spec.pk).active_alerts
+    world.node("c")
+    world.node("d")
+    reconcile(spec)
+    assert len(kinds("pool_low")) == 2
 
 
 def test_drain_keeps_the_eip_while_workload_pods_run_then_releases_it(world: World) -> None:
@@ -268,9 +295,10 @@ def test_dry_run_changes_nothing(world: World) -> None:
     spec = world.spec()
     world.eips(1)
     world.node("a")
+    before = list(Event.objects.values_list("pk", flat=True))  # the spec's creation
     report = executor.reconcile_spec(spec.pk, dry_run=True)
     assert any(line.startswith("would assign") for line in report.done)
-    assert world.all_associations() == {} and not Event.objects.exists()
+    assert world.all_associations() == {} and list(Event.objects.values_list("pk", flat=True)) == before
 
 
 # The manual reassign is tested in tests/workers/test_reassign.py.

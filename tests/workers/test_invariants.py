@@ -265,6 +265,39 @@ def test_grace_i4_counts_only_when_it_persists_and_i1_at_once() -> None:
 
 
 
+def test_grace_i4_waits_for_two_passes_of_every_spec_unless_the_passes_stall() -> None:
+    """"Within one pass": with every worker frozen or restarting, no pass runs, and a finding that lasts past
+    the grace in seconds is the slow machine's, not the engine's. Once two passes ended since it was first
+    seen, it counts; if no pass ends at all, it counts after the stall period (stopped passes are a fault)."""
+    now = [0.0]
+    i4 = Violation("I4", "I4:y", "open record of y on z, but AWS no longer lists that EIP in any pool")
+
+    def seen(marks: dict[int, object]) -> Observation:
+        return Observation(violations=[i4], passes=marks)
+
+    queue = [seen({1: "a", 2: "p"}), seen({1: "a", 2: "p"}), seen({1: "b", 2: "p"}), seen({1: "c", 2: "q"}),
+             seen({1: "d", 2: "r"})]
+    checker = Checker(grace_seconds=30, clock=lambda: now[0], observe_fn=lambda: queue.pop(0))
+    assert checker.sample() == []  # first seen
+    now[0] = 35
+    assert checker.sample() == []  # past the grace, but no pass ended since
+    now[0] = 36
+    assert checker.sample() == []  # spec 1 ended one pass, spec 2 none
+    now[0] = 37
+    assert checker.sample() == []  # spec 1: two, spec 2: one
+    now[0] = 38
+    assert checker.sample() == [i4]  # both specs ended two passes since: the passes did not set it right
+
+    stalled = [seen({1: "a"}) for _ in range(3)]
+    checker = Checker(grace_seconds=30, clock=lambda: now[0], observe_fn=lambda: stalled.pop(0))
+    now[0] = 0
+    assert checker.sample() == []
+    now[0] = 59
+    assert checker.sample() == []
+    now[0] = 60
+    assert checker.sample() == [i4]  # no pass for twice the grace: counts anyway
+
+
 def test_an_association_made_onto_an_instance_already_seen_dead_counts_at_once() -> None:
     """No pass may associate onto an instance dead for long (it looks at its targets right before): unlike an
     EIP left on a node that just died, which the next pass takes back, this needs no grace."""

@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from pools import services
+from pools.models import Event, LaunchSpec
+from pools.specfile import parse_launch_spec
 from sandbox.kube_emulator import KubeEmulator
 from sandbox.ports import free_port
 from tests.fixtures.polling import eventually
+from tests.fixtures.world import LABELS, World
+from workers import executor
 from workers import kube as kube_module
+from workers.executor import KUBECONFIG_ALERT
 from workers.kube import (
     ALLOCATION_ANNOTATION,
     EIP_LABEL,
     Conflict,
     Expired,
     Kube,
+    KubeconfigError,
     KubeNode,
     NotFound,
     Permanent,
@@ -553,3 +562,95 @@ def test_every_write_carries_its_fence_and_an_older_one_is_refused(kube: Kube, m
     kube.clear_eip_marks("n1", fence=Fence(9, 1))
     assert fence_map(kube_emulator.get("nodes", "n1")) == {"7": 13, "9": 1}
     assert not kube_emulator.get("nodes", "n1")["spec"].get("taints")
+
+
+# ---- issue 19 item 7: a cluster's kubeconfig, as the workers load it
+
+
+def exec_kubeconfig(emulator: KubeEmulator, path: Path, marker: Path) -> Path:
+    """The emulator's kubeconfig with its user's token replaced by an exec plugin that leaves `marker` behind
+    (and answers a token, so that a client that runs it works)."""
+    config = json.loads(emulator.write_kubeconfig(path).read_text())
+    credential = json.dumps({"apiVersion": "client.authentication.k8s.io/v1beta1", "kind": "ExecCredential",
+                             "status": {"token": "sandbox-token"}})
+    config["users"][0]["user"] = {"exec": {
+        "apiVersion": "client.authentication.k8s.io/v1beta1", "command": "/bin/sh",
+        "args": ["-c", f"touch {shlex.quote(str(marker))}; printf '%s' {shlex.quote(credential)}"]}}
+    path.write_text(json.dumps(config))
+    return path
+
+
+def test_an_exec_plugin_is_refused_when_the_client_loads_unless_the_setting_allows_it(
+    kube_emulator: KubeEmulator, make_node, tmp_path: Path, settings,
+) -> None:
+    make_node("n1", "i-0001")
+    marker = tmp_path / "the-plugin-ran"
+    path = exec_kubeconfig(kube_emulator, tmp_path / "eks", marker)
+    with pytest.raises(KubeconfigError, match="runs a command for its credentials"):
+        Kube(config_file=str(path))
+    assert not marker.exists()
+    settings.EIPDASH_KUBECONFIG_ALLOW_EXEC = True
+    assert [n.name for n in Kube(config_file=str(path)).list_all_nodes()] == ["n1"]
+    assert marker.exists()
+
+
+def test_a_kubeconfig_that_breaks_is_seen_at_the_next_load_as_a_kube_error(
+    kube_emulator: KubeEmulator, make_node, tmp_path: Path,
+) -> None:
+    """The client is shared for a few minutes, but not past a change of its file: a file that broke (or now
+    holds an exec plugin) is seen at the next load, and every way it can be broken is a KubeError."""
+    make_node("n1", "i-0001")
+    path = kube_emulator.write_kubeconfig(tmp_path / "kubeconfig")
+    assert [n.name for n in Kube(config_file=str(path)).list_all_nodes()] == ["n1"]
+    good = path.read_text()
+    for broken in ("clusters: [\n", "- a list\n", json.dumps({"current-context": "x", "contexts": [5]}),
+                   json.dumps({**json.loads(good), "users": "u"})):
+        path.write_text(broken)
+        with pytest.raises(KubeconfigError):
+            Kube(config_file=str(path))
+    path.unlink()
+    with pytest.raises(KubeconfigError, match="cannot be read"):
+        Kube(config_file=str(path))
+    path.write_text(good)
+    assert [n.name for n in Kube(config_file=str(path)).list_all_nodes()] == ["n1"]
+
+
+def test_a_pass_on_a_cluster_whose_kubeconfig_breaks_records_one_error_per_episode(
+    world: World, tmp_path: Path,
+) -> None:
+    path = world.kube.write_kubeconfig(tmp_path / "edge")
+    services.cluster_create(name="edge", region="us-east-1", kubeconfig=str(path))
+    spec, _ = services.launch_spec_apply(data=parse_launch_spec({
+        "name": "edge-web", "cluster": "edge", "labels": [{"key": k, "value": v} for k, v in LABELS.items()],
+        "elasticIpPool": {"tagSelector": {"tagKey": "eipdash/pool", "tagValue": "ingress"}}}))
+    world.eips(2)
+    world.node("n1")
+    assert not executor.reconcile_spec(spec.pk).errors
+    assert world.eip_on("n1") is not None
+    good = path.read_text()
+
+    def errors() -> list[str]:
+        return list(Event.objects.filter(kind=Event.Kind.ERROR).order_by("pk").values_list("reason", flat=True))
+
+    path.write_text("clusters: [\n")
+    for _ in range(3):
+        report = executor.reconcile_spec(spec.pk)
+        assert report.read_failed and "is not valid YAML" in report.errors[0]
+    assert len(errors()) == 1 and "is not valid YAML at line 2" in errors()[0]
+    assert LaunchSpec.objects.get(pk=spec.pk).active_alerts == [KUBECONFIG_ALERT]
+
+    # It loads again: the episode ends, and the pass serves the cluster (a new node gets the second EIP).
+    path.write_text(good)
+    world.node("n2")
+    assert not executor.reconcile_spec(spec.pk).errors
+    assert world.eip_on("n2") is not None
+    assert LaunchSpec.objects.get(pk=spec.pk).active_alerts == []
+    assert len(errors()) == 1
+
+    # Broken again, another way (an exec plugin appeared): a new episode, one more event, and no command ran.
+    marker = tmp_path / "the-plugin-ran"
+    exec_kubeconfig(world.kube, path, marker)
+    for _ in range(3):
+        assert executor.reconcile_spec(spec.pk).read_failed
+    assert len(errors()) == 2 and "runs a command for its credentials" in errors()[1]
+    assert not marker.exists()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import threading
 import time
 from collections.abc import Iterable
@@ -271,11 +272,13 @@ def test_passes_running_at_once_wait_for_one_reading(world: World, monkeypatch: 
     # number is given to them here.)
     ended = readings.selectors.region_seq_current(region="us-east-1") + 1
     monkeypatch.setattr(readings.selectors, "region_seq_current", lambda region: ended)
+    numbers = itertools.count(1)  # the readings' numbers, likewise
+    monkeypatch.setattr(readings.services, "region_reading_number", lambda region: next(numbers))
 
     def one() -> None:
         ec2 = Ec2("us-east-1")
         started.wait()
-        taken.append(readings.region_addresses(ec2, at_least=ended, selection="s", save=lambda found: None))
+        taken.append(readings.region_addresses(ec2, at_least=ended, selection="s", save=lambda found, number: None))
 
     threads = [threading.Thread(target=one) for _ in specs]
     for thread in threads:

@@ -71,3 +71,17 @@ def test_a_reader_whose_clock_runs_ahead_does_not_make_an_old_reading_fresh(
     assert never_schedulable_without_its_eip(world, "a")
     reconcile(spec)
     assert world.eip_on("a") == eip and TAINT not in world.taints("a")
+
+
+def test_a_shared_reading_keeps_each_address_whole_through_redis() -> None:
+    """A pass that reuses another's reading must save the same columns as a fresh read: a column dropped on the
+    way through Redis (PublicIpv4Pool) would blank the stored value until the next fresh reading."""
+    from workers.ec2 import Address
+    from workers.readings import Reading, _decode, _encode
+
+    address = Address(allocation_id="eipalloc-1", public_ip="203.0.113.1", tags={"pool": "web"},
+                      association_id="eipassoc-1", eni_id="eni-1", private_ip="10.0.0.1", instance_id="i-1",
+                      public_ipv4_pool="ipv4pool-ec2-0123")
+    again = _decode(_encode(Reading(7, [address], "specs-1")))
+    assert (again.seq, again.addresses, again.saved_for) == (7, [address], "specs-1")
+    assert again.addresses[0].public_ipv4_pool == "ipv4pool-ec2-0123"

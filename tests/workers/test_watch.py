@@ -6,6 +6,7 @@ covered by test_watch_outage.py and test_watch_backoff.py)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -206,4 +207,50 @@ def test_a_cluster_pointed_at_another_api_server_is_watched_there_within_a_round
         stop.set()
         runner.join(timeout=20)
         old_server.stop()
+    assert not runner.is_alive()
+
+
+def test_a_cluster_whose_kubeconfig_cannot_load_is_logged_once_and_watched_once_it_loads(
+    transactional_db: None, kube_emulator: KubeEmulator, second_emulator: KubeEmulator, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 19 item 7: a broken kubeconfig is one warning for the episode (then quiet retries with backoff),
+    never a traceback per retry; the other cluster's watch goes on, and the cluster is watched once its file
+    loads again."""
+    caplog.set_level(logging.DEBUG, logger="workers.watch")
+    Cluster.objects.create(name="one", region="us-east-1",
+                           kubeconfig=str(kube_emulator.write_kubeconfig(tmp_path / "one")))
+    web = spec_in("one", "web", WEB)
+    broken = tmp_path / "two"
+    broken.write_text("clusters: [\n")
+    Cluster.objects.create(name="two", region="us-east-1", kubeconfig=str(broken))
+    api = spec_in("two", "api", API)
+    enqueued: list[int] = []
+    stop = threading.Event()
+    runner = threading.Thread(target=watch_clusters, args=(enqueued.append,), daemon=True,
+                              kwargs=dict(stop=stop, recheck_seconds=0.2, round_seconds=1, retry_seconds=0.2,
+                                          min_interval=0.0))
+
+    def about_two() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if "cluster two" in r.getMessage()]
+
+    runner.start()
+    try:
+        node(kube_emulator, "w1", WEB)
+        eventually(lambda: web.pk in enqueued, timeout=20, what="cluster one is watched")
+        eventually(lambda: len(about_two()) >= 4, timeout=20, what="cluster two's kubeconfig was tried 4 times")
+        loud = [r for r in about_two() if r.levelno >= logging.WARNING]
+        assert len(loud) == 1 and "is not valid YAML" in loud[0].getMessage(), [r.getMessage() for r in loud]
+        assert not any(r.exc_info for r in caplog.records), "no traceback"
+
+        enqueued.clear()
+        node(kube_emulator, "w2", WEB, "i-0002")
+        eventually(lambda: web.pk in enqueued, timeout=20, what="cluster one goes on")
+        second_emulator.write_kubeconfig(broken)
+        node(second_emulator, "a1", API, "i-0003")
+        eventually(lambda: api.pk in enqueued, timeout=30, what="cluster two is watched once its kubeconfig loads")
+        assert any("loads again" in r.getMessage() for r in about_two())
+    finally:
+        stop.set()
+        runner.join(timeout=20)
     assert not runner.is_alive()

@@ -7,6 +7,7 @@ taint lifts concurrently. Every item keeps the invariants:
 - I3: one open claim per EIP and per node (the database), AllowReassociation=False, no association onto a
   private IP that already carries an EIP (AWS would silently knock it off), never the same target twice in a
   slice (two Node objects of one instance), and each attempt guarded by the lease right before it is sent;
+- I4: each attempt is sent only while the slice's look at its targets is at most LOOK_FRESH_SECONDS old;
 - an AssociateAddress whose outcome is unknown (a timeout, a 5xx, a stop before a retry) leaves its claim
   open: the next pass finds the EIP on the node and adopts it, or, once no call of this pass can still land,
   closes it.
@@ -14,7 +15,8 @@ taint lifts concurrently. Every item keeps the invariants:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -27,18 +29,26 @@ from pools.planner import Assign, MarkReady
 from pools.vocabulary import LIVE_STATES
 
 from .. import budget
-from ..ec2 import FILTER_VALUES_LIMIT, Address, Ec2Error, Instance, NotFound, OutOfTime, Throttled, Transient
+from ..ec2 import FILTER_VALUES_LIMIT, Address, Ec2Error, Instance, NotFound, OutOfTime, Throttled, Transient, guarded
 from ..pass_context import PassContext
 from .ready import mark_many
 
 # AWS's error codes that say the target node is gone, not that the EIP was refused.
 NODE_GONE_CODES = frozenset({"InvalidNetworkInterfaceID.NotFound", "InvalidInstanceID.NotFound"})
 
+# How old the slice's look at its targets may be when an AssociateAddress is sent. A wait for EC2 tokens, or a
+# Redis that does not answer, can put seconds between the look and a call, and a spot interruption can end the
+# instance meanwhile while its Node stays listed (seen in the fault campaign: a call sent 4 s after its look
+# landed on an instance dead for 3 s). Such a call is not sent: its node waits for the next slice, which looks
+# again. A slice is sized to the tokens there or a second of refill, so a burst's calls go out well within it.
+LOOK_FRESH_SECONDS = 2.0
+
 
 @dataclass(frozen=True)
 class Result:
     """How one assignment of a slice ended: assigned (confirmed, marked), unconfirmed (the claim stays open),
-    skipped (not sent: the target or the EIP was taken), failed (`error`), or left (the deadline)."""
+    skipped (not sent: the target or the EIP was taken), failed (`error`), or left (not sent: the deadline, or
+    a look at the target too old to send on)."""
 
     step: Assign
     state: str
@@ -82,8 +92,9 @@ def assign_slice(ctx: PassContext, steps: Sequence[Assign]) -> list[Result]:
     ctx.load_eips(s.allocation_id for s in steps)
     claimed = open_claims(ctx, distinct_targets(steps, results), results)
     try:
+        looked_at = time.monotonic()
         free = look_at_targets(ctx, claimed, results)
-        associated = associate(ctx, free, results)
+        associated = associate(ctx, free, results, looked_at)
         confirm(ctx, associated, results)
     except LeaseLost:
         unsent = [(s, claim) for s, claim in claimed if s not in results]
@@ -185,16 +196,19 @@ def occupied(ctx: PassContext, s: Assign, claim: Assignment, present: list[Addre
                                       f"{', '.join(a.public_ip for a in present)}")
 
 
-def associate(ctx: PassContext, free: list[tuple[Assign, Assignment]],
-              results: dict[Assign, Result]) -> list[tuple[Assign, Assignment, str]]:
-    """AssociateAddress concurrently; each attempt is guarded by the lease right before it is sent."""
+def associate(ctx: PassContext, free: list[tuple[Assign, Assignment]], results: dict[Assign, Result],
+              looked_at: float) -> list[tuple[Assign, Assignment, str]]:
+    """AssociateAddress concurrently; each attempt is guarded, right before it is sent, by the lease and by the
+    age of the look at its target (`looked_at`, on the monotonic clock)."""
     if not free:
         return []
     claims = dict(free)
+    guard = fresh_look_guard(ctx.send_guard, looked_at)
 
     def call(s: Assign) -> str:
-        return ctx.ec2.associate(allocation_id=s.allocation_id, eni_id=s.eni_id, private_ip=s.private_ip,
-                                 allow_reassociation=False)
+        with guarded(guard):
+            return ctx.ec2.associate(allocation_id=s.allocation_id, eni_id=s.eni_id, private_ip=s.private_ip,
+                                     allow_reassociation=False)
 
     associated: list[tuple[Assign, Assignment, str]] = []
     lost: LeaseLost | None = None
@@ -219,6 +233,19 @@ def associate(ctx: PassContext, free: list[tuple[Assign, Assignment]],
     return associated
 
 
+def fresh_look_guard(send_guard: Callable[[float], None] | None, looked_at: float) -> Callable[[float], None]:
+    """The pass's send guard (the lease), then the look's age, last: an attempt whose look at its target is
+    older than LOOK_FRESH_SECONDS stops unsent (OutOfTime), as one without a token does."""
+    def guard(needed: float) -> None:
+        if send_guard is not None:
+            send_guard(needed)
+        age = time.monotonic() - looked_at
+        if age > LOOK_FRESH_SECONDS:
+            raise budget.OutOfTime(f"the look at its target is {age:.1f}s old (at most {LOOK_FRESH_SECONDS:g}s)")
+
+    return guard
+
+
 def not_associated(ctx: PassContext, s: Assign, claim: Assignment, exc: Ec2Error,
                    results: dict[Assign, Result]) -> None:
     """AssociateAddress failed. An attempt that may have landed keeps the claim open; a node that is gone is the
@@ -235,7 +262,7 @@ def not_associated(ctx: PassContext, s: Assign, claim: Assignment, exc: Ec2Error
                   results)
         return
     transient = isinstance(exc, Throttled | Transient)
-    reason = ("not sent: the pass reached its deadline" if isinstance(exc, OutOfTime)
+    reason = (str(exc).split(": ", 1)[-1] if isinstance(exc, OutOfTime)
               else f"AWS {'call failed' if transient else 'refused'}: {exc.code or type(exc).__name__}")
     with ctx.fenced():
         services.assignment_close(assignment=claim, reason=reason, kind=Assignment.CloseKind.TRANSIENT if transient

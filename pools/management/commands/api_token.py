@@ -6,7 +6,17 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError
 
-from pools.api.tokens import TokenError, parse_duration, token_create, token_find, token_list, token_revoke, token_state
+from pools.api.tokens import (
+    TokenError,
+    expiry,
+    parse_duration,
+    token_create,
+    token_find,
+    token_list,
+    token_revoke,
+    token_state,
+)
+from pools.management.cli import cli_actor
 
 
 def _when(value: Any) -> str:
@@ -21,7 +31,9 @@ class Command(BaseCommand):
         create = sub.add_parser("create", help="create a token for USERNAME and print its secret once")
         create.add_argument("username")
         create.add_argument("--name", default="", help="what the token is for, e.g. terraform")
-        create.add_argument("--expires", default=None, help="lifetime: 12h, 90d, 2w (default: never expires)")
+        create.add_argument("--expires", default=None,
+                            help="lifetime: 12h, 90d, 2w (default and longest: EIPDASH_API_TOKEN_MAX_DAYS, 90 days; "
+                                 "with 0 there, no maximum and the default is never)")
         listing = sub.add_parser("list", help="list tokens (of USERNAME only, when given)")
         listing.add_argument("username", nargs="?")
         revoke = sub.add_parser("revoke", help="revoke a token by its prefix (eipd_…) or id")
@@ -41,9 +53,10 @@ class Command(BaseCommand):
 
     def create(self, options: dict[str, Any]) -> None:
         expires = parse_duration(options["expires"]) if options["expires"] else None
-        new = token_create(user=self._user(options["username"]), name=options["name"], expires_in=expires)
+        new = token_create(user=self._user(options["username"]), name=options["name"], expires_in=expires,
+                           actor=cli_actor())
         self.stderr.write(f"created API token {new.token.prefix}… (id {new.token.pk}) for {options['username']}, "
-                          f"expires {_when(new.token.expires_at)}; the secret is shown only now:")
+                          f"expires {_when(expiry(new.token))}; the secret is shown only now:")
         self.stdout.write(new.secret)
 
     def list(self, options: dict[str, Any]) -> None:
@@ -53,12 +66,12 @@ class Command(BaseCommand):
         for token in token_list(user=user):
             self.stdout.write(
                 f"{token.pk}\t{token.prefix}\t{token.name or '-'}\t{token.user.get_username()}\t"
-                f"{_when(token.created_at)}\t{_when(token.expires_at)}\t{_when(token.last_used_at)}\t"
+                f"{_when(token.created_at)}\t{_when(expiry(token))}\t{_when(token.last_used_at)}\t"
                 f"{_when(token.revoked_at)}\t{token_state(token)}"
             )
 
     def revoke(self, options: dict[str, Any]) -> None:
         token = token_find(options["token"])
-        if not token_revoke(token=token):
+        if not token_revoke(token=token, actor=cli_actor()):
             raise TokenError(f"API token {token.prefix}… was revoked already")
         self.stdout.write(f"revoked API token {token.prefix}… (id {token.pk}) of {token.user.get_username()}")

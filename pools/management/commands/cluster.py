@@ -12,7 +12,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from pools import services
+from pools import kubeconfigs, services
+from pools.management.cli import cli_actor
 from pools.models import Cluster
 
 
@@ -34,10 +35,12 @@ class Command(BaseCommand):
         if options["action"] == "add":
             try:
                 kubeconfig = options["kubeconfig"]
+                # Absolute: the workers do not run in the admin's working directory.
+                path = os.path.abspath(kubeconfig) if kubeconfig else ""
+                _check_context(options["name"], options["region"], options["kube_context"], path)
                 cluster = services.cluster_create(
                     name=options["name"], region=options["region"], kube_context=options["kube_context"],
-                    # Absolute: the workers do not run in the admin's working directory.
-                    kubeconfig=os.path.abspath(kubeconfig) if kubeconfig else "",
+                    kubeconfig=path, actor=cli_actor(),
                 )
             except services.ClusterError as exc:
                 raise CommandError(f"refused: {exc}", returncode=2) from None
@@ -54,6 +57,14 @@ class Command(BaseCommand):
             flag = "\tOVERLAP: another cluster uses this kube context" if overlap else ""
             self.stdout.write(f"{cluster.name}\t{cluster.region}\t{cluster.kube_context or '(current)'}\t"
                               f"{cluster.kubeconfig or '(default)'}{flag}")
+
+
+def _check_context(name: str, region: str, kube_context: str, kubeconfig: str) -> None:
+    """The file is read as the workers will read it: the context the row selects must be in it. Refused with
+    every other problem of the row too, as the admin form says them."""
+    if problem := kubeconfigs.context_problem(kubeconfig, kube_context):
+        problems = services.cluster_problems(name=name, region=region, kube_context=kube_context, kubeconfig=kubeconfig)
+        raise services.ClusterError("; ".join([*problems, problem]))
 
 
 def _identity(cluster: Cluster) -> tuple[str, str]:

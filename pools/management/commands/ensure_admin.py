@@ -14,6 +14,10 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
+from django.db import transaction
+
+from pools import services
+from pools.management.cli import cli_actor
 
 PASSWORD_ENV = "EIPDASH_ADMIN_PASSWORD"
 
@@ -47,15 +51,18 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         password = os.environ.get(PASSWORD_ENV) or stored_password(Path(options["password_file"]))
         user_model = get_user_model()
-        user, created = user_model.objects.get_or_create(
-            username=options["username"], defaults={"is_staff": True, "is_superuser": True}
-        )
-        if created or not user.check_password(password) or not (user.is_staff and user.is_superuser):
-            user.is_staff = True
-            user.is_superuser = True
-            user.is_active = True
-            user.set_password(password)
-            user.save()
+        with transaction.atomic():
+            user, created = user_model.objects.get_or_create(
+                username=options["username"], defaults={"is_staff": True, "is_superuser": True}
+            )
+            before = "(new)" if created else services.user_role(user)
+            if created or not user.check_password(password) or not (user.is_staff and user.is_superuser):
+                user.is_staff = True
+                user.is_superuser = True
+                user.is_active = True
+                user.set_password(password)
+                user.save()
+            services.user_role_audit(user=user, before=before, actor=cli_actor())
         source = PASSWORD_ENV if os.environ.get(PASSWORD_ENV) else options["password_file"]
         if options["quiet_login"]:
             self.stdout.write(f"admin user '{user.username}' ready (password from {source})")

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import getpass
 from argparse import ArgumentParser
 from pathlib import Path
 from typing import Any
@@ -8,17 +7,10 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from pools import services
+from pools.management.cli import cli_actor
 from pools.models import LaunchSpec
 from pools.pool_rule import labels_text
 from pools.specfile import SpecFileError, load_spec_json, parse_launch_spec
-
-
-def cli_actor() -> str:
-    """Who ran the command, for the log line of a sync (the API passes its user): "cli:<OS user>", or "cli"."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (OSError, KeyError):
-        return "cli"
 
 
 class Command(BaseCommand):
@@ -60,7 +52,7 @@ class Command(BaseCommand):
                                   f"{spec.selector_text()}\t{state}")
         else:
             try:
-                services.launch_spec_delete(name=options["name"])
+                services.launch_spec_delete(name=options["name"], actor=cli_actor())
             except LaunchSpec.DoesNotExist as exc:
                 raise CommandError(str(exc), returncode=2) from None
             except SpecFileError as exc:
@@ -78,7 +70,7 @@ class Command(BaseCommand):
             # One line, exit 2: bad input is the user's to fix, never a traceback.
             raise CommandError(f"{path}: {exc}", returncode=2) from None
         try:
-            spec, created = services.launch_spec_apply(data=parse_launch_spec(data))
+            spec, created = services.launch_spec_apply(data=parse_launch_spec(data), actor=cli_actor())
         except SpecFileError as exc:
             lines = "\n".join(f"  - {m}" for m in exc.messages)
             raise CommandError(f"{path}: refused, nothing changed:\n{lines}", returncode=2) from None

@@ -6,22 +6,29 @@ out an endpoint and a kubeconfig, through ``var/sandbox/env`` and ``var/sandbox/
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from sandbox.ports import EC2_PORT, KUBE_PORT, start_preferring
+from sandbox.signals import on_stop_signals
+
 ENV_FILE_NAME = "env"
 KUBECONFIG_NAME = "kubeconfig"
 SECOND_KUBECONFIG_NAME = "kubeconfig-2"
+# The demo account's EIP quota per region (moto says 5, AWS's default; the demo holds 13 addresses).
+SANDBOX_EIP_QUOTA = 20
 
 
 def write_atomically(path: Path, text: str) -> None:
@@ -67,12 +74,22 @@ def relay(listen_port: int, target_port: int, stop: threading.Event, host: str =
     return server
 
 
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM while the sandbox was still starting: the start-up is abandoned where it stands (a
+    BaseException, like KeyboardInterrupt, so that no ``except Exception`` on the way swallows it)."""
+
+
+_Server = TypeVar("_Server")
+
+
 class Command(BaseCommand):
     help = "Run the EC2 and Kubernetes API emulators on 127.0.0.1, with demo data and a scale simulation."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--ec2-port", type=int, default=5055)
-        parser.add_argument("--kube-port", type=int, default=6443)
+        parser.add_argument("--ec2-port", type=int, default=None,
+                            help=f"the EC2 emulator's port (default: {EC2_PORT} when free, else any free port)")
+        parser.add_argument("--kube-port", type=int, default=None,
+                            help=f"the Kubernetes emulator's port (default: {KUBE_PORT} when free, else any)")
         parser.add_argument("--no-seed", action="store_true", help="start empty: no launch specs, EIPs or nodes")
         parser.add_argument("--simulate", action="store_true", help="run the scale simulation")
         parser.add_argument("--seed", type=int, default=1, help="random seed of the simulation (deterministic)")
@@ -99,20 +116,53 @@ class Command(BaseCommand):
                           help="every Nth decision asks for more nodes than the pool holds (0: never)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from sandbox.ec2_emulator import Ec2Emulator, Ec2World
-        from sandbox.kube_emulator import KubeEmulator
-        from sandbox.second_cluster import SecondCluster
-        from sandbox.seed import seed_world
-        from sandbox.simulate import KubeHttp, Pace, Simulation
-
         stop = threading.Event()
+        # Until it is ready, a signal abandons the start-up where it stands (binding, seeding): letting the
+        # seeding finish first kept a process that had been told to stop running for seconds.
+        self._starting = True
 
         def _stop(signum: int, _frame: object) -> None:
             self.stdout.write(f"sandbox: {signal.Signals(signum).name} received, stopping")
             stop.set()
+            if self._starting:
+                self._starting = False  # a second signal must not break the clean-up
+                raise Interrupted
 
-        signal.signal(signal.SIGINT, _stop)
-        signal.signal(signal.SIGTERM, _stop)
+        on_stop_signals(_stop)
+        try:
+            self._serve(stop, options)
+        except Interrupted:
+            pass
+        finally:
+            # The interpreter's exit spent 2 to 6 s collecting moto's hundreds of thousands of objects after
+            # everything had stopped: what is left is freed without a collection.
+            gc.freeze()
+
+    def _listen(self, start: Callable[[int | None], _Server], asked: int | None, preferred: int, flag: str,
+                what: str, url: Callable[[_Server], str]) -> _Server:
+        """An emulator on the port asked for (refused with the reason when it is taken), else on ``preferred``
+        when it is free, else on any free port, saying which."""
+        if asked is None:
+            server, got_it = start_preferring(start, preferred)
+            if not got_it:
+                self.stdout.write(f"sandbox: port {preferred} is taken: the {what} emulator listens on "
+                                  f"{url(server)} instead")
+            return server
+        try:
+            return start(asked)
+        except OSError as error:
+            reason = os.strerror(error.errno) if error.errno else str(error)
+            raise CommandError(
+                f"cannot listen on 127.0.0.1:{asked} ({flag} {asked}): {reason}. Stop what listens "
+                f"there, or leave {flag} out to take {preferred} when it is free, else any free port"
+            ) from None
+
+    def _serve(self, stop: threading.Event, options: dict[str, Any]) -> None:
+        from sandbox.ec2_emulator import Ec2Emulator, Ec2World, account_eip_quota
+        from sandbox.kube_emulator import KubeEmulator
+        from sandbox.second_cluster import SecondCluster
+        from sandbox.seed import seed_world
+        from sandbox.simulate import KubeHttp, Pace, Simulation
 
         state_dir = Path(options["state_dir"]).resolve()
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -126,19 +176,29 @@ class Command(BaseCommand):
         relays: list[socket.socket] = []
         if options["clusters"] > 1 and public_host:
             raise CommandError("--clusters 2 is for make run on this machine, not with --public-host")
-        # With a public host the emulators take free loopback ports and the relays take the well-known ones.
-        ec2 = Ec2Emulator(None if public_host else options["ec2_port"]).start()
-        kube = KubeEmulator(None if public_host else options["kube_port"]).start()
+        ec2: Ec2Emulator | None = None
+        kube: KubeEmulator | None = None
         second: SecondCluster | None = None
+        account_eip_quota(SANDBOX_EIP_QUOTA)
         try:
+            if public_host:
+                # The emulators take free loopback ports and the relays take the well-known ones.
+                ec2 = Ec2Emulator(None).start()
+                kube = KubeEmulator(None).start()
+            else:
+                ec2 = self._listen(lambda port: Ec2Emulator(port).start(), options["ec2_port"], EC2_PORT,
+                                   "--ec2-port", "EC2", lambda server: server.endpoint_url)
+                kube = self._listen(lambda port: KubeEmulator(port).start(), options["kube_port"], KUBE_PORT,
+                                    "--kube-port", "Kubernetes", lambda server: server.url)
             kube.write_kubeconfig(str(kubeconfig_path))
             ec2_env = ec2.env()
             if public_host:
-                relays.append(relay(options["ec2_port"], ec2.port, stop))
-                relays.append(relay(options["kube_port"], int(kube.port or 0), stop))
-                ec2_env["AWS_ENDPOINT_URL_EC2"] = f"http://{public_host}:{options['ec2_port']}"
+                ec2_public, kube_public = options["ec2_port"] or EC2_PORT, options["kube_port"] or KUBE_PORT
+                relays.append(relay(ec2_public, ec2.port, stop))
+                relays.append(relay(kube_public, int(kube.port or 0), stop))
+                ec2_env["AWS_ENDPOINT_URL_EC2"] = f"http://{public_host}:{ec2_public}"
                 config = json.loads(kubeconfig_path.read_text())
-                config["clusters"][0]["cluster"]["server"] = f"http://{public_host}:{options['kube_port']}"
+                config["clusters"][0]["cluster"]["server"] = f"http://{public_host}:{kube_public}"
                 write_atomically(kubeconfig_path, json.dumps(config, indent=2))
             world = Ec2World(ec2.endpoint_url, ec2.env()["AWS_DEFAULT_REGION"])
             pace = Pace(
@@ -182,6 +242,7 @@ class Command(BaseCommand):
                 f"Kubernetes {kube.url}, env file {env_path}"
             )
             self.stdout.flush()
+            self._starting = False  # from here on, a signal ends the simulation's loop
 
             duration = options["duration"] or None
             if options["simulate"] and simulation is not None:
@@ -197,11 +258,14 @@ class Command(BaseCommand):
             else:
                 stop.wait(duration)
         finally:
+            self._starting = False
             env_path.unlink(missing_ok=True)
             for server in relays:
                 server.close()
             if second is not None:
                 second.stop()
-            kube.stop()
-            ec2.stop()
+            if kube is not None:
+                kube.stop()
+            if ec2 is not None:
+                ec2.stop()
             self.stdout.write("sandbox: stopped")

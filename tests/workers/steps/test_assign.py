@@ -5,6 +5,7 @@ Kubernetes and the record back."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -111,6 +112,52 @@ def test_a_node_whose_instance_was_terminated_gets_no_eip_even_with_fresh_facts(
     assert dead.eni_id not in world.all_associations().values()
     # Nothing about the EIP was refused: it keeps its place in the free order.
     assert not Assignment.objects.filter(close_kind=Assignment.CloseKind.REFUSED).exists()
+
+
+class ShiftedClock:
+    """The assign step's monotonic clock, `ahead` seconds ahead once a test says so: a wait that lasted that
+    long, without sleeping through it (the lease keeps its own clock)."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.ahead
+
+
+def test_a_call_whose_look_at_its_target_grew_old_in_the_token_wait_is_not_sent(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spot interruption during a long wait for an EC2 token (a throttle emptied the bucket, or Redis does not
+    answer): the slice's look, taken before the wait, said the instance runs. Once that look is older than
+    LOOK_FRESH_SECONDS the call is not sent; a later slice looks again and the EIP goes to a live node."""
+    from workers.steps import assign
+
+    spec = world.spec()
+    dead = world.node("dead")
+    world.eips(1)
+    clock = ShiftedClock()
+    monkeypatch.setattr(assign, "time", clock, raising=False)
+    real_acquire = budget.acquire
+    interrupted: list[bool] = []
+
+    def acquire(region: str, kind: str, **kwargs: Any) -> None:
+        if kind == budget.MUTATE and not interrupted:
+            interrupted.append(True)
+            world.ec2.terminate(dead.instance_id, drop_associations=False)
+            clock.ahead = 3.0  # the wait lasted 3 s
+        real_acquire(region, kind, **kwargs)
+
+    monkeypatch.setattr(budget, "acquire", acquire)
+    reconcile(spec)
+    assert interrupted
+    assert world.all_associations() == {}  # never sent onto the dead instance
+    assert not Assignment.objects.filter(closed_at__isnull=True).exists()
+    assert not Assignment.objects.filter(close_kind=Assignment.CloseKind.REFUSED).exists()
+    world.node("live")
+    for _ in range(2):
+        reconcile(spec)
+    assert world.eip_on("live") is not None and dead.eni_id not in world.all_associations().values()
 
 
 class EniGone(Ec2):
