@@ -673,6 +673,8 @@ def run(campaign: Campaign, *, state_dir: Path, redis_url: str | None, out: Any 
                 sample(checker, findings, now - start, (Ec2Error, KubeError), ledger, simulation.chaos.terminated_at)
                 next_sample = time.monotonic() + campaign.sample_every
             time.sleep(0.05)
+        sample(checker, findings, time.monotonic() - start, (Ec2Error, KubeError), ledger,
+               simulation.chaos.terminated_at, final=True)
 
         status = report(say, state_dir, campaign, started_wall, proxy, kube_faults, schedule, simulation, findings,
                         crashes, skewed=sum(w.skewed for w in workers), seconds=time.monotonic() - start)
@@ -838,13 +840,15 @@ def _kinds(counts: collections.Counter[str]) -> str:
 
 
 def sample(checker: Any, findings: Findings, offset: float, errors: tuple[type[Exception], ...],
-           ledger: LedgerKube, terminated_at: dict[str, float]) -> None:
+           ledger: LedgerKube, terminated_at: dict[str, float], *, final: bool = False) -> None:
+    """One observation of the checker, its findings added; final: the last one, after the quiet time
+    (Checker.settle: what two successful passes did not set right counts, however short)."""
     from django.db import DatabaseError
 
     catch: tuple[type[Exception], ...] = (*errors, DatabaseError)
     started = time.time()  # the campaign's clock, which the pods' ledger keeps too
     try:
-        confirmed = checker.sample()
+        confirmed = checker.settle() if final else checker.sample()
     except catch:
         findings.skipped += 1
         return

@@ -10,9 +10,9 @@
 - I4: every open assignment matches AWS, every pool EIP AWS shows on a node of a spec has its open record,
   no pool EIP stays on a gone node or a dead instance, and the `eipdash.io/eip` label tells the truth.
   These may legitimately be false for the length of one pass, so an I4 finding only counts once it has
-  persisted across consecutive observations spanning the grace period and two passes of every enabled spec
-  have ended since it was first seen, or once it has lasted the stall period whatever the passes did
-  (:class:`Checker`).
+  persisted across consecutive observations spanning the grace period and two successful passes of every
+  enabled spec have ended since it was first seen, or once it has lasted the stall period whatever the passes
+  did (:class:`Checker`).
 
 Reads only, and only through the adapters (``workers.ec2``, ``workers.kube``) and the ORM.
 
@@ -76,8 +76,9 @@ class Observation:
     associations: dict[str, tuple[str, str]] = field(default_factory=dict)
     # ENI -> the instance it is the primary ENI of (listed nodes, and rows of the record).
     instance_of_eni: dict[str, str] = field(default_factory=dict)
-    # spec pk -> when its last pass ended, as that pass wrote it: a mark compared only with the same spec's
-    # earlier mark, to count passes; never with another clock (the worker's host may be off by seconds).
+    # spec pk -> when its last successful pass ended (read the world and applied its whole plan), as that pass
+    # wrote it: a mark compared only with the same spec's earlier mark, to count passes; never with another
+    # clock (the worker's host may be off by seconds). A pass that failed on a fault could set nothing right.
     passes: dict[int, object] = field(default_factory=dict)
     nodes: int = 0
     addresses: int = 0
@@ -145,7 +146,8 @@ def observe(
     """Read AWS, Kubernetes and the record once and list what breaks I1–I4 (I4 ungraced)."""
     world = read_world(ec2_for, kube_for)
     observation = Observation(nodes=sum(len(listed) for listed in world.second.values()), addresses=len(world.pool),
-                              passes={spec.pk: spec.last_reconciled_at for spec in world.specs if spec.enabled})
+                              passes={spec.pk: spec.last_successful_pass_at for spec in world.specs
+                                      if spec.enabled})
     out = observation.violations
     out += two_pool_eips_on_one_eni(world)
     out += one_eip_recorded_twice(world)
@@ -460,11 +462,13 @@ DEAD_BEFORE_SECONDS = 3.0
 
 class Checker:
     """Observations over time: I1–I3 count at once. An I4 finding counts once it was seen in consecutive
-    observations (always at least two) spanning at least ``grace_seconds``, and two passes of every enabled
-    spec have ended since it was first seen: "within one pass" is counted in passes, because a frozen or
-    restarting worker delays every pass on a slow machine, and no pass can set the record right before it
-    runs. A finding that lasts ``stall_seconds`` (default: twice the grace) counts whatever the passes did:
-    passes that stop are a fault too. An association made onto an instance that was already seen dead
+    observations (always at least two) spanning at least ``grace_seconds``, and two successful passes of every
+    enabled spec have ended since it was first seen: "within one pass" is counted in passes that ran, because
+    a frozen or restarting worker delays every pass on a slow machine, and a pass that failed on a fault (a
+    read refused, a write that got a 500) can set nothing right. A finding that lasts ``stall_seconds``
+    (default: twice the grace) counts whatever the passes did: passes that stop or keep failing are a fault
+    too. At the end, with the faults over, ``settle`` counts every finding still there that two successful
+    passes did not set right, however short. An association made onto an instance that was already seen dead
     counts at once."""
 
     def __init__(self, *, grace_seconds: float, clock: Callable[[], float] = time.monotonic,
@@ -535,6 +539,22 @@ class Checker:
             if count + 1 >= 2 and lasted >= self.grace_seconds and passed:
                 confirmed.append(violation)
         self._since = seen
+        return confirmed
+
+    def settle(self) -> list[Violation]:
+        """A last observation once the faults are over: what `sample` confirms, plus every I4 finding seen
+        before that two successful passes of every enabled spec did not set right, whatever the grace says (a
+        world left alone must converge, and the grace may be longer than the quiet time before this)."""
+        observation = self.observe_fn()
+        before = dict(self._since)
+        confirmed = self.judge(observation)
+        keys = {v.key for v in confirmed}
+        for violation in observation.violations:
+            if not violation.graced or violation.key in keys or violation.key not in before:
+                continue
+            _first, _count, counts_then = before[violation.key]
+            if self.passes_since(observation, counts_then) >= 2:
+                confirmed.append(violation)
         return confirmed
 
     def pending(self) -> bool:
