@@ -12,6 +12,7 @@ runs workload pods; I3 one EIP per node and one node per EIP; I4 the record foll
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from functools import partial
@@ -115,9 +116,9 @@ class Executor:
                 done = action()
         except LeaseLost:
             raise
-        except OutOfTime:
+        except OutOfTime as exc:
             # No EC2 token before the deadline: that call was never sent; the next pass does the step.
-            ctx.leave(what, node=node, failed_state=failed_state)
+            ctx.leave(what, why=str(exc), node=node, failed_state=failed_state)
         except (Ec2Error, KubeError, DatabaseError) as exc:
             ctx.failed(what, exc, node=node, allocation_id=allocation_id, kind=kind, failed_state=failed_state)
         else:
@@ -142,8 +143,12 @@ class Executor:
         if ctx.report.left:
             # Not an error event: nothing failed, and the next pass (within seconds) starts from the world as it
             # is. But the pass did not apply its whole plan, so it is not a successful pass.
-            message = (f"stopped at the pass deadline ({settings.EIPDASH_PASS_SECONDS}s): "
-                       f"{len(ctx.report.left)} step(s) left for the next pass, first: {ctx.report.left[0]}")
+            # A step is also left when its call could not be sent in time (no EC2 token, a look at its target
+            # gone stale), well before the deadline: the message says which it was.
+            reached = ctx.deadline is not None and time.monotonic() >= ctx.deadline
+            head = (f"stopped at the pass deadline ({settings.EIPDASH_PASS_SECONDS}s)" if reached
+                    else "calls not sent in time")
+            message = f"{head}: {len(ctx.report.left)} step(s) left for the next pass, first: {ctx.report.left[0]}"
             ctx.report.errors.append(message)
             log.warning("%s: %s", ctx.spec.name, message)
         alerts = set(plan.alerts) | ctx.step_alerts | ({alert_key(Alert.READ_FAILED)} if read_errors else set())

@@ -227,9 +227,10 @@ class PassContext:
             self.record(Event.Kind.ERROR, message, node=node_row, eip=eip_row)
         log.warning("%s", message, extra=log_fields(spec=self.spec.name, node=node, allocation_id=allocation_id))
 
-    def leave(self, what: str, *, node: str = "", failed_state: str = "") -> None:
-        """A step not done in this pass (its deadline): its node stays as it is, for the next pass."""
-        self.report.left.append(what)
+    def leave(self, what: str, *, why: str = "", node: str = "", failed_state: str = "") -> None:
+        """A step not done in this pass (its deadline, or a call not sent in time: `why`): its node stays as it
+        is, for the next pass."""
+        self.report.left.append(f"{what} ({why})" if why else what)
         if failed_state and node:
             self.outcomes[node] = failed_state
 

@@ -268,7 +268,7 @@ def not_associated(ctx: PassContext, s: Assign, claim: Assignment, exc: Ec2Error
         services.assignment_close(assignment=claim, reason=reason, kind=Assignment.CloseKind.TRANSIENT if transient
                                   else Assignment.CloseKind.REFUSED)
     if isinstance(exc, OutOfTime):
-        ctx.leave(what(s), node=s.node, failed_state=Node.State.WAITING)
+        ctx.leave(what(s), why=reason, node=s.node, failed_state=Node.State.WAITING)
         results[s] = Result(s, "left", error=exc)
     else:
         fail(ctx, results, s, exc)

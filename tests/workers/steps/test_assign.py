@@ -149,9 +149,12 @@ def test_a_call_whose_look_at_its_target_grew_old_in_the_token_wait_is_not_sent(
         real_acquire(region, kind, **kwargs)
 
     monkeypatch.setattr(budget, "acquire", acquire)
-    reconcile(spec)
+    report = reconcile(spec)
     assert interrupted
     assert world.all_associations() == {}  # never sent onto the dead instance
+    # Left for the next pass, and said why: not "the pass deadline", which was 40 s away.
+    (error,) = [e for e in report.errors if "left for the next pass" in e]
+    assert error.startswith("calls not sent in time: 1 step(s)") and "the look at its target is 3." in error, error
     assert not Assignment.objects.filter(closed_at__isnull=True).exists()
     assert not Assignment.objects.filter(close_kind=Assignment.CloseKind.REFUSED).exists()
     world.node("live")
