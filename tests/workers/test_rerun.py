@@ -13,6 +13,7 @@ from pools import locks
 from pools.locks import spec_lease
 from tests.fixtures.world import TAINT, World
 from workers import executor, tasks
+from workers.reassign import reassign_eip
 
 
 def a_node_arrives_during_the_pass(world: World, spec_id: int, monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -71,6 +72,36 @@ def test_a_node_seen_while_manage_py_reconcile_holds_the_spec_is_served_when_it_
     call_command("reconcile", "--spec", spec.name, stdout=io.StringIO())
     assert skipped and "skipped" in skipped[0]
     assert world.eip_on("a") and world.eip_on("b") and TAINT not in world.taints("b")
+
+
+def test_a_node_seen_while_a_manual_reassign_holds_the_spec_is_served_when_it_ends(
+    world: World, eager_tasks: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reassign holds the lease through its follow-up pass; c registers after that pass read the world,
+    and the watch's pass for it finds the spec busy. Once the reassign lets go, it sends that pass: c is served
+    now, not at the next beat tick."""
+    spec = world.spec()
+    world.eips(1)
+    world.node("a")
+    world.node("b")
+    tasks.reconcile_spec(spec.pk)  # a holds the one EIP, b waits
+    moved = world.eip_on("a")
+    world.eips(2)
+    real_observe = executor.observe
+    skipped: list[str] = []
+
+    def observe_then_c_arrives(*args: Any, **kwargs: Any) -> Any:
+        observed = real_observe(*args, **kwargs)
+        if not skipped:
+            world.node("c")
+            skipped.extend(tasks.reconcile_spec(spec.pk))
+        return observed
+
+    monkeypatch.setattr(executor, "observe", observe_then_c_arrives)
+    reassign_eip(allocation_id=moved or "", node_name="b", actor="alice")
+    assert skipped and "skipped" in skipped[0]
+    assert world.eip_on("b") == moved
+    assert world.eip_on("a") and world.eip_on("c") and TAINT not in world.taints("c")
 
 
 def test_a_pass_that_finds_its_spec_busy_sends_no_pass_of_its_own(

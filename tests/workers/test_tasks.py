@@ -5,6 +5,7 @@ from __future__ import annotations
 import redis
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 
 from pools import redis_keys, services
 from pools.models import Assignment, LaunchSpec
@@ -76,3 +77,24 @@ def test_the_beat_runs_a_disabled_spec_until_its_waiting_nodes_are_gone(world: W
     assert tick() == 0  # nothing left to run for
     services.launch_spec_delete(name=spec.name)
     assert not LaunchSpec.objects.filter(pk=spec.pk).exists()
+
+
+def test_the_beat_runs_a_disabled_spec_while_a_pool_eip_is_on_its_node_without_a_claim(
+    world: World, eager_tasks: None
+) -> None:
+    """An association whose answer was an error although it landed: its claim closed as transient, and the EIP
+    is on the node with no open claim. Then "Disable and drain": the beat must still give the spec passes until
+    that EIP is off the node (I4), though the spec has no open claim and no node waiting."""
+    spec = world.spec()
+    world.eips(1)
+    world.node("a")
+    reconcile(spec)
+    assert world.eip_on("a") is not None
+    Assignment.objects.filter(closed_at__isnull=True).update(
+        closed_at=timezone.now(), close_kind=Assignment.CloseKind.TRANSIENT, close_reason="AWS call failed: 500")
+    LaunchSpec.objects.filter(pk=spec.pk).update(enabled=False)
+    world.cordon("a")  # drained: nothing keeps the EIP there
+    ran = [tick() for _ in range(3)]
+    assert ran[0] == 1, ran  # a pass, although no claim is open and nothing waits
+    assert world.eip_on("a") is None and not Assignment.objects.filter(closed_at__isnull=True).exists()
+    assert ran[-1] == 0, ran  # then nothing left to run for
