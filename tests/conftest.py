@@ -25,6 +25,27 @@ def redis_url() -> Iterator[str]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """Debian's chromium driven by Playwright, one per xdist worker for the whole session: each test opens its
+    own context (cookies, storage), and a launch costs a second or two of CPU (the browser tests share 2 cores
+    with everything else). Here, not in a folder's conftest: two fixtures of this name would each start
+    Playwright, and its sync API refuses a second start in one thread."""
+    # Playwright is a pinned dev dependency: missing, it is an install error, never a silent skip of the
+    # browser tests (the XSS regression test among them). Only a missing chromium skips, with a message.
+    import playwright.sync_api as sync_api
+
+    from tests.e2e.conftest import CHROMIUM
+
+    with sync_api.sync_playwright() as playwright:
+        instance = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield instance
+        instance.close()
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Longest first: the fault campaign, then the tests that start processes (e2e), then the rest in their

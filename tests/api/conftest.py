@@ -12,7 +12,7 @@ from django.test import Client
 from pools.api.tokens import token_create
 
 # The e2e fixtures (a real Celery worker, the engine's world on a committed database, chromium).
-from tests.e2e.conftest import browser, page, stack  # noqa: F401
+from tests.e2e.conftest import page, stack  # noqa: F401
 
 
 class Api:

@@ -25,21 +25,7 @@ def stack(redis_url: str, tmp_path: Path, transactional_db: None, ec2_emulator: 
         running.stop()
 
 
-# The browser tests' fixtures: Debian's chromium driven by Playwright.
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    # Playwright is a pinned dev dependency: missing, it is an install error, never a silent skip of the
-    # browser tests (the XSS regression test among them). Only a missing chromium skips, with a message.
-    import playwright.sync_api as sync_api
-    with sync_api.sync_playwright() as playwright:
-        instance = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield instance
-        instance.close()
-
-
+# The browser tests' fixtures: Debian's chromium driven by Playwright (`browser` is in tests/conftest.py).
 @pytest.fixture
 def page(browser, live_server) -> Iterator[object]:
     context = browser.new_context(viewport={"width": 1360, "height": 900}, accept_downloads=True)
