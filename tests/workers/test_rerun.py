@@ -16,16 +16,17 @@ from workers import executor, tasks
 from workers.reassign import reassign_eip
 
 
-def a_node_arrives_during_the_pass(world: World, spec_id: int, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """b registers after the running pass read the world; the watch sends its pass, which finds the spec busy.
-    Returns the busy pass's report lines once it ran."""
+def a_node_arrives_during_the_pass(world: World, spec_id: int, monkeypatch: pytest.MonkeyPatch,
+                                   name: str = "b") -> list[str]:
+    """The node registers after the running pass read the world; the watch sends its pass, which finds the spec
+    busy. Returns the busy pass's report lines once it ran."""
     real_observe = executor.observe
     skipped: list[str] = []
 
     def observe_then_a_node_arrives(*args: Any, **kwargs: Any) -> Any:
         observed = real_observe(*args, **kwargs)
         if not skipped:
-            world.node("b")
+            world.node(name)
             skipped.extend(tasks.reconcile_spec(spec_id))
         return observed
 
@@ -87,17 +88,7 @@ def test_a_node_seen_while_a_manual_reassign_holds_the_spec_is_served_when_it_en
     tasks.reconcile_spec(spec.pk)  # a holds the one EIP, b waits
     moved = world.eip_on("a")
     world.eips(2)
-    real_observe = executor.observe
-    skipped: list[str] = []
-
-    def observe_then_c_arrives(*args: Any, **kwargs: Any) -> Any:
-        observed = real_observe(*args, **kwargs)
-        if not skipped:
-            world.node("c")
-            skipped.extend(tasks.reconcile_spec(spec.pk))
-        return observed
-
-    monkeypatch.setattr(executor, "observe", observe_then_c_arrives)
+    skipped = a_node_arrives_during_the_pass(world, spec.pk, monkeypatch, name="c")
     reassign_eip(allocation_id=moved or "", node_name="b", actor="alice")
     assert skipped and "skipped" in skipped[0]
     assert world.eip_on("b") == moved
