@@ -126,15 +126,17 @@ def _held(port: int = 0) -> Iterator[int]:
 
 
 @contextlib.contextmanager
-def _held_if_free(port: int) -> Iterator[None]:
-    # Already taken (a `make run` on this machine): held by another socket all the same.
-    try:
-        sock = socket.create_server(("127.0.0.1", port))
-    except OSError:
-        yield
-        return
+def _held_once_free(port: int) -> Iterator[None]:
+    """Hold this port for the whole block, as another stack would. Another process on this machine (a second
+    `make test` in another clone runs this very test) may hold it now and let it go at any moment, so wait until
+    this test holds it itself: only then is it sure to stay taken."""
+    sock = eventually(lambda: _bound(port), timeout=120, what=f"port {port} free to hold", ignoring=(OSError,))
     with sock:
         yield
+
+
+def _bound(port: int) -> socket.socket:
+    return socket.create_server(("127.0.0.1", port))
 
 
 def _answers(url: str) -> bool:
@@ -149,19 +151,19 @@ def _answers(url: str) -> bool:
 
 
 def test_run_takes_other_ports_when_the_default_ones_are_taken_and_says_which(tmp_path: Path) -> None:
-    """The issue's case: another stack holds 5055 and 6443, also when it took them while this run was starting
-    (the supervisor's own check said free). Each emulator takes any free port and the console says which. One
-    stack for both emulators: each `make run` costs a loaded machine 15-45 s."""
-    with _supervisor(tmp_path) as run:
-        run.wait_for(r"started sandbox \(pid", timeout=60)
-        with _held_if_free(DEFAULT_PORTS["--ec2-port"]), _held_if_free(DEFAULT_PORTS["--kube-port"]):
-            ready = run.wait_for(r"sandbox: ready in [\d.]+s: EC2 (\S+), Kubernetes (\S+),", timeout=90)
-            for flag, what, url, probe in (("--ec2-port", "EC2", ready[1], "/moto-api/config"),
-                                           ("--kube-port", "Kubernetes", ready[2], "/version")):
-                default = DEFAULT_PORTS[flag]
-                assert not url.endswith(f":{default}"), run.output()[-3000:]
-                assert f"port {default} is taken: the {what} emulator listens on {url} instead" in run.output()
-                assert _answers(f"{url}{probe}")
+    """The issue's case: another stack holds 5055 and 6443. The supervisor checks no port itself (a check would
+    race with another stack starting at the same time): each emulator takes any free port when its usual one is
+    taken, and the console says which. One stack for both emulators: each `make run` costs a loaded machine
+    15-45 s. (Taking the ports only once the sandbox had started raced with its own bind on a loaded machine.)"""
+    with (_held_once_free(DEFAULT_PORTS["--ec2-port"]), _held_once_free(DEFAULT_PORTS["--kube-port"]),
+          _supervisor(tmp_path) as run):
+        ready = run.wait_for(r"sandbox: ready in [\d.]+s: EC2 (\S+), Kubernetes (\S+),", timeout=90)
+        for flag, what, url, probe in (("--ec2-port", "EC2", ready[1], "/moto-api/config"),
+                                       ("--kube-port", "Kubernetes", ready[2], "/version")):
+            default = DEFAULT_PORTS[flag]
+            assert not url.endswith(f":{default}"), run.output()[-3000:]
+            assert f"port {default} is taken: the {what} emulator listens on {url} instead" in run.output()
+            assert _answers(f"{url}{probe}")
         _killpg(run.process.pid, signal.SIGINT)  # Ctrl-C
         assert run.exit_code_within(40) == 0, run.output()[-3000:]
 
