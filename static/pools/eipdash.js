@@ -234,10 +234,15 @@
 
   // --- Disclosures: a <details> the reader opened (an overview alert row) stays open across live refreshes. --
   // The server renders them closed; without this, the morph of the next poll would take the reader's `open` away.
+  // The same for a done action's mark (actionDone): the server never renders it, and a morph that took it away
+  // would hold every later refresh while the focus stays on that button.
   if (window.Idiomorph && window.Idiomorph.defaults) {
     var beforeAttribute = window.Idiomorph.defaults.callbacks.beforeAttributeUpdated;
     window.Idiomorph.defaults.callbacks.beforeAttributeUpdated = function (name, node, mutation) {
       if (name === "open" && node instanceof HTMLDetailsElement) {
+        return false;
+      }
+      if (name === "data-action-done" && mutation === "remove") {
         return false;
       }
       return beforeAttribute ? beforeAttribute(name, node, mutation) : undefined;
