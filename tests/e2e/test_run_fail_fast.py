@@ -126,17 +126,25 @@ def _held(port: int = 0) -> Iterator[int]:
 
 
 @contextlib.contextmanager
-def _held_once_free(port: int) -> Iterator[None]:
-    """Hold this port for the whole block, as another stack would. Another process on this machine (a second
-    `make test` in another clone runs this very test) may hold it now and let it go at any moment, so wait until
-    this test holds it itself: only then is it sure to stay taken."""
-    sock = eventually(lambda: _bound(port), timeout=120, what=f"port {port} free to hold", ignoring=(OSError,))
-    with sock:
+def _held_once_free(*ports: int) -> Iterator[None]:
+    """Hold these ports for the whole block, as another stack would. Another process on this machine (a second
+    `make test` in another clone runs this very test) may hold them now and let them go at any moment, so wait
+    until this test holds them itself: only then are they sure to stay taken. Held for a whole minute, they
+    belong to a `make run` left running here, which keeps them taken all the same."""
+    held: list[socket.socket] = []
+
+    def hold_the_rest() -> bool:
+        for port in ports[len(held):]:
+            held.append(socket.create_server(("127.0.0.1", port)))
+        return True
+
+    with contextlib.ExitStack() as closing:
+        closing.callback(lambda: [sock.close() for sock in held])
+        try:
+            eventually(hold_the_rest, timeout=60, what=f"ports {ports} free to hold", ignoring=(OSError,))
+        except AssertionError:
+            pass  # taken by a process that keeps them: taken all the same
         yield
-
-
-def _bound(port: int) -> socket.socket:
-    return socket.create_server(("127.0.0.1", port))
 
 
 def _answers(url: str) -> bool:
@@ -155,8 +163,7 @@ def test_run_takes_other_ports_when_the_default_ones_are_taken_and_says_which(tm
     race with another stack starting at the same time): each emulator takes any free port when its usual one is
     taken, and the console says which. One stack for both emulators: each `make run` costs a loaded machine
     15-45 s. (Taking the ports only once the sandbox had started raced with its own bind on a loaded machine.)"""
-    with (_held_once_free(DEFAULT_PORTS["--ec2-port"]), _held_once_free(DEFAULT_PORTS["--kube-port"]),
-          _supervisor(tmp_path) as run):
+    with _held_once_free(DEFAULT_PORTS["--ec2-port"], DEFAULT_PORTS["--kube-port"]), _supervisor(tmp_path) as run:
         ready = run.wait_for(r"sandbox: ready in [\d.]+s: EC2 (\S+), Kubernetes (\S+),", timeout=90)
         for flag, what, url, probe in (("--ec2-port", "EC2", ready[1], "/moto-api/config"),
                                        ("--kube-port", "Kubernetes", ready[2], "/version")):
