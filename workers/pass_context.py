@@ -27,6 +27,7 @@ from django.db import transaction
 
 from pools import services
 from pools.alerts import Alert, alert_key
+from pools.counters import row_ensure
 from pools.locks import Lease, LeaseLost
 from pools.logs import log_fields
 from pools.models import SYSTEM_ACTOR, ElasticIP, Event, LaunchSpec, Node, SpecFence
@@ -196,9 +197,10 @@ class PassContext:
 
     def _note_change(self, seq: int) -> None:
         with self.fenced():
-            updated = SpecFence.objects.filter(spec_id=self.spec.pk, fresh_from_seq__lt=seq).update(fresh_from_seq=seq)
-            if not updated and not SpecFence.objects.filter(spec_id=self.spec.pk).exists():
-                SpecFence.objects.create(spec_id=self.spec.pk, fresh_from_seq=seq)
+            # The row is missing until a lease first fences the spec: passes run without Redis hold no lease,
+            # and two of them may create it side by side.
+            row_ensure(SpecFence, key={"spec_id": self.spec.pk})
+            SpecFence.objects.filter(spec_id=self.spec.pk, fresh_from_seq__lt=seq).update(fresh_from_seq=seq)
 
     # --- the record and the report ----------------------------------------------------------------------
 
