@@ -19,7 +19,8 @@ def wait_until_another_transaction_waits_for_this_one() -> None:
     give_up = time.monotonic() + 30
     with connection.cursor() as cursor:
         while time.monotonic() < give_up:
-            cursor.execute("SELECT count(*) FROM pg_locks WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid))")
+            cursor.execute("SELECT count(*) FROM pg_locks"
+                           " WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid))")
             if cursor.fetchone()[0]:
                 return
             time.sleep(0.01)
