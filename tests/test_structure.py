@@ -62,3 +62,17 @@ def test_no_function_of_the_product_hides_more_than_25_paths() -> None:
                 if block.complexity > MAX_COMPLEXITY:
                     heavy.append(f"{path.relative_to(ROOT)}:{block.lineno} {block.name} ({block.complexity})")
     assert heavy == []
+
+
+def test_a_django_process_imports_neither_sdk_until_it_uses_one() -> None:
+    """Every process the product starts (web, beat, migrate, each CLI command) sets Django up; the SDKs cost
+    a fifth of a second each to import, and only the passes need them."""
+    import subprocess
+    import sys
+
+    probe = ("import django, sys; django.setup(); "
+             "print(sorted(m for m in ('kubernetes', 'boto3', 'botocore') if m in sys.modules))")
+    env = {"DJANGO_SETTINGS_MODULE": "eipdash.settings", "DJANGO_DEBUG": "true", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.strip() == "[]"

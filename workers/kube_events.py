@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pools import metrics
 from pools.models import Assignment, Cluster, Event, Node
 
-from .kube import KubeError, kube_for
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +107,10 @@ def resolve(event: Event) -> Emission | None:
 
 def deliver(emission: Emission) -> int:
     """Write the Kubernetes Events of one emission (no database work); returns how many were written."""
+    # Imported here: every Django process registers this module's hook, and the Kubernetes client costs
+    # a fifth of a second to import in processes that never emit (the web, beat, migrate).
+    from .kube import KubeError, kube_for
+
     try:
         kube = kube_for(emission.target, request_timeout=REQUEST_TIMEOUT_SECONDS)
     except KubeError as exc:
