@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pools import metrics
 from pools.models import Assignment, Cluster, Event, Node
 
-
 log = logging.getLogger(__name__)
 
 CONTROLLER = "eipdash.io/controller"
