@@ -75,6 +75,13 @@ def fast_tag_lookup() -> None:
     TaggedEC2Resource.get_tags = get_tags  # type: ignore[method-assign]
 
 
+def no_default_amis() -> None:
+    """moto builds its hundreds of public AMIs again for each region at every reset (a fifth of a second of CPU
+    each time, most of a test's reset); the sandbox launches from an id moto does not check, and eipdash never
+    reads images. An explicit MOTO_EC2_LOAD_DEFAULT_AMIS still wins."""
+    os.environ.setdefault("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+
+
 def account_eip_quota(limit: int) -> None:
     """This process's moto answers DescribeAccountAttributes with `limit` as the account's EIP quota
     (`vpc-max-elastic-ips`; moto says 5, AWS's default). The sandbox's pools and decoys hold more than 5
@@ -131,6 +138,7 @@ class Ec2Emulator:
         # werkzeug logs every request at INFO: noisy in tests, and the foreground command turns it back on.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         fast_tag_lookup()
+        no_default_amis()
         try:
             self._serve_moto()
             self._wait_until_answering()

@@ -76,6 +76,17 @@ def test_reset_forgets_everything(ec2_emulator: Ec2Emulator, ec2_world: Ec2World
     assert ec2_world.client.describe_instances()["Reservations"] == []
 
 
+def test_no_default_amis_leaves_moto_without_public_images_and_still_launches(ec2_emulator: Ec2Emulator,
+                                                                              ec2_world: Ec2World) -> None:
+    """moto's public AMIs, rebuilt for every region at every reset, were most of a test's reset; nothing
+    launches from them (the sandbox's image id is one moto does not check)."""
+    ec2_emulator.reset()
+    assert ec2_world.client.describe_images(Owners=["amazon"])["Images"] == []
+    instance_id, _, _ = ec2_world.launch_instance()
+    reservations = ec2_world.client.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    assert reservations[0]["Instances"][0]["State"]["Name"] == "running"
+
+
 def test_main_runs_in_the_foreground_until_interrupted(tmp_path: Path) -> None:
     port = free_port()
     process = subprocess.Popen(
