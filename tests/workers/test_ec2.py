@@ -308,6 +308,13 @@ def test_clients_are_shared_per_region_and_endpoint(ec2_emulator: Any, monkeypat
     assert Ec2(REGION).client.meta.endpoint_url == "http://127.0.0.1:9"
 
 
+def test_clients_of_every_region_share_one_parsed_service_model(ec2_emulator: Any) -> None:
+    """EC2's model parses into about 50,000 objects: read once per process, not once per client."""
+    models = {id(Ec2(region).client.meta.service_model._service_description)  # the parsed JSON itself
+              for region in (REGION, "eu-west-1", "ap-south-2")}
+    assert len(models) == 1
+
+
 def test_client_has_standard_retries_and_timeouts(ec2: Ec2) -> None:
     config = ec2.client.meta.config
     # botocore reads retries.max_attempts as *retries*: 1 try + 3 retries.
