@@ -1,30 +1,25 @@
-"""PassContext's own bookkeeping rows hold when passes run side by side (tests/e2e/test_concurrency.py runs
-passes without the spec's lock on purpose, and so do reruns of a frozen worker that lost its lease)."""
+"""PassContext's own bookkeeping rows hold when passes run side by side without the spec's lease, as they do
+without Redis (tests/e2e/test_concurrency.py races them on purpose)."""
 
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 from django.db import connection, transaction
 
 from pools.models import SpecFence
+from tests.fixtures.polling import eventually
 from tests.fixtures.world import World
 from workers.pass_context import PassContext
 
 
-def wait_until_another_transaction_waits_for_this_one() -> None:
+def another_transaction_waits_for_this_one() -> bool:
     """pg_locks, unlike pg_stat_activity, is read afresh inside a transaction."""
-    give_up = time.monotonic() + 30
     with connection.cursor() as cursor:
-        while time.monotonic() < give_up:
-            cursor.execute("SELECT count(*) FROM pg_locks"
-                           " WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid))")
-            if cursor.fetchone()[0]:
-                return
-            time.sleep(0.01)
-    raise AssertionError("no other transaction came to wait for this one")
+        cursor.execute("SELECT count(*) FROM pg_locks"
+                       " WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid))")
+        return bool(cursor.fetchone()[0])
 
 
 @pytest.mark.skipif(connection.vendor == "sqlite", reason="SQLite serialises writers; the race needs PostgreSQL")
@@ -41,7 +36,8 @@ def test_note_change_waits_out_a_pass_creating_the_same_spec_row_and_still_notes
             with transaction.atomic():
                 SpecFence.objects.create(spec_id=spec.pk, fresh_from_seq=5)
                 created.set()
-                wait_until_another_transaction_waits_for_this_one()
+                eventually(another_transaction_waits_for_this_one, timeout=30, interval=0.01,
+                           what="the other pass waits on this uncommitted row")
         except BaseException as exc:  # the thread's failure is the test's failure
             failures.append(exc)
         finally:
