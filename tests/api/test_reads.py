@@ -166,7 +166,11 @@ def test_a_page_costs_the_same_queries_for_many_rows(
 
 def test_events_of_one_timestamp_page_by_id_every_event_once(db: None, viewer_api: Api) -> None:
     """DRF's cursor paged by the first ordering field only: 1,000+ events of one timestamp looped for ever."""
-    moment = timezone.now().replace(microsecond=0)
+    # A whole second before the viewer token's creation event, so that it stays the newest: "now" rounded down
+    # was newer than it whenever a second began between the two (CI: the token at 20:05:48.996, the ties at
+    # 20:05:49.000).
+    token_at = Event.objects.get(kind="token_created").timestamp
+    moment = token_at.replace(microsecond=0) - dt.timedelta(seconds=1)
     Event.objects.bulk_create(Event(timestamp=moment, kind="assigned", actor="test", reason=f"tie {i}")
                               for i in range(1500))
     seen: list[int] = []
