@@ -197,10 +197,12 @@ class PassContext:
 
     def _note_change(self, seq: int) -> None:
         with self.fenced():
-            # The row is missing until a lease first fences the spec: passes run without Redis hold no lease,
-            # and two of them may create it side by side.
-            row_ensure(SpecFence, key={"spec_id": self.spec.pk})
-            SpecFence.objects.filter(spec_id=self.spec.pk, fresh_from_seq__lt=seq).update(fresh_from_seq=seq)
+            behind = SpecFence.objects.filter(spec_id=self.spec.pk, fresh_from_seq__lt=seq)
+            if not behind.update(fresh_from_seq=seq):
+                # Already as new, or no row yet: it is missing until a lease first fences the spec, and passes
+                # run without Redis hold no lease, so two of them may create it side by side.
+                row_ensure(SpecFence, key={"spec_id": self.spec.pk})
+                behind.update(fresh_from_seq=seq)
 
     # --- the record and the report ----------------------------------------------------------------------
 
