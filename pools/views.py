@@ -16,6 +16,7 @@ import logging
 import re
 import shlex
 from typing import Any
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
@@ -490,7 +491,13 @@ def _eip_context(request: HtmxHttpRequest, eip: ElasticIP) -> dict[str, Any]:
 @login_required
 def eip_detail(request: HtmxHttpRequest, allocation_id: str) -> HttpResponse:
     eip = _get_eip_or_404(allocation_id)
-    return _page(request, "pools/eip_detail.html", "pools/partials/_eip_live.html", _eip_context(request, eip))
+    context = _eip_context(request, eip)
+    moved = request.GET.get("moved", "")
+    if moved.isascii() and moved.isdigit() and len(moved) < 19:
+        done = selectors.reassign_request_get(allocation_id=allocation_id, request_id=int(moved))
+        if done is not None and done.state == ReassignRequest.State.DONE:
+            context["notice"] = done.message or f"{eip.public_ip} moved to {done.node_name}."
+    return _page(request, "pools/eip_detail.html", "pools/partials/_eip_live.html", context)
 
 
 def _reassign_consequence(eip: ElasticIP, spec: LaunchSpec | None) -> dict[str, Any]:
@@ -598,8 +605,10 @@ def eip_reassign_status(request: HtmxHttpRequest, allocation_id: str, request_id
     detail_url = reverse("eip-detail", args=[allocation_id])
     if request.htmx:
         if reassign.state == ReassignRequest.State.DONE:
-            messages.success(request, reassign.message or f"{reassign.eip.public_ip} moved to {reassign.node_name}.")
-            return HttpResponseClientRedirect(detail_url)
+            # The word of the move goes in the address, not in a flash message: htmx sends the poll that came
+            # due meanwhile right after this answer, and its redirect starts the page load again; a cookie's
+            # message would be taken by the first load, and the page shown would not say it.
+            return HttpResponseClientRedirect(f"{detail_url}?{urlencode({'moved': reassign.pk})}")
         if reassign.state == ReassignRequest.State.REFUSED:
             # Nothing changed: no Move for the refused node, the reason, and the targets as they are now
             # (the worker's own reading was just written, so a node it found draining is gone from them).

@@ -232,6 +232,8 @@ def test_reassign_through_the_button_and_its_confirmation(page, live_server, ope
     page.click("#reassign-confirm")
     page.wait_for_selector("#reassign-pending")
     _act_as_worker(state="done", message=f"{eip.public_ip} moved to {target.name}.", move_to=target)
+    # The page the move sends the browser to (the live refresh may show the new node before it comes).
+    page.wait_for_url(f"**/eips/{eip.allocation_id}/?moved=*")
     page.wait_for_selector(f"#eip-node:has-text('{target.name}')")
     assert "moved to" in page.locator(".messages").inner_text()
     assert Assignment.objects.get(eip=eip, closed_at__isnull=True).node_id == target.pk
