@@ -17,7 +17,7 @@ import contextvars
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -254,21 +254,26 @@ class PassContext:
         in fn (never the database: that stays in this thread); their errors (and a lost lease) come back per
         item, anything else is raised here. Each thread runs in this thread's context, so the EC2 calls keep
         its deadline and its send guard."""
-        def one(item: _I) -> Outcome[_I, _R]:
-            try:
-                return Outcome(item, value=fn(item))
-            except (Ec2Error, KubeError, LeaseLost) as exc:
-                return Outcome(item, error=exc)
-
         if len(items) <= 1:
-            return [one(item) for item in items]
+            return [_outcome(fn, item) for item in items]
+        return [future.result() for future in [self.submit(fn, item) for item in items]]
+
+    def submit(self, fn: Callable[[_I], _R], item: _I) -> Future[Outcome[_I, _R]]:
+        """fn(item) in the pass's pool, under the same rules as `concurrently`: for steps that go on with each
+        item as soon as its own call ends (concurrent.futures.wait), not when the slowest of them does."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=settings.EIPDASH_STEP_CONCURRENCY,
                                             thread_name_prefix=f"pass-{self.spec.pk}")
-        futures = [self._pool.submit(contextvars.copy_context().run, one, item) for item in items]
-        return [future.result() for future in futures]
+        return self._pool.submit(contextvars.copy_context().run, _outcome, fn, item)
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+
+
+def _outcome(fn: Callable[[_I], _R], item: _I) -> Outcome[_I, _R]:
+    try:
+        return Outcome(item, value=fn(item))
+    except (Ec2Error, KubeError, LeaseLost) as exc:
+        return Outcome(item, error=exc)

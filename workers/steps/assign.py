@@ -2,8 +2,9 @@
 
 A slice: claims in the database (one commit), one DescribeInstances of the targets (a terminated instance
 whose node is still listed gets nothing), one DescribeAddresses of what is already on the target ENIs,
-AssociateAddress concurrently, one DescribeAddresses to confirm them all, the records, then the labels and
-taint lifts concurrently. Every item keeps the invariants:
+AssociateAddress concurrently; then each node on its own as soon as its call returns: a DescribeAddresses of
+its EIP to confirm it, the record, its labels and taint lift, so that no node waits for the slowest call of
+its slice. Every item keeps the invariants:
 - I3: one open claim per EIP and per node (the database), AllowReassociation=False, no association onto a
   private IP that already carries an EIP (AWS would silently knock it off), never the same target twice in a
   slice (two Node objects of one instance), and each attempt guarded by the lease right before it is sent;
@@ -17,10 +18,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError
 
 from pools import services
 from pools.locks import LeaseLost
@@ -30,8 +33,8 @@ from pools.vocabulary import LIVE_STATES
 
 from .. import budget
 from ..ec2 import FILTER_VALUES_LIMIT, Address, Ec2Error, Instance, NotFound, OutOfTime, Throttled, Transient, guarded
-from ..pass_context import PassContext
-from .ready import mark_many
+from ..pass_context import Outcome, PassContext
+from .ready import mark_on_node, marked
 
 # AWS's error codes that say the target node is gone, not that the EIP was refused.
 NODE_GONE_CODES = frozenset({"InvalidNetworkInterfaceID.NotFound", "InvalidInstanceID.NotFound"})
@@ -94,8 +97,7 @@ def assign_slice(ctx: PassContext, steps: Sequence[Assign]) -> list[Result]:
     try:
         looked_at = time.monotonic()
         free = look_at_targets(ctx, claimed, results)
-        associated = associate(ctx, free, results, looked_at)
-        confirm(ctx, associated, results)
+        associate(ctx, free, results, looked_at)
     except LeaseLost:
         unsent = [(s, claim) for s, claim in claimed if s not in results]
         give_back_unsent(ctx, unsent)
@@ -197,40 +199,110 @@ def occupied(ctx: PassContext, s: Assign, claim: Assignment, present: list[Addre
 
 
 def associate(ctx: PassContext, free: list[tuple[Assign, Assignment]], results: dict[Assign, Result],
-              looked_at: float) -> list[tuple[Assign, Assignment, str]]:
-    """AssociateAddress concurrently; each attempt is guarded, right before it is sent, by the lease and by the
-    age of the look at its target (`looked_at`, on the monotonic clock)."""
+              looked_at: float) -> None:
+    """AssociateAddress concurrently, each attempt guarded right before it is sent by the lease and by the age of
+    the look at its target (`looked_at`, on the monotonic clock). Each node then goes on alone as soon as its
+    own call returns: the DescribeAddresses that confirms its EIP (in the pool), the record (here), its marks
+    and taint lift (in the pool) and their record. No node waits for the slowest call of its slice."""
     if not free:
-        return []
-    claims = dict(free)
+        return
+    flow = _Flow(ctx, dict(free), results)
     guard = fresh_look_guard(ctx.send_guard, looked_at)
+    grace = ctx.grace_deadline()
 
-    def call(s: Assign) -> str:
+    def call(s: Assign) -> tuple[str, Address | Ec2Error | None]:
         with guarded(guard):
-            return ctx.ec2.associate(allocation_id=s.allocation_id, eni_id=s.eni_id, private_ip=s.private_ip,
-                                     allow_reassociation=False)
+            association_id = ctx.ec2.associate(allocation_id=s.allocation_id, eni_id=s.eni_id,
+                                               private_ip=s.private_ip, allow_reassociation=False)
+        try:
+            # The association is made: its confirmation may wait a little past the deadline.
+            with budget.deadline(grace):
+                return association_id, ctx.ec2.get_addresses([s.allocation_id]).get(s.allocation_id)
+        except Ec2Error as exc:
+            return association_id, exc
 
-    associated: list[tuple[Assign, Assignment, str]] = []
-    lost: LeaseLost | None = None
     with ctx.aws_change():
-        for s, _ in free:
+        for s in flow.claims:
             results[s] = Result(s, "sending")  # from here on, no longer "never sent"
-        outcomes = ctx.concurrently(call, [s for s, _ in free])
-    for outcome in outcomes:
-        s = outcome.item
+        flow.run(call)
+    if flow.lost is not None:
+        raise flow.lost
+
+
+class _Flow:
+    """One slice's associations as they return, in the pass's thread: each confirmed one is recorded and its
+    marks sent at once. After a lost lease, nothing more is recorded or marked: the associations AWS accepted
+    stay open, unconfirmed, for the pass that holds the lease now to adopt."""
+
+    def __init__(self, ctx: PassContext, claims: dict[Assign, Assignment], results: dict[Assign, Result]) -> None:
+        self.ctx, self.claims, self.results = ctx, claims, results
+        self.lost: LeaseLost | None = None
+        self.marking: dict[Future[Outcome[MarkReady, bool]], Assign] = {}
+        self.expected: dict[str, str | None] = {}
+
+    def run(self, call: Callable[[Assign], tuple[str, Address | Ec2Error | None]]) -> None:
+        pending: set[Future[Any]] = {self.ctx.submit(call, s) for s in self.claims}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                if future in self.marking:
+                    self.marked(self.marking.pop(future), future.result())
+                elif (mark := self.associated(future.result())) is not None:
+                    pending.add(mark)
+
+    def associated(self, outcome: Outcome[Assign, tuple[str, Address | Ec2Error | None]]
+                   ) -> Future[Outcome[MarkReady, bool]] | None:
+        ctx, s, results = self.ctx, outcome.item, self.results
         if isinstance(outcome.error, LeaseLost):
             del results[s]  # stopped by its guard before it was sent: its claim goes, unless a newer holder has it
-            lost = outcome.error
-        elif isinstance(outcome.error, Ec2Error):
-            not_associated(ctx, s, claims[s], outcome.error, results)
-        elif outcome.value is not None:
-            associated.append((s, claims[s], outcome.value))
-    if lost is not None:
-        # Those AWS accepted stay open, unconfirmed: the pass that holds the lease now adopts them.
-        for s, _, _ in associated:
+            self.lost = outcome.error
+            return None
+        if isinstance(outcome.error, Ec2Error):
+            not_associated(ctx, s, self.claims[s], outcome.error, results)
+            return None
+        assert outcome.value is not None
+        association_id, seen = outcome.value
+        if self.lost is not None:
             results[s] = Result(s, "unconfirmed", f"assigned {s.public_ip} → {s.node}, not yet confirmed by AWS")
-        raise lost
-    return associated
+            return None
+        if isinstance(seen, Ec2Error):
+            fail(ctx, results, s, seen)  # the claim stays open: the next pass sees where AWS put the EIP
+            return None
+        try:
+            with ctx.fenced():
+                line = record_association(ctx, s, self.claims[s], association_id, seen)
+        except LeaseLost as exc:
+            self.lost = exc
+            results[s] = Result(s, "unconfirmed", f"assigned {s.public_ip} → {s.node}, not yet confirmed by AWS")
+            return None
+        except DatabaseError as exc:
+            fail(ctx, results, s, exc)
+            return None
+        if line:
+            results[s] = Result(s, "unconfirmed", line)
+            return None
+        node = ctx.node(s.node)
+        mark = MarkReady(s.node, s.allocation_id, s.public_ip, lift_taint=node.startup_tainted, set_marks=True)
+        self.expected[s.node] = node.instance_id or None
+        future = ctx.submit(lambda m: mark_on_node(ctx, m, self.expected[m.node]), mark)
+        self.marking[future] = s
+        return future
+
+    def marked(self, s: Assign, outcome: Outcome[MarkReady, bool]) -> None:
+        ctx, results = self.ctx, self.results
+        try:
+            with ctx.fenced():
+                recorded = marked(ctx, outcome, self.expected[s.node])
+        except LeaseLost as exc:
+            recorded = Outcome(outcome.item, error=exc)
+        if isinstance(recorded.error, LeaseLost):
+            self.lost = recorded.error  # a newer holder wrote the node: this pass writes nothing more
+            results[s] = Result(s, "unconfirmed", f"assigned {s.public_ip} → {s.node}; its marks wait for the "
+                                                  "pass that holds the spec now")
+        elif recorded.error is not None:
+            fail(ctx, results, s, recorded.error)
+        else:
+            results[s] = Result(s, "assigned", f"assigned {s.public_ip} → {s.node}")
 
 
 def fresh_look_guard(send_guard: Callable[[float], None] | None, looked_at: float) -> Callable[[float], None]:
@@ -293,42 +365,6 @@ def give_back_unsent(ctx: PassContext, unsent: list[tuple[Assign, Assignment]]) 
                                           kind=Assignment.CloseKind.TRANSIENT)
     except LeaseLost:
         pass
-
-
-def confirm(ctx: PassContext, associated: list[tuple[Assign, Assignment, str]], results: dict[Assign, Result]) -> None:
-    """One DescribeAddresses for the slice, the records, then the marks and taint lifts concurrently."""
-    if not associated:
-        return
-    # The associations are made: finishing them (confirm, label, lift) may wait a little past the deadline.
-    try:
-        with budget.deadline(ctx.grace_deadline()):
-            seen = ctx.ec2.get_addresses(s.allocation_id for s, _, _ in associated)
-    except Ec2Error as exc:
-        # The claims stay open: the next pass sees where AWS put each EIP and adopts or closes it.
-        for s, _, _ in associated:
-            fail(ctx, results, s, exc)
-        return
-    marks: list[tuple[Assign, MarkReady]] = []
-    with ctx.fenced():  # one commit for the slice's records, one savepoint each
-        for s, claim, association_id in associated:
-            try:
-                with transaction.atomic():
-                    line = record_association(ctx, s, claim, association_id, seen.get(s.allocation_id))
-            except DatabaseError as exc:
-                fail(ctx, results, s, exc)
-                continue
-            if line:
-                results[s] = Result(s, "unconfirmed", line)
-            else:
-                marks.append((s, MarkReady(s.node, s.allocation_id, s.public_ip,
-                                           lift_taint=ctx.node(s.node).startup_tainted, set_marks=True)))
-    for (s, _), marked in zip(marks, mark_many(ctx, [m for _, m in marks]), strict=True):
-        if isinstance(marked.error, LeaseLost):
-            raise marked.error  # a newer holder wrote the node: this pass writes nothing more
-        if marked.error is not None:
-            fail(ctx, results, s, marked.error)
-        else:
-            results[s] = Result(s, "assigned", f"assigned {s.public_ip} → {s.node}")
 
 
 def record_association(ctx: PassContext, s: Assign, claim: Assignment, association_id: str,

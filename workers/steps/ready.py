@@ -83,24 +83,26 @@ def mark_many(ctx: PassContext, steps: Sequence[MarkReady]) -> list[Outcome[Mark
         return []
     ctx.check()
     expected = {m.node: ctx.node(m.node).instance_id or None for m in steps}
-    results: list[Outcome[MarkReady, str]] = []
     outcomes = ctx.concurrently(lambda m: mark_on_node(ctx, m, expected[m.node]), list(steps))
     with ctx.fenced():  # one commit for the records, one savepoint each
-        for outcome in outcomes:
-            m = outcome.item
-            if isinstance(outcome.error, Replaced):
-                replaced(ctx, m, expected[m.node], outcome.error)
-                results.append(Outcome(m, value=""))
-            elif outcome.error is not None:
-                results.append(Outcome(m, error=outcome.error))
-            else:
-                try:
-                    with transaction.atomic():
-                        line = record_ready(ctx, m, lifted=bool(outcome.value))
-                    results.append(Outcome(m, value=line or ""))
-                except DatabaseError as exc:
-                    results.append(Outcome(m, error=exc))
-    return results
+        return [marked(ctx, outcome, expected[outcome.item.node]) for outcome in outcomes]
+
+
+def marked(ctx: PassContext, outcome: Outcome[MarkReady, bool], expected: str | None) -> Outcome[MarkReady, str]:
+    """The record of one mark_on_node outcome (the pass's thread, in a fenced transaction): its value is the line
+    for the report ("" for none), its error a KubeError, a LeaseLost or a DatabaseError."""
+    m = outcome.item
+    if isinstance(outcome.error, Replaced):
+        replaced(ctx, m, expected, outcome.error)
+        return Outcome(m, value="")
+    if outcome.error is not None:
+        return Outcome(m, error=outcome.error)
+    try:
+        with transaction.atomic():
+            line = record_ready(ctx, m, lifted=bool(outcome.value))
+    except DatabaseError as exc:
+        return Outcome(m, error=exc)
+    return Outcome(m, value=line or "")
 
 
 def mark_on_node(ctx: PassContext, m: MarkReady, expected: str | None) -> bool:
