@@ -15,6 +15,10 @@ Scenarios (``python -m bench.engine SCENARIO [--nodes N] ...``; prints one JSON 
   to the node's ``eip_ready_at``; the total is the last one.
 - ``deploy``: the same burst through the deployment shape: a Celery worker (``-c 4``), beat and
   ``manage.py watch_nodes``, as separate processes; time to EIP from each node's creation.
+- ``scaleout``: a burst of N nodes (default 1000) spread evenly over S (``--specs``, default 10) specs of one
+  region, each spec with its own pool of N/S EIPs and its own node labels, through two Celery workers (``-c 4``
+  each, their own hostnames), beat and ``manage.py watch_nodes``; measured as ``deploy``, plus whether every
+  node was served exactly once (AWS, Kubernetes and the database's Assignment rows) and each worker's passes.
 - ``single``: the deployment shape, N nodes arriving one every ``--every`` seconds.
 - ``steady``: N nodes that hold their EIPs (assigned first without the limits); CPU
   (``time.process_time``) and wall time of a pass with nothing to do, median of 5.
@@ -28,6 +32,7 @@ nodes, no node is left tainted (AWS and Kubernetes as the emulators hold them).
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
 import shutil
@@ -36,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -77,7 +83,8 @@ class Stack:
         self.latency_ms, self.throttle = latency_ms, throttle
         self.kubeconfig = self.workdir / "kubeconfig"
         self.processes: list[subprocess.Popen[bytes]] = []
-        self.children: list[subprocess.Popen[bytes]] = []  # worker, beat, watch
+        self.children: list[subprocess.Popen[bytes]] = []  # workers, beat, watch
+        self.workers: list[str] = []  # the Celery workers' names (their logs: {name}.log)
         self.redis: Any = None
         self.env: dict[str, str] = {}
 
@@ -182,7 +189,13 @@ class Stack:
 
     def register(self, spec_name: str, names_and_instances: list[tuple[str, tuple[str, str, str]]],
                  threads: int = 8) -> dict[str, datetime]:
-        """Register nodes with the startup taint (``threads`` at a time); {name: when its POST returned}."""
+        """Register nodes of one spec with the startup taint (``threads`` at a time); {name: when its POST returned}."""
+        return self.register_nodes([(name, instance, spec_name) for name, instance in names_and_instances], threads)
+
+    def register_nodes(self, nodes: list[tuple[str, tuple[str, str, str], str]],
+                       threads: int = 8) -> dict[str, datetime]:
+        """Register (name, instance, spec name) nodes in that order with the startup taint, each labelled for its
+        spec (``threads`` at a time); {name: when its POST returned}."""
         from sandbox.simulate import KubeHttp, node_manifest
 
         created: dict[str, datetime] = {}
@@ -190,14 +203,14 @@ class Stack:
         clients = [KubeHttp(base) for _ in range(threads)]
 
         def one(index: int) -> None:
-            name, (instance_id, az, ip) = names_and_instances[index]
+            name, (instance_id, az, ip), spec_name = nodes[index]
             clients[index % threads].create_node(node_manifest(
                 name=name, instance_id=instance_id, az=az, private_ip=ip, region=REGION,
                 labels={POOL_TAG: spec_name}))
             created[name] = datetime.now(UTC)
 
         with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(one, range(len(names_and_instances))))
+            list(pool.map(one, range(len(nodes))))
         return created
 
     # --- the proxy's counters ---------------------------------------------------------------------------
@@ -214,25 +227,60 @@ class Stack:
 
     # --- the deployment shape ---------------------------------------------------------------------------
 
-    def start_deployment(self, concurrency: int = 4) -> None:
-        """A Celery worker, beat and the node watch, in their own processes, as the Procfile runs them."""
+    def start_deployment(self, concurrency: int = 4, workers: int = 1) -> None:
+        """Celery workers (``-c concurrency`` each, hostname ``bench-PID-NAME@host``), beat and the node watch, in
+        their own processes, as the Procfile runs them. One worker is named ``worker``; several ``worker-1``, ..."""
         env = {**os.environ, **self.env}
         py = sys.executable
+        self.workers = ["worker"] if workers == 1 else [f"worker-{i}" for i in range(1, workers + 1)]
         commands = {
-            "worker": [py, "-m", "celery", "-A", "eipdash", "worker", "--loglevel", "WARNING", "--concurrency",
-                       str(concurrency), "--hostname", f"bench-{os.getpid()}@%h", "--without-gossip",
-                       "--without-mingle"],
-            "beat": [py, "-m", "celery", "-A", "eipdash", "beat", "--loglevel", "WARNING", "--schedule",
-                     str(self.workdir / "celerybeat-schedule")],
-            "watch": [py, "manage.py", "watch_nodes"],
+            name: [py, "-m", "celery", "-A", "eipdash", "worker", "--loglevel", "WARNING", "--concurrency",
+                   str(concurrency), "--hostname", f"{self.worker_prefix}{name}@%h", "--without-gossip",
+                   "--without-mingle"]
+            for name in self.workers
         }
+        commands["beat"] = [py, "-m", "celery", "-A", "eipdash", "beat", "--loglevel", "WARNING", "--schedule",
+                            str(self.workdir / "celerybeat-schedule")]
+        commands["watch"] = [py, "manage.py", "watch_nodes"]
         for name, argv in commands.items():
             log = (self.workdir / f"{name}.log").open("ab")
             self.children.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
 
+    @property
+    def worker_prefix(self) -> str:
+        return f"bench-{os.getpid()}-"
+
+    def workers_answering(self) -> set[str]:
+        """The names of the workers that answer a Celery ping (each consumes from the broker)."""
+        from eipdash.celery import app
+
+        replies = app.control.ping(timeout=1.0, limit=len(self.workers)) or []
+        return {node.split("@")[0].removeprefix(self.worker_prefix) for reply in replies for node in reply}
+
+    def worker_counts(self) -> dict[str, dict[str, int]]:
+        """Per worker, so far: ``tasks``, the reconcile_spec tasks it ran (Celery's ``inspect stats``), and
+        ``passes``, those that were not skipped (the pass count of eipdash_reconcile_duration_seconds in the
+        Prometheus files of its pool processes; a pass skipped because its spec is busy is not counted there)."""
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        from eipdash.celery import app
+
+        counts: dict[str, dict[str, int]] = {}
+        for node, stats in (app.control.inspect(timeout=5.0).stats() or {}).items():
+            files = [self.workdir / "prometheus" / f"histogram_{pid}.db" for pid in stats["pool"]["processes"]]
+            passes = sum(sample.value for metric in MultiProcessCollector.merge([str(f) for f in files if f.exists()])
+                         for sample in metric.samples if sample.name == "eipdash_reconcile_duration_seconds_count")
+            counts[node.split("@")[0].removeprefix(self.worker_prefix)] = {
+                "tasks": stats["total"].get("workers.tasks.reconcile_spec", 0), "passes": int(passes)}
+        return counts
+
     def log_tail(self, name: str, lines: int = 20) -> str:
         path = self.workdir / f"{name}.log"
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def workers_log_count(self, text: str) -> int:
+        """How many times ``text`` appears in the workers' logs (e.g. TimeLimitExceeded)."""
+        return sum(self.log_tail(name, 1_000_000).count(text) for name in self.workers)
 
 
 @contextmanager
@@ -244,34 +292,89 @@ def stack(**kwargs: Any) -> Iterator[Stack]:
         s.stop()
 
 
-def ready_times(spec: Any) -> dict[str, datetime]:
+def _ready_rows(specs: tuple[Any, ...]) -> Any:
     from pools.models import Node
 
-    rows = Node.objects.filter(launch_spec=spec, deleted_at__isnull=True, eip_ready_at__isnull=False)
-    return {name: at for name, at in rows.values_list("name", "eip_ready_at") if at is not None}
+    return Node.objects.filter(launch_spec__in=specs, deleted_at__isnull=True, eip_ready_at__isnull=False)
 
 
-def check_world(s: Stack, names: list[str]) -> None:
-    """I1 and I3 as the emulators hold them: each node untainted with exactly one EIP, no EIP on two nodes."""
+def ready_times(*specs: Any) -> dict[str, datetime]:
+    """{node name: eip_ready_at} of the live nodes of these specs that have their EIP."""
+    return {name: at for name, at in _ready_rows(specs).values_list("name", "eip_ready_at") if at is not None}
+
+
+def ready_count(*specs: Any) -> int:
+    """How many live nodes of these specs have their EIP (one COUNT: cheap enough to poll during a burst)."""
+    return int(_ready_rows(specs).count())
+
+
+def world_faults(s: Stack, names: list[str]) -> list[str]:
+    """What breaks I1 and I3 as the emulators hold them: a node still tainted, without an EIP in AWS, with an EIP
+    of another pool than its spec's (the EIP's pool tag against the node's label), or with two EIPs."""
     from pools.keys import STARTUP_TAINT_KEY
 
+    faults: list[str] = []
     nodes = {n["metadata"]["name"]: n for n in s.kube.list_nodes()}
     tainted = [name for name in names
                if any(t.get("key") == STARTUP_TAINT_KEY for t in nodes[name]["spec"].get("taints") or [])]
-    assert not tainted, f"{len(tainted)} nodes still tainted, e.g. {tainted[:3]}"
-    addresses = s.world.client.describe_addresses()["Addresses"]
-    enis = [a["NetworkInterfaceId"] for a in addresses if a.get("AssociationId")]
-    assert len(enis) == len(set(enis)), "a node holds two pool EIPs"
-    wanted = {n["status"]["addresses"][0]["address"] for name, n in nodes.items() if name in names}
-    held = {a["PrivateIpAddress"] for a in addresses if a.get("AssociationId")}
-    assert wanted <= held, f"{len(wanted - held)} nodes without an EIP in AWS"
+    if tainted:
+        faults.append(f"{len(tainted)} nodes still tainted, e.g. {tainted[:3]}")
+    associated = [a for a in s.world.client.describe_addresses()["Addresses"] if a.get("AssociationId")]
+    enis = [a["NetworkInterfaceId"] for a in associated]
+    if len(enis) != len(set(enis)):
+        faults.append("a node holds two pool EIPs")
+    held = {a["PrivateIpAddress"]: {t["Key"]: t["Value"] for t in a.get("Tags") or []} for a in associated}
+    wanted = {name: nodes[name]["status"]["addresses"][0]["address"] for name in names}
+    bare = [name for name, ip in wanted.items() if ip not in held]
+    if bare:
+        faults.append(f"{len(bare)} nodes without an EIP in AWS, e.g. {bare[:3]}")
+    foreign = [name for name, ip in wanted.items()
+               if ip in held and held[ip].get(POOL_TAG) != nodes[name]["metadata"]["labels"].get(POOL_TAG)]
+    if foreign:
+        faults.append(f"{len(foreign)} nodes hold an EIP of another pool, e.g. {foreign[:3]}")
+    return faults
+
+
+def check_world(s: Stack, names: list[str]) -> None:
+    """I1 and I3 as the emulators hold them: each node untainted with exactly one EIP of its pool, no EIP on two
+    nodes."""
+    faults = world_faults(s, names)
+    assert not faults, "; ".join(faults)
+
+
+def history_faults(names: list[str]) -> list[str]:
+    """What the database's history says against "each node served once": a node with no Assignment row or
+    with more than one (assigned twice, or a claim closed and opened again), or whose one row is not open and
+    confirmed."""
+    from django.db.models import Count, Q
+
+    from pools.models import Assignment
+
+    held = Q(closed_at__isnull=True, confirmed_at__isnull=False)
+    per_node = (Assignment.objects.filter(node__name__in=names).values("node__name")
+                .annotate(count=Count("id"), held=Count("id", filter=held)))
+    rows = {name: (count, open_) for name, count, open_ in per_node.values_list("node__name", "count", "held")}
+    faults: list[str] = []
+    unserved = [name for name in names if name not in rows]
+    twice = [name for name, (count, _) in rows.items() if count > 1]
+    unheld = [name for name, (count, open_) in rows.items() if count == 1 and open_ != 1]
+    for nodes, what in ((unserved, "no assignment"), (twice, "more than one assignment"),
+                        (unheld, "an assignment not open and confirmed")):
+        if nodes:
+            faults.append(f"{len(nodes)} nodes with {what} in the history, e.g. {sorted(nodes)[:3]}")
+    if twice:  # why: how the extra rows were closed
+        closed = Assignment.objects.filter(node__name__in=twice, closed_at__isnull=False).order_by("opened_at")
+        kinds = Counter(closed.values_list("close_kind", flat=True))
+        faults.append(f"their closed rows by close_kind {dict(kinds)}, e.g. "
+                      f"{list(closed.values_list('close_reason', flat=True)[:3])}")
+    return faults
 
 
 def wait_until(condition: Any, timeout: float, what: str, s: Stack | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            tails = "" if s is None else "\n".join(f"--- {n}\n{s.log_tail(n)}" for n in ("worker", "watch", "beat"))
+            tails = "" if s is None else "\n".join(f"--- {n}\n{s.log_tail(n)}" for n in (*s.workers, "watch", "beat"))
             raise TimeoutError(f"{what}: not within {timeout:.0f}s\n{tails}")
         time.sleep(0.1)
 
@@ -320,7 +423,9 @@ def burst(n: int) -> dict[str, Any]:
 
 
 def _deployment_ready(s: Stack, spec: Any, instance: tuple[str, str, str]) -> None:
-    """A canary node through the running worker, beat and watch: the burst starts on a warm deployment."""
+    """Every worker answering a ping, then a canary node through the running workers, beat and watch: the burst
+    starts on a warm deployment."""
+    wait_until(lambda: s.workers_answering() >= set(s.workers), 180, "a worker did not answer a ping", s)
     s.register(spec.name, [("canary.ec2.internal", instance)])
     wait_until(lambda: "canary.ec2.internal" in ready_times(spec), 180, "the canary node got no EIP", s)
 
@@ -342,7 +447,7 @@ def deploy(n: int) -> dict[str, Any]:
         ready = ready_times(spec)
         tte = [(ready[name] - created[name]).total_seconds() for name in names]
         total = max((ready[name] - first).total_seconds() for name in names)
-        hard_limit = s.log_tail("worker", 100000).count("TimeLimitExceeded")
+        hard_limit = s.workers_log_count("TimeLimitExceeded")
         return {
             f"deploy_burst_{n}_over_bound": round(total / bound_s(n), 3), f"deploy_burst_{n}_total_s": round(total, 2),
             f"deploy_burst_{n}_tte_p50_s": round(percentile(tte, 50), 2),
@@ -350,6 +455,44 @@ def deploy(n: int) -> dict[str, Any]:
             f"deploy_burst_{n}_throttled_calls": stats["throttled_calls"],
             f"deploy_burst_{n}_max_in_flight": stats["max_in_flight"],
             f"deploy_burst_{n}_hard_time_limits": hard_limit,
+        }
+
+
+def scaleout(n: int, spec_count: int) -> dict[str, Any]:
+    """A burst of N nodes over S specs of one region (node i is spec i mod S's), each spec with its own pool
+    of N/S EIPs and its own node labels, through two Celery workers (``-c 4`` each), beat and the watch."""
+    with stack() as s:
+        specs = [s.spec(f"scaleout-{i:02d}") for i in range(spec_count)]
+        names = [f"scaleout-{i:05d}.ec2.internal" for i in range(n)]
+        homes = [specs[i % spec_count].name for i in range(n)]
+        for index, spec in enumerate(specs):
+            s.eips(spec.name, homes.count(spec.name) + (index == 0))  # the first spec's pool serves the canary too
+        canary, *instances = s.instances(n + 1)
+        s.start_deployment(concurrency=4, workers=2)
+        _deployment_ready(s, specs[0], canary)
+        before = s.worker_counts()
+        s.reset_stats()
+        created = s.register_nodes(list(zip(names, instances, homes, strict=True)))
+        first = min(created.values())
+        wait_until(lambda: ready_count(*specs) >= n + 1, 3 * bound_s(n) + 300, f"scaleout burst of {n}", s)
+        stats = s.stats()
+        after = s.worker_counts()
+        faults = world_faults(s, names) + history_faults(names)
+        ready = ready_times(*specs)
+        tte = [(ready[name] - created[name]).total_seconds() for name in names]
+        total = max((ready[name] - first).total_seconds() for name in names)
+        by_worker = {name: {count: after.get(name, {}).get(count, 0) - before.get(name, {}).get(count, 0)
+                            for count in ("tasks", "passes")} for name in s.workers}
+        key = f"scaleout_burst_{n}"
+        return {
+            f"{key}_over_bound": round(total / bound_s(n), 3), f"{key}_total_s": round(total, 2),
+            f"{key}_bound_s": bound_s(n), f"{key}_specs": spec_count,
+            f"{key}_tte_p50_s": round(percentile(tte, 50), 2), f"{key}_tte_p99_s": round(percentile(tte, 99), 2),
+            f"{key}_throttled_calls": stats["throttled_calls"], f"{key}_max_in_flight": stats["max_in_flight"],
+            f"{key}_served_once": not faults, f"{key}_faults": faults,
+            f"{key}_passes_by_worker": {name: counts["passes"] for name, counts in by_worker.items()},
+            f"{key}_tasks_by_worker": {name: counts["tasks"] for name, counts in by_worker.items()},
+            f"{key}_hard_time_limits": s.workers_log_count("TimeLimitExceeded"),
         }
 
 
@@ -422,12 +565,20 @@ def steady(n: int) -> dict[str, Any]:
         executor.reconcile_spec(spec.pk)  # the first pass through the proxy: a worker's warm clients
         s.reset_stats()
         cpu, wall = [], []
+        # BENCH_PROFILE=FILE: a cProfile of the measured passes (pstats format), to see where their CPU goes.
+        profiler = cProfile.Profile() if os.environ.get("BENCH_PROFILE") else None
         for _ in range(STEADY_PASSES):
             start_cpu, start_wall = time.process_time(), time.perf_counter()
+            if profiler is not None:
+                profiler.enable()
             report = executor.reconcile_spec(spec.pk)
+            if profiler is not None:
+                profiler.disable()
             cpu.append(time.process_time() - start_cpu)
             wall.append(time.perf_counter() - start_wall)
             assert not report.errors and not report.done, (report.errors[:3], report.done[:3])
+        if profiler is not None:
+            profiler.dump_stats(os.environ["BENCH_PROFILE"])
         stats = s.stats()
         return {f"steady_cpu_s_{n}": round(statistics.median(cpu), 3),
                 f"steady_wall_s_{n}": round(statistics.median(wall), 3),
@@ -468,22 +619,30 @@ def reads(count: int, nodes_per_spec: int = 10) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenario", choices=("burst", "deploy", "single", "steady", "reads"))
-    parser.add_argument("--nodes", type=int, default=100)
+    parser.add_argument("scenario", choices=("burst", "deploy", "scaleout", "single", "steady", "reads"))
+    parser.add_argument("--nodes", type=int, default=None, help="default 100 (scaleout: 1000)")
     parser.add_argument("--every", type=float, default=2.0, help="single: seconds between two nodes")
-    parser.add_argument("--specs", type=int, default=1, help="reads: how many specs in the region")
+    parser.add_argument("--specs", type=int, default=None,
+                        help="reads: how many specs in the region (default 1); scaleout: over how many (default 10)")
     args = parser.parse_args(argv)
+    scaling = args.scenario == "scaleout"
+    nodes = args.nodes if args.nodes is not None else 1000 if scaling else 100
+    specs = args.specs if args.specs is not None else 10 if scaling else 1
+    if nodes < 1 or specs < 1 or (scaling and specs > nodes):
+        parser.error("--nodes and --specs must be at least 1 (scaleout: no more specs than nodes)")
     started = time.monotonic()
     if args.scenario == "burst":
-        result = burst(args.nodes)
+        result = burst(nodes)
     elif args.scenario == "deploy":
-        result = deploy(args.nodes)
+        result = deploy(nodes)
+    elif scaling:
+        result = scaleout(nodes, specs)
     elif args.scenario == "single":
-        result = single(args.nodes, args.every)
+        result = single(nodes, args.every)
     elif args.scenario == "steady":
-        result = steady(args.nodes)
+        result = steady(nodes)
     else:
-        result = reads(args.specs)
+        result = reads(specs)
     result["_seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(result), flush=True)
 

@@ -12,12 +12,13 @@ Scenarios:
   rows (bench/pass_history.py, in its own process: `pass_cpu_s`).
 - the engine at EC2's rate limit (bench/engine.py, each scenario in its own process, the EC2 emulator behind
   80 ms of latency and EC2's request token buckets): `burst_{N}_*` (100, 300, 1,000 nodes at once),
-  `deploy_burst_300_*` (Celery worker, beat and watch), `tte_single_*` (nodes one by one),
+  `deploy_burst_300_*` (Celery worker, beat and watch), `scaleout_burst_1000_*` (1,000 nodes over 10 specs
+  of one region, two Celery workers), `tte_single_*` (nodes one by one),
   `steady_cpu_s_{N}` / `steady_wall_s_{N}` (1,000 and 5,000 nodes), `ec2_reads_per_tick_{S}specs`.
 
 `python -m bench.run [--quick] [--only GROUP,...]` (`make bench BENCH_ARGS="..."`); the groups: planner, pass,
-history, export, dashboard, burst, deploy, single, steady, reads. bench/results.json is merged, not replaced:
-a run of some groups keeps the last results of the others.
+history, export, dashboard, burst, deploy, scaleout, single, steady, reads. bench/results.json is merged, not
+replaced: a run of some groups keeps the last results of the others.
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ ENGINE_FULL: list[tuple[str, list[str]]] = [
     ("burst", ["burst", "--nodes", "100"]), ("burst", ["burst", "--nodes", "300"]),
     ("burst", ["burst", "--nodes", "1000"]),
     ("deploy", ["deploy", "--nodes", "300"]),
+    ("scaleout", ["scaleout", "--nodes", "1000", "--specs", "10"]),
     ("single", ["single", "--nodes", "20", "--every", "2"]),
     ("steady", ["steady", "--nodes", "1000"]), ("steady", ["steady", "--nodes", "5000"]),
     ("reads", ["reads", "--specs", "1"]), ("reads", ["reads", "--specs", "5"]), ("reads", ["reads", "--specs", "20"]),
@@ -158,13 +160,15 @@ ENGINE_FULL: list[tuple[str, list[str]]] = [
 ENGINE_QUICK: list[tuple[str, list[str]]] = [
     ("burst", ["burst", "--nodes", "30"]), ("burst", ["burst", "--nodes", "60"]),
     ("deploy", ["deploy", "--nodes", "60"]),
+    ("scaleout", ["scaleout", "--nodes", "100", "--specs", "4"]),
     ("single", ["single", "--nodes", "8", "--every", "2"]),
     ("steady", ["steady", "--nodes", "200"]), ("steady", ["steady", "--nodes", "1000"]),
     ("reads", ["reads", "--specs", "1"]), ("reads", ["reads", "--specs", "5"]), ("reads", ["reads", "--specs", "20"]),
 ]
 # Wall-clock bound of one engine scenario process: it stops by itself well before (its own deadlines).
 ENGINE_TIMEOUT_S = 1800
-GROUPS = ("planner", "pass", "history", "export", "dashboard", "burst", "deploy", "single", "steady", "reads")
+GROUPS = ("planner", "pass", "history", "export", "dashboard", "burst", "deploy", "scaleout", "single", "steady",
+          "reads")
 
 # Issue 10's targets: key -> (comparison, target).
 TARGETS: dict[str, tuple[str, float]] = {
@@ -172,6 +176,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "burst_1000_over_bound": ("<=", 1.10), "burst_100_tte_p50_s": ("<=", 2.0),
     "burst_100_throttled_calls": ("<=", 0), "burst_300_throttled_calls": ("<=", 0),
     "burst_1000_throttled_calls": ("<=", 0), "deploy_burst_300_over_bound": ("<=", 1.15),
+    "scaleout_burst_1000_over_bound": ("<=", 1.10), "scaleout_burst_1000_throttled_calls": ("<=", 0),
     "tte_single_p50_s": ("<=", 1.0), "tte_single_p99_s": ("<=", 2.0), "steady_cpu_s_5000": ("<=", 0.3),
     "export_rows_per_s": (">=", 100_000), "export_peak_rss_mb": ("<=", 150),
 }

@@ -103,6 +103,34 @@ def test_list_addresses_reports_the_association(ec2: Ec2, ec2_world: Ec2World) -
     assert address.tags == {"pool": "web"}
 
 
+def test_list_all_addresses_parses_an_unchanged_answer_once_and_still_sees_every_change(
+    ec2: Ec2, ec2_world: Ec2World, requests_sent: RequestCounter
+) -> None:
+    """An answer equal to the last one but for its request id is not parsed again (the same Address objects come
+    back, from a new call each time); a tag, an association made outside eipdash, an allocation and a release
+    each show in the very next call."""
+    _, eni_id, private_ip = ec2_world.launch_instance()
+    pool, _ = ec2_world.allocate_eip({"pool": "web"})
+    first = ec2.list_all_addresses()
+    again = ec2.list_all_addresses()
+    assert requests_sent.by_operation == {"DescribeAddresses": 2}
+    assert again == first and again is not first and again[0] is first[0]
+
+    ec2_world.client.create_tags(Resources=[pool], Tags=[{"Key": "team", "Value": "edge"}])
+    (tagged,) = ec2.list_all_addresses()
+    assert tagged.tags == {"pool": "web", "team": "edge"}
+    ec2_world.client.associate_address(AllocationId=pool, NetworkInterfaceId=eni_id, PrivateIpAddress=private_ip)
+    (associated,) = ec2.list_all_addresses()
+    assert (associated.eni_id, associated.private_ip) == (eni_id, private_ip)
+    other, _ = ec2_world.allocate_eip({})
+    assert {a.allocation_id for a in ec2.list_all_addresses()} == {pool, other}
+    ec2_world.client.release_address(AllocationId=other)
+    assert [a.allocation_id for a in ec2.list_all_addresses()] == [pool]
+    # Each answer keeps its own metadata (botocore writes its retries into it).
+    raw = ec2.client.describe_addresses()
+    assert raw["ResponseMetadata"]["HTTPStatusCode"] == 200 and raw["ResponseMetadata"]["RequestId"]
+
+
 # --- DescribeInstances ---------------------------------------------------------------------------
 
 
