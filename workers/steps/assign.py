@@ -64,21 +64,28 @@ def what(s: Assign) -> str:
 
 
 def assign_all(ctx: PassContext, steps: Sequence[Assign]) -> None:
+    """Slice after slice. The next slice starts once the last one's calls have all returned: their confirmations,
+    records and marks go on meanwhile (one _Flow for the pass), so a burst's second slice does not wait for the
+    first one's nodes to be made ready."""
     pending = list(steps)
+    flow = _Flow(ctx)
+    sent: list[Assign] = []
     while pending:
         ctx.check()
         if ctx.out_of_time():
             for s in pending:
                 ctx.leave(what(s), node=s.node, failed_state=Node.State.WAITING)
-            return
+            break
         ctx.started_a_step = True
         size = slice_size(ctx, len(pending))
         # In allocation id order: the slice's transactions then lock ElasticIP rows in the order every pass's
         # snapshot write takes them (workers/observe.py), so concurrent passes never deadlock.
-        for result in assign_slice(ctx, sorted(pending[:size], key=lambda s: s.allocation_id)):
-            if result.line:
-                ctx.report.done.append(result.line)
+        batch = sorted(pending[:size], key=lambda s: s.allocation_id)
+        assign_slice(ctx, batch, flow=flow)
+        sent += batch
         pending = pending[size:]
+    flow.drain()
+    ctx.report.done.extend(line for s in sent if (line := flow.result(s).line))
 
 
 def slice_size(ctx: PassContext, pending: int) -> int:
@@ -86,23 +93,33 @@ def slice_size(ctx: PassContext, pending: int) -> int:
     a few, at most one batched read's worth). Small slices in a long burst confirm and untaint each node soon
     after its association, instead of after the whole burst."""
     tokens = budget.available(ctx.ec2.region, budget.MUTATE)
-    return max(1, min(pending, FILTER_VALUES_LIMIT, max(4, int(tokens), int(settings.EIPDASH_EC2_MUTATE_RATE))))
+    # At most four rounds of the pool: the slice's last call must go out within LOOK_FRESH_SECONDS of its look.
+    # (EC2's own bucket holds 50 tokens, so this bounds only a larger budget, or none: a slice of 200 sent by 16
+    # threads on a busy host left most of its calls unsent, each pass again.)
+    most = min(FILTER_VALUES_LIMIT, 4 * settings.EIPDASH_STEP_CONCURRENCY)
+    return max(1, min(pending, most, max(4, int(tokens), int(settings.EIPDASH_EC2_MUTATE_RATE))))
 
 
-def assign_slice(ctx: PassContext, steps: Sequence[Assign]) -> list[Result]:
-    """Claims, a look at the targets, AssociateAddress concurrently, one confirmation, the records, the marks."""
-    results: dict[Assign, Result] = {}
+def assign_slice(ctx: PassContext, steps: Sequence[Assign], *, flow: _Flow | None = None) -> list[Result]:
+    """Claims, a look at the targets, AssociateAddress concurrently; then each node on its own: its confirmation,
+    record and marks. With the pass's `flow`, it returns once the slice's calls have returned and the rest goes
+    on in the flow (its results are final after flow.drain()); alone, once everything is done."""
+    alone = flow is None
+    flow = flow if flow is not None else _Flow(ctx)
+    results = flow.results
     ctx.load_eips(s.allocation_id for s in steps)
     claimed = open_claims(ctx, distinct_targets(steps, results), results)
     try:
         looked_at = time.monotonic()
         free = look_at_targets(ctx, claimed, results)
-        associate(ctx, free, results, looked_at)
+        associate(ctx, flow, free, looked_at)
+        if alone:
+            flow.drain()
     except LeaseLost:
         unsent = [(s, claim) for s, claim in claimed if s not in results]
         give_back_unsent(ctx, unsent)
         raise
-    return [results.get(s) or Result(s, "skipped") for s in steps]
+    return [flow.result(s) for s in steps]
 
 
 def distinct_targets(steps: Sequence[Assign], results: dict[Assign, Result]) -> list[Assign]:
@@ -198,98 +215,143 @@ def occupied(ctx: PassContext, s: Assign, claim: Assignment, present: list[Addre
                                       f"{', '.join(a.public_ip for a in present)}")
 
 
-def associate(ctx: PassContext, free: list[tuple[Assign, Assignment]], results: dict[Assign, Result],
-              looked_at: float) -> None:
+def associate(ctx: PassContext, flow: _Flow, free: list[tuple[Assign, Assignment]], looked_at: float) -> None:
     """AssociateAddress concurrently, each attempt guarded right before it is sent by the lease and by the age of
-    the look at its target (`looked_at`, on the monotonic clock). Each node then goes on alone as soon as its
-    own call returns: the DescribeAddresses that confirms its EIP (in the pool), the record (here), its marks
-    and taint lift (in the pool) and their record. No node waits for the slowest call of its slice."""
+    the look at its target (`looked_at`, on the monotonic clock); returns once every call has returned (the
+    change to AWS is over), while the flow goes on with each node."""
     if not free:
         return
-    flow = _Flow(ctx, dict(free), results)
     guard = fresh_look_guard(ctx.send_guard, looked_at)
-    grace = ctx.grace_deadline()
 
-    def call(s: Assign) -> tuple[str, Address | Ec2Error | None]:
+    def call(s: Assign) -> str:
         with guarded(guard):
-            association_id = ctx.ec2.associate(allocation_id=s.allocation_id, eni_id=s.eni_id,
-                                               private_ip=s.private_ip, allow_reassociation=False)
-        try:
-            # The association is made: its confirmation may wait a little past the deadline.
-            with budget.deadline(grace):
-                return association_id, ctx.ec2.get_addresses([s.allocation_id]).get(s.allocation_id)
-        except Ec2Error as exc:
-            return association_id, exc
+            return ctx.ec2.associate(allocation_id=s.allocation_id, eni_id=s.eni_id, private_ip=s.private_ip,
+                                     allow_reassociation=False)
 
     with ctx.aws_change():
-        for s in flow.claims:
-            results[s] = Result(s, "sending")  # from here on, no longer "never sent"
-        flow.run(call)
+        flow.send(call, free)
+        flow.run(until_sent=True)
     if flow.lost is not None:
         raise flow.lost
 
 
 class _Flow:
-    """One slice's associations as they return, in the pass's thread: each confirmed one is recorded and its
-    marks sent at once. After a lost lease, nothing more is recorded or marked: the associations AWS accepted
-    stay open, unconfirmed, for the pass that holds the lease now to adopt."""
+    """The pass's assignments, each node on its own as soon as its own call returns, so that none waits for the
+    slowest call of its slice, nor for the slices after it: its AssociateAddress (a slice's all go to the pool
+    first, so none is held back behind a confirmation), the DescribeAddresses that confirms its EIP, the record
+    (in the pass's thread), its marks and taint lift, their record. After a lost lease nothing more is recorded or
+    marked: the associations AWS accepted stay open, unconfirmed, for the pass that holds the lease now to adopt."""
 
-    def __init__(self, ctx: PassContext, claims: dict[Assign, Assignment], results: dict[Assign, Result]) -> None:
-        self.ctx, self.claims, self.results = ctx, claims, results
+    def __init__(self, ctx: PassContext) -> None:
+        self.ctx = ctx
+        self.claims: dict[Assign, Assignment] = {}
+        self.results: dict[Assign, Result] = {}
         self.lost: LeaseLost | None = None
-        self.marking: dict[Future[Outcome[MarkReady, bool]], Assign] = {}
-        self.expected: dict[str, str | None] = {}
+        self.grace = ctx.grace_deadline()
+        self.pending: set[Future[Any]] = set()
+        self.sending: set[Future[Any]] = set()  # the AssociateAddress calls not yet returned
+        self.then: dict[Future[Any], Callable[[Any], Future[Any] | None]] = {}
+        self.association_ids: dict[Assign, str] = {}
+        self.expected: dict[str, str | None] = {}  # node name -> the instance the pass observed behind it
+        self.marking: dict[str, Assign] = {}  # node name -> its step, while its marks are on their way
 
-    def run(self, call: Callable[[Assign], tuple[str, Address | Ec2Error | None]]) -> None:
-        pending: set[Future[Any]] = {self.ctx.submit(call, s) for s in self.claims}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                if future in self.marking:
-                    self.marked(self.marking.pop(future), future.result())
-                elif (mark := self.associated(future.result())) is not None:
-                    pending.add(mark)
+    def result(self, s: Assign) -> Result:
+        return self.results.get(s) or Result(s, "skipped")
 
-    def associated(self, outcome: Outcome[Assign, tuple[str, Address | Ec2Error | None]]
-                   ) -> Future[Outcome[MarkReady, bool]] | None:
-        ctx, s, results = self.ctx, outcome.item, self.results
-        if isinstance(outcome.error, LeaseLost):
-            del results[s]  # stopped by its guard before it was sent: its claim goes, unless a newer holder has it
-            self.lost = outcome.error
-            return None
-        if isinstance(outcome.error, Ec2Error):
-            not_associated(ctx, s, self.claims[s], outcome.error, results)
-            return None
-        assert outcome.value is not None
-        association_id, seen = outcome.value
+    def send(self, call: Callable[[Assign], str], free: list[tuple[Assign, Assignment]]) -> None:
+        for s, claim in free:
+            self.claims[s] = claim
+            self.results[s] = Result(s, "sending")  # from here on, no longer "never sent"
+        self.sending = {self.submit(call, s, self.associated) for s, _ in free}
+
+    def run(self, *, until_sent: bool = False) -> None:
+        """Settle the calls as they end: all of them, or (until_sent) until the last slice's calls returned."""
+        while self.pending and not (until_sent and not self.sending):
+            done, self.pending = wait(self.pending, return_when=FIRST_COMPLETED)
+            self.sending -= done
+            self.settle(done)
+
+    def drain(self) -> None:
+        self.run()
         if self.lost is not None:
-            results[s] = Result(s, "unconfirmed", f"assigned {s.public_ip} → {s.node}, not yet confirmed by AWS")
+            raise self.lost
+
+    def settle(self, done: set[Future[Any]]) -> None:
+        """The next stage of every call that ended meanwhile, their records in one commit (a savepoint each): a
+        commit per record would hold the later nodes of a burst back by as much."""
+        entered = False
+        try:
+            with self.ctx.fenced():
+                entered = True
+                self.settle_each(done)
+        except LeaseLost as exc:
+            if entered:
+                raise
+            self.lost = exc  # refused before anything was written: each item meets the lost lease on its own
+            self.settle_each(done)
+
+    def settle_each(self, done: set[Future[Any]]) -> None:
+        for future in done:
+            self.then.pop(future)(future.result())  # its next stage, if any, is submitted (self.pending)
+
+    def submit(self, fn: Callable[[Any], Any], item: Any, then: Callable[[Any], Future[Any] | None]) -> Future[Any]:
+        future = self.ctx.submit(fn, item)
+        self.then[future] = then
+        self.pending.add(future)
+        return future
+
+    def unconfirmed(self, s: Assign) -> None:
+        self.results[s] = Result(s, "unconfirmed", f"assigned {s.public_ip} → {s.node}, not yet confirmed by AWS")
+
+    def associated(self, outcome: Outcome[Assign, str]) -> Future[Any] | None:
+        s = outcome.item
+        if isinstance(outcome.error, LeaseLost):
+            del self.results[s]  # stopped by its guard before it was sent: its claim goes, unless a newer holder has it
+            self.lost = outcome.error
+        elif isinstance(outcome.error, Ec2Error):
+            not_associated(self.ctx, s, self.claims[s], outcome.error, self.results)
+        elif self.lost is not None:
+            self.unconfirmed(s)
+        else:
+            assert outcome.value is not None
+            self.association_ids[s] = outcome.value
+            return self.submit(self.look, s, self.confirmed)
+        return None
+
+    def look(self, s: Assign) -> Address | None:
+        # The association is made: its confirmation may wait a little past the deadline.
+        with budget.deadline(self.grace):
+            return self.ctx.ec2.get_addresses([s.allocation_id]).get(s.allocation_id)
+
+    def confirmed(self, outcome: Outcome[Assign, Address]) -> Future[Any] | None:
+        ctx, s = self.ctx, outcome.item
+        if outcome.error is not None:
+            fail(ctx, self.results, s, outcome.error)  # the claim stays open: the next pass sees where the EIP is
             return None
-        if isinstance(seen, Ec2Error):
-            fail(ctx, results, s, seen)  # the claim stays open: the next pass sees where AWS put the EIP
+        if self.lost is not None:
+            self.unconfirmed(s)
             return None
         try:
             with ctx.fenced():
-                line = record_association(ctx, s, self.claims[s], association_id, seen)
+                line = record_association(ctx, s, self.claims[s], self.association_ids[s], outcome.value)
         except LeaseLost as exc:
             self.lost = exc
-            results[s] = Result(s, "unconfirmed", f"assigned {s.public_ip} → {s.node}, not yet confirmed by AWS")
+            self.unconfirmed(s)
             return None
         except DatabaseError as exc:
-            fail(ctx, results, s, exc)
+            fail(ctx, self.results, s, exc)
             return None
         if line:
-            results[s] = Result(s, "unconfirmed", line)
+            self.results[s] = Result(s, "unconfirmed", line)
             return None
         node = ctx.node(s.node)
+        self.expected[s.node], self.marking[s.node] = node.instance_id or None, s
         mark = MarkReady(s.node, s.allocation_id, s.public_ip, lift_taint=node.startup_tainted, set_marks=True)
-        self.expected[s.node] = node.instance_id or None
-        future = ctx.submit(lambda m: mark_on_node(ctx, m, self.expected[m.node]), mark)
-        self.marking[future] = s
-        return future
+        return self.submit(lambda m: mark_on_node(ctx, m, self.expected[m.node]), mark, self.marked)
 
-    def marked(self, s: Assign, outcome: Outcome[MarkReady, bool]) -> None:
-        ctx, results = self.ctx, self.results
+    def marked(self, outcome: Outcome[MarkReady, bool]) -> None:
+        ctx = self.ctx
+        s = self.marking.pop(outcome.item.node)
         try:
             with ctx.fenced():
                 recorded = marked(ctx, outcome, self.expected[s.node])
@@ -297,12 +359,12 @@ class _Flow:
             recorded = Outcome(outcome.item, error=exc)
         if isinstance(recorded.error, LeaseLost):
             self.lost = recorded.error  # a newer holder wrote the node: this pass writes nothing more
-            results[s] = Result(s, "unconfirmed", f"assigned {s.public_ip} → {s.node}; its marks wait for the "
-                                                  "pass that holds the spec now")
+            self.results[s] = Result(s, "unconfirmed", f"assigned {s.public_ip} → {s.node}; its marks wait for "
+                                                       "the pass that holds the spec now")
         elif recorded.error is not None:
-            fail(ctx, results, s, recorded.error)
+            fail(ctx, self.results, s, recorded.error)
         else:
-            results[s] = Result(s, "assigned", f"assigned {s.public_ip} → {s.node}")
+            self.results[s] = Result(s, "assigned", f"assigned {s.public_ip} → {s.node}")
 
 
 def fresh_look_guard(send_guard: Callable[[float], None] | None, looked_at: float) -> Callable[[float], None]:
