@@ -315,3 +315,16 @@ def test_assign_slice_makes_each_node_ready_as_soon_as_its_own_association_is_co
     # ...and the slow one is served in the same pass, once its own call returns.
     assert world.eip_on("slow") is not None and TAINT not in world.taints("slow"), report.lines()
     assert Node.objects.get(name="quick").eip_ready_at < Node.objects.get(name="slow").eip_ready_at
+
+
+def test_slice_size_is_at_most_four_rounds_of_the_pool_whatever_the_budget(world: World, settings: Any) -> None:
+    """With a budget far above EC2's (or none), a slice of 200 made 16 threads send calls more than 2 s after
+    their look on a busy host: LOOK_FRESH_SECONDS then left most of them unsent, pass after pass."""
+    from workers.pass_context import PassContext
+    from workers.steps.assign import slice_size
+
+    settings.EIPDASH_EC2_MUTATE_BURST = settings.EIPDASH_EC2_MUTATE_RATE = 1_000_000
+    budget.reset()
+    ctx = PassContext(world.spec(), Ec2(REGION), kube=None)  # type: ignore[arg-type]  # sizing reads no node
+    assert slice_size(ctx, 1000) == 4 * settings.EIPDASH_STEP_CONCURRENCY
+    assert slice_size(ctx, 3) == 3
