@@ -1,8 +1,9 @@
 """The dashboard benchmark: every page and poll through gunicorn, at the issue's size, on SQLite and, when
 DATABASE_URL points at one, PostgreSQL (a temporary database on that server).
 
-The data (fixed seed): 20 launch specs in 3 clusters/regions, 5,000 EIPs, 5,000 live nodes (ready, waiting,
-draining), 100,000 deleted nodes each with a closed assignment, and 1,000,000 events (bench/export.py's rows).
+The data (fixed seed): 20 launch specs in 3 clusters/regions, 10,000 EIPs, 100,000 node rows (10,000 live ones,
+ready, waiting or draining, and 90,000 deleted ones each with a closed assignment), 1,000,000 events
+(bench/export.py's rows), and each spec's plan as its last pass stored it.
 gunicorn is started as the Procfile starts it (`gunicorn -c gunicorn.conf.py eipdash.wsgi:application`,
 DEBUG off, its default processes and threads), bound to loopback; one logged-in client asks each page
 `REQUESTS` times in a row (after a few warm-up requests) and we keep p50 and p95 of the wall time.
@@ -38,8 +39,8 @@ SEED = 13
 REQUESTS = 30
 WARMUP = 3
 SPECS = 20
-FULL = {"eips": 5000, "live": 5000, "gone": 100_000, "events": 1_000_000}
-QUICK = {"eips": 500, "live": 500, "gone": 10_000, "events": 100_000}
+FULL = {"eips": 10_000, "live": 10_000, "gone": 90_000, "events": 1_000_000}
+QUICK = {"eips": 1000, "live": 1000, "gone": 9000, "events": 100_000}
 REGIONS = ("us-east-1", "eu-west-1", "ap-south-1")
 PAGES: dict[str, tuple[str, dict[str, str]]] = {
     "overview": ("/", {}),
@@ -49,6 +50,8 @@ PAGES: dict[str, tuple[str, dict[str, str]]] = {
     # with the 30-day demand chart (the range over the most rows), once the reader picked it.
     "spec_capacity_poll": ("/launch-specs/egress-00/", {"HX-Request": "true", "HX-Target": "spec-capacity"}),
     "spec_capacity_30d": ("/launch-specs/egress-00/?range=30d", {"HX-Request": "true", "HX-Target": "spec-capacity"}),
+    # One node's page (its facts, timeline and why it waits, if it does).
+    "node": ("/nodes/prod-0/ip-10-0-0-live.ec2.internal/", {}),
     "metrics": ("/metrics", {}),
     "eips": ("/eips/?page=last", {}),
     "nodes": ("/nodes/?page=last", {}),
@@ -72,7 +75,10 @@ def seed_dashboard(size: dict[str, int], *, seed: int = SEED) -> dict[str, int]:
     from django.utils import timezone
 
     from bench.export import seed_events
+    from pools import services
     from pools.models import Assignment, Cluster, ElasticIP, LaunchSpec, Node
+    from pools.planner import plan as make_plan
+    from pools.snapshot import planner_inputs
 
     rng = random.Random(seed)
     now = timezone.now()
@@ -158,6 +164,10 @@ def seed_dashboard(size: dict[str, int], *, seed: int = SEED) -> dict[str, int]:
         ElasticIP.objects.bulk_update([e for e in eip_rows if e.association_id],
                                       ["association_id", "eni_id", "private_ip", "instance_id"], batch_size=2000)
     events = seed_events(size["events"], seed=seed)
+    for spec in specs:  # what each spec's last pass stored for its page (services.spec_plan_store)
+        inputs = planner_inputs(spec)
+        services.spec_plan_store(spec=spec, plan=make_plan(*inputs), eips=inputs[1], nodes=inputs[2],
+                                 claims=inputs[3], fence=0, planned_at=now)
     with connection.cursor() as cursor:
         # A production database is vacuumed and analyzed by autovacuum; a freshly loaded one is not yet.
         cursor.execute("VACUUM ANALYZE" if connection.vendor == "postgresql" else "ANALYZE")
@@ -278,6 +288,7 @@ def bench_dashboard(quick: bool = False) -> tuple[list[dict[str, object]], dict[
                           "median_ms": m["p50"], "max_ms": m["p95"]})
     keys: dict[str, object] = {
         "dashboard_p95_ms": {page: max(r["pages"][page]["p95"] for r in per_db) for page in PAGES},
+        "dashboard_eips": min(int(r["eips"]) for r in per_db),
         "dashboard_detail": per_db,
     }
     return table, keys

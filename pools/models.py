@@ -90,6 +90,8 @@ class SpecFence(models.Model):
       been taken at (or later) to serve this spec (workers/readings.py): set right after each of its changes
       to AWS and at the end of each of its passes, so that the reading shows its last change and is no older
       than its last pass. Readings are ordered by the region's own sequence, never by host clocks.
+    - quiet_fingerprint: what the spec's last pass planned from (workers/observe.py `quiet_fingerprint`) when that
+      pass had nothing to do, else "": a pass that reads the same skips its snapshot write and its plan.
 
     Keyed by the spec's id without a foreign key: the lease of a spec being deleted still fences.
     """
@@ -97,9 +99,37 @@ class SpecFence(models.Model):
     spec_id = models.BigIntegerField(primary_key=True)
     number = models.BigIntegerField(default=0)
     fresh_from_seq = models.BigIntegerField(default=0)
+    quiet_fingerprint = models.CharField(max_length=64, blank=True, default="")
 
     def __str__(self) -> str:
         return f"spec {self.spec_id}: fence {self.number}, readings from {self.fresh_from_seq}"
+
+
+class SpecPlan(models.Model):
+    """The plan of the spec's latest pass, as the spec page and the API show it: one row per spec, written over
+    by each pass (services.spec_plan_store), so that no request runs the planner (selectors.plan_preview).
+
+    - lines: the plan in words (planner.Plan.describe()), as the pass made it;
+    - drain: for a disabled spec, every EIP it still holds with what holds it back (pools/drain.py DrainHold,
+      as JSON objects); empty for an enabled spec;
+    - planned_at: when the pass planned, on the clock the pass plans with (Redis's, else the database's). The
+      plan is made from the rows that very pass has just written from its reading of AWS and Kubernetes, so this
+      is also the time of the snapshot it was made from;
+    - fence: the fencing number of the pass that made it (pools/locks.py; 0 for a pass run without a lease). A
+      write is fenced like the pass's others, and a lower number never replaces a higher one;
+    - spec_updated_at: the spec's updated_at as that pass read it: the version of the spec planned for (an edit
+      or a disable since then makes the plan outdated until the next pass).
+    """
+
+    spec = models.OneToOneField(LaunchSpec, on_delete=models.CASCADE, primary_key=True, related_name="stored_plan")
+    lines = models.JSONField(default=list)
+    drain = models.JSONField(default=list, blank=True)
+    planned_at = models.DateTimeField()
+    fence = models.BigIntegerField(default=0)
+    spec_updated_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"plan of spec {self.spec_id} at {self.planned_at:%Y-%m-%dT%H:%M:%SZ} (fence {self.fence})"
 
 
 class RegionFacts(models.Model):

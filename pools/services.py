@@ -5,9 +5,9 @@ that the database constraints behind I3 and the append-only history hold for eve
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 
 from django.conf import settings
@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from . import audit, metrics
 from .counters import next_value
+from .drain import drain_holds
 from .kubeconfigs import kubeconfig_identity, kubeconfig_problem  # the kubeconfig rules live there
 from .locks import spec_lock
 from .logs import log_fields
@@ -33,8 +34,10 @@ from .models import (
     ReassignRequest,
     RegionFacts,
     RegionSequence,
+    SpecPlan,
     UnmanagedAddress,
 )
+from .planner import Claim, EipView, NodeView, Plan
 from .pool_rule import PoolSelector, RegionAddress, in_pool, labels_text, pool_changes
 from .regions import KNOWN_REGIONS
 from .specfile import (
@@ -778,6 +781,39 @@ def claims_seen_stale(*, spec: LaunchSpec, fence: int, now: datetime | None = No
     for older in sorted(fences):
         stamped += stale.filter(fence=older).update(stale_since=last.get(older) or now or Now())
     return stamped
+
+
+def spec_plan_store(*, spec: LaunchSpec, plan: Plan, eips: Sequence[EipView], nodes: Sequence[NodeView],
+                    claims: Mapping[str, Claim], fence: int = 0, planned_at: datetime | None = None) -> bool:
+    """Keep the plan a pass has just made, for the spec page and the API (SpecPlan: one row per spec, written
+    over; selectors.plan_preview reads it). For a disabled spec, its drain EIP by EIP (pools/drain.py), from the
+    planner inputs the plan was made from (eips, nodes, claims).
+
+    A pass calls it inside its fenced transaction (Lease.fenced), like its other writes: a holder that lost the
+    spec writes nothing. Whatever the caller, a plan of a lower fencing number never replaces one of a higher
+    number (0, a pass without a lease, is not ordered). planned_at: the clock the pass planned with (Redis's);
+    None: the database's. False when the stored plan is a newer holder's and stays."""
+    values = {
+        "lines": plan.describe(),
+        "drain": [] if spec.enabled else [asdict(hold) for hold in drain_holds(plan, eips, nodes, claims)],
+        "planned_at": planned_at if planned_at is not None else Now(),
+        "fence": fence,
+        "spec_updated_at": spec.updated_at,
+    }
+    rows = SpecPlan.objects.filter(spec_id=spec.pk)
+    if (rows.filter(fence__lte=fence) if fence else rows).update(**values):
+        return True
+    if rows.exists():
+        return False  # a newer holder's plan
+    SpecPlan.objects.create(spec_id=spec.pk, **values)
+    return True
+
+
+def spec_plan_confirm(*, spec: LaunchSpec, fence: int = 0, planned_at: datetime | None = None) -> None:
+    """A quiet pass (workers/observe.py: nothing changed since the pass that had nothing to do and stored its
+    plan) would plan the same: the stored plan stands, as of this pass. Fenced and ordered like spec_plan_store."""
+    rows = SpecPlan.objects.filter(spec_id=spec.pk, spec_updated_at=spec.updated_at)
+    (rows.filter(fence__lte=fence) if fence else rows).update(planned_at=planned_at or Now(), fence=fence)
 
 
 def assignment_close(*, assignment: Assignment, reason: str, kind: str = "") -> bool:

@@ -258,6 +258,8 @@ def launch_spec_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
     # The first nodes only, with the count and a link to /nodes/?spec=…: a spec of hundreds of nodes (and
     # thousands of ended ones) made this page, polled every few seconds, hundreds of KB.
     nodes = selectors.node_list(spec=spec, hide_ended=not show_ended)
+    # The plan the spec's latest pass stored: one row, no planner run on this request (polled every few seconds).
+    plan = selectors.plan_preview(spec=spec)
     context = {
         "spec": spec,
         "stats": stats,
@@ -268,7 +270,10 @@ def launch_spec_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
         "nodes": list(nodes[:SPEC_NODES_SHOWN]),
         "node_total": nodes.count() if show_ended else stats.nodes,
         "events": selectors.event_recent(spec_name=spec.name, limit=15),
-        "plan": selectors.plan_preview(spec=spec),
+        "plan": plan,
+        # A spec with passes to come (enabled, or draining) whose last plan is older than a few passes.
+        "plan_stale": plan.stale and (spec.enabled or stats.held > 0),
+        "reconcile_seconds": settings.EIPDASH_RECONCILE_SECONDS,
         "taint_key": settings.EIPDASH_STARTUP_TAINT,
         "can_edit": request.user.has_perm("pools.change_launchspec"),
         "can_delete": request.user.has_perm("pools.delete_launchspec"),

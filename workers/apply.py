@@ -24,7 +24,7 @@ from django.utils import timezone
 from pools import services
 from pools.alerts import Alert, alert_key, alerts_ended
 from pools.locks import Lease, LeaseLost
-from pools.models import SYSTEM_ACTOR, LaunchSpec, Node
+from pools.models import SYSTEM_ACTOR, LaunchSpec, Node, SpecFence
 from pools.planner import Plan
 
 from . import budget
@@ -62,14 +62,31 @@ class Executor:
     def report(self) -> PassReport:
         return self.ctx.report
 
-    def apply(self, plan: Plan, *, read_errors: list[str] | None = None) -> PassReport:
+    def apply(self, plan: Plan, *, read_errors: list[str] | None = None, fingerprint: str = "") -> PassReport:
+        """fingerprint: what the pass planned from (observe.quiet_fingerprint); kept for the next pass when this
+        one had nothing to do, so that the next pass that sees the same skips its snapshot write and plan."""
         try:
             with budget.deadline(self.ctx.deadline), guarded(self.ctx.send_guard):
-                return self._apply(plan, read_errors=read_errors)
+                return self._apply(plan, read_errors=read_errors, fingerprint=fingerprint)
         finally:
             self.ctx.close()
 
-    def _apply(self, plan: Plan, *, read_errors: list[str] | None = None) -> PassReport:
+    def quiet(self) -> PassReport:
+        """A quiet pass (observe.Quiet): nothing changed since the last pass that had nothing to do, so its plan,
+        empty, stands, and so do the alerts and node states it left. What every pass writes still is: its time,
+        and the sequence number its spec's next readings start from (workers/readings.py)."""
+        ctx = self.ctx
+        ctx.report.quiet = True
+        ctx.fresh_from_here()
+        now = timezone.now()
+        lease = ctx.lease
+        with ctx.fenced():
+            LaunchSpec.objects.filter(pk=ctx.spec.pk).update(last_reconciled_at=now, last_successful_pass_at=now)
+            services.spec_plan_confirm(spec=ctx.spec, fence=lease.fence if lease is not None else 0,
+                                       planned_at=lease.server_time() if lease is not None else None)
+        return ctx.report
+
+    def _apply(self, plan: Plan, *, read_errors: list[str] | None = None, fingerprint: str = "") -> PassReport:
         ctx = self.ctx
         ctx.report.plan = plan
         ctx.report.errors.extend(read_errors or ())
@@ -92,7 +109,7 @@ class Executor:
         for name in plan.unmark:
             self.step(f"remove the stale EIP label of {name}", partial(unmark, ctx, name), node=name, kind="unmark")
         self.record_notes(plan)
-        self.finish(plan, read_errors)
+        self.finish(plan, read_errors, fingerprint)
         return ctx.report
 
     def step(self, what: str, action: Callable[[], str | None], *, node: str = "", allocation_id: str = "",
@@ -137,8 +154,10 @@ class Executor:
                 services.event_record(kind=note.kind, context=context, reason=note.reason, actor=ctx.actor)
             ctx.report.done.append(f"{note.kind}: {note.reason}")
 
-    def finish(self, plan: Plan, read_errors: list[str] | None) -> None:
-        """The pass's last writes: its alerts, its time, the node states. Fenced like every other write."""
+    def finish(self, plan: Plan, read_errors: list[str] | None, fingerprint: str = "") -> None:
+        """The pass's last writes: its alerts, its time, the node states, and the fingerprint of a pass that had
+        nothing to do ("" otherwise: a later pass can never match an older quiet one). Fenced like every other
+        write."""
         ctx = self.ctx
         if ctx.report.left:
             # Not an error event: nothing failed, and the next pass (within seconds) starts from the world as it
@@ -165,4 +184,6 @@ class Executor:
             )
             for state, names in by_state.items():
                 Node.objects.filter(cluster=ctx.spec.cluster, name__in=names).exclude(state=state).update(state=state)
+            quiet = plan.is_empty and not plan.deferred and not ctx.report.errors and not ctx.report.left
+            SpecFence.objects.filter(spec_id=ctx.spec.pk).update(quiet_fingerprint=fingerprint if quiet else "")
 

@@ -91,20 +91,27 @@ def run_pass(spec: LaunchSpec, *, ec2: Ec2 | None = None, kube: Kube | None = No
             observed = observe(spec, ec2, kube, record=not dry_run, fenced=fenced)
         if observed.pool is None:
             return PassReport(spec=spec.name, errors=list(observed.read_errors), read_failed=True)
+        if observed.quiet.skipped:
+            return Executor(spec, ec2, kube, actor=actor, lease=lease, deadline=deadline).quiet()
         fence = lease.fence if lease is not None else 0
         clock = lease.server_time() if lease is not None else None
         if lease is not None and fence and not dry_run:
             with fenced():
                 services.claims_seen_stale(spec=spec, fence=fence, now=clock, renewals=lease.last_renewals)
-        plan = make_plan(*planner_inputs(spec, pool=observed.pool, fence=fence, exclusive=exclusive, now=clock))
+        inputs = planner_inputs(spec, pool=observed.pool, fence=fence, exclusive=exclusive, now=clock)
+        plan = make_plan(*inputs)
         if dry_run:
             # An empty plan is "nothing to do" (PassReport.lines), never "would nothing to do".
             steps = [line for line in plan.describe() if line != "nothing to do"]
             return PassReport(spec=spec.name, plan=plan, done=[f"would {line}" for line in steps])
+        _view, eips, nodes, claims = inputs
+        with fenced():  # the spec page's plan (selectors.plan_preview): kept, never recomputed on a request
+            services.spec_plan_store(spec=spec, plan=plan, eips=eips, nodes=nodes, claims=claims, fence=fence,
+                                     planned_at=clock)
         # Built after the refresh: the executor reads the node rows the refresh just wrote.
         executor = Executor(spec, ec2, kube, actor=actor, lease=lease, deadline=deadline)
         report = executor.report
-        report = executor.apply(plan, read_errors=observed.read_errors)
+        report = executor.apply(plan, read_errors=observed.read_errors, fingerprint=observed.quiet.fingerprint)
         return report
     except LeaseLost as exc:
         message = f"stopped: {exc}; another pass carries on"

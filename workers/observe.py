@@ -10,6 +10,8 @@ A read that fails ends the pass before anything is written outside, and is recor
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -19,14 +21,14 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.db import OperationalError, transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from pools import selectors, services
 from pools.alerts import Alert, alert_key
 from pools.keys import EIP_LABEL
 from pools.logs import log_fields
-from pools.models import Assignment, ElasticIP, Event, LaunchSpec, Node, RegionFacts, UnmanagedAddress
+from pools.models import Assignment, ElasticIP, Event, LaunchSpec, Node, RegionFacts, SpecFence, UnmanagedAddress
 from pools.pool_rule import S, selects
 from pools.vocabulary import GONE_STATE, UNKNOWN_STATE
 
@@ -44,8 +46,18 @@ RETRYABLE_SQLSTATES = ("40P01", "40001")
 LAST_SEEN_SECONDS = 60
 
 
+@dataclass
+class Quiet:
+    """A pass's quiet check (refresh_snapshot): the fingerprint of what it read, and whether the snapshot write
+    and the plan were skipped because nothing changed since the last pass that found nothing to do."""
+
+    fingerprint: str = ""
+    skipped: bool = False
+
+
 def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, read_errors: list[str] | None = None,
-                     fenced: Callable[[], AbstractContextManager[None]] = transaction.atomic) -> list[Address]:
+                     fenced: Callable[[], AbstractContextManager[None]] = transaction.atomic,
+                     quiet: Quiet | None = None) -> list[Address]:
     """Write what AWS and Kubernetes say now into ElasticIP and Node rows; return this pass's pool.
 
     The planner takes the pool from the returned list, not from the ElasticIP rows: another spec's pass
@@ -58,10 +70,21 @@ def refresh_snapshot(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, read_errors: lis
     A steady pass is cheap: the region's DescribeAddresses is shared by the passes of its specs
     (workers/readings.py), DescribeInstances is asked only about instances whose facts are not known or
     may have changed (`_needs_describe`), and only the rows that changed are written.
+
+    quiet: when given, a pass whose reading, node list and spec are what the last pass that had nothing to do saw
+    (`quiet_fingerprint`), with no claim open and no instance due for its recheck, writes no snapshot (last_seen_at
+    aside) and says so in `quiet.skipped`: its plan would be that pass's, empty.
     """
     snap = _Snapshot(spec=spec, now=timezone.now(), fenced=fenced)
     pool = _read_region(snap, ec2)
     _read_nodes(snap, kube)
+    if quiet is not None:
+        quiet.fingerprint = quiet_fingerprint(snap)
+        if _still_quiet(snap, quiet.fingerprint):
+            quiet.skipped = True
+            with fenced():
+                _seen_again(snap)
+            return pool
     _load_rows(snap)
     instances = _describe(snap, ec2)
 
@@ -87,6 +110,8 @@ class _Snapshot:
     spec: LaunchSpec
     now: datetime
     fenced: Callable[[], AbstractContextManager[None]]
+    addresses: list[Address] = field(default_factory=list)  # the region's reading, every address
+    selection: str = ""  # the region's specs and their tag selectors (readings.selection_key)
     pool_on: set[tuple[str | None, str | None]] = field(default_factory=set)  # (ENI, private IP) with a pool EIP
     others_on: set[tuple[str | None, str | None]] = field(default_factory=set)  # ... with a non-pool EIP
     listed: dict[str, KubeNode] = field(default_factory=dict)  # name -> the node, matching or tied
@@ -116,6 +141,7 @@ def _read_region(snap: _Snapshot, ec2: Ec2) -> list[Address]:
     if not reading.own and reading.saved_for != selection:
         save(reading.addresses, reading.number)  # written for another set of specs: this one's pool may lack rows
     pool = [a for a in reading.addresses if selects(spec, a.tags)]
+    snap.addresses, snap.selection = reading.addresses, selection
     snap.pool_on = {(a.eni_id, a.private_ip) for a in pool if a.eni_id}
     snap.others_on = {(a.eni_id, a.private_ip) for a in reading.addresses if a.eni_id and not selects(spec, a.tags)}
     return pool
@@ -138,6 +164,52 @@ def _read_nodes(snap: _Snapshot, kube: Kube) -> None:
             continue
         if found.instance_id:
             snap.listed[name] = found
+
+
+# ---- the quiet pass: nothing changed since the last pass that had nothing to do
+
+
+def quiet_fingerprint(snap: _Snapshot) -> str:
+    """What a pass plans from, outside its own rows, in one digest: the spec's selector, labels and settings, the
+    region's specs (their selectors), every address of the region's reading with its tags and association, and
+    every node listed or tied, as eipdash observes it (its resourceVersion aside: status heartbeats move it).
+    "" when a node is on its way out, unreachable, or tied to the pool without matching the spec: such a pass
+    always looks again (its pods, its instance)."""
+    spec = snap.spec
+    if snap.tied - snap.matching or any(kn.draining or kn.unreachable for kn in snap.listed.values()):
+        return ""
+    nodes = [[kn.name, kn.provider_id, kn.labels, kn.annotations, list(kn.taints), kn.unschedulable, kn.deleting,
+              kn.ready, name in snap.matching] for name, kn in sorted(snap.listed.items())]
+    addresses = [[a.allocation_id, a.public_ip, a.tags, a.association_id, a.eni_id, a.private_ip, a.instance_id,
+                  a.public_ipv4_pool] for a in sorted(snap.addresses, key=lambda a: a.allocation_id)]
+    seen = [spec.pk, spec.cluster_id, spec.labels, spec.tag_key, spec.tag_value, spec.enabled, spec.min_free,
+            settings.EIPDASH_STARTUP_TAINT, snap.selection, sorted(snap.tied), addresses, nodes]
+    return hashlib.sha256(json.dumps(seen, separators=(",", ":"), sort_keys=True).encode()).hexdigest()
+
+
+def _still_quiet(snap: _Snapshot, fingerprint: str) -> bool:
+    """The last pass of the spec that had nothing to do saw the same (its fingerprint is kept until a pass with
+    something to do, or a read error, clears it), no claim of the spec waits for its confirmation, and no row is
+    one a pass would ask DescribeInstances about (`_needs_describe`): facts incomplete (an instance that EC2 did not
+    show with its ENI yet), an instance not plainly running, or facts due for their recheck. A spot interruption can
+    leave a node listed and Ready while its instance is gone: EIPDASH_INSTANCE_RECHECK_SECONDS bounds how long a
+    quiet spec takes to see it, and so a full pass (every row written again) comes at least that often."""
+    kept = SpecFence.objects.filter(spec_id=snap.spec.pk).values_list("quiet_fingerprint", flat=True).first()
+    if not fingerprint or fingerprint != kept:
+        return False
+    recheck_before = snap.now - timedelta(seconds=settings.EIPDASH_INSTANCE_RECHECK_SECONDS)
+    due = (Node.objects.filter(cluster=snap.spec.cluster, launch_spec=snap.spec, deleted_at__isnull=True)
+           .filter(Q(instance_checked_at__isnull=True) | Q(instance_checked_at__lt=recheck_before) | Q(eni_id="")
+                   | Q(private_ip="") | ~Q(instance_state="running")).exists())
+    unconfirmed = Assignment.objects.filter(launch_spec=snap.spec, closed_at__isnull=True, confirmed_at__isnull=True)
+    return not due and not unconfirmed.exists()
+
+
+def _seen_again(snap: _Snapshot) -> None:
+    """A quiet pass writes only what moves with time: last_seen_at, once a minute (as _write_nodes does)."""
+    seen_before = snap.now - timedelta(seconds=LAST_SEEN_SECONDS)
+    Node.objects.filter(cluster=snap.spec.cluster, launch_spec=snap.spec, deleted_at__isnull=True,
+                        last_seen_at__lt=seen_before).update(last_seen_at=snap.now)
 
 
 def _load_rows(snap: _Snapshot) -> None:
@@ -475,6 +547,7 @@ class Observation:
 
     pool: list[Address] | None
     read_errors: list[str]
+    quiet: Quiet = field(default_factory=Quiet)
 
 
 def observe(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, record: bool = True,
@@ -484,8 +557,10 @@ def observe(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, record: bool = True,
     is kept in last_reconciled_at, and last_successful_pass_at stays where it was. Every write goes in a
     `fenced` transaction (the pass's: a holder that lost its spec writes nothing)."""
     read_errors: list[str] = []
+    quiet = Quiet()
     try:
-        pool = refresh_snapshot(spec, ec2, kube, read_errors=read_errors, fenced=fenced)
+        pool = refresh_snapshot(spec, ec2, kube, read_errors=read_errors, fenced=fenced,
+                                quiet=quiet if record else None)
     except (Ec2Error, KubeError) as exc:
         read_errors.append(error_text("read AWS and Kubernetes", exc))
         log.warning("%s: %s", spec.name, read_errors[-1], extra=log_fields(spec=spec.name))
@@ -505,7 +580,7 @@ def observe(spec: LaunchSpec, ec2: Ec2, kube: Kube, *, record: bool = True,
     if read_errors and record:
         with fenced():
             _record_read_failure(spec, read_errors, pass_ended=False)
-    return Observation(pool, read_errors)
+    return Observation(pool, read_errors, quiet)
 
 
 def _record_read_failure(spec: LaunchSpec, read_errors: list[str], *, pass_ended: bool) -> None:

@@ -67,10 +67,14 @@ class PassReport:
     skipped: str = ""  # why the pass did not run (another worker holds the spec)
     read_failed: bool = False  # the pass stopped because AWS or Kubernetes could not be read
     left: list[str] = field(default_factory=list)  # steps not started: the pass reached its deadline
+    # Nothing changed since the last pass that had nothing to do: no snapshot written, no plan (observe.Quiet).
+    quiet: bool = False
 
     def lines(self) -> list[str]:
         if self.skipped:
             return [f"{self.spec}: skipped ({self.skipped})"]
+        if self.quiet:
+            return [f"{self.spec}: nothing changed since the last pass: nothing to do"]
         body = self.done or ["nothing to do"]
         return [f"{self.spec}: {line}" for line in body + [f"ERROR {e}" for e in self.errors]]
 

@@ -126,8 +126,13 @@ class ProblemsSerializer(serializers.Serializer):
 
 class PlanSerializer(serializers.Serializer):
     launchSpec = serializers.CharField()
-    lines = serializers.ListField(child=serializers.CharField(), help_text="the next pass's steps, as the spec page")
+    lines = serializers.ListField(child=serializers.CharField(),
+                                  help_text="the steps the spec's latest pass planned, as the spec page shows them; "
+                                            "empty while no pass has planned the spec (plannedAt null)")
     error = serializers.CharField(allow_blank=True)
+    plannedAt = serializers.DateTimeField(allow_null=True,
+                                          help_text="when that pass planned (its clock); null: no pass has planned "
+                                                    "the spec yet")
 
 
 # --- rows ------------------------------------------------------------------------------------------------

@@ -359,11 +359,13 @@ class LaunchSpecDetailView(APIView):
 class LaunchSpecPlanView(APIView):
     schema = ApiSchema()
 
-    @extend_schema(responses=s.PlanSerializer, summary="The plan preview: what the next pass would do")
+    @extend_schema(responses=s.PlanSerializer,
+                   summary="The plan of the spec's latest pass, as the spec page shows it, and when it was made")
     def get(self, request: Request, name: str) -> Response:
         spec = _spec_or_404(name)
         preview = selectors.plan_preview(spec=spec)
-        return Response({"launchSpec": spec.name, "lines": preview.lines, "error": preview.error})
+        return Response(s.PlanSerializer({"launchSpec": spec.name, "lines": preview.lines, "error": preview.error,
+                                          "plannedAt": preview.planned_at}).data)
 
 
 class LaunchSpecSyncView(APIView):

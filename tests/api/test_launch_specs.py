@@ -22,6 +22,7 @@ from pools.models import ApiToken, Assignment, Cluster, Event, LaunchSpec, Node,
 from pools.specfile import launch_spec_to_ocean
 from tests.api.conftest import Api
 from tests.fixtures.web import WebWorld
+from tests.pools.plans import store_plan_as_a_pass
 
 SPECS = "/api/v1/launch-specs/"
 
@@ -175,11 +176,15 @@ def test_the_session_works_with_csrf(web_world: WebWorld, operator: User) -> Non
 
 
 def test_the_plan_is_the_spec_pages_preview(web_world: WebWorld, viewer_api: Api) -> None:
+    Node.objects.filter(name="node-b").update(labels=web_world.spec.labels)  # node-b waits for the free EIP
+    planned = store_plan_as_a_pass(web_world.spec)  # what the spec's pass stores; the API only reads it
     response = viewer_api.get(f"{spec_url('egress')}/plan")
     assert response.status_code == 200
     preview = selectors.plan_preview(spec=web_world.spec)
-    assert response.json() == {"launchSpec": "egress", "lines": preview.lines, "error": ""}
-    assert response.json()["lines"]  # node-b waits for the free EIP
+    assert preview.planned_at is not None
+    assert response.json() == {"launchSpec": "egress", "lines": preview.lines, "error": "",
+                               "plannedAt": preview.planned_at.isoformat().replace("+00:00", "Z")}
+    assert response.json()["lines"] == planned.describe() and "assign 203.0.113.2 → node-b" in planned.describe()
     assert viewer_api.get(f"{spec_url('nope')}/plan").status_code == 404
 
 

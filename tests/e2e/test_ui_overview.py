@@ -21,6 +21,7 @@ from playwright.sync_api import expect
 from pools.models import Cluster, Event, LaunchSpec, Node
 from tests.e2e.test_browser import CHROMIUM, SHOTS, _login, demo_world
 from tests.fixtures.web import assign, make_eip, make_node, record
+from tests.pools.plans import store_plan_as_a_pass
 
 pytestmark = [
     pytest.mark.browser,
@@ -57,6 +58,8 @@ def test_disable_and_drain_leaves_a_draining_spec_with_what_holds_each_eip(page,
     if not draining.is_visible():
         confirm.first.click()
     expect(draining).to_contain_text("Draining. 2 EIPs left.")
+    # The disabled spec's next pass plans its drain and stores that plan; the page's next poll shows it.
+    store_plan_as_a_pass(LaunchSpec.objects.get(name="egress"))
     expect(draining).to_contain_text("203.0.113.2 on node-c: 3 workload pods still run")
     expect(draining).to_contain_text("203.0.113.1 on node-a: the node runs and is not draining")
     expect(page.locator("#spec-problems")).to_have_count(0)

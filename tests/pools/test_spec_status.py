@@ -1,5 +1,5 @@
 """A spec's status (pools/selectors.py): a disabled spec drains, with what holds each EIP back; "misconfigured"
-is only for a real misconfiguration; the plan preview of a disabled spec lists its coming releases."""
+is only for a real misconfiguration; the plan of a disabled spec's pass lists its coming releases."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from django.urls import reverse
 from pools import selectors
 from pools.models import Cluster, LaunchSpec, Node
 from tests.fixtures.web import WebWorld, assign, make_eip, make_node
+from tests.pools.plans import store_plan_as_a_pass
 
 pytestmark = pytest.mark.django_db
 
@@ -42,6 +43,7 @@ def test_a_disabled_spec_that_holds_eips_is_draining_not_misconfigured(
     operator_client: Client, draining_world: WebWorld
 ) -> None:
     _disable(operator_client, "egress")
+    store_plan_as_a_pass(draining_world.spec)  # the disabled spec's next pass: its drain, EIP by EIP
     stats = selectors.pool_stats_get(spec=LaunchSpec.objects.get(name="egress"))
     assert selectors.spec_problem_list(stats=[stats]) == []
     assert stats.status == "draining"
@@ -54,21 +56,26 @@ def test_a_disabled_spec_that_holds_eips_is_draining_not_misconfigured(
     # What holds each EIP back, in the planner's words.
     assert "203.0.113.1 on node-a: the node runs and is not draining" in html
     assert "203.0.113.4 on node-c: 3 workload pods still run" in html
-    assert ("203.0.113.5 on node-d: released by the next pass (drained (cluster-autoscaler): no workload pods left)"
+    assert ("203.0.113.5 on node-d: the last pass releases it (drained (cluster-autoscaler): no workload pods left)"
             in html)
     assert "203.0.113.6 on node-e: its instance is stopped" in html
 
 
-def test_the_plan_preview_of_a_disabled_spec_lists_the_coming_releases(
+def test_the_plan_of_a_disabled_spec_lists_the_coming_releases(
     operator_client: Client, draining_world: WebWorld
 ) -> None:
     _disable(operator_client, "egress")
+    # No pass has planned it yet: the page plans nothing on its own. Then its pass stores its plan and drain.
     preview = selectors.plan_preview(spec=LaunchSpec.objects.get(name="egress"))
+    assert preview.drain == [] and not preview.planned
+    planned = store_plan_as_a_pass(draining_world.spec)
+    preview = selectors.plan_preview(spec=LaunchSpec.objects.get(name="egress"))
+    assert preview.lines == planned.describe() and not preview.outdated
     assert [hold.public_ip for hold in preview.drain] == ["203.0.113.1", "203.0.113.4", "203.0.113.5", "203.0.113.6"]
     assert [hold.next_pass for hold in preview.drain] == [False, False, True, False]
 
     html = operator_client.get(reverse("launch-spec-detail", args=["egress"])).content.decode()
-    plan = html.split("Plan of the next pass", 1)[1].split("</section>", 1)[0]
+    plan = html.split("Plan of the last pass", 1)[1].split("</section>", 1)[0]
     assert "release 203.0.113.5 from node-d (drained (cluster-autoscaler): no workload pods left)" in plan
     assert 'id="plan-drain"' in plan
     assert "203.0.113.4 from node-c once its 3 workload pods are gone" in plan

@@ -13,10 +13,11 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
 
-from pools.models import Event, LaunchSpec
+from pools.models import Event, LaunchSpec, Node
 from pools.specfile import launch_spec_to_ocean
 from tests.fixtures.web import WebWorld, make_eip
 from tests.fixtures.world import World, reconcile
+from tests.pools.plans import store_plan_as_a_pass
 
 pytestmark = pytest.mark.django_db
 
@@ -149,11 +150,15 @@ def test_export_round_trips_through_import(operator_client: Client, web_world: W
 
 def test_detail_shows_selector_pool_nodes_history_and_plan(viewer_client: Client, web_world: WebWorld) -> None:
     make_eip(50, tags={"eipdash/pool": "someone-else"})
+    Node.objects.filter(name="node-b").update(labels=web_world.spec.labels)  # node-b waits for 203.0.113.2
+    planned = store_plan_as_a_pass(web_world.spec)  # what the spec's pass stores; the page only reads it
     html = viewer_client.get(reverse("launch-spec-detail", args=["egress"])).content.decode()
     assert "eipdash/pool=egress" in html and "eks.amazonaws.com/nodegroup=egress" in html
     assert "203.0.113.1" in html and "203.0.113.2" in html and "203.0.113.50" not in html
     assert "node-a" in html and "node-b" in html
-    assert "Plan of the next pass" in html
+    assert "Plan of the last pass" in html and 'id="plan-age"' in html
+    assert "assign 203.0.113.2 → node-b" in planned.describe()
+    assert all(f'<li class="mono">{line}</li>' in html for line in planned.describe())
     assert "taint_lifted" in html
 
 

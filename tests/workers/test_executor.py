@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from django.test import Client
+from django.urls import reverse
 from django.utils import timezone
 
-from pools import locks, redis_keys, selectors, services
-from pools.models import Assignment, ElasticIP, Event, LaunchSpec, Node
+from pools import locks, planner, redis_keys, selectors, services
+from pools.models import Assignment, ElasticIP, Event, LaunchSpec, Node, SpecFence, SpecPlan
+from pools.planner import Plan
 from tests.fixtures.world import TAINT, World, kinds, reconcile
 from workers import executor
 from workers.ec2 import Ec2, Permanent, Throttled
@@ -299,6 +302,97 @@ def test_dry_run_changes_nothing(world: World) -> None:
     report = executor.reconcile_spec(spec.pk, dry_run=True)
     assert any(line.startswith("would assign") for line in report.done)
     assert world.all_associations() == {} and list(Event.objects.values_list("pk", flat=True)) == before
+    assert not SpecPlan.objects.exists()  # nor the spec page's plan
+
+
+# --- the plan a pass keeps for the spec page (services.spec_plan_store, selectors.plan_preview) ----------
+
+
+def refuse_planning(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From here on, any call of the planner or of its inputs' reader fails: a request must not plan."""
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a request ran the planner")
+
+    for module, name in ((planner, "plan"), (selectors, "plan_pass"), (selectors, "planner_inputs")):
+        monkeypatch.setattr(module, name, refuse)
+
+
+def test_a_pass_stores_its_plan_and_the_spec_page_and_the_api_show_it_with_its_age(
+    world: World, viewer_client: Client
+) -> None:
+    spec = world.spec()
+    world.eips(1)
+    world.node("a")
+    world.node("b")
+    before = timezone.now()
+    report = reconcile(spec)
+    assert report.plan is not None
+    planned = report.plan.describe()
+    # One EIP for two nodes: one is assigned, the other keeps waiting.
+    assert sum(line.startswith("assign ") for line in planned) == 1
+    assert sum(line.endswith("keeps waiting: no free EIP") for line in planned) == 1
+    row = SpecPlan.objects.get()
+    assert row.spec_id == spec.pk and row.lines == planned and row.drain == []
+    assert row.fence == SpecFence.objects.get(spec_id=spec.pk).number  # the pass's own fencing number
+    assert before - timedelta(seconds=1) <= row.planned_at <= timezone.now() + timedelta(seconds=1)
+
+    with pytest.MonkeyPatch.context() as patch:
+        refuse_planning(patch)
+        html = viewer_client.get(reverse("launch-spec-detail", args=[spec.name])).content.decode()
+        body = viewer_client.get(f"/api/v1/launch-specs/{spec.name}/plan").json()
+    section = html.split('id="plan"', 1)[1].split("</section>", 1)[0]
+    assert all(f'<li class="mono">{line}</li>' in section for line in planned)
+    assert f"Plan of the pass at <time datetime=\"{row.planned_at:%Y-%m-%dT%H:%M:%SZ}\">" in section
+    assert f"{row.planned_at:%H:%M:%S} UTC</time>, " in section and " ago" in section
+    assert body["lines"] == planned and datetime.fromisoformat(body["plannedAt"]) == row.planned_at
+
+    # The next pass writes over the same row.
+    report = reconcile(spec)
+    assert report.plan is not None
+    assert SpecPlan.objects.count() == 1
+    assert SpecPlan.objects.get().lines == report.plan.describe() and SpecPlan.objects.get().planned_at > row.planned_at
+
+
+def test_a_dry_run_leaves_the_stored_plan_as_it_was(world: World) -> None:
+    spec = world.spec()
+    world.eips(2)
+    world.node("a")
+    reconcile(spec)
+    stored = SpecPlan.objects.values_list("lines", "planned_at", "fence").get()
+    world.node("b")  # a dry run would assign it
+    report = executor.reconcile_spec(spec.pk, dry_run=True)
+    assert any(line.startswith("would assign") for line in report.done)
+    assert SpecPlan.objects.values_list("lines", "planned_at", "fence").get() == stored
+
+
+def test_a_pass_that_lost_its_lease_does_not_overwrite_the_newer_holders_plan(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stale pass has planned; before it stores its plan, a newer holder takes the spec and stores its own.
+    The stale pass's fenced write is refused: it stops, and the newer plan stays."""
+    spec = world.spec()
+    world.eips(1)
+    world.node("a")
+    key = locks.lease_key(spec.pk)
+    stale = locks.Lease(key, seconds=10, url=None, spec_id=spec.pk)
+    newer = locks.Lease(key, seconds=10, url=None, spec_id=spec.pk)
+    assert stale.acquire()
+    real_plan = executor.make_plan
+
+    def planned_then_overtaken(*inputs: Any) -> Plan:
+        made = real_plan(*inputs)
+        assert newer.acquire() and newer.fence > stale.fence
+        with newer.fenced():
+            assert services.spec_plan_store(spec=spec, plan=Plan(), eips=[], nodes=[], claims={}, fence=newer.fence)
+        return made
+
+    monkeypatch.setattr(executor, "make_plan", planned_then_overtaken)
+    report = executor.run_pass(spec, lease=stale)
+    assert report.plan is None and any("stopped" in line and "lease" in line for line in report.errors)
+    row = SpecPlan.objects.get()
+    assert (row.fence, row.lines) == (newer.fence, ["nothing to do"])
+    assert world.all_associations() == {} and not Assignment.objects.exists()
 
 
 # The manual reassign is tested in tests/workers/test_reassign.py.
@@ -418,6 +512,9 @@ def test_a_pass_rewrites_every_column_it_observes(world: World) -> None:
     ElasticIP.objects.filter(allocation_id=allocation_id).update(
         region="junk-1", public_ip="198.51.100.99", tags={"junk": "1"}, association_id="eipassoc-junk",
         instance_id="i-junk", eni_id="eni-junk", private_ip="10.9.9.9", gone=True)
+    # A full pass: one that finds the world as the last quiet pass did reads and writes no row at all
+    # (tests/workers/test_observe_quiet.py), until a change in the world or a row's recheck comes.
+    SpecFence.objects.filter(spec_id=spec.pk).update(quiet_fingerprint="")
     reconcile(spec)
     assert Node.objects.filter(name="a").values(*node_columns).get() == node_before
     assert ElasticIP.objects.filter(allocation_id=allocation_id).values(*eip_columns).get() == eip_before
