@@ -157,6 +157,11 @@ class RegionFacts(models.Model):
     # passes read at once) writes nothing, so the rows and the pool_joined / pool_left trail never step back.
     addresses_read = models.BigIntegerField(default=0)
     addresses_saved = models.BigIntegerField(default=0)
+    # The reading the rows were last written from in full (a digest of its addresses and of the region's pool
+    # selectors), and RegionSequence.addresses_written then: a save of an equal reading with no row written since
+    # moves last_seen_at only (workers/observe.py).
+    addresses_digest = models.CharField(max_length=64, blank=True, default="")
+    addresses_written = models.BigIntegerField(default=0)
 
     def __str__(self) -> str:
         return f"{self.region}: quota {self.eip_quota}"
@@ -168,6 +173,9 @@ class RegionSequence(models.Model):
 
     region = models.CharField(max_length=32, primary_key=True)
     value = models.BigIntegerField(default=0)
+    # Bumped, in the writer's transaction, by every write of the region's ElasticIP rows outside a reading's save
+    # (services.region_addresses_written): the next save then writes the rows in full, whatever it read.
+    addresses_written = models.BigIntegerField(default=0)
 
     def __str__(self) -> str:
         return f"{self.region}: {self.value}"

@@ -14,6 +14,7 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import User
 from django.db import transaction
+from django.db.models import F
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -834,6 +835,14 @@ def region_seq_bump(*, region: str) -> int:
     """The region's next sequence number, committed before this returns: a reading that starts after this
     call sees at least this number. Call it outside any transaction (a savepoint would hide the bump)."""
     return next_value(RegionSequence, key={"region": region}, field="value")
+
+
+def region_addresses_written(*, region: str) -> None:
+    """An ElasticIP row of the region was written outside a reading's save (an association confirmed, a release, a
+    move by hand): in the writer's transaction, so that the next save writes every row again, even from a reading
+    equal to the one the rows were last written from (AWS may be back where it was, while the row moved). The
+    row exists: every change to AWS bumps the region's sequence first (region_seq_bump)."""
+    RegionSequence.objects.filter(region=region).update(addresses_written=F("addresses_written") + 1)
 
 
 def region_reading_number(*, region: str) -> int:

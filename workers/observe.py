@@ -28,7 +28,17 @@ from pools import selectors, services
 from pools.alerts import Alert, alert_key
 from pools.keys import EIP_LABEL
 from pools.logs import log_fields
-from pools.models import Assignment, ElasticIP, Event, LaunchSpec, Node, RegionFacts, SpecFence, UnmanagedAddress
+from pools.models import (
+    Assignment,
+    ElasticIP,
+    Event,
+    LaunchSpec,
+    Node,
+    RegionFacts,
+    RegionSequence,
+    SpecFence,
+    UnmanagedAddress,
+)
 from pools.pool_rule import S, selects
 from pools.vocabulary import GONE_STATE, UNKNOWN_STATE
 
@@ -110,8 +120,7 @@ class _Snapshot:
     spec: LaunchSpec
     now: datetime
     fenced: Callable[[], AbstractContextManager[None]]
-    addresses: list[Address] = field(default_factory=list)  # the region's reading, every address
-    selection: str = ""  # the region's specs and their tag selectors (readings.selection_key)
+    addresses_digest: str = ""  # of the region's reading and its pool selectors (addresses_digest)
     pool_on: set[tuple[str | None, str | None]] = field(default_factory=set)  # (ENI, private IP) with a pool EIP
     others_on: set[tuple[str | None, str | None]] = field(default_factory=set)  # ... with a non-pool EIP
     listed: dict[str, KubeNode] = field(default_factory=dict)  # name -> the node, matching or tied
@@ -133,15 +142,17 @@ def _read_region(snap: _Snapshot, ec2: Ec2) -> list[Address]:
     selection = readings.selection_key([(s.pk, s.tag_key, s.tag_value) for s in region_specs])
 
     def save(found: list[Address], number: int) -> None:
+        snap.addresses_digest = addresses_digest(found, selection)
         with snap.fenced():
-            _save_addresses(region, found, timezone.now(), region_specs, number=number)
+            _save_addresses(region, found, timezone.now(), region_specs, number=number, digest=snap.addresses_digest)
 
     reading = readings.region_addresses(ec2, at_least=selectors.spec_fresh_from_seq(spec_id=spec.pk),
                                         selection=selection, save=save)
     if not reading.own and reading.saved_for != selection:
         save(reading.addresses, reading.number)  # written for another set of specs: this one's pool may lack rows
+    if not snap.addresses_digest:  # another pass's reading, saved by it
+        snap.addresses_digest = addresses_digest(reading.addresses, selection)
     pool = [a for a in reading.addresses if selects(spec, a.tags)]
-    snap.addresses, snap.selection = reading.addresses, selection
     snap.pool_on = {(a.eni_id, a.private_ip) for a in pool if a.eni_id}
     snap.others_on = {(a.eni_id, a.private_ip) for a in reading.addresses if a.eni_id and not selects(spec, a.tags)}
     return pool
@@ -180,11 +191,17 @@ def quiet_fingerprint(snap: _Snapshot) -> str:
         return ""
     nodes = [[kn.name, kn.provider_id, kn.labels, kn.annotations, list(kn.taints), kn.unschedulable, kn.deleting,
               kn.ready, name in snap.matching] for name, kn in sorted(snap.listed.items())]
-    addresses = [[a.allocation_id, a.public_ip, a.tags, a.association_id, a.eni_id, a.private_ip, a.instance_id,
-                  a.public_ipv4_pool] for a in sorted(snap.addresses, key=lambda a: a.allocation_id)]
     seen = [spec.pk, spec.cluster_id, spec.labels, spec.tag_key, spec.tag_value, spec.enabled, spec.min_free,
-            settings.EIPDASH_STARTUP_TAINT, snap.selection, sorted(snap.tied), addresses, nodes]
+            settings.EIPDASH_STARTUP_TAINT, snap.addresses_digest, sorted(snap.tied), nodes]
     return hashlib.sha256(json.dumps(seen, separators=(",", ":"), sort_keys=True).encode()).hexdigest()
+
+
+def addresses_digest(addresses: list[Address], selection: str) -> str:
+    """A reading in one digest: every address of the region with its tags and association, and the region's
+    specs and their tag selectors (readings.selection_key: which rows are pool rows)."""
+    rows = [[a.allocation_id, a.public_ip, a.tags, a.association_id, a.eni_id, a.private_ip, a.instance_id,
+             a.public_ipv4_pool] for a in sorted(addresses, key=lambda a: a.allocation_id)]
+    return hashlib.sha256(json.dumps([selection, rows], separators=(",", ":"), sort_keys=True).encode()).hexdigest()
 
 
 def _still_quiet(snap: _Snapshot, fingerprint: str) -> bool:
@@ -375,7 +392,7 @@ def _address_observed(region: str, a: Address) -> dict[str, object]:
 
 
 def _save_addresses(region: str, addresses: list[Address], now: datetime, region_specs: list[LaunchSpec], *,
-                    number: int) -> None:
+                    number: int, digest: str = "") -> None:
     """The region's reading into ElasticIP (the addresses some spec of the region selects) and
     UnmanagedAddress (the others). Only the rows that changed are written; last_seen_at moves for all of
     them in one UPDATE per table. No query lists every address of the region: the rows are read by region.
@@ -383,13 +400,17 @@ def _save_addresses(region: str, addresses: list[Address], now: datetime, region
     number: the reading's (workers/readings.py). Two passes of a region can read at once and save in either
     order; a reading older than one already saved writes nothing, or the rows would step back and the next
     save would record EIPs leaving and joining their pools that never did. The region's first saved reading
-    is the pools' baseline: it records no pool_joined (installing eipdash is not every address joining)."""
+    is the pools' baseline: it records no pool_joined (installing eipdash is not every address joining).
+
+    digest: the reading's (addresses_digest). When the rows were last written in full from an equal reading and no
+    row was written since (RegionSequence.addresses_written), only last_seen_at moves: a steady region's save costs
+    two UPDATEs, not a read and a compare of every row."""
     with transaction.atomic():
         # The region's facts row first (created with the reading's number): every save of the region locks it
         # before its address rows, so saves are serialised, in one lock order, even where no row exists yet.
         RegionFacts.objects.get_or_create(region=region)
-        saved = (RegionFacts.objects.select_for_update().filter(region=region)
-                 .values_list("addresses_saved", flat=True).get())
+        saved, *kept = (RegionFacts.objects.select_for_update().filter(region=region)
+                        .values_list("addresses_saved", "addresses_digest", "addresses_written").get())
         if number < saved:
             log.info("%s: reading %d not saved: reading %d, newer, already was", region, number, saved)
             return
@@ -402,9 +423,17 @@ def _save_addresses(region: str, addresses: list[Address], now: datetime, region
             # NO KEY UPDATE: a claim's foreign-key check (KEY SHARE) on these rows is not held up.
             list(model.objects.filter(region=region).order_by("allocation_id").select_for_update(no_key=True)
                  .values_list("pk", flat=True))
+        # Read under the rows' locks: a writer that wrote one of them has committed its bump by now.
+        written = RegionSequence.objects.filter(region=region).values_list("addresses_written", flat=True).first()
+        if digest and written is not None and [digest, written] == kept:
+            ElasticIP.objects.filter(region=region, gone=False).update(last_seen_at=now)
+            UnmanagedAddress.objects.filter(region=region).update(last_seen_at=now)
+            RegionFacts.objects.filter(region=region).update(addresses_saved=max(number, saved))
+            return
         _save_region_rows(region, addresses, now, region_specs, record_moves=saved > 0)
-        if number > saved:
-            RegionFacts.objects.filter(region=region).update(addresses_saved=number)
+        RegionFacts.objects.filter(region=region).update(
+            addresses_saved=max(number, saved), addresses_digest=digest if written is not None else "",
+            addresses_written=written or 0)
 
 
 def _save_region_rows(region: str, addresses: list[Address], now: datetime,

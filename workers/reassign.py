@@ -263,6 +263,7 @@ def _take_off_old_node(ctx: PassContext, move: _Move, old: Assignment) -> None:
     with ctx.fenced():
         services.assignment_close(assignment=old, reason=f"moved by hand to {target.name} by {ctx.actor}")
         ElasticIP.objects.filter(pk=eip.pk).update(association_id="", eni_id="", instance_id="", private_ip="")
+        services.region_addresses_written(region=eip.region)
         Node.objects.filter(pk=old_node.pk).update(state=Node.State.WAITING, eip_label="")
     ctx.record(Event.Kind.RELEASED, f"taken off by hand for {target.name}", node=old_node, eip=eip)
     if old_node.deleted_at is None:

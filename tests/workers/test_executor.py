@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from pools import locks, planner, redis_keys, selectors, services
-from pools.models import Assignment, ElasticIP, Event, LaunchSpec, Node, SpecFence, SpecPlan
+from pools.models import Assignment, ElasticIP, Event, LaunchSpec, Node, RegionFacts, SpecFence, SpecPlan
 from pools.planner import Plan
 from tests.fixtures.world import TAINT, World, kinds, reconcile
 from workers import executor
@@ -515,6 +515,9 @@ def test_a_pass_rewrites_every_column_it_observes(world: World) -> None:
     # A full pass: one that finds the world as the last quiet pass did reads and writes no row at all
     # (tests/workers/test_observe_quiet.py), until a change in the world or a row's recheck comes.
     SpecFence.objects.filter(spec_id=spec.pk).update(quiet_fingerprint="")
+    # ...and a reading saved in full: one equal to the last, with no row written by eipdash since, moves only
+    # last_seen_at (tests/workers/test_observe_pool_changes.py).
+    RegionFacts.objects.update(addresses_digest="")
     reconcile(spec)
     assert Node.objects.filter(name="a").values(*node_columns).get() == node_before
     assert ElasticIP.objects.filter(allocation_id=allocation_id).values(*eip_columns).get() == eip_before

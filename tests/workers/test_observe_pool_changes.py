@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 
+from django.db import transaction
 from django.utils import timezone
 
 from pools import services
@@ -209,3 +210,44 @@ def test_the_first_eips_of_a_region_whose_first_reading_was_empty_are_recorded(d
     save([])  # the baseline: a region without addresses yet
     save([address(1)])
     assert moves() == [("pool_joined", "web", "198.51.100.1", JOINED_ALLOCATED)]
+
+
+def save_digested(addresses: list[Address]) -> None:
+    """Save a reading as a pass does, with its digest (observe.addresses_digest)."""
+    region_specs = list(LaunchSpec.objects.filter(cluster__region=REGION).select_related("cluster"))
+    observe._save_addresses(REGION, addresses, timezone.now(), region_specs,
+                            number=services.region_reading_number(region=REGION),
+                            digest=observe.addresses_digest(addresses, "selection"))
+
+
+def test_save_addresses_of_a_reading_equal_to_the_last_one_moves_last_seen_only(db: None) -> None:
+    spec("web", "web")
+    services.region_seq_bump(region=REGION)  # as every change to AWS does first
+    reading = [address(1), address(2)]
+    save_digested(reading)
+    # Not a writer of eipdash's (no region_addresses_written): only a save that compares the rows would see it.
+    ElasticIP.objects.filter(allocation_id="eipalloc-0001").update(public_ip="203.0.113.99")
+    before = ElasticIP.objects.get(allocation_id="eipalloc-0002").last_seen_at
+    save_digested(reading)
+    assert ElasticIP.objects.get(allocation_id="eipalloc-0001").public_ip == "203.0.113.99"
+    assert ElasticIP.objects.get(allocation_id="eipalloc-0002").last_seen_at > before
+    # Any change in the reading is written in full, as always.
+    save_digested([address(1), address(2, None)])
+    assert ElasticIP.objects.get(allocation_id="eipalloc-0001").public_ip == "198.51.100.1"
+    assert ElasticIP.objects.get(allocation_id="eipalloc-0002").gone
+
+
+def test_save_addresses_writes_the_rows_again_after_eipdash_wrote_one_even_from_an_equal_reading(db: None) -> None:
+    """eipdash associated an EIP and wrote its row; then someone took the association off outside eipdash: the
+    next reading equals the one the rows were written from, and the row must follow AWS back."""
+    spec("web", "web")
+    services.region_seq_bump(region=REGION)
+    reading = [address(1)]
+    save_digested(reading)
+    with transaction.atomic():  # what the assign step's record does (workers/steps/assign.py)
+        ElasticIP.objects.filter(allocation_id="eipalloc-0001").update(association_id="eipassoc-1", eni_id="eni-1",
+                                                                       private_ip="10.0.0.1")
+        services.region_addresses_written(region=REGION)
+    save_digested(reading)
+    row = ElasticIP.objects.get(allocation_id="eipalloc-0001")
+    assert (row.association_id, row.eni_id, row.private_ip) == ("", "", "")

@@ -291,7 +291,8 @@ class _Flow:
             self.settle_each(done)
 
     def settle_each(self, done: set[Future[Any]]) -> None:
-        for future in done:
+        # In allocation id order, as every pass locks ElasticIP rows (workers/observe.py): no deadlock between passes.
+        for future in sorted(done, key=lambda f: getattr(f.result().item, "allocation_id", "")):
             self.then.pop(future)(future.result())  # its next stage, if any, is submitted (self.pending)
 
     def submit(self, fn: Callable[[Any], Any], item: Any, then: Callable[[Any], Future[Any] | None]) -> Future[Any]:
@@ -447,6 +448,7 @@ def record_association(ctx: PassContext, s: Assign, claim: Assignment, associati
             association_id=association_id, eni_id=s.eni_id, private_ip=s.private_ip,
             instance_id=confirmed.instance_id or node.instance_id,
         )
+        services.region_addresses_written(region=eip.region)
     ctx.record(Event.Kind.ASSIGNED, f"associated with {s.eni_id} ({s.private_ip})", node=node, eip=eip)
     return None
 

@@ -83,6 +83,7 @@ def close_and_record(ctx: PassContext, r: Release, claim: Assignment | None, dec
     with ctx.fenced():
         if eip is not None and decision.association_id:
             ElasticIP.objects.filter(pk=eip.pk).update(association_id="", eni_id="", instance_id="", private_ip="")
+            services.region_addresses_written(region=eip.region)
     ctx.record(Event.Kind.RELEASED, r.reason, node=node, eip=eip)
     if node is not None and node.deleted_at is None and not decision.replaced:
         ctx.kube.clear_eip_marks(node.name, instance_id=node.instance_id or None, fence=ctx.fence)
