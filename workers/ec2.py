@@ -20,6 +20,7 @@ deadline stop on a retry) says so: `maybe_landed`, and the caller must not take 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -28,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 from typing import Any, NamedTuple, TypeVar
 
 import botocore.exceptions
@@ -259,6 +260,13 @@ class Address:
     instance_id: str | None
     # "amazon", or the id of a BYOIP pool (which costs nothing per hour); "" where AWS did not say.
     public_ipv4_pool: str = ""
+
+    @cached_property
+    def observed(self) -> str:
+        """The whole address as one text: a reading's digest is made of these (workers/observe.py)."""
+        return json.dumps([self.allocation_id, self.public_ip, self.tags, self.association_id, self.eni_id,
+                           self.private_ip, self.instance_id, self.public_ipv4_pool],
+                          separators=(",", ":"), sort_keys=True)
 
     @classmethod
     def from_aws(cls, raw: dict[str, Any]) -> Address | None:

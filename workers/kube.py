@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -44,6 +45,8 @@ MERGE_PATCH = "application/merge-patch+json"
 TAINT_RETRIES = 5
 
 _PROVIDER_ID = re.compile(r"^aws:///(?P<az>[^/]*)/(?P<instance>[^/]+)$")
+# (API server, label selector) -> the nodes of its last list, by (name, resourceVersion) (Kube.list_nodes_versioned).
+_listed: dict[tuple[str, str], dict[tuple[str, str], KubeNode]] = {}
 
 T = TypeVar("T")
 
@@ -122,6 +125,13 @@ class KubeNode:
     # The kubelet's Ready condition is True. A node whose kubelet went silent (its instance terminated by a
     # spot interruption) stays listed, NotReady, until the cloud controller or Karpenter deletes it.
     ready: bool = True
+
+    @cached_property
+    def observed(self) -> str:
+        """Everything eipdash reads of the node but its resourceVersion (status heartbeats move it), as one text:
+        a quiet pass compares what it planned from by these (workers/observe.py)."""
+        return json.dumps([self.name, self.provider_id, self.labels, self.annotations, list(self.taints),
+                           self.unschedulable, self.deleting, self.ready], separators=(",", ":"), sort_keys=True)
 
     @classmethod
     def from_api(cls, obj: Mapping[str, Any]) -> KubeNode:
@@ -424,8 +434,19 @@ class Kube:
         """list_nodes and the list's resourceVersion, from which a watch sees every later change."""
         selector = labels_text(labels or {})
         version: list[str] = []
-        nodes = [KubeNode.from_api(obj) for obj in self._paged(self.core.list_node, page_size, resource_version="0",
-                                                                version=version, label_selector=selector or None)]
+        # A node whose resourceVersion is the one of the last list is the same object: not built again (a steady
+        # pass lists thousands of unchanged nodes). Any change to it, by anyone, gives it a new resourceVersion.
+        key = (str(getattr(self.api_client.configuration, "host", "")), selector)
+        last, now = _listed.get(key, {}), {}
+        nodes = []
+        for obj in self._paged(self.core.list_node, page_size, resource_version="0", version=version,
+                               label_selector=selector or None):
+            meta = obj.get("metadata") or {}
+            seen = (str(meta.get("name") or ""), str(meta.get("resourceVersion") or ""))
+            node = last.get(seen) if seen[1] else None
+            nodes.append(node if node is not None else KubeNode.from_api(obj))
+            now[seen] = nodes[-1]
+        _listed[key] = now
         return nodes, version[0] if version else ""
 
     def get_node(self, node_name: str) -> KubeNode:

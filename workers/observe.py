@@ -189,19 +189,21 @@ def quiet_fingerprint(snap: _Snapshot) -> str:
     spec = snap.spec
     if snap.tied - snap.matching or any(kn.draining or kn.unreachable for kn in snap.listed.values()):
         return ""
-    nodes = [[kn.name, kn.provider_id, kn.labels, kn.annotations, list(kn.taints), kn.unschedulable, kn.deleting,
-              kn.ready, name in snap.matching] for name, kn in sorted(snap.listed.items())]
     seen = [spec.pk, spec.cluster_id, spec.labels, spec.tag_key, spec.tag_value, spec.enabled, spec.min_free,
-            settings.EIPDASH_STARTUP_TAINT, snap.addresses_digest, sorted(snap.tied), nodes]
-    return hashlib.sha256(json.dumps(seen, separators=(",", ":"), sort_keys=True).encode()).hexdigest()
+            settings.EIPDASH_STARTUP_TAINT, snap.addresses_digest, sorted(snap.tied), sorted(snap.matching)]
+    digest = hashlib.sha256(json.dumps(seen, separators=(",", ":"), sort_keys=True).encode())
+    for _, kn in sorted(snap.listed.items()):
+        digest.update(b"\n" + kn.observed.encode())
+    return digest.hexdigest()
 
 
 def addresses_digest(addresses: list[Address], selection: str) -> str:
     """A reading in one digest: every address of the region with its tags and association, and the region's
     specs and their tag selectors (readings.selection_key: which rows are pool rows)."""
-    rows = [[a.allocation_id, a.public_ip, a.tags, a.association_id, a.eni_id, a.private_ip, a.instance_id,
-             a.public_ipv4_pool] for a in sorted(addresses, key=lambda a: a.allocation_id)]
-    return hashlib.sha256(json.dumps([selection, rows], separators=(",", ":"), sort_keys=True).encode()).hexdigest()
+    digest = hashlib.sha256(selection.encode())
+    for a in sorted(addresses, key=lambda a: a.allocation_id):
+        digest.update(b"\n" + a.observed.encode())
+    return digest.hexdigest()
 
 
 def _still_quiet(snap: _Snapshot, fingerprint: str) -> bool:

@@ -67,6 +67,23 @@ def test_list_nodes_by_labels_parses_provider_id(kube: Kube, make_node) -> None:
     assert {n.name for n in kube.list_nodes({"eipdash.io/pool": "web", "other": "x"})} == {"web-2"}
 
 
+def test_list_nodes_builds_an_unchanged_node_once_and_sees_every_change(kube: Kube, make_node,
+                                                                       kube_emulator: KubeEmulator) -> None:
+    """A node listed again with the same resourceVersion is the same KubeNode (not built again); a label, a taint
+    or a cordon, made by anyone, gives it a new resourceVersion and a new KubeNode that shows it."""
+    make_node("web-1", "i-0aaa", labels=SPEC, taints=[PENDING])
+    make_node("web-2", "i-0bbb", labels=SPEC)
+    first = {n.name: n for n in kube.list_nodes(SPEC)}
+    again = {n.name: n for n in kube.list_nodes(SPEC)}
+    assert again["web-1"] is first["web-1"] and again["web-2"] is first["web-2"]
+
+    kube_emulator.patch("nodes", "web-1", {"metadata": {"labels": {"team": "edge"}}})
+    kube_emulator.patch("nodes", "web-2", {"spec": {"unschedulable": True, "taints": []}})
+    changed = {n.name: n for n in kube.list_nodes(SPEC)}
+    assert changed["web-1"] is not first["web-1"] and changed["web-1"].labels["team"] == "edge"
+    assert changed["web-2"].unschedulable and changed["web-2"].observed != first["web-2"].observed
+
+
 def test_fargate_and_foreign_provider_ids_have_no_instance(kube: Kube, kube_emulator: KubeEmulator) -> None:
     for name, provider_id in [("fargate-ip-10-0-0-1", "aws:///us-east-1a/fa-0123/fargate-ip-10-0-0-1"),
                               ("kind-1", "kind://docker/kind/kind-1"), ("odd", "aws:///us-east-1a/vm-1")]:
