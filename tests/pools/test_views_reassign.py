@@ -176,15 +176,21 @@ def test_htmx_gets_a_status_that_polls_until_the_move_ends(
     assert 'id="reassign-error"' in refused and "node-c already has an EIP" in refused and "hx-trigger" not in refused
 
 
-def test_a_finished_move_sends_the_page_back_to_the_eip(
-    operator_client: Client, web_world: WebWorld, target: Node, redis_url: str, django_capture_on_commit_callbacks,
-) -> None:
-    detail, post_url, _ = _urls(web_world)
-    with django_capture_on_commit_callbacks(execute=True):
-        operator_client.post(post_url, {"node": "node-c"})
+def _a_finished_move(client: Client, w: WebWorld, redis_url: str, capture: Any) -> ReassignRequest:
+    """A move to node-c asked through the page, and done by a worker."""
+    with capture(execute=True):
+        client.post(_urls(w)[1], {"node": "node-c"})
     request = ReassignRequest.objects.get()
     _take_queued(redis_url, request.pk)
     reassign_request_finish(request_id=request.pk, state="done", message="203.0.113.1 moved to node-c.")
+    return request
+
+
+def test_a_finished_move_sends_the_page_back_to_the_eip(
+    operator_client: Client, web_world: WebWorld, target: Node, redis_url: str, django_capture_on_commit_callbacks,
+) -> None:
+    detail = _urls(web_world)[0]
+    request = _a_finished_move(operator_client, web_world, redis_url, django_capture_on_commit_callbacks)
     response = operator_client.get(_status_url(request), headers={"HX-Request": "true"})
     assert response["HX-Redirect"].startswith(detail)
     assert "moved to node-c" in operator_client.get(response["HX-Redirect"]).content.decode()
@@ -197,12 +203,8 @@ def test_eip_reassign_status_says_the_move_on_every_page_its_polls_send_the_brow
     so a slow answer that sends the page back to the EIP is followed by a second one, which starts the page
     load again. CI's browser met this order: both polls answered, the first page load took the word of the
     move (a flash message, in a cookie) and the second page came without it. Each page says it by itself."""
-    _detail, post_url, _ = _urls(web_world)
-    with django_capture_on_commit_callbacks(execute=True):
-        operator_client.post(post_url, {"node": "node-c"})
-    request = ReassignRequest.objects.get()
-    _take_queued(redis_url, request.pk)
-    reassign_request_finish(request_id=request.pk, state="done", message="203.0.113.1 moved to node-c.")
+    detail = _urls(web_world)[0]
+    request = _a_finished_move(operator_client, web_world, redis_url, django_capture_on_commit_callbacks)
     htmx = {"HX-Request": "true"}
     first = operator_client.get(_status_url(request), headers=htmx)["HX-Redirect"]
     queued = operator_client.get(_status_url(request), headers=htmx)["HX-Redirect"]
@@ -211,7 +213,7 @@ def test_eip_reassign_status_says_the_move_on_every_page_its_polls_send_the_brow
     # Another EIP's page, or a move not done, says nothing of it.
     other = reverse("eip-detail", args=[web_world.eips[1].allocation_id])
     assert "moved to node-c" not in operator_client.get(f"{other}?moved={request.pk}").content.decode()
-    assert operator_client.get(f"{_detail}?moved=%C2%B2").status_code == 200
+    assert operator_client.get(f"{detail}?moved=%C2%B2").status_code == 200
 
 
 def test_a_request_is_only_found_under_its_own_eip(operator_client: Client, web_world: WebWorld) -> None:
