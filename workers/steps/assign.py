@@ -64,28 +64,23 @@ def what(s: Assign) -> str:
 
 
 def assign_all(ctx: PassContext, steps: Sequence[Assign]) -> None:
-    """Slice after slice. The next slice starts once the last one's calls have all returned: their confirmations,
-    records and marks go on meanwhile (one _Flow for the pass), so a burst's second slice does not wait for the
-    first one's nodes to be made ready."""
+    """Slice after slice, each done before the next is looked at: a slice's calls never wait in the pool behind
+    another slice's confirmations and marks (their look at the target would grow old, LOOK_FRESH_SECONDS)."""
     pending = list(steps)
-    flow = _Flow(ctx)
-    sent: list[Assign] = []
     while pending:
         ctx.check()
         if ctx.out_of_time():
             for s in pending:
                 ctx.leave(what(s), node=s.node, failed_state=Node.State.WAITING)
-            break
+            return
         ctx.started_a_step = True
         size = slice_size(ctx, len(pending))
         # In allocation id order: the slice's transactions then lock ElasticIP rows in the order every pass's
         # snapshot write takes them (workers/observe.py), so concurrent passes never deadlock.
-        batch = sorted(pending[:size], key=lambda s: s.allocation_id)
-        assign_slice(ctx, batch, flow=flow)
-        sent += batch
+        for result in assign_slice(ctx, sorted(pending[:size], key=lambda s: s.allocation_id)):
+            if result.line:
+                ctx.report.done.append(result.line)
         pending = pending[size:]
-    flow.drain()
-    ctx.report.done.extend(line for s in sent if (line := flow.result(s).line))
 
 
 def slice_size(ctx: PassContext, pending: int) -> int:
@@ -100,12 +95,10 @@ def slice_size(ctx: PassContext, pending: int) -> int:
     return max(1, min(pending, most, max(4, int(tokens), int(settings.EIPDASH_EC2_MUTATE_RATE))))
 
 
-def assign_slice(ctx: PassContext, steps: Sequence[Assign], *, flow: _Flow | None = None) -> list[Result]:
-    """Claims, a look at the targets, AssociateAddress concurrently; then each node on its own: its confirmation,
-    record and marks. With the pass's `flow`, it returns once the slice's calls have returned and the rest goes
-    on in the flow (its results are final after flow.drain()); alone, once everything is done."""
-    alone = flow is None
-    flow = flow if flow is not None else _Flow(ctx)
+def assign_slice(ctx: PassContext, steps: Sequence[Assign]) -> list[Result]:
+    """Claims, a look at the targets, AssociateAddress concurrently; then each node on its own as soon as its own
+    call returns: its confirmation, record and marks (_Flow)."""
+    flow = _Flow(ctx)
     results = flow.results
     ctx.load_eips(s.allocation_id for s in steps)
     claimed = open_claims(ctx, distinct_targets(steps, results), results)
@@ -113,8 +106,7 @@ def assign_slice(ctx: PassContext, steps: Sequence[Assign], *, flow: _Flow | Non
         looked_at = time.monotonic()
         free = look_at_targets(ctx, claimed, results)
         associate(ctx, flow, free, looked_at)
-        if alone:
-            flow.drain()
+        flow.drain()
     except LeaseLost:
         unsent = [(s, claim) for s, claim in claimed if s not in results]
         give_back_unsent(ctx, unsent)
@@ -236,9 +228,9 @@ def associate(ctx: PassContext, flow: _Flow, free: list[tuple[Assign, Assignment
 
 
 class _Flow:
-    """The pass's assignments, each node on its own as soon as its own call returns, so that none waits for the
-    slowest call of its slice, nor for the slices after it: its AssociateAddress (a slice's all go to the pool
-    first, so none is held back behind a confirmation), the DescribeAddresses that confirms its EIP, the record
+    """A slice's assignments, each node on its own as soon as its own call returns, so that none waits for the
+    slowest call of its slice: its AssociateAddress (the slice's all go to the pool first, so none is held back
+    behind a confirmation), the DescribeAddresses that confirms its EIP, the record
     (in the pass's thread), its marks and taint lift, their record. After a lost lease nothing more is recorded or
     marked: the associations AWS accepted stay open, unconfirmed, for the pass that holds the lease now to adopt."""
 
@@ -265,7 +257,7 @@ class _Flow:
         self.sending = {self.submit(call, s, self.associated) for s, _ in free}
 
     def run(self, *, until_sent: bool = False) -> None:
-        """Settle the calls as they end: all of them, or (until_sent) until the last slice's calls returned."""
+        """Settle the calls as they end: all of them, or (until_sent) until the slice's AssociateAddress calls returned."""
         while self.pending and not (until_sent and not self.sending):
             done, self.pending = wait(self.pending, return_when=FIRST_COMPLETED)
             self.sending -= done
