@@ -257,7 +257,8 @@ class _Flow:
         self.sending = {self.submit(call, s, self.associated) for s, _ in free}
 
     def run(self, *, until_sent: bool = False) -> None:
-        """Settle the calls as they end: all of them, or (until_sent) until the slice's AssociateAddress calls returned."""
+        """Settle the calls as they end: all of them, or (until_sent) until the slice's AssociateAddress calls
+        returned."""
         while self.pending and not (until_sent and not self.sending):
             done, self.pending = wait(self.pending, return_when=FIRST_COMPLETED)
             self.sending -= done
