@@ -230,9 +230,9 @@ def associate(ctx: PassContext, flow: _Flow, free: list[tuple[Assign, Assignment
 class _Flow:
     """A slice's assignments, each node on its own as soon as its own call returns, so that none waits for the
     slowest call of its slice: its AssociateAddress (the slice's all go to the pool first, so none is held back
-    behind a confirmation), the DescribeAddresses that confirms its EIP, the record
-    (in the pass's thread), its marks and taint lift, their record. After a lost lease nothing more is recorded or
-    marked: the associations AWS accepted stay open, unconfirmed, for the pass that holds the lease now to adopt."""
+    behind a confirmation), the DescribeAddresses that confirms its EIP, the record (in the pass's thread), its
+    marks and taint lift, their record. After a lost lease nothing more is recorded or marked: the associations
+    AWS accepted stay open, unconfirmed, for the pass that holds the lease now to adopt."""
 
     def __init__(self, ctx: PassContext) -> None:
         self.ctx = ctx
