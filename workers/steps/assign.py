@@ -2,9 +2,9 @@
 
 A slice: claims in the database (one commit), one DescribeInstances of the targets (a terminated instance
 whose node is still listed gets nothing), one DescribeAddresses of what is already on the target ENIs,
-AssociateAddress concurrently; then each node on its own as soon as its call returns: a DescribeAddresses of
-its EIP to confirm it, the record, its labels and taint lift, so that no node waits for the slowest call of
-its slice. Every item keeps the invariants:
+AssociateAddress concurrently; then each node on its own as soon as its call returns: its confirmation (one
+DescribeAddresses for the calls that returned meanwhile), the record, its labels and taint lift, so that no
+node waits for the slowest call of its slice. Every item keeps the invariants:
 - I3: one open claim per EIP and per node (the database), AllowReassociation=False, no association onto a
   private IP that already carries an EIP (AWS would silently knock it off), never the same target twice in a
   slice (two Node objects of one instance), and each attempt guarded by the lease right before it is sent;
@@ -230,9 +230,9 @@ def associate(ctx: PassContext, flow: _Flow, free: list[tuple[Assign, Assignment
 class _Flow:
     """A slice's assignments, each node on its own as soon as its own call returns, so that none waits for the
     slowest call of its slice: its AssociateAddress (the slice's all go to the pool first, so none is held back
-    behind a confirmation), the DescribeAddresses that confirms its EIP, the record (in the pass's thread), its
-    marks and taint lift, their record. After a lost lease nothing more is recorded or marked: the associations
-    AWS accepted stay open, unconfirmed, for the pass that holds the lease now to adopt."""
+    behind a confirmation), one DescribeAddresses for the calls that returned meanwhile, the record (in the pass's
+    thread), its marks and taint lift, their record. After a lost lease nothing more is recorded or marked: the
+    associations AWS accepted stay open, unconfirmed, for the pass that holds the lease now to adopt."""
 
     def __init__(self, ctx: PassContext) -> None:
         self.ctx = ctx
@@ -242,8 +242,9 @@ class _Flow:
         self.grace = ctx.grace_deadline()
         self.pending: set[Future[Any]] = set()
         self.sending: set[Future[Any]] = set()  # the AssociateAddress calls not yet returned
-        self.then: dict[Future[Any], Callable[[Any], Future[Any] | None]] = {}
+        self.then: dict[Future[Any], Callable[[Any], None]] = {}
         self.association_ids: dict[Assign, str] = {}
+        self.returned: list[Assign] = []  # associated, their confirmation not yet asked for
         self.expected: dict[str, str | None] = {}  # node name -> the instance the pass observed behind it
         self.marking: dict[str, Assign] = {}  # node name -> its step, while its marks are on their way
 
@@ -282,13 +283,16 @@ class _Flow:
                 raise
             self.lost = exc  # refused before anything was written: each item meets the lost lease on its own
             self.settle_each(done)
+        if self.returned:  # the calls that returned meanwhile: one DescribeAddresses confirms them all
+            group, self.returned = self.returned, []
+            self.submit(self.look, group, self.confirmed)
 
     def settle_each(self, done: set[Future[Any]]) -> None:
         # In allocation id order, as every pass locks ElasticIP rows (workers/observe.py): no deadlock between passes.
         for future in sorted(done, key=lambda f: getattr(f.result().item, "allocation_id", "")):
             self.then.pop(future)(future.result())  # its next stage, if any, is submitted (self.pending)
 
-    def submit(self, fn: Callable[[Any], Any], item: Any, then: Callable[[Any], Future[Any] | None]) -> Future[Any]:
+    def submit(self, fn: Callable[[Any], Any], item: Any, then: Callable[[Any], None]) -> Future[Any]:
         future = self.ctx.submit(fn, item)
         self.then[future] = then
         self.pending.add(future)
@@ -297,7 +301,7 @@ class _Flow:
     def unconfirmed(self, s: Assign) -> None:
         self.results[s] = Result(s, "unconfirmed", f"assigned {s.public_ip} → {s.node}, not yet confirmed by AWS")
 
-    def associated(self, outcome: Outcome[Assign, str]) -> Future[Any] | None:
+    def associated(self, outcome: Outcome[Assign, str]) -> None:
         s = outcome.item
         if isinstance(outcome.error, LeaseLost):
             del self.results[s]  # stopped by its guard before it was sent: its claim goes, unless a newer holder has it
@@ -309,39 +313,41 @@ class _Flow:
         else:
             assert outcome.value is not None
             self.association_ids[s] = outcome.value
-            return self.submit(self.look, s, self.confirmed)
-        return None
+            self.returned.append(s)
 
-    def look(self, s: Assign) -> Address | None:
-        # The association is made: its confirmation may wait a little past the deadline.
+    def look(self, group: list[Assign]) -> dict[str, Address]:
+        # The associations are made: their confirmation may wait a little past the deadline.
         with budget.deadline(self.grace):
-            return self.ctx.ec2.get_addresses([s.allocation_id]).get(s.allocation_id)
+            return self.ctx.ec2.get_addresses(s.allocation_id for s in group)
 
-    def confirmed(self, outcome: Outcome[Assign, Address]) -> Future[Any] | None:
-        ctx, s = self.ctx, outcome.item
-        if outcome.error is not None:
-            fail(ctx, self.results, s, outcome.error)  # the claim stays open: the next pass sees where the EIP is
-            return None
-        if self.lost is not None:
-            self.unconfirmed(s)
-            return None
+    def confirmed(self, outcome: Outcome[list[Assign], dict[str, Address]]) -> None:
+        for s in outcome.item:
+            if outcome.error is not None:
+                fail(self.ctx, self.results, s, outcome.error)  # the claim stays open: the next pass sees the EIP
+            elif self.lost is not None:
+                self.unconfirmed(s)
+            else:
+                self.record(s, (outcome.value or {}).get(s.allocation_id))
+
+    def record(self, s: Assign, seen: Address | None) -> None:
+        ctx = self.ctx
         try:
             with ctx.fenced():
-                line = record_association(ctx, s, self.claims[s], self.association_ids[s], outcome.value)
+                line = record_association(ctx, s, self.claims[s], self.association_ids[s], seen)
         except LeaseLost as exc:
             self.lost = exc
             self.unconfirmed(s)
-            return None
+            return
         except DatabaseError as exc:
             fail(ctx, self.results, s, exc)
-            return None
+            return
         if line:
             self.results[s] = Result(s, "unconfirmed", line)
-            return None
+            return
         node = ctx.node(s.node)
         self.expected[s.node], self.marking[s.node] = node.instance_id or None, s
         mark = MarkReady(s.node, s.allocation_id, s.public_ip, lift_taint=node.startup_tainted, set_marks=True)
-        return self.submit(lambda m: mark_on_node(ctx, m, self.expected[m.node]), mark, self.marked)
+        self.submit(lambda m: mark_on_node(ctx, m, self.expected[m.node]), mark, self.marked)
 
     def marked(self, outcome: Outcome[MarkReady, bool]) -> None:
         ctx = self.ctx
