@@ -1,7 +1,7 @@
 """Planner inputs from the record.
 
 The workers first write what AWS and Kubernetes said into the snapshot tables, then plan from here;
-the dashboard's plan preview plans from the same rows. One path, so they cannot disagree.
+`reconcile --dry-run` and the node page's next pass plan from the same rows. One path, so they cannot disagree.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from django.db.models.functions import Now
 
 from .egress import egress_of
 from .models import Assignment, ElasticIP, LaunchSpec, Node, RegionFacts
-from .planner import Claim, EipView, NodeView, Plan, SpecView, plan
+from .planner import Claim, EipView, NodeView, SpecView
 from .pool_rule import labels_match, pool_filter, specs_selecting
 from .vocabulary import GONE_STATE
 
@@ -72,7 +72,7 @@ def planner_inputs(
     spec: LaunchSpec, *, pool: Sequence[PoolEntry] | None = None, fence: int = 0, exclusive: bool = True,
     now: datetime | None = None,
 ) -> tuple[SpecView, list[EipView], list[NodeView], dict[str, Claim]]:
-    """pool: what DescribeAddresses said in this pass; None for the preview, which reads the snapshot.
+    """pool: what DescribeAddresses said in this pass; None for the node page, which reads the snapshot.
 
     fence: the pass's fencing number (pools/locks.py). An unconfirmed claim of an earlier holder (a lower
     number) may still have its AssociateAddress on the way: it is in flight until EIPDASH_LEASE_SECONDS after
@@ -109,7 +109,7 @@ def planner_inputs(
         for entry in entries
     ]
 
-    # Tuples, not model instances: the spec page polls this preview, and building a few hundred
+    # Tuples, not model instances: the node page plans on each request, and building a few hundred
     # Assignment, ElasticIP and Node instances was most of its time.
     open_claims = list(
         Assignment.objects.filter(closed_at__isnull=True, launch_spec=spec)
@@ -171,7 +171,7 @@ NODE_COLUMNS = ("id", "name", "instance_id", "instance_state", "eni_id", "privat
 
 def node_view(row: Mapping[str, Any], spec: LaunchSpec, same_cluster: Sequence[LaunchSpec],
               by_subnet: Mapping[str, Any] | None = None) -> NodeView:
-    """A Node row (its NODE_COLUMNS) as the planner sees it: one mapping for the passes, the preview and the
+    """A Node row (its NODE_COLUMNS) as the planner sees it: one mapping for the passes, the node page and the
     manual reassign, so that they judge a node by the same rules. by_subnet: the region's egress map (egress_map)."""
     egress = egress_of(by_subnet or {}, row["subnet_id"])
     return NodeView(
@@ -200,8 +200,3 @@ def node_view_of(node: Node, spec: LaunchSpec) -> NodeView:
     same_cluster = [s for s in neighbour_specs(spec) if s.cluster_id == spec.cluster_id]
     return node_view({column: getattr(node, column) for column in NODE_COLUMNS}, spec, same_cluster,
                      egress_map(spec.cluster.region))
-
-
-def preview_plan(*, spec: LaunchSpec) -> Plan:
-    """The plan of the next pass, from the last snapshot. Reads only the database."""
-    return plan(*planner_inputs(spec))
