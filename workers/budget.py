@@ -16,6 +16,12 @@ Headroom: a call takes its token here before it reaches AWS, and the two clocks 
 two calls sent 200 ms apart may arrive 150 ms apart. The mirror therefore leaves a little of the bucket
 unspent (`headroom()`: 2 tokens, at most a twentieth of the bucket): a burst of 50 gets 48 calls at once.
 
+A batch of calls sized to the budget (an assign slice) reserves its tokens when it is sized (`reserve()`,
+`spending()`): the passes of other specs of the region, in other worker processes, size theirs from what is left,
+instead of all sizing to the same tokens and then queueing for the refill while their look at their targets
+grows old. A reservation is taken whole or not at all below its least, so no worker holds a few tokens while it
+waits for more, and what the batch did not spend goes back.
+
 A wait for a token never goes past the deadline of the running pass (`deadline()`, a context variable the
 executor sets and its threads inherit): at the deadline `OutOfTime` says the call was never sent, and the
 step is left for the next pass. When AWS throttles anyway (another tool of the account spends the same
@@ -26,6 +32,7 @@ refill. This module may use redis, never boto3.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import threading
 import time
@@ -81,19 +88,24 @@ def bucket_key(region: str, kind: str) -> str:
 
 @dataclass(frozen=True)
 class Answer:
-    granted: bool
+    granted: int  # tokens
     tokens: float  # left after this call
     wait: float  # seconds until the next token, when not granted
 
 
-# ARGV: burst, rate, op (1: take one token, 0: look, -1: empty the bucket), headroom (tokens left unspent).
-# Redis's own clock, so that the workers of every host agree. The state: tokens and the time they were
-# counted at; refilled on each call. Never below 0.
+# ARGV: burst, rate, op, headroom (tokens left unspent), want, least. The ops: 1 takes `want` tokens, or as many
+# as there are past the headroom when that is at least `least` (else none: no caller hoards tokens while it waits
+# for more); 0 looks; -1 empties the bucket; 2 gives `want` tokens back (a reservation's unspent ones). Redis's
+# own clock, so that the workers of every host agree. The state: tokens and the time they were counted at;
+# refilled on each call; never below 0 nor above the burst. Returns the tokens granted, those left, and the wait
+# until `least` could be granted.
 _SCRIPT = """
 local burst = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
 local op = tonumber(ARGV[3])
 local headroom = tonumber(ARGV[4])
+local want = tonumber(ARGV[5])
+local least = tonumber(ARGV[6])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
@@ -107,20 +119,27 @@ if now > at then
   tokens = math.min(burst, tokens + (now - at) * rate)
 end
 local granted = 0
-if op == 1 and tokens >= 1 + headroom then
-  tokens = tokens - 1
-  granted = 1
+if op == 1 then
+  local spendable = math.floor(tokens - headroom)
+  if spendable >= least then
+    granted = math.min(want, spendable)
+    tokens = tokens - granted
+  end
 elseif op == -1 then
   tokens = 0
+elseif op == 2 then
+  tokens = math.min(burst, tokens + want)
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 60)
 local wait = 0
-if tokens < 1 + headroom then
-  wait = (1 + headroom - tokens) / rate
+if tokens < least + headroom then
+  wait = (least + headroom - tokens) / rate
 end
 return {granted, tostring(tokens), tostring(wait)}
 """
+
+TAKE, LOOK, EMPTY, GIVE_BACK = 1, 0, -1, 2
 
 
 def headroom(burst: float) -> float:
@@ -138,19 +157,23 @@ class LocalBucket:
         self.at = time.monotonic()
         self._lock = threading.Lock()
 
-    def call(self, op: int) -> Answer:
+    def call(self, op: int, want: int = 1, least: int = 1) -> Answer:
         with self._lock:
             now = time.monotonic()
             if now > self.at:
                 self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
             self.at = max(self.at, now)
-            granted = False
-            if op == 1 and self.tokens >= 1 + self.headroom:
-                self.tokens -= 1
-                granted = True
-            elif op == -1:
+            granted = 0
+            if op == TAKE:
+                spendable = math.floor(self.tokens - self.headroom)
+                if spendable >= least:
+                    granted = min(want, spendable)
+                    self.tokens -= granted
+            elif op == EMPTY:
                 self.tokens = 0.0
-            short = 1 + self.headroom - self.tokens
+            elif op == GIVE_BACK:
+                self.tokens = min(self.burst, self.tokens + want)
+            short = least + self.headroom - self.tokens
             return Answer(granted, self.tokens, short / self.rate if short > 0 else 0.0)
 
 
@@ -162,17 +185,17 @@ class RedisBucket:
         self.fallback = LocalBucket(burst, rate)
         self._warned = False
 
-    def call(self, op: int) -> Answer:
+    def call(self, op: int, want: int = 1, least: int = 1) -> Answer:
         try:
-            granted, tokens, wait = self._script(keys=[self.key],
-                                                 args=[self.burst, self.rate, op, headroom(self.burst)])
+            granted, tokens, wait = self._script(keys=[self.key], args=[self.burst, self.rate, op,
+                                                                        headroom(self.burst), want, least])
         except RedisError as exc:
             if not self._warned:
                 log.warning("EC2 budget %s: Redis does not answer (%s); pacing this process alone", self.key, exc)
                 self._warned = True
-            return self.fallback.call(op)
+            return self.fallback.call(op, want, least)
         self._warned = False
-        return Answer(bool(int(granted)), float(tokens), float(wait))
+        return Answer(int(granted), float(tokens), float(wait))
 
 
 @cache
@@ -204,32 +227,86 @@ def bucket(region: str, kind: str) -> LocalBucket | RedisBucket:
         return found
 
 
-def acquire(region: str, kind: str, *, until: float | None = None) -> None:
-    """Take one token, waiting for the refill if need be; OutOfTime (nothing taken) when the next token
-    comes after `until` (default: the running pass's deadline, see `deadline()`)."""
+class Reservation:
+    """Tokens taken at once for a batch of calls (an assign slice), so that the batch is sized to tokens nobody
+    else can spend meanwhile: the calls of one region and kind made in its `spending()` block, in any thread
+    started from there, take theirs from it first. What is left when the block ends goes back to the bucket."""
+
+    def __init__(self, region: str, kind: str, count: int) -> None:
+        self.region, self.kind, self.count = region, kind, count
+        self.left = count
+        self._lock = threading.Lock()
+
+    def spend(self, region: str, kind: str) -> bool:
+        with self._lock:
+            if self.left <= 0 or (region, kind) != (self.region, self.kind):
+                return False
+            self.left -= 1
+            return True
+
+    def give_back(self) -> int:
+        with self._lock:
+            unspent, self.left = self.left, 0
+        if unspent:
+            bucket(self.region, self.kind).call(GIVE_BACK, unspent)
+        return unspent
+
+
+_reservation: ContextVar[Reservation | None] = ContextVar("eipdash_ec2_reservation", default=None)
+
+
+@contextmanager
+def spending(reservation: Reservation) -> Iterator[Reservation]:
+    token = _reservation.set(reservation)
+    try:
+        yield reservation
+    finally:
+        _reservation.reset(token)
+        reservation.give_back()
+
+
+def reserve(region: str, kind: str, want: int, least: int = 1, *, until: float | None = None) -> Reservation:
+    """Take `want` tokens at once, or as many as there are once there are `least` (no caller holds a few while
+    it waits for more, so several workers waiting for one refill all get their turn). Waits up to `until`
+    (default: the running pass's deadline, see `deadline()`); when `least` would come after it, takes what one
+    token's wait brings; OutOfTime (nothing taken) when even that comes too late."""
     if until is None:
         until = _deadline.get()
+    least = max(1, min(least, want))
     b = bucket(region, kind)
     while True:
-        answer = b.call(1)
+        answer = b.call(TAKE, want, least)
         if answer.granted:
-            return
+            return Reservation(region, kind, answer.granted)
         now = time.monotonic()
         if until is not None and now + answer.wait > until:
+            if least > 1:
+                least = 1
+                continue
             raise OutOfTime(f"no EC2 {kind} token for {region} before the pass deadline")
         # A little jitter, so that the workers waiting for the same refill do not all ask at once.
         time.sleep(answer.wait * (1 + random.random() / 10))  # noqa: S311 (jitter, not cryptography)
 
 
+def acquire(region: str, kind: str, *, until: float | None = None) -> None:
+    """One token for one call: from the running batch's reservation (`spending()`) when it has one left, else
+    from the bucket, waiting for the refill if need be; OutOfTime (nothing taken) when the next token comes
+    after `until` (default: the running pass's deadline, see `deadline()`)."""
+    held = _reservation.get()
+    if held is not None and held.spend(region, kind):
+        return
+    reserve(region, kind, 1, until=until)
+
+
 def available(region: str, kind: str) -> float:
     """The tokens there now that calls may take (a look: none taken)."""
     b = bucket(region, kind)
-    return max(0.0, b.call(0).tokens - headroom(b.burst))
+    return max(0.0, b.call(LOOK).tokens - headroom(b.burst))
 
 
 def throttled(region: str, kind: str) -> None:
     """AWS answered RequestLimitExceeded: its bucket is empty, so ours is emptied too (every worker waits)."""
-    bucket(region, kind).call(-1)
+    bucket(region, kind).call(EMPTY)
     log.info("EC2 throttled a %s call in %s: the shared budget is emptied and refills from now", kind, region)
 
 

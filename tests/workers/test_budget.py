@@ -6,6 +6,7 @@ cannot change while it runs.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import subprocess
 import sys
@@ -134,3 +135,60 @@ def test_every_ec2_request_takes_a_token(settings: Settings, ec2_emulator: Any) 
     with budget.deadline(time.monotonic() + 30), pytest.raises(OutOfTime):
         ec2.list_all_addresses()
     assert budget.available(REGION, budget.MUTATE) >= 1  # the writes' bucket is untouched
+
+
+def test_a_reservation_takes_tokens_nobody_else_can_spend_and_gives_back_the_rest(tiny: Settings) -> None:
+    """A slice's tokens are taken when it is sized: another worker sees only what is left. The calls made in
+    its block spend the reservation first (in threads too); what it did not spend goes back to the bucket."""
+    held = budget.reserve(REGION, budget.MUTATE, 6)
+    assert held.count == 6
+    assert int(budget.available(REGION, budget.MUTATE)) == 4  # what every other caller sees now
+    with budget.spending(held):
+        # As the pass's pool starts its threads: in a copy of the context (workers/pass_context.py).
+        spent = threading.Thread(target=contextvars.copy_context().run, args=(budget.acquire, REGION, budget.MUTATE))
+        spent.start()
+        spent.join()
+        budget.acquire(REGION, budget.MUTATE)
+        budget.acquire(REGION, budget.READ)  # another kind: from its own bucket
+        assert held.left == 4
+        assert int(budget.available(REGION, budget.MUTATE)) == 4  # both calls spent the reservation
+    assert held.left == 0
+    assert int(budget.available(REGION, budget.MUTATE)) == 8  # its 4 unspent tokens are back
+    budget.acquire(REGION, budget.MUTATE)  # outside the block: from the bucket
+    assert int(budget.available(REGION, budget.MUTATE)) == 7
+
+
+def test_reserve_takes_nothing_until_its_least_is_there(tiny: Settings) -> None:
+    """No caller holds a few tokens while it waits for more: below `least`, nothing is taken; near the deadline,
+    it takes what there is; with none at all, OutOfTime."""
+    budget.reserve(REGION, budget.MUTATE, 8)
+    b = budget.bucket(REGION, budget.MUTATE)
+    answer = b.call(budget.TAKE, 5, 3)
+    assert answer.granted == 0 and answer.wait > 0
+    assert int(budget.available(REGION, budget.MUTATE)) == 2
+    with budget.deadline(time.monotonic() + 1):  # 3 tokens are 100 s away: it takes the 2 there are
+        assert budget.reserve(REGION, budget.MUTATE, 5, 3).count == 2
+    with budget.deadline(time.monotonic() + 1), pytest.raises(budget.OutOfTime):
+        budget.reserve(REGION, budget.MUTATE, 5, 3)
+    assert 0 <= raw_tokens(REGION, budget.MUTATE) < 1
+
+
+def test_a_reservation_is_shared_with_another_process_through_redis(tiny: Settings, redis_url: str) -> None:
+    """Another worker's reservation and give-back are this worker's bucket too."""
+    key = budget.bucket_key(REGION, budget.MUTATE)
+    script = ("import sys; from workers.budget import RedisBucket, TAKE, GIVE_BACK; "
+              "b = RedisBucket(sys.argv[1], sys.argv[2], 10, 0.01); "
+              "print(b.call(TAKE, 7, 4).granted, b.call(GIVE_BACK, 2).tokens)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", script, redis_url, key], capture_output=True, text=True,
+                         check=True, env=env, cwd=ROOT, timeout=60)
+    granted, left = out.stdout.split()
+    assert int(granted) == 7 and 5 <= float(left) < 6
+    assert budget.reserve(REGION, budget.MUTATE, 10).count == 5
+
+
+def test_the_bucket_never_holds_more_than_its_burst(tiny: Settings) -> None:
+    held = budget.reserve(REGION, budget.MUTATE, 3)
+    budget.bucket(REGION, budget.MUTATE).call(budget.GIVE_BACK, 3)  # given back twice: a bug, not a refill
+    held.give_back()
+    assert raw_tokens(REGION, budget.MUTATE) == 10

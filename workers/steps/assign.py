@@ -69,30 +69,37 @@ def assign_all(ctx: PassContext, steps: Sequence[Assign]) -> None:
     pending = list(steps)
     while pending:
         ctx.check()
-        if ctx.out_of_time():
+        try:
+            tokens = None if ctx.out_of_time() else reserve_slice(ctx, len(pending))
+        except budget.OutOfTime:
+            tokens = None
+        if tokens is None:
             for s in pending:
                 ctx.leave(what(s), node=s.node, failed_state=Node.State.WAITING)
             return
         ctx.started_a_step = True
-        size = slice_size(ctx, len(pending))
         # In allocation id order: the slice's transactions then lock ElasticIP rows in the order every pass's
         # snapshot write takes them (workers/observe.py), so concurrent passes never deadlock.
-        for result in assign_slice(ctx, sorted(pending[:size], key=lambda s: s.allocation_id)):
-            if result.line:
-                ctx.report.done.append(result.line)
-        pending = pending[size:]
+        with budget.spending(tokens):
+            for result in assign_slice(ctx, sorted(pending[:tokens.count], key=lambda s: s.allocation_id)):
+                if result.line:
+                    ctx.report.done.append(result.line)
+        pending = pending[tokens.count:]
 
 
-def slice_size(ctx: PassContext, pending: int) -> int:
-    """Roughly what the EC2 budget can serve soon: the tokens there now, or else a second of refill (at least
-    a few, at most one batched read's worth). Small slices in a long burst confirm and untaint each node soon
-    after its association, instead of after the whole burst."""
-    tokens = budget.available(ctx.ec2.region, budget.MUTATE)
+def reserve_slice(ctx: PassContext, pending: int) -> budget.Reservation:
+    """The next slice's tokens, taken before its claims: as many as the EC2 budget has (at most four rounds of the
+    pool), or, when it has fewer, a second of refill (at least a few). Reserved, not just looked at: the passes of
+    other specs of the region (other workers) size their slices from what is left, so no slice's calls wait for
+    tokens after its look at the targets (LOOK_FRESH_SECONDS). Small slices in a long burst confirm and untaint
+    each node soon after its association, instead of after the whole burst. OutOfTime: none before the deadline.
+    """
     # At most four rounds of the pool: the slice's last call must go out within LOOK_FRESH_SECONDS of its look.
     # (EC2's own bucket holds 50 tokens, so this bounds only a larger budget, or none: a slice of 200 sent by 16
     # threads on a busy host left most of its calls unsent, each pass again.)
     most = min(FILTER_VALUES_LIMIT, 4 * settings.EIPDASH_STEP_CONCURRENCY)
-    return max(1, min(pending, most, max(4, int(tokens), int(settings.EIPDASH_EC2_MUTATE_RATE))))
+    want = min(pending, most)
+    return budget.reserve(ctx.ec2.region, budget.MUTATE, want, max(4, int(settings.EIPDASH_EC2_MUTATE_RATE)))
 
 
 def assign_slice(ctx: PassContext, steps: Sequence[Assign]) -> list[Result]:

@@ -321,10 +321,31 @@ def test_slice_size_is_at_most_four_rounds_of_the_pool_whatever_the_budget(world
     """With a budget far above EC2's (or none), a slice of 200 made 16 threads send calls more than 2 s after
     their look on a busy host: LOOK_FRESH_SECONDS then left most of them unsent, pass after pass."""
     from workers.pass_context import PassContext
-    from workers.steps.assign import slice_size
+    from workers.steps.assign import reserve_slice
 
     settings.EIPDASH_EC2_MUTATE_BURST = settings.EIPDASH_EC2_MUTATE_RATE = 1_000_000
     budget.reset()
     ctx = PassContext(world.spec(), Ec2(REGION), kube=None)  # type: ignore[arg-type]  # sizing reads no node
-    assert slice_size(ctx, 1000) == 4 * settings.EIPDASH_STEP_CONCURRENCY
-    assert slice_size(ctx, 3) == 3
+    assert reserve_slice(ctx, 1000).count == 4 * settings.EIPDASH_STEP_CONCURRENCY
+    assert reserve_slice(ctx, 3).count == 3
+
+
+def test_the_slices_of_two_specs_of_one_region_never_count_the_same_tokens(world: World, settings: Any) -> None:
+    """The passes of two specs of one region (two workers, in production) share its EC2 budget. A slice is sized
+    to the tokens it takes, not to those it sees: the second spec's slice is what the first left, and no claim is
+    opened for a call that then waits for a token (its look at the target growing old meanwhile; at scale-out,
+    1,713 claims closed that way)."""
+    settings.EIPDASH_EC2_MUTATE_BURST, settings.EIPDASH_EC2_MUTATE_RATE = 10, 0.01  # no refill during the test
+    settings.EIPDASH_PASS_SECONDS = 5
+    budget.reset()
+    specs = {g: world.spec(g, labels={"group": g}, tag_value=g) for g in "ab"}
+    for g in "ab":
+        world.eips(8, tags={"eipdash/pool": g})
+        for i in range(8):
+            world.node(f"{g}-{i}", labels={"group": g})
+    reports = [reconcile(specs[g]) for g in "ab"]
+    served = {g: sum(world.eip_on(f"{g}-{i}") is not None for i in range(8)) for g in "ab"}
+    assert served == {"a": 8, "b": 2}, [r.lines() for r in reports]
+    unsent = Assignment.objects.filter(close_kind=Assignment.CloseKind.TRANSIENT)
+    assert not unsent.exists(), [c.close_reason for c in unsent]
+    assert Assignment.objects.filter(closed_at__isnull=True).count() == 10  # the ten served, each confirmed
