@@ -36,6 +36,7 @@ import math
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -89,16 +90,23 @@ def bucket_key(region: str, kind: str) -> str:
 @dataclass(frozen=True)
 class Answer:
     granted: int  # tokens
-    tokens: float  # left after this call
-    wait: float  # seconds until the next token, when not granted
+    before: float  # the tokens there were before this call took any
+    wait: float  # seconds until `least` tokens could be granted, when none were
+
+    @property
+    def tokens(self) -> float:
+        """Left after this call."""
+        return self.before - self.granted
 
 
-# ARGV: burst, rate, op, headroom (tokens left unspent), want, least. The ops: 1 takes `want` tokens, or as many
-# as there are past the headroom when that is at least `least` (else none: no caller hoards tokens while it waits
-# for more); 0 looks; -1 empties the bucket; 2 gives `want` tokens back (a reservation's unspent ones). Redis's
-# own clock, so that the workers of every host agree. The state: tokens and the time they were counted at;
-# refilled on each call; never below 0 nor above the burst. Returns the tokens granted, those left, and the wait
-# until `least` could be granted.
+# ARGV: burst, rate, op, headroom (tokens left unspent), want, least, borrow. The ops: 1 takes `want` tokens, or as
+# many as there are past the headroom, plus `borrow` of the refill to come, when that is at least `least` (else
+# none: no caller hoards tokens while it waits for more); 0 looks; -1 empties the bucket; 2 gives `want` tokens
+# back (a reservation's unspent ones). Redis's own clock, so that the workers of every host agree. The state:
+# tokens and the time they were counted at; refilled on each call; never above the burst, below 0 only by what
+# was borrowed (every caller then waits for the refill to repay it). Returns the tokens granted, the tokens there
+# were before them (the caller derives when each borrowed one comes due), and the wait until `least` could be
+# granted.
 _SCRIPT = """
 local burst = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
@@ -106,6 +114,7 @@ local op = tonumber(ARGV[3])
 local headroom = tonumber(ARGV[4])
 local want = tonumber(ARGV[5])
 local least = tonumber(ARGV[6])
+local borrow = tonumber(ARGV[7])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
@@ -119,24 +128,25 @@ if now > at then
   tokens = math.min(burst, tokens + (now - at) * rate)
 end
 local granted = 0
+local before = tokens
 if op == 1 then
-  local spendable = math.floor(tokens - headroom)
+  local spendable = math.floor(tokens - headroom + borrow)
   if spendable >= least then
     granted = math.min(want, spendable)
     tokens = tokens - granted
   end
 elseif op == -1 then
-  tokens = 0
+  tokens = math.min(tokens, 0)
 elseif op == 2 then
   tokens = math.min(burst, tokens + want)
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 60)
 local wait = 0
-if tokens < least + headroom then
-  wait = (least + headroom - tokens) / rate
+if tokens + borrow < least + headroom then
+  wait = (least + headroom - tokens - borrow) / rate
 end
-return {granted, tostring(tokens), tostring(wait)}
+return {granted, tostring(before), tostring(wait)}
 """
 
 TAKE, LOOK, EMPTY, GIVE_BACK = 1, 0, -1, 2
@@ -157,24 +167,25 @@ class LocalBucket:
         self.at = time.monotonic()
         self._lock = threading.Lock()
 
-    def call(self, op: int, want: int = 1, least: int = 1) -> Answer:
+    def call(self, op: int, want: int = 1, least: int = 1, borrow: float = 0.0) -> Answer:
         with self._lock:
             now = time.monotonic()
             if now > self.at:
                 self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
             self.at = max(self.at, now)
             granted = 0
+            before = self.tokens
             if op == TAKE:
-                spendable = math.floor(self.tokens - self.headroom)
+                spendable = math.floor(self.tokens - self.headroom + borrow)
                 if spendable >= least:
                     granted = min(want, spendable)
                     self.tokens -= granted
             elif op == EMPTY:
-                self.tokens = 0.0
+                self.tokens = min(self.tokens, 0.0)
             elif op == GIVE_BACK:
                 self.tokens = min(self.burst, self.tokens + want)
-            short = least + self.headroom - self.tokens
-            return Answer(granted, self.tokens, short / self.rate if short > 0 else 0.0)
+            short = least + self.headroom - self.tokens - borrow
+            return Answer(granted, before, short / self.rate if short > 0 else 0.0)
 
 
 class RedisBucket:
@@ -185,17 +196,17 @@ class RedisBucket:
         self.fallback = LocalBucket(burst, rate)
         self._warned = False
 
-    def call(self, op: int, want: int = 1, least: int = 1) -> Answer:
+    def call(self, op: int, want: int = 1, least: int = 1, borrow: float = 0.0) -> Answer:
         try:
-            granted, tokens, wait = self._script(keys=[self.key], args=[self.burst, self.rate, op,
-                                                                        headroom(self.burst), want, least])
+            granted, before, wait = self._script(keys=[self.key], args=[self.burst, self.rate, op,
+                                                                        headroom(self.burst), want, least, borrow])
         except RedisError as exc:
             if not self._warned:
                 log.warning("EC2 budget %s: Redis does not answer (%s); pacing this process alone", self.key, exc)
                 self._warned = True
-            return self.fallback.call(op, want, least)
+            return self.fallback.call(op, want, least, borrow)
         self._warned = False
-        return Answer(int(granted), float(tokens), float(wait))
+        return Answer(int(granted), float(before), float(wait))
 
 
 @cache
@@ -230,23 +241,40 @@ def bucket(region: str, kind: str) -> LocalBucket | RedisBucket:
 class Reservation:
     """Tokens taken at once for a batch of calls (an assign slice), so that the batch is sized to tokens nobody
     else can spend meanwhile: the calls of one region and kind made in its `spending()` block, in any thread
-    started from there, take theirs from it first. What is left when the block ends goes back to the bucket."""
+    started from there, take theirs from it first. A borrowed token (see `reserve`) is spent once the refill has
+    brought it, on this host's monotonic clock. What is left when the block ends goes back to the bucket."""
 
-    def __init__(self, region: str, kind: str, count: int) -> None:
-        self.region, self.kind, self.count = region, kind, count
-        self.left = count
+    def __init__(self, region: str, kind: str, due: list[float]) -> None:
+        self.region, self.kind, self.count = region, kind, len(due)
+        self._due = deque(sorted(due))  # time.monotonic() at which each token is there
         self._lock = threading.Lock()
 
-    def spend(self, region: str, kind: str) -> bool:
+    @property
+    def left(self) -> int:
+        return len(self._due)
+
+    @property
+    def last_due(self) -> float:
+        return self._due[-1] if self._due else 0.0
+
+    def spend(self, region: str, kind: str, until: float | None) -> bool:
+        """One token, after the wait for it if it is borrowed; False (nothing spent) when the reservation has none
+        for this call, or when the next one comes due after `until`."""
         with self._lock:
-            if self.left <= 0 or (region, kind) != (self.region, self.kind):
+            if not self._due or (region, kind) != (self.region, self.kind):
                 return False
-            self.left -= 1
-            return True
+            if until is not None and self._due[0] > until:
+                return False
+            due = self._due.popleft()
+        wait = due - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        return True
 
     def give_back(self) -> int:
         with self._lock:
-            unspent, self.left = self.left, 0
+            unspent = len(self._due)
+            self._due.clear()
         if unspent:
             bucket(self.region, self.kind).call(GIVE_BACK, unspent)
         return unspent
@@ -265,21 +293,30 @@ def spending(reservation: Reservation) -> Iterator[Reservation]:
         reservation.give_back()
 
 
-def reserve(region: str, kind: str, want: int, least: int = 1, *, until: float | None = None) -> Reservation:
+def reserve(region: str, kind: str, want: int, least: int = 1, *, borrow_seconds: float = 0.0,
+            until: float | None = None) -> Reservation:
     """Take `want` tokens at once, or as many as there are once there are `least` (no caller holds a few while
-    it waits for more, so several workers waiting for one refill all get their turn). Waits up to `until`
-    (default: the running pass's deadline, see `deadline()`); when `least` would come after it, takes what one
-    token's wait brings; OutOfTime (nothing taken) when even that comes too late."""
+    it waits for more, so several workers waiting for one refill all get their turn). `borrow_seconds`: the
+    tokens the refill brings within that time count too, shared by every caller (the bucket goes below zero by
+    at most that much), each spent when it is there: a batch can do its preparation meanwhile. Waits up to
+    `until` (default: the running pass's deadline, see `deadline()`), and borrows nothing due after it; when
+    `least` would come after it, takes what one token's wait brings; OutOfTime (nothing taken) when even that
+    comes too late."""
     if until is None:
         until = _deadline.get()
     least = max(1, min(least, want))
     b = bucket(region, kind)
     while True:
-        answer = b.call(TAKE, want, least)
-        if answer.granted:
-            return Reservation(region, kind, answer.granted)
         now = time.monotonic()
-        if until is not None and now + answer.wait > until:
+        horizon = borrow_seconds if until is None else max(0.0, min(borrow_seconds, until - now))
+        answer = b.call(TAKE, want, least, horizon * b.rate)
+        at = time.monotonic()
+        if answer.granted:
+            # The j-th token is there once the refill lifts the bucket to j tokens above its headroom (0: now).
+            spare = headroom(b.burst)
+            waits = [(j + spare - answer.before) / b.rate for j in range(1, answer.granted + 1)]
+            return Reservation(region, kind, [at + wait if wait > 0 else 0.0 for wait in waits])
+        if until is not None and at + answer.wait > until:
             if least > 1:
                 least = 1
                 continue
@@ -292,8 +329,10 @@ def acquire(region: str, kind: str, *, until: float | None = None) -> None:
     """One token for one call: from the running batch's reservation (`spending()`) when it has one left, else
     from the bucket, waiting for the refill if need be; OutOfTime (nothing taken) when the next token comes
     after `until` (default: the running pass's deadline, see `deadline()`)."""
+    if until is None:
+        until = _deadline.get()
     held = _reservation.get()
-    if held is not None and held.spend(region, kind):
+    if held is not None and held.spend(region, kind, until):
         return
     reserve(region, kind, 1, until=until)
 

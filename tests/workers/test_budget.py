@@ -176,9 +176,9 @@ def test_reserve_takes_nothing_until_its_least_is_there(tiny: Settings) -> None:
 def test_a_reservation_is_shared_with_another_process_through_redis(tiny: Settings, redis_url: str) -> None:
     """Another worker's reservation and give-back are this worker's bucket too."""
     key = budget.bucket_key(REGION, budget.MUTATE)
-    script = ("import sys; from workers.budget import RedisBucket, TAKE, GIVE_BACK; "
+    script = ("import sys; from workers.budget import RedisBucket, TAKE, GIVE_BACK, LOOK; "
               "b = RedisBucket(sys.argv[1], sys.argv[2], 10, 0.01); "
-              "print(b.call(TAKE, 7, 4).granted, b.call(GIVE_BACK, 2).tokens)")
+              "print(b.call(TAKE, 7, 4).granted, b.call(GIVE_BACK, 2) and b.call(LOOK).tokens)")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", script, redis_url, key], capture_output=True, text=True,
                          check=True, env=env, cwd=ROOT, timeout=60)
@@ -192,3 +192,41 @@ def test_the_bucket_never_holds_more_than_its_burst(tiny: Settings) -> None:
     budget.bucket(REGION, budget.MUTATE).call(budget.GIVE_BACK, 3)  # given back twice: a bug, not a refill
     held.give_back()
     assert raw_tokens(REGION, budget.MUTATE) == 10
+
+
+def test_a_reservation_may_borrow_the_refill_to_come_and_nobody_else_spends_it(tiny: Settings) -> None:
+    """An assign slice prepares while its last tokens refill: they are its own (the bucket goes below zero by
+    them), each spent no sooner than the refill brings it, and every other caller waits until they are repaid."""
+    assert take_until_empty(REGION) == 10
+    held = budget.reserve(REGION, budget.MUTATE, 5, borrow_seconds=250)  # 0.01/s: 2.5 tokens come in 250 s
+    assert held.count == 2
+    assert -2.1 < raw_tokens(REGION, budget.MUTATE) < -1.9
+    assert held.last_due > time.monotonic() + 150  # the second comes 200 s from now
+    with budget.spending(held), budget.deadline(time.monotonic() + 1), pytest.raises(budget.OutOfTime):
+        budget.acquire(REGION, budget.MUTATE)  # its token is not there before the deadline: nothing spent
+    assert held.left == 0  # given back at the block's end
+    assert -0.1 < raw_tokens(REGION, budget.MUTATE) < 0.1
+    budget.throttled(REGION, budget.MUTATE)
+    held = budget.reserve(REGION, budget.MUTATE, 1, borrow_seconds=150)
+    budget.throttled(REGION, budget.MUTATE)  # AWS's bucket is empty: a debt stays a debt, not a gift
+    assert raw_tokens(REGION, budget.MUTATE) < -0.9
+
+
+def test_a_borrowed_token_is_spent_only_once_the_refill_brings_it(settings: Settings) -> None:
+    settings.EIPDASH_EC2_MUTATE_BURST, settings.EIPDASH_EC2_MUTATE_RATE = 10, 20
+    while budget.available(REGION, budget.MUTATE) >= 1:
+        budget.acquire(REGION, budget.MUTATE)
+    held = budget.reserve(REGION, budget.MUTATE, 3, borrow_seconds=0.1)
+    assert 1 <= held.count <= 3
+    due = held.last_due
+    with budget.spending(held):
+        for _ in range(held.count):
+            budget.acquire(REGION, budget.MUTATE)
+    assert time.monotonic() >= due
+
+
+def test_a_reservation_borrows_nothing_due_after_the_deadline(tiny: Settings) -> None:
+    assert take_until_empty(REGION) == 10
+    until = time.monotonic() + 150
+    held = budget.reserve(REGION, budget.MUTATE, 5, borrow_seconds=1000, until=until)
+    assert held.count == 1 and held.last_due <= until  # 1.5 tokens come before it, not 10

@@ -45,6 +45,9 @@ NODE_GONE_CODES = frozenset({"InvalidNetworkInterfaceID.NotFound", "InvalidInsta
 # landed on an instance dead for 3 s). Such a call is not sent: its node waits for the next slice, which looks
 # again. A slice is sized to the tokens there or a second of refill, so a burst's calls go out well within it.
 LOOK_FRESH_SECONDS = 2.0
+# How far ahead a slice reserves the budget's refill (workers/budget.py): its last call waits at most that long for
+# its token, while the claims and the look (a few hundred milliseconds) run, well within LOOK_FRESH_SECONDS.
+REFILL_BORROW_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -88,18 +91,19 @@ def assign_all(ctx: PassContext, steps: Sequence[Assign]) -> None:
 
 
 def reserve_slice(ctx: PassContext, pending: int) -> budget.Reservation:
-    """The next slice's tokens, taken before its claims: as many as the EC2 budget has (at most four rounds of the
-    pool), or, when it has fewer, a second of refill (at least a few). Reserved, not just looked at: the passes of
-    other specs of the region (other workers) size their slices from what is left, so no slice's calls wait for
-    tokens after its look at the targets (LOOK_FRESH_SECONDS). Small slices in a long burst confirm and untaint
-    each node soon after its association, instead of after the whole burst. OutOfTime: none before the deadline.
-    """
+    """The next slice's tokens, taken before its claims: as many as the EC2 budget has, plus what it refills in the
+    next REFILL_BORROW_SECONDS (at most four rounds of the pool; at least a few, or a second of refill, once there).
+    Reserved, not just looked at: the passes of other specs of the region (other workers) size their slices from
+    what is left, so no slice's calls queue for tokens that others spend. The borrowed tokens come due while the
+    slice claims and looks at its targets, so its calls still go out well within LOOK_FRESH_SECONDS of the look.
+    Small slices in a long burst confirm and untaint each node soon after its association, instead of after the
+    whole burst. OutOfTime: none before the deadline."""
     # At most four rounds of the pool: the slice's last call must go out within LOOK_FRESH_SECONDS of its look.
     # (EC2's own bucket holds 50 tokens, so this bounds only a larger budget, or none: a slice of 200 sent by 16
     # threads on a busy host left most of its calls unsent, each pass again.)
     most = min(FILTER_VALUES_LIMIT, 4 * settings.EIPDASH_STEP_CONCURRENCY)
-    want = min(pending, most)
-    return budget.reserve(ctx.ec2.region, budget.MUTATE, want, max(4, int(settings.EIPDASH_EC2_MUTATE_RATE)))
+    return budget.reserve(ctx.ec2.region, budget.MUTATE, min(pending, most),
+                          max(4, int(settings.EIPDASH_EC2_MUTATE_RATE)), borrow_seconds=REFILL_BORROW_SECONDS)
 
 
 def assign_slice(ctx: PassContext, steps: Sequence[Assign]) -> list[Result]:
