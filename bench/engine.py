@@ -120,7 +120,9 @@ class Stack:
         metrics_dir = self.workdir / "prometheus"
         metrics_dir.mkdir()
         self.env = {
-            "DJANGO_SETTINGS_MODULE": "eipdash.settings", "DJANGO_DEBUG": "true", "PYTHONUNBUFFERED": "1",
+            # Production settings, as the workers run: DEBUG on keeps and formats every SQL statement of a pass.
+            "DJANGO_SETTINGS_MODULE": "eipdash.settings", "DJANGO_DEBUG": "false", "PYTHONUNBUFFERED": "1",
+            "DJANGO_SECRET_KEY": "bench-engine-" + "0123456789abcdef" * 4,
             "DATABASE_URL": f"sqlite:///{self.workdir / 'bench.sqlite3'}", "REDIS_URL": self.redis.url,
             "AWS_ENDPOINT_URL_EC2": self.proxy_url, "AWS_DEFAULT_REGION": REGION, "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing", "KUBECONFIG": str(self.kubeconfig),
