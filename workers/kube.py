@@ -19,6 +19,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import orjson
 import urllib3
 import yaml
 from django.conf import settings
@@ -281,7 +282,9 @@ def _detail(error: ApiException) -> str:
 
 def _json(response: Any) -> dict[str, Any]:
     try:
-        return json.loads(response.data)
+        # orjson: the node list of a large cluster is megabytes, and decoding it was most of a steady pass's CPU.
+        found: dict[str, Any] = orjson.loads(response.data)
+        return found
     finally:
         response.release_conn()
 
