@@ -330,6 +330,27 @@ def test_slice_size_is_at_most_four_rounds_of_the_pool_whatever_the_budget(world
     assert reserve_slice(ctx, 3).count == 3
 
 
+def test_reserve_slice_counts_the_next_second_of_refill_so_the_slice_looks_while_it_comes(
+    world: World, settings: Any
+) -> None:
+    """With the budget spent, the next slice does not wait for its tokens before its claims and its look: it
+    reserves the second of refill to come (the bucket goes below zero by it), and each call waits for its own
+    token, so the look at the targets runs while they come (a burst's last nodes are ready that much sooner)."""
+    from workers.pass_context import PassContext
+    from workers.steps.assign import REFILL_BORROW_SECONDS, reserve_slice
+
+    settings.EIPDASH_EC2_MUTATE_BURST, settings.EIPDASH_EC2_MUTATE_RATE = 10, 5
+    budget.reset()
+    while budget.available(REGION, budget.MUTATE) >= 1:
+        budget.acquire(REGION, budget.MUTATE)
+    ctx = PassContext(world.spec(), Ec2(REGION), kube=None)  # type: ignore[arg-type]  # sizing reads no node
+    held = reserve_slice(ctx, 8)
+    assert held.count >= 4  # a second of refill at 5 a second (and what came meanwhile)
+    assert budget.bucket(REGION, budget.MUTATE).call(budget.LOOK).tokens < 0  # borrowed: nobody else spends it
+    assert held.last_due <= time.monotonic() + REFILL_BORROW_SECONDS
+    held.give_back()
+
+
 def test_the_slices_of_two_specs_of_one_region_never_count_the_same_tokens(world: World, settings: Any) -> None:
     """The passes of two specs of one region (two workers, in production) share its EC2 budget. A slice is sized
     to the tokens it takes, not to those it sees: the second spec's slice is what the first left, and no claim is
