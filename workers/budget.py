@@ -19,8 +19,12 @@ unspent (`headroom()`: 2 tokens, at most a twentieth of the bucket): a burst of 
 A batch of calls sized to the budget (an assign slice) reserves its tokens when it is sized (`reserve()`,
 `spending()`): the passes of other specs of the region, in other worker processes, size theirs from what is left,
 instead of all sizing to the same tokens and then queueing for the refill while their look at their targets
-grows old. A reservation is taken whole or not at all below its least, so no worker holds a few tokens while it
-waits for more, and what the batch did not spend goes back.
+grows old. A reservation *holds* its tokens: they stay in the bucket, out of others' reach, until each call is
+about to be sent, since AWS's bucket refills only once the calls arrive (taking them at the reservation would
+start the mirror's refill early, and a later burst would meet RequestLimitExceeded). It is granted whole or not
+at all below its least, so no worker holds a few tokens while it waits for more; it may count the next second of
+refill; what the batch did not spend is free again when it ends, and a hold expires by itself after
+HOLD_SECONDS (a worker that died holding tokens).
 
 A wait for a token never goes past the deadline of the running pass (`deadline()`, a context variable the
 executor sets and its threads inherit): at the deadline `OutOfTime` says the call was never sent, and the
@@ -36,7 +40,7 @@ import math
 import random
 import threading
 import time
-from collections import deque
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -89,24 +93,29 @@ def bucket_key(region: str, kind: str) -> str:
 
 @dataclass(frozen=True)
 class Answer:
-    granted: int  # tokens
-    before: float  # the tokens there were before this call took any
-    wait: float  # seconds until `least` tokens could be granted, when none were
+    granted: int  # tokens taken (TAKE, SPEND) or held (HOLD)
+    tokens: float  # in the bucket after this call, held ones included
+    held: float  # of those, held by reservations
+    wait: float  # seconds until the call could be granted, when it was not
 
     @property
-    def tokens(self) -> float:
-        """Left after this call."""
-        return self.before - self.granted
+    def free(self) -> float:
+        """What a call without a reservation may take (the headroom aside)."""
+        return self.tokens - self.held
 
 
-# ARGV: burst, rate, op, headroom (tokens left unspent), want, least, borrow. The ops: 1 takes `want` tokens, or as
-# many as there are past the headroom, plus `borrow` of the refill to come, when that is at least `least` (else
-# none: no caller hoards tokens while it waits for more); 0 looks; -1 empties the bucket; 2 gives `want` tokens
-# back (a reservation's unspent ones). Redis's own clock, so that the workers of every host agree. The state:
-# tokens and the time they were counted at; refilled on each call; never above the burst, below 0 only by what
-# was borrowed (every caller then waits for the refill to repay it). Returns the tokens granted, the tokens there
-# were before them (the caller derives when each borrowed one comes due), and the wait until `least` could be
-# granted.
+# KEYS: the bucket (tokens and the time they were counted at, refilled on each call, never above the burst) and its
+# holds (reservation id -> "count expiry"). ARGV: burst, rate, op, headroom (tokens left unspent), want, least,
+# borrow, id, ttl. The ops:
+#   1 TAKE: one token for a call without a reservation, from what no reservation holds;
+#   3 HOLD: reserve `want` tokens, or as many as no reservation holds plus `borrow` of the refill to come, when
+#     that is at least `least` (else none: nobody holds a few while it waits for more), for `ttl` seconds;
+#   4 SPEND: one token of reservation `id`, right before its call: taken once the bucket has it (a held token
+#     stays in the bucket until then, as it does in AWS's, which refills only once the calls arrive); a
+#     reservation that expired spends like TAKE;
+#   2 GIVE_BACK: drop reservation `id` (its unspent tokens are free again); 0 LOOK; -1 EMPTY (AWS throttled).
+# Expired holds are dropped on every call: a worker that died holding tokens keeps them at most `ttl` seconds.
+# Redis's own clock for the refill and the expiries, so that the workers of every host agree.
 _SCRIPT = """
 local burst = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
@@ -115,6 +124,8 @@ local headroom = tonumber(ARGV[4])
 local want = tonumber(ARGV[5])
 local least = tonumber(ARGV[6])
 local borrow = tonumber(ARGV[7])
+local id = ARGV[8]
+local ttl = tonumber(ARGV[9])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
@@ -127,29 +138,67 @@ end
 if now > at then
   tokens = math.min(burst, tokens + (now - at) * rate)
 end
+local held = 0
+local mine = 0
+local holds = redis.call('HGETALL', KEYS[2])
+for i = 1, #holds, 2 do
+  local count, expiry = string.match(holds[i + 1], '(%S+) (%S+)')
+  if tonumber(expiry) <= now then
+    redis.call('HDEL', KEYS[2], holds[i])
+  else
+    held = held + tonumber(count)
+    if holds[i] == id then mine = tonumber(count) end
+  end
+end
 local granted = 0
-local before = tokens
-if op == 1 then
-  local spendable = math.floor(tokens - headroom + borrow)
+local wait = 0
+local need = 0
+if op == 1 or (op == 4 and mine == 0) then
+  need = 1 + headroom + held - tokens
+  if need <= 0 then
+    tokens = tokens - 1
+    granted = 1
+  end
+elseif op == 4 then
+  need = 1 + headroom - tokens
+  if need <= 0 then
+    tokens = tokens - 1
+    held = held - 1
+    granted = 1
+    if mine > 1 then
+      redis.call('HSET', KEYS[2], id, tostring(mine - 1) .. ' ' .. tostring(now + ttl))
+    else
+      redis.call('HDEL', KEYS[2], id)
+    end
+  end
+elseif op == 3 then
+  local spendable = math.floor(tokens - held - headroom + borrow)
+  need = least + headroom + held - tokens - borrow
   if spendable >= least then
     granted = math.min(want, spendable)
-    tokens = tokens - granted
+    held = held + granted
+    redis.call('HSET', KEYS[2], id, tostring(granted) .. ' ' .. tostring(now + ttl))
+    need = 0
   end
+elseif op == 2 then
+  redis.call('HDEL', KEYS[2], id)
+  held = held - mine
 elseif op == -1 then
   tokens = math.min(tokens, 0)
-elseif op == 2 then
-  tokens = math.min(burst, tokens + want)
+end
+if need > 0 then
+  wait = need / rate
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 60)
-local wait = 0
-if tokens + borrow < least + headroom then
-  wait = (least + headroom - tokens - borrow) / rate
-end
-return {granted, tostring(before), tostring(wait)}
+redis.call('EXPIRE', KEYS[2], math.ceil(ttl) + 60)
+return {granted, tostring(tokens), tostring(held), tostring(wait)}
 """
 
-TAKE, LOOK, EMPTY, GIVE_BACK = 1, 0, -1, 2
+TAKE, LOOK, EMPTY, GIVE_BACK, HOLD, SPEND = 1, 0, -1, 2, 3, 4
+# How long a reservation holds its tokens at most: far longer than a slice takes to send its calls (they go out
+# within seconds of its look), so only a worker that died or froze holding tokens loses them this way.
+HOLD_SECONDS = 15.0
 
 
 def headroom(burst: float) -> float:
@@ -165,27 +214,45 @@ class LocalBucket:
         self.headroom = headroom(burst)
         self.tokens = self.burst
         self.at = time.monotonic()
+        self.holds: dict[str, tuple[int, float]] = {}  # reservation id -> (count, expiry)
         self._lock = threading.Lock()
 
-    def call(self, op: int, want: int = 1, least: int = 1, borrow: float = 0.0) -> Answer:
+    def call(self, op: int, want: int = 1, least: int = 1, borrow: float = 0.0, hold_id: str = "") -> Answer:
         with self._lock:
             now = time.monotonic()
             if now > self.at:
                 self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
             self.at = max(self.at, now)
-            granted = 0
-            before = self.tokens
-            if op == TAKE:
-                spendable = math.floor(self.tokens - self.headroom + borrow)
+            self.holds = {key: hold for key, hold in self.holds.items() if hold[1] > now}
+            mine = self.holds.get(hold_id, (0, 0.0))[0] if hold_id else 0
+            granted, need = 0, 0.0
+            held = float(sum(count for count, _ in self.holds.values()))
+            if op == TAKE or (op == SPEND and not mine):
+                need = 1 + self.headroom + held - self.tokens
+                granted = int(need <= 0)
+            elif op == SPEND:
+                need = 1 + self.headroom - self.tokens
+                if need <= 0:
+                    granted, held = 1, held - 1
+                    if mine > 1:
+                        self.holds[hold_id] = (mine - 1, now + HOLD_SECONDS)
+                    else:
+                        del self.holds[hold_id]
+            elif op == HOLD:
+                spendable = math.floor(self.tokens - held - self.headroom + borrow)
+                need = least + self.headroom + held - self.tokens - borrow
                 if spendable >= least:
-                    granted = min(want, spendable)
-                    self.tokens -= granted
+                    granted, need = min(want, spendable), 0.0
+                    held += granted
+                    self.holds[hold_id] = (granted, now + HOLD_SECONDS)
+            elif op == GIVE_BACK:
+                self.holds.pop(hold_id, None)
+                held -= mine
             elif op == EMPTY:
                 self.tokens = min(self.tokens, 0.0)
-            elif op == GIVE_BACK:
-                self.tokens = min(self.burst, self.tokens + want)
-            short = least + self.headroom - self.tokens - borrow
-            return Answer(granted, before, short / self.rate if short > 0 else 0.0)
+            if op in (TAKE, SPEND) and granted:
+                self.tokens -= 1
+            return Answer(granted, self.tokens, held, need / self.rate if need > 0 else 0.0)
 
 
 class RedisBucket:
@@ -196,17 +263,18 @@ class RedisBucket:
         self.fallback = LocalBucket(burst, rate)
         self._warned = False
 
-    def call(self, op: int, want: int = 1, least: int = 1, borrow: float = 0.0) -> Answer:
+    def call(self, op: int, want: int = 1, least: int = 1, borrow: float = 0.0, hold_id: str = "") -> Answer:
         try:
-            granted, before, wait = self._script(keys=[self.key], args=[self.burst, self.rate, op,
-                                                                        headroom(self.burst), want, least, borrow])
+            granted, tokens, held, wait = self._script(
+                keys=[self.key, f"{self.key}:holds"],
+                args=[self.burst, self.rate, op, headroom(self.burst), want, least, borrow, hold_id, HOLD_SECONDS])
         except RedisError as exc:
             if not self._warned:
                 log.warning("EC2 budget %s: Redis does not answer (%s); pacing this process alone", self.key, exc)
                 self._warned = True
-            return self.fallback.call(op, want, least, borrow)
+            return self.fallback.call(op, want, least, borrow, hold_id)
         self._warned = False
-        return Answer(int(granted), float(before), float(wait))
+        return Answer(int(granted), float(tokens), float(held), float(wait))
 
 
 @cache
@@ -239,44 +307,41 @@ def bucket(region: str, kind: str) -> LocalBucket | RedisBucket:
 
 
 class Reservation:
-    """Tokens taken at once for a batch of calls (an assign slice), so that the batch is sized to tokens nobody
-    else can spend meanwhile: the calls of one region and kind made in its `spending()` block, in any thread
-    started from there, take theirs from it first. A borrowed token (see `reserve`) is spent once the refill has
-    brought it, on this host's monotonic clock. What is left when the block ends goes back to the bucket."""
+    """Tokens held for a batch of calls (an assign slice), so that the batch is sized to tokens nobody else can
+    take meanwhile: the calls of one region and kind made in its `spending()` block, in any thread started from
+    there, spend theirs from it first. A held token stays in the bucket until its call is about to be sent (AWS's
+    bucket refills only once the calls arrive, so the mirror must not start the refill any sooner); a borrowed one
+    (see `reserve`) is spent once the refill has brought it. What is left when the block ends is free again."""
 
-    def __init__(self, region: str, kind: str, due: list[float]) -> None:
-        self.region, self.kind, self.count = region, kind, len(due)
-        self._due = deque(sorted(due))  # time.monotonic() at which each token is there
+    def __init__(self, region: str, kind: str, count: int, hold_id: str) -> None:
+        self.region, self.kind, self.count, self.hold_id = region, kind, count, hold_id
+        self.left = count
         self._lock = threading.Lock()
 
-    @property
-    def left(self) -> int:
-        return len(self._due)
-
-    @property
-    def last_due(self) -> float:
-        return self._due[-1] if self._due else 0.0
-
     def spend(self, region: str, kind: str, until: float | None) -> bool:
-        """One token, after the wait for it if it is borrowed; False (nothing spent) when the reservation has none
-        for this call, or when the next one comes due after `until`."""
+        """One held token for a call about to be sent, after the wait for the refill if the bucket does not have
+        it yet; False when the reservation has none for this call. OutOfTime when it comes after `until`."""
+        if (region, kind) != (self.region, self.kind):
+            return False
         with self._lock:
-            if not self._due or (region, kind) != (self.region, self.kind):
+            if self.left <= 0:
                 return False
-            if until is not None and self._due[0] > until:
-                return False
-            due = self._due.popleft()
-        wait = due - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
-        return True
+            self.left -= 1
+        b = bucket(self.region, self.kind)
+        while True:
+            answer = b.call(SPEND, hold_id=self.hold_id)
+            if answer.granted:
+                return True
+            if until is not None and time.monotonic() + answer.wait > until:
+                with self._lock:
+                    self.left += 1  # not spent: it goes back with the rest
+                raise OutOfTime(f"no EC2 {self.kind} token for {self.region} before the pass deadline")
+            time.sleep(answer.wait)
 
     def give_back(self) -> int:
         with self._lock:
-            unspent = len(self._due)
-            self._due.clear()
-        if unspent:
-            bucket(self.region, self.kind).call(GIVE_BACK, unspent)
+            unspent, self.left = self.left, 0
+        bucket(self.region, self.kind).call(GIVE_BACK, hold_id=self.hold_id)
         return unspent
 
 
@@ -295,28 +360,24 @@ def spending(reservation: Reservation) -> Iterator[Reservation]:
 
 def reserve(region: str, kind: str, want: int, least: int = 1, *, borrow_seconds: float = 0.0,
             until: float | None = None) -> Reservation:
-    """Take `want` tokens at once, or as many as there are once there are `least` (no caller holds a few while
-    it waits for more, so several workers waiting for one refill all get their turn). `borrow_seconds`: the
-    tokens the refill brings within that time count too, shared by every caller (the bucket goes below zero by
-    at most that much), each spent when it is there: a batch can do its preparation meanwhile. Waits up to
-    `until` (default: the running pass's deadline, see `deadline()`), and borrows nothing due after it; when
-    `least` would come after it, takes what one token's wait brings; OutOfTime (nothing taken) when even that
-    comes too late."""
+    """Hold `want` tokens, or as many as there are once there are `least` (no caller holds a few while it waits
+    for more, so several workers waiting for one refill all get their turn). `borrow_seconds`: the tokens the
+    refill brings within that time count too, shared by every caller, each spent once the bucket has it: a batch
+    can do its preparation meanwhile. Waits up to `until` (default: the running pass's deadline, see
+    `deadline()`), and borrows nothing the refill brings after it; when `least` would come after it, takes what
+    one token's wait brings; OutOfTime (nothing held) when even that comes too late."""
     if until is None:
         until = _deadline.get()
     least = max(1, min(least, want))
     b = bucket(region, kind)
+    hold_id = uuid.uuid4().hex
     while True:
         now = time.monotonic()
         horizon = borrow_seconds if until is None else max(0.0, min(borrow_seconds, until - now))
-        answer = b.call(TAKE, want, least, horizon * b.rate)
-        at = time.monotonic()
+        answer = b.call(HOLD, want, least, horizon * b.rate, hold_id)
         if answer.granted:
-            # The j-th token is there once the refill lifts the bucket to j tokens above its headroom (0: now).
-            spare = headroom(b.burst)
-            waits = [(j + spare - answer.before) / b.rate for j in range(1, answer.granted + 1)]
-            return Reservation(region, kind, [at + wait if wait > 0 else 0.0 for wait in waits])
-        if until is not None and at + answer.wait > until:
+            return Reservation(region, kind, answer.granted, hold_id)
+        if until is not None and time.monotonic() + answer.wait > until:
             if least > 1:
                 least = 1
                 continue
@@ -326,21 +387,29 @@ def reserve(region: str, kind: str, want: int, least: int = 1, *, borrow_seconds
 
 
 def acquire(region: str, kind: str, *, until: float | None = None) -> None:
-    """One token for one call: from the running batch's reservation (`spending()`) when it has one left, else
-    from the bucket, waiting for the refill if need be; OutOfTime (nothing taken) when the next token comes
-    after `until` (default: the running pass's deadline, see `deadline()`)."""
+    """One token for one call about to be sent: from the running batch's reservation (`spending()`) when it has
+    one left, else from what no reservation holds, waiting for the refill if need be; OutOfTime (nothing taken)
+    when the token comes after `until` (default: the running pass's deadline, see `deadline()`)."""
     if until is None:
         until = _deadline.get()
     held = _reservation.get()
     if held is not None and held.spend(region, kind, until):
         return
-    reserve(region, kind, 1, until=until)
+    b = bucket(region, kind)
+    while True:
+        answer = b.call(TAKE)
+        if answer.granted:
+            return
+        if until is not None and time.monotonic() + answer.wait > until:
+            raise OutOfTime(f"no EC2 {kind} token for {region} before the pass deadline")
+        # A little jitter, so that the workers waiting for the same refill do not all ask at once.
+        time.sleep(answer.wait * (1 + random.random() / 10))  # noqa: S311 (jitter, not cryptography)
 
 
 def available(region: str, kind: str) -> float:
     """The tokens there now that calls may take (a look: none taken)."""
     b = bucket(region, kind)
-    return max(0.0, b.call(LOOK).tokens - headroom(b.burst))
+    return max(0.0, b.call(LOOK).free - headroom(b.burst))
 
 
 def throttled(region: str, kind: str) -> None:

@@ -346,8 +346,8 @@ def test_reserve_slice_counts_the_next_second_of_refill_so_the_slice_looks_while
     ctx = PassContext(world.spec(), Ec2(REGION), kube=None)  # type: ignore[arg-type]  # sizing reads no node
     held = reserve_slice(ctx, 8)
     assert held.count >= 4  # a second of refill at 5 a second (and what came meanwhile)
-    assert budget.bucket(REGION, budget.MUTATE).call(budget.LOOK).tokens < 0  # borrowed: nobody else spends it
-    assert held.last_due <= time.monotonic() + REFILL_BORROW_SECONDS
+    assert budget.bucket(REGION, budget.MUTATE).call(budget.LOOK).free < 0  # borrowed: nobody else spends it
+    assert held.count <= 1 + REFILL_BORROW_SECONDS * settings.EIPDASH_EC2_MUTATE_RATE
     held.give_back()
 
 
