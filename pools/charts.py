@@ -205,8 +205,14 @@ def pool_use_chart(series: Sequence[UseSeries], *, range_key: str = "24h",
                      f'y1="{PAD_TOP}" y2="{PAD_TOP + frame.plot_h}"><title>first data</title></line>')
     parts.append(_axis_titles("time (UTC), now at the right", "EIPs in use"))
     styles = series_styles([item.spec_name for item in series])
+    # Every series is sampled at the same moments: each moment's x and words once, not once per spec.
+    moments: dict[dt.datetime, tuple[float, str]] = {}
     for item in series:
-        parts += _series(frame, item, styles[item.spec_name], data_start)
+        for moment, _value in item.points:
+            if moment not in moments:
+                moments[moment] = (frame.x(moment), _moment_text(moment, frame.hours))
+    for item in series:
+        parts += _series(frame, item, styles[item.spec_name], data_start, moments)
     return _svg("".join(parts), title=title)
 
 
@@ -226,8 +232,10 @@ def _no_data_band(frame: _Frame, data_start: dt.datetime) -> list[str]:
     return parts
 
 
-def _series(frame: _Frame, item: UseSeries, style: SeriesStyle, data_start: dt.datetime | None) -> list[str]:
-    """One spec: its pool ceiling, its step line, and a marker per sample that says its value on hover."""
+def _series(frame: _Frame, item: UseSeries, style: SeriesStyle, data_start: dt.datetime | None,
+            moments: dict[dt.datetime, tuple[float, str]]) -> list[str]:
+    """One spec: its pool ceiling, its step line, and a marker per sample that says its value on hover.
+    moments: each sample's x and time in words."""
     name = escape(item.spec_name)
     parts: list[str] = []
     if item.pool_size:
@@ -241,12 +249,17 @@ def _series(frame: _Frame, item: UseSeries, style: SeriesStyle, data_start: dt.d
               if data_start is None or moment >= data_start - dt.timedelta(seconds=1)]
     if not points:
         return parts
+    ys: dict[int, float] = {}
+    for _moment, value in points:
+        if value not in ys:
+            ys[value] = frame.y(value)
     coords: list[str] = []
-    previous: float | None = None
+    previous: int | None = None
     for moment, value in points:
+        x = moments[moment][0]
         if previous is not None:
-            coords.append(f"{frame.x(moment):.1f},{frame.y(previous):.1f}")
-        coords.append(f"{frame.x(moment):.1f},{frame.y(value):.1f}")
+            coords.append(f"{x:.1f},{ys[previous]:.1f}")
+        coords.append(f"{x:.1f},{ys[value]:.1f}")
         previous = value
     dash = f' stroke-dasharray="{style.dash}"' if style.dash else ""
     parts.append(
@@ -259,9 +272,10 @@ def _series(frame: _Frame, item: UseSeries, style: SeriesStyle, data_start: dt.d
         # Shown where the line starts, steps and ends; the others appear under the pointer only (fully
         # transparent, they still take it), so that a flat line is not a row of beads.
         shown = index in (0, len(points) - 1) or value != points[index - 1][1]
+        x, when = moments[moment]
         parts.append(
-            f'{marker_svg(style.marker, frame.x(moment), frame.y(value))} class="point{"" if shown else " quiet"}">'
-            f"<title>{name}: {value} in use at {_moment_text(moment, frame.hours)} UTC (pool {item.pool_size})"
+            f'{marker_svg(style.marker, x, ys[value])} class="point{"" if shown else " quiet"}">'
+            f"<title>{name}: {value} in use at {when} UTC (pool {item.pool_size})"
             f"</title></{tag}>"
         )
     parts.append("</g>")

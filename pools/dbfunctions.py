@@ -8,7 +8,9 @@ way as the numbers.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import re
 from typing import Any
 
 from django.db.backends.signals import connection_created
@@ -16,11 +18,17 @@ from django.db.models import F, Func, TextField
 
 SQLITE_IP_KEY = "eipdash_ip_key"
 
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+# An IPv4 address as ipaddress writes it (four decimal octets, no leading zero): its key without parsing it.
+_IPV4 = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}")
+
 
 def ip_sort_key(value: str | None) -> str:
     """'9.8.7.6' → '4:009.008.007.006'; IPv6 after IPv4; text that is no address last, as it is."""
     if value is None:
         return "9:"
+    if _IPV4.fullmatch(value):
+        return "4:" + ".".join(f"{int(part):03d}" for part in value.split("."))
     try:
         address = ipaddress.ip_address(value)
     except ValueError:
@@ -30,9 +38,14 @@ def ip_sort_key(value: str | None) -> str:
     return "6:" + address.exploded
 
 
+# What SQLite calls, once per row it sorts: the EIPs page sorted 10,000 addresses on every request, and parsing
+# each one took 48 ms of it. The key of an address never changes, so each process keeps the keys it computed.
+_cached_ip_sort_key = functools.lru_cache(maxsize=1 << 16)(ip_sort_key)
+
+
 def _register(sender: Any, connection: Any, **kwargs: Any) -> None:
     if connection.vendor == "sqlite":
-        connection.connection.create_function(SQLITE_IP_KEY, 1, ip_sort_key, deterministic=True)
+        connection.connection.create_function(SQLITE_IP_KEY, 1, _cached_ip_sort_key, deterministic=True)
 
 
 def install() -> None:

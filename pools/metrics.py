@@ -207,13 +207,13 @@ class DatabaseCollector(Collector):
             labels=["launch_spec"],
         )
         peaks = selectors_capacity.peak_list(specs=specs)
-        costs = selectors_capacity.pool_cost_list(specs=specs)
-        for spec in specs:
+        for row in stats:  # the billable addresses from the pool counts (pool_cost_list's, without reading again)
+            spec = row.spec
             min_free.add_metric([spec.name], float(spec.min_free))
             week, month = peaks[spec.pk]
             peak.add_metric([spec.name, "7d"], float(week.count))
             peak.add_metric([spec.name, "30d"], float(month.count))
-            cost.add_metric([spec.name], selectors_capacity.monthly_usd(costs[spec.pk][0]))
+            cost.add_metric([spec.name], selectors_capacity.monthly_usd(row.pool_size - row.byoip))
         yield min_free
         yield peak
         yield cost

@@ -281,12 +281,15 @@ class Node(models.Model):
         # A cluster keeps a row per node it ever had (100,000s of deleted ones): every read the pass and the
         # dashboard repeat must go by an index, never by the whole table.
         indexes = [
-            models.Index(fields=["launch_spec", "state"]),
+            # The live nodes of the specs by state (the pool tiles), with their draining flag: the tiles count the
+            # nodes holding an EIP from this index alone (pools/selectors.py _counts_from_live_nodes).
+            models.Index(fields=["launch_spec", "state", "draining"], name="node_spec_state_draining"),
             models.Index(fields=["launch_spec", "deleted_at"], name="node_spec_deleted"),
             # The pool EIP on a node's ENI ties that node to the pool (the pass and the plan preview).
             models.Index(fields=["eni_id"], name="node_eni"),
-            # The time-to-EIP histogram: nodes that got their EIP in the last 24 hours.
-            models.Index(fields=["eip_ready_at"], name="node_eip_ready"),
+            # The time-to-EIP histogram: nodes that got their EIP in the last 24 hours, with when they were first
+            # seen, so that their waits are read from the index alone.
+            models.Index(fields=["eip_ready_at", "first_seen_at"], name="node_eip_ready_wait"),
             # The nodes pages: live nodes by name, without walking past the deleted ones (PostgreSQL; one index
             # per filter the pages use, as a partial index serves only a query that repeats its condition).
             models.Index(fields=["name", "id"], condition=~Q(state="gone"), name="node_live_name"),

@@ -3,8 +3,8 @@ tainted?") and the API's `waitingReason`, its timeline, and where its Kubernetes
 
 Pure: no Django, no I/O, no clock (`now` is given). The selectors gather the facts (pools/selectors.py,
 `node_facts`); the rules stay the planner's: a node is judged by its predicates (`node_is_gone`,
-`node_is_servable`, ...) and by the plan of the next pass (`next_pass_of`), the spec page's preview read for
-one node, so that the page never explains a wait the workers would not have.
+`node_is_servable`, ...) and by the plan its spec's latest pass stored, the one the spec page shows, read for one
+node (`next_pass_of_lines`), so that the page never explains a wait the workers would not have.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class NodeFacts:
     eip_ready_at: datetime | None = None
     pool: PoolFacts | None = None  # None: no launch spec claims the node
     holding: Holding | None = None
-    next_pass: NextPass | None = None  # None: no plan (no spec, or the preview failed)
+    next_pass: NextPass | None = None  # None: no plan (no spec, no pass has planned it, or it cannot be read)
     waiting_since: datetime | None = None  # first seen, or its last release when later
     last_release: LastRelease | None = None
 
@@ -373,6 +373,32 @@ def next_pass_of(plan: Plan, name: str) -> NextPass:
         lift=any(m.node == name and m.lift_taint for m in plan.ready),
         lines=tuple(line for line in plan.describe() if names(line, name)),
     )
+
+
+# The lines of Plan.describe() that carry a decision about one node (see next_pass_of_lines).
+_ASSIGN_LINE = re.compile(r"assign (\S+) → (\S+)")
+_LIFT_LINE = re.compile(r"lift the startup taint(?: and label)? on (\S+) \(.*\)")
+_WAITS_LINE = " keeps waiting: no free EIP"
+_DEFERRED_LINE = " waits for the next pass: its claim closes in this one"
+
+
+def next_pass_of_lines(lines: Sequence[str], name: str) -> NextPass:
+    """next_pass_of, read from a plan's lines (Plan.describe) as a pass stored them (SpecPlan.lines), so that no
+    request has to plan: the same decisions about the node, and the lines that name it."""
+    assign, waits, deferred, lift = "", False, False, False
+    named = []
+    for line in lines:
+        if not names(line, name):
+            continue
+        named.append(line)
+        assigned, lifted = _ASSIGN_LINE.fullmatch(line), _LIFT_LINE.fullmatch(line)
+        if assigned is not None and assigned.group(2) == name:
+            assign = assign or assigned.group(1)
+        elif lifted is not None and lifted.group(1) == name:
+            lift = True
+        waits = waits or line == f"{name}{_WAITS_LINE}"
+        deferred = deferred or line == f"{name}{_DEFERRED_LINE}"
+    return NextPass(assign=assign, waits=waits, deferred=deferred, lift=lift, lines=tuple(named))
 
 
 def waiting_names(reason: str) -> list[str]:

@@ -1,7 +1,8 @@
 """Planner inputs from the record.
 
-The workers first write what AWS and Kubernetes said into the snapshot tables, then plan from here;
-`reconcile --dry-run` and the node page's next pass plan from the same rows. One path, so they cannot disagree.
+The workers first write what AWS and Kubernetes said into the snapshot tables, then plan from here and store the
+plan (services.spec_plan_store) that the spec page, the node page and the API read; `reconcile --dry-run` plans
+from the same rows. One path, so they cannot disagree.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def planner_inputs(
     spec: LaunchSpec, *, pool: Sequence[PoolEntry] | None = None, fence: int = 0, exclusive: bool = True,
     now: datetime | None = None,
 ) -> tuple[SpecView, list[EipView], list[NodeView], dict[str, Claim]]:
-    """pool: what DescribeAddresses said in this pass; None for the node page, which reads the snapshot.
+    """pool: what DescribeAddresses said in this pass; None: the pool as the snapshot holds it (tests, a seed).
 
     fence: the pass's fencing number (pools/locks.py). An unconfirmed claim of an earlier holder (a lower
     number) may still have its AssociateAddress on the way: it is in flight until EIPDASH_LEASE_SECONDS after
@@ -109,8 +110,8 @@ def planner_inputs(
         for entry in entries
     ]
 
-    # Tuples, not model instances: the node page plans on each request, and building a few hundred
-    # Assignment, ElasticIP and Node instances was most of its time.
+    # Tuples, not model instances: every pass plans, and building a few hundred Assignment, ElasticIP and Node
+    # instances was most of the planning's time.
     open_claims = list(
         Assignment.objects.filter(closed_at__isnull=True, launch_spec=spec)
         .annotate(in_flight=in_flight_claim(fence=fence, exclusive=exclusive, now=now))

@@ -457,12 +457,12 @@ def eip_list(request: HtmxHttpRequest) -> HttpResponse:
     form, data, specs, spec = _list_filters(request, EipFilterForm)
     state, q, sort = data.get("state") or "", data.get("q") or "", data.get("sort") or "ip"
     unmanaged = state == selectors.UNMANAGED
-    qs: QuerySet[Any] | list[Any]
+    qs: QuerySet[Any] | list[Any] | selectors.PagedRows[Any]
     if unmanaged:
         # The region's EIPs in no pool: none of them belongs to a spec, so a spec filter leaves nothing.
         qs = [] if spec is not None else selectors.unmanaged_list(q=q, sort=sort)
     else:
-        qs = selectors.eip_list(q=q, spec=spec, state=state, sort=sort)
+        qs = selectors.PagedRows(selectors.eip_list(q=q, spec=spec, state=state, sort=sort))
     page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
     context = {"form": form, "page": page, "specs": specs, "sort": sort, "unmanaged": unmanaged,
                "unmanaged_count": 0 if unmanaged else selectors.unmanaged_count()}
@@ -634,7 +634,7 @@ def eip_reassign_status(request: HtmxHttpRequest, allocation_id: str, request_id
 def node_list(request: HtmxHttpRequest) -> HttpResponse:
     form, data, specs, spec = _list_filters(request, NodeFilterForm)
     qs = selectors.node_list(q=data.get("q") or "", spec=spec, state=data.get("state") or "", hide_ended=True)
-    page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = Paginator(selectors.PagedRows(qs), PAGE_SIZE).get_page(request.GET.get("page"))
     context = {"form": form, "page": page, "specs": specs}
     return _page(request, "pools/node_list.html", "pools/partials/_node_table.html", context)
 

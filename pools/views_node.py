@@ -50,6 +50,12 @@ def node_detail(request: HtmxHttpRequest, cluster: str, name: str) -> HttpRespon
         "kube_reasons": node_reason.KUBE_EVENT_REASONS,
         "last_event": page.events[-1] if page.events else None,
         "events_shown": selectors.NODE_EVENTS_SHOWN,
+        # What the plan does with the node comes from the plan its spec's latest pass stored, with its age, as on
+        # the spec page (stale: older than a few passes, for a spec that still has passes to come).
+        "plan": page.plan,
+        "plan_stale": page.plan is not None and page.plan.stale and page.stats is not None
+        and (page.stats.spec.enabled or page.stats.held > 0),
+        "reconcile_seconds": settings.EIPDASH_RECONCILE_SECONDS,
         "now": now,
         "egress": egress,
         "egress_bypasses_eip": egress is not None and selectors_egress.bypasses_eip(egress),

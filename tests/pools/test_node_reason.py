@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 from pools import node_reason as nr
-from pools.planner import EipView, NodeView, SpecView, plan
+from pools.planner import Adopt, Assign, EipView, MarkReady, NodeView, Note, Plan, Release, SpecView, plan
+from pools.vocabulary import NoteKind
 
 T0 = datetime(2026, 11, 26, 2, 6, 15, tzinfo=UTC)
 NOW = T0 + timedelta(minutes=3)
@@ -207,3 +208,34 @@ def test_the_kubernetes_events_it_points_to_are_the_workers() -> None:
     assert nr.kubectl_events_command("n", context="--kubeconfig=/tmp/evil", kubeconfig="/etc/eipdash/kube/eu") == (
         "kubectl --kubeconfig=/etc/eipdash/kube/eu --context=--kubeconfig=/tmp/evil get events -n default "
         "--field-selector=involvedObject.kind=Node,involvedObject.name=n")
+
+
+def test_next_pass_of_lines_reads_the_same_decisions_from_a_stored_plan() -> None:
+    """What a pass stores is Plan.describe() (SpecPlan.lines): read for one node, the same NextPass as the plan
+    itself gives, for every kind of line, and nothing of a node whose name contains another's."""
+    names = ["ip-10-0-1-2", "ip-10-0-1-23", "ip-10-0-1-2.ec2.internal", "n-lift", "n-label", "n-both", "n-wait",
+             "n-defer", "n-taint", "n-release", "n-adopt", "n-unmark", "n-none"]
+    stored = Plan(
+        assign=(Assign("eipalloc-1", "203.0.113.1", "ip-10-0-1-2", "eni-1", "10.0.1.2"),
+                Assign("eipalloc-2", "203.0.113.2", "ip-10-0-1-2.ec2.internal", "eni-2", "10.0.1.3")),
+        release=(Release("eipalloc-3", "203.0.113.3", "n-release", "node gone", None),),
+        adopt=(Adopt("eipalloc-4", "203.0.113.4", "n-adopt", "eipassoc-4", "found on its ENI"),),
+        ready=(MarkReady("n-lift", "eipalloc-5", "203.0.113.5", lift_taint=True, set_marks=False),
+               MarkReady("n-label", "eipalloc-6", "203.0.113.6", lift_taint=False, set_marks=True),
+               MarkReady("n-both", "eipalloc-7", "203.0.113.7", lift_taint=True, set_marks=True)),
+        notes=(Note(kind=NoteKind.POOL_EXHAUSTED, key="pool_exhausted",
+                    reason="2 nodes need an EIP and the pool has 0 free (9 in the pool); waiting: ip-10-0-1-23, "
+                           "n-wait"),),
+        waiting=("ip-10-0-1-23", "n-wait"),
+        deferred=("n-defer",),
+        taint=("n-taint",),
+        unmark=("n-unmark",),
+    )
+    lines = stored.describe()
+    for name in names:
+        assert nr.next_pass_of_lines(lines, name) == nr.next_pass_of(stored, name), name
+    assert nr.next_pass_of_lines(lines, "ip-10-0-1-2").assign == "203.0.113.1"
+    assert nr.next_pass_of_lines(lines, "ip-10-0-1-23").waits
+    assert nr.next_pass_of_lines(lines, "n-both").lift and not nr.next_pass_of_lines(lines, "n-label").lift
+    assert nr.next_pass_of_lines(lines, "n-defer").deferred
+    assert nr.next_pass_of_lines(["nothing to do"], "n-none") == nr.NextPass()

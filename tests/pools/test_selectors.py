@@ -150,3 +150,76 @@ def test_history_search_matches_each_field_alone_case_blind_and_literally(web_wo
     assert found("%") == {"by-reason"} and found("\\") == set()
     # Never across two fields: the end of the node name followed by the start of the next field.
     assert found("internal198") == set() and found("internal") == {"by-node"}
+
+
+def test_pool_stats_list_counts_the_holders_of_every_spec_on_live_and_ended_nodes(
+        web_world: WebWorld, django_assert_num_queries) -> None:
+    """The tiles' held and draining counts, for many specs at once: from the live nodes alone while every open
+    assignment is on one of their live nodes (two queries), and still exact once an ended node, or a node of no
+    spec, holds one (the next pass releases it), by reading the node of each open assignment."""
+    other = LaunchSpec.objects.create(name="batch", cluster=web_world.cluster, labels={"a": "b"},
+                                      tag_key="eipdash/pool", tag_value="batch")  # fmt: skip
+    draining = make_node("node-d", spec=other, index=5, state=Node.State.DRAINING, draining=True, workload_pods=1)
+    assign(make_eip(50, tags={"eipdash/pool": "batch"}), draining)
+    specs = selectors.launch_spec_list()
+
+    def counts() -> dict[str, tuple[int, int, int, int]]:
+        return {row.spec.name: (row.held, row.draining_holding, row.nodes, row.waiting_nodes)
+                for row in selectors.pool_stats_list(specs=specs)}
+
+    with django_assert_num_queries(2):
+        assert counts() == {"egress": (1, 0, 2, 1), "batch": (1, 1, 1, 0)}
+    # node-a leaves the cluster with its EIP still on it; a node no spec claims holds another.
+    Node.objects.filter(name="node-a").update(state=Node.State.GONE, deleted_at=timezone.now())
+    stray = make_node("node-stray", spec=None, index=6, state=Node.State.READY)
+    assign(make_eip(51, tags={}), stray)
+    assert counts() == {"egress": (1, 0, 1, 1), "batch": (1, 1, 1, 0)}
+    # One spec (its page): the same counts.
+    assert selectors.pool_stats_get(spec=web_world.spec).held == 1
+    Node.objects.filter(name="node-d").update(state=Node.State.GONE, deleted_at=timezone.now())
+    assert counts() == {"egress": (1, 0, 1, 1), "batch": (1, 1, 0, 0)}
+
+
+@pytest.mark.parametrize("sort", ["ip", "-ip", "node", "-state", "spec"])
+def test_paged_rows_are_the_pages_of_the_list_with_their_columns(web_world: WebWorld, sort: str) -> None:
+    """PagedRows picks a page's rows by a subquery of the list's filters and order: every page holds the rows the
+    whole list holds there, in its order, with the columns the table shows (the annotations)."""
+    for index in range(4, 30):
+        eip = make_eip(index)
+        if index % 3 == 0:
+            assign(eip, make_node(f"node-{index:02d}", spec=web_world.spec, index=index, state=Node.State.READY))
+    whole = [(e.allocation_id, e.current_node) for e in selectors.eip_list(sort=sort)]
+    rows = selectors.PagedRows(selectors.eip_list(sort=sort))
+    assert rows.count() == len(whole) == 29
+    pages = [rows[start:start + 7] for start in range(0, 29, 7)]
+    assert [(e.allocation_id, e.current_node) for page in pages for e in page] == whole
+    # The nodes' pages leave the ended nodes out, those named first too.
+    make_node("node-00-gone", spec=web_world.spec, index=40, state=Node.State.GONE)
+    make_node("node-01-released", spec=web_world.spec, index=41, state=Node.State.RELEASED)
+    for hide_ended in (True, False):
+        nodes = selectors.node_list(hide_ended=hide_ended)
+        names = [n.name for n in nodes]
+        assert "node-00-gone" not in names and ("node-01-released" in names) is not hide_ended
+        assert [n.name for n in selectors.PagedRows(nodes)[1:4]] == names[1:4]
+
+
+def test_ip_sort_key_of_an_ipv4_address_without_parsing_it_is_the_same() -> None:
+    """dbfunctions.ip_sort_key reads a plain IPv4 address by its text; whatever ipaddress would read otherwise (or
+    refuse) keeps its own key."""
+    import ipaddress
+
+    from pools.dbfunctions import ip_sort_key
+
+    def parsed(value: str) -> str:
+        try:
+            address = ipaddress.ip_address(value)
+        except ValueError:
+            return "9:" + value
+        if address.version == 4:
+            return "4:" + ".".join(f"{int(part):03d}" for part in str(address).split("."))
+        return "6:" + address.exploded
+
+    for value in ("0.0.0.0", "9.8.7.6", "203.0.113.10", "255.255.255.255", "10.0.0.09", "010.0.0.1", "256.1.1.1",
+                  "1.2.3", "1.2.3.4.5", "1.2.3.4\n", " 1.2.3.4", "1.2.3.٤", "::1", "2001:db8::1", "", "x"):
+        assert ip_sort_key(value) == parsed(value), value
+    assert ip_sort_key(None) == "9:"

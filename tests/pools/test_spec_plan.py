@@ -13,7 +13,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from pools import planner, selectors, services
+from pools import planner, selectors, services, snapshot
 from pools.locks import Lease, LeaseLost, lease_key
 from pools.models import Cluster, LaunchSpec, Node, SpecPlan
 from pools.planner import Plan
@@ -42,8 +42,10 @@ def refuse_planning(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("a request ran the planner")
 
     monkeypatch.setattr(planner, "plan", refuse)
-    monkeypatch.setattr(selectors, "plan_pass", refuse)
-    monkeypatch.setattr(selectors, "planner_inputs", refuse)
+    monkeypatch.setattr(snapshot, "planner_inputs", refuse)
+    # Should the selectors ever import them by name again, the patch reaches those names too.
+    monkeypatch.setattr(selectors, "plan_pass", refuse, raising=False)
+    monkeypatch.setattr(selectors, "planner_inputs", refuse, raising=False)
 
 
 def _page(client: Client, name: str = "egress") -> str:

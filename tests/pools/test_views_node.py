@@ -16,6 +16,8 @@ from django.utils import timezone
 
 from pools.models import Event, LaunchSpec, Node
 from tests.fixtures.web import PASSWORD, WebWorld, assign, make_eip, make_node, record
+from tests.pools.plans import store_plan_as_a_pass
+from tests.pools.test_spec_plan import refuse_planning
 
 pytestmark = pytest.mark.django_db
 
@@ -163,3 +165,47 @@ def test_every_node_name_links_to_its_page(viewer_client: Client, night: WebWorl
 def test_the_node_page_marks_nodes_in_the_main_menu(viewer_client: Client, night: WebWorld) -> None:
     html = viewer_client.get(_url("node-a")).content.decode()
     assert re.search(r'<a href="/nodes/" aria-current="page">Nodes</a>', html)
+
+
+def _plan_section(html: str) -> str:
+    return html.split('id="node-next-pass"', 1)[1].split("</section>", 1)[0]
+
+
+def test_node_detail_reads_the_plan_its_spec_s_last_pass_stored_and_says_its_age(
+        viewer_client: Client, web_world: WebWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    """node-b waits while 203.0.113.2 is free: the plan the spec's last pass stored gives it that EIP. The page says
+    so at the top and shows that plan's line for it with the pass's time and age, as the spec page does, and no
+    request runs the planner (selectors.plan_previews, node_reason.next_pass_of_lines)."""
+    Node.objects.filter(cluster=web_world.cluster).update(labels=LABELS)
+    planned_at = timezone.now().replace(microsecond=0) - dt.timedelta(seconds=12)
+    stored = store_plan_as_a_pass(web_world.spec, planned_at=planned_at)
+    assert "assign 203.0.113.2 → node-b" in stored.describe()
+    refuse_planning(monkeypatch)
+    html = viewer_client.get(_url("node-b")).content.decode()
+    assert _reason(html).startswith("assigning: the next pass gives it 203.0.113.2")
+    section = _plan_section(html)
+    assert "Plan of the last pass" in section and "assign 203.0.113.2 → node-b" in section
+    stamp = f'<time datetime="{planned_at:%Y-%m-%dT%H:%M:%SZ}">{planned_at:%H:%M:%S} UTC</time>'
+    assert f"Plan of the pass at {stamp}, " in section
+    assert "12s ago" in section or "13s ago" in section  # the page's second may have turned
+    assert 'id="node-plan-stale"' not in section and 'id="node-plan-outdated"' not in section
+    # The API's waitingReason: the page's words, from the same stored plan.
+    rows = {row["name"]: row for row in viewer_client.get("/api/v1/nodes/").json()["results"]}
+    assert rows["node-b"]["waitingReason"].startswith("assigning: the next pass gives it 203.0.113.2")
+
+
+def test_node_detail_marks_a_stale_or_outdated_stored_plan_and_does_without_one(
+        viewer_client: Client, web_world: WebWorld, monkeypatch: pytest.MonkeyPatch) -> None:
+    Node.objects.filter(cluster=web_world.cluster).update(labels=LABELS)
+    refuse_planning(monkeypatch)
+    # No pass has planned the spec yet: the reason goes by the pool's counts, and no plan is shown.
+    html = viewer_client.get(_url("node-b")).content.decode()
+    assert _reason(html).startswith("waiting: the pool of egress has 1 free of 2; the next pass decides")
+    assert 'id="node-next-pass"' not in html
+    monkeypatch.undo()
+    store_plan_as_a_pass(web_world.spec, planned_at=timezone.now() - dt.timedelta(hours=1))
+    LaunchSpec.objects.filter(pk=web_world.spec.pk).update(updated_at=timezone.now())  # edited since that pass
+    refuse_planning(monkeypatch)
+    section = _plan_section(viewer_client.get(_url("node-b")).content.decode())
+    assert 'id="node-plan-stale"' in section and 'id="node-plan-outdated"' in section
+    assert "assign 203.0.113.2 → node-b" in section

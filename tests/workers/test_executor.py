@@ -12,7 +12,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from pools import locks, planner, redis_keys, selectors, services
+from pools import locks, planner, redis_keys, selectors, services, snapshot
 from pools.models import Assignment, ElasticIP, Event, LaunchSpec, Node, RegionFacts, SpecFence, SpecPlan
 from pools.planner import Plan
 from tests.fixtures.world import TAINT, World, kinds, reconcile
@@ -314,8 +314,11 @@ def refuse_planning(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("a request ran the planner")
 
-    for module, name in ((planner, "plan"), (selectors, "plan_pass"), (selectors, "planner_inputs")):
+    for module, name in ((planner, "plan"), (snapshot, "planner_inputs")):
         monkeypatch.setattr(module, name, refuse)
+    # Should the selectors ever import them by name again, the patch reaches those names too.
+    for name in ("plan_pass", "planner_inputs"):
+        monkeypatch.setattr(selectors, name, refuse, raising=False)
 
 
 def test_a_pass_stores_its_plan_and_the_spec_page_and_the_api_show_it_with_its_age(
