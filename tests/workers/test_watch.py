@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from pools.specfile import parse_launch_spec
 from sandbox.kube_emulator import KubeEmulator, node_manifest
 from tests.fixtures.polling import eventually
 from workers.kube import Kube
-from workers.watch import NodeWatch, watch_clusters
+from workers.watch import NodeWatch, Spaced, watch_clusters
 
 WEB = {"eipdash.io/pool": "web"}
 API = {"eipdash.io/pool": "api"}
@@ -254,3 +255,49 @@ def test_a_cluster_whose_kubeconfig_cannot_load_is_logged_once_and_watched_once_
         stop.set()
         runner.join(timeout=20)
     assert not runner.is_alive()
+
+
+def test_a_node_added_within_a_second_of_another_gets_its_own_pass_when_the_second_ends(
+    transactional_db: None, kube_emulator: KubeEmulator, tmp_path: Path,
+) -> None:
+    """One pass per spec per `min_interval`, but no change left without one: the second node's event came
+    inside the interval, so its pass is sent when the interval ends (it was dropped, and that node waited for
+    the next beat tick)."""
+    Cluster.objects.create(name="one", region="us-east-1",
+                           kubeconfig=str(kube_emulator.write_kubeconfig(tmp_path / "one")))
+    web = spec_in("one", "web", WEB)
+    enqueued: list[tuple[int, float]] = []
+    stop = threading.Event()
+
+    def enqueue(spec_id: int) -> None:
+        enqueued.append((spec_id, time.monotonic()))
+
+    runner = threading.Thread(target=watch_clusters, args=(enqueue,), daemon=True,
+                              kwargs=dict(stop=stop, recheck_seconds=0.2, round_seconds=5, retry_seconds=0.2,
+                                          min_interval=1.0))
+    runner.start()
+    try:
+        node(kube_emulator, "w1", WEB)
+        eventually(lambda: len(enqueued) == 1, timeout=20, what="the first node's pass")
+        node(kube_emulator, "w2", WEB, "i-0002")  # well within the second
+        node(kube_emulator, "w3", WEB, "i-0003")
+        eventually(lambda: len(enqueued) >= 2, timeout=20, what="a pass for the nodes of the same second")
+        assert [spec for spec, _ in enqueued] == [web.pk, web.pk]  # one for both
+        assert enqueued[1][1] - enqueued[0][1] >= 1.0
+    finally:
+        stop.set()
+        runner.join(timeout=20)
+    assert not runner.is_alive()
+
+
+def test_spaced_puts_a_pass_off_to_the_end_of_the_interval_and_sends_none_after_cancel() -> None:
+    sent: list[float] = []
+    spaced = Spaced(lambda spec_id: sent.append(time.monotonic()) is None, 0.3)
+    assert spaced.send(1, "node a added") and len(sent) == 1
+    assert spaced.send(1, "node b added") and spaced.send(1, "node c added") and len(sent) == 1
+    eventually(lambda: len(sent) == 2, timeout=10, what="the pass put off")
+    assert sent[1] - sent[0] >= 0.3
+    assert spaced.send(1, "node d added") and len(sent) == 2  # inside the new interval: put off
+    spaced.cancel()
+    assert spaced.send(2, "node e added") and len(sent) == 3  # another spec: its own interval
+    assert not spaced._timers
