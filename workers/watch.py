@@ -119,9 +119,9 @@ class Enqueuer:
 
 
 class Spaced:
-    """A spec's passes at most one per `interval` (a node that changes ten times in a second needs one pass, and the
+    """A spec's passes at most two per `interval` (a node that changes ten times in a second needs one pass, and the
     pass is single-flight anyway), and never a change left without one: a change inside the interval is sent when
-    the interval ends, by a timer. Dropping it instead left a node that registered a second after another one
+    the interval ends, by a timer, and the next change after that is sent at once. Dropping it instead left a node that registered a second after another one
     waiting for the next beat tick (the time-to-EIP benchmark's first node after its canary: 2.5 s, not 0.6 s)."""
 
     def __init__(self, send: Callable[[int], bool], interval: float) -> None:
@@ -146,9 +146,11 @@ class Spaced:
             return True
 
     def _later(self, spec_id: int) -> None:
+        # Not counted as the interval's pass: most changes inside an interval are the echoes of the pass's own
+        # writes (its label, its taint lift), and a node that registers a second later must not wait for them.
         with self._lock:
             if self._timers.pop(spec_id, None) is not None:
-                self._now(spec_id)
+                self._send(spec_id)
 
     def _now(self, spec_id: int) -> bool:
         sent = self._send(spec_id)
