@@ -121,8 +121,9 @@ class Enqueuer:
 class Spaced:
     """A spec's passes at most two per `interval` (a node that changes ten times in a second needs one pass, and the
     pass is single-flight anyway), and never a change left without one: a change inside the interval is sent when
-    the interval ends, by a timer, and the next change after that is sent at once. Dropping it instead left a node that registered a second after another one
-    waiting for the next beat tick (the time-to-EIP benchmark's first node after its canary: 2.5 s, not 0.6 s)."""
+    the interval ends, by a timer, and the next change after that is sent at once. Dropping it instead left a node
+    that registered a second after another one waiting for the next beat tick (the time-to-EIP benchmark's first
+    node after its canary: 2.5 s, not 0.6 s)."""
 
     def __init__(self, send: Callable[[int], bool], interval: float) -> None:
         self._send, self.interval = send, interval
