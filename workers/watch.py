@@ -286,9 +286,10 @@ def watch_cluster(
 ) -> NodeWatch | None:
     """Watch the cluster's nodes and enqueue the pass of every spec a changed node belongs to.
 
-    A spec is enqueued at most once per `min_interval` (Spaced): a node that changes ten times in a second
-    needs one pass, and the pass itself is single-flight anyway; a change inside the interval is sent when it ends. `heartbeat_file` is touched at least once
-    per watch round (`round_seconds`) and during a broker outage, for a liveness probe. A client that cannot
+    A spec's passes are spaced by `min_interval` (Spaced): a node that changes ten times in a second needs one
+    pass, and the pass itself is single-flight anyway; a change inside the interval is sent when it ends.
+    `heartbeat_file` is touched at least once per watch round (`round_seconds`) and during a broker outage, for
+    a liveness probe. A client that cannot
     be built (its kubeconfig gone, broken or refused) is tried again with backoff (ClientLoader). Returns once
     `stop_after` seconds have passed, `stop` is set, or the cluster is no longer configured.
     """
