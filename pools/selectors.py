@@ -888,7 +888,8 @@ class _StateNotIn(Func):
         super().__init__(F("state"))
         self.states = tuple(states)
 
-    def as_sql(self, compiler: Any, connection: Any, **extra_context: Any) -> tuple[str, Any]:  # type: ignore[override]
+    def as_sql(self, compiler: Any, connection: Any, function: str | None = None, template: str | None = None,
+               arg_joiner: str | None = None, **extra_context: Any) -> tuple[str, Any]:
         column, params = compiler.compile(self.source_expressions[0])
         values = ", ".join(f"'{state}'" for state in self.states)
         condition = f"= {values}" if len(self.states) == 1 else f"IN ({values})"
