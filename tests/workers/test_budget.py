@@ -46,6 +46,16 @@ def take_until_empty(region: str) -> int:
         got += 1
 
 
+def another_worker(line: str, redis_url: str) -> str:
+    """What `line` prints in another process, with `b` the same Redis bucket as the `tiny` fixture's."""
+    script = ("import sys; from workers.budget import RedisBucket, HOLD, GIVE_BACK, LOOK; "
+              "b = RedisBucket(sys.argv[1], sys.argv[2], 10, 0.01); " + line)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", script, redis_url, budget.bucket_key(REGION, budget.MUTATE)],
+                         capture_output=True, text=True, check=True, env=env, cwd=ROOT, timeout=60)
+    return out.stdout.strip()
+
+
 def raw_tokens(region: str, kind: str) -> float:
     return budget.bucket(region, kind).call(0).tokens
 
@@ -66,14 +76,7 @@ def test_threads_share_one_bucket_and_it_never_goes_negative(tiny: Settings) -> 
 
 def test_processes_share_the_bucket_through_redis(tiny: Settings, redis_url: str) -> None:
     """Another process (another worker) spends from the same Redis bucket: this one gets the rest."""
-    key = budget.bucket_key(REGION, budget.MUTATE)
-    script = ("import sys; from workers.budget import RedisBucket; "
-              "b = RedisBucket(sys.argv[1], sys.argv[2], 10, 0.01); "
-              "print(sum(b.call(1).granted for _ in range(6)))")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", script, redis_url, key], capture_output=True, text=True,
-                         check=True, env=env, cwd=ROOT, timeout=60)
-    assert out.stdout.strip() == "6"
+    assert another_worker("print(sum(b.call(1).granted for _ in range(6)))", redis_url) == "6"
     assert take_until_empty(REGION) == 4
 
 
@@ -201,14 +204,8 @@ def test_a_hold_expires_by_itself(tiny: Settings, monkeypatch: pytest.MonkeyPatc
 
 def test_a_reservation_is_shared_with_another_process_through_redis(tiny: Settings, redis_url: str) -> None:
     """Another worker's hold is this worker's bucket too, until it is given back."""
-    key = budget.bucket_key(REGION, budget.MUTATE)
-    script = ("import sys; from workers.budget import RedisBucket, HOLD, GIVE_BACK, LOOK; "
-              "b = RedisBucket(sys.argv[1], sys.argv[2], 10, 0.01); "
-              "print(b.call(HOLD, 7, 4, hold_id='w2').granted, b.call(LOOK).free)")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", script, redis_url, key], capture_output=True, text=True,
-                         check=True, env=env, cwd=ROOT, timeout=60)
-    granted, free = out.stdout.split()
+    granted, free = another_worker("print(b.call(HOLD, 7, 4, hold_id='w2').granted, b.call(LOOK).free)",
+                                   redis_url).split()
     assert int(granted) == 7 and 3 <= float(free) < 4
     assert budget.reserve(REGION, budget.MUTATE, 10).count == 3
     budget.bucket(REGION, budget.MUTATE).call(budget.GIVE_BACK, hold_id="w2")
