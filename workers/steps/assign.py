@@ -91,7 +91,7 @@ def assign_all(ctx: PassContext, steps: Sequence[Assign]) -> None:
 
 
 def reserve_slice(ctx: PassContext, pending: int) -> budget.Reservation:
-    """The next slice's tokens, taken before its claims: as many as the EC2 budget has, plus what it refills in the
+    """The next slice's tokens, held before its claims: as many as the EC2 budget has, plus what it refills in the
     next REFILL_BORROW_SECONDS (at most four rounds of the pool; at least a few, or a second of refill, once there).
     Reserved, not just looked at: the passes of other specs of the region (other workers) size their slices from
     what is left, so no slice's calls queue for tokens that others spend. The borrowed tokens come due while the
