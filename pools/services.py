@@ -13,7 +13,7 @@ from datetime import datetime
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -802,11 +802,18 @@ def spec_plan_store(*, spec: LaunchSpec, plan: Plan, eips: Sequence[EipView], no
         "spec_updated_at": spec.updated_at,
     }
     rows = SpecPlan.objects.filter(spec_id=spec.pk)
-    if (rows.filter(fence__lte=fence) if fence else rows).update(**values):
+    mine = rows.filter(fence__lte=fence) if fence else rows
+    if mine.update(**values):
         return True
     if rows.exists():
         return False  # a newer holder's plan
-    SpecPlan.objects.create(spec_id=spec.pk, **values)
+    try:
+        # A savepoint: passes without a lease may race to create the row (a check, then a create), and the one that
+        # waited on the other's uncommitted row meets its duplicate key; its own transaction must go on.
+        with transaction.atomic():
+            SpecPlan.objects.create(spec_id=spec.pk, **values)
+    except IntegrityError:
+        return bool(mine.update(**values))  # created meanwhile: written over by the same rule
     return True
 
 

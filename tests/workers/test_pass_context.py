@@ -7,19 +7,14 @@ import threading
 
 import pytest
 from django.db import connection, transaction
+from django.utils import timezone
 
-from pools.models import SpecFence
-from tests.fixtures.polling import eventually
+from pools import services
+from pools.models import SpecFence, SpecPlan
+from pools.planner import Plan
+from tests.fixtures.polling import another_transaction_waits_for_this_one, eventually
 from tests.fixtures.world import World
 from workers.pass_context import PassContext
-
-
-def another_transaction_waits_for_this_one() -> bool:
-    """pg_locks, unlike pg_stat_activity, is read afresh inside a transaction."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_locks"
-                       " WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid))")
-        return bool(cursor.fetchone()[0])
 
 
 @pytest.mark.skipif(connection.vendor == "sqlite", reason="SQLite serialises writers; the race needs PostgreSQL")
@@ -50,3 +45,37 @@ def test_note_change_waits_out_a_pass_creating_the_same_spec_row_and_still_notes
     thread.join(30)
     assert not failures, failures
     assert SpecFence.objects.get(spec_id=spec.pk).fresh_from_seq == 9
+
+
+@pytest.mark.skipif(connection.vendor == "sqlite", reason="SQLite serialises writers; the race needs PostgreSQL")
+def test_spec_plan_store_waits_out_a_pass_creating_the_same_row_and_writes_over_it(world_tx: World) -> None:
+    """The spec has no stored plan yet and another pass (no lease: passes without Redis) is storing one: this
+    pass's store, inside its own transaction, must not fail on the duplicate key (the CI run of 2026-12-08 met
+    it in tests/e2e/test_concurrency.py), and its plan is the one kept."""
+    spec = world_tx.spec()
+    created = threading.Event()
+    failures: list[BaseException] = []
+
+    def other_pass() -> None:
+        try:
+            with transaction.atomic():
+                SpecPlan.objects.create(spec_id=spec.pk, lines=["the other pass"], planned_at=timezone.now())
+                created.set()
+                eventually(another_transaction_waits_for_this_one, timeout=30, interval=0.01,
+                           what="this pass waits on the other's uncommitted row")
+        except BaseException as exc:  # the thread's failure is the test's failure
+            failures.append(exc)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=other_pass)
+    thread.start()
+    assert created.wait(30)
+    with transaction.atomic():  # as a pass stores it: inside its (fenced) transaction, which must go on
+        stored = services.spec_plan_store(spec=spec, plan=Plan(waiting=("n1",)), eips=[], nodes=[], claims={})
+        # A query after the duplicate key: on PostgreSQL it raises if the pass's transaction was left aborted.
+        assert SpecPlan.objects.filter(spec_id=spec.pk).exists()
+    thread.join(30)
+    assert not failures, failures
+    assert stored is True
+    assert SpecPlan.objects.get(spec_id=spec.pk).lines == Plan(waiting=("n1",)).describe()
