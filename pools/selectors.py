@@ -163,6 +163,19 @@ class PoolStats:
     # Pool EIPs of a pool brought to AWS (BYOIP, capacity.is_byoip): not billed by the hour.
     byoip: int = 0
 
+    def count_eips(self, n: int, *, state: str, byoip: bool) -> None:
+        """n EIPs of the pool in one of eip_state()'s states: assigned (an open claim), conflict (associated
+        without one), free."""
+        self.pool_size += n
+        if byoip:
+            self.byoip += n
+        if state == "assigned":
+            self.in_use += n
+        elif state == "conflict":
+            self.conflict += n
+        else:
+            self.free += n
+
     @property
     def use_percent(self) -> int:
         return round(100 * self.in_use / self.pool_size) if self.pool_size else 0
@@ -248,18 +261,15 @@ def pool_stats_list(*, specs: Sequence[LaunchSpec] | None = None) -> list[PoolSt
         byoip = is_byoip(public_pool)
         for spec in by_region[region]:
             if in_pool(spec, region=region, tags=tags):
-                row = stats[spec.pk]
-                row.pool_size += n
-                if byoip:
-                    row.byoip += n
-                if state == "assigned":
-                    row.in_use += n
-                elif state == "conflict":
-                    row.conflict += n
-                else:
-                    row.free += n
-    # The live nodes by state, and the nodes holding an open assignment by spec and draining flag.
-    for key, state, n in _node_and_holding_counts(specs):
+                stats[spec.pk].count_eips(n, state=state, byoip=byoip)
+    _count_nodes(stats, _node_and_holding_counts(specs))
+    return [stats[spec.pk] for spec in specs]
+
+
+def _count_nodes(stats: dict[int, PoolStats], counts: Iterable[tuple[int | None, str, int]]) -> None:
+    """The live nodes by state, and the nodes holding an open assignment by spec and draining flag
+    (_node_and_holding_counts' rows), into the specs' rows."""
+    for key, state, n in counts:
         if state == HOLDING:
             if key is None or key // 2 not in stats:
                 continue
@@ -267,13 +277,10 @@ def pool_stats_list(*, specs: Sequence[LaunchSpec] | None = None) -> list[PoolSt
             stats[spec_id].held += n
             if draining:
                 stats[spec_id].draining_holding += n
-            continue
-        if key not in stats:
-            continue
-        stats[key].nodes += n
-        if state == Node.State.WAITING:
-            stats[key].waiting_nodes += n
-    return [stats[spec.pk] for spec in specs]
+        elif key in stats:
+            stats[key].nodes += n
+            if state == Node.State.WAITING:
+                stats[key].waiting_nodes += n
 
 
 def _node_and_holding_counts(specs: Sequence[LaunchSpec]) -> list[tuple[int | None, str, int]]:
@@ -1272,26 +1279,38 @@ def _node_facts(nodes: Sequence[Node]) -> tuple[dict[int, node_reason.NodeFacts]
     facts = {}
     for node in nodes:
         spec = specs.get(node.launch_spec_id) if node.launch_spec_id else None
-        if spec is not None:
-            view = node_view({column: getattr(node, column) for column in NODE_COLUMNS}, spec, rivals[spec.pk])
-        else:
-            view = _unclaimed_view(node)
-        plan = plans[spec.pk] if spec is not None else None
-        claim, release = held.get(node.pk), releases.get(node.pk)
+        release = releases.get(node.pk)
         facts[node.pk] = node_reason.NodeFacts(
-            view=view, cluster=node.cluster.name, state=node.state, first_seen_at=node.first_seen_at,
-            deleted_at=node.deleted_at, eip_ready_at=node.eip_ready_at,
+            view=_node_view_of(node, spec, rivals), cluster=node.cluster.name, state=node.state,
+            first_seen_at=node.first_seen_at, deleted_at=node.deleted_at, eip_ready_at=node.eip_ready_at,
             pool=_pool_facts(stats[spec.pk]) if spec is not None else None,
-            holding=node_reason.Holding(public_ip=claim.eip.public_ip, allocation_id=claim.eip.allocation_id,
-                                        since=claim.opened_at, confirmed=claim.confirmed_at is not None)
-            if claim is not None else None,
-            # No stored plan yet, or one that cannot be read: the reason goes by the pool's counts alone.
-            next_pass=node_reason.next_pass_of_lines(plan.lines, node.name)
-            if plan is not None and plan.planned and not plan.error else None,
+            holding=_holding(held.get(node.pk)),
+            next_pass=_stored_next_pass(plans[spec.pk] if spec is not None else None, node.name),
             waiting_since=max(node.first_seen_at, release.at) if release is not None else node.first_seen_at,
             last_release=release,
         )
     return facts, stats, plans
+
+
+def _node_view_of(node: Node, spec: LaunchSpec | None, rivals: dict[int | None, list[LaunchSpec]]) -> NodeView:
+    if spec is None:
+        return _unclaimed_view(node)
+    return node_view({column: getattr(node, column) for column in NODE_COLUMNS}, spec, rivals[spec.pk])
+
+
+def _holding(claim: Assignment | None) -> node_reason.Holding | None:
+    if claim is None:
+        return None
+    return node_reason.Holding(public_ip=claim.eip.public_ip, allocation_id=claim.eip.allocation_id,
+                               since=claim.opened_at, confirmed=claim.confirmed_at is not None)
+
+
+def _stored_next_pass(plan: PlanPreview | None, name: str) -> node_reason.NextPass | None:
+    """What the stored plan does with the node; None without a stored plan, or with one that cannot be read (the
+    reason then goes by the pool's counts alone)."""
+    if plan is None or not plan.planned or plan.error:
+        return None
+    return node_reason.next_pass_of_lines(plan.lines, name)
 
 
 def node_reasons(nodes: Sequence[Node], *, now: dt.datetime | None = None) -> dict[int, node_reason.NodeReason]:

@@ -332,11 +332,11 @@ class Reservation:
             answer = b.call(SPEND, hold_id=self.hold_id)
             if answer.granted:
                 return True
-            if until is not None and time.monotonic() + answer.wait > until:
+            if _too_late(answer, until):
                 with self._lock:
                     self.left += 1  # not spent: it goes back with the rest
-                raise OutOfTime(f"no EC2 {self.kind} token for {self.region} before the pass deadline")
-            time.sleep(answer.wait)
+                raise _out_of_time(self.region, self.kind)
+            _wait(answer)
 
     def give_back(self) -> int:
         with self._lock:
@@ -377,13 +377,12 @@ def reserve(region: str, kind: str, want: int, least: int = 1, *, borrow_seconds
         answer = b.call(HOLD, want, least, horizon * b.rate, hold_id)
         if answer.granted:
             return Reservation(region, kind, answer.granted, hold_id)
-        if until is not None and time.monotonic() + answer.wait > until:
+        if _too_late(answer, until):
             if least > 1:
                 least = 1
                 continue
-            raise OutOfTime(f"no EC2 {kind} token for {region} before the pass deadline")
-        # A little jitter, so that the workers waiting for the same refill do not all ask at once.
-        time.sleep(answer.wait * (1 + random.random() / 10))  # noqa: S311 (jitter, not cryptography)
+            raise _out_of_time(region, kind)
+        _wait(answer)
 
 
 def acquire(region: str, kind: str, *, until: float | None = None) -> None:
@@ -400,10 +399,23 @@ def acquire(region: str, kind: str, *, until: float | None = None) -> None:
         answer = b.call(TAKE)
         if answer.granted:
             return
-        if until is not None and time.monotonic() + answer.wait > until:
-            raise OutOfTime(f"no EC2 {kind} token for {region} before the pass deadline")
-        # A little jitter, so that the workers waiting for the same refill do not all ask at once.
-        time.sleep(answer.wait * (1 + random.random() / 10))  # noqa: S311 (jitter, not cryptography)
+        if _too_late(answer, until):
+            raise _out_of_time(region, kind)
+        _wait(answer)
+
+
+def _too_late(answer: Answer, until: float | None) -> bool:
+    return until is not None and time.monotonic() + answer.wait > until
+
+
+def _out_of_time(region: str, kind: str) -> OutOfTime:
+    return OutOfTime(f"no EC2 {kind} token for {region} before the pass deadline")
+
+
+def _wait(answer: Answer) -> None:
+    """Until the refill brings what was asked for, plus a little jitter, so that the workers waiting for the same
+    refill do not all ask at once."""
+    time.sleep(answer.wait * (1 + random.random() / 10))  # noqa: S311 (jitter, not cryptography)
 
 
 def available(region: str, kind: str) -> float:
