@@ -12,6 +12,7 @@ import itertools
 import threading
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -21,6 +22,7 @@ from prometheus_client import REGISTRY
 from pytest_django.fixtures import Settings
 
 from pools.models import Assignment, ElasticIP, LaunchSpec, Node, UnmanagedAddress
+from sandbox.aws_limits import LimitsProxy
 from tests.fixtures.world import TAINT, World, kinds, reconcile
 from workers import executor, observe, readings
 from workers.ec2 import Address, Ec2, Instance, Permanent
@@ -344,6 +346,47 @@ def test_a_failing_read_is_one_error_event_per_episode_and_keeps_the_last_succes
     assert observe.READ_ALERT not in spec.active_alerts
     reconcile(spec, ec2=Unauthorized(REGION))
     assert len(kinds("error")) == 2  # a new episode
+
+
+class InstancesUnauthorized(Ec2):
+    def describe_instances(self, instance_ids: Iterable[str]) -> dict[str, Instance]:
+        raise Permanent("DescribeInstances: UnauthorizedOperation: You are not authorized",
+                        code="UnauthorizedOperation", operation="DescribeInstances")
+
+
+def test_a_describe_instances_that_fails_in_its_thread_fails_the_read_like_one_made_in_the_pass(world: World) -> None:
+    """New nodes are described in a thread beside the region's DescribeAddresses (refresh_snapshot): its error
+    still ends the pass as a failed read, with nothing written for the nodes."""
+    spec = world.spec()
+    world.eips(1)
+    world.node("a")
+    report = reconcile(spec, ec2=InstancesUnauthorized(REGION))
+    assert report.errors and "DescribeInstances: UnauthorizedOperation" in report.errors[0], report.errors
+    assert not Node.objects.exists() and not Assignment.objects.exists()
+    assert world.eip_on("a") is None and TAINT in world.taints("a")
+    (failure,) = kinds("error")
+    assert "UnauthorizedOperation" in failure.reason
+
+
+def test_new_nodes_are_described_while_the_regions_addresses_are_read(
+    world: World, ec2_emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A burst's new nodes: their DescribeInstances is in flight beside the region's DescribeAddresses (EC2 behind
+    a proxy that answers after 300 ms sees both at once), not after it, and their rows get the facts."""
+    spec = world.spec()
+    world.eips(2)
+    nodes = [world.node(name) for name in ("a", "b")]
+    with LimitsProxy(ec2_emulator.endpoint_url, latency_ms=300) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", proxy.url)  # a client of its own, through the proxy
+        ec2, kube = executor.clients_for(spec)
+        pool = observe.refresh_snapshot(spec, ec2, kube)
+        stats = proxy.stats()
+    assert stats["calls"] == {"DescribeAddresses": 1, "DescribeInstances": 1}
+    assert stats["max_in_flight"] == 2
+    assert len(pool) == 2
+    rows = {row.name: row for row in Node.objects.all()}
+    assert {name: (row.eni_id, row.private_ip, row.instance_state) for name, row in rows.items()} == {
+        n.name: (n.eni_id, n.private_ip, "running") for n in nodes}
 
 
 class PodsForbidden(Kube):

@@ -16,6 +16,7 @@ import redis
 from pools import services
 from pools.locks import lease_key
 from pools.models import Assignment, Node
+from sandbox.aws_limits import LimitsProxy
 from sandbox.kube_emulator import node_manifest
 from tests.fixtures.polling import eventually
 from tests.fixtures.world import LABELS, TAINT, World, open_claim, reconcile
@@ -224,6 +225,53 @@ def test_the_target_private_ip_is_checked_right_before_associate_address(world: 
     closed = Assignment.objects.get()
     assert closed.closed_at is not None and closed.close_kind == "transient"
     assert Node.objects.get(name="a").state == "waiting" and TAINT in world.taints("a")
+
+
+def test_the_look_at_the_targets_reads_their_instances_and_addresses_at_once(
+    world: World, ec2_emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The slice's look (look_at_targets): its DescribeInstances and DescribeAddresses are in flight together (EC2
+    behind a proxy that answers after 300 ms sees both at once), so the first call goes out one round trip sooner."""
+    spec = world.spec()
+    world.node("a")
+    reconcile(spec)  # the node is described, and waits: the pool is empty
+    (eip,) = world.eips(1)
+    with LimitsProxy(ec2_emulator.endpoint_url, latency_ms=300) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", proxy.url)  # the pass's own client, through the proxy
+        report = reconcile(spec)
+        stats = proxy.stats()
+    assert not report.errors, report.errors
+    assert world.eip_on("a") == eip and TAINT not in world.taints("a")
+    assert stats["calls"]["DescribeInstances"] == 1  # the look's: the observation reused the node's facts
+    assert stats["max_in_flight"] == 2
+
+
+class LookUnauthorized(Ec2):
+    """DescribeInstances answers the observation, then fails: the slice's look, run in a thread of the pass."""
+
+    def __init__(self) -> None:
+        super().__init__(REGION)
+        self.described = 0
+
+    def describe_instances(self, instance_ids: Any) -> dict[str, Any]:
+        self.described += 1
+        if self.described > 1:
+            raise Permanent("DescribeInstances: UnauthorizedOperation: You are not authorized",
+                            code="UnauthorizedOperation", operation="DescribeInstances")
+        return super().describe_instances(instance_ids)
+
+
+def test_a_look_whose_describe_instances_fails_in_its_thread_sends_nothing_and_closes_the_claim(world: World) -> None:
+    spec = world.spec()
+    world.eips(1)
+    world.node("a")
+    ec2 = LookUnauthorized()
+    report = reconcile(spec, ec2=ec2)
+    assert ec2.described == 2, report.lines()
+    assert world.all_associations() == {}
+    claim = Assignment.objects.get()
+    assert claim.closed_at is not None and "UnauthorizedOperation" in claim.close_reason
+    assert TAINT in world.taints("a")
 
 
 def test_an_eip_freed_in_this_pass_goes_to_the_replacement_before_one_released_earlier(world: World) -> None:
