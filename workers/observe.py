@@ -130,7 +130,6 @@ class _Snapshot:
     listed: dict[str, KubeNode] = field(default_factory=dict)  # name -> the node, matching or tied
     matching: set[str] = field(default_factory=set)  # names whose labels are the spec's
     tied: set[str] = field(default_factory=set)  # names tied to the pool: an open claim, a pool EIP on the ENI
-    own: dict[str, Node] = field(default_factory=dict)  # name -> the spec's live rows
     known: dict[str, Node] = field(default_factory=dict)  # the rows of the listed and tied nodes
     gone: list[Node] = field(default_factory=list)  # rows Kubernetes no longer lists
     reuse: dict[str, Node] = field(default_factory=dict)  # rows whose instance facts stand without a describe
@@ -164,25 +163,26 @@ def _read_region(snap: _Snapshot, ec2: Ec2) -> list[Address]:
 
 
 def _list_matching(snap: _Snapshot, kube: Kube) -> None:
-    """The spec's nodes by label, and the spec's live rows (one query)."""
-    spec = snap.spec
-    snap.listed = {n.name: n for n in kube.list_nodes(spec.labels) if n.instance_id}
+    """The spec's nodes by label."""
+    snap.listed = {n.name: n for n in kube.list_nodes(snap.spec.labels) if n.instance_id}
     snap.matching = set(snap.listed)
-    snap.own = {row.name: row for row in Node.objects.filter(cluster=spec.cluster, launch_spec=spec,
-                                                             deleted_at__isnull=True)}
 
 
 @contextmanager
 def _describing_ahead(snap: _Snapshot, ec2: Ec2) -> Iterator[Callable[[set[str]], dict[str, Instance]]]:
-    """DescribeInstances of the listed nodes that surely need it (no row of the spec, or `_needs_describe`), sent
-    in a thread of its own while this one reads the region's addresses: a burst's new nodes are known that much
-    sooner (two round trips to EC2 at once instead of one after the other). Inside, `describe(ids)` gives the
-    facts of exactly those ids: from that call, and from one more for any ids it did not cover (tied or deleted
-    nodes, known once the addresses are read). Only EC2 is read in the thread (the database stays in this one);
-    its error is raised by `describe`, as a call made here would raise it."""
-    recheck_before = snap.now - timedelta(seconds=settings.EIPDASH_INSTANCE_RECHECK_SECONDS)
-    ahead = {instance_id for name, kn in snap.listed.items() if (instance_id := kn.instance_id)
-             and ((row := snap.own.get(name)) is None or _needs_describe(row, kn, True, recheck_before))}
+    """DescribeInstances of the listed nodes the spec has no live row for on their instance (new nodes, a name back
+    on another instance), sent in a thread of its own while this one reads the region's addresses: a burst's new
+    nodes are known that much sooner (two round trips to EC2 at once instead of one after the other). Inside,
+    `describe(ids)` gives the facts of exactly those ids: from that call, and from one more for the ids it did
+    not cover (rows due for a recheck, tied or deleted nodes: known once the rows and the addresses are read).
+    Only names and instance ids are read first (a steady pass at 5,000 nodes builds no row before its quiet
+    check); only EC2 is read in the thread (the database stays in this one); its error is raised by `describe`,
+    as a call made here would raise it."""
+    spec = snap.spec
+    rows = dict(Node.objects.filter(cluster=spec.cluster, launch_spec=spec, deleted_at__isnull=True)
+                .values_list("name", "instance_id"))
+    ahead = {instance_id for name, kn in snap.listed.items()
+             if (instance_id := kn.instance_id) and rows.get(name) != instance_id}
     if not ahead:
         yield lambda ids: ec2.describe_instances(ids) if ids else {}
         return
@@ -272,8 +272,10 @@ def _seen_again(snap: _Snapshot) -> None:
 def _load_rows(snap: _Snapshot) -> None:
     """The spec's live rows in one query, then by name only the few others (new nodes, tied ones): no query
     lists every node name."""
-    spec, listed, tied, own = snap.spec, snap.listed, snap.tied, snap.own
+    spec, listed, tied = snap.spec, snap.listed, snap.tied
     wanted = listed.keys() | tied
+    own = {row.name: row for row in Node.objects.filter(cluster=spec.cluster, launch_spec=spec,
+                                                        deleted_at__isnull=True)}
     missing = wanted - own.keys()
     others = {row.name: row for row in Node.objects.filter(cluster=spec.cluster, name__in=missing)} if missing else {}
     snap.known = {name: row for name, row in own.items() if name in wanted} | others

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from django.db.models.signals import post_init
 from django.utils import timezone
 
 from pools.models import ElasticIP, LaunchSpec, Node, SpecFence
@@ -47,6 +48,23 @@ def test_a_quiet_pass_writes_no_snapshot_yet_counts_as_a_successful_pass(world: 
     assert LaunchSpec.objects.get(pk=spec.pk).last_successful_pass_at > before
     # Its readings start after it, as after every pass (workers/readings.py).
     assert SpecFence.objects.get(spec_id=spec.pk).fresh_from_seq > seq_before
+
+
+def test_a_quiet_pass_builds_no_node_row(world: World) -> None:
+    """Its cost at 5,000 nodes is the node list and the reading, not the rows (steady_cpu_s_5000): a quiet pass
+    builds no Node instance (the reads before its quiet check take names and instance ids as plain values)."""
+    spec = quiet_world(world)
+    built: list[Node] = []
+
+    def count(sender: type[Node], instance: Node, **kwargs: object) -> None:
+        built.append(instance)
+
+    post_init.connect(count, sender=Node)
+    try:
+        quiet_once_more(spec)
+    finally:
+        post_init.disconnect(count, sender=Node)
+    assert built == []
 
 
 def test_a_tag_taken_off_a_free_eip_is_seen_by_the_next_pass(world: World) -> None:
