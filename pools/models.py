@@ -284,7 +284,11 @@ class Node(models.Model):
             # The live nodes of the specs by state (the pool tiles), with their draining flag: the tiles count the
             # nodes holding an EIP from this index alone (pools/selectors.py _counts_from_live_nodes).
             models.Index(fields=["launch_spec", "state", "draining"], name="node_spec_state_draining"),
-            models.Index(fields=["launch_spec", "deleted_at"], name="node_spec_deleted"),
+            # The spec's nodes deleted since a moment (the demand's history), and its live ones (deleted_at IS NULL)
+            # with their state and first sighting: the demand stamps count and sum those from this index alone
+            # (pools/selectors_demand.py _live_parts).
+            models.Index(fields=["launch_spec", "deleted_at", "state", "first_seen_at"],
+                         name="node_spec_deleted_state"),
             # The pool EIP on a node's ENI ties that node to the pool (the pass and the plan preview).
             models.Index(fields=["eni_id"], name="node_eni"),
             # The time-to-EIP histogram: nodes that got their EIP in the last 24 hours, with when they were first

@@ -250,8 +250,9 @@ def launch_spec_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
         # The Capacity section's first load and its polls: only its part, none of the rest of the page is read.
         return render(request, "pools/partials/_spec_capacity.html", _capacity_context(request, spec))
     # Like the nodes below: the first rows, with the count and a link to /eips/?spec=… (the whole pool made
-    # this polled page hundreds of KB at a few hundred EIPs).
-    pool = selectors.eip_list(spec=spec)
+    # this polled page hundreds of KB at a few hundred EIPs). The pool is read once for the rows, the count and
+    # the user data's IPs.
+    pool = selectors.pool_first_rows(spec=spec, size=SPEC_NODES_SHOWN)
     stats = selectors.pool_stats_get(spec=spec)
     # Ended nodes (gone, released) are hidden unless asked for: the table then counts what the tile counts.
     show_ended = request.GET.get("ended") == "1"
@@ -265,8 +266,8 @@ def launch_spec_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
         "stats": stats,
         "problems": selectors.spec_problem_list(stats=[stats]),
         "show_ended": show_ended,
-        "pool": list(pool[:SPEC_NODES_SHOWN]),
-        "pool_total": pool.count(),
+        "pool": pool.rows,
+        "pool_total": pool.total,
         "nodes": list(nodes[:SPEC_NODES_SHOWN]),
         "node_total": nodes.count() if show_ended else stats.nodes,
         "events": selectors.event_recent(spec_name=spec.name, limit=15),
@@ -283,7 +284,7 @@ def launch_spec_detail(request: HtmxHttpRequest, name: str) -> HttpResponse:
         # right away from the section's own request (HX-Target above), so the page's first paint never waits for
         # 30 days of history. The 5-second poll of its live part reads neither that nor the user data (outside the
         # live part). The snippet's IPs: the pool's, in numeric order, as the allowlist and the download list them.
-        context["user_data"] = _user_data(spec, selectors.pool_public_ips(spec=spec))
+        context["user_data"] = _user_data(spec, pool.public_ips)
     return _page(request, "pools/launch_spec_detail.html", "pools/partials/_spec_live.html", context)
 
 

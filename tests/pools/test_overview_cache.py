@@ -64,3 +64,25 @@ def test_time_to_eip_waits_exact_to_the_microsecond(web_world: WebWorld) -> None
     assert dict(histogram.buckets)["5–10s"] == 1
     assert dict(histogram.buckets)["10–20s"] == 1
     assert histogram.p50 is not None and abs(histogram.p50 - 5.0) < 1e-6
+
+
+def test_pool_use_series_counts_each_span_from_its_exact_microsecond(web_world: WebWorld) -> None:
+    """The cached spans keep their times to the microsecond: a span opened at a sample counts there, one opened a
+    microsecond later does not; one closed at a sample no longer counts there, one closed a microsecond later does.
+    The same from the cache as from the first read."""
+    cache.clear()
+    Assignment.objects.all().delete()
+    node_a, node_b = web_world.nodes
+    eip1, eip2 = web_world.eips[:2]
+    now = timezone.now().replace(microsecond=0)
+    hour, tick = dt.timedelta(hours=1), dt.timedelta(microseconds=1)
+    opened_at, closed_at = now - 2 * hour, now - 3 * hour  # samples of the 24 h range at one-hour steps
+    rows = [(eip1, node_a, opened_at, None), (eip2, node_b, opened_at + tick, None),
+            (eip1, node_b, closed_at - hour, closed_at), (eip2, node_a, closed_at - hour, closed_at + tick)]
+    for eip, node, opened, closed in rows:
+        Assignment.objects.create(eip=eip, node=node, launch_spec=web_world.spec, opened_at=opened,
+                                  confirmed_at=opened, closed_at=closed)
+    for _read in ("first", "cached"):
+        (series,) = selectors.pool_use_series(stats=selectors.pool_stats_list(), now=now, hours=24, step_minutes=60)
+        points = dict(series.points)
+        assert [points[now - k * hour] for k in (5, 4, 3, 2, 1)] == [0, 2, 1, 1, 2]

@@ -94,9 +94,10 @@ def _grow(w: WebWorld, n: int) -> None:
         ("overview", 11),
         ("spec-list", 8),
         # Includes the plan preview's own snapshot reads (pools/snapshot.py).
-        # + the pool's row count and its live IPs (the table shows the first rows only). Not the Capacity section:
-        # the page shows its frame, which loads it with a request of its own (test_views_capacity.py).
-        ("spec-detail", 20),
+        # + the pool, read once for its size, its live IPs and its first rows' keys, then those rows' columns (the
+        # table shows the first rows only: selectors.pool_first_rows). Not the Capacity section: the page shows its
+        # frame, which loads it with a request of its own (test_views_capacity.py).
+        ("spec-detail", 13),
         # + the count of the unmanaged EIPs (one query, whatever their number), and the user's and their
         # groups' permissions (two: may they reassign, the rows' action?)
         ("eip-list", 9),
