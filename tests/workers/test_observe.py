@@ -372,11 +372,11 @@ def test_new_nodes_are_described_while_the_regions_addresses_are_read(
     world: World, ec2_emulator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A burst's new nodes: their DescribeInstances is in flight beside the region's DescribeAddresses (EC2 behind
-    a proxy that answers after 300 ms sees both at once), not after it, and their rows get the facts."""
+    a proxy that answers after 500 ms sees both at once), not after it, and their rows get the facts."""
     spec = world.spec()
     world.eips(2)
     nodes = [world.node(name) for name in ("a", "b")]
-    with LimitsProxy(ec2_emulator.endpoint_url, latency_ms=300) as proxy:
+    with LimitsProxy(ec2_emulator.endpoint_url, latency_ms=500) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", proxy.url)  # a client of its own, through the proxy
         ec2, kube = executor.clients_for(spec)
         pool = observe.refresh_snapshot(spec, ec2, kube)
