@@ -11,8 +11,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from django.db import connection
 
 from pools import services
 from pools.models import Cluster, LaunchSpec
@@ -24,6 +26,15 @@ from workers.watch import NodeWatch, Spaced, watch_clusters
 
 WEB = {"eipdash.io/pool": "web"}
 API = {"eipdash.io/pool": "api"}
+
+
+def watching(*args: Any, **kwargs: Any) -> None:
+    """watch_clusters in a test's thread, which closes its own database connection when it ends (the watch
+    command runs it in its main thread): left open, PostgreSQL cannot drop the test database at the end."""
+    try:
+        watch_clusters(*args, **kwargs)
+    finally:
+        connection.close()
 
 
 def spec_in(cluster: str, name: str, labels: dict[str, str]) -> LaunchSpec:
@@ -149,7 +160,7 @@ def test_each_cluster_has_its_own_stream_and_one_failing_does_not_stop_the_other
 
     stop = threading.Event()
     heartbeat = tmp_path / "heartbeat"
-    runner = threading.Thread(target=watch_clusters, args=(enqueue,), daemon=True,
+    runner = threading.Thread(target=watching, args=(enqueue,), daemon=True,
                               kwargs=dict(stop=stop, recheck_seconds=0.2, round_seconds=2, retry_seconds=0.2,
                                           min_interval=0.0, heartbeat_file=heartbeat))
     runner.start()
@@ -190,7 +201,7 @@ def test_a_cluster_pointed_at_another_api_server_is_watched_there_within_a_round
     web = spec_in("one", "web", WEB)
     enqueued: list[int] = []
     stop = threading.Event()
-    runner = threading.Thread(target=watch_clusters, args=(enqueued.append,), daemon=True,
+    runner = threading.Thread(target=watching, args=(enqueued.append,), daemon=True,
                               kwargs=dict(stop=stop, recheck_seconds=0.2, round_seconds=1, retry_seconds=0.2,
                                           min_interval=0.0))
     runner.start()
@@ -228,7 +239,7 @@ def test_a_cluster_whose_kubeconfig_cannot_load_is_logged_once_and_watched_once_
     api = spec_in("two", "api", API)
     enqueued: list[int] = []
     stop = threading.Event()
-    runner = threading.Thread(target=watch_clusters, args=(enqueued.append,), daemon=True,
+    runner = threading.Thread(target=watching, args=(enqueued.append,), daemon=True,
                               kwargs=dict(stop=stop, recheck_seconds=0.2, round_seconds=1, retry_seconds=0.2,
                                           min_interval=0.0))
 
@@ -272,7 +283,7 @@ def test_a_node_added_within_a_second_of_another_gets_its_own_pass_when_the_seco
     def enqueue(spec_id: int) -> None:
         enqueued.append((spec_id, time.monotonic()))
 
-    runner = threading.Thread(target=watch_clusters, args=(enqueue,), daemon=True,
+    runner = threading.Thread(target=watching, args=(enqueue,), daemon=True,
                               kwargs=dict(stop=stop, recheck_seconds=0.2, round_seconds=5, retry_seconds=0.2,
                                           min_interval=1.0))
     runner.start()

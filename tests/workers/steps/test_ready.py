@@ -8,6 +8,7 @@ import threading
 from typing import Any
 
 import redis
+from django.db import connection
 
 from pools.locks import lease_key
 from tests.fixtures.world import TAINT, World, reconcile
@@ -47,7 +48,13 @@ def test_a_pass_that_lost_its_spec_cannot_lift_a_taint_that_the_new_holder_put_b
 
     frozen = FrozenBeforeTheLift()
     reports: list[PassReport] = []
-    stale = threading.Thread(target=lambda: reports.append(reconcile(spec, kube=frozen)))
+    def stale_pass() -> None:
+        try:
+            reports.append(reconcile(spec, kube=frozen))
+        finally:
+            connection.close()  # the thread's own: left open, PostgreSQL cannot drop the test database
+
+    stale = threading.Thread(target=stale_pass)
     stale.start()
     try:
         assert frozen.frozen.wait(30)
