@@ -28,14 +28,23 @@ def ip_sort_key(value: str | None) -> str:
     if value is None:
         return "9:"
     if _IPV4.fullmatch(value):
-        return "4:" + ".".join(f"{int(part):03d}" for part in value.split("."))
+        return _ipv4_key(value)
+    return parsed_ip_sort_key(value)
+
+
+def parsed_ip_sort_key(value: str) -> str:
+    """ip_sort_key by ipaddress's reading of the text: what the fast path for plain IPv4 text must agree with."""
     try:
         address = ipaddress.ip_address(value)
     except ValueError:
         return "9:" + value
     if address.version == 4:
-        return "4:" + ".".join(f"{int(part):03d}" for part in str(address).split("."))
+        return _ipv4_key(str(address))
     return "6:" + address.exploded
+
+
+def _ipv4_key(text: str) -> str:
+    return "4:" + ".".join(f"{int(part):03d}" for part in text.split("."))
 
 
 # What SQLite calls, once per row it sorts: the EIPs page sorted 10,000 addresses on every request, and parsing

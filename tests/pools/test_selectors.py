@@ -271,20 +271,11 @@ def test_paged_rows_are_the_pages_of_the_list_with_their_columns(web_world: WebW
 def test_ip_sort_key_of_an_ipv4_address_without_parsing_it_is_the_same() -> None:
     """dbfunctions.ip_sort_key reads a plain IPv4 address by its text; whatever ipaddress would read otherwise (or
     refuse) keeps its own key."""
-    import ipaddress
-
-    from pools.dbfunctions import ip_sort_key
-
-    def parsed(value: str) -> str:
-        try:
-            address = ipaddress.ip_address(value)
-        except ValueError:
-            return "9:" + value
-        if address.version == 4:
-            return "4:" + ".".join(f"{int(part):03d}" for part in str(address).split("."))
-        return "6:" + address.exploded
+    from pools.dbfunctions import ip_sort_key, parsed_ip_sort_key
 
     for value in ("0.0.0.0", "9.8.7.6", "203.0.113.10", "255.255.255.255", "10.0.0.09", "010.0.0.1", "256.1.1.1",
                   "1.2.3", "1.2.3.4.5", "1.2.3.4\n", " 1.2.3.4", "1.2.3.٤", "::1", "2001:db8::1", "", "x"):
-        assert ip_sort_key(value) == parsed(value), value
+        assert ip_sort_key(value) == parsed_ip_sort_key(value), value
     assert ip_sort_key(None) == "9:"
+    expected = ["4:009.008.007.006", "6:" + "0000:" * 7 + "0001", "9:x"]
+    assert [ip_sort_key(value) for value in ("9.8.7.6", "::1", "x")] == expected
